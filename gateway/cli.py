@@ -1,0 +1,126 @@
+"""`lgw`: the gateway's command line.
+
+Exit status: 0 success; 1 the job ran but some records were rejected; 2 the command
+could not run (bad option, contract, copybook or input shape), with one error line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+from schemas.errors import ConfigError
+
+EXIT_OK, EXIT_REJECTS, EXIT_ERROR = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"lgw: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_ERROR)
+
+
+def _add_layout_options(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--copybook", metavar="CPY", help="COBOL copybook describing the record")
+    src.add_argument("--contract", metavar="FILE", help="contract YAML (layout, encoding, constraints)")
+    p.add_argument("--encoding", metavar="CODEPAGE",
+                   help="cp037 (default with --copybook), cp273, cp500, cp1047, cp1140-cp1148, ascii, latin-1, utf-8")
+    p.add_argument("--record-format", choices=["F", "V", "VB", "D"], help="F fixed (default), V/VB RDW, D text lines")
+    p.add_argument("--record-length", type=int, metavar="N", help="bytes per record for F (default: the layout's)")
+    p.add_argument("--rdw-endian", choices=["big", "little"], help="RDW byte order (default: detected)")
+    p.add_argument("--rdw-includes-header", choices=["yes", "no"],
+                   help="whether the RDW length counts its own 4 bytes (default: detected)")
+    p.add_argument("--trim", choices=["both", "left", "right", "none"], help="string trimming (default both)")
+    p.add_argument("--float-format", choices=["ibm", "ieee", "ibm-le", "ieee-le"],
+                   help="COMP-1/COMP-2 representation (default ibm)")
+    p.add_argument("--chunk-records", type=int, default=50_000, metavar="N", help=argparse.SUPPRESS)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="lgw", description="Legacy adapter gateway")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    dec = sub.add_parser("decode", help="decode legacy records to JSON Lines")
+    dec.add_argument("input", help="data file")
+    _add_layout_options(dec)
+    dec.add_argument("--rejects", metavar="FILE", help="write rejects here (JSON Lines) instead of stderr")
+    dec.add_argument("--output", "-o", metavar="FILE", help="write records here instead of stdout")
+
+    enc = sub.add_parser("encode", help="encode JSON Lines back into legacy records")
+    enc.add_argument("input", help="JSON Lines file ('-' for stdin)")
+    _add_layout_options(enc)
+    enc.add_argument("--output", "-o", metavar="FILE", required=True, help="record file to write")
+    enc.add_argument("--newline", action="store_true", help="end every fixed-length record with a newline")
+
+    con = sub.add_parser("contract", help="check, document and compare contracts")
+    csub = con.add_subparsers(dest="contract_command", required=True, parser_class=_Parser)
+    chk = csub.add_parser("check", help="validate a contract and print its layout")
+    chk.add_argument("file")
+    sch = csub.add_parser("schema", help="print the JSON Schema of a contract's records")
+    sch.add_argument("file")
+    dif = csub.add_parser("diff", help="can a reader of NEW read data written for OLD?")
+    dif.add_argument("old")
+    dif.add_argument("new")
+
+    ex = sub.add_parser("examples", help="bundled example contracts and data")
+    esub = ex.add_subparsers(dest="examples_command", required=True, parser_class=_Parser)
+    gen = esub.add_parser("generate", help="write a sample card-transaction file")
+    gen.add_argument("--records", type=int, default=10_000)
+    gen.add_argument("--output", "-o", required=True)
+    gen.add_argument("--encoding", default=None, help="override the contract's encoding (e.g. ascii)")
+    gen.add_argument("--seed", type=int, default=7)
+    gen.add_argument("--bad-every", type=int, default=0, metavar="N",
+                     help="corrupt every Nth detail record (for reject demos)")
+    pth = esub.add_parser("path", help="print the path of a bundled contract")
+    pth.add_argument("name", nargs="?", default="card_txn")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ConfigError as exc:
+        print(f"lgw: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except FileNotFoundError as exc:
+        print(f"lgw: error: file not found: {exc.filename}", file=sys.stderr)
+        return EXIT_ERROR
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from gateway import commands
+
+    if args.command == "decode":
+        return commands.decode(args)
+    if args.command == "encode":
+        return commands.encode(args)
+    if args.command == "contract":
+        return commands.contract(args)
+    if args.command == "examples":
+        return commands.examples(args)
+    raise AssertionError(args.command)
+
+
+def write_rejects(rejects: list, out: IO[str]) -> None:
+    for r in rejects:
+        out.write(json.dumps(r.to_json(), ensure_ascii=False) + "\n")
+
+
+def open_output(path: str | None) -> IO[bytes]:
+    if path is None or path == "-":
+        return sys.stdout.buffer
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return open(path, "wb")  # noqa: SIM115 (closed by the caller)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

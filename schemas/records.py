@@ -1,0 +1,313 @@
+"""Record framing: split a file into records and hand them out as byte matrices in chunks.
+
+Formats (Cobrix's names): F fixed length (optionally newline-terminated), D line
+sequential text (trailing blanks may have been stripped: short lines are padded),
+V variable length with a 4-byte RDW per record, VB blocks with a 4-byte BDW holding
+RDW records. Memory stays flat: only one chunk is held at a time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import numpy as np
+
+from schemas.errors import InputFormatError
+
+FORMATS = ("F", "V", "VB", "D")
+DEFAULT_CHUNK_RECORDS = 50_000
+_READ_BYTES = 8 << 20
+
+
+@dataclass(frozen=True)
+class Framing:
+    format: str = "F"
+    record_length: int = 0  # F: bytes per record; others: the layout's length
+    rdw_endian: str | None = None  # big | little | None (detect)
+    rdw_includes_header: bool | None = None  # IBM: True; Cobrix's test files: False; None: detect
+    pad_byte: int = 0x20  # D: pads lines whose trailing blanks were stripped
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise InputFormatError(f"unknown record format {self.format!r}: expected one of {', '.join(FORMATS)}")
+        if self.rdw_endian not in (None, "big", "little"):
+            raise InputFormatError(f"--rdw-endian must be big or little, found {self.rdw_endian!r}")
+
+
+@dataclass
+class FramingReject:
+    """A record the framing could not cut out: truncated tail, bad RDW, overlong line."""
+
+    index: int
+    offset: int
+    raw: bytes
+    reason: str
+
+
+@dataclass
+class RecordChunk:
+    matrix: np.ndarray  # uint8 (n, width)
+    lengths: np.ndarray | None  # bytes present per record, None when all are full
+    start_index: int  # record number (0-based, in file order) of row 0
+    offsets: np.ndarray  # byte offset in the file where each record's data starts
+    rejects: list[FramingReject] = field(default_factory=list)
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.matrix.shape[0])
+
+
+def read_records(path: str | os.PathLike[str], framing: Framing,
+                 chunk_records: int = DEFAULT_CHUNK_RECORDS) -> Iterator[RecordChunk]:
+    size = os.path.getsize(path)
+    with open(path, "rb") as fh:
+        if framing.format == "F":
+            yield from _fixed(fh, size, framing, chunk_records)
+        elif framing.format == "D":
+            yield from _lines(fh, framing, chunk_records)
+        else:
+            yield from _variable(fh, size, framing, chunk_records)
+
+
+# --------------------------------------------------------------------------- F
+def _fixed_stride(fh: BinaryIO, size: int, length: int) -> tuple[int, bytes]:
+    """(bytes per record including any line terminator, the terminator)."""
+    if length <= 0:
+        raise InputFormatError("record length must be positive")
+    probe_n = 64
+    for term in (b"\r\n", b"\n", b"\x25", b"\x15"):
+        stride = length + len(term)
+        if size == 0 or size % stride not in (0, length):
+            continue
+        fh.seek(0)
+        head = fh.read(stride * probe_n)
+        n = len(head) // stride
+        if n and all(head[i * stride + length: (i + 1) * stride] == term for i in range(n)):
+            if size % length == 0 and term in (b"\x25", b"\x15"):
+                continue  # an EBCDIC byte that happens to sit there; plain fixed fits too
+            return stride, term
+    return length, b""
+
+
+def _fixed(fh: BinaryIO, size: int, framing: Framing, chunk_records: int) -> Iterator[RecordChunk]:
+    length = framing.record_length
+    stride, term = _fixed_stride(fh, size, length)
+    fh.seek(0)
+    index = 0
+    offset = 0
+    while True:
+        data = fh.read(stride * chunk_records)
+        if not data:
+            return
+        n = len(data) // stride
+        tail = data[n * stride:]
+        if term and len(tail) == length:  # last line without its terminator
+            n += 1
+            data = data + term
+            tail = b""
+        arr = np.frombuffer(data, dtype=np.uint8, count=n * stride).reshape(n, stride)
+        matrix = arr[:, :length] if term else arr
+        offsets = offset + np.arange(n, dtype=np.int64) * stride
+        rejects = []
+        if tail:
+            rejects.append(FramingReject(
+                index + n, offset + n * stride, bytes(tail),
+                f"truncated record: {len(tail)} of {length} bytes at the end of the file "
+                f"(file size {size} is not a multiple of the record length {stride})"))
+        yield RecordChunk(matrix, None, index, offsets, rejects)
+        index += n
+        offset += len(data)
+        if tail:
+            return
+
+
+# --------------------------------------------------------------------------- D
+def _lines(fh: BinaryIO, framing: Framing, chunk_records: int) -> Iterator[RecordChunk]:
+    width = framing.record_length
+    index = 0
+    base = 0  # file offset of buf[0]
+    carry = b""
+    while True:
+        block = fh.read(_READ_BYTES)
+        buf = carry + block
+        if not buf:
+            return
+        arr = np.frombuffer(buf, dtype=np.uint8)
+        ends = np.flatnonzero(arr == 0x0A)
+        if not block:  # end of file: the last line may lack its newline
+            if len(buf) and (ends.size == 0 or ends[-1] != len(buf) - 1):
+                ends = np.append(ends, len(buf))
+        if ends.size == 0:
+            carry = buf
+            continue
+        starts = np.concatenate([[0], ends[:-1] + 1])
+        consumed = int(ends[-1]) + 1
+        for lo in range(0, len(starts), chunk_records):
+            s = starts[lo: lo + chunk_records]
+            e = ends[lo: lo + chunk_records]
+            yield _line_chunk(arr, s, e, width, framing.pad_byte, index, base)
+            index += len(s)
+        carry = buf[consumed:]
+        base += consumed
+        if not block:
+            return
+
+
+def _line_chunk(arr: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int, pad: int,
+                index: int, base: int) -> RecordChunk:
+    stops = ends.copy()
+    cr = (stops > starts) & (arr[np.maximum(stops - 1, 0)] == 0x0D)
+    stops[cr] -= 1
+    lens = stops - starts
+    too_long = lens > width
+    cols = np.arange(width, dtype=np.int64)
+    idx = np.minimum(starts[:, None] + cols[None, :], max(len(arr) - 1, 0))
+    present = cols[None, :] < lens[:, None]
+    matrix = np.where(present, arr[idx], np.uint8(pad)).astype(np.uint8)
+    rejects = [
+        FramingReject(index + int(i), base + int(starts[i]), bytes(arr[starts[i]: stops[i]]),
+                      f"line is {int(lens[i])} bytes, longer than the {width}-byte record")
+        for i in np.flatnonzero(too_long)
+    ]
+    keep = ~too_long
+    if rejects:
+        matrix = matrix[keep]
+    # Row numbers stay file line numbers: rows that were cut out leave gaps in `offsets`.
+    return RecordChunk(matrix, None, index, base + starts[keep], rejects) if not rejects else \
+        _with_rows(matrix, index, base + starts[keep], rejects, np.flatnonzero(keep))
+
+
+def _with_rows(matrix: np.ndarray, index: int, offsets: np.ndarray, rejects: list[FramingReject],
+               rows: np.ndarray) -> RecordChunk:
+    chunk = RecordChunk(matrix, None, index, offsets, rejects)
+    chunk.row_numbers = index + rows  # type: ignore[attr-defined]
+    return chunk
+
+
+# --------------------------------------------------------------------------- V / VB
+def _rdw_length(h: bytes, endian: str) -> tuple[int, bool]:
+    """(length field, whether the other two bytes are zero as they must be)."""
+    if endian == "big":
+        return (h[0] << 8) | h[1], h[2] == 0 and h[3] == 0
+    return (h[3] << 8) | h[2], h[0] == 0 and h[1] == 0
+
+
+def _walks_exactly(fh: BinaryIO, size: int, endian: str, includes: bool, blocked: bool) -> bool:
+    fh.seek(0)
+    pos = 0
+    buf = b""
+    buf_at = 0
+    while pos < size:
+        if pos + 4 > buf_at + len(buf):
+            fh.seek(pos)
+            buf = fh.read(_READ_BYTES)
+            buf_at = pos
+        h = buf[pos - buf_at: pos - buf_at + 4]
+        if len(h) < 4:
+            return False
+        n, clean = _rdw_length(h, endian) if not blocked else ((h[0] << 8) | h[1], True)
+        if not clean:
+            return False
+        step = n if (includes or blocked) else n + 4
+        if step < 4 or (step == 4 and not blocked and includes):
+            return False
+        pos += step
+    return pos == size
+
+
+def _detect_rdw(fh: BinaryIO, size: int, framing: Framing) -> tuple[str, bool]:
+    endians = [framing.rdw_endian] if framing.rdw_endian else ["big", "little"]
+    includes = [framing.rdw_includes_header] if framing.rdw_includes_header is not None else [True, False]
+    for endian in endians:
+        for inc in includes:
+            if _walks_exactly(fh, size, endian, inc, blocked=False):
+                return endian, inc
+    tried = ", ".join(f"{e}-endian {'with' if i else 'without'} the header in the length"
+                      for e in endians for i in includes)
+    raise InputFormatError(
+        f"record format V: no RDW reading walks the file to its end ({size} bytes); tried {tried}. "
+        "Is this a variable-length file? (use --record-format F for fixed length)")
+
+
+def _variable(fh: BinaryIO, size: int, framing: Framing, chunk_records: int) -> Iterator[RecordChunk]:
+    blocked = framing.format == "VB"
+    if blocked:
+        endian = framing.rdw_endian or "big"
+        includes = True if framing.rdw_includes_header is None else framing.rdw_includes_header
+    else:
+        endian, includes = _detect_rdw(fh, size, framing)
+    width = framing.record_length
+    starts: list[int] = []
+    lens: list[int] = []
+    index = 0
+    fh.seek(0)
+    buf = fh.read(_READ_BYTES)
+    base = 0
+    pos = 0
+    rejects: list[FramingReject] = []
+    block_end = -1
+
+    def flush() -> RecordChunk:
+        nonlocal starts, lens, rejects, index
+        arr = np.frombuffer(buf, dtype=np.uint8)
+        s = np.asarray(starts, dtype=np.int64) - base
+        ln = np.asarray(lens, dtype=np.int64)
+        cols = np.arange(width, dtype=np.int64)
+        present = cols[None, :] < ln[:, None]
+        idx = np.minimum(s[:, None] + cols[None, :], max(len(arr) - 1, 0))
+        matrix = np.where(present, arr[idx], np.uint8(0)).astype(np.uint8) if len(s) else \
+            np.zeros((0, width), dtype=np.uint8)
+        chunk = RecordChunk(matrix, ln, index, s + base, rejects)
+        index += len(s)
+        starts, lens, rejects = [], [], []
+        return chunk
+
+    while True:
+        local = pos - base
+        if local + 4 > len(buf):
+            if starts:
+                yield flush()
+            rest = buf[local:]
+            more = fh.read(_READ_BYTES)
+            if not more:
+                if rest:
+                    rejects.append(FramingReject(index, pos, rest, f"truncated RDW: {len(rest)} bytes at the end"))
+                    yield flush()
+                return
+            buf = rest + more
+            base = pos
+            continue
+        h = buf[local: local + 4]
+        if blocked and pos >= block_end:
+            bdw = (h[0] << 8) | h[1] if endian == "big" else (h[3] << 8) | h[2]
+            block_end = pos + bdw
+            pos += 4
+            continue
+        n, _clean = _rdw_length(h, endian)
+        payload = n - 4 if includes else n
+        if payload < 0:
+            rejects.append(FramingReject(index + len(starts), pos, bytes(h), f"invalid RDW length {n}"))
+            if starts or rejects:
+                yield flush()
+            return
+        if local + 4 + payload > len(buf):
+            if starts:
+                yield flush()
+            more = fh.read(max(_READ_BYTES, payload + 4))
+            if not more:
+                rejects.append(FramingReject(
+                    index, pos, bytes(buf[local:]),
+                    f"truncated record: RDW says {payload} bytes, {len(buf) - local - 4} present"))
+                yield flush()
+                return
+            buf = buf[local:] + more
+            base = pos
+            continue
+        starts.append(pos + 4)
+        lens.append(payload)
+        pos += 4 + payload
+        if len(starts) >= chunk_records:
+            yield flush()

@@ -1,0 +1,85 @@
+"""Decode a whole file chunk by chunk: framing -> column-wise decode -> reject records.
+
+`decode_file` yields one `DecodedChunk` per chunk of records, so memory stays flat.
+Each chunk carries the decoded table (every record of the chunk, bad fields null) and
+the reject entries: one per bad field (field path, byte offsets, raw bytes, reason)
+and one per record the framing could not cut out.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from schemas.batch import DecodedBatch, RecordDecoder
+from schemas.records import DEFAULT_CHUNK_RECORDS, Framing, RecordChunk, read_records
+
+
+@dataclass
+class Reject:
+    """One reason a record is rejected. `record` counts from 1 in file order."""
+
+    record: int
+    record_offset: int
+    reason: str
+    field: str | None = None
+    field_offset: int | None = None
+    length: int | None = None
+    raw: bytes = b""
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"record": self.record, "record_offset": self.record_offset}
+        if self.field is not None:
+            out.update(field=self.field, field_offset=self.field_offset,
+                       offset=self.record_offset + (self.field_offset or 0), length=self.length)
+        out["raw"] = self.raw.hex().upper()
+        out["reason"] = self.reason
+        return out
+
+
+@dataclass
+class DecodedChunk:
+    chunk: RecordChunk
+    batch: DecodedBatch
+    rejects: list[Reject] = field(default_factory=list)
+
+    @property
+    def table(self) -> pa.Table:
+        return self.batch.table
+
+    def record_numbers(self) -> np.ndarray:
+        """1-based file record number of every row of the table."""
+        rows = getattr(self.chunk, "row_numbers", None)
+        if rows is not None:
+            return np.asarray(rows) + 1
+        return self.chunk.start_index + 1 + np.arange(self.chunk.num_rows)
+
+
+def field_rejects(chunk: RecordChunk, batch: DecodedBatch, numbers: np.ndarray) -> list[Reject]:
+    out: list[Reject] = []
+    for errs in batch.errors:
+        size = errs.field.size
+        for i in range(len(errs.rows)):
+            row = int(errs.rows[i])
+            off = int(errs.offsets[i])
+            raw = bytes(chunk.matrix[row, off: off + size])
+            out.append(Reject(int(numbers[row]), int(chunk.offsets[row]), errs.reason_of(i),
+                              errs.path_of(i), off, size, raw))
+    out.sort(key=lambda r: (r.record, r.field_offset or 0))
+    return out
+
+
+def decode_file(path: str | os.PathLike[str], decoder: RecordDecoder, framing: Framing,
+                chunk_records: int = DEFAULT_CHUNK_RECORDS) -> Iterator[DecodedChunk]:
+    for chunk in read_records(path, framing, chunk_records):
+        batch = decoder.decode(chunk.matrix, chunk.lengths)
+        dc = DecodedChunk(chunk, batch)
+        numbers = dc.record_numbers()
+        dc.rejects = field_rejects(chunk, batch, numbers)
+        dc.rejects.extend(Reject(r.index + 1, r.offset, r.reason, raw=r.raw) for r in chunk.rejects)
+        yield dc

@@ -1,0 +1,105 @@
+"""Contract validation of decoded records, column-wise: required, min/max, pattern,
+enum and 88-level allowed values. A record with any decode error or rule violation
+leaves the table and becomes a reject naming the field, its offset, raw bytes and why.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from schemas.layout import Elementary
+from schemas.stream import DecodedChunk, Reject
+
+if TYPE_CHECKING:
+    from schemas.contract import Contract, FieldRules
+
+
+def _allowed_values(node: Elementary, rules: FieldRules) -> tuple[list[Any], list[tuple[Any, Any]]]:
+    values: list[Any] = list(rules.enum or [])
+    ranges: list[tuple[Any, Any]] = []
+    for cond in node.conditions.values():
+        for v in cond:
+            if isinstance(v, tuple):
+                ranges.append(v)
+            else:
+                values.append(v)
+    if node.is_text:
+        values = [str(v) if not isinstance(v, str) else v.strip() for v in values]
+    return values, ranges
+
+
+def _scalar(value: Any, typ: pa.DataType) -> pa.Scalar:
+    if pa.types.is_decimal(typ):
+        return pa.scalar(Decimal(str(value)), pa.decimal128(38, max(typ.scale, -Decimal(str(value)).as_tuple().exponent)))  # type: ignore[operator]
+    if pa.types.is_integer(typ):
+        d = Decimal(str(value))
+        return pa.scalar(d, pa.decimal128(38, max(0, -d.as_tuple().exponent))) if d != d.to_integral_value() \
+            else pa.scalar(int(d), pa.int64())
+    if pa.types.is_floating(typ):
+        return pa.scalar(float(value), pa.float64())
+    return pa.scalar(str(value), pa.string())
+
+
+def _violations(node: Elementary, rules: FieldRules, col: pa.Array) -> list[tuple[np.ndarray, str]]:
+    """(bad row mask, reason) pairs for one field."""
+    out: list[tuple[np.ndarray, str]] = []
+
+    def mask(expr: pa.Array) -> np.ndarray:
+        return np.asarray(expr.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+
+    if rules.required:
+        out.append((mask(col.is_null()), "required value is missing (blank or null)"))
+    if rules.min is not None:
+        out.append((mask(pc.less(col, _scalar(rules.min, col.type))), f"below the minimum {rules.min}"))
+    if rules.max is not None:
+        out.append((mask(pc.greater(col, _scalar(rules.max, col.type))), f"above the maximum {rules.max}"))
+    if rules.pattern is not None:
+        text = col if pa.types.is_string(col.type) else pc.cast(col, pa.string())
+        out.append((mask(pc.invert(pc.match_substring_regex(text, rules.pattern))),
+                    f"does not match the pattern {rules.pattern}"))
+    values, ranges = _allowed_values(node, rules)
+    if values or ranges:
+        ok = np.zeros(len(col), dtype=bool)
+        if values:
+            typed = pa.array(values, col.type) if not node.is_text else pa.array(values, pa.string())
+            ok |= mask(pc.is_in(col, value_set=typed))
+        for lo, hi in ranges:
+            ok |= mask(pc.and_(pc.greater_equal(col, _scalar(lo, col.type)), pc.less_equal(col, _scalar(hi, col.type))))
+        allowed = ", ".join(str(v) for v in values) + "".join(f", {lo}-{hi}" for lo, hi in ranges)
+        out.append((~ok & mask(col.is_valid()), f"not one of the allowed values ({allowed.lstrip(', ')})"))
+    return out
+
+
+def validate_chunk(contract: Contract, dc: DecodedChunk) -> None:
+    """Adds rule violations to dc.rejects and removes rejected records from dc.table."""
+    from schemas.contract import _column
+
+    table = dc.batch.table
+    source_rows = getattr(dc.batch, "source_rows", None)
+    rows_of = np.arange(table.num_rows) if source_rows is None else np.asarray(source_rows)
+    numbers = dc.record_numbers()
+    for path, (node, rules) in contract.rules.items():
+        col = _column(table, path)
+        if isinstance(col, pa.ChunkedArray):
+            col = col.combine_chunks()
+        for bad, why in _violations(node, rules, col):
+            for i in np.flatnonzero(bad):
+                row = int(rows_of[i])
+                value = col[int(i)].as_py()
+                raw = bytes(dc.chunk.matrix[row, node.offset: node.offset + node.size])
+                dc.rejects.append(Reject(int(numbers[row]), int(dc.chunk.offsets[row]),
+                                         f"{why}: {value!r}", node.path, node.offset, node.size, raw))
+    if not dc.rejects:
+        return
+    dc.rejects.sort(key=lambda r: (r.record, r.field_offset or 0))
+    bad_numbers = np.array(sorted({r.record for r in dc.rejects}), dtype=np.int64)
+    table_numbers = numbers[rows_of]
+    keep = ~np.isin(table_numbers, bad_numbers)
+    if not keep.all():
+        dc.batch.table = table.filter(pa.array(keep))
+        dc.batch.source_rows = rows_of[keep]  # type: ignore[attr-defined]

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Debian packages the tests need (ODBC driver manager and drivers). Installs only what is missing.
+set -euo pipefail
+need=()
+for pkg in unixodbc unixodbc-dev libsqliteodbc odbc-postgresql odbc-mariadb; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then sudo=sudo; else sudo=; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
