@@ -55,6 +55,10 @@ class CodePage:
     from_unicode: dict[int, int] = field(repr=False)
     utf8_len: np.ndarray = field(repr=False)  # uint8[256]: bytes of the code point in UTF-8
     utf8_bytes: np.ndarray = field(repr=False)  # uint8[256, 3]
+    blank: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(256, dtype=bool))  # char <= U+0020
+    invalid: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(256, dtype=bool))
+    ascii_table: bytes = b""  # byte -> its char when that char is ASCII (for bytes.translate)
+    class_table: bytes = b""  # byte -> 0 plain ASCII char, 1 blank (<= U+0020), 2 non-ASCII, 4 invalid
     space: int = 0x20
     zero: int = 0x30
     plus: int = 0x2B
@@ -115,6 +119,10 @@ def code_page(name: str) -> CodePage:
     return CodePage(
         name=canon, ebcdic=ebc, to_unicode=table, from_unicode=from_unicode,
         utf8_len=utf8_len, utf8_bytes=utf8_bytes,
+        blank=valid & (table <= 0x20), invalid=~valid,
+        ascii_table=bytes(int(table[b]) if valid[b] and table[b] < 0x80 else 0x3F for b in range(256)),
+        class_table=bytes((4 if not valid[b] else 1 if table[b] <= 0x20 else 2 if table[b] >= 0x80 else 0)
+                          for b in range(256)),
         space=chars[" "], zero=chars["0"], plus=chars["+"], minus=chars["-"],
         point=chars["."], comma=chars[","],
     )

@@ -68,12 +68,10 @@ def _looks_fixed_format(lines: list[str]) -> bool:
     for line in lines:
         if not line.strip():
             continue
-        area = line[:6]
         if line[6:7] in ("*", "/"):
             continue
         m = re.match(r"\s*(\d{1,2})\s+\S", line)
-        if m and m.start(1) < 6 and area.strip() == area[: m.end(1)].strip():
-            # a level number inside the sequence area with text after it: free format
+        if m and m.start(1) < 6:  # a level number inside the sequence area: free format
             return False
     return True
 
@@ -206,6 +204,11 @@ class _EntryParser:
                 continue
             elif up == "RENAMES":
                 self.pos = len(self.tokens)  # 66 RENAMES takes no storage: nothing to lay out
+            elif _LEVEL.match(tok):
+                line = self.tokens[self.pos - 1].line
+                raise CopybookSyntaxError(
+                    f"level number {tok} inside the entry for {name} (which starts on line {self.line}): "
+                    "is the period missing at the end of that entry?", line, self.source)
             else:
                 raise self.error(f"unexpected word {tok!r} in the entry for {name}")
         return level, self._node(level, name, attrs, values)

@@ -14,6 +14,7 @@ from enum import IntEnum
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from schemas.codepages import INVALID, CodePage
 from schemas.layout import Category, Elementary, Usage
@@ -29,6 +30,7 @@ class Reason(IntEnum):
     OVERFLOW = 6
     INVALID_TEXT = 7
     EMBEDDED_BLANK = 8
+    UNSIGNED_OVERPUNCH = 9
 
 
 REASON_TEXT = {
@@ -40,6 +42,7 @@ REASON_TEXT = {
     Reason.OVERFLOW: "value does not fit the field's type",
     Reason.INVALID_TEXT: "byte not valid in the encoding",
     Reason.EMBEDDED_BLANK: "blank inside a number",
+    Reason.UNSIGNED_OVERPUNCH: "sign overpunch in an unsigned field",
 }
 
 
@@ -69,53 +72,86 @@ def decode_text(block: np.ndarray, avail: np.ndarray | None, page: CodePage, tri
     n, width = block.shape
     if page.multibyte:
         return _decode_utf8_text(block, avail, trim)
+    if avail is None:
+        fast = _decode_ascii_text(block, page, trim)
+        if fast is not None:
+            return fast
     cols = np.arange(width, dtype=np.int32)
-    within = np.ones((n, width), dtype=bool) if avail is None else cols[None, :] < avail[:, None]
-    codepoints = page.to_unicode[block]
-    solid = (codepoints > 0x20) & within
-    keep = within.copy()
+    solid = ~page.blank[block]
+    within = None
+    if avail is not None:
+        within = cols[None, :] < avail[:, None]
+        solid &= within
+    has_solid = solid.any(axis=1)
+    start = np.zeros(n, dtype=np.int64)
+    stop = np.full(n, width, dtype=np.int64) if avail is None else np.clip(avail, 0, width).astype(np.int64)
     if trim in ("both", "left"):
-        first = np.where(solid.any(axis=1), solid.argmax(axis=1), width)
-        keep &= cols[None, :] >= first[:, None]
+        start = np.where(has_solid, solid.argmax(axis=1), stop)
     if trim in ("both", "right"):
-        last = width - np.where(solid.any(axis=1), solid[:, ::-1].argmax(axis=1), width)
-        keep &= cols[None, :] < last[:, None]
-    valid = ~((block == 0) | ~within).all(axis=1)
-    bad_byte = (codepoints == INVALID) & keep
-    ulen = page.utf8_len[block] * keep
-    row_len = ulen.sum(axis=1, dtype=np.int64)
+        stop = np.where(has_solid, width - solid[:, ::-1].argmax(axis=1), start)
+    stop = np.maximum(stop, start)
+    nonzero = block.any(axis=1) if within is None else (block.astype(bool) & within).any(axis=1)
+    valid = nonzero if avail is None else nonzero & (avail > 0)
+    trimmed = trim != "none" or within is not None
+    keep = (cols[None, :] >= start[:, None]) & (cols[None, :] < stop[:, None]) if trimmed else None
+    reasons = None
+    invalid = page.invalid[block]
+    if keep is not None:
+        invalid &= keep
+    if invalid.any():
+        reasons = np.where(invalid.any(axis=1), Reason.INVALID_TEXT, Reason.OK).astype(np.uint8)
+    ulen = page.utf8_len[block]
+    multibyte = bool((ulen > 1).any())
+    if not multibyte:  # every char is one UTF-8 byte: gather, no per-byte offsets needed
+        ascii_bytes = page.utf8_bytes[:, 0][block]
+        data = ascii_bytes[keep] if keep is not None else ascii_bytes.ravel()
+        row_len = stop - start
+    else:
+        if keep is not None:
+            ulen = ulen * keep
+        flat_len = ulen.ravel()
+        row_len = ulen.sum(axis=1, dtype=np.int64)
+        ends = np.cumsum(flat_len, dtype=np.int64)
+        data = np.empty(int(ends[-1]) if ends.size else 0, dtype=np.uint8)
+        flat_bytes = block.ravel()
+        starts = ends - flat_len
+        for k in range(3):
+            sel = flat_len > k
+            data[starts[sel] + k] = page.utf8_bytes[flat_bytes[sel], k]
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(row_len, out=offsets[1:])
-    flat_len = ulen.ravel()
-    flat_bytes = block.ravel()
-    ends = np.cumsum(flat_len, dtype=np.int64)
-    data = np.empty(int(offsets[-1]), dtype=np.uint8)
-    if data.size:
-        if int(flat_len.max()) == 1 and int(flat_len.min()) >= 0:
-            sel = flat_len == 1
-            data[:] = page.utf8_bytes[flat_bytes[sel], 0]
-        else:
-            starts = ends - flat_len
-            for k in range(3):
-                sel = flat_len > k
-                data[starts[sel] + k] = page.utf8_bytes[flat_bytes[sel], k]
     if offsets[-1] < 2**31:
-        offsets32 = offsets.astype(np.int32)
-        arr = pa.Array.from_buffers(pa.string(), n, [_validity(valid), pa.py_buffer(offsets32), pa.py_buffer(data)])
+        arr = pa.Array.from_buffers(pa.string(), n, [_validity(valid), pa.py_buffer(offsets.astype(np.int32)),
+                                                     pa.py_buffer(data)])
     else:
-        arr = pa.Array.from_buffers(pa.large_string(), n, [_validity(valid), pa.py_buffer(offsets), pa.py_buffer(data)])
-    reasons = None
-    if bad_byte.any():
-        reasons = np.where(bad_byte.any(axis=1), Reason.INVALID_TEXT, Reason.OK).astype(np.uint8)
+        arr = pa.Array.from_buffers(pa.large_string(), n, [_validity(valid), pa.py_buffer(offsets),
+                                                           pa.py_buffer(data)])
     return Decoded(arr, reasons)
 
 
 _JAVA_BLANKS = "".join(chr(c) for c in range(0x21))
+_ASCII_TRIM = {"both": pc.ascii_trim, "left": pc.ascii_ltrim, "right": pc.ascii_rtrim}
+
+
+def _decode_ascii_text(block: np.ndarray, page: CodePage, trim: str) -> Decoded | None:
+    """The common case, every byte an ASCII char: one bytes.translate and Arrow's trim.
+    None when some byte is non-ASCII or invalid (the general path handles those)."""
+    raw = block.tobytes()
+    if raw and np.frombuffer(raw.translate(page.class_table), dtype=np.uint8).max() > 1:
+        return None
+    n, width = block.shape
+    data = raw.translate(page.ascii_table)
+    offsets = np.arange(0, n * width + 1, width, dtype=np.int64)
+    valid = block.any(axis=1)
+    typ = pa.string() if n * width < 2**31 else pa.large_string()
+    offs = offsets.astype(np.int32) if typ == pa.string() else offsets
+    arr = pa.Array.from_buffers(typ, n, [_validity(valid), pa.py_buffer(offs), pa.py_buffer(data)])
+    if trim in _ASCII_TRIM:
+        arr = _ASCII_TRIM[trim](arr, characters=_JAVA_BLANKS)
+    return Decoded(arr, None)
 
 
 def _decode_utf8_text(block: np.ndarray, avail: np.ndarray | None, trim: str) -> Decoded:
-    import pyarrow.compute as pc
-
     n, width = block.shape
     lengths = np.full(n, width, dtype=np.int32) if avail is None else np.clip(avail, 0, width).astype(np.int32)
     within = np.arange(width)[None, :] < lengths[:, None]
@@ -166,10 +202,6 @@ def _digits_for_type(f: Elementary) -> int:
     if f.usage in (Usage.BINARY, Usage.NATIVE_BINARY, Usage.BINARY_LE):
         size = f.byte_size()
         return {1: 3, 2: 5, 4: 10, 8: 19}.get(size, f.digits)
-    if f.usage == Usage.PACKED:
-        return f.byte_size() * 2 - 1
-    if f.usage == Usage.PACKED_UNSIGNED:
-        return f.byte_size() * 2
     return f.digits
 
 
@@ -179,6 +211,10 @@ def to_arrow_number(unscaled: np.ndarray, valid: np.ndarray, f: Elementary) -> p
     scale = f.scale
     n = len(unscaled)
     if pa.types.is_integer(typ):
+        if unscaled.dtype == object:  # an extra packed nibble can exceed the PIC: keep what fits
+            fits = np.array([v is not None and -(2**63) <= v < 2**63 for v in unscaled], dtype=bool)
+            valid = valid & fits
+            unscaled = np.where(fits, unscaled, 0)
         values = unscaled.astype(np.int64, copy=False)
         if scale < 0:
             values = values * (10 ** (-scale))
@@ -247,6 +283,48 @@ def _display_tables(page: CodePage) -> tuple[np.ndarray, np.ndarray]:
 
 
 _DISPLAY_CACHE: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+_FAST_CACHE: dict[str, tuple[bytes, np.ndarray, np.ndarray]] = {}
+
+
+def _fast_tables(page: CodePage) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """(plain digit value or 0xFF, as bytes.translate table; digit value incl. overpunch or
+    0xFF; 1 where the byte is a negative overpunch)."""
+    cached = _FAST_CACHE.get(page.name)
+    if cached is None:
+        cls, dig = _DISPLAY_CACHE.get(page.name) or _display_tables(page)
+        plain = np.where(cls == _DIGIT, dig, 0xFF).astype(np.uint8)
+        punch = np.where((cls == _DIGIT) | (cls == _PUNCH_POS) | (cls == _PUNCH_NEG), dig, 0xFF).astype(np.uint8)
+        cached = _FAST_CACHE[page.name] = (plain.tobytes(), punch, (cls == _PUNCH_NEG))
+    return cached
+
+
+def _display_fast(block: np.ndarray, f: Elementary, page: CodePage) -> Decoded | None:
+    """Plain zoned digits with at most an overpunched sign in its place: the usual case.
+    None when anything else shows up (blanks, separate signs, points): the general path."""
+    n, width = block.shape
+    if width > 18 or f.category != Category.NUMBER or f.sign_separate:
+        return None
+    plain, punch, negative_punch = _fast_tables(page)
+    digits = np.frombuffer(block.tobytes().translate(plain), dtype=np.uint8).reshape(n, width)
+    negative = None
+    if f.signed:
+        col = 0 if f.sign_leading else width - 1
+        sign_byte = block[:, col]
+        punched = punch[sign_byte]
+        if punched.max(initial=0) > 9:
+            return None
+        digits = digits.copy()
+        digits[:, col] = punched
+        negative = negative_punch[sign_byte]
+    if digits.max(initial=0) > 9:
+        return None
+    acc = digits[:, 0].astype(np.int64)
+    for j in range(1, width):
+        acc *= 10
+        acc += digits[:, j]
+    if negative is not None and negative.any():
+        acc = np.where(negative, -acc, acc)
+    return Decoded(to_arrow_number(acc, np.ones(n, dtype=bool), f), None)
 
 
 def decode_display_number(block: np.ndarray, avail: np.ndarray | None, f: Elementary,
@@ -256,6 +334,10 @@ def decode_display_number(block: np.ndarray, avail: np.ndarray | None, f: Elemen
     byte in ASCII), '.' or ',' as an explicit decimal point, blanks skipped (EBCDIC) or
     trimmed (ASCII). A negative or overpunched value in an unsigned field is invalid.
     All blank -> null without a reason; anything else malformed -> null with a reason."""
+    if avail is None:
+        fast = _display_fast(block, f, page)
+        if fast is not None:
+            return fast
     tables = _DISPLAY_CACHE.get(page.name)
     if tables is None:
         tables = _DISPLAY_CACHE[page.name] = _display_tables(page)
@@ -301,7 +383,8 @@ def decode_display_number(block: np.ndarray, avail: np.ndarray | None, f: Elemen
     reasons[(is_point.sum(axis=1) > 1) & (reasons == 0)] = Reason.INVALID_DIGIT
     negative = (cls == _MINUS).any(axis=1) | (cls == _PUNCH_NEG).any(axis=1) | cr_neg
     if not f.signed:
-        reasons[(negative | is_punch.any(axis=1)) & (reasons == 0)] = Reason.UNSIGNED_NEGATIVE
+        reasons[negative & (reasons == 0)] = Reason.UNSIGNED_NEGATIVE
+        reasons[is_punch.any(axis=1) & (reasons == 0)] = Reason.UNSIGNED_OVERPUNCH
     digits = np.where(is_digit, digit_lut[block], 0)
     ndigits = is_digit.sum(axis=1)
     reasons[(ndigits == 0) & ~all_blank & (reasons == 0)] = Reason.INVALID_DIGIT

@@ -75,9 +75,15 @@ def field_rejects(chunk: RecordChunk, batch: DecodedBatch, numbers: np.ndarray) 
 
 
 def decode_file(path: str | os.PathLike[str], decoder: RecordDecoder, framing: Framing,
-                chunk_records: int = DEFAULT_CHUNK_RECORDS) -> Iterator[DecodedChunk]:
+                chunk_records: int = DEFAULT_CHUNK_RECORDS, *, check_encoding: bool = True) -> Iterator[DecodedChunk]:
+    from schemas.sniff import check_encoding as sniff
+
+    first = True
     for chunk in read_records(path, framing, chunk_records):
         batch = decoder.decode(chunk.matrix, chunk.lengths)
+        if first and check_encoding and isinstance(decoder, RecordDecoder):
+            sniff(decoder, chunk, batch.bad_rows())
+        first = False
         dc = DecodedChunk(chunk, batch)
         numbers = dc.record_numbers()
         dc.rejects = field_rejects(chunk, batch, numbers)

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("LGW_SHARED", ROOT.parent / "shared"))
+COBRIX = SHARED / "conformance" / "cobrix"
+
+
+@pytest.fixture(scope="session")
+def cobrix_dir() -> Path:
+    if not (COBRIX / "cases.json").is_file():
+        # Under CI the shared conformance data is part of the checkout's surroundings: a
+        # missing folder is a broken environment, not a reason to skip.
+        pytest.fail(f"Cobrix conformance data not found at {COBRIX} (set LGW_SHARED)")
+    return COBRIX
+
+
+@pytest.fixture(scope="session")
+def lgw_cmd() -> list[str]:
+    exe = Path(sys.executable).parent / "lgw"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "gateway.cli"]

@@ -1,0 +1,150 @@
+"""Column decoders: each field type, in EBCDIC and ASCII, with the reasons bad values get."""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+
+import pytest
+
+from tests.helpers import copybook, decode_rows, ebcdic
+
+
+def one_field(pic: str) -> str:
+    return copybook("01  REC.", f"    05  F  {pic}.")
+
+
+def values(pic: str, rows: list[bytes], encoding: str = "cp037", **kw) -> list:  # type: ignore[no-untyped-def]
+    recs, _ = decode_rows(one_field(pic), rows, encoding, **kw)
+    return [r["F"] for r in recs]
+
+
+def reasons(pic: str, rows: list[bytes], encoding: str = "cp037") -> list[str]:
+    _, batch = decode_rows(one_field(pic), rows, encoding)
+    return [e.reason_of(i) for e in batch.errors for i in range(len(e.rows))]
+
+
+def test_text_trims_like_java_and_all_nul_is_null() -> None:
+    rows = [ebcdic("  AB C  "), b"\x00" * 8, ebcdic("        ")]
+    assert values("PIC X(8)", rows) == ["AB C", None, ""]
+    assert values("PIC X(8)", rows[:1], trim="left") == ["AB C  "]
+    assert values("PIC X(8)", rows[:1], trim="right") == ["  AB C"]
+    assert values("PIC X(8)", rows[:1], trim="none") == ["  AB C  "]
+
+
+def test_national_characters_decode_per_code_page() -> None:
+    assert values("PIC X(4)", ["Grüß".encode("cp273")], "cp273") == ["Grüß"]
+    assert values("PIC X(3)", [b"\x9f\xc1\xc2"], "cp1140") == ["€AB"]
+    assert values("PIC X(3)", ["é€a".encode("utf-8")[:3].ljust(3)], "latin-1") == ["Ã©â"]
+
+
+def test_ascii_rejects_bytes_above_7_bits() -> None:
+    assert reasons("PIC X(2)", [b"A\xe9"], "ascii") == ["byte not valid in the encoding"]
+
+
+@pytest.mark.parametrize(("encoding", "raw", "expected"), [
+    ("cp037", b"\xf1\xf2\xf3\xc4", Decimal("12.34")),
+    ("cp037", b"\xf1\xf2\xf3\xd4", Decimal("-12.34")),
+    ("cp037", b"\xf0\xf0\xf0\xd0", Decimal("0.00")),
+    ("ascii", b"123D", Decimal("12.34")),
+    ("ascii", b"123M", Decimal("-12.34")),
+    ("ascii", b"000}", Decimal("-0.00")),
+    ("ascii", b"1234", Decimal("12.34")),
+])
+def test_zoned_overpunch_in_ebcdic_and_ascii(encoding: str, raw: bytes, expected: Decimal) -> None:
+    assert values("PIC S99V99", [raw], encoding) == [expected]
+
+
+def test_zoned_blank_is_null_without_a_reason_and_garbage_has_one() -> None:
+    assert values("PIC 9(4)", [ebcdic("    "), ebcdic(" 12 "), ebcdic("12?4")]) == [None, 12, None]
+    assert reasons("PIC 9(4)", [ebcdic("12?4")]) == ["invalid digit in zoned decimal"]
+
+
+def test_unsigned_zoned_refuses_a_sign() -> None:
+    assert values("PIC 9(3)", [b"\xf1\xf2\xd3", b"\xf1\xf2\xc3"]) == [None, None]
+    assert reasons("PIC 9(3)", [b"\xf1\xf2\xd3", b"\xf1\xf2\xc3"]) == [
+        "negative value in an unsigned field", "sign overpunch in an unsigned field"]
+
+
+def test_separate_signs_leading_and_trailing() -> None:
+    assert values("PIC S9(3) SIGN LEADING SEPARATE", [ebcdic("-123"), ebcdic("+045")]) == [-123, 45]
+    assert values("PIC S9(3) SIGN TRAILING SEPARATE", [ebcdic("123-")]) == [-123]
+
+
+def test_explicit_decimal_point_and_edited_pictures() -> None:
+    assert values("PIC S9(3).99", [b"\xf3\xf0\xf5\x4b\xf0\xd3"]) == [Decimal("-305.03")]
+    assert values("PIC ZZZ9.99-", [ebcdic("  12.50-"), ebcdic("   0.00 ")]) == [Decimal("-12.50"), Decimal("0.00")]
+    assert values("PIC ZZ,ZZ9.99", [ebcdic(" 1,234.50")], "cp037") == [Decimal("1234.50")]
+
+
+def test_p_scaling() -> None:
+    assert values("PIC 9(3)PP", [ebcdic("123")]) == [12300]
+    assert values("PIC SVPP9(3)", [b"\xf1\xf2\xd3"]) == [Decimal("-0.00123")]
+
+
+@pytest.mark.parametrize(("pic", "raw", "expected"), [
+    ("PIC S9(5)V99 COMP-3", b"\x12\x34\x56\x7c", Decimal("12345.67")),
+    ("PIC S9(5)V99 COMP-3", b"\x12\x34\x56\x7d", Decimal("-12345.67")),
+    ("PIC 9(5) COMP-3", b"\x12\x34\x5f", 12345),
+    ("PIC 9(4) COMP-3", b"\x01\x23\x4f", 1234),
+    ("PIC 9(4) COMP-3U", b"\x12\x34", 1234),
+    ("PIC S9(18) COMP-3", b"\x01\x23\x45\x67\x89\x01\x23\x45\x67\x8c", 123456789012345678),
+    ("PIC S9(25) COMP-3", b"\x12\x34\x56\x78\x90\x12\x34\x56\x78\x90\x12\x34\x5d",
+     -1234567890123456789012345),
+])
+def test_packed_decimal(pic: str, raw: bytes, expected: object) -> None:
+    assert values(pic, [raw]) == [expected]
+
+
+def test_packed_decimal_bad_nibbles_are_null_with_reasons() -> None:
+    rows = [b"\x12\x3a\x5c", b"\x12\x34\x5b"]
+    assert values("PIC S9(5) COMP-3", rows) == [None, None]
+    assert reasons("PIC S9(5) COMP-3", rows) == ["invalid packed-decimal digit nibble",
+                                                 "invalid packed-decimal sign nibble"]
+
+
+@pytest.mark.parametrize(("pic", "raw", "expected"), [
+    ("PIC S9(4) COMP", b"\xff\xfd", -3),
+    ("PIC 9(4) COMP", b"\xff\xff", 65535),
+    ("PIC S9(9) COMP", b"\x80\x00\x00\x00", -(2**31)),
+    ("PIC 9(8) COMP", b"\x39\x32\x31\x31", 959590705),
+    ("PIC 9(8) COMP", b"\xf9\xf2\xf7\xf1", None),  # unsigned with the top bit set: null (Cobrix)
+    ("PIC S9(7)V99 COMP", b"\xff\xff\xff\x9c", Decimal("-1.00")),
+    ("PIC S9(18) COMP-5", b"\x7f\xff\xff\xff\xff\xff\xff\xff", 2**63 - 1),
+    ("PIC S9(4) COMP-9", b"\xfd\xff", -3),
+    ("PIC S9(19) COMP", b"\xff\xd5\xaa\xd3\x7e\x6a\xf5\x9f\x59", -3050393257676267687),
+])
+def test_binary_numbers(pic: str, raw: bytes, expected: object) -> None:
+    assert values(pic, [raw]) == [expected]
+
+
+def test_floats_ibm_hex_and_ieee() -> None:
+    cpy = copybook("01  REC.", "    05  S COMP-1.", "    05  D COMP-2.")
+    ibm = bytes.fromhex("C276A000") + bytes.fromhex("4314 2EFC CAF7 09B7".replace(" ", ""))
+    recs, _ = decode_rows(cpy, [ibm])
+    assert recs[0]["S"] == -118.625
+    assert math.isclose(recs[0]["D"], 322.936717, rel_tol=1e-9)
+
+
+def test_occurs_depending_on_cuts_arrays_and_ignores_unused_slots() -> None:
+    cpy = copybook("01  REC.", "    05  N  PIC 9.", "    05  ITEM OCCURS 3 DEPENDING ON N.",
+                   "        10  V PIC S9(3) COMP-3.")
+    rows = [ebcdic("2") + b"\x00\x1c\x00\x2d" + b"\xff\xff", ebcdic("0") + b"\xff" * 6]
+    recs, batch = decode_rows(cpy, rows)
+    assert recs == [{"N": 2, "ITEM": [{"V": 1}, {"V": -2}]}, {"N": 0, "ITEM": []}]
+    assert batch.errors == []  # garbage in slots beyond the count is not a reject
+
+
+def test_errors_name_the_slot_of_a_bad_occurs_item() -> None:
+    cpy = copybook("01  REC.", "    05  ITEM OCCURS 2.", "        10  V PIC S9(3) COMP-3.")
+    _, batch = decode_rows(cpy, [b"\x00\x1c\x00\x2a"])
+    err = batch.errors[0]
+    assert (err.path_of(0), int(err.offsets[0])) == ("REC.ITEM[1].V", 2)
+
+
+def test_short_records_null_cut_numbers_and_keep_present_text() -> None:
+    cpy = copybook("01  REC.", "    05  A PIC X(4).", "    05  B PIC 9(2).", "    05  C PIC X(4).")
+    rows = [ebcdic("ABCD12XY"), ebcdic("ABCD1")]
+    recs, batch = decode_rows(cpy, rows, lengths=[8, 5])
+    assert recs == [{"A": "ABCD", "B": 12, "C": "XY"}, {"A": "ABCD", "B": None, "C": None}]
+    assert batch.errors == []
