@@ -119,7 +119,7 @@ def open_output(path: str | None) -> IO[bytes]:
     if path is None or path == "-":
         return sys.stdout.buffer
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return open(path, "wb")  # noqa: SIM115 (closed by the caller)
+    return open(path, "wb")
 
 
 if __name__ == "__main__":

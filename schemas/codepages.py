@@ -109,9 +109,9 @@ def code_page(name: str) -> CodePage:
     utf8_len = np.zeros(256, dtype=np.uint8)
     utf8_bytes = np.zeros((256, 3), dtype=np.uint8)
     for b in range(256):
-        if not valid[b]:
-            continue
-        enc = chr(int(table[b])).encode("utf-8")
+        # A byte with no char in the page reads as a space (as Cobrix shows it); the
+        # decoder still reports it as a reason.
+        enc = chr(int(table[b])).encode("utf-8") if valid[b] else b" "
         utf8_len[b] = len(enc)
         utf8_bytes[b, : len(enc)] = list(enc)
     ebc = canon in EBCDIC_PAGES
@@ -119,7 +119,7 @@ def code_page(name: str) -> CodePage:
     return CodePage(
         name=canon, ebcdic=ebc, to_unicode=table, from_unicode=from_unicode,
         utf8_len=utf8_len, utf8_bytes=utf8_bytes,
-        blank=valid & (table <= 0x20), invalid=~valid,
+        blank=~valid | (table <= 0x20), invalid=~valid,
         ascii_table=bytes(int(table[b]) if valid[b] and table[b] < 0x80 else 0x3F for b in range(256)),
         class_table=bytes((4 if not valid[b] else 1 if table[b] <= 0x20 else 2 if table[b] >= 0x80 else 0)
                           for b in range(256)),

@@ -41,7 +41,7 @@ from schemas.codepages import CodePage, canonical_name, code_page
 from schemas.copybook import load_copybook, parse_copybook
 from schemas.errors import ContractError
 from schemas.fields import DecodeOptions
-from schemas.layout import Elementary, Group, Layout, Node, Picture, USAGE_WORDS, assign_offsets
+from schemas.layout import USAGE_WORDS, Elementary, Group, Layout, Node, Picture, assign_offsets
 from schemas.records import DEFAULT_CHUNK_RECORDS, Framing
 from schemas.stream import DecodedChunk, Reject, decode_file
 
@@ -259,8 +259,8 @@ class Contract:
         rec = config.record
         self.layout = self._layout(rec.copybook, rec.fields, rec.record_name)
         self.spec = self._spec(self.layout)
-        self.header = self._record_type("header", rec.header)
-        self.trailer = self._record_type("trailer", rec.trailer)
+        self.header = self._record_type("header", rec.header, self.spec)
+        self.trailer = self._record_type("trailer", rec.trailer, self.spec)
         self.rules = self._bind_rules()
         self.last_report: ControlReport | None = None
 
@@ -293,7 +293,8 @@ class Contract:
         kw.update(overrides)
         return RecordSpec.from_layout(layout, **kw)
 
-    def _record_type(self, role: str, cfg: RecordTypeSpec | None) -> RecordType | None:
+    def _record_type(self, role: str, cfg: RecordTypeSpec | None, detail: RecordSpec) -> RecordType | None:
+        """A header/trailer type read with the detail spec's code page and framing."""
         if cfg is None:
             return None
         rec = self.config.record
@@ -301,10 +302,10 @@ class Contract:
             layout = layout_from_fields(cfg.fields)
         else:
             layout = self._layout(cfg.copybook or rec.copybook, None, cfg.record_name)
-        spec = replace(self._spec(layout), framing=self.spec.framing)
+        spec = replace(detail, layout=layout)
         literals = cfg.when.equals if isinstance(cfg.when.equals, list) else [cfg.when.equals]
         try:
-            encoded = [self.spec.page.encode_text(s) for s in literals]
+            encoded = [detail.page.encode_text(s) for s in literals]
         except ValueError as exc:
             raise ContractError(f"{self.source}: record.{role}.when.equals: {exc}") from None
         if any(len(e) != cfg.when.length for e in encoded):
@@ -347,6 +348,9 @@ class Contract:
         from schemas.validate import validate_chunk
 
         spec = spec or self.spec
+        if spec is not self.spec:  # options overridden: header/trailer follow the same code page
+            self.header = self._record_type("header", self.config.record.header, spec)
+            self.trailer = self._record_type("trailer", self.config.record.trailer, spec)
         decoder = spec.decoder()
         report = ControlReport()
         self.last_report = report

@@ -361,7 +361,7 @@ def _check_depending(root: Group, source: str | None) -> None:
             if target is None:
                 raise CopybookSyntaxError(
                     f"{n.name} OCCURS DEPENDING ON {n.depending_on}, which is not defined", n.line, source)
-            if not isinstance(target, Elementary) or target.is_text and target.picture is None:
+            if not isinstance(target, Elementary) or (target.is_text and target.picture is None):
                 raise CopybookSyntaxError(
                     f"{n.name} OCCURS DEPENDING ON {n.depending_on}, which is not a numeric item",
                     n.line, source)

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.codepages import INVALID, CodePage
+from schemas.codepages import CodePage
 from schemas.layout import Category, Elementary, Usage
 
 
@@ -96,8 +96,8 @@ def decode_text(block: np.ndarray, avail: np.ndarray | None, page: CodePage, tri
     keep = (cols[None, :] >= start[:, None]) & (cols[None, :] < stop[:, None]) if trimmed else None
     reasons = None
     invalid = page.invalid[block]
-    if keep is not None:
-        invalid &= keep
+    if within is not None:
+        invalid &= within
     if invalid.any():
         reasons = np.where(invalid.any(axis=1), Reason.INVALID_TEXT, Reason.OK).astype(np.uint8)
     ulen = page.utf8_len[block]
@@ -435,7 +435,7 @@ def decode_packed(block: np.ndarray, avail: np.ndarray | None, f: Elementary) ->
         negative = np.zeros(n, dtype=bool)
     reasons[(digits > 9).any(axis=1)] = Reason.INVALID_NIBBLE
     value = _accumulate(np.where(digits > 9, 0, digits))
-    value = np.where(negative, -value, value) if value.dtype != object else np.where(negative, -value, value)
+    value = np.where(negative, -value, value)
     valid = reasons == 0
     if avail is not None:
         valid &= avail >= width

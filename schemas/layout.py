@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Iterator
 
 from schemas.errors import ContractError
 
@@ -93,13 +93,12 @@ class Picture:
             raise ContractError(f"PIC {text}: no digit positions")
         scale = frac_part.count("9") + frac_part.count("P")
         if "P" in int_part:
-            if int_part.strip("P") != int_part.replace("P", "") or frac_part:
-                if not (int_part.startswith("P") and not frac_part):
-                    raise ContractError(f"PIC {text}: P must lead or trail the digits")
-            if int_part.startswith("P"):  # PPP999: the Ps sit right of an implied point
+            if re.fullmatch(r"P+9+", int_part) and not frac_part:  # PPP999: Ps right of an implied point
                 scale = len(int_part)
-            else:  # 999PPP: value is scaled up by 10^P
+            elif re.fullmatch(r"9+P+", int_part):  # 999PPP: the value is scaled up by 10^P
                 scale = -int_part.count("P")
+            else:
+                raise ContractError(f"PIC {text}: P must lead or trail the digits")
         return cls(text, s, Category.NUMBER, digits, digits, scale, "S" in s)
 
     @classmethod

@@ -137,9 +137,8 @@ def _lines(fh: BinaryIO, framing: Framing, chunk_records: int) -> Iterator[Recor
             return
         arr = np.frombuffer(buf, dtype=np.uint8)
         ends = np.flatnonzero(arr == 0x0A)
-        if not block:  # end of file: the last line may lack its newline
-            if len(buf) and (ends.size == 0 or ends[-1] != len(buf) - 1):
-                ends = np.append(ends, len(buf))
+        if not block and len(buf) and (ends.size == 0 or ends[-1] != len(buf) - 1):
+            ends = np.append(ends, len(buf))  # end of file: the last line may lack its newline
         if ends.size == 0:
             carry = buf
             continue
@@ -158,32 +157,26 @@ def _lines(fh: BinaryIO, framing: Framing, chunk_records: int) -> Iterator[Recor
 
 def _line_chunk(arr: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int, pad: int,
                 index: int, base: int) -> RecordChunk:
+    """Lines [starts, ends) of `arr` as padded records. Record numbers stay line numbers."""
     stops = ends.copy()
     cr = (stops > starts) & (arr[np.maximum(stops - 1, 0)] == 0x0D)
     stops[cr] -= 1
     lens = stops - starts
     too_long = lens > width
-    cols = np.arange(width, dtype=np.int64)
-    idx = np.minimum(starts[:, None] + cols[None, :], max(len(arr) - 1, 0))
-    present = cols[None, :] < lens[:, None]
-    matrix = np.where(present, arr[idx], np.uint8(pad)).astype(np.uint8)
+    # Empty lines carry no record (as in Cobrix); a line of blanks does.
+    keep = (lens > 0) & ~too_long
     rejects = [
         FramingReject(index + int(i), base + int(starts[i]), bytes(arr[starts[i]: stops[i]]),
                       f"line is {int(lens[i])} bytes, longer than the {width}-byte record")
         for i in np.flatnonzero(too_long)
     ]
-    keep = ~too_long
-    if rejects:
-        matrix = matrix[keep]
-    # Row numbers stay file line numbers: rows that were cut out leave gaps in `offsets`.
-    return RecordChunk(matrix, None, index, base + starts[keep], rejects) if not rejects else \
-        _with_rows(matrix, index, base + starts[keep], rejects, np.flatnonzero(keep))
-
-
-def _with_rows(matrix: np.ndarray, index: int, offsets: np.ndarray, rejects: list[FramingReject],
-               rows: np.ndarray) -> RecordChunk:
-    chunk = RecordChunk(matrix, None, index, offsets, rejects)
-    chunk.row_numbers = index + rows  # type: ignore[attr-defined]
+    starts, lens = starts[keep], lens[keep]
+    cols = np.arange(width, dtype=np.int64)
+    idx = np.minimum(starts[:, None] + cols[None, :], max(len(arr) - 1, 0))
+    present = cols[None, :] < lens[:, None]
+    matrix = np.where(present, arr[idx], np.uint8(pad)).astype(np.uint8)
+    chunk = RecordChunk(matrix, None, index, base + starts, rejects)
+    chunk.row_numbers = index + np.flatnonzero(keep)  # type: ignore[attr-defined]
     return chunk
 
 

@@ -81,8 +81,9 @@ def decode_file(path: str | os.PathLike[str], decoder: RecordDecoder, framing: F
     first = True
     for chunk in read_records(path, framing, chunk_records):
         batch = decoder.decode(chunk.matrix, chunk.lengths)
-        if first and check_encoding and isinstance(decoder, RecordDecoder):
-            sniff(decoder, chunk, batch.bad_rows())
+        detail = decoder if isinstance(decoder, RecordDecoder) else getattr(decoder, "detail", None)
+        if first and check_encoding and isinstance(detail, RecordDecoder):
+            sniff(detail, chunk, batch.bad_rows())
         first = False
         dc = DecodedChunk(chunk, batch)
         numbers = dc.record_numbers()

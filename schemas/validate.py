@@ -35,7 +35,8 @@ def _allowed_values(node: Elementary, rules: FieldRules) -> tuple[list[Any], lis
 
 def _scalar(value: Any, typ: pa.DataType) -> pa.Scalar:
     if pa.types.is_decimal(typ):
-        return pa.scalar(Decimal(str(value)), pa.decimal128(38, max(typ.scale, -Decimal(str(value)).as_tuple().exponent)))  # type: ignore[operator]
+        d = Decimal(str(value))
+        return pa.scalar(d, pa.decimal128(38, max(typ.scale, -int(d.as_tuple().exponent))))
     if pa.types.is_integer(typ):
         d = Decimal(str(value))
         return pa.scalar(d, pa.decimal128(38, max(0, -d.as_tuple().exponent))) if d != d.to_integral_value() \
