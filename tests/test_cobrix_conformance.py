@@ -27,8 +27,9 @@ def test_lgw_decode_matches_cobrix_expected_output(case_id: str, cobrix_dir: Pat
 def test_every_record_of_the_file_is_emitted_even_beyond_the_checked_ones(cobrix_dir: Path,
                                                                         lgw_cmd: list[str]) -> None:
     case = cobrix_dir / "test9_cp1141"
-    out = subprocess.run([*lgw_cmd, "decode", str(case / "TRAN.APR14.NPT.DATA.dat"), "--copybook", str(case / "test9_copybook.cob"), "--encoding", "cp1141", "--trim", "none"],
-                         capture_output=True, timeout=120, check=True)
+    argv = ["decode", str(case / "TRAN.APR14.NPT.DATA.dat"), "--copybook", str(case / "test9_copybook.cob"),
+            "--encoding", "cp1141", "--trim", "none"]
+    out = subprocess.run([*lgw_cmd, *argv], capture_output=True, timeout=120, check=True)
     records = [json.loads(line) for line in out.stdout.splitlines()]
     assert len(records) == 1000
     # trim none keeps the NUL padding Cobrix showed as \u0000
@@ -38,8 +39,9 @@ def test_every_record_of_the_file_is_emitted_even_beyond_the_checked_ones(cobrix
 
 def test_short_rdw_records_keep_present_text_and_null_cut_numbers(cobrix_dir: Path, lgw_cmd: list[str]) -> None:
     case = cobrix_dir / "test5b"
-    out = subprocess.run([*lgw_cmd, "decode", str(case / "COMP.DETAILS.FEB02.DATA.RDW.BE.dat"), "--copybook", str(case / "test5_copybook.cob"), "--record-format", "V"],
-                         capture_output=True, timeout=120, check=True)
+    argv = ["decode", str(case / "COMP.DETAILS.FEB02.DATA.RDW.BE.dat"), "--copybook",
+            str(case / "test5_copybook.cob"), "--record-format", "V"]
+    out = subprocess.run([*lgw_cmd, *argv], capture_output=True, timeout=120, check=True)
     first, second = (json.loads(x) for x in out.stdout.splitlines()[:2])
     # 64-byte record: an unsigned PIC 9(8) COMP with the top bit set is null (Cobrix)
     assert first["STATIC_DETAILS"]["TAXPAYER"]["TAXPAYER_NUM"] is None
