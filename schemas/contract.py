@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from schemas.batch import RecordDecoder
+from schemas.batch import DecodedBatch, RecordDecoder
 from schemas.codepages import CodePage, canonical_name, code_page
 from schemas.copybook import load_copybook, parse_copybook
 from schemas.errors import ContractError
@@ -413,9 +413,7 @@ class _SplitDecoder:
         self.report = report
         self.layout = detail.layout
 
-    def decode(self, matrix: np.ndarray, lengths: np.ndarray | None = None):  # type: ignore[no-untyped-def]
-        from schemas.batch import DecodedBatch
-
+    def decode(self, matrix: np.ndarray, lengths: np.ndarray | None = None) -> DecodedBatch:
         c = self.contract
         control = np.zeros(matrix.shape[0], dtype=bool)
         for rt in (c.header, c.trailer):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -58,7 +59,7 @@ class Decoded:
     reasons: np.ndarray | None = None  # uint8 per row, Reason codes; None when all fine
 
 
-def _validity(valid: np.ndarray) -> pa.Buffer | None:
+def _validity(valid: Any) -> pa.Buffer | None:
     if valid.all():
         return None
     return pa.py_buffer(np.packbits(valid, bitorder="little"))
@@ -451,8 +452,10 @@ def decode_binary(block: np.ndarray, avail: np.ndarray | None, f: Elementary) ->
     order = "<" if f.usage == Usage.BINARY_LE else ">"
     reasons = np.zeros(n, dtype=np.uint8)
     if width not in (1, 2, 4, 8):  # wider than 18 digits: exact through Python ints (rare)
-        big = "little" if order == "<" else "big"
-        value = np.array([int.from_bytes(bytes(r), big, signed=f.signed) for r in block], dtype=object)
+        byteorder: Literal["little", "big"] = "little" if order == "<" else "big"
+        ints = [int.from_bytes(bytes(r), byteorder, signed=f.signed) for r in block]
+        value: np.ndarray = np.empty(n, dtype=object)
+        value[:] = ints
     else:
         kind = "i" if f.signed else "u"
         raw = np.ascontiguousarray(block).view(f"{order}{kind}{width}").ravel()

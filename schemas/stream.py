@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -74,7 +74,11 @@ def field_rejects(chunk: RecordChunk, batch: DecodedBatch, numbers: np.ndarray) 
     return out
 
 
-def decode_file(path: str | os.PathLike[str], decoder: RecordDecoder, framing: Framing,
+class BatchDecoder(Protocol):
+    def decode(self, matrix: np.ndarray, lengths: np.ndarray | None = None) -> DecodedBatch: ...
+
+
+def decode_file(path: str | os.PathLike[str], decoder: BatchDecoder, framing: Framing,
                 chunk_records: int = DEFAULT_CHUNK_RECORDS, *, check_encoding: bool = True) -> Iterator[DecodedChunk]:
     from schemas.sniff import check_encoding as sniff
 

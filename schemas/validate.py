@@ -39,8 +39,9 @@ def _scalar(value: Any, typ: pa.DataType) -> pa.Scalar:
         return pa.scalar(d, pa.decimal128(38, max(typ.scale, -int(d.as_tuple().exponent))))
     if pa.types.is_integer(typ):
         d = Decimal(str(value))
-        return pa.scalar(d, pa.decimal128(38, max(0, -d.as_tuple().exponent))) if d != d.to_integral_value() \
-            else pa.scalar(int(d), pa.int64())
+        if d != d.to_integral_value():
+            return pa.scalar(d, pa.decimal128(38, max(0, -int(d.as_tuple().exponent))))
+        return pa.scalar(int(d), pa.int64())
     if pa.types.is_floating(typ):
         return pa.scalar(float(value), pa.float64())
     return pa.scalar(str(value), pa.string())
