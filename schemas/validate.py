@@ -55,7 +55,10 @@ def _violations(node: Elementary, rules: FieldRules, col: pa.Array) -> list[tupl
         return np.asarray(expr.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
 
     if rules.required:
-        out.append((mask(col.is_null()), "required value is missing (blank or null)"))
+        missing = col.is_null()
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            missing = pc.or_(missing, pc.equal(pc.utf8_length(col), 0))
+        out.append((mask(missing), "required value is missing (blank or null)"))
     if rules.min is not None:
         out.append((mask(pc.less(col, _scalar(rules.min, col.type))), f"below the minimum {rules.min}"))
     if rules.max is not None:
