@@ -22,6 +22,11 @@ spec="$root"
 # A stamp keyed on pyproject.toml and the extras keeps repeated runs fast.
 stamp="$root/.venv/.installed-$(sha256sum "$root/pyproject.toml" | cut -c1-16)-${extras//,/_}"
 if [ ! -f "$stamp" ]; then
-  "$root/.venv/bin/python" -m pip install --quiet -e "$spec"
+  log="$root/.venv/pip-install.log"
+  if ! "$root/.venv/bin/python" -m pip install --quiet -e "$spec" >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "bootstrap: pip install failed (log above, also in $log)" >&2
+    exit 2
+  fi
   touch "$stamp"
 fi
