@@ -332,7 +332,8 @@ class Contract:
                                     f"{node.name} is PIC {node.picture.text if node.picture else '?'}")
             bound[node.path] = (node, rules)
         for node in self.layout.elementary():  # 88-level names become allowed values
-            if node.conditions and node.path not in bound and not any(a.occurs for a in (node, *node.ancestors())):
+            if (node.conditions and node.path not in bound and not node.in_redefines
+                    and not any(a.occurs for a in (node, *node.ancestors()))):
                 bound[node.path] = (node, FieldRules())
         return bound
 

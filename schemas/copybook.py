@@ -84,6 +84,10 @@ def _statements(text: str, tab_size: int) -> list[list[_Token]]:
             tok = m.group(0)
             if not current and tok.upper().rstrip(".") in _DIRECTIVES:
                 continue
+            if len(tok) > 1 and tok[-1] in ",;" and tok[0] not in "'\"":
+                tok = tok[:-1]  # ", " and "; " are separators in COBOL (VALUE 1, 2, 3)
+            elif tok in (",", ";"):
+                continue
             if tok.endswith(".") and (len(tok) == 1 or not tok[:-1].endswith(".")):
                 if len(tok) > 1:
                     current.append(_Token(tok[:-1], number))

@@ -328,6 +328,17 @@ def _display_fast(block: np.ndarray, f: Elementary, page: CodePage) -> Decoded |
     return Decoded(to_arrow_number(acc, np.ones(n, dtype=bool), f), None)
 
 
+def _too_wide(unscaled: np.ndarray, f: Elementary) -> np.ndarray:
+    """Rows whose magnitude has more digits than the field's decimal type can hold."""
+    typ = numeric_type(f)
+    if not pa.types.is_decimal(typ):
+        return np.zeros(len(unscaled), dtype=bool)
+    limit = 10 ** (typ.precision + min(f.scale, 0))
+    if unscaled.dtype == object:
+        return np.array([abs(v) >= limit for v in unscaled], dtype=bool)
+    return np.abs(unscaled) >= limit
+
+
 def decode_display_number(block: np.ndarray, avail: np.ndarray | None, f: Elementary,
                           page: CodePage) -> Decoded:
     """DISPLAY numbers, plain or edited, the way Cobrix reads them: digits in order, one
@@ -351,14 +362,11 @@ def decode_display_number(block: np.ndarray, avail: np.ndarray | None, f: Elemen
     pic = f.picture
     assert pic is not None
     comma_is_separator = "," in pic.symbols and "." in pic.symbols
-    if comma_is_separator:
-        cls[cls == _COMMA] = _SPACE
-    elif "$" in pic.symbols or "*" in pic.symbols:
-        pass
     is_digit = (cls == _DIGIT) | (cls == _PUNCH_POS) | (cls == _PUNCH_NEG)
     is_punch = (cls == _PUNCH_POS) | (cls == _PUNCH_NEG)
     is_sign = is_punch | (cls == _PLUS) | (cls == _MINUS)
-    is_point = (cls == _POINT) | (cls == _COMMA)
+    # ',' is a decimal point (as Cobrix reads it) unless the picture inserts it as a separator
+    is_point = (cls == _POINT) if comma_is_separator else (cls == _POINT) | (cls == _COMMA)
     blank = (cls == _SPACE) | (cls == _NUL)
     other = cls == _OTHER
     if "$" in pic.symbols or "*" in pic.symbols:  # currency / check-protect fill read as blanks
@@ -409,6 +417,7 @@ def decode_display_number(block: np.ndarray, avail: np.ndarray | None, f: Elemen
             acc = np.where(shift < 0, (acc + div // 2) // div, acc)
         up = np.where(shift > 0, shift, 0)
         acc = acc * np.power(10, up.astype(object if wide else np.int64))
+    reasons[_too_wide(acc, f) & (reasons == 0)] = Reason.OVERFLOW
     acc = np.where(negative, -acc, acc)
     valid = ~all_blank & (reasons == 0)
     if avail is not None:
@@ -436,6 +445,7 @@ def decode_packed(block: np.ndarray, avail: np.ndarray | None, f: Elementary) ->
         negative = np.zeros(n, dtype=bool)
     reasons[(digits > 9).any(axis=1)] = Reason.INVALID_NIBBLE
     value = _accumulate(np.where(digits > 9, 0, digits))
+    reasons[_too_wide(value, f) & (reasons == 0)] = Reason.OVERFLOW
     value = np.where(negative, -value, value)
     valid = reasons == 0
     if avail is not None:

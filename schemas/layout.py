@@ -106,8 +106,12 @@ class Picture:
         signed = "S" in s or "+" in s or "-" in s or "CR" in s or "DB" in s
         body = s.replace("S", "")
         point = body.find(".") if "." in body else body.find("V")
-        digit_marks = set("9Z*+-$")
-        positions = [i for i, c in enumerate(body) if c in digit_marks]
+        positions = [i for i, c in enumerate(body) if c in "9Z*"]
+        # A floating $ + - string holds digits in all but its first position; a single
+        # + or - is only the sign.
+        for i, c in enumerate(body):
+            if c in "$+-" and i > 0 and body[i - 1] == c:
+                positions.append(i)
         digits = len(positions)
         scale = len([i for i in positions if point >= 0 and i > point])
         size = len(body.replace("V", ""))

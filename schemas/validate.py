@@ -30,7 +30,18 @@ def _allowed_values(node: Elementary, rules: FieldRules) -> tuple[list[Any], lis
                 values.append(v)
     if node.is_text:
         values = [str(v) if not isinstance(v, str) else v.strip() for v in values]
+    else:  # exact, whatever YAML or the copybook made of the literal
+        values = [Decimal(str(v)) for v in values if _is_number(v)]
+        ranges = [(Decimal(str(lo)), Decimal(str(hi))) for lo, hi in ranges if _is_number(lo) and _is_number(hi)]
     return values, ranges
+
+
+def _is_number(v: Any) -> bool:
+    try:
+        Decimal(str(v))
+        return True
+    except ArithmeticError:
+        return False
 
 
 def _scalar(value: Any, typ: pa.DataType) -> pa.Scalar:
@@ -70,9 +81,15 @@ def _violations(node: Elementary, rules: FieldRules, col: pa.Array) -> list[tupl
     values, ranges = _allowed_values(node, rules)
     if values or ranges:
         ok = np.zeros(len(col), dtype=bool)
-        if values:
-            typed = pa.array(values, col.type) if not node.is_text else pa.array(values, pa.string())
-            ok |= mask(pc.is_in(col, value_set=typed))
+        if values and node.is_text:
+            ok |= mask(pc.is_in(col, value_set=pa.array(values, pa.string())))
+        elif values and not pa.types.is_floating(col.type):
+            # compare as exact decimals at the finer of the two scales
+            scale = max([-int(v.as_tuple().exponent) for v in values] + [getattr(col.type, "scale", 0)])
+            exact = pa.decimal128(38, max(scale, 0))
+            ok |= mask(pc.is_in(pc.cast(col, exact), value_set=pa.array(values, exact)))
+        elif values:
+            ok |= mask(pc.is_in(col, value_set=pa.array([float(v) for v in values], col.type)))
         for lo, hi in ranges:
             ok |= mask(pc.and_(pc.greater_equal(col, _scalar(lo, col.type)), pc.less_equal(col, _scalar(hi, col.type))))
         allowed = ", ".join(str(v) for v in values) + "".join(f", {lo}-{hi}" for lo, hi in ranges)
