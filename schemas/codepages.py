@@ -57,6 +57,7 @@ class CodePage:
     utf8_bytes: np.ndarray = field(repr=False)  # uint8[256, 3]
     blank: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(256, dtype=bool))  # char <= U+0020
     invalid: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(256, dtype=bool))
+    dropped: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(256, dtype=bool))
     ascii_table: bytes = b""  # byte -> its char when that char is ASCII (for bytes.translate)
     class_table: bytes = b""  # byte -> 0 plain ASCII char, 1 blank (<= U+0020), 2 non-ASCII, 4 invalid
     space: int = 0x20
@@ -88,7 +89,12 @@ INVALID = np.uint32(0xFFFFFFFF)
 
 def _table(name: str) -> np.ndarray:
     table = np.full(256, INVALID, dtype=np.uint32)
-    if name == "ascii" or name == "utf-8":
+    if name == "ascii":
+        # US-ASCII as Cobrix reads it: a byte above 0x7F is not text, it shows as a space.
+        table[:128] = np.arange(128, dtype=np.uint32)
+        table[128:] = 0x20
+        return table
+    if name == "utf-8":
         table[:128] = np.arange(128, dtype=np.uint32)
         return table
     if name == "latin-1":
@@ -100,12 +106,26 @@ def _table(name: str) -> np.ndarray:
     return table
 
 
+def _text_class(name: str, b: int, table: np.ndarray, valid: np.ndarray) -> int:
+    """0 plain ASCII char, 1 blank, 2 needs the general text path, 4 invalid."""
+    if not valid[b]:
+        return 4
+    if name == "ascii" and (b < 0x20 or b >= 0x80):
+        return 2  # controls are dropped and high bytes become spaces: the general path does both
+    if table[b] <= 0x20:
+        return 1
+    return 2 if table[b] >= 0x80 else 0
+
+
 @functools.cache
 def code_page(name: str) -> CodePage:
     canon = canonical_name(name)
     table = _table(canon)
     valid = table != INVALID
-    from_unicode = {int(cp): b for b, cp in enumerate(table) if valid[b]}
+    from_unicode: dict[int, int] = {}
+    for b, cp in enumerate(table):  # the first byte of a char is the one encoding writes
+        if valid[b]:
+            from_unicode.setdefault(int(cp), b)
     utf8_len = np.zeros(256, dtype=np.uint8)
     utf8_bytes = np.zeros((256, 3), dtype=np.uint8)
     for b in range(256):
@@ -121,8 +141,8 @@ def code_page(name: str) -> CodePage:
         utf8_len=utf8_len, utf8_bytes=utf8_bytes,
         blank=~valid | (table <= 0x20), invalid=~valid,
         ascii_table=bytes(int(table[b]) if valid[b] and table[b] < 0x80 else 0x3F for b in range(256)),
-        class_table=bytes((4 if not valid[b] else 1 if table[b] <= 0x20 else 2 if table[b] >= 0x80 else 0)
-                          for b in range(256)),
+        class_table=bytes(_text_class(canon, b, table, valid) for b in range(256)),
+        dropped=(np.arange(256) < 0x20) if canon == "ascii" else np.zeros(256, dtype=bool),
         space=chars[" "], zero=chars["0"], plus=chars["+"], minus=chars["-"],
         point=chars["."], comma=chars[","],
     )

@@ -93,8 +93,11 @@ def decode_text(block: np.ndarray, avail: np.ndarray | None, page: CodePage, tri
     stop = np.maximum(stop, start)
     nonzero = block.any(axis=1) if within is None else (block.astype(bool) & within).any(axis=1)
     valid = nonzero if avail is None else nonzero & (avail > 0)
-    trimmed = trim != "none" or within is not None
+    dropped = page.dropped[block] if page.name == "ascii" else None
+    trimmed = trim != "none" or within is not None or dropped is not None
     keep = (cols[None, :] >= start[:, None]) & (cols[None, :] < stop[:, None]) if trimmed else None
+    if dropped is not None and keep is not None:
+        keep &= ~dropped  # US-ASCII text drops control bytes (as Cobrix does)
     reasons = None
     invalid = page.invalid[block]
     if within is not None:
@@ -106,7 +109,7 @@ def decode_text(block: np.ndarray, avail: np.ndarray | None, page: CodePage, tri
     if not multibyte:  # every char is one UTF-8 byte: gather, no per-byte offsets needed
         ascii_bytes = page.utf8_bytes[:, 0][block]
         data = ascii_bytes[keep] if keep is not None else ascii_bytes.ravel()
-        row_len = stop - start
+        row_len = stop - start if dropped is None else keep.sum(axis=1, dtype=np.int64)
     else:
         if keep is not None:
             ulen = ulen * keep
@@ -361,7 +364,7 @@ def decode_display_number(block: np.ndarray, avail: np.ndarray | None, f: Elemen
         inner[(inner == _PUNCH_POS) | (inner == _PUNCH_NEG)] = _OTHER
     pic = f.picture
     assert pic is not None
-    comma_is_separator = "," in pic.symbols and "." in pic.symbols
+    comma_is_separator = "," in pic.symbols and ("." in pic.symbols or "V" in pic.symbols)
     is_digit = (cls == _DIGIT) | (cls == _PUNCH_POS) | (cls == _PUNCH_NEG)
     is_punch = (cls == _PUNCH_POS) | (cls == _PUNCH_NEG)
     is_sign = is_punch | (cls == _PLUS) | (cls == _MINUS)

@@ -105,7 +105,8 @@ class Picture:
     def _edited(cls, text: str, s: str) -> Picture:
         signed = "S" in s or "+" in s or "-" in s or "CR" in s or "DB" in s
         body = s.replace("S", "")
-        point = body.find(".") if "." in body else body.find("V")
+        # the explicit point: '.', else V, else a ',' (Cobrix reads PIC 999,99 as decimal)
+        point = body.find(".") if "." in body else body.find("V") if "V" in body else body.find(",")
         positions = [i for i, c in enumerate(body) if c in "9Z*"]
         # A floating $ + - string holds digits in all but its first position; a single
         # + or - is only the sign.

@@ -1,7 +1,8 @@
 """Record framing: split a file into records and hand them out as byte matrices in chunks.
 
 Formats (Cobrix's names): F fixed length (optionally newline-terminated), D line
-sequential text (trailing blanks may have been stripped: short lines are padded),
+sequential text (a line is a record of its own length: trailing blanks may have been
+stripped, so fields past its end read as missing),
 V variable length with a 4-byte RDW per record, VB blocks with a 4-byte BDW holding
 RDW records. Memory stays flat: only one chunk is held at a time.
 """
@@ -157,25 +158,26 @@ def _lines(fh: BinaryIO, framing: Framing, chunk_records: int) -> Iterator[Recor
 
 def _line_chunk(arr: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int, pad: int,
                 index: int, base: int) -> RecordChunk:
-    """Lines [starts, ends) of `arr` as padded records. Record numbers stay line numbers."""
+    """Lines [starts, ends) of `arr` as records of their own length (as Cobrix reads text
+    files): a short line is a short record, bytes past the record length are ignored and
+    reported. Record numbers stay line numbers; empty lines carry no record."""
     stops = ends.copy()
     cr = (stops > starts) & (arr[np.maximum(stops - 1, 0)] == 0x0D)
     stops[cr] -= 1
     lens = stops - starts
-    too_long = lens > width
-    # Empty lines carry no record (as in Cobrix); a line of blanks does.
-    keep = (lens > 0) & ~too_long
     rejects = [
         FramingReject(index + int(i), base + int(starts[i]), bytes(arr[starts[i]: stops[i]]),
-                      f"line is {int(lens[i])} bytes, longer than the {width}-byte record")
-        for i in np.flatnonzero(too_long)
+                      f"line is {int(lens[i])} bytes, longer than the {width}-byte record: "
+                      f"bytes after {width} ignored")
+        for i in np.flatnonzero(lens > width)
     ]
-    starts, lens = starts[keep], lens[keep]
+    keep = lens > 0
+    starts, lens = starts[keep], np.minimum(lens[keep], width)
     cols = np.arange(width, dtype=np.int64)
     idx = np.minimum(starts[:, None] + cols[None, :], max(len(arr) - 1, 0))
     present = cols[None, :] < lens[:, None]
     matrix = np.where(present, arr[idx], np.uint8(pad)).astype(np.uint8)
-    chunk = RecordChunk(matrix, None, index, base + starts, rejects)
+    chunk = RecordChunk(matrix, lens, index, base + starts, rejects)
     chunk.row_numbers = index + np.flatnonzero(keep)  # type: ignore[attr-defined]
     return chunk
 

@@ -31,7 +31,11 @@ def _failing_share(decoder: RecordDecoder, chunk: RecordChunk) -> float:
 def check_encoding(decoder: RecordDecoder, chunk: RecordChunk, batch_bad_rows: np.ndarray) -> None:
     """Raises InputFormatError when the chunk plainly is in the other encoding family."""
     n = chunk.num_rows
-    if n == 0 or len(batch_bad_rows) < max(1, n // 2):
+    # Only a clear picture counts: enough records, nearly all failing, and numeric fields
+    # to fail (text alone decodes in any single-byte page).
+    if n < 10 or len(batch_bad_rows) < 0.8 * n:
+        return
+    if all(f.is_text for f in decoder.layout.elementary()):
         return
     page = decoder.page
     alternative = "ascii" if page.ebcdic else "cp037"

@@ -24,6 +24,19 @@ def test_lgw_decode_matches_cobrix_expected_output(case_id: str, cobrix_dir: Pat
     assert f"PASS {case_id}" in result.stdout
 
 
+EXTRA = Path(__file__).parent / "data" / "cobrix_extra"
+EXTRA_CASES = [c["id"] for c in json.loads((EXTRA / "cases.json").read_text())["cases"]]
+
+
+@pytest.mark.parametrize("case_id", EXTRA_CASES)
+def test_lgw_decode_matches_cobrix_on_the_extra_cases(case_id: str, cobrix_dir: Path, lgw_cmd: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, str(cobrix_dir / "check.py"), "--cobrix", str(EXTRA), "--cases", str(EXTRA / "cases.json"),
+         "--only", case_id, "--show-diff", "--cmd", shlex.join([*lgw_cmd, "decode"])],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_every_record_of_the_file_is_emitted_even_beyond_the_checked_ones(cobrix_dir: Path,
                                                                         lgw_cmd: list[str]) -> None:
     case = cobrix_dir / "test9_cp1141"

@@ -38,8 +38,10 @@ def test_national_characters_decode_per_code_page() -> None:
     assert values("PIC X(3)", ["é€a".encode()[:3].ljust(3)], "latin-1") == ["Ã©â"]
 
 
-def test_ascii_rejects_bytes_above_7_bits() -> None:
-    assert reasons("PIC X(2)", [b"A\xe9"], "ascii") == ["byte not valid in the encoding"]
+def test_us_ascii_shows_high_bytes_as_spaces_and_drops_controls_like_cobrix() -> None:
+    assert values("PIC X(4)", [b"A\xe9B ", b"1\x00 \x00"], "ascii", trim="none") == ["A B ", "1 "]
+    assert reasons("PIC X(4)", [b"A\xe9B "], "ascii") == []
+    assert values("PIC X(4)", [b"A\xe9B "], "latin-1") == ["AéB"]
 
 
 @pytest.mark.parametrize(("encoding", "raw", "expected"), [

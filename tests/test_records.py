@@ -47,12 +47,14 @@ def test_a_truncated_last_record_is_rejected_with_its_bytes(tmp_path: Path) -> N
     assert "truncated record: 2 of 4 bytes" in rejects[0].reason
 
 
-def test_line_sequential_pads_stripped_trailing_blanks(tmp_path: Path) -> None:
+def test_line_sequential_lines_are_records_of_their_own_length(tmp_path: Path) -> None:
     p = tmp_path / "d.txt"
-    p.write_bytes(b"AB\r\nABCDE\nABCDEFG\nXY")
-    rows, rejects, _ = frame(p, Framing("D", 5))
-    assert rows == [b"AB   ", b"ABCDE", b"XY   "]
-    assert rejects[0].index == 2 and "longer than the 5-byte record" in rejects[0].reason
+    p.write_bytes(b"AB\r\nABCDE\n\nABCDEFG\nXY")
+    rows, rejects, lengths = frame(p, Framing("D", 5))
+    # stripped trailing blanks: the record is short; an empty line is no record;
+    # bytes past the record length are ignored and reported; the last line needs no newline
+    assert rows == [b"AB", b"ABCDE", b"ABCDE", b"XY"] and lengths == [2, 5, 5, 2]
+    assert rejects[0].index == 3 and "longer than the 5-byte record" in rejects[0].reason
 
 
 def rdw(payload: bytes, endian: str, includes: bool) -> bytes:

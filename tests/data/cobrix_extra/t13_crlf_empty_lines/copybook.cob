@@ -1,0 +1,3 @@
+         01  ENTITY.
+           05  A    PIC X(2).
+    

@@ -1,0 +1,2 @@
+      10 N1 PIC SVPP9(5) COMP-3.
+      10 N2 PIC SVPP9(5).
