@@ -1,0 +1,38 @@
+"""Errors by where the record goes. `DataError` (decode, validation, a model that rejects
+one record's input or returns a bad score for it) sends the record to rejects / the DLQ.
+`InfrastructureError` (model server down or slow, broker, database) never does: the call
+is retried, the circuit breaker counts it, and the fallback policy applies."""
+
+from __future__ import annotations
+
+from schemas.errors import ConfigError, ContractError, DataError, GatewayError, InputFormatError
+
+
+class InfrastructureError(GatewayError):
+    """Something outside the record failed; the same record may succeed later."""
+
+
+class ModelUnavailable(InfrastructureError):
+    """The model endpoint could not answer: connection refused or reset, 5xx, not ready."""
+
+
+class ModelTimeout(ModelUnavailable):
+    """The model did not answer within the call's timeout."""
+
+
+class BreakerOpen(InfrastructureError):
+    """The circuit breaker refused the call without trying the model."""
+
+
+class ModelRejected(DataError):
+    """The model refused the input (4xx): a problem with these records, not the model."""
+
+
+class ModelOutputError(DataError):
+    """The model answered with something the contract does not allow (NaN, out of range)."""
+
+
+__all__ = [
+    "BreakerOpen", "ConfigError", "ContractError", "DataError", "GatewayError", "InfrastructureError",
+    "InputFormatError", "ModelOutputError", "ModelRejected", "ModelTimeout", "ModelUnavailable",
+]
