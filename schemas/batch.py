@@ -192,7 +192,7 @@ class _Run:
         if dim.depending is None:
             offsets = np.arange(0, outer_len * k + 1, k, dtype=np.int32)
             return pa.ListArray.from_arrays(pa.array(offsets), values)
-        per_outer = outer_len // self.n
+        per_outer = outer_len // self.n if self.n else 0
         counts = np.repeat(dim.depending, per_outer)
         keep = (np.arange(k)[None, :] < counts[:, None]).ravel()
         kept = values.filter(pa.array(keep))

@@ -20,9 +20,11 @@ program writes with default compiler options):
 - COMP-1/COMP-2: IBM hexadecimal floating point unless `float_format` says IEEE.
 - null binary/packed/float -> zero. FILLER -> spaces.
 
-OCCURS lists write their elements and fill the remaining slots as if null. A REDEFINES
-area is written from the first (redefined) view; a redefining view is written instead
-only where it has a value and every earlier view is empty (null).
+OCCURS lists write their elements; the remaining slots of a fixed OCCURS are filled as if
+null (so they decode cleanly), those past an OCCURS DEPENDING ON count are left as spaces
+(the decoder never reads them; mainframe files have them so). A REDEFINES area is written
+from the first (redefined) view; a redefining view is written instead only where it has a
+value and every earlier view is empty (null).
 
 Values that cannot be written (too long, too many digits, a character the code page
 lacks, ...) do not stop the batch: the field is filled as if null and the problem is
@@ -37,7 +39,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import IntEnum
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -81,6 +83,8 @@ def _problem_text(problem: Problem, f: Elementary) -> str:
         return f"value has more decimal places than {pic} holds ({max(f.scale, 0)})"
     if problem == Problem.NOT_A_NUMBER:
         return "not a finite number"
+    if problem == Problem.OUT_OF_RANGE and f.category == Category.FLOAT:
+        return f"value out of range for {'COMP-1' if f.usage == Usage.FLOAT else 'COMP-2'}"
     if problem == Problem.OUT_OF_RANGE:
         kind = "signed" if f.signed else "unsigned"
         return f"value out of range for a {f.size}-byte {kind} {f.usage.value} field"
@@ -91,7 +95,9 @@ def _problem_text(problem: Problem, f: Elementary) -> str:
 
 @dataclass
 class Encoded:
-    """One field's bytes for M values, plus a Problem code per value (None: all fine)."""
+    """One field's bytes for M values, plus a Problem code per value (None: all fine).
+    A value with a problem is encoded as if it were null (spaces, or zero for binary,
+    packed and float fields)."""
 
     block: np.ndarray  # uint8 (M, size)
     problems: np.ndarray | None = None
@@ -117,7 +123,8 @@ def _unscaled(arr: pa.Array, scale: int) -> tuple[np.ndarray, np.ndarray, np.nda
         return np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool), problems
     valid = _valid(arr)
     if pa.types.is_integer(typ) and not pa.types.is_uint64(typ):
-        ints = np.asarray(arr.fill_null(0).to_numpy(zero_copy_only=False)).astype(np.int64)
+        ints = np.asarray((arr.fill_null(0) if arr.null_count else arr).to_numpy(zero_copy_only=False))
+        ints = ints.astype(np.int64, copy=False)
         return _rescale(ints, 0, scale, valid, problems), valid, problems
     if pa.types.is_decimal128(typ):
         words = np.frombuffer(arr.buffers()[1], dtype=np.int64)[2 * arr.offset: 2 * (arr.offset + n)]
@@ -155,9 +162,10 @@ def _rescale(ints: np.ndarray, have: int, want: int, valid: np.ndarray, problems
     shift = want - have
     if shift > 0:
         factor = 10**shift
-        limit = np.iinfo(np.int64).max // factor if shift <= 18 else 0
-        if ints.dtype != object and ((ints > limit) | (ints < -limit)).any():
-            ints = ints.astype(object)
+        if ints.dtype != object:
+            limit = np.iinfo(np.int64).max // factor if shift <= 18 else 0
+            if shift > 18 or ((ints > limit) | (ints < -limit)).any():
+                ints = ints.astype(object)
         return ints * factor
     if shift < 0:
         factor = 10 ** (-shift)
@@ -181,6 +189,8 @@ def _checked(ints: np.ndarray, valid: np.ndarray, problems: np.ndarray, digits: 
         problems[neg] = Problem.NEGATIVE_UNSIGNED
     ok = valid & (problems == 0)
     clean = np.where(ok, ints, 0)
+    if digits > 18:  # |-2**63| does not fit int64
+        clean = clean.astype(object)
     magnitude = np.abs(clean)
     if digits <= 18:
         magnitude = magnitude.astype(np.int64)
@@ -242,6 +252,7 @@ class _EditPlan:
     digit_cols: list[int]  # byte positions of 9 / Z / *
     int_digits: int  # digit positions left of the point
     suppressible: list[bool]  # per digit position: a Z/* that may turn a leading zero to fill
+    point: str | None  # the explicit point symbol: '.', or ',' when the picture has no '.' or V
 
 
 def _edit_plan(f: Elementary) -> _EditPlan | None:
@@ -249,10 +260,11 @@ def _edit_plan(f: Elementary) -> _EditPlan | None:
     assert pic is not None
     body = pic.symbols.replace("S", "")
     chars = body.replace("V", "")
-    point = body.find(".") if "." in body else body.find("V") if "V" in body else len(body)
+    # Like the decoder (and Cobrix): without '.' or V, a ',' is the decimal point.
+    mark = "." if "." in body else None if "V" in body else "," if "," in body else None
+    point = body.find(mark or "V") if (mark or "V" in body) else len(body)
     signs = [i for i, c in enumerate(chars) if c in "+-"]
-    if (set(chars) - set("9Z*.,+-") or chars.count(".") > 1
-            or ("," in chars and "." not in chars)  # the decoder would read a lone ',' as the point
+    if (set(chars) - set("9Z*.,+-") or chars.count(".") > 1 or (mark == "," and chars.count(",") > 1)
             or len(signs) > 1 or (signs and signs[0] not in (0, len(chars) - 1))
             or (signs and ("S" in pic.symbols or f.sign_separate))):
         return None
@@ -267,7 +279,7 @@ def _edit_plan(f: Elementary) -> _EditPlan | None:
         suppressible.append(leading and k < int_digits - 1)
     if f.signed and not f.sign_separate and not signs and f.sign_leading and suppressible:
         suppressible[0] = False  # the overpunch needs a digit there
-    return _EditPlan(chars, digit_cols, int_digits, suppressible)
+    return _EditPlan(chars, digit_cols, int_digits, suppressible, mark)
 
 
 def encode_edited(arr: pa.Array, f: Elementary, page: CodePage) -> Encoded:
@@ -297,8 +309,8 @@ def encode_edited(arr: pa.Array, f: Elementary, page: CodePage) -> Encoded:
     for col, c in enumerate(chars):
         while next_digit < ndig and plan.digit_cols[next_digit] < col:
             next_digit += 1
-        if c == ".":
-            out[:, col] = page.point
+        if c == plan.point:
+            out[:, col] = page.point if c == "." else page.comma
         elif c == ",":  # a separator inside the suppressed leading zeros is fill too
             inside = suppressed[:, next_digit] if next_digit < ndig else np.zeros(n, dtype=bool)
             out[:, col] = np.where(inside, fill, page.comma)
@@ -356,7 +368,7 @@ def encode_binary(arr: pa.Array, f: Elementary) -> Encoded:
     out = np.asarray((ints < lo) | (ints > hi), dtype=bool) & valid & (problems == 0)
     problems[out] = Problem.OUT_OF_RANGE
     ok = valid & (problems == 0)
-    order = "little" if f.usage == Usage.BINARY_LE else "big"
+    order: Literal["little", "big"] = "little" if f.usage == Usage.BINARY_LE else "big"
     if f.size in (1, 2, 4, 8):
         vals = np.where(ok, ints, 0).astype(np.int64)
         dtype = f"{'<' if order == 'little' else '>'}{'i' if f.signed else 'u'}{f.size}"
@@ -431,34 +443,27 @@ def _string_parts(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return offsets - offsets[0], data
 
 
-@dataclass(frozen=True)
-class _Translation:
-    """A code page's Unicode -> byte map as sorted arrays, for np.searchsorted lookups."""
-
-    points: np.ndarray
-    codes: np.ndarray
+_LOOKUPS: dict[str, np.ndarray] = {}
 
 
-_TRANSLATIONS: dict[str, _Translation] = {}
-
-
-def _translation(page: CodePage) -> _Translation:
-    t = _TRANSLATIONS.get(page.name)
-    if t is None:
-        items = sorted(page.from_unicode.items())
-        t = _TRANSLATIONS[page.name] = _Translation(np.array([k for k, _ in items], dtype=np.uint32),
-                                                    np.array([v for _, v in items], dtype=np.uint8))
-    return t
+def _lookup(page: CodePage) -> np.ndarray:
+    """Code point -> byte (-1: not in the page) as a dense table up to the page's highest
+    code point plus one (-1), so translating a column is a single gather."""
+    table = _LOOKUPS.get(page.name)
+    if table is None:
+        table = np.full(max(page.from_unicode) + 2, -1, dtype=np.int16)
+        table[list(page.from_unicode)] = list(page.from_unicode.values())
+        _LOOKUPS[page.name] = table
+    return table
 
 
 def encode_text(arr: pa.Array, f: Elementary, page: CodePage) -> Encoded:
-    """PIC X/A: one code-page translation for the whole column (a sorted lookup of code
-    points), then one scatter of every character into its byte column."""
+    """PIC X/A: the whole column's characters translated in one gather through the code
+    page's table, then put in place in the (M, size) block in one scatter."""
     n, size = len(arr), f.size
     problems = np.zeros(n, dtype=np.uint8)
-    block = np.full((n, size), page.space, dtype=np.uint8)
     if n == 0 or pa.types.is_null(arr.type):
-        return Encoded(block)
+        return Encoded(np.full((n, size), page.space, dtype=np.uint8))
     offsets, data = _string_parts(arr)
     if page.multibyte:  # UTF-8 records: the field size counts bytes
         units = data
@@ -468,32 +473,37 @@ def encode_text(arr: pa.Array, f: Elementary, page: CodePage) -> Encoded:
         points = np.frombuffer(data.tobytes().decode("utf-8").encode("utf-32-le"), dtype=np.uint32)
         leads = np.concatenate([[0], np.cumsum((data & 0xC0) != 0x80)])  # one UTF-8 lead byte a character
         lens = leads[offsets[1:]] - leads[offsets[:-1]]
-        t = _translation(page)
-        at = np.minimum(np.searchsorted(t.points, points), len(t.points) - 1)
-        missing = t.points[at] != points
-        units = t.codes[at]
-    rows = np.repeat(np.arange(n), lens)
+        table = _lookup(page)
+        codes = table[np.minimum(points, len(table) - 1)]
+        missing = codes < 0
+        units = codes.astype(np.uint8)
     problems[lens > size] = Problem.TOO_LONG
     if missing.any():
+        rows = np.repeat(np.arange(n), lens)
         problems[np.unique(rows[missing])] = Problem.BAD_CHAR
     ok = problems == 0
-    starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
-    cols = np.arange(len(units)) - starts[rows]
-    if f.justified_right:
-        cols = cols + (size - lens)[rows]
-    keep = ok[rows]
-    block[rows[keep], cols[keep]] = units[keep]
+    if ok.all() and (lens == size).all():  # every value fills its field (e.g. decoded with --trim none)
+        block = units.reshape(n, size)
+    else:  # each character's place in the flattened block: its row's start, then its position
+        starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+        shift = np.arange(n, dtype=np.int64) * size - starts + ((size - lens) if f.justified_right else 0)
+        flat = np.arange(len(units), dtype=np.int64) + np.repeat(shift, lens)
+        if not ok.all():
+            keep = np.repeat(ok, lens)
+            flat, units = flat[keep], units[keep]
+        flat_block = np.full(n * size, page.space, dtype=np.uint8)
+        flat_block[flat] = units
+        block = flat_block.reshape(n, size)
     details = None
     if not ok.all():
         details = {}
         values = arr.to_pylist()
         for i in np.flatnonzero(~ok):  # error path only
-            v = str(values[i])
             if problems[i] == Problem.TOO_LONG:
                 unit = "bytes" if page.multibyte else "characters"
                 details[int(i)] = f"value is {int(lens[i])} {unit}, the field holds {size}"
             else:
-                bad = next(c for c in v if ord(c) not in page.from_unicode)
+                bad = next(c for c in str(values[i]) if ord(c) not in page.from_unicode)
                 details[int(i)] = f"character {bad!r} (U+{ord(bad):04X}) has no byte in {page.name}"
     return Encoded(block, problems if problems.any() else None, details)
 
@@ -577,7 +587,9 @@ def _struct_children(arr: pa.Array) -> dict[str, pa.Array]:
 
 
 def _lengths(arr: pa.Array) -> np.ndarray:
-    return np.asarray(pc.list_value_length(arr).fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
+    lengths = pc.list_value_length(arr)
+    return np.asarray((lengths.fill_null(0) if lengths.null_count else lengths).to_numpy(zero_copy_only=False),
+                      dtype=np.int64)
 
 
 class _Run:
@@ -738,39 +750,26 @@ class _Run:
             arr = pa.nulls(m, pa.string() if f.is_text else pa.int64())
         if isinstance(arr, pa.ChunkedArray):
             arr = arr.combine_chunks()
-        enc = encode_field(arr, f, self.e.page, self.e.float_format)
-        block = enc.block
+        enc = encode_field(arr, f, self.e.page, self.e.float_format)  # bad values come back as if null
         if enc.problems is not None:
-            bad = enc.problems != 0
-            if bad.any():  # the field as if null: spaces / zero
-                blank = encode_field(pa.nulls(1, pa.string() if f.is_text else pa.int64()), f, self.e.page,
-                                     self.e.float_format).block
-                block[bad] = blank[0]
-            for flat in np.flatnonzero(bad & present & write):
+            for flat in np.flatnonzero((enc.problems != 0) & present & write):
                 why = (enc.details or {}).get(int(flat)) or _problem_text(Problem(int(enc.problems[flat])), f)
                 self.report(f, dims, int(flat), why)
-        self.scatter(f, block, dims, write)
+        self.scatter(f, enc.block, dims, write)
 
     def scatter(self, f: Elementary, block: np.ndarray, dims: list[_Dim], write: np.ndarray) -> None:
-        size = f.size
-        offs = np.array([f.offset], dtype=np.int64)
-        for d in dims:
-            offs = (offs[:, None] + np.arange(d.count, dtype=np.int64)[None, :] * d.stride).ravel()
-        slots = len(offs)
-        block = block.reshape(self.n, slots, size)
-        mask = write.reshape(self.n, slots)
-        if slots == 1:
-            start = int(offs[0])
-            if mask.all():
-                self.matrix[:, start: start + size] = block[:, 0]
-            else:
-                self.matrix[mask[:, 0], start: start + size] = block[mask[:, 0], 0]
-            return
-        idx = offs[:, None] + np.arange(size, dtype=np.int64)[None, :]
-        if mask.all():
-            self.matrix[:, idx] = block
+        """Writes the field's bytes into every slot through a strided view of the records
+        (record, OCCURS slots..., byte), where `write` allows."""
+        shape = (self.n, *[d.count for d in dims], f.size)
+        strides = (self.matrix.strides[0], *[d.stride for d in dims], 1)
+        view = np.lib.stride_tricks.as_strided(self.matrix[:, f.offset:], shape=shape, strides=strides,
+                                               writeable=True)
+        block = block.reshape(shape)
+        if write.all():
+            view[...] = block
         else:
-            self.matrix[:, idx] = np.where(mask[:, :, None], block, self.matrix[:, idx])
+            mask = write.reshape(shape[:-1])
+            view[mask] = block[mask]
 
     def report(self, node: Node, dims: list[_Dim], flat: int, reason: str) -> None:
         """One problem at grid position `flat` (record, then OCCURS slots outer to inner)."""
@@ -790,101 +789,163 @@ class _Run:
 
 
 # --------------------------------------------------------------------------- JSON Lines
-_NUMBER, _FLOAT, _TEXT = "number", "float", "text"
+_TEXT, _FLOAT, _INT, _DEC = range(4)
+Problems = list[tuple[int, str | None, str]]  # (row in chunk, field path, reason)
+
+
+@dataclass
+class _Leaf:
+    name: str  # the output key
+    field: Elementary
+    kind: int
+    scale: int  # of the transport type
+    limit: int  # magnitudes must stay below this (int64 or the decimal's integer digits)
+    listed: bool
+
+
+@dataclass
+class _Branch:
+    name: str
+    node: Node
+    kids: dict[str, _Leaf | _Branch]  # by key as written and by normalized key
+    listed: bool
 
 
 class _JsonShape:
     """Turns parsed JSON objects into rows of the decoder's schema: keys matched with '-'
-    or '_' and in any case, the 01 wrapper optional, leaf values type-checked so that
-    `pa.Table.from_pylist` cannot fail on them (range and digit checks stay in the encoder)."""
+    or '_' and in any case, the 01 wrapper optional, and every leaf type-checked so that
+    `pa.Table.from_pylist` does not silently coerce (a string into a list of characters,
+    1.5 into the integer 1). Range and digit checks stay in the encoder; only a decimal
+    whose scale or size the Arrow type cannot take fails the chunk's fast path, and the
+    chunk is then shaped again with every number checked here."""
 
     def __init__(self, encoder: RecordEncoder) -> None:
-        self.encoder = encoder
+        self.schema = pa.schema([pa.field(f.name, _transport(f.type)) for f in encoder.schema])
         top = encoder.top
         self.kids = [c for c in top.children if not c.is_filler] if isinstance(top, Group) else []
-        self.schema = pa.schema([pa.field(f.name, _transport(f.type)) for f in encoder.schema])
-        self.wrapper = _norm(top.key) if top.level == 1 else None
+        self.root = _Branch(top.key, top, self._kids(self.kids), False)
+        self.wrapper = _norm(top.key) if top.level == 1 and _norm(top.key) not in self.root.kids else None
 
-    def row(self, obj: Any, problems: list[tuple[str | None, str]]) -> dict[str, Any] | None:
-        if not isinstance(obj, dict):
-            problems.append((None, "a line must hold a JSON object"))
-            return None
-        if self.wrapper and len(obj) == 1:
-            (key, inner), = obj.items()
-            if _norm(key) == self.wrapper and isinstance(inner, dict) \
-                    and self.wrapper not in {_norm(k.key) for k in self.kids}:
-                obj = inner
-        return self.group(obj, self.kids, "", problems)
-
-    def group(self, obj: dict[str, Any], kids: list[Node], path: str,
-              problems: list[tuple[str | None, str]]) -> dict[str, Any]:
-        by_key = {_norm(k.key): k for k in kids}
-        out: dict[str, Any] = {}
-        for key, value in obj.items():
-            node = by_key.get(_norm(key))
-            if node is None:
-                problems.append((path + key, "not a field of the layout"))
-                continue
-            out[node.key] = self.value(value, node, path + node.key, problems, node.occurs is not None)
+    def _kids(self, nodes: list[Node]) -> dict[str, _Leaf | _Branch]:
+        out: dict[str, _Leaf | _Branch] = {}
+        for node in nodes:
+            listed = node.occurs is not None
+            shape: _Leaf | _Branch
+            if isinstance(node, Group):
+                shape = _Branch(node.key, node, self._kids([c for c in node.children if not c.is_filler]), listed)
+            else:
+                assert isinstance(node, Elementary)
+                if node.is_text:
+                    shape = _Leaf(node.key, node, _TEXT, 0, 0, listed)
+                elif node.category == Category.FLOAT:
+                    shape = _Leaf(node.key, node, _FLOAT, 0, 0, listed)
+                else:
+                    typ = _transport(numeric_type(node))
+                    if pa.types.is_integer(typ):
+                        shape = _Leaf(node.key, node, _INT, 0, 2**63, listed)
+                    else:
+                        shape = _Leaf(node.key, node, _DEC, typ.scale, 10 ** (typ.precision - typ.scale), listed)
+            out[node.key] = out[_norm(node.key)] = shape
         return out
 
-    def value(self, v: Any, node: Node, path: str, problems: list[tuple[str | None, str]], listed: bool) -> Any:
+    def rows(self, objs: list[Any], checked: bool) -> tuple[list[dict[str, Any]], Problems]:
+        problems: Problems = []
+        rows = []
+        for i, obj in enumerate(objs):
+            if self.wrapper and len(obj) == 1:
+                (key, inner), = obj.items()
+                if type(inner) is dict and _norm(key) == self.wrapper:
+                    obj = inner
+            rows.append(self.group(obj, self.root, "", i, problems, checked))
+        return rows, problems
+
+    def group(self, obj: dict[str, Any], shape: _Branch, path: str, row: int, problems: Problems,
+              checked: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        kids = shape.kids
+        for key, v in obj.items():
+            kid = kids.get(key) or kids.get(_norm(key))
+            if kid is None:
+                problems.append((row, path + key, "not a field of the layout"))
+                continue
+            name = kid.name
+            if v is None:
+                out[name] = None
+            elif not kid.listed:
+                out[name] = self.one(v, kid, path + name, row, problems, checked)
+            elif type(v) is list:
+                out[name] = [self.one(x, kid, f"{path}{name}[{j}]", row, problems, checked) for j, x in enumerate(v)]
+            else:
+                occurs = kid.field.occurs if isinstance(kid, _Leaf) else kid.node.occurs
+                problems.append((row, path + name, f"expected a list (OCCURS {occurs})"))
+        return out
+
+    def one(self, v: Any, shape: _Leaf | _Branch, path: str, row: int, problems: Problems, checked: bool) -> Any:
+        t = type(v)
         if v is None:
             return None
-        if listed:
-            if not isinstance(v, list):
-                problems.append((path, f"expected a list (OCCURS {node.occurs})"))
-                return None
-            return [self.value(x, node, f"{path}[{i}]", problems, False) for i, x in enumerate(v)]
-        if isinstance(node, Group):
-            if not isinstance(v, dict):
-                problems.append((path, "expected an object (a group)"))
-                return None
-            return self.group(v, [c for c in node.children if not c.is_filler], path + ".", problems)
-        assert isinstance(node, Elementary)
-        if node.is_text:
-            if isinstance(v, str):
+        if isinstance(shape, _Branch):
+            if t is dict:
+                return self.group(v, shape, path + ".", row, problems, checked)
+            problems.append((row, path, "expected an object (a group)"))
+            return None
+        kind = shape.kind
+        if kind == _TEXT:
+            if t is str:
                 return v
-            if isinstance(v, (int, Decimal)) and not isinstance(v, bool):
-                return format(v, "f") if isinstance(v, Decimal) else str(v)
-            problems.append((path, "expected a string"))
+            if t is int or t is Decimal:  # a code or number written as a JSON number
+                return format(v, "f") if t is Decimal else str(v)
+            problems.append((row, path, "expected a string"))
             return None
-        if isinstance(v, str):
-            d = _to_decimal(v)
-            if d is None:
-                problems.append((path, "not a number"))
+        if t is str:
+            v = _to_decimal(v)
+            t = Decimal
+            if v is None:
+                problems.append((row, path, "not a number"))
                 return None
-            v = d
-        if isinstance(v, bool) or not isinstance(v, (int, float, Decimal)):
-            problems.append((path, "expected a number"))
+        if t is not int and t is not Decimal and t is not float:
+            problems.append((row, path, "expected a number"))
             return None
-        if node.category == Category.FLOAT:
+        if kind == _FLOAT:
             return float(v)
-        return self.number(v, node, path, problems)
+        if t is int and -shape.limit <= v < shape.limit:
+            return v
+        return self.number(v, shape, path, row, problems) if checked or kind == _INT or t is not Decimal else v
 
-    def number(self, v: int | Decimal, f: Elementary, path: str,
-               problems: list[tuple[str | None, str]]) -> int | Decimal | None:
-        d = Decimal(v) if isinstance(v, int) else _to_decimal(v)
+    def number(self, v: int | float | Decimal, shape: _Leaf, path: str, row: int,
+               problems: Problems) -> int | Decimal | None:
+        f = shape.field
+        d = _to_decimal(v) if not isinstance(v, int) else Decimal(v)
         if d is None:
-            problems.append((path, "not a finite number"))
+            problems.append((row, path, "not a finite number"))
             return None
-        typ = _transport(numeric_type(f))
-        scale = typ.scale if pa.types.is_decimal(typ) else 0
-        if _exponent(d) < -scale and _exponent(d := d.normalize(_EXACT)) < -scale:
-            problems.append((path, _problem_text(Problem.TOO_MANY_DECIMALS, f)))
+        if _exponent(d) < -shape.scale and _exponent(d := d.normalize(_EXACT)) < -shape.scale:
+            problems.append((row, path, _problem_text(Problem.TOO_MANY_DECIMALS, f)))
             return None
-        if pa.types.is_integer(typ):
-            if not -(2**63) <= d < 2**63:
-                problems.append((path, _problem_text(Problem.TOO_MANY_DIGITS, f)))
-                return None
-            return int(d)
-        if d.adjusted() >= typ.precision - scale:
-            problems.append((path, _problem_text(Problem.TOO_MANY_DIGITS, f)))
+        if not abs(d) < shape.limit:
+            binary = f.usage in (Usage.BINARY, Usage.NATIVE_BINARY, Usage.BINARY_LE)
+            problems.append((row, path, _problem_text(Problem.OUT_OF_RANGE if binary else Problem.TOO_MANY_DIGITS, f)))
             return None
-        return d
+        return int(d) if shape.kind == _INT else d
 
-    def table(self, rows: list[dict[str, Any]]) -> pa.Table:
-        return pa.Table.from_pylist(rows, schema=self.schema)
+    def table(self, objs: list[Any]) -> tuple[pa.Table, Problems]:
+        rows, problems = self.rows(objs, checked=False)
+        try:
+            return pa.Table.from_pylist(rows, schema=self.schema), problems
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            pass
+        rows, problems = self.rows(objs, checked=True)
+        try:
+            return pa.Table.from_pylist(rows, schema=self.schema), problems
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            pass
+        for i, row in enumerate(rows):  # last resort, one row at a time: should not happen
+            try:
+                pa.Table.from_pylist([row], schema=self.schema)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+                problems.append((i, None, f"cannot be converted: {exc}"))
+                rows[i] = {}
+        return pa.Table.from_pylist(rows, schema=self.schema), problems
 
 
 def _exponent(d: Decimal) -> int:
@@ -899,6 +960,8 @@ def _transport(typ: pa.DataType) -> pa.DataType:
         return pa.decimal128(38, typ.scale)
     if pa.types.is_decimal256(typ):
         return pa.decimal256(76, typ.scale)
+    if pa.types.is_float32(typ):  # so a value beyond COMP-1 is reported, not turned into inf
+        return pa.float64()
     if pa.types.is_struct(typ):
         return pa.struct([pa.field(f.name, _transport(f.type)) for f in typ])
     if pa.types.is_list(typ) or pa.types.is_large_list(typ):
@@ -944,23 +1007,25 @@ def encode_jsonl(src: IO[bytes] | Iterable[bytes], out: IO[bytes], spec: RecordS
     shape = _JsonShape(encoder)
     count = 0
     errors: list[dict[str, Any]] = []
-    rows: list[dict[str, Any]] = []
+    objs: list[dict[str, Any]] = []
     lines: list[int] = []
 
     def flush() -> None:
         nonlocal count
-        if not rows:
+        if not objs:
             return
-        matrix, problems = encoder.encode(shape.table(rows))
-        for p in problems:
-            errors.append({"line": lines[p["row"]], "field": p["field"], "reason": p["reason"]})
-        if spec.framing.format == "D":
-            for i in np.flatnonzero((matrix == 0x0A).any(axis=1)):
-                errors.append({"line": lines[int(i)], "field": None,
-                               "reason": "record holds a newline byte (0x0A); format D cannot carry it"})
+        table, shaped = shape.table(objs)
+        errors.extend({"line": lines[i], "field": path, "reason": why} for i, path, why in shaped)
+        matrix, problems = encoder.encode(table)
+        errors.extend({"line": lines[p["row"]], "field": p["field"], "reason": p["reason"]} for p in problems)
+        if spec.framing.format == "D":  # the reader would split or shorten these records
+            cut = (matrix == 0x0A).any(axis=1) | (matrix[:, -1] == 0x0D if matrix.shape[1] else False)
+            errors.extend({"line": lines[int(i)], "field": None,
+                           "reason": "record holds a line-end byte (0x0A, or 0x0D last); format D cannot carry it"}
+                          for i in np.flatnonzero(cut))
         out.write(frame(matrix, spec, newline=newline))
-        count += len(rows)
-        rows.clear()
+        count += len(objs)
+        objs.clear()
         lines.clear()
 
     for number, raw in enumerate(src, 1):
@@ -971,14 +1036,12 @@ def encode_jsonl(src: IO[bytes] | Iterable[bytes], out: IO[bytes], spec: RecordS
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             errors.append({"line": number, "field": None, "reason": f"not valid JSON: {exc}"})
             continue
-        problems: list[tuple[str | None, str]] = []
-        row = shape.row(obj, problems)
-        errors.extend({"line": number, "field": f, "reason": r} for f, r in problems)
-        if row is None:
+        if type(obj) is not dict:
+            errors.append({"line": number, "field": None, "reason": "a line must hold a JSON object"})
             continue
-        rows.append(row)
+        objs.append(obj)
         lines.append(number)
-        if len(rows) >= chunk_records:
+        if len(objs) >= chunk_records:
             flush()
     flush()
     errors.sort(key=lambda e: e["line"])

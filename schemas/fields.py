@@ -109,7 +109,7 @@ def decode_text(block: np.ndarray, avail: np.ndarray | None, page: CodePage, tri
     if not multibyte:  # every char is one UTF-8 byte: gather, no per-byte offsets needed
         ascii_bytes = page.utf8_bytes[:, 0][block]
         data = ascii_bytes[keep] if keep is not None else ascii_bytes.ravel()
-        row_len = stop - start if dropped is None else keep.sum(axis=1, dtype=np.int64)
+        row_len = stop - start if dropped is None or keep is None else keep.sum(axis=1, dtype=np.int64)
     else:
         if keep is not None:
             ulen = ulen * keep
@@ -359,11 +359,20 @@ def decode_display_number(block: np.ndarray, avail: np.ndarray | None, f: Elemen
     class_lut, digit_lut = tables
     n, width = block.shape
     cls = class_lut[block]
+    pic = f.picture
+    assert pic is not None
+    cr_neg = np.zeros(n, dtype=bool)
+    if (pic.symbols.endswith("CR") or pic.symbols.endswith("DB")) and width >= 2:
+        # the last two bytes are the credit/debit symbol (or blanks), never digits
+        tail = block[:, -2:]
+        for word in ("CR", "DB"):
+            code = np.array([page.from_unicode.get(ord(c), -1) for c in word])
+            cr_neg |= (tail == code[None, :]).all(axis=1)
+        cls = cls.copy()
+        cls[:, -2:] = np.where(cr_neg[:, None], _SPACE, cls[:, -2:])
     if not page.ebcdic and width > 2:
         inner = cls[:, 1:-1]
         inner[(inner == _PUNCH_POS) | (inner == _PUNCH_NEG)] = _OTHER
-    pic = f.picture
-    assert pic is not None
     comma_is_separator = "," in pic.symbols and ("." in pic.symbols or "V" in pic.symbols)
     is_digit = (cls == _DIGIT) | (cls == _PUNCH_POS) | (cls == _PUNCH_NEG)
     is_punch = (cls == _PUNCH_POS) | (cls == _PUNCH_NEG)
@@ -374,22 +383,15 @@ def decode_display_number(block: np.ndarray, avail: np.ndarray | None, f: Elemen
     other = cls == _OTHER
     if "$" in pic.symbols or "*" in pic.symbols:  # currency / check-protect fill read as blanks
         other &= ~np.isin(block, [page.from_unicode.get(0x24, -1), page.from_unicode.get(0x2A, -1)])
-    if "CR" in pic.symbols or "DB" in pic.symbols:
-        letters = [page.from_unicode[ord(c)] for c in "CRDB"]
-        credit = np.isin(block, letters)
-        other &= ~credit
-        cr_neg = credit.any(axis=1)
-    else:
-        cr_neg = np.zeros(n, dtype=bool)
     all_blank = blank.all(axis=1)
     reasons = np.zeros(n, dtype=np.uint8)
     reasons[other.any(axis=1)] = Reason.INVALID_DIGIT
     signs = is_sign.sum(axis=1)
     reasons[(signs > 1) & (reasons == 0)] = Reason.INVALID_SIGN
-    if not page.ebcdic:
-        nonblank = ~blank
-        seen = np.maximum.accumulate(nonblank, axis=1)
-        rest = np.maximum.accumulate(nonblank[:, ::-1], axis=1)[:, ::-1]
+    if not page.ebcdic:  # ASCII: blanks between digits make a number invalid (as in Cobrix)
+        numeral = is_digit | is_point
+        seen = np.maximum.accumulate(numeral, axis=1)
+        rest = np.maximum.accumulate(numeral[:, ::-1], axis=1)[:, ::-1]
         embedded = (blank & seen & rest).any(axis=1)
         reasons[embedded & (reasons == 0)] = Reason.EMBEDDED_BLANK
     reasons[(is_point.sum(axis=1) > 1) & (reasons == 0)] = Reason.INVALID_DIGIT
