@@ -16,6 +16,15 @@ class ModelUnavailable(InfrastructureError):
     """The model endpoint could not answer: connection refused or reset, 5xx, not ready."""
 
 
+class ModelServerError(ModelUnavailable):
+    """The model server answered 5xx. On a batch this may be one poison record rather than
+    an outage: the pipeline splits the batch to find out before the breaker counts it."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class ModelTimeout(ModelUnavailable):
     """The model did not answer within the call's timeout."""
 
@@ -34,5 +43,5 @@ class ModelOutputError(DataError):
 
 __all__ = [
     "BreakerOpen", "ConfigError", "ContractError", "DataError", "GatewayError", "InfrastructureError",
-    "InputFormatError", "ModelOutputError", "ModelRejected", "ModelTimeout", "ModelUnavailable",
+    "InputFormatError", "ModelOutputError", "ModelRejected", "ModelServerError", "ModelTimeout", "ModelUnavailable",
 ]
