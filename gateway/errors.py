@@ -25,6 +25,11 @@ class ModelServerError(ModelUnavailable):
         self.status = status
 
 
+class SuspectBatch(ModelServerError):
+    """A 5xx on a batch of several records: not counted by the breaker and not retried,
+    so the pipeline can split the batch and tell a poison record from an outage."""
+
+
 class ModelTimeout(ModelUnavailable):
     """The model did not answer within the call's timeout."""
 
@@ -43,5 +48,5 @@ class ModelOutputError(DataError):
 
 __all__ = [
     "BreakerOpen", "ConfigError", "ContractError", "DataError", "GatewayError", "InfrastructureError",
-    "InputFormatError", "ModelOutputError", "ModelRejected", "ModelServerError", "ModelTimeout", "ModelUnavailable",
+    "InputFormatError", "ModelOutputError", "ModelRejected", "ModelServerError", "ModelTimeout", "SuspectBatch", "ModelUnavailable",
 ]

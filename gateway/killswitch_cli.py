@@ -1,0 +1,121 @@
+"""`lgw killswitch set|status`: flip a pipeline's kill switch in the shared state store;
+every replica picks the flip up within its watcher's TTL, without a restart.
+
+    lgw killswitch set card_txn --mode force_fallback --reason "model drift, INC-4711"
+    lgw killswitch status
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import socket
+import sys
+from typing import IO
+
+from gateway.errors import ConfigError, InfrastructureError
+from gateway.state import DEFAULT_STATE_URL, KILL_SWITCH_MODES, KillSwitch, StateStore
+
+EXIT_OK, EXIT_ERROR = 0, 2  # as in gateway.cli
+
+
+def default_state_url() -> str:
+    return os.environ.get("LGW_STATE_URL") or DEFAULT_STATE_URL
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `killswitch set|status` on the CLI's subparsers (optional helper)."""
+    ks = sub.add_parser("killswitch", help="force fallback scoring or pause a pipeline, on every replica")
+    ksub = ks.add_subparsers(dest="killswitch_command", required=True, parser_class=type(ks))
+    st = ksub.add_parser("set", help="set a pipeline's kill switch")
+    st.add_argument("pipeline")
+    st.add_argument("--mode", required=True, choices=KILL_SWITCH_MODES)
+    st.add_argument("--reason", default="", metavar="TEXT", help="why (shown in status and logs)")
+    st.add_argument("--state-url", default=None, metavar="URL",
+                    help=f"state store (default: $LGW_STATE_URL or {DEFAULT_STATE_URL})")
+    ss = ksub.add_parser("status", help="show every pipeline's kill switch")
+    ss.add_argument("pipeline", nargs="?", default=None, help="only this pipeline")
+    ss.add_argument("--state-url", default=None, metavar="URL", help="state store (default: as for set)")
+    return ks
+
+
+def set_command(args: argparse.Namespace, out: IO[str] | None = None) -> int:
+    out = out or sys.stdout
+    try:
+        with StateStore(_state_url(args)) as store:
+            switch = store.set_kill_switch(args.pipeline, args.mode, getattr(args, "reason", "") or "", _operator())
+    except (ConfigError, InfrastructureError) as exc:
+        return _fail(exc)
+    if _is_tty(out):
+        out.write(f"{switch.pipeline}: kill switch {switch.mode} (replicas follow within their refresh interval)\n")
+    else:
+        out.write(json.dumps(_as_json(switch)) + "\n")
+    return EXIT_OK
+
+
+def status_command(args: argparse.Namespace, out: IO[str] | None = None) -> int:
+    out = out or sys.stdout
+    only = getattr(args, "pipeline", None)
+    try:
+        with StateStore(_state_url(args)) as store:
+            switches = [store.get_kill_switch(only)] if only else store.list_kill_switches()
+    except (ConfigError, InfrastructureError) as exc:
+        return _fail(exc)
+    if _is_tty(out):
+        _print_table(switches, out)
+    else:
+        for switch in switches:
+            out.write(json.dumps(_as_json(switch)) + "\n")
+    return EXIT_OK
+
+
+def _state_url(args: argparse.Namespace) -> str:
+    return getattr(args, "state_url", None) or default_state_url()
+
+
+def _operator() -> str:
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def _is_tty(out: IO[str]) -> bool:
+    return hasattr(out, "isatty") and out.isatty()
+
+
+def _fail(exc: Exception) -> int:
+    print(f"lgw: error: {exc}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _as_json(switch: KillSwitch) -> dict[str, str | None]:
+    return {
+        "pipeline": switch.pipeline,
+        "mode": switch.mode,
+        "reason": switch.reason,
+        "set_by": switch.set_by,
+        "set_at": switch.set_at.isoformat() if switch.set_at else None,
+    }
+
+
+def _print_table(switches: list[KillSwitch], out: IO[str]) -> None:
+    if not switches:
+        out.write("no kill switch set: every pipeline is off (scoring normally)\n")
+        return
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table("pipeline", "mode", "reason", "set by", "set at (UTC)")
+    style = {"off": "green", "force_fallback": "yellow", "pause": "red"}
+    for s in switches:
+        when = s.set_at.strftime("%Y-%m-%d %H:%M:%S") if s.set_at else "-"
+        table.add_row(escape(s.pipeline), f"[{style[s.mode]}]{s.mode}[/]", escape(s.reason), escape(s.set_by), when)
+    Console(file=out).print(table)
+
+
+__all__ = ["add_parser", "default_state_url", "set_command", "status_command"]

@@ -1,0 +1,284 @@
+"""The state store every gateway replica shares: kill switches now; the batch mode's
+checkpoints and processed-file records later.
+
+SQLAlchemy Core over SQLite (the default, a file under ./var/) or PostgreSQL. Tables live
+on the module's `metadata` and are created on first use, so a sibling module that defines
+more tables on the same `metadata` (and is imported before the store is first used) gets
+them created too. Identifiers are fixed in the table definitions; values always travel as
+bound parameters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from sqlalchemy import Column, DateTime, MetaData, String, Table, Text, create_engine, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, ProgrammingError, SQLAlchemyError
+from sqlalchemy.pool import StaticPool
+
+from gateway.errors import ConfigError, InfrastructureError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STATE_URL = "sqlite:///var/lgw-state.db"
+
+KillSwitchMode = Literal["off", "force_fallback", "pause"]
+KILL_SWITCH_MODES: tuple[str, ...] = get_args(KillSwitchMode)
+
+metadata = MetaData()
+
+kill_switch_table = Table(
+    "kill_switch",
+    metadata,
+    Column("pipeline", String(200), primary_key=True),
+    Column("mode", String(32), nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+    Column("set_by", String(200), nullable=False, default=""),
+    Column("set_at", DateTime(timezone=True), nullable=False),
+)
+
+
+class StateStoreError(InfrastructureError):
+    """The state store could not be reached or did not answer."""
+
+
+class KillSwitch(BaseModel):
+    """`off`: score normally. `force_fallback`: do not call the model, score by rules.
+    `pause`: take no new work (sources stop reading; nothing is dropped)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pipeline: str
+    mode: KillSwitchMode = "off"
+    reason: str = ""
+    set_by: str = ""
+    set_at: datetime | None = None  # None: never set
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Parse a state-store URL. Plain `postgresql://` / `postgres://` select psycopg 3
+    (the driver the `postgres` extra installs) instead of SQLAlchemy's psycopg2 default."""
+    text = url if isinstance(url, str) else url.render_as_string(hide_password=False)
+    if text.startswith("postgres://"):
+        text = "postgresql://" + text[len("postgres://"):]
+    try:
+        parsed = make_url(text)
+    except ArgumentError as exc:
+        raise ConfigError(f"state store URL {text!r} is not a database URL: {exc}") from None
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def _sqlite_in_memory(url: URL) -> bool:
+    return url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+
+
+def _build_engine(url: URL) -> Engine:
+    kwargs: dict[str, Any] = {}
+    if url.get_backend_name() == "sqlite":
+        if _sqlite_in_memory(url):
+            # One shared connection, or every thread would see its own empty database.
+            kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
+        elif url.database and not url.database.startswith("file:"):
+            Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    else:
+        kwargs["pool_pre_ping"] = True  # survive a database restart without restarting us
+    return create_engine(url, **kwargs)
+
+
+class StateStore:
+    def __init__(self, url: str | URL = DEFAULT_STATE_URL) -> None:
+        self.url = normalize_url(url)
+        self.engine = _build_engine(self.url)
+        self._ready = False
+        self._ready_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"StateStore({self.display_url!r})"
+
+    @property
+    def display_url(self) -> str:
+        return self.url.render_as_string(hide_password=True)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- kill switches -----------------------------------------------------------------
+
+    def get_kill_switch(self, pipeline: str) -> KillSwitch:
+        stmt = select(kill_switch_table).where(kill_switch_table.c.pipeline == pipeline)
+        with self._connect() as conn:
+            row = conn.execute(stmt).mappings().first()
+        return _kill_switch(row) if row is not None else KillSwitch(pipeline=pipeline)
+
+    def set_kill_switch(self, pipeline: str, mode: str, reason: str = "", set_by: str = "") -> KillSwitch:
+        if not pipeline:
+            raise ConfigError("kill switch needs a pipeline name")
+        try:
+            switch = KillSwitch(pipeline=pipeline, mode=mode, reason=reason, set_by=set_by,  # type: ignore[arg-type]
+                                set_at=datetime.now(UTC))
+        except ValidationError:
+            raise ConfigError(
+                f"kill switch mode {mode!r} is not one of {', '.join(KILL_SWITCH_MODES)}"
+            ) from None
+        values = switch.model_dump()
+        with self._connect() as conn, conn.begin():
+            self._upsert(conn, values)
+        log.warning("kill switch %s -> %s by %s: %s", pipeline, mode, set_by or "?", reason)
+        return switch
+
+    def list_kill_switches(self) -> list[KillSwitch]:
+        stmt = select(kill_switch_table).order_by(kill_switch_table.c.pipeline)
+        with self._connect() as conn:
+            return [_kill_switch(row) for row in conn.execute(stmt).mappings()]
+
+    def _upsert(self, conn: Connection, values: dict[str, Any]) -> None:
+        table = kill_switch_table
+        changes = {k: v for k, v in values.items() if k != "pipeline"}
+        dialect = conn.dialect.name
+        if dialect in ("sqlite", "postgresql"):
+            insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+            stmt = insert(table).values(**values)
+            conn.execute(stmt.on_conflict_do_update(index_elements=[table.c.pipeline], set_=changes))
+            return
+        # Other databases: update, insert if nothing was there (a racing insert fails loudly).
+        updated = conn.execute(table.update().where(table.c.pipeline == values["pipeline"]).values(**changes))
+        if updated.rowcount == 0:
+            conn.execute(table.insert().values(**values))
+
+    # ---- plumbing ----------------------------------------------------------------------
+
+    def _connect(self) -> _StoreConnection:
+        self._ensure_schema()
+        return _StoreConnection(self)
+
+    def _ensure_schema(self) -> None:
+        if self._ready:
+            return
+        with self._ready_lock:
+            if self._ready:
+                return
+            try:
+                try:
+                    metadata.create_all(self.engine, checkfirst=True)
+                except (IntegrityError, ProgrammingError):
+                    # Another replica created a table between our check and our CREATE
+                    # (PostgreSQL reports a duplicate in pg_type); the second look sees it.
+                    metadata.create_all(self.engine, checkfirst=True)
+            except SQLAlchemyError as exc:
+                raise StateStoreError(f"state store {self.display_url}: {_first_line(exc)}") from exc
+            self._ready = True
+
+
+class _StoreConnection:
+    """A connection whose database errors surface as `StateStoreError` (an infrastructure
+    error naming the store), not as driver exceptions."""
+
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
+        self._conn: Connection | None = None
+
+    def __enter__(self) -> Connection:
+        try:
+            self._conn = self._store.engine.connect()
+        except SQLAlchemyError as exc:
+            raise StateStoreError(f"state store {self._store.display_url}: {_first_line(exc)}") from exc
+        return self._conn
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        assert self._conn is not None
+        self._conn.close()
+        if isinstance(exc, SQLAlchemyError):
+            raise StateStoreError(f"state store {self._store.display_url}: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _kill_switch(row: Any) -> KillSwitch:
+    set_at = row["set_at"]
+    if set_at is not None:
+        # SQLite keeps no zone (we always write UTC); PostgreSQL answers in the session's zone.
+        set_at = set_at.replace(tzinfo=UTC) if set_at.tzinfo is None else set_at.astimezone(UTC)
+    mode = row["mode"]
+    if mode not in KILL_SWITCH_MODES:
+        raise StateStoreError(f"kill switch {row['pipeline']!r} holds unknown mode {mode!r}")
+    return KillSwitch(pipeline=row["pipeline"], mode=mode, reason=row["reason"] or "",
+                      set_by=row["set_by"] or "", set_at=set_at)
+
+
+class KillSwitchWatcher:
+    """A pipeline's kill switch, read from the shared store at most once per `ttl_s`.
+
+    Cheap enough to call for every batch. A flip made by any replica takes effect here
+    within `ttl_s`. If the store cannot be reached the last value read stays in force (and
+    is re-checked after another `ttl_s`); with no value read yet, the error propagates,
+    because guessing "off" would silently undo an operator's switch.
+    """
+
+    def __init__(
+        self, store: StateStore, pipeline: str, ttl_s: float = 1.0, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.store = store
+        self.pipeline = pipeline
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._value: KillSwitch | None = None
+        self._expires = float("-inf")
+
+    def current(self) -> KillSwitch:
+        with self._lock:
+            if self._value is not None and self._clock() < self._expires:
+                return self._value
+            return self._refresh()
+
+    async def acurrent(self) -> KillSwitch:
+        """`current()` for event loops: a refresh runs in a worker thread."""
+        value = self._value
+        if value is not None and self._clock() < self._expires:
+            return value
+        return await asyncio.to_thread(self.current)
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._expires = float("-inf")
+
+    def _refresh(self) -> KillSwitch:
+        try:
+            value = self.store.get_kill_switch(self.pipeline)
+        except InfrastructureError as exc:
+            self._expires = self._clock() + self.ttl_s
+            if self._value is None:
+                raise
+            log.warning("kill switch %s: keeping %s, store unreachable: %s", self.pipeline, self._value.mode, exc)
+            return self._value
+        if self._value is not None and value.mode != self._value.mode:
+            log.warning("kill switch %s: %s -> %s (%s)", self.pipeline, self._value.mode, value.mode, value.reason)
+        self._value = value
+        self._expires = self._clock() + self.ttl_s
+        return value
+
+
+__all__ = [
+    "DEFAULT_STATE_URL", "KILL_SWITCH_MODES", "KillSwitch", "KillSwitchMode", "KillSwitchWatcher", "StateStore",
+    "StateStoreError", "kill_switch_table", "metadata", "normalize_url",
+]
