@@ -68,6 +68,29 @@ def build_parser() -> argparse.ArgumentParser:
     dif.add_argument("old")
     dif.add_argument("new")
 
+    sc = sub.add_parser("score", help="decode, validate and score one file end to end")
+    sc.add_argument("--contract", required=True, metavar="FILE")
+    sc.add_argument("--input", required=True, metavar="FILE")
+    sc.add_argument("--output", required=True, metavar="FILE")
+    sc.add_argument("--rejects", metavar="FILE")
+    sc.add_argument("--format", choices=["csv", "jsonl", "fixed", "parquet"], default="jsonl")
+    sc.add_argument("--force-fallback", action="store_true", help="score with the fallback rules only")
+    sc.add_argument("--config", metavar="gateway.yaml", help="models and state store (default: embedded)")
+    sc.add_argument("--policy", choices=["fallback", "fallback_and_rescore"], default="fallback",
+                    help="what to do while the model is unavailable")
+    sc.add_argument("--shadow", action="store_true", help="also evaluate the rules and report agreement")
+    sc.add_argument("--chunk-records", type=int, default=50_000, metavar="N", help=argparse.SUPPRESS)
+
+    ks = sub.add_parser("killswitch", help="force fallback or pause a pipeline, for every replica")
+    ksub = ks.add_subparsers(dest="killswitch_command", required=True, parser_class=_Parser)
+    kset = ksub.add_parser("set", help="set a pipeline's kill switch")
+    kset.add_argument("pipeline")
+    kset.add_argument("--mode", required=True, choices=["off", "force_fallback", "pause"])
+    kset.add_argument("--reason", default="")
+    kset.add_argument("--state-url", default=None, help="state store URL (default: $LGW_STATE_URL or SQLite)")
+    kst = ksub.add_parser("status", help="show every kill switch")
+    kst.add_argument("--state-url", default=None)
+
     ex = sub.add_parser("examples", help="bundled example contracts and data")
     esub = ex.add_subparsers(dest="examples_command", required=True, parser_class=_Parser)
     gen = esub.add_parser("generate", help="write a sample card-transaction file")
@@ -107,6 +130,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return commands.contract(args)
     if args.command == "examples":
         return commands.examples(args)
+    if args.command == "score":
+        return commands.score(args)
+    if args.command == "killswitch":
+        return commands.killswitch(args)
     raise AssertionError(args.command)
 
 

@@ -106,3 +106,31 @@ def examples(args: argparse.Namespace) -> int:
                                     seed=args.seed, bad_every=args.bad_every)
     print(json.dumps(summary), file=sys.stderr)
     return EXIT_OK
+
+
+def score(args: argparse.Namespace) -> int:
+    from gateway.config import Policy, load_config
+    from gateway.score import run_score
+    from gateway.state import StateStore
+
+    contract = load_contract(args.contract)
+    if not Path(args.input).is_file():
+        raise ConfigError(f"input {args.input} is not a file")
+    cfg = load_config(args.config)
+    state = StateStore(cfg.state.url)
+    summary = run_score(contract, Path(args.input), Path(args.output),
+                        rejects_path=Path(args.rejects) if args.rejects else None,
+                        rejects_stream=None if args.rejects else sys.stderr,
+                        fmt=args.format, config=cfg, force_fallback=args.force_fallback,
+                        policy=Policy(args.policy), shadow=args.shadow, chunk_records=args.chunk_records,
+                        state=state)
+    print(json.dumps(summary))
+    return EXIT_REJECTS if summary["rejected"] or summary.get("file_rejected") else EXIT_OK
+
+
+def killswitch(args: argparse.Namespace) -> int:
+    from gateway import killswitch_cli
+
+    if args.killswitch_command == "set":
+        return killswitch_cli.set_command(args)
+    return killswitch_cli.status_command(args)

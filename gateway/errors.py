@@ -47,6 +47,17 @@ class ModelOutputError(DataError):
 
 
 __all__ = [
-    "BreakerOpen", "ConfigError", "ContractError", "DataError", "GatewayError", "InfrastructureError",
-    "InputFormatError", "ModelOutputError", "ModelRejected", "ModelServerError", "ModelTimeout", "SuspectBatch", "ModelUnavailable",
+    "BreakerOpen",
+    "ConfigError",
+    "ContractError",
+    "DataError",
+    "GatewayError",
+    "InfrastructureError",
+    "InputFormatError",
+    "ModelOutputError",
+    "ModelRejected",
+    "ModelServerError",
+    "ModelTimeout",
+    "ModelUnavailable",
+    "SuspectBatch",
 ]

@@ -9,6 +9,7 @@ of millions of records needs no more memory than one chunk.
 
 from __future__ import annotations
 
+import json
 import os
 from decimal import Decimal
 from pathlib import Path
@@ -318,3 +319,13 @@ def generate_card_file(path: str | os.PathLike[str], *, records: int, encoding: 
         "damaged": damaged,
         "amount_total": f"{Decimal(total_cents).scaleb(-2):.2f}",
     }
+
+
+def model_info(name: str = "fraud") -> dict[str, Any]:
+    """Metadata of a bundled example model (models/NAME.json) with its file's `path`."""
+    meta_path = Path(__file__).parent / "models" / f"{name}.json"
+    if not meta_path.is_file():
+        raise ConfigError(f"no bundled model {name!r} (looked for {meta_path})")
+    meta: dict[str, Any] = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta["path"] = meta_path.with_suffix(".onnx")
+    return meta

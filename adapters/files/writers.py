@@ -1,0 +1,155 @@
+"""Record writers for output files: CSV, JSON Lines, Parquet and fixed-width records.
+
+Each writer takes Arrow tables chunk by chunk (memory stays flat) and writes to the path
+it was opened with; callers make the result durable and atomic (temp file + rename).
+Fixed-width output is the input record's own bytes followed by the scored fields encoded
+in the same code page, so the legacy side reads back exactly what it sent, plus the score.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import IO, Literal, Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from schemas.codepages import CodePage
+from schemas.errors import ConfigError
+from schemas.jsonl import _fragments, write_jsonl
+
+Format = Literal["csv", "jsonl", "fixed", "parquet"]
+FORMATS: tuple[Format, ...] = ("csv", "jsonl", "fixed", "parquet")
+
+
+class RecordWriter(Protocol):
+    def write(self, table: pa.Table, raw: np.ndarray | None = None) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def flat_for_csv(table: pa.Table) -> pa.Table:
+    """Groups become GROUP.FIELD columns; arrays become their JSON text."""
+    while any(pa.types.is_struct(f.type) for f in table.schema):
+        table = table.flatten()
+    for i, f in enumerate(table.schema):
+        if pa.types.is_list(f.type) or pa.types.is_large_list(f.type):
+            table = table.set_column(i, f.name, _fragments(table.column(i).combine_chunks()))
+    return table
+
+
+class CsvWriter:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._writer: pacsv.CSVWriter | None = None
+        self._schema: pa.Schema | None = None
+
+    def write(self, table: pa.Table, raw: np.ndarray | None = None) -> None:
+        flat = flat_for_csv(table)
+        if self._writer is None:
+            self._schema = flat.schema
+            self._writer = pacsv.CSVWriter(str(self.path), flat.schema)
+        assert self._schema is not None
+        self._writer.write_table(flat.cast(self._schema) if flat.schema != self._schema else flat)
+
+    def close(self) -> None:
+        if self._writer is None:
+            self.path.write_bytes(b"")
+        else:
+            self._writer.close()
+
+
+class JsonlWriter:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh: IO[bytes] = open(path, "wb")  # noqa: SIM115 (closed in close())
+
+    def write(self, table: pa.Table, raw: np.ndarray | None = None) -> None:
+        write_jsonl(table, self._fh)
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+class ParquetWriter:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._writer: pq.ParquetWriter | None = None
+        self._schema: pa.Schema | None = None
+
+    def write(self, table: pa.Table, raw: np.ndarray | None = None) -> None:
+        if self._writer is None:
+            self._schema = table.schema
+            self._writer = pq.ParquetWriter(str(self.path), table.schema)
+        assert self._schema is not None
+        self._writer.write_table(table.cast(self._schema) if table.schema != self._schema else table)
+
+    def close(self) -> None:
+        if self._writer is None:
+            pq.write_table(pa.table({}), str(self.path))
+        else:
+            self._writer.close()
+
+
+class FixedWriter:
+    """Input record bytes + the appended scored fields, each right-padded text of a fixed
+    width in the input's code page (numbers as plain decimal text, e.g. 0.873421)."""
+
+    def __init__(self, path: Path, page: CodePage, columns: dict[str, int], newline: bool = False) -> None:
+        self.path = path
+        self.page = page
+        self.columns = columns  # output column -> width in bytes
+        self.newline = newline
+        self._fh: IO[bytes] = open(path, "wb")  # noqa: SIM115 (closed in close())
+        self._ascii_to_page = np.zeros(256, dtype=np.uint8)
+        for b in range(128):
+            self._ascii_to_page[b] = page.from_unicode.get(b, page.space)
+
+    def _text(self, col: pa.Array, width: int) -> np.ndarray:
+        text = pc.cast(col, pa.string()) if not pa.types.is_string(col.type) else col
+        text = pc.utf8_rpad(pc.utf8_slice_codeunits(pc.fill_null(text, ""), 0, width), width, " ")
+        buffers = text.buffers()
+        offsets = np.frombuffer(buffers[1], dtype=np.int32, count=len(text) + 1, offset=text.offset * 4)
+        data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.zeros(0, np.uint8)
+        body = data[offsets[0]: offsets[-1]]
+        if body.size != len(text) * width:  # non-ASCII text: encode per value (rare)
+            body = np.frombuffer(b"".join(self.page.encode_text(v) for v in text.to_pylist()), dtype=np.uint8)
+            return body.reshape(len(text), width)
+        return self._ascii_to_page[body].reshape(len(text), width)
+
+    def write(self, table: pa.Table, raw: np.ndarray | None = None) -> None:
+        if raw is None:
+            raise ConfigError("fixed-width output needs the input records' bytes")
+        parts = [raw]
+        for name, width in self.columns.items():
+            parts.append(self._text(table.column(name).combine_chunks(), width))
+        if self.newline:
+            parts.append(np.full((table.num_rows, 1), 0x0A, dtype=np.uint8))
+        self._fh.write(np.hstack(parts).tobytes())
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def open_writer(path: Path, fmt: str, *, page: CodePage | None = None,
+                fixed_columns: dict[str, int] | None = None) -> RecordWriter:
+    if fmt == "csv":
+        return CsvWriter(path)
+    if fmt == "jsonl":
+        return JsonlWriter(path)
+    if fmt == "parquet":
+        return ParquetWriter(path)
+    if fmt == "fixed":
+        if page is None or fixed_columns is None:
+            raise ConfigError("fixed-width output needs the code page and the output columns")
+        return FixedWriter(path, page, fixed_columns)
+    raise ConfigError(f"unknown output format {fmt!r}: expected one of {', '.join(FORMATS)}")
+
+
+def write_rejects_jsonl(rejects: list[dict], fh: IO[str]) -> None:
+    for r in rejects:
+        fh.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")

@@ -1,0 +1,129 @@
+"""`gateway.yaml`: the models, the pipelines and the state store. Environment variables
+override it (`LGW_STATE_URL`, `LGW_MODEL_<NAME>_URL`) and carry secrets. With no file,
+the embedded defaults run the bundled example: the in-process ONNX fraud model and
+SQLite for state. Config is data (pydantic, validated before anything starts); the
+runtime objects are built from it once."""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gateway.resilience.breaker import BreakerConfig
+from gateway.resilience.retry import RetryPolicy
+from schemas.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OnnxModelConfig(_Strict):
+    backend: Literal["onnx"] = "onnx"
+    path: str
+    sha256: str | None = None  # pinned: a different file refuses to load
+    version: str = "1"
+
+
+class KServeModelConfig(_Strict):
+    backend: Literal["kserve"]
+    url: str
+    model_name: str
+    version: str | None = None
+
+
+class MlflowModelConfig(_Strict):
+    backend: Literal["mlflow"]
+    url: str
+    version: str = "1"
+
+
+class ModelConfig(_Strict):
+    """One model endpoint and how the gateway guards it."""
+
+    endpoint: Annotated[OnnxModelConfig | KServeModelConfig | MlflowModelConfig, Field(discriminator="backend")]
+    timeout_s: float = Field(default=2.0, gt=0)
+    max_concurrency: int = Field(default=4, ge=1)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+
+
+class Policy(StrEnum):
+    FALLBACK = "fallback"  # score with the rules while the model is unavailable
+    PAUSE = "pause"  # stop taking input until the breaker closes
+    FALLBACK_AND_RESCORE = "fallback_and_rescore"  # rules now, the model's correction later
+
+
+class PipelineConfig(_Strict):
+    contract: str
+    model: str | None = None  # a key of `models`; None scores with the rules only
+    policy: Policy = Policy.FALLBACK
+    shadow: bool = False  # evaluate the rules beside the model and record agreement
+    batch_size: int = Field(default=50_000, ge=1)
+
+
+class StateConfig(_Strict):
+    url: str = "sqlite:///var/lgw-state.db"
+
+
+class GatewayConfig(_Strict):
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    pipelines: dict[str, PipelineConfig] = Field(default_factory=dict)
+    state: StateConfig = Field(default_factory=StateConfig)
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    def resolve(self, path: str) -> Path:
+        p = Path(path)
+        return p if p.is_absolute() else (self.base_dir / p)
+
+
+def embedded_defaults() -> GatewayConfig:
+    """The bundled example: fraud model in process, card-transaction pipeline, SQLite."""
+    from schemas.examples import contract_path, model_info
+
+    info = model_info("fraud")
+    models = {"fraud": ModelConfig(endpoint=OnnxModelConfig(path=str(info["path"]), sha256=info["sha256"],
+                                                            version=str(info["version"])))}
+    pipelines = {"card_txn": PipelineConfig(contract=str(contract_path("card_txn")), model="fraud")}
+    return _with_env(GatewayConfig(models=models, pipelines=pipelines))
+
+
+def _with_env(cfg: GatewayConfig) -> GatewayConfig:
+    url = os.environ.get("LGW_STATE_URL")
+    if url:
+        cfg.state.url = url
+    for name, model in cfg.models.items():
+        override = os.environ.get(f"LGW_MODEL_{name.upper()}_URL")
+        if override and not isinstance(model.endpoint, OnnxModelConfig):
+            model.endpoint.url = override
+    return cfg
+
+
+def load_config(path: str | os.PathLike[str] | None) -> GatewayConfig:
+    if path is None:
+        return embedded_defaults()
+    p = Path(path)
+    try:
+        raw: Any = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {p}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}".replace("\n", " ")) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: expected a mapping with models, pipelines, state; found {type(raw).__name__}")
+    try:
+        cfg = GatewayConfig.model_validate({**raw, "base_dir": p.parent})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(x) for x in first["loc"])
+        raise ConfigError(f"{p}: {loc}: {first['msg']}") from None
+    for name, pipe in cfg.pipelines.items():
+        if pipe.model is not None and pipe.model not in cfg.models:
+            raise ConfigError(f"{p}: pipelines.{name}.model: no model named {pipe.model!r} "
+                              f"(models: {', '.join(cfg.models) or 'none'})")
+    return _with_env(cfg)

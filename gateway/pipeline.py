@@ -1,0 +1,261 @@
+"""The scoring pipeline: one batch of validated records in, scored records out.
+
+features -> model (behind breaker, retries, timeout, concurrency limit) -> output
+validation -> provenance; when the model cannot answer, the pipeline's policy decides:
+score with the fallback rules, pause, or score with the rules now and re-score later.
+A batch may hold one record or 50,000; batch files and real-time topics drive the same
+code. In = out + rejects (+ nothing held back unless the policy is `pause`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from gateway.config import Policy
+from gateway.errors import BreakerOpen, InfrastructureError, ModelRejected, ModelServerError
+from gateway.fallback import FallbackRules
+from gateway.features import FeatureMap
+from gateway.outputs import OutputSpec, outputs_from_contract
+from gateway.resilience.guarded import GuardedModel
+from gateway.state import KillSwitchWatcher
+from schemas.contract import Contract
+
+log = logging.getLogger("lgw.pipeline")
+
+SCORED_BY_MODEL = "model"
+SCORED_BY_FALLBACK = "fallback"
+PROVENANCE = ("scored_by", "model_name", "model_version", "contract", "contract_version", "rule_id", "reason")
+
+
+@dataclass
+class RowReject:
+    """A record the pipeline refused: `row` indexes the input batch."""
+
+    row: int
+    reason: str
+    field: str | None = None
+
+
+@dataclass
+class ScoredBatch:
+    table: pa.Table  # input columns + outputs + provenance, in input order (rejected rows left out)
+    rows: np.ndarray  # input row index of every output row
+    rejects: list[RowReject] = field(default_factory=list)
+    paused: bool = False  # policy pause while the model is unavailable: nothing scored, do not ack
+    rescore_rows: np.ndarray | None = None  # fallback-scored rows to re-score (fallback_and_rescore)
+    shadow_agreement: float | None = None
+
+    def counts(self) -> dict[str, int]:
+        if self.table.num_rows == 0:
+            return {}
+        values = self.table.column("scored_by").to_pylist()
+        return dict(Counter(values))
+
+
+@dataclass
+class PipelineStats:
+    batches: int = 0
+    records_in: int = 0
+    records_out: int = 0
+    rejected: int = 0
+    scored_by: Counter[str] = field(default_factory=Counter)
+    shadow_compared: int = 0
+    shadow_agreed: int = 0
+    model_seconds: float = 0.0
+
+    def add(self, n_in: int, batch: ScoredBatch) -> None:
+        self.batches += 1
+        self.records_in += n_in
+        self.records_out += batch.table.num_rows
+        self.rejected += len({r.row for r in batch.rejects})
+        self.scored_by.update(batch.counts())
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"records_in": self.records_in, "records_out": self.records_out,
+                               "rejected": self.rejected, "scored_by": dict(self.scored_by)}
+        if self.shadow_compared:
+            out["shadow_agreement"] = round(self.shadow_agreed / self.shadow_compared, 6)
+        return out
+
+
+class Pipeline:
+    """Scores batches for one contract. Build once, call `score` per batch."""
+
+    def __init__(self, contract: Contract, *, name: str, model: GuardedModel | None = None,
+                 policy: Policy = Policy.FALLBACK, kill_switch: KillSwitchWatcher | None = None,
+                 shadow: bool = False) -> None:
+        self.contract = contract
+        self.name = name
+        self.model = model
+        self.policy = policy
+        self.kill_switch = kill_switch
+        self.shadow = shadow and model is not None
+        self.features = FeatureMap.from_contract(contract)
+        self.rules = FallbackRules.from_contract(contract)
+        self.outputs: dict[str, OutputSpec] = outputs_from_contract(contract)
+        model_cfg = contract.config.model or {}
+        self.model_name = str(model_cfg.get("name", model.info.name if model else ""))
+        self.model_version = str(model.info.version) if model else None
+        self.stats = PipelineStats()
+
+    # ------------------------------------------------------------------ public
+    async def score(self, table: pa.Table) -> ScoredBatch:
+        n = table.num_rows
+        mode = (await self.kill_switch.acurrent()).mode if self.kill_switch else "off"
+        if n == 0:
+            batch = self._assemble(table, np.zeros(0, dtype=np.int64), {}, SCORED_BY_FALLBACK, None)
+        elif mode == "pause":
+            batch = ScoredBatch(table.slice(0, 0), np.zeros(0, dtype=np.int64), paused=True)
+        elif mode == "force_fallback" or self.model is None:
+            batch = self._fallback(table, np.arange(n))
+        else:
+            batch = await self._with_model(table)
+        self.stats.add(n, batch)
+        return batch
+
+    # ------------------------------------------------------------------ model path
+    async def _with_model(self, table: pa.Table) -> ScoredBatch:
+        assert self.model is not None
+        features = self.features.matrix(table)
+        started = time.perf_counter()
+        try:
+            outputs, poison = await self._predict_isolating(features, np.arange(table.num_rows))
+        except (InfrastructureError, TimeoutError, OSError) as exc:
+            return self._unavailable(table, exc)
+        finally:
+            self.stats.model_seconds += time.perf_counter() - started
+        rejects = [RowReject(int(r), why) for r, why in poison]
+        scored_rows = np.setdiff1d(np.arange(table.num_rows), np.array([r for r, _ in poison], dtype=np.int64))
+        bad = np.zeros(len(scored_rows), dtype=bool)
+        for name, spec in self.outputs.items():
+            values = outputs[name]
+            wrong, why = spec.validate(values)
+            wrong = np.asarray(wrong, dtype=bool)
+            for i in np.flatnonzero(wrong & ~bad):
+                rejects.append(RowReject(int(scored_rows[i]), f"model output {name}: {why[i]}", name))
+            bad |= wrong
+        keep = scored_rows[~bad]
+        kept_outputs = {k: v[~bad] for k, v in outputs.items()}
+        batch = self._assemble(table, keep, kept_outputs, SCORED_BY_MODEL, None)
+        batch.rejects = sorted(rejects, key=lambda r: r.row)
+        if self.shadow and len(keep):
+            batch.shadow_agreement = self._shadow(table, keep, kept_outputs)
+        return batch
+
+    async def _predict_isolating(self, features: np.ndarray, rows: np.ndarray
+                                 ) -> tuple[dict[str, np.ndarray], list[tuple[int, str]]]:
+        """Scores `rows`; a 5xx or 4xx on a batch may be one poison record rather than an
+        outage, so the batch is split until the record is found (rejected as data) while
+        the rest is scored. Outputs come back for the non-poison rows, in order."""
+        assert self.model is not None
+        poisoned: ModelRejected | ModelServerError
+        try:
+            return await self.model.predict(features), []
+        except ModelRejected as exc:
+            if len(rows) == 1:
+                return {}, [(int(rows[0]), f"model rejected the record: {exc}")]
+            poisoned = exc
+        except ModelServerError as exc:
+            if len(rows) == 1:
+                raise
+            poisoned = exc
+        log.info("model failed on a batch of %d (%s): splitting to isolate poison records", len(rows), poisoned)
+        half = len(rows) // 2
+        parts = [(features[:half], rows[:half]), (features[half:], rows[half:])]
+        outs: list[dict[str, np.ndarray]] = []
+        poison: list[tuple[int, str]] = []
+        failures = 0
+        for f, r in parts:
+            try:
+                o, p = await self._predict_isolating(f, r)
+            except ModelServerError as exc:
+                if len(r) > 1:
+                    raise
+                failures += 1
+                o, p = {}, [(int(r[0]), f"model server failed on this record: {exc}")]
+            outs.append(o)
+            poison.extend(p)
+        if failures == len(parts):
+            raise poisoned  # every part failed: an outage, not a poison record
+        names = [k for o in outs for k in o] or list(self.outputs)
+        merged = {k: np.concatenate([o[k] for o in outs if k in o]) for k in dict.fromkeys(names)}
+        return merged, poison
+
+    def _unavailable(self, table: pa.Table, exc: BaseException) -> ScoredBatch:
+        n = table.num_rows
+        if self.policy == Policy.PAUSE:
+            log.warning("model unavailable (%s): pausing %s", exc, self.name)
+            return ScoredBatch(table.slice(0, 0), np.zeros(0, dtype=np.int64), paused=True)
+        if not isinstance(exc, BreakerOpen):
+            log.warning("model unavailable (%s): %s scores with fallback rules", exc, self.name)
+        batch = self._fallback(table, np.arange(n))
+        if self.policy == Policy.FALLBACK_AND_RESCORE:
+            batch.rescore_rows = np.arange(n)
+        return batch
+
+    # ------------------------------------------------------------------ fallback
+    def _fallback(self, table: pa.Table, rows: np.ndarray) -> ScoredBatch:
+        subset = table if len(rows) == table.num_rows else table.take(pa.array(rows))
+        scored = self.rules.score(subset)
+        outputs = {name: scored.column(name).to_numpy(zero_copy_only=False) for name in self.outputs}
+        return self._assemble(table, rows, outputs, SCORED_BY_FALLBACK, scored)
+
+    def _shadow(self, table: pa.Table, rows: np.ndarray, model_out: dict[str, np.ndarray]) -> float:
+        rules = self.rules.score(table.take(pa.array(rows)))
+        agreed = np.ones(len(rows), dtype=bool)
+        for name, spec in self.outputs.items():
+            agreed &= spec.agree(model_out[name], rules.column(name).to_numpy(zero_copy_only=False))
+        self.stats.shadow_compared += len(rows)
+        self.stats.shadow_agreed += int(agreed.sum())
+        return float(agreed.mean())
+
+    # ------------------------------------------------------------------ output
+    def _assemble(self, table: pa.Table, rows: np.ndarray, outputs: dict[str, np.ndarray], scored_by: str,
+                  rules: pa.Table | None) -> ScoredBatch:
+        n = len(rows)
+        base = table if n == table.num_rows else table.take(pa.array(rows, type=pa.int64()))
+        columns: dict[str, pa.Array] = {}
+        for name, spec in self.outputs.items():
+            columns[name] = spec.to_arrow(outputs[name]) if n else pa.array([], spec.arrow_type)
+        model = scored_by == SCORED_BY_MODEL
+        columns["scored_by"] = pa.array([scored_by] * n, pa.string())
+        columns["model_name"] = pa.array([self.model_name if model else None] * n, pa.string())
+        columns["model_version"] = pa.array([self.model_version if model else None] * n, pa.string())
+        columns["contract"] = pa.array([self.contract.name] * n, pa.string())
+        columns["contract_version"] = pa.array([self.contract.version] * n, pa.int32())
+        if rules is not None and n:
+            columns["rule_id"] = rules.column("rule_id").combine_chunks()
+            columns["reason"] = rules.column("reason").combine_chunks()
+        else:
+            columns["rule_id"] = pa.nulls(n, pa.string())
+            columns["reason"] = pa.nulls(n, pa.string())
+        out = base
+        for name, col in columns.items():
+            if name in out.column_names:
+                out = out.drop_columns([name])
+            out = out.append_column(name, col)
+        return ScoredBatch(out, rows)
+
+
+def merge_in_order(batches: list[ScoredBatch]) -> pa.Table:
+    """Joins partial results (model + fallback parts) back into input order."""
+    tables = [b.table for b in batches if b.table.num_rows]
+    if not tables:
+        return batches[0].table if batches else pa.table({})
+    rows = np.concatenate([b.rows for b in batches if b.table.num_rows])
+    order = np.argsort(rows, kind="stable")
+    return pa.concat_tables(tables, promote_options="permissive").take(pa.array(order))
+
+
+def fallback_share(table: pa.Table) -> float:
+    if table.num_rows == 0:
+        return 0.0
+    return float(pc.mean(pc.equal(table.column("scored_by"), SCORED_BY_FALLBACK).cast(pa.float64())).as_py())

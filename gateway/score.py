@@ -1,0 +1,131 @@
+"""`lgw score`: one file end to end — decode, validate, score, write — with a summary.
+
+The output appears only when the whole file is accepted: it is written to a temporary
+file beside the target and renamed at the end, after the trailer's control totals
+passed. Rejects (decode, validation, model output, poison records, framing) go to the
+rejects file with the record number, field, offsets, raw bytes and reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from adapters.files.writers import open_writer
+from gateway.config import GatewayConfig, Policy
+from gateway.pipeline import Pipeline, ScoredBatch
+from gateway.runtime import build_pipeline
+from gateway.state import StateStore
+from schemas.contract import Contract
+from schemas.errors import ConfigError
+from schemas.stream import DecodedChunk, Reject
+
+
+def fixed_columns(pipeline: Pipeline) -> dict[str, int]:
+    """Widths of the fields appended to each record in fixed-width output."""
+    cols = {name: spec.fixed_width for name, spec in pipeline.outputs.items()}
+    cols.update({"scored_by": 8, "model_version": 12, "rule_id": 12, "reason": 24})
+    return cols
+
+
+def _pipeline_rejects(dc: DecodedChunk, batch: ScoredBatch) -> list[Reject]:
+    if not batch.rejects:
+        return []
+    source_rows = getattr(dc.batch, "source_rows", None)
+    rows = np.arange(dc.table.num_rows) if source_rows is None else np.asarray(source_rows)
+    numbers = dc.record_numbers()
+    out = []
+    for r in batch.rejects:
+        src = int(rows[r.row])
+        raw = bytes(dc.chunk.matrix[src])
+        out.append(Reject(int(numbers[src]), int(dc.chunk.offsets[src]), r.reason, r.field, None, None, raw))
+    return out
+
+
+async def score_file(contract: Contract, input_path: Path, output: Path, *, rejects_path: Path | None,
+                     fmt: str, config: GatewayConfig, force_fallback: bool = False,
+                     policy: Policy = Policy.FALLBACK, shadow: bool = False,
+                     chunk_records: int = 50_000, state: StateStore | None = None,
+                     rejects_stream: IO[str] | None = None) -> dict[str, Any]:
+    started = time.perf_counter()
+    model_name = (contract.config.model or {}).get("name")
+    pipeline = build_pipeline(contract.name, contract, config, model_name=model_name, policy=policy,
+                              shadow=shadow, force_fallback=force_fallback, state=state)
+    if policy == Policy.PAUSE:
+        raise ConfigError("lgw score runs a file to its end: policy pause belongs to `lgw run`")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.partial")
+    writer = open_writer(tmp, fmt, page=contract.spec.page,
+                         fixed_columns=fixed_columns(pipeline) if fmt == "fixed" else None)
+    framing_rejects = rejected_records = 0
+    pending = []
+    try:
+        with ExitStack() as stack:
+            rej: IO[str] | None = rejects_stream
+            if rejects_path is not None:
+                rej = stack.enter_context(open(rejects_path, "w", encoding="utf-8"))
+            for dc in contract.decode_file(input_path, chunk_records=chunk_records):
+                # framing rejects whose record is not in the table (an overlong text line is both)
+                framing_rejects += len({r.index + 1 for r in dc.chunk.rejects} - set(dc.record_numbers().tolist()))
+                batch = await pipeline.score(dc.table)
+                if batch.rescore_rows is not None and len(batch.rescore_rows):
+                    pending.append(len(batch.rescore_rows))
+                raw = None
+                if fmt == "fixed":
+                    source_rows = getattr(dc.batch, "source_rows", None)
+                    rows = np.arange(dc.table.num_rows) if source_rows is None else np.asarray(source_rows)
+                    raw = dc.chunk.matrix[rows[batch.rows]]
+                writer.write(batch.table, raw)
+                all_rejects = dc.rejects + _pipeline_rejects(dc, batch)
+                rejected_records += len({r.record for r in all_rejects})
+                if rej is not None:
+                    for r in sorted(all_rejects, key=lambda x: (x.record, x.field_offset or 0)):
+                        rej.write(json.dumps(r.to_json(), ensure_ascii=False) + "\n")
+        writer.close()
+    except BaseException:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        if pipeline.model is not None:
+            await pipeline.model.close()
+    report = contract.last_report
+    details = report.details if report is not None else pipeline.stats.records_in
+    records_in = details + framing_rejects
+    stats = pipeline.stats.to_json()
+    summary: dict[str, Any] = {
+        "records_in": records_in,
+        "records_out": stats["records_out"],
+        "rejected": rejected_records,
+        "scored_by": stats["scored_by"],
+    }
+    if "shadow_agreement" in stats:
+        summary["shadow_agreement"] = stats["shadow_agreement"]
+    if pending:
+        summary["to_rescore"] = sum(pending)
+    if summary["records_out"] + summary["rejected"] != records_in:
+        tmp.unlink(missing_ok=True)
+        raise RuntimeError(f"record accounting broken: in {records_in} != out {summary['records_out']} "
+                           f"+ rejected {summary['rejected']}")
+    if contract.header is not None or contract.trailer is not None:
+        summary["control"] = {"ok": bool(report and report.ok), "problems": report.problems if report else []}
+    if contract.file_rejected:
+        tmp.unlink(missing_ok=True)
+        summary["output"] = None
+        summary["file_rejected"] = True
+    else:
+        os.replace(tmp, output)
+        summary["output"] = str(output)
+    summary["seconds"] = round(time.perf_counter() - started, 3)
+    return summary
+
+
+def run_score(contract: Contract, input_path: Path, output: Path, **kw: Any) -> dict[str, Any]:
+    return asyncio.run(score_file(contract, input_path, output, **kw))
