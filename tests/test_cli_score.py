@@ -45,6 +45,7 @@ def test_every_output_format_holds_scores_and_provenance(card_file: Path, tmp_pa
     out = tmp_path / f"scored.{fmt}"
     code, summary = score(capsys, "--input", str(card_file), "--output", str(out), "--format", fmt,
                           "--rejects", str(tmp_path / "r.jsonl"), "--force-fallback")
+    assert code == 1  # the generated file has damaged records
     assert summary["scored_by"] == {"fallback": summary["records_out"]}
     if fmt == "csv":
         table = pacsv.read_csv(out)
