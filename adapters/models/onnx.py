@@ -1,0 +1,139 @@
+"""In-process model backend: an ONNX file run by onnxruntime.
+
+The file is the only thing loaded (no pickle, no joblib): an ONNX graph is data, not
+code. When a sha256 is pinned, the bytes are hashed before the session is built from
+those same bytes, so the file that was checked is the file that runs.
+
+`predict` runs the session in a worker thread: onnxruntime releases the GIL while it
+computes, so the event loop keeps serving other batches (and timeouts) meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adapters.models._tensors import feature_matrix, output_column
+from adapters.models.base import ModelInfo
+from gateway.errors import ConfigError, ModelServerError, ModelUnavailable
+
+__all__ = ["OnnxModel", "sha256_of"]
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class OnnxModel:
+    """Scores with an ONNX graph that has one float input of shape [N, F].
+
+    `name`, `version`, `inputs` (feature names in column order) and `outputs`, when not
+    given (None or empty), come from the graph's metadata properties (`name`, `version`,
+    `features`, `outputs`, as scripts/train_fraud_model.py writes them), else from the file
+    name, "1", nothing, and every graph output."""
+
+    def __init__(self, path: str | os.PathLike[str], *, sha256: str | None = None, name: str | None = None,
+                 version: str | None = None, inputs: Sequence[str] | None = None,
+                 outputs: Sequence[str] | None = None, intra_op_threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        try:
+            blob = self.path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read model file {self.path}: {exc.strerror}") from None
+        found = sha256_of(blob)
+        if sha256 is not None and found != sha256.strip().lower():
+            raise ConfigError(f"model file {self.path}: sha256 {found} does not match the pinned {sha256}; "
+                              "refusing to load it (replace the file or update the pinned hash)")
+        self.sha256 = found
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3  # errors only; onnxruntime warns about unused initializers
+        try:
+            session = ort.InferenceSession(blob, sess_options=options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types, not a common base
+            raise ConfigError(f"model file {self.path} is not a loadable ONNX model: {exc}") from None
+
+        graph_inputs = session.get_inputs()
+        if len(graph_inputs) != 1 or graph_inputs[0].type != "tensor(float)" or len(graph_inputs[0].shape) != 2:
+            shapes = ", ".join(f"{i.name} {i.type} {i.shape}" for i in graph_inputs)
+            raise ConfigError(f"model file {self.path}: expected one float input of shape [N, F], found {shapes}")
+        self.input_name: str = graph_inputs[0].name
+        width = graph_inputs[0].shape[1]
+        self.width: int | None = width if isinstance(width, int) else None  # a named dim: any width
+
+        meta = session.get_modelmeta().custom_metadata_map
+        graph_outputs = [o.name for o in session.get_outputs()]
+        if not inputs:
+            inputs = [c for c in meta.get("features", "").split(",") if c]
+        if not outputs:
+            outputs = [c for c in meta.get("outputs", "").split(",") if c] or graph_outputs
+        missing = [o for o in outputs if o not in graph_outputs]
+        if missing:
+            raise ConfigError(f"model file {self.path}: no output {', '.join(missing)}; "
+                              f"the graph has {', '.join(graph_outputs)}")
+        if inputs and self.width is not None and len(inputs) != self.width:
+            raise ConfigError(f"model file {self.path}: takes {self.width} features per row, "
+                              f"{len(inputs)} feature names were given ({', '.join(inputs)})")
+        self.info = ModelInfo(name=name or meta.get("name") or self.path.stem,
+                              version=str(version or meta.get("version") or "1"),
+                              inputs=list(inputs), outputs=list(outputs))
+        self._session: Any = session
+
+    @classmethod
+    def from_metadata(cls, metadata_path: str | os.PathLike[str], **overrides: Any) -> OnnxModel:
+        """Loads the model a metadata file describes (the `fraud.json` beside `fraud.onnx`):
+        its `file`, pinned `sha256`, `name`, `version`, input columns and output names."""
+        meta_path = Path(metadata_path)
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read model metadata {meta_path}: {exc}") from None
+        kwargs: dict[str, Any] = {
+            "sha256": meta.get("sha256"),
+            "name": meta.get("name"),
+            "version": None if meta.get("version") is None else str(meta["version"]),
+            "inputs": [c for i in meta.get("inputs", []) for c in i.get("columns", [])] or None,
+            "outputs": [o["name"] for o in meta.get("outputs", [])] or None,
+        }
+        kwargs.update(overrides)
+        return cls(meta_path.parent / meta.get("file", meta_path.with_suffix(".onnx").name), **kwargs)
+
+    def predict_sync(self, features: np.ndarray) -> dict[str, np.ndarray]:
+        """Scores one batch on the calling thread (benches, scripts)."""
+        session = self._session
+        if session is None:
+            raise ModelUnavailable(f"model {self.info.name}: closed")
+        x = feature_matrix(features, self.width, model=self.info.name, columns=self.info.inputs)
+        if x.shape[0] == 0:
+            return {o: np.zeros(0, dtype=np.float32) for o in self.info.outputs}
+        try:
+            values = session.run(self.info.outputs, {self.input_name: x})
+        except Exception as exc:  # onnxruntime's errors (bad values, out of memory) have no common base
+            # The in-process twin of a 5xx: the pipeline may split the batch to find a poison record.
+            raise ModelServerError(f"model {self.info.name}: onnxruntime failed: {exc}") from exc
+        return {o: output_column(np.asarray(v), x.shape[0], model=self.info.name, output=o)
+                for o, v in zip(self.info.outputs, values, strict=True)}
+
+    async def predict(self, features: np.ndarray) -> dict[str, np.ndarray]:
+        return await asyncio.to_thread(self.predict_sync, features)
+
+    async def ready(self) -> bool:
+        return self._session is not None
+
+    async def close(self) -> None:
+        self._session = None
+
+    def __repr__(self) -> str:
+        return f"OnnxModel({str(self.path)!r}, name={self.info.name!r}, version={self.info.version!r})"
