@@ -24,14 +24,14 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adapters.models.onnx import OnnxModel  # noqa: E402
-from gateway.config import embedded_defaults  # noqa: E402
-from gateway.fallback import FallbackRules  # noqa: E402
-from gateway.features import FeatureMap  # noqa: E402
-from gateway.runtime import build_pipeline  # noqa: E402
-from schemas.contract import load_contract  # noqa: E402
-from schemas.examples import contract_path, generate_card_file, model_info  # noqa: E402
-from schemas.records import read_records  # noqa: E402
+from adapters.models.onnx import OnnxModel
+from gateway.config import embedded_defaults
+from gateway.fallback import FallbackRules
+from gateway.features import FeatureMap
+from gateway.runtime import build_pipeline
+from schemas.contract import load_contract
+from schemas.examples import contract_path, generate_card_file, model_info
+from schemas.records import read_records
 
 
 def best(fn: Callable[[], object], repeat: int) -> float:

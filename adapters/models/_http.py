@@ -1,0 +1,99 @@
+"""HTTP plumbing shared by the remote model backends (KServe V2, MLflow): one pooled
+httpx client, a deadline per call, JSON both ways, and the mapping of failures onto the
+gateway's errors, which decides where a record goes:
+
+    timeout (connect, read, write, waiting for a pooled connection, whole call) -> ModelTimeout
+    connection refused / reset, protocol error                                  -> ModelUnavailable
+    5xx                                                                         -> ModelServerError
+    401 403 404 408 429 (auth, model not loaded, overload: not the records)     -> ModelUnavailable
+    any other 4xx (the server refused these inputs)                             -> ModelRejected
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+
+from gateway.errors import ModelOutputError, ModelRejected, ModelServerError, ModelTimeout, ModelUnavailable
+
+try:  # orjson is optional: it writes float32 arrays without a Python float per value
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson = None  # type: ignore[assignment]
+
+# 4xx answers that say nothing about the records: the same batch can succeed later, so
+# they must reach the breaker and fallback, never the rejects.
+_NOT_THE_RECORDS = {401, 403, 404, 408, 429}
+_EXCERPT = 300
+
+
+def make_client(base_url: str, *, timeout_s: float, max_connections: int) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    return httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=httpx.Timeout(timeout_s), limits=limits,
+                             headers={"accept": "application/json"})
+
+
+def dumps(payload: Any) -> bytes:
+    """JSON bytes; numpy arrays inside `payload` are written as (nested) lists."""
+    if _orjson is not None:
+        return _orjson.dumps(payload, option=_orjson.OPT_SERIALIZE_NUMPY)
+    return json.dumps(payload, default=_numpy_default, separators=(",", ":")).encode()
+
+
+def _numpy_default(value: Any) -> Any:
+    tolist = getattr(value, "tolist", None)  # numpy arrays and scalars
+    if tolist is None:
+        raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+    return tolist()
+
+
+def loads(body: bytes, *, what: str) -> Any:
+    try:
+        return _orjson.loads(body) if _orjson is not None else json.loads(body)
+    except ValueError:
+        raise ModelOutputError(f"{what}: answer is not JSON: {excerpt(body)}") from None
+
+
+def excerpt(body: bytes) -> str:
+    text = " ".join(body[: _EXCERPT * 4].decode("utf-8", "replace").split())
+    return text if len(text) <= _EXCERPT else text[:_EXCERPT] + "…"
+
+
+async def call(client: httpx.AsyncClient, method: str, url: str, *, timeout_s: float, what: str,
+               content: bytes | None = None) -> httpx.Response:
+    """One request with a deadline for the whole call, failures mapped (module docstring)."""
+    headers = {"content-type": "application/json"} if content is not None else None
+    try:
+        # httpx's timeouts bound each phase (connect, each read...); the outer deadline
+        # bounds the call as a whole, which is what the caller's latency budget means.
+        async with asyncio.timeout(timeout_s):
+            response = await client.request(method, url, content=content, headers=headers,
+                                            timeout=httpx.Timeout(timeout_s))
+    except (TimeoutError, httpx.TimeoutException) as exc:
+        raise ModelTimeout(f"{what}: no answer within {timeout_s:g}s ({type(exc).__name__})") from exc
+    except httpx.TransportError as exc:
+        raise ModelUnavailable(f"{what}: {type(exc).__name__}: {exc or 'connection failed'}") from exc
+    status = response.status_code
+    if status < 400:
+        return response
+    detail = f"{what}: HTTP {status}: {excerpt(response.content)}"
+    if status >= 500:
+        raise ModelServerError(detail, status=status)
+    if status == 408:
+        raise ModelTimeout(detail)
+    if status in _NOT_THE_RECORDS:
+        raise ModelUnavailable(detail)
+    raise ModelRejected(detail)
+
+
+async def probe(client: httpx.AsyncClient, url: str, *, timeout_s: float) -> bool:
+    """True when GET `url` answers 200; any failure (refused, timeout, non-200) is False."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            response = await client.get(url, timeout=httpx.Timeout(timeout_s))
+    except (TimeoutError, httpx.HTTPError):
+        return False
+    return response.status_code == 200
