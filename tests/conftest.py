@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.model_servers"]
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LGW_SHARED", ROOT.parent / "shared"))
 COBRIX = SHARED / "conformance" / "cobrix"

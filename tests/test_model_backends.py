@@ -31,14 +31,7 @@ from gateway.errors import (
 )
 from schemas.contract import load_contract
 from schemas.examples import contract_path, generate_card_file
-from tests import model_servers
 from tests.model_servers import FRAUD_ONNX, ModelServerProcess, free_port
-
-# The real server processes (fixtures of tests/model_servers.py).
-model_server_logs = model_servers.model_server_logs
-kserve_server = model_servers.kserve_server
-disposable_kserve_server = model_servers.disposable_kserve_server
-mlflow_server = model_servers.mlflow_server
 
 FRAUD_JSON = FRAUD_ONNX.with_suffix(".json")
 FEATURES = ["amount", "foreign", "mcc", "ecom", "cashback"]
