@@ -245,6 +245,53 @@ class Pipeline:
         return ScoredBatch(out, rows)
 
 
+class Rescorer:
+    """Policy `fallback_and_rescore`: records the rules scored while the model was away
+    are kept here and re-scored by the model once its breaker lets calls through again;
+    the model's scores come back as corrections. Bounded: past `max_pending` records the
+    oldest are dropped from re-scoring (their rule scores stand) and counted."""
+
+    def __init__(self, pipeline: Pipeline, max_pending: int = 1_000_000) -> None:
+        self.pipeline = pipeline
+        self.max_pending = max_pending
+        self._pending: list[pa.Table] = []
+        self.pending_records = 0
+        self.dropped = 0
+
+    def hold(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        self._pending.append(table)
+        self.pending_records += table.num_rows
+        while self.pending_records > self.max_pending and self._pending:
+            oldest = self._pending.pop(0)
+            self.pending_records -= oldest.num_rows
+            self.dropped += oldest.num_rows
+
+    def model_available(self) -> bool:
+        """Would the breaker let a call through now (open but done waiting counts)?"""
+        model = self.pipeline.model
+        if model is None:
+            return False
+        snap = model.breaker.snapshot()
+        return snap["state"] in ("closed", "half_open") or (snap["state"] == "open" and snap["retry_after_s"] == 0)
+
+    async def rescore(self) -> pa.Table | None:
+        """Corrections for the held records, or None while the model is still away."""
+        if not self._pending or not self.model_available():
+            return None
+        table = pa.concat_tables(self._pending, promote_options="permissive")
+        batch = await self.pipeline._with_model(table)
+        if batch.table.num_rows == 0 and table.num_rows:
+            return None
+        if batch.counts().get(SCORED_BY_MODEL, 0) != batch.table.num_rows:
+            return None  # the model went away again: keep holding
+        self._pending = []
+        self.pending_records = 0
+        corrections = batch.table.append_column("corrects", pa.array([SCORED_BY_FALLBACK] * batch.table.num_rows))
+        return corrections
+
+
 def merge_in_order(batches: list[ScoredBatch]) -> pa.Table:
     """Joins partial results (model + fallback parts) back into input order."""
     tables = [b.table for b in batches if b.table.num_rows]

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+import pyarrow as pa
 
 from adapters.files.writers import open_writer
 from gateway.config import GatewayConfig, Policy
-from gateway.pipeline import Pipeline, ScoredBatch
+from gateway.pipeline import Pipeline, Rescorer, ScoredBatch
 from gateway.runtime import build_pipeline
 from gateway.state import StateStore
 from schemas.contract import Contract
@@ -64,8 +65,23 @@ async def score_file(contract: Contract, input_path: Path, output: Path, *, reje
     tmp = output.with_name(f".{output.name}.partial")
     writer = open_writer(tmp, fmt, page=contract.spec.page,
                          fixed_columns=fixed_columns(pipeline) if fmt == "fixed" else None)
-    framing_rejects = rejected_records = 0
-    pending = []
+    framing_rejects = rejected_records = corrected = 0
+    rescorer = Rescorer(pipeline) if policy == Policy.FALLBACK_AND_RESCORE and pipeline.model else None
+    corrections_path = output.with_name(f"{output.stem}.corrections{output.suffix}")
+    corrections_writer = None
+
+    async def write_corrections() -> None:
+        nonlocal corrections_writer, corrected
+        if rescorer is None:
+            return
+        table = await rescorer.rescore()
+        if table is None or table.num_rows == 0:
+            return
+        if corrections_writer is None:
+            corrections_writer = open_writer(corrections_path, "parquet" if fmt == "parquet" else "jsonl")
+        corrections_writer.write(table)
+        corrected += table.num_rows
+
     try:
         with ExitStack() as stack:
             rej: IO[str] | None = rejects_stream
@@ -74,21 +90,30 @@ async def score_file(contract: Contract, input_path: Path, output: Path, *, reje
             for dc in contract.decode_file(input_path, chunk_records=chunk_records):
                 # framing rejects whose record is not in the table (an overlong text line is both)
                 framing_rejects += len({r.index + 1 for r in dc.chunk.rejects} - set(dc.record_numbers().tolist()))
-                batch = await pipeline.score(dc.table)
-                if batch.rescore_rows is not None and len(batch.rescore_rows):
-                    pending.append(len(batch.rescore_rows))
-                raw = None
-                if fmt == "fixed":
-                    source_rows = getattr(dc.batch, "source_rows", None)
-                    rows = np.arange(dc.table.num_rows) if source_rows is None else np.asarray(source_rows)
-                    raw = dc.chunk.matrix[rows[batch.rows]]
-                writer.write(batch.table, raw)
+                source_rows = getattr(dc.batch, "source_rows", None)
+                table_rows = np.arange(dc.table.num_rows) if source_rows is None else np.asarray(source_rows)
+                table = dc.table.append_column("source_record", pa.array(dc.record_numbers()[table_rows]))
+                batch = await pipeline.score(table)
+                if rescorer is not None:
+                    if batch.rescore_rows is not None and len(batch.rescore_rows):
+                        rescorer.hold(table.take(pa.array(batch.rescore_rows)))
+                    await write_corrections()
+                raw = dc.chunk.matrix[table_rows[batch.rows]] if fmt == "fixed" else None
+                writer.write(batch.table.drop_columns(["source_record"]) if fmt == "fixed" else batch.table, raw)
                 all_rejects = dc.rejects + _pipeline_rejects(dc, batch)
                 rejected_records += len({r.record for r in all_rejects})
                 if rej is not None:
                     for r in sorted(all_rejects, key=lambda x: (x.record, x.field_offset or 0)):
                         rej.write(json.dumps(r.to_json(), ensure_ascii=False) + "\n")
+            if rescorer is not None and rescorer.pending_records and pipeline.model is not None:
+                # one last chance for the model: wait out the breaker's open state (bounded)
+                wait = min(pipeline.model.breaker.config.wait_duration_in_open_s, 60.0)
+                if not rescorer.model_available():
+                    await asyncio.sleep(wait)
+                await write_corrections()
         writer.close()
+        if corrections_writer is not None:
+            corrections_writer.close()
     except BaseException:
         writer.close()
         tmp.unlink(missing_ok=True)
@@ -108,8 +133,11 @@ async def score_file(contract: Contract, input_path: Path, output: Path, *, reje
     }
     if "shadow_agreement" in stats:
         summary["shadow_agreement"] = stats["shadow_agreement"]
-    if pending:
-        summary["to_rescore"] = sum(pending)
+    if rescorer is not None:
+        summary["corrections"] = corrected
+        summary["not_rescored"] = rescorer.pending_records + rescorer.dropped
+        if corrected:
+            summary["corrections_output"] = str(corrections_path)
     if summary["records_out"] + summary["rejected"] != records_in:
         tmp.unlink(missing_ok=True)
         raise RuntimeError(f"record accounting broken: in {records_in} != out {summary['records_out']} "

@@ -171,3 +171,30 @@ async def test_shadow_mode_reports_agreement_with_the_rules(contract: Contract, 
     batch = await pipe.score(records)
     assert batch.shadow_agreement is not None and 0.0 <= batch.shadow_agreement <= 1.0
     assert pipe.stats.to_json()["shadow_agreement"] == pytest.approx(batch.shadow_agreement, abs=1e-6)
+
+
+async def test_fallback_and_rescore_publishes_model_corrections_when_it_is_back(contract: Contract,
+                                                                                records: pa.Table) -> None:
+    import asyncio
+
+    from gateway.pipeline import Rescorer
+
+    backend = Flaky()
+    backend.down = True
+    model = guarded(backend, wait_duration_in_open_s=0.05, minimum_number_of_calls=2, sliding_window_size=2)
+    pipe = Pipeline(contract, name="card_txn", model=model, policy=Policy.FALLBACK_AND_RESCORE)
+    rescorer = Rescorer(pipe)
+    for part in (records.slice(0, 50), records.slice(50, 50)):
+        batch = await pipe.score(part)
+        assert set(batch.table.column("scored_by").to_pylist()) == {"fallback"}
+        assert batch.rescore_rows is not None
+        rescorer.hold(part.take(pa.array(batch.rescore_rows)))
+    assert await rescorer.rescore() is None  # the model is still away: keep holding
+    backend.down = False
+    await asyncio.sleep(0.06)  # the breaker's wait in the open state
+    corrections = await rescorer.rescore()
+    assert corrections is not None and corrections.num_rows == 100 and rescorer.pending_records == 0
+    assert set(corrections.column("scored_by").to_pylist()) == {"model"}
+    assert set(corrections.column("corrects").to_pylist()) == {"fallback"}
+    direct = onnx_model().predict_sync(pipe.features.matrix(records.slice(0, 100)))["fraud_score"]
+    assert np.allclose(corrections.column("fraud_score").to_numpy(), direct)
