@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import IO, Literal, Protocol
+from typing import IO, Any, Literal, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -42,25 +42,57 @@ def flat_for_csv(table: pa.Table) -> pa.Table:
     return table
 
 
-class CsvWriter:
+class _ArrowFileWriter:
+    """A pyarrow writer opened on the first chunk, whose schema every later chunk is cast
+    to (a chunk of all-null values must not change a column's type mid-file)."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._writer: pacsv.CSVWriter | None = None
+        self._writer: Any = None
         self._schema: pa.Schema | None = None
 
+    def _open(self, schema: pa.Schema) -> Any:
+        raise NotImplementedError
+
+    def _prepare(self, table: pa.Table) -> pa.Table:
+        return table
+
+    def _empty(self) -> None:
+        raise NotImplementedError
+
     def write(self, table: pa.Table, raw: np.ndarray | None = None) -> None:
-        flat = flat_for_csv(table)
+        table = self._prepare(table)
         if self._writer is None:
-            self._schema = flat.schema
-            self._writer = pacsv.CSVWriter(str(self.path), flat.schema)
-        assert self._schema is not None
-        self._writer.write_table(flat.cast(self._schema) if flat.schema != self._schema else flat)
+            self._schema = table.schema
+            self._writer = self._open(table.schema)
+        if table.schema != self._schema:
+            table = table.cast(self._schema)
+        self._writer.write_table(table)
 
     def close(self) -> None:
         if self._writer is None:
-            self.path.write_bytes(b"")
+            self._empty()
         else:
             self._writer.close()
+
+
+class CsvWriter(_ArrowFileWriter):
+    def _open(self, schema: pa.Schema) -> pacsv.CSVWriter:
+        return pacsv.CSVWriter(str(self.path), schema)
+
+    def _prepare(self, table: pa.Table) -> pa.Table:
+        return flat_for_csv(table)
+
+    def _empty(self) -> None:
+        self.path.write_bytes(b"")
+
+
+class ParquetWriter(_ArrowFileWriter):
+    def _open(self, schema: pa.Schema) -> pq.ParquetWriter:
+        return pq.ParquetWriter(str(self.path), schema)
+
+    def _empty(self) -> None:
+        pq.write_table(pa.table({}), str(self.path))
 
 
 class JsonlWriter:
@@ -73,26 +105,6 @@ class JsonlWriter:
 
     def close(self) -> None:
         self._fh.close()
-
-
-class ParquetWriter:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._writer: pq.ParquetWriter | None = None
-        self._schema: pa.Schema | None = None
-
-    def write(self, table: pa.Table, raw: np.ndarray | None = None) -> None:
-        if self._writer is None:
-            self._schema = table.schema
-            self._writer = pq.ParquetWriter(str(self.path), table.schema)
-        assert self._schema is not None
-        self._writer.write_table(table.cast(self._schema) if table.schema != self._schema else table)
-
-    def close(self) -> None:
-        if self._writer is None:
-            pq.write_table(pa.table({}), str(self.path))
-        else:
-            self._writer.close()
 
 
 class FixedWriter:
