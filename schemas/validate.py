@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas.layout import Elementary
+from schemas.patterns import fixed_pattern, match_fixed
 from schemas.stream import DecodedChunk, Reject
 
 if TYPE_CHECKING:
@@ -76,8 +77,12 @@ def _violations(node: Elementary, rules: FieldRules, col: pa.Array) -> list[tupl
         out.append((mask(pc.greater(col, _scalar(rules.max, col.type))), f"above the maximum {rules.max}"))
     if rules.pattern is not None:
         text = col if pa.types.is_string(col.type) else pc.cast(col, pa.string())
-        out.append((mask(pc.invert(pc.match_substring_regex(text, rules.pattern))),
-                    f"does not match the pattern {rules.pattern}"))
+        tables = fixed_pattern(rules.pattern)
+        if tables is not None:
+            bad = ~match_fixed(text, tables, rules.pattern)
+        else:
+            bad = mask(pc.invert(pc.match_substring_regex(text, rules.pattern)))
+        out.append((bad, f"does not match the pattern {rules.pattern}"))
     values, ranges = _allowed_values(node, rules)
     if values or ranges:
         ok = np.zeros(len(col), dtype=bool)

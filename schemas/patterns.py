@@ -1,0 +1,106 @@
+"""Fast path for the patterns contracts use most: fixed-length, anchored sequences of
+ASCII literals and character classes (`^[0-9]{16}$`, `^[A-Z]{2}$`, `^TX[0-9]{10}$`).
+
+Such a pattern becomes one 256-entry table of allowed bytes per position, checked with
+numpy over the whole column. Python's own regex parser decides what the pattern means,
+so the fast path cannot disagree with it; anything it cannot express (alternation,
+variable repeats, non-ASCII, ...) returns None and the caller uses the regex engine.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import re._constants as sc
+import re._parser as sp
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+_MAX_POSITIONS = 256
+
+
+def _class_table(items: list[tuple[Any, Any]]) -> np.ndarray | None:
+    table = np.zeros(256, dtype=bool)
+    negate = False
+    for op, av in items:
+        if op is sc.NEGATE:
+            negate = True
+        elif op is sc.LITERAL and av < 128:
+            table[av] = True
+        elif op is sc.RANGE and av[1] < 128:
+            table[av[0]: av[1] + 1] = True
+        elif op is sc.CATEGORY and av is sc.CATEGORY_DIGIT:
+            table[0x30:0x3A] = True
+        else:
+            return None
+    if negate:
+        table[:128] = ~table[:128]
+        table[128:] = False  # stay within ASCII: non-ASCII data takes the regex path
+    return table
+
+
+def _one(op: Any, av: Any) -> np.ndarray | None:
+    if op is sc.LITERAL:
+        return _class_table([(op, av)])
+    if op is sc.IN:
+        return _class_table(list(av))
+    return None
+
+
+@functools.lru_cache(maxsize=256)
+def fixed_pattern(pattern: str) -> tuple[np.ndarray, ...] | None:
+    """Per-position allowed-byte tables, or None when the pattern needs the regex engine."""
+    try:
+        items = list(sp.parse(pattern))
+    except re.error:
+        return None
+    if len(items) < 2 or items[0] != (sc.AT, sc.AT_BEGINNING) or items[-1] != (sc.AT, sc.AT_END):
+        return None
+    tables: list[np.ndarray] = []
+    for op, av in items[1:-1]:
+        if op in (sc.MAX_REPEAT, sc.MIN_REPEAT):
+            low, high, sub = av
+            if low != high or len(sub) != 1:
+                return None
+            table = _one(*next(iter(sub)))
+            if table is None:
+                return None
+            tables.extend([table] * low)
+        else:
+            table = _one(op, av)
+            if table is None:
+                return None
+            tables.append(table)
+        if len(tables) > _MAX_POSITIONS:
+            return None
+    return tuple(tables) if tables else None
+
+
+def match_fixed(col: pa.Array, tables: tuple[np.ndarray, ...], pattern: str) -> np.ndarray:
+    """Per row: does the string match? Nulls count as matching (`required` handles them).
+    Rows with non-ASCII text (where bytes are not chars) go to the regex engine."""
+    arr = col.cast(pa.string()) if not pa.types.is_string(col.type) else col
+    n = len(arr)
+    width = len(tables)
+    buffers = arr.buffers()
+    offsets = np.frombuffer(buffers[1], dtype=np.int32, count=n + 1, offset=arr.offset * 4).astype(np.int64)
+    data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.zeros(1, np.uint8)
+    ok = (offsets[1:] - offsets[:-1]) == width
+    rows = np.flatnonzero(ok)
+    if rows.size:
+        block = data[offsets[rows][:, None] + np.arange(width)[None, :]]
+        good = np.ones(rows.size, dtype=bool)
+        for j, table in enumerate(tables):
+            good &= table[block[:, j]]
+        ok[rows] = good
+    ascii_rows = np.asarray(pc.string_is_ascii(arr).fill_null(True).to_numpy(zero_copy_only=False), dtype=bool)
+    if not ascii_rows.all():
+        other = np.flatnonzero(~ascii_rows)
+        found = pc.match_substring_regex(arr.take(pa.array(other)), pattern)
+        ok[other] = np.asarray(found.fill_null(True).to_numpy(zero_copy_only=False), dtype=bool)
+    if arr.null_count:
+        ok |= ~np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    return ok

@@ -1,0 +1,43 @@
+"""Contract validation rules, column-wise: the fast pattern path agrees with the regex
+engine, and each rule names its field and reason."""
+
+from __future__ import annotations
+
+import re
+
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas.patterns import fixed_pattern, match_fixed
+
+PATTERNS = ["^[0-9]{16}$", "^[A-Z]{2}$", "^TX[0-9]{10}$", "^[^a-z]{3}$", r"^\d{4}$", "^A[B-D]-[0-9]$"]
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_fixed_patterns_take_the_fast_path(pattern: str) -> None:
+    assert fixed_pattern(pattern) is not None
+
+
+@pytest.mark.parametrize("pattern", ["^(A|B)$", "^[A-Z]+$", "[A-Z]{2}", "^[A-Z]{2,3}$", "^é$", r"^\w{2}$"])
+def test_other_patterns_are_left_to_the_regex_engine(pattern: str) -> None:
+    assert fixed_pattern(pattern) is None
+
+
+def test_non_ascii_rows_are_matched_by_characters_not_bytes() -> None:
+    tables = fixed_pattern("^[^a-z]{3}$")
+    assert tables is not None
+    assert match_fixed(pa.array(["éAB", "abc", "ABC", "AB"]), tables, "^[^a-z]{3}$").tolist() == [
+        True, False, True, False]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(PATTERNS),
+       st.lists(st.one_of(st.none(), st.text(alphabet="0123456789ABCDTXaz-é ", max_size=18)), max_size=30))
+def test_fast_path_agrees_with_python_regex(pattern: str, values: list[str | None]) -> None:
+    tables = fixed_pattern(pattern)
+    assert tables is not None
+    got = match_fixed(pa.array(values, pa.string()), tables, pattern).tolist()
+    want = [v is None or (re.search(pattern, v) is not None and "\n" not in v) for v in values]
+    assert got == want
