@@ -91,6 +91,26 @@ def build_parser() -> argparse.ArgumentParser:
     kst = ksub.add_parser("status", help="show every kill switch")
     kst.add_argument("--state-url", default=None)
 
+    bt = sub.add_parser("batch", help="drop-folder files through a pipeline: restartable, idempotent")
+    bsub = bt.add_subparsers(dest="batch_command", required=True, parser_class=_Parser)
+    brun = bsub.add_parser("run", help="resume unfinished runs, then process every complete file in the inbox")
+    brun.add_argument("pipeline")
+    bst = bsub.add_parser("status", help="recent runs, their progress, and what waits in the inboxes")
+    bst.add_argument("--pipeline", default=None)
+    bst.add_argument("--limit", type=int, default=20, metavar="N")
+    bst.add_argument("--json", action="store_true", help="one JSON document instead of a table")
+    brep = bsub.add_parser("replay", help="process a file again although its content was processed")
+    brep.add_argument("target", metavar="FILE|RUN", help="a run id, or a file in a pipeline's inbox, done or failed")
+    brep.add_argument("--pipeline", default=None, help="the pipeline (default: the one whose folder holds FILE)")
+    for p in (brun, bst, brep):
+        p.add_argument("--config", metavar="gateway.yaml", help="pipelines, folders, models, state (default: embedded)")
+    for p in (brun, brep):
+        p.add_argument("--no-progress", action="store_true", help="plain log lines even on a terminal")
+
+    srv = sub.add_parser("run", help="keep watching every pipeline's inbox until stopped (SIGTERM: finish the "
+                                     "current chunk, then exit)")
+    srv.add_argument("--config", metavar="gateway.yaml", help="pipelines, folders, models, state (default: embedded)")
+
     ex = sub.add_parser("examples", help="bundled example contracts and data")
     esub = ex.add_subparsers(dest="examples_command", required=True, parser_class=_Parser)
     gen = esub.add_parser("generate", help="write a sample card-transaction file")
@@ -134,6 +154,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return commands.score(args)
     if args.command == "killswitch":
         return commands.killswitch(args)
+    if args.command == "batch":
+        return commands.batch(args)
+    if args.command == "run":
+        return commands.serve(args)
     raise AssertionError(args.command)
 
 

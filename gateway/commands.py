@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
+from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from gateway.cli import EXIT_ERROR, EXIT_OK, EXIT_REJECTS, open_output, write_rejects
 from schemas.contract import Contract, RecordSpec, load_contract
 from schemas.copybook import load_copybook
 from schemas.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from gateway.batch import JobResult, ProgressView
+    from gateway.config import GatewayConfig
+    from gateway.runs import RunStore
+    from gateway.state import StateStore
 
 
 def resolve_spec(args: argparse.Namespace) -> tuple[Contract | None, RecordSpec]:
@@ -134,3 +145,223 @@ def killswitch(args: argparse.Namespace) -> int:
     if args.killswitch_command == "set":
         return killswitch_cli.set_command(args)
     return killswitch_cli.status_command(args)
+
+
+# --------------------------------------------------------------------------- batch mode
+EXIT_INTERRUPTED = 3  # stopped (SIGTERM/SIGINT) before the work was finished: run again to resume
+
+
+def _logging(console: Console | None = None) -> None:
+    import logging
+
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler: logging.Handler
+    if console is not None:
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=console, show_path=False)
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    logging.getLogger("lgw").setLevel(logging.INFO)
+
+
+def _progress(args: argparse.Namespace) -> ProgressView:
+    from gateway.batch import LogProgress, TerminalProgress
+
+    if sys.stderr.isatty() and not getattr(args, "no_progress", False):
+        view = TerminalProgress()
+        _logging(view.console)
+        return view
+    _logging()
+    return LogProgress()
+
+
+def _stoppable(main: Callable[[asyncio.Event], Awaitable[int]]) -> int:
+    """Runs `main(stop)` on an event loop; the first SIGTERM/SIGINT sets `stop` (the current
+    chunk finishes and is checkpointed), a second one acts at once."""
+    import logging
+    import signal
+
+    async def go() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def on_signal(sig: signal.Signals) -> None:
+            logging.getLogger("lgw").warning("%s: finishing the current chunk, then stopping "
+                                             "(send it again to stop at once)", sig.name)
+            stop.set()
+            for s in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(s)
+
+        for s in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(s, on_signal, s)
+        result: int = await main(stop)
+        return result
+
+    return asyncio.run(go())
+
+
+def _batch_context(args: argparse.Namespace) -> tuple[GatewayConfig, StateStore, RunStore]:
+    from gateway.config import load_config
+    from gateway.runs import RunStore  # its tables join the state store's metadata before first use
+    from gateway.state import StateStore
+
+    cfg = load_config(args.config)
+    state = StateStore(cfg.state.url)
+    return cfg, state, RunStore(state)
+
+
+def _print_result(result: JobResult) -> None:
+    print(json.dumps(result.summary, ensure_ascii=False, default=str), flush=True)
+
+
+def _exit_code(results: list[JobResult]) -> int:
+    from gateway.batch import INTERRUPTED
+    from gateway.runs import FAILED
+
+    if any(r.status == INTERRUPTED for r in results):
+        return EXIT_INTERRUPTED
+    if any(r.status == FAILED or r.summary.get("rejected") for r in results):
+        return EXIT_REJECTS
+    return EXIT_OK
+
+
+def batch(args: argparse.Namespace) -> int:
+    if args.batch_command == "status":
+        return _batch_status(args)
+    import logging
+
+    from gateway.batch import BatchDriver, build_runtime
+    from gateway.errors import InfrastructureError
+
+    cfg, state, runs = _batch_context(args)
+    progress = _progress(args)
+    if args.batch_command == "run":
+        names = [args.pipeline]
+    else:
+        names = [args.pipeline] if args.pipeline else _replay_pipelines(args.target, cfg, runs)
+
+    async def main(stop: asyncio.Event) -> int:
+        results: list[JobResult] = []
+        for name in names:
+            rt = build_runtime(name, cfg, state, runs)
+            driver = BatchDriver(rt, progress=progress, stop=stop)
+            try:
+                if args.batch_command == "run":
+                    results += await driver.run_once()
+                else:
+                    results.append(await driver.replay(args.target))
+            except (InfrastructureError, OSError) as exc:
+                raise ConfigError(f"pipeline {name} stopped: {type(exc).__name__}: {exc}; "
+                                  "run the command again to resume from the last checkpoint") from None
+            finally:
+                await rt.close()
+            if not results:
+                logging.getLogger("lgw.batch").info("%s: nothing to do (no unfinished run, no complete file in %s)",
+                                                    name, rt.folders.inbox)
+            for r in results:
+                _print_result(r)
+            if stop.is_set():
+                break
+        return _exit_code(results)
+
+    return _stoppable(main)
+
+
+def _replay_pipelines(target: str, cfg: GatewayConfig, runs: RunStore) -> list[str]:
+    """The pipeline a replay target belongs to: the run's, or the one whose folders hold the file."""
+    import os
+
+    run = runs.get(target)
+    if run is not None:
+        return [run.pipeline]
+    parent = Path(os.path.abspath(target)).parent.resolve()
+    for name, pipe in cfg.pipelines.items():
+        if pipe.source is None:
+            continue
+        folders = pipe.source.folders(cfg.base_dir)
+        if any(parent == Path(folders[k]).resolve() for k in ("inbox", "done", "failed")):
+            return [name]
+    raise ConfigError(f"{target} is neither a run id nor a file in a pipeline's inbox, done or failed folder")
+
+
+def _batch_status(args: argparse.Namespace) -> int:
+    from adapters.files.dropfolder import DropFolder, Folders
+
+    cfg, _state, runs = _batch_context(args)
+    recent = runs.recent(args.pipeline, args.limit)
+    rows = []
+    for run in recent:
+        row = {"run": run.run_id, "pipeline": run.pipeline, "status": run.status, "input": run.input_name,
+               "bytes": run.input_bytes, "started_at": run.started_at.isoformat(timespec="seconds"),
+               "finished_at": run.finished_at.isoformat(timespec="seconds") if run.finished_at else None,
+               "attempts": run.attempts, "owner": run.owner if run.status == "running" else None,
+               "replay_of": run.replay_of, "moved_to": run.final_path, **run.summary_json()}
+        if run.status == "running":
+            row["progress"] = runs.progress(run.run_id)
+        rows.append(row)
+    inboxes: dict[str, dict[str, Any]] = {}
+    for name, pipe in cfg.pipelines.items():
+        if pipe.source is None or (args.pipeline and name != args.pipeline):
+            continue
+        folders = pipe.source.folders(cfg.base_dir)
+        if not folders["inbox"].is_dir():
+            inboxes[name] = {"inbox": str(folders["inbox"]), "missing": True}
+            continue
+        watcher = DropFolder(Folders.prepare(folders), glob=pipe.source.glob,
+                             stable_for_s=pipe.source.stable_for_s, done_file=pipe.source.done_file)
+        ready, waiting = watcher.scan()
+        inboxes[name] = {"inbox": str(folders["inbox"]), "complete": [a.name for a in ready], "incomplete": waiting}
+    if args.json:
+        print(json.dumps({"runs": rows, "inboxes": inboxes}, indent=2, ensure_ascii=False, default=str))
+        return EXIT_OK
+    print(f"{'RUN':<36} {'STATUS':<11} {'INPUT':<24} {'IN':>11} {'OUT':>11} {'REJECTED':>9}  STARTED")
+    for row in rows:
+        counts = row.get("progress") or row
+        done = ""
+        if row["status"] == "running" and row.get("progress") and row["progress"].get("bytes_read") is not None:
+            done = f" {100 * row['progress']['bytes_read'] / max(row['bytes'], 1):.0f}%"
+        print(f"{row['run']:<36} {row['status'] + done:<11} {row['input']:<24} "
+              f"{_n(counts.get('records_in')):>11} {_n(counts.get('records_out')):>11} "
+              f"{_n(counts.get('rejected')):>9}  {row['started_at']}")
+    for name, box in inboxes.items():
+        if box.get("missing"):
+            print(f"{name}: inbox {box['inbox']} does not exist yet")
+        else:
+            print(f"{name}: inbox {box['inbox']}: {len(box['complete'])} complete, "
+                  f"{len(box['incomplete'])} still arriving")
+    return EXIT_OK
+
+
+def _n(value: object) -> str:
+    return f"{value:,}" if isinstance(value, int) else "-"
+
+
+def serve(args: argparse.Namespace) -> int:
+    """`lgw run`: every pipeline with a drop folder, watched until stopped."""
+    from gateway.batch import BatchDriver, LogProgress, build_runtime
+
+    cfg, state, runs = _batch_context(args)
+    _logging()
+    names = [name for name, pipe in cfg.pipelines.items() if pipe.source is not None]
+    if not names:
+        raise ConfigError("no pipeline has a `source`: nothing to watch")
+
+    async def main(stop: asyncio.Event) -> int:
+        runtimes = [build_runtime(name, cfg, state, runs) for name in names]
+        try:
+            # one watcher per pipeline (the real-time subscribers will join them here)
+            await asyncio.gather(*(BatchDriver(rt, progress=LogProgress(), stop=stop).watch(_print_result)
+                                   for rt in runtimes))
+        finally:
+            for rt in runtimes:
+                await rt.close()
+        return EXIT_OK
+
+    return _stoppable(main)

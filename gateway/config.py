@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gateway.resilience.breaker import BreakerConfig
 from gateway.resilience.retry import RetryPolicy
@@ -59,12 +59,53 @@ class Policy(StrEnum):
     FALLBACK_AND_RESCORE = "fallback_and_rescore"  # rules now, the model's correction later
 
 
+OutputFormat = Literal["csv", "jsonl", "fixed", "parquet"]
+
+
+class DropFolderConfig(_Strict):
+    """A drop folder: legacy systems put files into `inbox`; results appear in `outbox`,
+    the input moves to `done` (or `failed`). Paths are relative to the config file.
+    `done`, `failed` and `work` (where a file sits while it runs) default to siblings of
+    the inbox. A file is taken when it is complete: NAME.done exists (`done_file`), or
+    its size and times have not changed for `stable_for_s`."""
+
+    type: Literal["dropfolder"] = "dropfolder"
+    inbox: str
+    glob: str = "*"
+    stable_for_s: float = Field(default=5.0, ge=0)
+    done_file: bool = False
+    outbox: str
+    format: OutputFormat = "jsonl"
+    done: str | None = None
+    failed: str | None = None
+    work: str | None = None
+    poll_s: float = Field(default=2.0, gt=0)  # `lgw run`: how often the inbox is scanned
+
+    @field_validator("glob")
+    @classmethod
+    def _file_name_pattern(cls, v: str) -> str:
+        # a pattern of names inside the inbox, never a path: no way out of the folder
+        if not v or "/" in v or "\\" in v or "\0" in v or v in (".", "..") or v.startswith("."):
+            raise ValueError(f"glob must be a file name pattern such as 'CARDTXN*.DAT' (no folders), found {v!r}")
+        return v
+
+    def folders(self, base: Path) -> dict[str, Path]:
+        """inbox, outbox, done, failed, work: absolute, normalised (not yet resolved on disk)."""
+        def at(path: str | None, default: str) -> Path:
+            p = Path(path) if path else Path(self.inbox).parent / default
+            return Path(os.path.abspath(p if p.is_absolute() else base / p))
+
+        return {"inbox": at(self.inbox, ""), "outbox": at(self.outbox, ""), "done": at(self.done, "done"),
+                "failed": at(self.failed, "failed"), "work": at(self.work, "work")}
+
+
 class PipelineConfig(_Strict):
     contract: str
     model: str | None = None  # a key of `models`; None scores with the rules only
     policy: Policy = Policy.FALLBACK
     shadow: bool = False  # evaluate the rules beside the model and record agreement
     batch_size: int = Field(default=50_000, ge=1)
+    source: DropFolderConfig | None = None  # batch mode: where the files come from and go to
 
 
 class StateConfig(_Strict):
@@ -81,15 +122,39 @@ class GatewayConfig(_Strict):
         p = Path(path)
         return p if p.is_absolute() else (self.base_dir / p)
 
+    @model_validator(mode="after")
+    def _separate_folders(self) -> GatewayConfig:
+        """Each drop folder's inbox, outbox, done, failed and work are distinct and none
+        holds another (an outbox inside the inbox would feed outputs back in); no two
+        pipelines share an inbox."""
+        inboxes: dict[Path, str] = {}
+        for name, pipe in self.pipelines.items():
+            if pipe.source is None:
+                continue
+            folders = pipe.source.folders(self.base_dir)
+            for a, pa_ in folders.items():
+                for b, pb in folders.items():
+                    if a < b and (pa_ == pb or pa_ in pb.parents or pb in pa_.parents):
+                        raise ValueError(f"pipelines.{name}.source: {a} ({pa_}) and {b} ({pb}) must be "
+                                         "separate folders, neither inside the other")
+            if folders["inbox"] in inboxes:
+                raise ValueError(f"pipelines.{name}.source.inbox: {folders['inbox']} is also the inbox of "
+                                 f"pipeline {inboxes[folders['inbox']]}")
+            inboxes[folders["inbox"]] = name
+        return self
+
 
 def embedded_defaults() -> GatewayConfig:
-    """The bundled example: fraud model in process, card-transaction pipeline, SQLite."""
+    """The bundled example: fraud model in process, card-transaction pipeline fed by a drop
+    folder under ./var/drop, SQLite for state."""
     from schemas.examples import contract_path, model_info
 
     info = model_info("fraud")
     models = {"fraud": ModelConfig(endpoint=OnnxModelConfig(path=str(info["path"]), sha256=info["sha256"],
                                                             version=str(info["version"])))}
-    pipelines = {"card_txn": PipelineConfig(contract=str(contract_path("card_txn")), model="fraud")}
+    # a drop folder under ./var/drop: inbox/, outbox/, and done/, failed/, work/ beside them
+    drop = DropFolderConfig(inbox="var/drop/inbox", outbox="var/drop/outbox", glob="*")
+    pipelines = {"card_txn": PipelineConfig(contract=str(contract_path("card_txn")), model="fraud", source=drop)}
     return _with_env(GatewayConfig(models=models, pipelines=pipelines))
 
 
@@ -121,7 +186,8 @@ def load_config(path: str | os.PathLike[str] | None) -> GatewayConfig:
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(x) for x in first["loc"])
-        raise ConfigError(f"{p}: {loc}: {first['msg']}") from None
+        msg = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{p}: {loc}: {msg}" if loc else f"{p}: {msg}") from None
     for name, pipe in cfg.pipelines.items():
         if pipe.model is not None and pipe.model not in cfg.models:
             raise ConfigError(f"{p}: pipelines.{name}.model: no model named {pipe.model!r} "

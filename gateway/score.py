@@ -4,6 +4,9 @@ The output appears only when the whole file is accepted: it is written to a temp
 file beside the target and renamed at the end, after the trailer's control totals
 passed. Rejects (decode, validation, model output, poison records, framing) go to the
 rejects file with the record number, field, offsets, raw bytes and reason.
+
+The per-batch pieces (`scoring_input`, `score_rows`, `batch_reject`, `fixed_columns`) are
+shared with the batch driver (`gateway.batch`), which adds checkpoints around them.
 """
 
 from __future__ import annotations
@@ -13,20 +16,23 @@ import json
 import os
 import time
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 import pyarrow as pa
 
+from adapters.base import SourceBatch
+from adapters.files.source import file_batch
 from adapters.files.writers import open_writer
 from gateway.config import GatewayConfig, Policy
-from gateway.pipeline import Pipeline, Rescorer, ScoredBatch
+from gateway.pipeline import Pipeline, Rescorer
 from gateway.runtime import build_pipeline
 from gateway.state import StateStore
 from schemas.contract import Contract
 from schemas.errors import ConfigError
-from schemas.stream import DecodedChunk, Reject
+from schemas.stream import Reject
 
 
 def fixed_columns(pipeline: Pipeline) -> dict[str, int]:
@@ -36,18 +42,51 @@ def fixed_columns(pipeline: Pipeline) -> dict[str, int]:
     return cols
 
 
-def _pipeline_rejects(dc: DecodedChunk, batch: ScoredBatch) -> list[Reject]:
-    if not batch.rejects:
-        return []
-    source_rows = getattr(dc.batch, "source_rows", None)
-    rows = np.arange(dc.table.num_rows) if source_rows is None else np.asarray(source_rows)
-    numbers = dc.record_numbers()
-    out = []
-    for r in batch.rejects:
-        src = int(rows[r.row])
-        raw = bytes(dc.chunk.matrix[src])
-        out.append(Reject(int(numbers[src]), int(dc.chunk.offsets[src]), r.reason, r.field, None, None, raw))
-    return out
+@dataclass
+class ScoredChunk:
+    """What the pipeline made of (part of) one source batch."""
+
+    table: pa.Table  # scored records with `source_record`, in input order
+    rows: np.ndarray  # the source batch row of each scored record (for its input bytes)
+    rejects: list[Reject]  # what the pipeline refused: model output, poison records
+    paused: bool = False  # nothing scored: the kill switch or the model says wait
+    rescore: pa.Table | None = None  # fallback-scored input rows to re-score later
+
+    def output(self, fmt: str, batch: SourceBatch) -> tuple[pa.Table, np.ndarray | None]:
+        """The records as the output format takes them, with their input bytes for
+        fixed-width output (which appends the scores to the record's own bytes)."""
+        if fmt != "fixed":
+            return self.table, None
+        raw = batch.raw[self.rows] if batch.raw is not None else None
+        return self.table.drop_columns(["source_record"]), raw
+
+
+def scoring_input(batch: SourceBatch) -> pa.Table:
+    """The batch's records with `source_record` (their record number in the input)."""
+    numbers = batch.record_numbers if batch.record_numbers is not None else np.arange(1, batch.table.num_rows + 1)
+    return batch.table.append_column("source_record", pa.array(np.asarray(numbers, dtype=np.int64)))
+
+
+def batch_reject(batch: SourceBatch, row: int, reason: str, field: str | None = None) -> Reject:
+    """A reject for row `row` of a source batch, with the record's number, offset and bytes."""
+    numbers = batch.record_numbers
+    offsets = getattr(batch, "record_offsets", None)
+    return Reject(int(numbers[row]) if numbers is not None else row + 1,
+                  int(offsets[row]) if offsets is not None else 0, reason, field, None, None,
+                  bytes(batch.raw[row]) if batch.raw is not None else b"")
+
+
+async def score_rows(pipeline: Pipeline, batch: SourceBatch, table: pa.Table,
+                     lo: int = 0, hi: int | None = None) -> ScoredChunk:
+    """Scores rows [lo, hi) of `table` (the batch's `scoring_input`)."""
+    hi = table.num_rows if hi is None else hi
+    part = table if (lo, hi) == (0, table.num_rows) else table.slice(lo, hi - lo)
+    scored = await pipeline.score(part)
+    rejects = [batch_reject(batch, lo + r.row, r.reason, r.field) for r in scored.rejects]
+    rescore = None
+    if scored.rescore_rows is not None and len(scored.rescore_rows):
+        rescore = part.take(pa.array(scored.rescore_rows))
+    return ScoredChunk(scored.table, lo + np.asarray(scored.rows, dtype=np.int64), rejects, scored.paused, rescore)
 
 
 async def score_file(contract: Contract, input_path: Path, output: Path, *, rejects_path: Path | None,
@@ -65,7 +104,7 @@ async def score_file(contract: Contract, input_path: Path, output: Path, *, reje
     tmp = output.with_name(f".{output.name}.partial")
     writer = open_writer(tmp, fmt, page=contract.spec.page,
                          fixed_columns=fixed_columns(pipeline) if fmt == "fixed" else None)
-    framing_rejects = rejected_records = corrected = 0
+    records_in = rejected_records = corrected = 0
     rescorer = Rescorer(pipeline) if policy == Policy.FALLBACK_AND_RESCORE and pipeline.model else None
     corrections_path = output.with_name(f"{output.stem}.corrections{output.suffix}")
     corrections_writer = None
@@ -88,19 +127,15 @@ async def score_file(contract: Contract, input_path: Path, output: Path, *, reje
             if rejects_path is not None:
                 rej = stack.enter_context(open(rejects_path, "w", encoding="utf-8"))
             for dc in contract.decode_file(input_path, chunk_records=chunk_records):
-                # framing rejects whose record is not in the table (an overlong text line is both)
-                framing_rejects += len({r.index + 1 for r in dc.chunk.rejects} - set(dc.record_numbers().tolist()))
-                source_rows = getattr(dc.batch, "source_rows", None)
-                table_rows = np.arange(dc.table.num_rows) if source_rows is None else np.asarray(source_rows)
-                table = dc.table.append_column("source_record", pa.array(dc.record_numbers()[table_rows]))
-                batch = await pipeline.score(table)
+                batch = file_batch(dc)
+                records_in += batch.records_in
+                scored = await score_rows(pipeline, batch, scoring_input(batch))
                 if rescorer is not None:
-                    if batch.rescore_rows is not None and len(batch.rescore_rows):
-                        rescorer.hold(table.take(pa.array(batch.rescore_rows)))
+                    if scored.rescore is not None:
+                        rescorer.hold(scored.rescore)
                     await write_corrections()
-                raw = dc.chunk.matrix[table_rows[batch.rows]] if fmt == "fixed" else None
-                writer.write(batch.table.drop_columns(["source_record"]) if fmt == "fixed" else batch.table, raw)
-                all_rejects = dc.rejects + _pipeline_rejects(dc, batch)
+                writer.write(*scored.output(fmt, batch))
+                all_rejects = batch.rejects + scored.rejects
                 rejected_records += len({r.record for r in all_rejects})
                 if rej is not None:
                     for r in sorted(all_rejects, key=lambda x: (x.record, x.field_offset or 0)):
@@ -122,8 +157,6 @@ async def score_file(contract: Contract, input_path: Path, output: Path, *, reje
         if pipeline.model is not None:
             await pipeline.model.close()
     report = contract.last_report
-    details = report.details if report is not None else pipeline.stats.records_in
-    records_in = details + framing_rejects
     stats = pipeline.stats.to_json()
     summary: dict[str, Any] = {
         "records_in": records_in,

@@ -42,7 +42,7 @@ from schemas.copybook import load_copybook, parse_copybook
 from schemas.errors import ContractError
 from schemas.fields import DecodeOptions
 from schemas.layout import USAGE_WORDS, Elementary, Group, Layout, Node, Picture, assign_offsets
-from schemas.records import DEFAULT_CHUNK_RECORDS, Framing
+from schemas.records import DEFAULT_CHUNK_RECORDS, Framing, ReadPosition
 from schemas.stream import DecodedChunk, Reject, decode_file
 
 # --------------------------------------------------------------------------- config models
@@ -248,6 +248,17 @@ class ControlReport:
         return {"control": {"ok": self.ok, "details": self.details, "checked": self.checked,
                             "problems": self.problems, "header": self.header, "trailer": self.trailer}}
 
+    def running_totals(self) -> dict[str, Any]:
+        """What a resumed read needs of the records before its start (for a checkpoint):
+        header and trailer as read so far, the detail count and the sums (exact, as text)."""
+        return {"header": self.header, "trailer": self.trailer, "details": self.details,
+                "sums": {k: str(v) for k, v in self.sums.items()}}
+
+    @classmethod
+    def resumed(cls, totals: dict[str, Any]) -> ControlReport:
+        return cls(header=totals.get("header"), trailer=totals.get("trailer"), details=int(totals["details"]),
+                   sums={k: Decimal(v) for k, v in totals.get("sums", {}).items()})
+
 
 class Contract:
     """A loaded, validated contract."""
@@ -342,10 +353,12 @@ class Contract:
         return self._spec(self.layout, **overrides) if overrides else self.spec
 
     def decode_file(self, path: str | os.PathLike[str], spec: RecordSpec | None = None,
-                    chunk_records: int = DEFAULT_CHUNK_RECORDS) -> Iterator[DecodedChunk]:
+                    chunk_records: int = DEFAULT_CHUNK_RECORDS, *, start: ReadPosition | None = None,
+                    report: ControlReport | None = None) -> Iterator[DecodedChunk]:
         """Detail records that pass decoding and validation; rejects alongside. Header and
         trailer records are split off by their discriminator and checked at the end:
-        `last_report` then holds the control totals verdict."""
+        `last_report` then holds the control totals verdict. A resumed read passes the
+        chunk end it resumes at (`start`) and the report of the records before it."""
         from schemas.validate import validate_chunk
 
         spec = spec or self.spec
@@ -353,9 +366,11 @@ class Contract:
             self.header = self._record_type("header", self.config.record.header, spec)
             self.trailer = self._record_type("trailer", self.config.record.trailer, spec)
         decoder = spec.decoder()
-        report = ControlReport()
+        report = report or ControlReport()
         self.last_report = report
-        for dc in decode_file(path, _SplitDecoder(self, decoder, report), spec.framing, chunk_records):
+        # the encoding was sniffed on the first chunk when the read began
+        for dc in decode_file(path, _SplitDecoder(self, decoder, report), spec.framing, chunk_records,
+                              check_encoding=start is None, start=start):
             validate_chunk(self, dc)
             yield dc
         self._finish_control(report)

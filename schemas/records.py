@@ -5,6 +5,11 @@ sequential text (a line is a record of its own length: trailing blanks may have 
 stripped, so fields past its end read as missing),
 V variable length with a 4-byte RDW per record, VB blocks with a 4-byte BDW holding
 RDW records. Memory stays flat: only one chunk is held at a time.
+
+Every chunk says where reading stands after it (`RecordChunk.end`, a `ReadPosition`);
+`read_records(..., start=position)` resumes there without re-reading what came before
+(F: the byte offset of a record boundary; D: of a line start; V: of an RDW; VB: of an
+RDW or BDW, with the end of the current block).
 """
 
 from __future__ import annotations
@@ -38,6 +43,15 @@ class Framing:
             raise InputFormatError(f"--rdw-endian must be big or little, found {self.rdw_endian!r}")
 
 
+@dataclass(frozen=True)
+class ReadPosition:
+    """Where reading stands between two chunks; a resumed read starts here."""
+
+    offset: int = 0  # byte offset of the next record (V/VB: of its RDW or BDW)
+    record: int = 0  # 0-based index of the next record (D: of the next line)
+    block_end: int = -1  # VB: where the current block ends (-1: at a block boundary)
+
+
 @dataclass
 class FramingReject:
     """A record the framing could not cut out: truncated tail, bad RDW, overlong line."""
@@ -55,22 +69,25 @@ class RecordChunk:
     start_index: int  # record number (0-based, in file order) of row 0
     offsets: np.ndarray  # byte offset in the file where each record's data starts
     rejects: list[FramingReject] = field(default_factory=list)
+    end: ReadPosition = field(default_factory=ReadPosition)  # where the next chunk starts
 
     @property
     def num_rows(self) -> int:
         return int(self.matrix.shape[0])
 
 
-def read_records(path: str | os.PathLike[str], framing: Framing,
-                 chunk_records: int = DEFAULT_CHUNK_RECORDS) -> Iterator[RecordChunk]:
+def read_records(path: str | os.PathLike[str], framing: Framing, chunk_records: int = DEFAULT_CHUNK_RECORDS,
+                 start: ReadPosition | None = None) -> Iterator[RecordChunk]:
+    """Chunks of records from `start` (a chunk's `end` from an earlier read) or the top."""
     size = os.path.getsize(path)
+    start = start or ReadPosition()
     with open(path, "rb") as fh:
         if framing.format == "F":
-            yield from _fixed(fh, size, framing, chunk_records)
+            yield from _fixed(fh, size, framing, chunk_records, start)
         elif framing.format == "D":
-            yield from _lines(fh, framing, chunk_records)
+            yield from _lines(fh, framing, chunk_records, start)
         else:
-            yield from _variable(fh, size, framing, chunk_records)
+            yield from _variable(fh, size, framing, chunk_records, start)
 
 
 # --------------------------------------------------------------------------- F
@@ -93,16 +110,18 @@ def _fixed_stride(fh: BinaryIO, size: int, length: int) -> tuple[int, bytes]:
     return length, b""
 
 
-def _fixed(fh: BinaryIO, size: int, framing: Framing, chunk_records: int) -> Iterator[RecordChunk]:
+def _fixed(fh: BinaryIO, size: int, framing: Framing, chunk_records: int,
+           start: ReadPosition) -> Iterator[RecordChunk]:
     length = framing.record_length
     stride, term = _fixed_stride(fh, size, length)
-    fh.seek(0)
-    index = 0
-    offset = 0
+    fh.seek(start.offset)
+    index = start.record
+    offset = start.offset
     while True:
         data = fh.read(stride * chunk_records)
         if not data:
             return
+        read_bytes = len(data)
         n = len(data) // stride
         tail = data[n * stride:]
         if term and len(tail) == length:  # last line without its terminator
@@ -118,7 +137,7 @@ def _fixed(fh: BinaryIO, size: int, framing: Framing, chunk_records: int) -> Ite
                 index + n, offset + n * stride, bytes(tail),
                 f"truncated record: {len(tail)} of {length} bytes at the end of the file "
                 f"(file size {size} is not a multiple of the record length {stride})"))
-        yield RecordChunk(matrix, None, index, offsets, rejects)
+        yield RecordChunk(matrix, None, index, offsets, rejects, ReadPosition(offset + read_bytes, index + n))
         index += n
         offset += len(data)
         if tail:
@@ -126,10 +145,11 @@ def _fixed(fh: BinaryIO, size: int, framing: Framing, chunk_records: int) -> Ite
 
 
 # --------------------------------------------------------------------------- D
-def _lines(fh: BinaryIO, framing: Framing, chunk_records: int) -> Iterator[RecordChunk]:
+def _lines(fh: BinaryIO, framing: Framing, chunk_records: int, start: ReadPosition) -> Iterator[RecordChunk]:
     width = framing.record_length
-    index = 0
-    base = 0  # file offset of buf[0]
+    fh.seek(start.offset)
+    index = start.record
+    base = start.offset  # file offset of buf[0]
     carry = b""
     while True:
         block = fh.read(_READ_BYTES)
@@ -148,7 +168,9 @@ def _lines(fh: BinaryIO, framing: Framing, chunk_records: int) -> Iterator[Recor
         for lo in range(0, len(starts), chunk_records):
             s = starts[lo: lo + chunk_records]
             e = ends[lo: lo + chunk_records]
-            yield _line_chunk(arr, s, e, width, framing.pad_byte, index, base)
+            chunk = _line_chunk(arr, s, e, width, framing.pad_byte, index, base)
+            chunk.end = ReadPosition(base + min(int(e[-1]) + 1, len(buf)), index + len(s))
+            yield chunk
             index += len(s)
         carry = buf[consumed:]
         base += consumed
@@ -227,7 +249,8 @@ def _detect_rdw(fh: BinaryIO, size: int, framing: Framing) -> tuple[str, bool]:
         "Is this a variable-length file? (use --record-format F for fixed length)")
 
 
-def _variable(fh: BinaryIO, size: int, framing: Framing, chunk_records: int) -> Iterator[RecordChunk]:
+def _variable(fh: BinaryIO, size: int, framing: Framing, chunk_records: int,
+              start: ReadPosition) -> Iterator[RecordChunk]:
     blocked = framing.format == "VB"
     if blocked:
         endian = framing.rdw_endian or "big"
@@ -237,15 +260,16 @@ def _variable(fh: BinaryIO, size: int, framing: Framing, chunk_records: int) -> 
     width = framing.record_length
     starts: list[int] = []
     lens: list[int] = []
-    index = 0
-    fh.seek(0)
+    index = start.record
+    fh.seek(start.offset)
     buf = fh.read(_READ_BYTES)
-    base = 0
-    pos = 0
+    base = start.offset
+    pos = start.offset
     rejects: list[FramingReject] = []
-    block_end = -1
+    block_end = start.block_end
 
-    def flush() -> RecordChunk:
+    def flush(last: bool = False) -> RecordChunk:
+        """The records collected so far; `last`: reading stops after them (end of file)."""
         nonlocal starts, lens, rejects, index
         arr = np.frombuffer(buf, dtype=np.uint8)
         s = np.asarray(starts, dtype=np.int64) - base
@@ -257,6 +281,7 @@ def _variable(fh: BinaryIO, size: int, framing: Framing, chunk_records: int) -> 
             np.zeros((0, width), dtype=np.uint8)
         chunk = RecordChunk(matrix, ln, index, s + base, rejects)
         index += len(s)
+        chunk.end = ReadPosition(size, index) if last else ReadPosition(pos, index, block_end if blocked else -1)
         starts, lens, rejects = [], [], []
         return chunk
 
@@ -270,7 +295,7 @@ def _variable(fh: BinaryIO, size: int, framing: Framing, chunk_records: int) -> 
             if not more:
                 if rest:
                     rejects.append(FramingReject(index, pos, rest, f"truncated RDW: {len(rest)} bytes at the end"))
-                    yield flush()
+                    yield flush(last=True)
                 return
             buf = rest + more
             base = pos
@@ -286,7 +311,7 @@ def _variable(fh: BinaryIO, size: int, framing: Framing, chunk_records: int) -> 
         if payload < 0:
             rejects.append(FramingReject(index + len(starts), pos, bytes(h), f"invalid RDW length {n}"))
             if starts or rejects:
-                yield flush()
+                yield flush(last=True)
             return
         if local + 4 + payload > len(buf):
             if starts:
@@ -296,7 +321,7 @@ def _variable(fh: BinaryIO, size: int, framing: Framing, chunk_records: int) -> 
                 rejects.append(FramingReject(
                     index, pos, bytes(buf[local:]),
                     f"truncated record: RDW says {payload} bytes, {len(buf) - local - 4} present"))
-                yield flush()
+                yield flush(last=True)
                 return
             buf = buf[local:] + more
             base = pos

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from schemas.batch import DecodedBatch, RecordDecoder
-from schemas.records import DEFAULT_CHUNK_RECORDS, Framing, RecordChunk, read_records
+from schemas.records import DEFAULT_CHUNK_RECORDS, Framing, ReadPosition, RecordChunk, read_records
 
 
 @dataclass
@@ -79,11 +79,13 @@ class BatchDecoder(Protocol):
 
 
 def decode_file(path: str | os.PathLike[str], decoder: BatchDecoder, framing: Framing,
-                chunk_records: int = DEFAULT_CHUNK_RECORDS, *, check_encoding: bool = True) -> Iterator[DecodedChunk]:
+                chunk_records: int = DEFAULT_CHUNK_RECORDS, *, check_encoding: bool = True,
+                start: ReadPosition | None = None) -> Iterator[DecodedChunk]:
+    """`start`: resume where an earlier read's chunk ended (`dc.chunk.end`)."""
     from schemas.sniff import check_encoding as sniff
 
     first = True
-    for chunk in read_records(path, framing, chunk_records):
+    for chunk in read_records(path, framing, chunk_records, start):
         batch = decoder.decode(chunk.matrix, chunk.lengths)
         detail = decoder if isinstance(decoder, RecordDecoder) else getattr(decoder, "detail", None)
         if first and check_encoding and isinstance(detail, RecordDecoder):

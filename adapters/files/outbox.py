@@ -1,0 +1,332 @@
+"""Output files that survive a crash: append, make durable, checkpoint the length; after
+a restart cut back to the checkpointed length and go on.
+
+A run writes its records and its rejects to hidden temporary files in the outbox, one
+chunk at a time. After each chunk both are flushed and fsynced and their lengths go into
+the run's checkpoint; a resumed run truncates them to those lengths, so whatever a
+killed process wrote after its last checkpoint disappears and is written again, once.
+At the end the files are renamed into place (atomic within the folder).
+
+Every format is appended chunk by chunk as bytes: JSON Lines, CSV (the header once, then
+rows; the column types of the first chunk are pinned and kept in the checkpoint), and
+fixed-width records. Parquet cannot be appended to (its footer indexes every row group),
+so its chunks are staged as an Arrow IPC stream, which can, and converted to Parquet in
+one streaming pass at the end, in row groups of a fixed size: the result does not
+depend on where the chunks fell, nor on where a run was interrupted.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from adapters.files.dropfolder import fsync_dir
+from adapters.files.writers import FORMATS, FixedWriter, flat_for_csv
+from schemas.codepages import CodePage
+from schemas.errors import ConfigError
+from schemas.jsonl import write_jsonl
+from schemas.stream import Reject
+
+_BLOCK = 1 << 20
+_IPC_END = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # Arrow IPC end-of-stream marker
+EXTENSIONS = {"csv": "csv", "jsonl": "jsonl", "fixed": "dat", "parquet": "parquet"}
+
+
+class ResumableFile:
+    """An append-only file whose durable length is known; reopened after a crash it is
+    cut back to that length. Keeps a running sha256 of its content."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh: IO[bytes] | None = None
+        self._hash = hashlib.sha256()
+        self.length = 0
+
+    def open(self, length: int | None = None) -> None:
+        """A new empty file (`length` None), or the existing one cut back to `length`."""
+        if length is None:
+            self._fh = open(self.path, "wb")  # noqa: SIM115 (closed in close())
+            self._hash = hashlib.sha256()
+            self.length = 0
+            return
+        fh = open(self.path, "r+b")  # noqa: SIM115 (closed in close())
+        fh.seek(0, os.SEEK_END)
+        if fh.tell() < length:
+            fh.close()
+            raise OSError(f"{self.path}: {fh.tell()} bytes, the checkpoint says {length} were made durable")
+        fh.truncate(length)
+        fh.seek(0)
+        self._hash = hashlib.sha256()
+        left = length
+        while left:
+            block = fh.read(min(_BLOCK, left))
+            self._hash.update(block)
+            left -= len(block)
+        fh.seek(length)
+        self._fh = fh
+        self.length = length
+
+    def write(self, data: bytes) -> None:
+        assert self._fh is not None, "open() first"
+        self._fh.write(data)
+        self._hash.update(data)
+        self.length += len(data)
+
+    def sync(self) -> int:
+        """Flush and fsync; returns the durable length."""
+        assert self._fh is not None
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        return self.length
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+# --------------------------------------------------------------------------- rendering
+def _schema_text(schema: pa.Schema | None) -> str | None:
+    return None if schema is None else base64.b64encode(schema.serialize().to_pybytes()).decode("ascii")
+
+
+def _schema_from(text: str | None) -> pa.Schema | None:
+    return None if text is None else pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text)))
+
+
+def _pinned(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    # a chunk whose column is all null must not change the column's type mid-file
+    return table if table.schema == schema else table.cast(schema)
+
+
+class _FixedEncoder(FixedWriter):
+    """FixedWriter's record encoding, into memory instead of a file."""
+
+    def __init__(self, page: CodePage, columns: dict[str, int]) -> None:
+        super().__init__(Path(os.devnull), page, columns)
+        self._fh.close()
+        self._buffer = io.BytesIO()
+        self._fh = self._buffer
+
+    def encode(self, table: pa.Table, raw: np.ndarray | None) -> bytes:
+        self._buffer.seek(0)
+        self._buffer.truncate()
+        self.write(table, raw)
+        return self._buffer.getvalue()
+
+
+class Renderer:
+    """Turns a chunk of output records into the bytes appended to the output file."""
+
+    def __init__(self, fmt: str, *, page: CodePage | None = None, fixed_columns: dict[str, int] | None = None,
+                 schema: pa.Schema | None = None) -> None:
+        if fmt not in FORMATS:
+            raise ConfigError(f"unknown output format {fmt!r}: expected one of {', '.join(FORMATS)}")
+        self.fmt = fmt
+        self.schema = schema  # csv/parquet: pinned by the first chunk
+        self._fixed: _FixedEncoder | None = None
+        if fmt == "fixed":
+            if page is None or fixed_columns is None:
+                raise ConfigError("fixed-width output needs the code page and the output columns")
+            self._fixed = _FixedEncoder(page, fixed_columns)
+
+    def render(self, table: pa.Table, raw: np.ndarray | None = None) -> bytes:
+        if self.fmt == "jsonl":
+            buf = io.BytesIO()
+            write_jsonl(table, buf)
+            return buf.getvalue()
+        if self.fmt == "fixed":
+            assert self._fixed is not None
+            return self._fixed.encode(table, raw)
+        if self.fmt == "csv":
+            table = flat_for_csv(table)
+        if self.schema is None:
+            self.schema = table.schema
+        table = _pinned(table, self.schema)
+        if self.fmt == "csv":
+            out = pa.BufferOutputStream()
+            if table.num_rows:
+                pacsv.write_csv(table, out, pacsv.WriteOptions(include_header=False))
+            return out.getvalue().to_pybytes()
+        return b"".join(batch.serialize().to_pybytes() for batch in table.to_batches())
+
+    def head(self) -> bytes:
+        """What the file starts with, before the first chunk: the CSV header line, the
+        Arrow stream's schema; nothing for JSON Lines and fixed-width records."""
+        if self.schema is None or self.fmt not in ("csv", "parquet"):
+            return b""
+        if self.fmt == "csv":
+            out = pa.BufferOutputStream()
+            pacsv.write_csv(self.schema.empty_table(), out, pacsv.WriteOptions(include_header=True))
+            return out.getvalue().to_pybytes()
+        return self.schema.serialize().to_pybytes()
+
+
+# --------------------------------------------------------------------------- sink
+class OutboxSink:
+    """The scored records of one run (a `Sink`): appended to a temporary file in the
+    outbox, durable after every `write_batch`, renamed into place by `publish`."""
+
+    def __init__(self, final: Path, fmt: str, *, page: CodePage | None = None,
+                 fixed_columns: dict[str, int] | None = None, row_group_size: int = 50_000) -> None:
+        self.final = final
+        self.fmt = fmt
+        self.row_group_size = row_group_size
+        self.renderer = Renderer(fmt, page=page, fixed_columns=fixed_columns)
+        staged = f".{final.name}.ipc.partial" if fmt == "parquet" else f".{final.name}.partial"
+        self.file = ResumableFile(final.with_name(staged))
+        self.rows = 0
+
+    # Sink protocol
+    async def connect(self) -> None:
+        if self.file._fh is None:
+            self.file.open()
+
+    async def write_batch(self, table: pa.Table, raw: np.ndarray | None = None) -> None:
+        self.write_rendered([self.renderer.render(table, raw)], table.num_rows)
+        self.sync()
+
+    async def close(self) -> None:
+        self.file.close()
+
+    # resumable parts
+    def state(self) -> dict[str, Any]:
+        return {"length": self.file.length, "rows": self.rows, "schema": _schema_text(self.renderer.schema)}
+
+    def resume(self, state: dict[str, Any]) -> None:
+        self.file.open(int(state["length"]))
+        self.rows = int(state["rows"])
+        self.renderer.schema = _schema_from(state.get("schema"))
+
+    def write_rendered(self, parts: Iterable[bytes], rows: int) -> None:
+        if self.file.length == 0:
+            self.file.write(self.renderer.head())
+        for data in parts:
+            self.file.write(data)
+        self.rows += rows
+
+    def sync(self) -> None:
+        self.file.sync()
+
+    def finish(self) -> dict[str, Any]:
+        """Completes the temporary file (Parquet: converts the staged stream) and returns
+        what the manifest says of it; call `publish` next."""
+        self.file.sync()
+        self.file.close()
+        if self.fmt != "parquet":
+            return {"name": self.final.name, "format": self.fmt, "records": self.rows,
+                    "bytes": self.file.length, "sha256": self.file.sha256}
+        return self._parquet()
+
+    def _parquet(self) -> dict[str, Any]:
+        target = self._pending_path()
+        with open(self.file.path, "ab") as fh:  # close the stream (a resumed file lacks its end)
+            fh.write(_IPC_END)
+        digest = hashlib.sha256()
+        with open(target, "wb") as out:
+            if self.renderer.schema is None:  # no chunk at all
+                pq.write_table(pa.table({}), out)
+            else:
+                with pa.ipc.open_stream(pa.memory_map(str(self.file.path))) as reader, \
+                        pq.ParquetWriter(out, self.renderer.schema) as writer:
+                    held: list[pa.RecordBatch] = []
+                    rows = 0
+                    for batch in reader:
+                        held.append(batch)
+                        rows += batch.num_rows
+                        while rows >= self.row_group_size:
+                            group = pa.Table.from_batches(held, self.renderer.schema)
+                            writer.write_table(group.slice(0, self.row_group_size), self.row_group_size)
+                            rest = group.slice(self.row_group_size)
+                            held, rows = rest.to_batches(), rest.num_rows
+                    if rows:
+                        writer.write_table(pa.Table.from_batches(held, self.renderer.schema), self.row_group_size)
+            out.flush()
+            os.fsync(out.fileno())
+        with open(target, "rb") as fh:
+            while block := fh.read(_BLOCK):
+                digest.update(block)
+        return {"name": self.final.name, "format": "parquet", "records": self.rows,
+                "bytes": target.stat().st_size, "sha256": digest.hexdigest()}
+
+    def _pending_path(self) -> Path:
+        return self.final.with_name(f".{self.final.name}.partial")
+
+    def publish(self) -> None:
+        """Renames the finished temporary file into place; idempotent after a crash."""
+        _publish(self._pending_path(), self.final)
+        if self.fmt == "parquet":
+            self.file.path.unlink(missing_ok=True)  # the staged stream, kept until now for a resume
+
+    def discard(self) -> None:
+        self.file.close()
+        for p in (self.file.path, self._pending_path()):
+            p.unlink(missing_ok=True)
+
+
+class RejectsFile:
+    """A run's rejects, one JSON line per bad field or framing problem, resumable."""
+
+    def __init__(self, final: Path) -> None:
+        self.final = final
+        self.file = ResumableFile(final.with_name(f".{final.name}.partial"))
+        self.records = 0
+
+    def open(self, state: dict[str, Any] | None = None) -> None:
+        if state is None:
+            self.file.open()
+        else:
+            self.file.open(int(state["length"]))
+            self.records = int(state["records"])
+
+    def state(self) -> dict[str, Any]:
+        return {"length": self.file.length, "records": self.records}
+
+    def write(self, rejects: list[Reject]) -> None:
+        if not rejects:
+            return
+        lines = [json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in rejects]
+        self.file.write("".join(lines).encode("utf-8"))
+        self.records += len({r.record for r in rejects})
+
+    def sync(self) -> None:
+        self.file.sync()
+
+    def finish(self) -> dict[str, Any]:
+        self.file.sync()
+        self.file.close()
+        return {"name": self.final.name, "format": "jsonl", "records": self.records,
+                "bytes": self.file.length, "sha256": self.file.sha256}
+
+    def publish(self, final: Path | None = None) -> None:
+        _publish(self.file.path, final or self.final)
+
+    def discard(self) -> None:
+        self.file.close()
+        self.file.path.unlink(missing_ok=True)
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    if tmp.exists():
+        os.replace(tmp, final)
+        fsync_dir(final.parent)
+    elif not final.exists():
+        raise FileNotFoundError(f"neither {tmp} nor {final} exists: the output was lost")
+
+
+__all__ = ["EXTENSIONS", "OutboxSink", "RejectsFile", "Renderer", "ResumableFile"]

@@ -1,0 +1,125 @@
+"""One input file as a `Source`: its records in chunks, decoded against the contract.
+
+Each batch carries its position: where reading stands in the file after it (byte offset,
+record number, VB block end) and the running control totals of every record read so
+far (header, trailer, detail count, hash sums). Acknowledging a batch commits that
+position (the driver's checkpoint, stored only after the outputs are durable); a source
+opened with a committed position seeks there and reads on, and the trailer check at the
+end still covers the whole file. The next chunk is decoded in a worker thread while the
+driver scores and writes the current one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adapters.base import SourceBatch
+from schemas.contract import Contract, ControlReport
+from schemas.records import DEFAULT_CHUNK_RECORDS, ReadPosition
+from schemas.stream import DecodedChunk
+
+Commit = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass
+class FileBatch(SourceBatch):
+    """A SourceBatch with what a file knows besides: each record's byte offset, and how
+    far into the file reading stands (for progress)."""
+
+    record_offsets: np.ndarray | None = None
+    bytes_read: int = 0
+
+
+def file_batch(dc: DecodedChunk) -> FileBatch:
+    """The detail records that passed (with their own bytes, record numbers and offsets)
+    and the rejects of one decoded chunk."""
+    source_rows = getattr(dc.batch, "source_rows", None)
+    numbers = dc.record_numbers()
+    if source_rows is None:
+        raw, offsets = dc.chunk.matrix[: dc.table.num_rows], dc.chunk.offsets[: dc.table.num_rows]
+        numbers = numbers[: dc.table.num_rows]
+    else:
+        rows = np.asarray(source_rows)
+        raw, offsets, numbers = dc.chunk.matrix[rows], dc.chunk.offsets[rows], numbers[rows]
+    return FileBatch(table=dc.table, rejects=dc.rejects, raw=raw, record_numbers=numbers,
+                     record_offsets=offsets, bytes_read=dc.chunk.end.offset)
+
+
+class FileSource:
+    def __init__(self, contract: Contract, path: Path, *, chunk_records: int = DEFAULT_CHUNK_RECORDS,
+                 position: dict[str, Any] | None = None, commit: Commit | None = None) -> None:
+        self.contract = contract
+        self.path = path
+        self.chunk_records = chunk_records
+        self.position = position  # where to resume (a committed batch position), None: the top
+        self.commit = commit
+        self.exhausted = False
+        self._chunks: Iterator[DecodedChunk] | None = None
+        self._next_chunk: asyncio.Future[tuple[DecodedChunk | None, dict[str, Any]]] | None = None
+
+    @property
+    def report(self) -> ControlReport | None:
+        """The control totals; final once the source is exhausted."""
+        return self.contract.last_report
+
+    async def connect(self) -> None:
+        start = report = None
+        if self.position is not None:
+            start = ReadPosition(**self.position["read"])
+            report = ControlReport.resumed(self.position["control"])
+        self._chunks = self.contract.decode_file(self.path, chunk_records=self.chunk_records, start=start,
+                                                 report=report)
+        self.exhausted = False
+
+    def _read(self) -> tuple[DecodedChunk | None, dict[str, Any]]:
+        assert self._chunks is not None
+        dc = next(self._chunks, None)
+        report = self.contract.last_report
+        assert report is not None
+        # taken now: decoding the next chunk moves the running totals on
+        totals = report.running_totals()
+        position = {"read": dataclasses.asdict(dc.chunk.end), "control": totals} if dc is not None else {}
+        return dc, position
+
+    async def read_batch(self) -> FileBatch | None:
+        if self.exhausted:
+            return None
+        pending = self._next_chunk or asyncio.ensure_future(asyncio.to_thread(self._read))
+        self._next_chunk = None
+        dc, position = await pending
+        if dc is None:
+            self.exhausted = True
+            return None
+        self._next_chunk = asyncio.ensure_future(asyncio.to_thread(self._read))
+        batch = file_batch(dc)
+        batch.position = position
+        if self.commit is not None:
+            commit = self.commit
+
+            async def ack() -> None:
+                await commit(position)
+
+            batch.ack = ack
+        return batch
+
+    async def close(self) -> None:
+        if self._next_chunk is not None:  # a worker thread is inside the generator: let it finish
+            with contextlib.suppress(Exception):  # its error belongs to a batch nobody will read
+                await self._next_chunk
+            self._next_chunk = None
+        if self._chunks is not None:
+            close = getattr(self._chunks, "close", None)
+            if close is not None:
+                close()
+            self._chunks = None
+
+
+__all__ = ["FileBatch", "FileSource", "file_batch"]

@@ -1,0 +1,261 @@
+"""Batch mode end to end against a plain pandas script doing the same job, in one run.
+
+    python bench/batch.py [--records 1000000] [--memory 1000000,4000000] [--runs 1]
+
+The job: a nightly CARD-TXN file of `--records` records (120-byte EBCDIC records with
+zoned, overpunched, COMP-3 and binary fields, header and trailer with control totals)
+is decoded, validated, scored with the bundled ONNX fraud model and written as CSV.
+
+- ours: `lgw batch run` on a drop folder, in this process: hash and claim the file,
+  decode and validate it chunk by chunk against the contract, score, write CSV, fsync
+  and checkpoint after every chunk, check the trailer's control totals, write the
+  manifest, publish, move the input to done/. Model loading is included.
+- pandas: the script a team would write, given the friendliest input there is: an ASCII
+  text variant of the same records with every field as plain text (pandas cannot read
+  COMP-3, binary or overpunched fields), newline-terminated, details only.
+  `read_fwf` with colspecs, the same five features, the same ONNX model (session
+  created inside the timing too), the same provenance columns, `to_csv`. No validation,
+  no control totals, no fsync.
+
+Each figure is the best of `--runs` runs. Prints both times, records/s and the ratio
+(target: ours >= 5x pandas), then the peak resident memory (VmHWM, Linux) of a separate
+`lgw batch run` process for each size in `--memory` (it must not grow with the input)
+and of the pandas script at `--records`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from schemas.contract import load_contract
+from schemas.examples import contract_path, generate_card_file, model_info
+from schemas.layout import Elementary
+
+TARGET_RATIO = 5.0
+CHUNK = 50_000
+
+
+# --------------------------------------------------------------------------- inputs
+def _width(f: Elementary) -> int:
+    if f.is_text:
+        return f.size
+    assert f.picture is not None
+    return f.picture.digits + (1 if f.signed else 0) + (1 if f.picture.scale else 0)
+
+
+def text_fields() -> list[tuple[str, int, int, bool]]:
+    """(name, start, end, is_text) of each field in the all-text ASCII variant."""
+    out, pos = [], 0
+    for f in load_contract(contract_path()).layout.elementary():
+        if f.is_filler:
+            continue
+        out.append((f.key, pos, pos + _width(f), f.is_text))
+        pos += _width(f)
+    return out
+
+
+def write_text_variant(ebcdic: Path, target: Path) -> None:
+    """The same detail records as plain ASCII text lines (decoded by us, not timed)."""
+    contract = load_contract(contract_path())
+    fields = text_fields()
+    with open(target, "wb") as out:
+        for dc in contract.decode_file(ebcdic):
+            cols = []
+            for name, start, end, is_text in fields:
+                s = pc.fill_null(pc.cast(dc.table.column(name), pa.string()), "")
+                cols.append(pc.utf8_rpad(s, end - start) if is_text else pc.utf8_lpad(s, end - start))
+            lines = pc.binary_join_element_wise(*cols, "")
+            out.write(("\n".join(lines.to_pylist()) + "\n").encode("ascii"))
+
+
+def write_config(root: Path) -> Path:
+    info = model_info("fraud")
+    cfg = {
+        "models": {"fraud": {"endpoint": {"backend": "onnx", "path": str(info["path"]), "sha256": info["sha256"]}}},
+        "pipelines": {"card_txn": {
+            "contract": str(contract_path()), "model": "fraud", "batch_size": CHUNK,
+            "source": {"inbox": "drop/inbox", "outbox": "drop/outbox", "glob": "*.DAT", "stable_for_s": 0,
+                       "format": "csv"},
+        }},
+        "state": {"url": f"sqlite:///{root / 'state.db'}"},
+    }
+    (root / "drop" / "inbox").mkdir(parents=True, exist_ok=True)
+    path = root / "gateway.yaml"
+    path.write_text(json.dumps(cfg), encoding="utf-8")
+    return path
+
+
+# --------------------------------------------------------------------------- the two jobs
+def ours(config: Path) -> dict[str, Any]:
+    """`lgw batch run card_txn` in this process; returns the run's summary."""
+    from gateway.batch import BatchDriver, build_runtime
+    from gateway.config import load_config
+    from gateway.state import StateStore
+
+    async def go() -> dict[str, Any]:
+        cfg = load_config(config)
+        rt = build_runtime("card_txn", cfg, StateStore(cfg.state.url))
+        try:
+            [result] = await BatchDriver(rt).run_once()
+        finally:
+            await rt.close()
+        return result.summary
+
+    return asyncio.run(go())
+
+
+def pandas_job(text: Path, output: Path) -> int:
+    """The plain pandas script: read_fwf, the model's features, the ONNX model, to_csv."""
+    import onnxruntime as ort
+    import pandas as pd
+
+    fields = text_fields()
+    frame = pd.read_fwf(text, colspecs=[(s, e) for _, s, e, _ in fields], names=[n for n, *_ in fields],
+                        header=None, dtype={n: str for n, _, _, is_text in fields if is_text},
+                        keep_default_na=False)
+    features = np.column_stack([
+        frame["TXN_AMOUNT"].to_numpy(np.float64), (frame["COUNTRY"] != "US").to_numpy(),
+        frame["MCC"].to_numpy(np.float64), (frame["CHANNEL"] == "E").to_numpy(),
+        frame["CASHBACK_AMOUNT"].to_numpy(np.float64),
+    ]).astype(np.float32)
+    info = model_info("fraud")
+    session = ort.InferenceSession(str(info["path"]), providers=["CPUExecutionProvider"])
+    frame["fraud_score"] = session.run(None, {session.get_inputs()[0].name: features})[0].reshape(-1)
+    for column, value in (("scored_by", "model"), ("model_name", "fraud"), ("model_version", "1"),
+                          ("contract", "card_txn"), ("contract_version", 1)):
+        frame[column] = value
+    frame.to_csv(output, index=False)
+    return len(frame)
+
+
+# --------------------------------------------------------------------------- peak memory
+# Runs a module or script and writes its peak resident memory (VmHWM: the high-water mark
+# of this process image, which exec resets; ru_maxrss would carry over the forking
+# parent's size) to the file named by its first argument, at exit.
+_PROBE = """
+import atexit, runpy, sys
+out, target, *rest = sys.argv[1:]
+def report():
+    with open("/proc/self/status") as fh:
+        peak = next(line.split()[1] for line in fh if line.startswith("VmHWM:"))
+    with open(out, "w") as fh:
+        fh.write(peak)
+atexit.register(report)
+sys.argv = [target, *rest]
+if target.endswith(".py"):
+    runpy.run_path(target, run_name="__main__")
+else:
+    runpy.run_module(target, run_name="__main__", alter_sys=True)
+"""
+
+
+def peak_rss_mb(target: str, args: list[str], cwd: Path) -> float:
+    """Peak resident memory of `python -m target args` (or `python target.py args`), in MB."""
+    report = cwd / "peak.kb"
+    done = subprocess.run([sys.executable, "-c", _PROBE, str(report), target, *args], cwd=cwd,
+                          capture_output=True)
+    if done.returncode not in (0, 1):
+        raise SystemExit(f"{target} {' '.join(args)} failed ({done.returncode}): {done.stderr.decode()[-2000:]}")
+    return int(report.read_text()) / 1024
+
+
+def memory_of_ours(records: int, folder: Path) -> float:
+    root = folder / f"mem-{records}"
+    config = write_config(root)
+    generate_card_file(root / "drop" / "inbox" / "CARDTXN.DAT", records=records, seed=3)
+    os.sync()
+    peak = peak_rss_mb("gateway.cli", ["batch", "run", "card_txn", "--config", str(config)], root)
+    summary = json.loads((root / "drop" / "outbox" / "CARDTXN.DAT.manifest.json").read_text())
+    if summary["counts"]["records_out"] != records:
+        raise SystemExit(f"memory run at {records:,}: {summary['counts']}")
+    for sub in ("done", "outbox"):
+        for p in (root / "drop" / sub).iterdir():
+            p.unlink()
+    return peak
+
+
+# --------------------------------------------------------------------------- main
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--memory", default="1000000,4000000", help="sizes for the peak-memory runs ('' skips them)")
+    parser.add_argument("--runs", type=int, default=2, help="best of this many timed runs each")
+    parser.add_argument("--pandas-only", nargs=2, metavar=("TEXT", "OUTPUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.pandas_only:  # the baseline alone, for its peak memory
+        pandas_job(Path(args.pandas_only[0]), Path(args.pandas_only[1]))
+        return
+
+    n = args.records
+    with tempfile.TemporaryDirectory(prefix="lgw-bench-batch-") as tmp:
+        folder = Path(tmp)
+        source = folder / "CARDTXN.DAT"
+        started = time.perf_counter()
+        generate_card_file(source, records=n, seed=3)
+        text = folder / "cardtxn.txt"
+        write_text_variant(source, text)
+        os.sync()  # no write-back of the inputs competes with the timed runs
+        print(f"generated {n:,} CARD-TXN records: EBCDIC {source.stat().st_size:,} bytes, ASCII text variant "
+              f"{text.stat().st_size:,} bytes ({time.perf_counter() - started:.1f} s, not timed)")
+
+        best_ours, best_pandas = float("inf"), float("inf")
+        summary: dict[str, Any] = {}
+        for attempt in range(args.runs):
+            root = folder / f"ours-{attempt}"
+            config = write_config(root)
+            os.link(source, root / "drop" / "inbox" / "CARDTXN.DAT")
+            os.sync()
+            t = time.perf_counter()
+            summary = ours(config)
+            best_ours = min(best_ours, time.perf_counter() - t)
+            if summary["records_out"] != n or summary["status"] != "done":
+                raise SystemExit(f"ours: {summary}")
+            os.sync()
+            t = time.perf_counter()
+            count = pandas_job(text, folder / "pandas.csv")
+            best_pandas = min(best_pandas, time.perf_counter() - t)
+            if count != n:
+                raise SystemExit(f"pandas read {count:,} records, expected {n:,}")
+        # the same model did the same job: the scores agree
+        ours_scores = pacsv.read_csv(summary["output"]).column("fraud_score").to_numpy()
+        pandas_scores = pacsv.read_csv(folder / "pandas.csv").column("fraud_score").to_numpy()
+        if not np.allclose(ours_scores, pandas_scores, atol=1e-6):
+            raise SystemExit("ours and pandas disagree on the scores")
+
+        print(f"{'ours: lgw batch run (EBCDIC -> CSV)':<44} {best_ours:7.2f} s  {n / best_ours:>12,.0f} records/s")
+        print(f"{'pandas: read_fwf + ONNX + to_csv (ASCII)':<44} {best_pandas:7.2f} s  "
+              f"{n / best_pandas:>12,.0f} records/s")
+        ratio = best_pandas / best_ours
+        print(f"ratio ours/pandas: {ratio:.1f}x (target >= {TARGET_RATIO:.0f}x: "
+              f"{'met' if ratio >= TARGET_RATIO else 'NOT met'})")
+
+        sizes = [int(s) for s in args.memory.split(",") if s.strip()]
+        if sizes:
+            peaks = {size: memory_of_ours(size, folder) for size in sizes}
+            for size, peak in peaks.items():
+                print(f"peak memory, lgw batch run, {size:>9,} records: {peak:7.0f} MB")
+            pandas_peak = peak_rss_mb(__file__, ["--pandas-only", str(text), str(folder / "pandas.csv")], folder)
+            print(f"peak memory, pandas script,  {n:>9,} records: {pandas_peak:7.0f} MB")
+            growth = max(peaks.values()) / min(peaks.values())
+            print(f"memory growth from {min(sizes):,} to {max(sizes):,} records: {growth:.2f}x "
+                  f"({'flat' if growth < 1.15 else 'GROWS'})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""Drop folders: when a file is complete, and what the outside world cannot make us do."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from adapters.files.dropfolder import DropFolder, Folders, UnsafePath, content_hash, safe_name
+from gateway.config import load_config
+from schemas.errors import ConfigError
+
+
+def folders(root: Path) -> Folders:
+    return Folders.prepare({name: root / name for name in ("inbox", "outbox", "done", "failed", "work")})
+
+
+class Clock:
+    """Wall-clock time plus a shift (file times are real; the watcher's clock moves on)."""
+
+    def __init__(self) -> None:
+        self.shift = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.shift
+
+
+def names(watch: DropFolder) -> tuple[list[str], list[str]]:
+    ready, waiting = watch.scan()
+    return [a.name for a in ready], waiting
+
+
+def test_a_file_still_being_written_is_not_taken_until_it_stops_changing(tmp_path: Path) -> None:
+    f, clock = folders(tmp_path), Clock()
+    watch = DropFolder(f, glob="*.DAT", stable_for_s=5, clock=clock)
+    path = f.inbox / "CARDTXN.DAT"
+    with open(path, "wb") as fh:
+        fh.write(b"H" * 120)
+        fh.flush()
+        assert names(watch) == ([], ["CARDTXN.DAT"])
+        clock.shift = 3
+        fh.write(b"D" * 120)  # still arriving: size, mtime and ctime move on
+        fh.flush()
+        assert names(watch) == ([], ["CARDTXN.DAT"])
+    clock.shift = 4  # 4 s of real-and-shifted time since the last write: not yet
+    assert names(watch) == ([], ["CARDTXN.DAT"])
+    clock.shift = 6
+    assert names(watch) == (["CARDTXN.DAT"], [])
+
+
+def test_with_done_files_a_file_is_taken_only_once_its_done_file_exists(tmp_path: Path) -> None:
+    f, clock = folders(tmp_path), Clock()
+    watch = DropFolder(f, glob="*", stable_for_s=0, done_file=True, clock=clock)
+    (f.inbox / "A.DAT").write_bytes(b"x" * 10)
+    clock.shift = 3600  # however old, no done-file, not complete
+    assert names(watch) == ([], ["A.DAT"])
+    (f.inbox / "A.DAT.done").write_bytes(b"")
+    ready, _ = watch.scan()
+    assert [a.name for a in ready] == ["A.DAT"] and ready[0].marker == f.inbox / "A.DAT.done"
+
+
+def test_hidden_files_done_files_folders_and_other_names_are_never_taken(tmp_path: Path) -> None:
+    f = folders(tmp_path)
+    watch = DropFolder(f, glob="CARD*", stable_for_s=0)
+    for name in (".CARDTXN.tmp", "CARDTXN.DAT.done", "OTHER.DAT", "CARDTXN.DAT"):
+        (f.inbox / name).write_bytes(b"x")
+    (f.inbox / "CARDDIR").mkdir()
+    assert names(watch) == (["CARDTXN.DAT"], [])
+
+
+def test_a_symlink_in_the_inbox_is_not_followed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    f = folders(tmp_path / "drop")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the gateway")
+    (f.inbox / "CARDTXN.DAT").symlink_to(secret)
+    watch = DropFolder(f, glob="*", stable_for_s=0)
+    assert names(watch) == ([], [])
+    assert "not followed" in caplog.text
+    with pytest.raises(UnsafePath, match="link"):
+        content_hash(f.inbox / "CARDTXN.DAT")
+
+
+def test_a_file_swapped_for_a_link_after_the_scan_is_refused_when_taken(tmp_path: Path) -> None:
+    f = folders(tmp_path / "drop")
+    (f.inbox / "A.DAT").write_bytes(b"x" * 10)
+    watch = DropFolder(f, glob="*", stable_for_s=0)
+    hashed = content_hash(f.inbox / "A.DAT")
+    os.unlink(f.inbox / "A.DAT")
+    (f.inbox / "A.DAT").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(UnsafePath, match="not a regular file"):
+        watch.claim("A.DAT", "run1.A.DAT", hashed)
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_file_changed_between_hashing_and_taking_is_refused(tmp_path: Path) -> None:
+    f = folders(tmp_path)
+    (f.inbox / "A.DAT").write_bytes(b"x" * 10)
+    hashed = content_hash(f.inbox / "A.DAT")
+    with open(f.inbox / "A.DAT", "ab") as fh:
+        fh.write(b"more")
+    with pytest.raises(UnsafePath, match="changed"):
+        DropFolder(f).claim("A.DAT", "run1.A.DAT", hashed)
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "../etc/passwd", "a/b", "a\\b", "nul\x00", "tab\tname",
+                                  "x" * 256])
+def test_names_from_outside_that_could_leave_a_folder_are_refused(name: str) -> None:
+    with pytest.raises(UnsafePath):
+        safe_name(name)
+
+
+def test_paths_from_outside_must_name_a_regular_file_directly_in_a_folder(tmp_path: Path) -> None:
+    f = folders(tmp_path / "drop")
+    (f.done / "A.DAT").write_bytes(b"x")
+    (tmp_path / "outside.DAT").write_bytes(b"x")
+    (f.done / "link.DAT").symlink_to(tmp_path / "outside.DAT")
+    (f.done / "sub").mkdir()
+    (f.done / "sub" / "B.DAT").write_bytes(b"x")
+    assert f.locate(f.done / "A.DAT") == ("done", "A.DAT")
+    assert f.locate(str(f.done / ".." / "done" / "A.DAT")) == ("done", "A.DAT")
+    for bad in (tmp_path / "outside.DAT", f.done / ".." / ".." / "outside.DAT", f.done / "link.DAT",
+                f.done / "sub" / "B.DAT", f.outbox / "A.DAT"):
+        with pytest.raises(UnsafePath):
+            f.locate(bad)
+
+
+def test_a_name_taken_in_done_gets_a_suffix_instead_of_overwriting(tmp_path: Path) -> None:
+    f = folders(tmp_path)
+    (f.done / "CARDTXN.DAT").write_bytes(b"yesterday")
+    (f.done / "CARDTXN.DAT.1").write_bytes(b"the day before")
+    assert f.free_name("done", "CARDTXN.DAT") == "CARDTXN.DAT.2"
+    assert f.free_name("failed", "CARDTXN.DAT") == "CARDTXN.DAT"
+
+
+@pytest.mark.parametrize(("source", "message"), [
+    ("{inbox: in, outbox: in/out}", "must be separate folders"),
+    ("{inbox: in, outbox: in}", "must be separate folders"),
+    ("{inbox: in, outbox: out, done: out/done}", "must be separate folders"),
+    ("{inbox: in, outbox: out, glob: '../*'}", "file name pattern"),
+    ("{inbox: in, outbox: out, glob: 'sub/*.DAT'}", "file name pattern"),
+    ("{inbox: in, outbox: out, format: xml}", "source.format"),
+])
+def test_drop_folder_config_is_checked_before_anything_starts(tmp_path: Path, source: str, message: str) -> None:
+    cfg = tmp_path / "gateway.yaml"
+    cfg.write_text(f"pipelines: {{p: {{contract: c.yaml, source: {source}}}}}\n")
+    with pytest.raises(ConfigError, match=message):
+        load_config(cfg)
+
+
+def test_done_failed_and_work_default_to_siblings_of_the_inbox(tmp_path: Path) -> None:
+    cfg = tmp_path / "gateway.yaml"
+    cfg.write_text("pipelines: {p: {contract: c.yaml, source: {inbox: drop/in, outbox: drop/out}}}\n")
+    source = load_config(cfg).pipelines["p"].source
+    assert source is not None
+    paths = source.folders(tmp_path)
+    assert {k: v.relative_to(tmp_path).as_posix() for k, v in paths.items()} == {
+        "inbox": "drop/in", "outbox": "drop/out", "done": "drop/done", "failed": "drop/failed", "work": "drop/work"}
