@@ -56,8 +56,8 @@ class ScoredBatch:
     def counts(self) -> dict[str, int]:
         if self.table.num_rows == 0:
             return {}
-        values = self.table.column("scored_by").to_pylist()
-        return dict(Counter(values))
+        counts = pc.value_counts(self.table.column("scored_by"))
+        return {str(v["values"]): int(v["counts"]) for v in counts.to_pylist()}
 
 
 @dataclass
@@ -133,7 +133,9 @@ class Pipeline:
         finally:
             self.stats.model_seconds += time.perf_counter() - started
         rejects = [RowReject(int(r), why) for r, why in poison]
-        scored_rows = np.setdiff1d(np.arange(table.num_rows), np.array([r for r, _ in poison], dtype=np.int64))
+        scored_rows = np.arange(table.num_rows)
+        if poison:
+            scored_rows = np.setdiff1d(scored_rows, np.array([r for r, _ in poison], dtype=np.int64))
         bad = np.zeros(len(scored_rows), dtype=bool)
         for name, spec in self.outputs.items():
             values = outputs[name]
