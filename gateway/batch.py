@@ -205,8 +205,8 @@ def build_runtime(name: str, cfg: GatewayConfig, state: StateStore, runs: RunSto
     pipe = cfg.pipelines.get(name)
     if pipe is None:
         raise ConfigError(f"no pipeline {name!r} in the config (pipelines: {', '.join(cfg.pipelines) or 'none'})")
-    if pipe.source is None:
-        raise ConfigError(f"pipeline {name} has no `source` (a drop folder): nothing for batch mode to read")
+    if not isinstance(pipe.source, DropFolderConfig):
+        raise ConfigError(f"pipeline {name} has no drop-folder `source`: nothing for the file driver to read")
     if pipe.policy == Policy.FALLBACK_AND_RESCORE:
         raise ConfigError(f"pipeline {name}: policy fallback_and_rescore is not supported in batch mode "
                           "(use fallback or pause)")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway.cli import EXIT_ERROR, EXIT_OK, EXIT_REJECTS, open_output, write_rejects
+from gateway.config import DropFolderConfig, OdbcSourceConfig
 from schemas.contract import Contract, RecordSpec, load_contract
 from schemas.copybook import load_copybook
 from schemas.errors import ConfigError
@@ -241,6 +242,9 @@ def batch(args: argparse.Namespace) -> int:
     from gateway.errors import InfrastructureError
 
     cfg, state, runs = _batch_context(args)
+    if args.batch_command == "run" and args.pipeline in cfg.pipelines and \
+            isinstance(cfg.pipelines[args.pipeline].source, OdbcSourceConfig):
+        return _table_run(args.pipeline, cfg, state)
     progress = _progress(args)
     if args.batch_command == "run":
         names = [args.pipeline]
@@ -274,6 +278,14 @@ def batch(args: argparse.Namespace) -> int:
     return _stoppable(main)
 
 
+def _table_run(name: str, cfg: GatewayConfig, state: StateStore) -> int:
+    from gateway.table_job import run_table_pipeline
+
+    summary = asyncio.run(run_table_pipeline(name, cfg, state))
+    print(json.dumps(summary.to_json()))
+    return EXIT_REJECTS if summary.rejected else EXIT_OK
+
+
 def _replay_pipelines(target: str, cfg: GatewayConfig, runs: RunStore) -> list[str]:
     """The pipeline a replay target belongs to: the run's, or the one whose folders hold the file."""
     import os
@@ -283,7 +295,7 @@ def _replay_pipelines(target: str, cfg: GatewayConfig, runs: RunStore) -> list[s
         return [run.pipeline]
     parent = Path(os.path.abspath(target)).parent.resolve()
     for name, pipe in cfg.pipelines.items():
-        if pipe.source is None:
+        if not isinstance(pipe.source, DropFolderConfig):
             continue
         folders = pipe.source.folders(cfg.base_dir)
         if any(parent == Path(folders[k]).resolve() for k in ("inbox", "done", "failed")):
@@ -308,7 +320,7 @@ def _batch_status(args: argparse.Namespace) -> int:
         rows.append(row)
     inboxes: dict[str, dict[str, Any]] = {}
     for name, pipe in cfg.pipelines.items():
-        if pipe.source is None or (args.pipeline and name != args.pipeline):
+        if not isinstance(pipe.source, DropFolderConfig) or (args.pipeline and name != args.pipeline):
             continue
         folders = pipe.source.folders(cfg.base_dir)
         if not folders["inbox"].is_dir():
@@ -349,7 +361,7 @@ def serve(args: argparse.Namespace) -> int:
 
     cfg, state, runs = _batch_context(args)
     _logging()
-    names = [name for name, pipe in cfg.pipelines.items() if pipe.source is not None]
+    names = [name for name, pipe in cfg.pipelines.items() if isinstance(pipe.source, DropFolderConfig)]
     if not names:
         raise ConfigError("no pipeline has a `source`: nothing to watch")
 

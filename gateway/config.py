@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
+from adapters.odbc.connection import OdbcConnectionConfig
 from gateway.resilience.breaker import BreakerConfig
 from gateway.resilience.retry import RetryPolicy
 from schemas.errors import ConfigError
@@ -99,13 +100,57 @@ class DropFolderConfig(_Strict):
                 "failed": at(self.failed, "failed"), "work": at(self.work, "work")}
 
 
+class OdbcSourceConfig(_Strict):
+    """Rows of a table (or query) reachable over ODBC. Secrets come from the environment
+    through `${VAR}` placeholders in the connection."""
+
+    type: Literal["odbc"]
+    connection: OdbcConnectionConfig
+    table: str | None = None
+    query: str | None = None
+    mode: Literal["full", "incrementing", "timestamp"] = "full"
+    key: str | None = None
+    timestamp: str | None = None
+    lag_s: float = Field(default=0.0, ge=0)  # timestamp mode: rows this recent are left for the next run
+    overlap_s: float = Field(default=0.0, ge=0)  # timestamp mode: re-read window for late commits
+    batch_rows: int = Field(default=50_000, ge=1)
+
+
+class OdbcSinkConfig(_Strict):
+    """Results upserted by key into a table, each chunk in one transaction with its checkpoint."""
+
+    type: Literal["odbc"] = "odbc"
+    connection: OdbcConnectionConfig
+    table: str
+    key: list[str]
+    columns: list[str] | None = None  # default: every input column, the outputs and the provenance
+    rejects: str = "var/rejects"  # folder for the rejects (JSON Lines per run), relative to the config
+
+
+def _source_type(value: Any) -> str:
+    """`type` picks the source; a drop folder may leave it out."""
+    if isinstance(value, dict):
+        return str(value.get("type", "dropfolder"))
+    return str(getattr(value, "type", "dropfolder"))
+
+
 class PipelineConfig(_Strict):
     contract: str
     model: str | None = None  # a key of `models`; None scores with the rules only
     policy: Policy = Policy.FALLBACK
     shadow: bool = False  # evaluate the rules beside the model and record agreement
     batch_size: int = Field(default=50_000, ge=1)
-    source: DropFolderConfig | None = None  # batch mode: where the files come from and go to
+    # batch mode: where the records come from (a drop folder or an ODBC table) and, for a
+    # table, where the results go
+    source: Annotated[Annotated[DropFolderConfig, Tag("dropfolder")] | Annotated[OdbcSourceConfig, Tag("odbc")],
+                      Discriminator(_source_type)] | None = None
+    sink: OdbcSinkConfig | None = None
+
+    @model_validator(mode="after")
+    def _table_needs_sink(self) -> PipelineConfig:
+        if isinstance(self.source, OdbcSourceConfig) and self.sink is None:
+            raise ValueError("an ODBC source needs a `sink` (the results table)")
+        return self
 
 
 class StateConfig(_Strict):
@@ -129,7 +174,7 @@ class GatewayConfig(_Strict):
         pipelines share an inbox."""
         inboxes: dict[Path, str] = {}
         for name, pipe in self.pipelines.items():
-            if pipe.source is None:
+            if not isinstance(pipe.source, DropFolderConfig):
                 continue
             folders = pipe.source.folders(self.base_dir)
             for a, pa_ in folders.items():
