@@ -214,6 +214,12 @@ def _with_env(cfg: GatewayConfig) -> GatewayConfig:
     return cfg
 
 
+def _location(loc: tuple[Any, ...]) -> str:
+    """The key path of a config error, without pydantic's union tags (source.dropfolder...)."""
+    parts = [str(x) for i, x in enumerate(loc) if not (i and loc[i - 1] == "source" and x in ("dropfolder", "odbc"))]
+    return ".".join(parts)
+
+
 def load_config(path: str | os.PathLike[str] | None) -> GatewayConfig:
     if path is None:
         return embedded_defaults()
@@ -230,7 +236,7 @@ def load_config(path: str | os.PathLike[str] | None) -> GatewayConfig:
         cfg = GatewayConfig.model_validate({**raw, "base_dir": p.parent})
     except ValidationError as exc:
         first = exc.errors()[0]
-        loc = ".".join(str(x) for x in first["loc"])
+        loc = _location(first["loc"])
         msg = first["msg"].removeprefix("Value error, ")
         raise ConfigError(f"{p}: {loc}: {msg}" if loc else f"{p}: {msg}") from None
     for name, pipe in cfg.pipelines.items():

@@ -52,6 +52,12 @@ class FieldErrors:
 class DecodedBatch:
     table: pa.Table
     errors: list[FieldErrors] = field(default_factory=list)
+    # chunk row of every table row, when the table holds fewer rows than the chunk (header
+    # and trailer records split off, rejected records filtered out); None: one to one
+    source_rows: np.ndarray | None = None
+
+    def chunk_rows(self) -> np.ndarray:
+        return np.arange(self.table.num_rows) if self.source_rows is None else self.source_rows
 
     @property
     def num_rows(self) -> int:

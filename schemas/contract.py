@@ -448,7 +448,7 @@ class _SplitDecoder:
             for e in batch.errors:
                 e.rows = keep[e.rows]
             batch = DecodedBatch(batch.table, batch.errors)
-            batch.source_rows = keep  # type: ignore[attr-defined]
+            batch.source_rows = keep
         self.report.details += batch.num_rows
         ctl = c.trailer.control if c.trailer else None
         if ctl:

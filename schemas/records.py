@@ -70,6 +70,9 @@ class RecordChunk:
     offsets: np.ndarray  # byte offset in the file where each record's data starts
     rejects: list[FramingReject] = field(default_factory=list)
     end: ReadPosition = field(default_factory=ReadPosition)  # where the next chunk starts
+    # 0-based file record number of every row when rows were skipped (empty text lines);
+    # None: start_index + row
+    row_numbers: np.ndarray | None = None
 
     @property
     def num_rows(self) -> int:
@@ -200,7 +203,7 @@ def _line_chunk(arr: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: in
     present = cols[None, :] < lens[:, None]
     matrix = np.where(present, arr[idx], np.uint8(pad)).astype(np.uint8)
     chunk = RecordChunk(matrix, lens, index, base + starts, rejects)
-    chunk.row_numbers = index + np.flatnonzero(keep)  # type: ignore[attr-defined]
+    chunk.row_numbers = index + np.flatnonzero(keep)
     return chunk
 
 

@@ -54,7 +54,7 @@ class DecodedChunk:
 
     def record_numbers(self) -> np.ndarray:
         """1-based file record number of every row of the table."""
-        rows = getattr(self.chunk, "row_numbers", None)
+        rows = self.chunk.row_numbers
         if rows is not None:
             return np.asarray(rows) + 1
         return self.chunk.start_index + 1 + np.arange(self.chunk.num_rows)

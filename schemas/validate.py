@@ -107,8 +107,7 @@ def validate_chunk(contract: Contract, dc: DecodedChunk) -> None:
     from schemas.contract import _column
 
     table = dc.batch.table
-    source_rows = getattr(dc.batch, "source_rows", None)
-    rows_of = np.arange(table.num_rows) if source_rows is None else np.asarray(source_rows)
+    rows_of = dc.batch.chunk_rows()
     numbers = dc.record_numbers()
     for path, (node, rules) in contract.rules.items():
         col = _column(table, path)
@@ -129,4 +128,4 @@ def validate_chunk(contract: Contract, dc: DecodedChunk) -> None:
     keep = ~np.isin(table_numbers, bad_numbers)
     if not keep.all():
         dc.batch.table = table.filter(pa.array(keep))
-        dc.batch.source_rows = rows_of[keep]  # type: ignore[attr-defined]
+        dc.batch.source_rows = rows_of[keep]

@@ -41,14 +41,8 @@ class FileBatch(SourceBatch):
 def file_batch(dc: DecodedChunk) -> FileBatch:
     """The detail records that passed (with their own bytes, record numbers and offsets)
     and the rejects of one decoded chunk."""
-    source_rows = getattr(dc.batch, "source_rows", None)
-    numbers = dc.record_numbers()
-    if source_rows is None:
-        raw, offsets = dc.chunk.matrix[: dc.table.num_rows], dc.chunk.offsets[: dc.table.num_rows]
-        numbers = numbers[: dc.table.num_rows]
-    else:
-        rows = np.asarray(source_rows)
-        raw, offsets, numbers = dc.chunk.matrix[rows], dc.chunk.offsets[rows], numbers[rows]
+    rows = dc.batch.chunk_rows()
+    raw, offsets, numbers = dc.chunk.matrix[rows], dc.chunk.offsets[rows], dc.record_numbers()[rows]
     return FileBatch(table=dc.table, rejects=dc.rejects, raw=raw, record_numbers=numbers,
                      record_offsets=offsets, bytes_read=dc.chunk.end.offset)
 
