@@ -59,7 +59,7 @@ def _scalar(value: Any, typ: pa.DataType) -> pa.Scalar:
     return pa.scalar(str(value), pa.string())
 
 
-def _violations(node: Elementary, rules: FieldRules, col: pa.Array) -> list[tuple[np.ndarray, str]]:
+def violations(node: Elementary, rules: FieldRules, col: pa.Array) -> list[tuple[np.ndarray, str]]:
     """(bad row mask, reason) pairs for one field."""
     out: list[tuple[np.ndarray, str]] = []
 
@@ -113,7 +113,7 @@ def validate_chunk(contract: Contract, dc: DecodedChunk) -> None:
         col = _column(table, path)
         if isinstance(col, pa.ChunkedArray):
             col = col.combine_chunks()
-        for bad, why in _violations(node, rules, col):
+        for bad, why in violations(node, rules, col):
             for i in np.flatnonzero(bad):
                 row = int(rows_of[i])
                 value = col[int(i)].as_py()

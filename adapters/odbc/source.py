@@ -16,10 +16,10 @@ memory stays flat whatever the driver buffers. The watermark moves only in `ack`
 driver calls it once the batch's results are durable), in read order: a batch acked
 before an earlier one waits for it, and a nacked batch holds the watermark where it was.
 
-Before the first batch `check_schema` compares the source's columns with the contract:
-a missing column or a column of another type stops the run with a message naming it.
-Rows that decode but break the contract's rules (required, pattern, min/max, allowed
-values) come back as rejects, as they do for files.
+Before the first batch `check_schema` compares the source's columns with the contract
+(`columns.py`): a missing column or a column of another type stops the run with a message
+naming it. Rows that decode but break the contract's types or rules come back as rejects,
+as they do for files (`conform.py`). Acknowledgement order is kept by `acks.Acks`.
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
@@ -38,6 +37,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from adapters.base import SourceBatch
+from adapters.odbc.acks import Acks
+from adapters.odbc.columns import (
+    ContractColumn,
+    SchemaDriftError,
+    compare_columns,
+    contract_columns,
+    source_columns,
+)
+from adapters.odbc.conform import conform
 from adapters.odbc.connection import (
     ColumnInfo,
     OdbcConnection,
@@ -51,10 +59,6 @@ from adapters.odbc.identifiers import Dialect, quote, quote_table, validate_iden
 from gateway.watermarks import WatermarkStore
 from schemas.contract import Contract
 from schemas.errors import ConfigError
-from schemas.fields import numeric_type
-from schemas.layout import Category, Elementary
-from schemas.stream import Reject
-from schemas.validate import _violations
 
 log = logging.getLogger("lgw.odbc.source")
 
@@ -69,122 +73,7 @@ READERS: dict[Dialect, Literal["arrow", "pyodbc"]] = {
     Dialect.POSTGRESQL: "arrow", Dialect.MARIADB: "arrow", Dialect.SQLITE: "arrow"}
 
 
-class SchemaDriftError(ConfigError):
-    """The source's columns no longer match the contract: the run does not start."""
-
-
-# ------------------------------------------------------------------------------ the contract
-@dataclass(frozen=True)
-class ContractColumn:
-    key: str
-    type: pa.DataType
-    field: Elementary
-
-    @property
-    def described(self) -> str:
-        pic = self.field.picture.text if self.field.picture else self.field.usage.value.upper()
-        usage = "" if self.field.usage.value == "display" else f" {self.field.usage.value.upper()}"
-        return f"{_arrow_name(self.type)} (PIC {pic}{usage})"
-
-
-def contract_columns(contract: Contract) -> list[ContractColumn]:
-    """A table source's columns: the contract's elementary fields by key, PIC X as text and
-    numbers as `numeric_type` makes them (int64 or an exact decimal)."""
-    out: list[ContractColumn] = []
-    for f in contract.layout.elementary():
-        if f.is_filler:
-            continue
-        if f.occurs or any(a.occurs for a in f.ancestors()):
-            raise ConfigError(f"contract {contract.name}: {f.path} is inside OCCURS, which a table row cannot hold")
-        typ = pa.string() if f.category == Category.TEXT else numeric_type(f)
-        out.append(ContractColumn(f.key, typ, f))
-    keys = [c.key.lower() for c in out]
-    if len(set(keys)) != len(keys):
-        raise ConfigError(f"contract {contract.name}: field names repeat (REDEFINES?); a table needs unique columns")
-    return out
-
-
-def _arrow_name(t: pa.DataType) -> str:
-    if pa.types.is_decimal(t):
-        return f"decimal({t.precision},{t.scale})"
-    if pa.types.is_integer(t):
-        return "integer"
-    return "text" if pa.types.is_string(t) else str(t)
-
-
-def _compatible(want: pa.DataType, col: ColumnInfo, dialect: Dialect) -> bool:
-    if pa.types.is_string(want):
-        return col.family == "text"
-    if pa.types.is_integer(want):
-        return col.family == "integer" or (col.family == "decimal" and (col.scale or 0) == 0)
-    if pa.types.is_decimal(want):
-        if col.family == "text":
-            return dialect == Dialect.SQLITE  # SQLite has no exact decimal type: decimals live as text
-        if col.family == "integer":
-            return want.scale == 0
-        return col.family == "decimal" and (col.scale is None or col.scale == want.scale)
-    if pa.types.is_floating(want):
-        return col.family in ("float", "decimal")
-    return False
-
-
-def compare_columns(expected: list[ContractColumn], actual: list[ColumnInfo], *, what: str, contract: Contract,
-                    dialect: Dialect) -> dict[str, ColumnInfo]:
-    """contract key -> the source's column (names compared without case); every missing
-    column and every type mismatch in one SchemaDriftError."""
-    by_name = {c.name.lower(): c for c in actual}
-    problems: list[str] = []
-    found: dict[str, ColumnInfo] = {}
-    who = f"contract {contract.name} v{contract.version}"
-    for want in expected:
-        col = by_name.get(want.key.lower())
-        if col is None:
-            problems.append(f"{what} has no column {want.key}, which {who} needs as {want.described}")
-        elif not _compatible(want.type, col, dialect):
-            problems.append(f"column {want.key}: {who} expects {want.described}, {what} has {col.shown}")
-        else:
-            found[want.key] = col
-    if problems:
-        raise SchemaDriftError("schema drift, run refused: " + "; ".join(problems))
-    return found
-
-
-# ------------------------------------------------------------------------------ acknowledgements
-@dataclass
-class _Acks:
-    """Batches in read order; the watermark is the state after the last batch of the
-    longest acknowledged prefix. A nack stops the prefix for the rest of the run."""
-
-    next_seq: int = 0
-    committed: int = 0  # batches [0, committed) are acknowledged and stored
-    states: dict[int, dict[str, Any] | None] = field(default_factory=dict)
-    acked: set[int] = field(default_factory=set)
-    nacked: bool = False
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def add(self, state: dict[str, Any] | None) -> int:
-        with self.lock:
-            seq = self.next_seq
-            self.states[seq] = state
-            self.next_seq += 1
-            return seq
-
-    def ack(self, seq: int) -> dict[str, Any] | None:
-        """The state to store now, or None when nothing new is acknowledged in order."""
-        with self.lock:
-            self.acked.add(seq)
-            latest: dict[str, Any] | None = None
-            while not self.nacked and self.committed in self.acked:
-                latest = self.states.pop(self.committed) or latest
-                self.acked.discard(self.committed)
-                self.committed += 1
-            return latest
-
-    @property
-    def pending(self) -> bool:
-        return self.committed < self.next_seq
-
-
+# ------------------------------------------------------------------------------ a run
 @dataclass
 class _Run:
     """One pass over the source, from the stored watermark up to what existed at its start."""
@@ -241,7 +130,7 @@ class OdbcSource:
         self._arrow: Any = None
         self._columns: dict[str, ColumnInfo] = {}
         self._run: _Run | None = None
-        self._acks = _Acks()
+        self._acks = Acks()
         self._lock = asyncio.Lock()
         self._ack_lock = asyncio.Lock()
 
@@ -266,7 +155,7 @@ class OdbcSource:
         if self._acks.pending and not self._acks.nacked:
             raise RuntimeError(f"{self.name}: batches of the previous run are not acknowledged yet")
         self._run = None
-        self._acks = _Acks()
+        self._acks = Acks()
 
     def check_schema(self) -> dict[str, ColumnInfo]:
         """Compares the source's columns and types with the contract (and checks the key
@@ -307,22 +196,8 @@ class OdbcSource:
             raise translate(exc, f"reading the columns of {self.name}") from exc
         finally:
             self._odbc.rollback()  # a catalog read holds metadata locks on MariaDB until it ends
-        found = compare_columns(self.expected, actual, what=what, contract=self.contract, dialect=self.dialect)
-        by_name = {c.name.lower(): c for c in actual}
-        for role, col in (("key", self.key), ("timestamp", self.timestamp)):
-            if col is None or col in found:
-                continue
-            info = by_name.get(col.lower())
-            if info is None:
-                raise SchemaDriftError(f"{what} has no column {col}, the source's {role} column")
-            found[col] = info
-        if self.timestamp:
-            ts = found[self.timestamp]
-            ok = ts.family in ("timestamp", "date") or (self.dialect == Dialect.SQLITE and ts.family == "text")
-            if not ok:
-                raise SchemaDriftError(f"column {self.timestamp}: a timestamp column must be a timestamp or date, "
-                                       f"{what} has {ts.shown}")
-        return found
+        return source_columns(self.expected, actual, what=what, contract=self.contract, dialect=self.dialect,
+                              key=self.key, timestamp=self.timestamp)
 
     def _close(self) -> None:
         for conn in (self._odbc,):
@@ -542,7 +417,8 @@ class OdbcSource:
             run.state = {"mode": self.mode, "key": run.cursor[0]} if self.mode == "incrementing" else None
         first = run.rows + 1
         run.rows += raw.num_rows
-        table, rejects = self._conform(raw, first)
+        table, rejects = conform(raw, first, contract=self.contract, expected=self.expected, source=self._columns,
+                                 key=self.key, timestamp=self.timestamp)
         seq = self._acks.add(run.state)
         position = {k: v for k, v in run.state.items() if k != "seen"} if run.state else {}
         position.update(mode=self.mode, rows=run.rows)
@@ -570,40 +446,6 @@ class OdbcSource:
         for k, t in zip(pc.filter(key_col, keep).to_pylist(), pc.filter(us, keep).to_pylist(), strict=True):
             seen[str(k)] = t
         return {"mode": "timestamp", "ts": new_ts.isoformat(), "seen": seen}
-
-    def _conform(self, raw: pa.Table, first: int) -> tuple[pa.Table, list[Reject]]:
-        """Raw columns -> the contract's names and types, extra key/timestamp columns after
-        them; rows that do not fit a type or break a rule become rejects."""
-        columns: dict[str, pa.ChunkedArray] = {}
-        bad: dict[int, list[tuple[str, str]]] = {}
-        key_values = raw.column(self._columns[self.key].name) if self.key else None
-        for c in self.expected:
-            col = raw.column(self._columns[c.key].name)
-            if pa.types.is_string(col.type) and self._columns[c.key].type_name.lower() in ("char", "bpchar", "nchar"):
-                col = pc.utf8_rtrim(col, characters=" ")  # CHAR(n) pads with blanks; the pad is not data
-            cast, failures = _cast(col, c.type)
-            for row, why in failures:
-                bad.setdefault(row, []).append((c.key, why))
-            columns[c.key] = cast
-        for extra in (self.key, self.timestamp):
-            if extra and extra not in columns:
-                columns[extra] = raw.column(self._columns[extra].name)
-        table = pa.table(columns)
-        for node, rules in self.contract.rules.values():
-            col = table.column(node.key).combine_chunks()
-            for mask, why in _violations(node, rules, col):
-                for i in np.flatnonzero(mask).tolist():
-                    bad.setdefault(i, []).append((node.key, f"{why}: {col[i].as_py()!r}"))
-        if not bad:
-            return table, []
-        rejects = []
-        for row in sorted(bad):
-            key = "" if key_values is None else f"{self.key}={key_values[row].as_py()!r}: "
-            for col_name, why in bad[row]:
-                rejects.append(Reject(first + row, 0, f"{key}{why}", col_name))
-        keep = np.ones(table.num_rows, dtype=bool)
-        keep[list(bad)] = False
-        return table.filter(pa.array(keep)), rejects
 
     # ---- acknowledgement
     def _ack_fn(self, seq: int) -> Callable[[], Any]:
@@ -666,29 +508,6 @@ def _micros(value: datetime) -> int:
         value = value.astimezone(UTC).replace(tzinfo=None)
     return int((value - datetime(1970, 1, 1)) / timedelta(microseconds=1))
 
-
-def _cast(col: pa.ChunkedArray, typ: pa.DataType) -> tuple[pa.ChunkedArray, list[tuple[int, str]]]:
-    """Safe cast to the contract's type; on failure, the rows that do not fit (as nulls
-    in the result) with why."""
-    if col.type == typ:
-        return col, []
-    source = col
-    if pa.types.is_integer(col.type) and pa.types.is_decimal(typ):
-        source = col.cast(pa.decimal128(38, typ.scale))  # int64 -> decimal needs room first
-    try:
-        return source.cast(typ), []
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        pass
-    values = source.to_pylist()
-    out: list[Any] = []
-    failures: list[tuple[int, str]] = []
-    for i, v in enumerate(values):
-        try:
-            out.append(None if v is None else pa.scalar(v, source.type).cast(typ).as_py())
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            out.append(None)
-            failures.append((i, f"{v!r} does not fit {_arrow_name(typ)}"))
-    return pa.chunked_array([pa.array(out, typ)]), failures
 
 
 __all__ = ["READERS", "ContractColumn", "OdbcSource", "SchemaDriftError", "compare_columns", "contract_columns"]
