@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy import Column, DateTime, MetaData, String, Table, Text, create_engine, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, ProgrammingError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from gateway.errors import ConfigError, InfrastructureError
@@ -178,9 +178,10 @@ class StateStore:
             try:
                 try:
                     metadata.create_all(self.engine, checkfirst=True)
-                except (IntegrityError, ProgrammingError):
-                    # Another replica created a table between our check and our CREATE
-                    # (PostgreSQL reports a duplicate in pg_type); the second look sees it.
+                except (IntegrityError, ProgrammingError, OperationalError):
+                    # Another process created a table between our check and our CREATE
+                    # (PostgreSQL reports a duplicate in pg_type, SQLite "table ... already
+                    # exists"); the second look sees it.
                     metadata.create_all(self.engine, checkfirst=True)
             except SQLAlchemyError as exc:
                 raise StateStoreError(f"state store {self.display_url}: {_first_line(exc)}") from exc
