@@ -43,6 +43,7 @@ import pyarrow.csv as pacsv
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gateway.config import example_dropfolder_config
 from schemas.contract import load_contract
 from schemas.examples import contract_path, generate_card_file, model_info
 from schemas.layout import Elementary
@@ -85,16 +86,7 @@ def write_text_variant(ebcdic: Path, target: Path) -> None:
 
 
 def write_config(root: Path) -> Path:
-    info = model_info("fraud")
-    cfg = {
-        "models": {"fraud": {"endpoint": {"backend": "onnx", "path": str(info["path"]), "sha256": info["sha256"]}}},
-        "pipelines": {"card_txn": {
-            "contract": str(contract_path()), "model": "fraud", "batch_size": CHUNK,
-            "source": {"inbox": "drop/inbox", "outbox": "drop/outbox", "glob": "*.DAT", "stable_for_s": 0,
-                       "format": "csv"},
-        }},
-        "state": {"url": f"sqlite:///{root / 'state.db'}"},
-    }
+    cfg = example_dropfolder_config(f"sqlite:///{root / 'state.db'}", fmt="csv", batch_size=CHUNK)
     (root / "drop" / "inbox").mkdir(parents=True, exist_ok=True)
     path = root / "gateway.yaml"
     path.write_text(json.dumps(cfg), encoding="utf-8")

@@ -142,23 +142,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     from gateway import commands
 
-    if args.command == "decode":
-        return commands.decode(args)
-    if args.command == "encode":
-        return commands.encode(args)
-    if args.command == "contract":
-        return commands.contract(args)
-    if args.command == "examples":
-        return commands.examples(args)
-    if args.command == "score":
-        return commands.score(args)
-    if args.command == "killswitch":
-        return commands.killswitch(args)
-    if args.command == "batch":
-        return commands.batch(args)
-    if args.command == "run":
-        return commands.serve(args)
-    raise AssertionError(args.command)
+    handlers = {
+        "decode": commands.decode, "encode": commands.encode, "contract": commands.contract,
+        "examples": commands.examples, "score": commands.score, "killswitch": commands.killswitch,
+        "batch": commands.batch, "run": commands.serve,
+    }
+    return handlers[args.command](args)
 
 
 def write_rejects(rejects: list, out: IO[str]) -> None:

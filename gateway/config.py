@@ -189,6 +189,24 @@ class GatewayConfig(_Strict):
         return self
 
 
+def example_dropfolder_config(state_url: str, *, fmt: str = "jsonl", batch_size: int = 50_000,
+                              **source: Any) -> dict[str, Any]:
+    """gateway.yaml content for the bundled example fed by ./drop/inbox (relative to the
+    file): the pinned ONNX model, the card-transaction contract, SQLite state at `state_url`."""
+    from schemas.examples import contract_path, model_info
+
+    info = model_info("fraud")
+    return {
+        "models": {"fraud": {"endpoint": {"backend": "onnx", "path": str(info["path"]), "sha256": info["sha256"]}}},
+        "pipelines": {"card_txn": {
+            "contract": str(contract_path()), "model": "fraud", "batch_size": batch_size,
+            "source": {"inbox": "drop/inbox", "outbox": "drop/outbox", "glob": "*.DAT", "stable_for_s": 0,
+                       "format": fmt, **source},
+        }},
+        "state": {"url": state_url},
+    }
+
+
 def embedded_defaults() -> GatewayConfig:
     """The bundled example: fraud model in process, card-transaction pipeline fed by a drop
     folder under ./var/drop, SQLite for state."""

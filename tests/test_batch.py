@@ -22,11 +22,11 @@ import pytest
 from adapters.files.dropfolder import DropFolder, content_hash
 from gateway.batch import INTERRUPTED, BatchDriver, BatchRuntime, JobResult, build_runtime
 from gateway.cli import main
-from gateway.config import load_config
+from gateway.config import example_dropfolder_config, load_config
 from gateway.runs import DONE, DUPLICATE, FAILED, RUNNING, RunStore
 from gateway.state import StateStore
 from schemas.contract import ControlReport, load_contract
-from schemas.examples import contract_path, generate_card_file, model_info
+from schemas.examples import contract_path, generate_card_file
 from schemas.records import Framing, ReadPosition, read_records
 
 RECORDS = 3_000
@@ -35,16 +35,7 @@ CHUNK = 500  # 7 chunks (3,000 details + header + trailer)
 
 # --------------------------------------------------------------------------- helpers
 def write_config(root: Path, fmt: str = "jsonl", chunk: int = CHUNK, **source: Any) -> Path:
-    info = model_info("fraud")
-    cfg = {
-        "models": {"fraud": {"endpoint": {"backend": "onnx", "path": str(info["path"]), "sha256": info["sha256"]}}},
-        "pipelines": {"card_txn": {
-            "contract": str(contract_path()), "model": "fraud", "batch_size": chunk,
-            "source": {"inbox": "drop/inbox", "outbox": "drop/outbox", "glob": "*.DAT", "stable_for_s": 0,
-                       "format": fmt, **source},
-        }},
-        "state": {"url": f"sqlite:///{root / 'state.db'}"},
-    }
+    cfg = example_dropfolder_config(f"sqlite:///{root / 'state.db'}", fmt=fmt, batch_size=chunk, **source)
     root.mkdir(parents=True, exist_ok=True)
     path = root / "gateway.yaml"
     path.write_text(json.dumps(cfg), encoding="utf-8")

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from schemas.examples import contract_path, generate_card_file, model_info
+from gateway.config import example_dropfolder_config
+from schemas.examples import generate_card_file
 
 RECORDS = 200_000
 CHUNK = 1_000
@@ -21,16 +22,7 @@ MIN_KILLS = 12
 
 
 def write_config(root: Path, fmt: str) -> Path:
-    info = model_info("fraud")
-    cfg = {
-        "models": {"fraud": {"endpoint": {"backend": "onnx", "path": str(info["path"]), "sha256": info["sha256"]}}},
-        "pipelines": {"card_txn": {
-            "contract": str(contract_path()), "model": "fraud", "batch_size": CHUNK,
-            "source": {"inbox": "drop/inbox", "outbox": "drop/outbox", "glob": "*.DAT", "stable_for_s": 0,
-                       "format": fmt},
-        }},
-        "state": {"url": f"sqlite:///{root / 'state.db'}"},
-    }
+    cfg = example_dropfolder_config(f"sqlite:///{root / 'state.db'}", fmt=fmt, batch_size=CHUNK)
     path = root / "gateway.yaml"
     path.write_text(json.dumps(cfg), encoding="utf-8")  # JSON is YAML
     return path
