@@ -111,6 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
                                      "current chunk, then exit)")
     srv.add_argument("--config", metavar="gateway.yaml", help="pipelines, folders, models, state (default: embedded)")
 
+    rt = sub.add_parser("serve", help="real time: score Kafka topics and AMQP request queues until stopped "
+                                      "(SIGTERM: finish in-flight batches, commit, exit)")
+    rt.add_argument("--config", metavar="gateway.yaml", required=True,
+                    help="pipelines with a kafka or amqp source, models, brokers")
+    rt.add_argument("--pipeline", metavar="NAME", help="serve this pipeline only")
+    api = sub.add_parser("asyncapi", help="AsyncAPI document of the real-time channels")
+    api.add_argument("--config", metavar="gateway.yaml", required=True)
+    api.add_argument("--pipeline", metavar="NAME", help="document this pipeline only")
+    api.add_argument("--format", choices=["json", "yaml"], default="json")
+    api.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
+
     ex = sub.add_parser("examples", help="bundled example contracts and data")
     esub = ex.add_subparsers(dest="examples_command", required=True, parser_class=_Parser)
     gen = esub.add_parser("generate", help="write a sample card-transaction file")
@@ -146,6 +157,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "decode": commands.decode, "encode": commands.encode, "contract": commands.contract,
         "examples": commands.examples, "score": commands.score, "killswitch": commands.killswitch,
         "batch": commands.batch, "run": commands.serve,
+        "serve": commands.realtime, "asyncapi": commands.asyncapi,
     }
     return handlers[args.command](args)
 

@@ -208,6 +208,31 @@ def _stoppable(main: Callable[[asyncio.Event], Awaitable[int]]) -> int:
     return asyncio.run(go())
 
 
+def realtime(args: argparse.Namespace) -> int:
+    """`lgw serve`: the real-time pipelines (Kafka, AMQP) until SIGTERM/SIGINT."""
+    from gateway.config import load_config
+    from gateway.realtime.serve import print_stats, run_until
+    from gateway.state import StateStore
+
+    cfg = load_config(args.config)
+    state = StateStore(cfg.state.url)
+    _logging()
+
+    async def main(stop: asyncio.Event) -> int:
+        print_stats(await run_until(cfg, stop, only=args.pipeline, state=state))
+        return EXIT_OK
+
+    return _stoppable(main)
+
+
+def asyncapi(args: argparse.Namespace) -> int:
+    from gateway.config import load_config
+    from gateway.realtime.serve import asyncapi_document, write_document
+
+    write_document(asyncapi_document(load_config(args.config), only=args.pipeline, fmt=args.format), args.output)
+    return EXIT_OK
+
+
 def _batch_context(args: argparse.Namespace) -> tuple[GatewayConfig, StateStore, RunStore]:
     from gateway.config import load_config
     from gateway.runs import RunStore  # its tables join the state store's metadata before first use

@@ -127,6 +127,36 @@ class OdbcSinkConfig(_Strict):
     rejects: str = "var/rejects"  # folder for the rejects (JSON Lines per run), relative to the config
 
 
+class KafkaSourceConfig(_Strict):
+    """Real time: records arrive on Kafka topics; results go to `result_topic` with the
+    input key, dead letters (data errors only) to `dlq_topic` with the original bytes."""
+
+    type: Literal["kafka"]
+    topics: list[str] = Field(min_length=1)
+    group_id: str
+    payload: Literal["json", "copybook"] = "json"
+    result_topic: str
+    dlq_topic: str
+    result_format: Literal["json", "fixed"] | None = None  # default: json for JSON, fixed for copybook
+    max_records: int = Field(default=500, ge=1)  # micro-batch size
+    max_wait_ms: int = Field(default=20, ge=1)  # how long a micro-batch may wait to fill
+
+
+class AmqpSourceConfig(_Strict):
+    """Real time over a legacy queue (AMQP 0-9-1): request/reply. A request names its
+    `reply_to` queue and a `correlation_id`; the reply goes there with the same id.
+    Rejected requests are published to `dead_letter_exchange` with the reason, and the
+    requester gets a reply saying so."""
+
+    type: Literal["amqp"]
+    queue: str
+    payload: Literal["json", "copybook"] = "copybook"
+    result_format: Literal["json", "fixed"] | None = None
+    prefetch: int = Field(default=64, ge=1)  # bounds the requests in flight
+    dead_letter_exchange: str = "lgw.dlx"
+    dead_letter_routing_key: str | None = None  # default: the queue's name
+
+
 def _source_type(value: Any) -> str:
     """`type` picks the source; a drop folder may leave it out."""
     if isinstance(value, dict):
@@ -142,7 +172,9 @@ class PipelineConfig(_Strict):
     batch_size: int = Field(default=50_000, ge=1)
     # batch mode: where the records come from (a drop folder or an ODBC table) and, for a
     # table, where the results go
-    source: Annotated[Annotated[DropFolderConfig, Tag("dropfolder")] | Annotated[OdbcSourceConfig, Tag("odbc")],
+    # real time: Kafka topics or an AMQP queue
+    source: Annotated[Annotated[DropFolderConfig, Tag("dropfolder")] | Annotated[OdbcSourceConfig, Tag("odbc")]
+                      | Annotated[KafkaSourceConfig, Tag("kafka")] | Annotated[AmqpSourceConfig, Tag("amqp")],
                       Discriminator(_source_type)] | None = None
     sink: OdbcSinkConfig | None = None
 
@@ -150,7 +182,39 @@ class PipelineConfig(_Strict):
     def _table_needs_sink(self) -> PipelineConfig:
         if isinstance(self.source, OdbcSourceConfig) and self.sink is None:
             raise ValueError("an ODBC source needs a `sink` (the results table)")
+        if self.realtime and self.policy == Policy.FALLBACK_AND_RESCORE:
+            raise ValueError("policy fallback_and_rescore is for batch sources; a real-time pipeline "
+                             "takes fallback or pause")
         return self
+
+    @property
+    def realtime(self) -> bool:
+        return isinstance(self.source, KafkaSourceConfig | AmqpSourceConfig)
+
+
+class KafkaConfig(_Strict):
+    """The Kafka cluster of the real-time pipelines (`LGW_KAFKA_BOOTSTRAP` overrides)."""
+
+    bootstrap_servers: str = "localhost:9092"
+    client_id: str = "lgw"
+    # Results and dead letters are acknowledged by all in-sync replicas before offsets
+    # are committed. Idempotence needs broker support (Apache Kafka has it).
+    acks: Literal["all"] = "all"
+    enable_idempotence: bool = True
+    linger_ms: int = Field(default=5, ge=0)
+    compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    fetch_max_wait_ms: int = Field(default=100, ge=1)
+    session_timeout_ms: int = Field(default=10_000, ge=1000)
+    heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+    graceful_timeout_s: float = Field(default=30.0, gt=0)  # shutdown: how long in-flight batches may take
+
+
+class AmqpConfig(_Strict):
+    """The AMQP 0-9-1 broker (RabbitMQ) of the legacy-queue pipelines (`LGW_AMQP_URL` overrides)."""
+
+    url: str = "amqp://guest:guest@localhost:5672/"
+    graceful_timeout_s: float = Field(default=30.0, gt=0)
 
 
 class StateConfig(_Strict):
@@ -161,6 +225,8 @@ class GatewayConfig(_Strict):
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     pipelines: dict[str, PipelineConfig] = Field(default_factory=dict)
     state: StateConfig = Field(default_factory=StateConfig)
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    amqp: AmqpConfig = Field(default_factory=AmqpConfig)
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     def resolve(self, path: str) -> Path:
@@ -225,6 +291,8 @@ def _with_env(cfg: GatewayConfig) -> GatewayConfig:
     url = os.environ.get("LGW_STATE_URL")
     if url:
         cfg.state.url = url
+    cfg.kafka.bootstrap_servers = os.environ.get("LGW_KAFKA_BOOTSTRAP", cfg.kafka.bootstrap_servers)
+    cfg.amqp.url = os.environ.get("LGW_AMQP_URL", cfg.amqp.url)
     for name, model in cfg.models.items():
         override = os.environ.get(f"LGW_MODEL_{name.upper()}_URL")
         if override and not isinstance(model.endpoint, OnnxModelConfig):
@@ -234,7 +302,8 @@ def _with_env(cfg: GatewayConfig) -> GatewayConfig:
 
 def _location(loc: tuple[Any, ...]) -> str:
     """The key path of a config error, without pydantic's union tags (source.dropfolder...)."""
-    parts = [str(x) for i, x in enumerate(loc) if not (i and loc[i - 1] == "source" and x in ("dropfolder", "odbc"))]
+    tags = ("dropfolder", "odbc", "kafka", "amqp")
+    parts = [str(x) for i, x in enumerate(loc) if not (i and loc[i - 1] == "source" and x in tags)]
     return ".".join(parts)
 
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Debian packages the tests need (ODBC driver manager and drivers). Installs only what is missing.
+# Debian packages the tests need (ODBC driver manager and drivers; kcat for the Kafka tests).
+# Installs only what is missing.
 set -euo pipefail
 need=()
-for pkg in unixodbc unixodbc-dev libsqliteodbc odbc-postgresql odbc-mariadb; do
+for pkg in unixodbc unixodbc-dev libsqliteodbc odbc-postgresql odbc-mariadb kcat; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

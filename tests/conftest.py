@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.model_servers"]
+pytest_plugins = ["tests.model_servers", "tests.kafka_broker", "tests.realtime_data"]
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LGW_SHARED", ROOT.parent / "shared"))

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import LoggedProcess
+
 ROOT = Path(__file__).resolve().parents[1]
 FRAUD_ONNX = ROOT / "schemas" / "examples" / "models" / "fraud.onnx"
 STARTUP_DEADLINE_S = float(os.environ.get("LGW_MODEL_SERVER_STARTUP_S", "90"))
@@ -72,7 +74,7 @@ def _server_env() -> dict[str, str]:
     return env
 
 
-class ModelServerProcess:
+class ModelServerProcess(LoggedProcess):
     """One model server process on a fixed loopback port (kept across restarts)."""
 
     def __init__(self, name: str, command: Callable[[int], list[str]], *, ready_paths: list[str],
@@ -167,20 +169,6 @@ class ModelServerProcess:
             os.killpg(self.process.pid, sig)  # the group this server leads (start_new_session)
 
     # ------------------------------------------------------------------ state
-    @property
-    def pid(self) -> int | None:
-        return None if self.process is None else self.process.pid
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
     def __enter__(self) -> ModelServerProcess:
         return self.start() if not self.running else self
 

@@ -9,6 +9,7 @@ import random
 import sqlite3
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -70,40 +71,59 @@ def test_resume_after_kill_is_byte_identical(tmp_path: Path, lgw_cmd: list[str],
                           capture_output=True, cwd=clean, timeout=300)
     assert done.returncode == 1, done.stderr.decode()[-2000:]  # 1: the file has rejected records
 
-    # The kill plan, from a seeded RNG: some kills after random delays (while starting,
-    # hashing, claiming or mid-chunk), most once the run reached a random checkpoint (plus
-    # a random fraction of a chunk), in increasing order, and two at the very end (while
-    # the last outputs are finished and published).
+    # The kill plan, from a seeded RNG: first some kills after random delays (while starting,
+    # hashing, claiming or mid-chunk), then most once the run reached a random checkpoint (plus
+    # a random fraction of a chunk), in increasing order, and two at the very end (while the
+    # last outputs are finished and published). The checkpoints are drawn as fractions of what
+    # is left after the delay kills: on a fast machine those kills alone may get far.
     rng = random.Random(f"kill-9-{fmt}")
     chunks = RECORDS // CHUNK + 1  # the header and trailer make one record more per 1,000
-    plan: list[tuple[str, float]] = [("delay", rng.uniform(0.05, 2.5)) for _ in range(3)]
-    plan += [("checkpoint", t) for t in sorted(rng.sample(range(1, chunks - 1), MIN_KILLS - 3))]
-    rng.shuffle(plan)
-    plan.sort(key=lambda p: p[1] if p[0] == "checkpoint" else -1)  # delays first, then checkpoints in order
-    plan += [("checkpoint", chunks), ("checkpoint", chunks + 1)]
+    delays = [rng.uniform(0.05, 1.5) for _ in range(3)]
+    fractions = sorted(rng.random() for _ in range(MIN_KILLS - 3))
 
     config, log, db = write_config(killed, fmt), killed / "runs.log", killed / "state.db"
     kills, seen = 0, []
-    for kind, at in [*plan, ("finish", 0)]:
+
+    def run_and_kill(wait_until: Callable[[subprocess.Popen[bytes]], None], final: bool = False) -> bool:
+        """Start a run, let wait_until decide the moment, kill -9 it; False when it finished first."""
+        nonlocal kills
         proc = start(lgw_cmd, config, log)
-        if kind == "finish":  # 1: it finished the run (some records were rejected); 0: nothing was left
-            assert proc.wait(timeout=300) in (0, 1), log.read_text()[-3000:]
-            break
-        if kind == "delay":
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=at)
-        else:
-            deadline = time.monotonic() + 120
-            while proc.poll() is None and checkpoint_seq(db) < at and time.monotonic() < deadline:
-                time.sleep(0.002)
-            time.sleep(rng.uniform(0, 0.02))
+        wait_until(proc)
         if proc.poll() is not None:  # it finished before the kill came (only possible at the end)
-            assert proc.returncode in (0, 1) and at >= chunks, log.read_text()[-3000:]
-            break
+            assert proc.returncode in (0, 1) and final, log.read_text()[-3000:]
+            return False
         proc.kill()  # SIGKILL: no handler, no cleanup
         proc.wait()
         kills += 1
         seen.append(checkpoint_seq(db))
+        return True
+
+    def after_delay(seconds: float) -> Callable[[subprocess.Popen[bytes]], None]:
+        def wait(proc: subprocess.Popen[bytes]) -> None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=seconds)
+        return wait
+
+    def at_checkpoint(target: int) -> Callable[[subprocess.Popen[bytes]], None]:
+        def wait(proc: subprocess.Popen[bytes]) -> None:
+            deadline = time.monotonic() + 120
+            while proc.poll() is None and checkpoint_seq(db) < target and time.monotonic() < deadline:
+                time.sleep(0.002)
+            time.sleep(rng.uniform(0, 0.02))
+        return wait
+
+    for seconds in delays:
+        run_and_kill(after_delay(seconds))
+    base = max(checkpoint_seq(db), 0)
+    targets = [base + 1 + int(f * (chunks - 2 - base)) for f in fractions]
+    for target in targets:
+        run_and_kill(at_checkpoint(target))
+    for target in (chunks, chunks + 1):
+        if not run_and_kill(at_checkpoint(target), final=True):
+            break
+    else:
+        proc = start(lgw_cmd, config, log)  # 1: it finished the run (some records were rejected); 0: nothing was left
+        assert proc.wait(timeout=300) in (0, 1), log.read_text()[-3000:]
     assert kills >= MIN_KILLS, f"only {kills} kills landed before the run finished"
     assert len(set(seen)) >= MIN_KILLS - 3, f"kills landed at too few distinct checkpoints: {seen}"
 

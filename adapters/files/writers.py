@@ -8,6 +8,7 @@ in the same code page, so the legacy side reads back exactly what it sent, plus 
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import IO, Any, Literal, Protocol
@@ -111,12 +112,13 @@ class FixedWriter:
     """Input record bytes + the appended scored fields, each right-padded text of a fixed
     width in the input's code page (numbers as plain decimal text, e.g. 0.873421)."""
 
-    def __init__(self, path: Path, page: CodePage, columns: dict[str, int], newline: bool = False) -> None:
+    def __init__(self, path: Path | None, page: CodePage, columns: dict[str, int], newline: bool = False) -> None:
         self.path = path
         self.page = page
         self.columns = columns  # output column -> width in bytes
         self.newline = newline
-        self._fh: IO[bytes] = open(path, "wb")  # noqa: SIM115 (closed in close())
+        # no path: only `rows` is used (real-time replies are built in memory)
+        self._fh: IO[bytes] = open(path, "wb") if path else io.BytesIO()  # noqa: SIM115 (closed in close())
         self._ascii_to_page = np.zeros(256, dtype=np.uint8)
         for b in range(128):
             self._ascii_to_page[b] = page.from_unicode.get(b, page.space)
@@ -133,15 +135,19 @@ class FixedWriter:
             return body.reshape(len(text), width)
         return self._ascii_to_page[body].reshape(len(text), width)
 
-    def write(self, table: pa.Table, raw: np.ndarray | None = None) -> None:
-        if raw is None:
-            raise ConfigError("fixed-width output needs the input records' bytes")
+    def rows(self, table: pa.Table, raw: np.ndarray) -> np.ndarray:
+        """The output records as an (n, width) byte matrix: input bytes + scored fields."""
         parts = [raw]
         for name, width in self.columns.items():
             parts.append(self._text(table.column(name).combine_chunks(), width))
         if self.newline:
             parts.append(np.full((table.num_rows, 1), 0x0A, dtype=np.uint8))
-        self._fh.write(np.hstack(parts).tobytes())
+        return np.hstack(parts)
+
+    def write(self, table: pa.Table, raw: np.ndarray | None = None) -> None:
+        if raw is None:
+            raise ConfigError("fixed-width output needs the input records' bytes")
+        self._fh.write(self.rows(table, raw).tobytes())
 
     def close(self) -> None:
         self._fh.close()

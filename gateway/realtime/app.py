@@ -1,0 +1,275 @@
+"""One FastStream app for every real-time pipeline in gateway.yaml.
+
+Each Kafka pipeline gets a batch subscriber (its consumer group and topics, micro-batches
+of `max_records` waiting at most `max_wait_ms`) and declared publishers for its result
+and dead-letter topics; each AMQP pipeline a subscriber on its request queue. The
+pipelines are the same objects batch mode uses. The app's AsyncAPI document (`lgw
+asyncapi`) describes every channel with the contract's JSON Schema as the payload.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from itertools import chain
+from types import MethodType
+from typing import Any
+
+from faststream import AckPolicy, FastStream
+from faststream.params import Context
+from faststream.specification import AsyncAPI
+
+from gateway.config import AmqpSourceConfig, GatewayConfig, KafkaSourceConfig, PipelineConfig
+from gateway.realtime.core import MicroBatchScorer
+from gateway.runtime import build_pipeline
+from gateway.state import StateStore
+from schemas.contract import load_contract
+from schemas.errors import ConfigError
+
+log = logging.getLogger("lgw.realtime")
+
+_MESSAGE = Context("message")  # FastStream injects the message (raw records, ack) here
+
+
+@dataclass
+class RealtimeApp:
+    app: FastStream
+    kafka_drivers: dict[str, Any] = field(default_factory=dict)
+    amqp_drivers: dict[str, Any] = field(default_factory=dict)
+    brokers: list[Any] = field(default_factory=list)
+
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, d in {**self.kafka_drivers, **self.amqp_drivers}.items():
+            s = d.scorer.stats
+            out[name] = {"messages": s.messages, "results": s.results, "dead_letters": s.dead_letters,
+                         "scored_by": dict(s.scored_by), "paused_batches": s.paused_batches}
+        return out
+
+
+def realtime_pipelines(cfg: GatewayConfig, only: str | None = None) -> dict[str, PipelineConfig]:
+    picked = {n: p for n, p in cfg.pipelines.items() if p.realtime and (only is None or n == only)}
+    if only is not None and only not in cfg.pipelines:
+        raise ConfigError(f"no pipeline named {only!r} (pipelines: {', '.join(cfg.pipelines) or 'none'})")
+    if not picked:
+        kinds = sorted({type(p.source).__name__ for p in cfg.pipelines.values()})
+        raise ConfigError("expected a real-time pipeline (source type kafka or amqp) in the config, found "
+                          f"{', '.join(kinds) or 'no pipelines'}")
+    return picked
+
+
+def _scorer(name: str, pipe: PipelineConfig, cfg: GatewayConfig, state: StateStore | None) -> MicroBatchScorer:
+    assert isinstance(pipe.source, KafkaSourceConfig | AmqpSourceConfig)
+    contract = load_contract(cfg.resolve(pipe.contract))
+    pipeline = build_pipeline(name, contract, cfg, model_name=pipe.model, policy=pipe.policy, shadow=pipe.shadow,
+                              state=state)
+    return MicroBatchScorer(pipeline, pipe.source.payload, pipe.source.result_format)
+
+
+def build_realtime_app(cfg: GatewayConfig, *, only: str | None = None, state: StateStore | None = None,
+                       title: str = "Legacy adapter gateway", for_docs: bool = False) -> RealtimeApp:
+    """`for_docs`: FastStream renders the payload schemas from the handlers' signatures
+    with its pydantic serializer; an app that serves runs without it, because the body
+    is validated by the pipeline's codec, a micro-batch at a time, not cast per message."""
+    serializer: dict[str, Any] = {} if for_docs else {"serializer": None}
+    pipes = realtime_pipelines(cfg, only)
+    brokers: list[Any] = []
+    rt = RealtimeApp(app=FastStream())
+    kafka = {n: p for n, p in pipes.items() if isinstance(p.source, KafkaSourceConfig)}
+    amqp = {n: p for n, p in pipes.items() if isinstance(p.source, AmqpSourceConfig)}
+    hooks_start: list[Any] = []
+    hooks_stop: list[Any] = []
+    hooks_flush: list[Any] = []
+    if kafka:
+        broker, start, flush, stop = _kafka(kafka, cfg, state, rt, serializer)
+        brokers.append(broker)
+        hooks_start.append(start)
+        hooks_flush.append(flush)
+        hooks_stop.append(stop)
+    if amqp:
+        broker, start = _amqp(amqp, cfg, state, rt, serializer)
+        brokers.append(broker)
+        hooks_start.append(start)
+    names = ", ".join(pipes)
+    spec = AsyncAPI(*brokers, title=title, version="1.0.0",
+                    description=f"Real-time scoring channels of the gateway (pipelines: {names}). Every result "
+                                "carries its provenance in headers (lgw-scored-by, lgw-model, lgw-model-version, "
+                                "lgw-rule-id, lgw-contract, lgw-contract-version) and a stable id (lgw-id).")
+    # on_startup runs before the brokers start consuming: the publishers are up for the first batch
+    rt.app = FastStream(*brokers, specification=spec, on_startup=hooks_start, on_shutdown=hooks_flush,
+                        after_shutdown=hooks_stop)
+    rt.brokers = brokers
+    return rt
+
+
+def _kafka(pipes: dict[str, PipelineConfig], cfg: GatewayConfig, state: StateStore | None,
+           rt: RealtimeApp, serializer: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
+    from faststream.kafka import KafkaBroker
+    from faststream.kafka.message import KafkaMessage
+
+    from adapters.kafka import KafkaPublisher
+    from gateway.realtime.kafka import KafkaPipelineDriver
+
+    k = cfg.kafka
+    broker = KafkaBroker(k.bootstrap_servers, client_id=k.client_id, graceful_timeout=k.graceful_timeout_s,
+                         enable_idempotence=False, acks="all",
+                         log_level=logging.DEBUG, **serializer)  # a line per batch is noise at 50k msg/s
+    publisher = KafkaPublisher(k.bootstrap_servers, client_id=k.client_id, enable_idempotence=k.enable_idempotence,
+                               linger_ms=k.linger_ms, compression_type=k.compression_type)
+    for name, pipe in pipes.items():
+        src = pipe.source
+        assert isinstance(src, KafkaSourceConfig)
+        scorer = _scorer(name, pipe, cfg, state)
+        driver = KafkaPipelineDriver(name, src, scorer, publisher)
+        rt.kafka_drivers[name] = driver
+        model = scorer.pipeline.contract.pydantic_model()
+        sub = broker.subscriber(
+            *src.topics, batch=True, group_id=src.group_id, max_records=src.max_records,
+            batch_timeout_ms=src.max_wait_ms, auto_offset_reset=k.auto_offset_reset,
+            fetch_max_wait_ms=k.fetch_max_wait_ms, session_timeout_ms=k.session_timeout_ms,
+            heartbeat_interval_ms=k.heartbeat_interval_ms, max_poll_records=src.max_records,
+            ack_policy=AckPolicy.MANUAL, parser=_batch_parser, decoder=_raw_values,
+            title=f"{name}:input", description=_input_doc(name, pipe))
+        sub.get_msg = MethodType(_fetch_batch, sub)  # type: ignore[method-assign]
+        sub(_kafka_handler(driver, sub, model, KafkaMessage))
+        broker.publisher(src.result_topic, title=f"{name}:results", schema=result_schema(scorer),
+                         description=f"Scored records of pipeline {name} ({scorer.result_format}), keyed like "
+                                     "their input; provenance in headers.")
+        broker.publisher(src.dlq_topic, title=f"{name}:dead-letters", schema=bytes,
+                         description=f"Messages of pipeline {name} that failed decoding or validation: the "
+                                     "original bytes and key; headers lgw-error (decode|validation), "
+                                     "lgw-field, lgw-reason, lgw-field-offset, lgw-field-raw, lgw-source, "
+                                     "lgw-contract, lgw-contract-version.")
+
+    async def flush() -> None:  # before the subscribers stop: their consumers commit
+        for d in rt.kafka_drivers.values():
+            await d.flush()
+
+    async def stop() -> None:
+        for d in rt.kafka_drivers.values():
+            await d.close()
+        await publisher.stop()
+
+    return broker, publisher.start, flush, stop
+
+
+def result_schema(scorer: MicroBatchScorer) -> Any:
+    """What a result message holds: the stable id, the input record, the outputs and the
+    provenance (JSON); or the input record's bytes with the outputs appended (fixed)."""
+    from typing import Literal
+
+    from pydantic import Field, create_model
+
+    if scorer.result_format == "fixed":
+        return bytes
+    pipeline = scorer.pipeline
+    types = {"float": float, "int": int, "string": str, "bool": bool}
+    fields: dict[str, Any] = {"id": (str, Field(description="topic-partition-offset of the input: stable across "
+                                                           "redeliveries, for de-duplication"))}
+    for out_name, spec in pipeline.outputs.items():
+        fields[out_name] = (types.get(spec.type, float), Field(description="model or rule output"))
+    fields["scored_by"] = (Literal["model", "fallback"], ...)
+    for opt in ("model_name", "model_version", "rule_id", "reason"):
+        fields[opt] = (str | None, None)
+    fields["contract"] = (str, ...)
+    fields["contract_version"] = (int, ...)
+    base = pipeline.contract.pydantic_model()
+    return create_model(f"{base.__name__}Scored", __base__=base, **fields)
+
+
+# Three places where FastStream's Kafka batch path costs more than the gateway can spend
+# (measured on 500-record batches): its parser decodes every record's headers into a dict
+# (~2.5 ms a batch; the gateway reads the records themselves), a plain-function decoder
+# runs in a worker thread (~10 ms a batch), and after an empty poll its subscriber sleeps
+# batch_timeout_ms before polling again, which adds that much latency to the first
+# record after a quiet spell.
+
+async def _batch_parser(records: Any, _default: Any) -> Any:
+    from faststream.kafka.message import FAKE_CONSUMER, KafkaMessage
+
+    first = records[0]
+    return KafkaMessage(records, records, message_id=f"{first.topic}-{first.partition}-{first.offset}",
+                        correlation_id="", consumer=FAKE_CONSUMER)
+
+
+async def _raw_values(msg: Any) -> Any:
+    """The payloads as they came: decoding is the pipeline's job, per micro-batch."""
+    return msg.body
+
+
+async def _fetch_batch(self: Any, consumer: Any) -> tuple[Any, ...]:
+    batches = await consumer.getmany(timeout_ms=self.batch_timeout_ms, max_records=self.max_records)
+    return tuple(chain.from_iterable(batches.values()))
+
+
+def _kafka_handler(driver: Any, subscriber: Any, model: Any, message_type: Any) -> Any:
+    async def handle(body: Any, message: Any = _MESSAGE) -> None:
+        await driver.handle(message.raw_message, subscriber.consumer)
+
+    # for the AsyncAPI payload only (see build_realtime_app's for_docs)
+    handle.__annotations__ = {"body": model, "message": message_type, "return": None}  # one record a message
+    handle.__name__ = f"score_{driver.name}"
+    return handle
+
+
+def _amqp(pipes: dict[str, PipelineConfig], cfg: GatewayConfig, state: StateStore | None,
+          rt: RealtimeApp, serializer: dict[str, Any]) -> tuple[Any, Any]:
+    from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
+    from faststream.rabbit.message import RabbitMessage
+
+    from gateway.realtime.amqp import AmqpPipelineDriver
+
+    broker = RabbitBroker(cfg.amqp.url, graceful_timeout=cfg.amqp.graceful_timeout_s,
+                          log_level=logging.DEBUG, **serializer)
+    for name, pipe in pipes.items():
+        src = pipe.source
+        assert isinstance(src, AmqpSourceConfig)
+        scorer = _scorer(name, pipe, cfg, state)
+        driver = AmqpPipelineDriver(name, src, scorer, broker)
+        rt.amqp_drivers[name] = driver
+        model = scorer.pipeline.contract.pydantic_model()
+        sub = broker.subscriber(RabbitQueue(src.queue, durable=True), channel=Channel(prefetch_count=src.prefetch),
+                                ack_policy=AckPolicy.MANUAL, no_reply=True, decoder=_raw_body,
+                                title=f"{name}:requests", description=_input_doc(name, pipe))
+        sub(_amqp_handler(driver, model, RabbitMessage))
+        # declared for the AsyncAPI document; the driver publishes these itself
+        broker.publisher(routing_key="{reply_to}", title=f"{name}:replies", schema=result_schema(scorer),
+                         description=f"Replies of pipeline {name} ({scorer.result_format}), to the default exchange "
+                                     "with the request's reply_to as routing key and its correlation_id; "
+                                     "header lgw-status is scored or rejected (then a JSON body with the "
+                                     "error, reason and field); provenance in lgw-* headers.")
+        broker.publisher(routing_key=driver.dlq_routing_key, exchange=driver.dlx, title=f"{name}:dead-letters",
+                         schema=bytes,
+                         description=f"Requests of pipeline {name} that failed decoding or validation, and "
+                                     "requests without reply_to: the original bytes; headers lgw-error, "
+                                     "lgw-reason, lgw-field, lgw-source. Bound to queue "
+                                     f"{src.queue}.dlq.")
+
+    async def start() -> None:
+        await broker.connect()
+        for d in rt.amqp_drivers.values():
+            await d.declare()
+
+    return broker, start
+
+
+async def _raw_body(msg: Any) -> bytes:
+    return bytes(msg.body)
+
+
+def _amqp_handler(driver: Any, model: Any, message_type: Any) -> Any:
+    async def handle(body: Any, message: Any = _MESSAGE) -> None:
+        await driver.handle(message)
+
+    handle.__annotations__ = {"body": model, "message": message_type, "return": None}
+    handle.__name__ = f"score_{driver.name}"
+    return handle
+
+
+def _input_doc(name: str, pipe: PipelineConfig) -> str:
+    src = pipe.source
+    assert isinstance(src, KafkaSourceConfig | AmqpSourceConfig)
+    shape = ("JSON objects validated by the contract's schema" if src.payload == "json"
+             else "fixed-width copybook records (the contract's layout and code page)")
+    return (f"Input of pipeline {name}: {shape}; contract {pipe.contract}; model {pipe.model or 'none (rules)'}; "
+            f"policy {pipe.policy.value} while the model is unavailable.")

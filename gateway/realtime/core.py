@@ -1,0 +1,264 @@
+"""One micro-batch of real-time messages through the pipeline, whatever carried them.
+
+decode + validate (schemas.messages) -> score (the shared Pipeline) -> result payloads
+with provenance headers, and dead letters for the data errors. The transports (Kafka,
+AMQP) only move the bytes and acknowledge; they call `MicroBatchScorer.process` and act
+on the `Outcome`: publish results and dead letters, then commit. Infrastructure trouble
+(the model, the broker) never becomes a dead letter: the pipeline's policy applies to a
+model that is away, and a failed publish is retried by the transport.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from adapters.files.writers import FixedWriter
+from gateway.pipeline import Pipeline
+from schemas.jsonl import lines
+from schemas.messages import MessageCodec, MessageReject, PayloadFormat
+
+log = logging.getLogger("lgw.realtime")
+
+ResultFormat = Literal["json", "fixed"]
+Headers = list[tuple[str, bytes]]
+
+# the provenance columns that differ between records (name and contract do not)
+_VARYING = ("scored_by", "model_version", "rule_id", "reason")
+
+# headers every result carries: who scored it and against which contract
+H_ID = "lgw-id"
+H_SCORED_BY = "lgw-scored-by"
+H_MODEL = "lgw-model"
+H_MODEL_VERSION = "lgw-model-version"
+H_RULE = "lgw-rule-id"
+H_CONTRACT = "lgw-contract"
+H_CONTRACT_VERSION = "lgw-contract-version"
+# headers of a dead letter: what was wrong, where, and where the message came from
+H_ERROR = "lgw-error"
+H_FIELD = "lgw-field"
+H_REASON = "lgw-reason"
+H_OFFSET = "lgw-field-offset"
+H_RAW = "lgw-field-raw"
+H_SOURCE = "lgw-source"
+
+
+@dataclass
+class Result:
+    index: int  # the input message it answers
+    value: bytes
+    headers: Headers
+
+
+@dataclass
+class DeadLetter:
+    index: int  # the input message (its original bytes go to the dead-letter topic)
+    reasons: list[MessageReject]
+    headers: Headers
+
+
+@dataclass
+class Outcome:
+    results: list[Result] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    paused: bool = False  # policy pause (or kill switch): nothing scored, redeliver later
+
+    @property
+    def handled(self) -> int:
+        return len(self.results) + len(self.dead_letters)
+
+
+@dataclass
+class RealtimeStats:
+    messages: int = 0
+    results: int = 0
+    dead_letters: int = 0
+    paused_batches: int = 0
+    scored_by: Counter[str] = field(default_factory=Counter)
+
+
+_NEEDS_ESCAPE = r'["\\\x00-\x1f]'
+
+
+def _json_members(table: pa.Table) -> pa.Array:
+    """Each row as the members of a JSON object, without the braces: '"a":1,"b":"x"'."""
+    return pc.utf8_slice_codeunits(lines(table), 1, -1)
+
+
+class MicroBatchScorer:
+    """Build once per pipeline; `process` one micro-batch at a time."""
+
+    def __init__(self, pipeline: Pipeline, payload: PayloadFormat, result_format: ResultFormat | None = None) -> None:
+        self.pipeline = pipeline
+        self.codec = MessageCodec(pipeline.contract, payload)
+        self.payload = payload
+        self.result_format: ResultFormat = result_format or ("fixed" if payload == "copybook" else "json")
+        if self.result_format == "fixed" and payload != "copybook":
+            from schemas.errors import ConfigError
+
+            raise ConfigError("fixed-width results append the scores to the input record: they need "
+                              "payload copybook, found payload json")
+        self._fixed: FixedWriter | None = None
+        if self.result_format == "fixed":
+            from gateway.score import fixed_columns
+
+            self._fixed = FixedWriter(None, pipeline.contract.spec.page, fixed_columns(pipeline))
+        contract = pipeline.contract
+        self._input_columns = list(self.codec.schema.names)
+        self._pii = {name for node, rules in pipeline.contract.rules.values() if rules.pii
+                     for name in (node.path, node.key)}
+        self._contract_headers: Headers = [(H_CONTRACT, contract.name.encode()),
+                                           (H_CONTRACT_VERSION, str(contract.version).encode())]
+        self.stats = RealtimeStats()
+
+    async def process(self, payloads: Sequence[bytes], ids: Sequence[str]) -> Outcome:
+        """`ids`: a stable id per message (Kafka: topic-partition-offset), carried by its
+        result so consumers can drop the duplicates an at-least-once redelivery makes."""
+        decoded = self.codec.decode(payloads)
+        scored = await self.pipeline.score(decoded.table)
+        if scored.paused:
+            self.stats.paused_batches += 1
+            return Outcome(paused=True)
+        rejects = list(decoded.rejects)
+        for r in scored.rejects:  # the model refused the record, or its output broke the contract
+            rejects.append(MessageReject(int(decoded.index[r.row]), "validation", r.reason, r.field))
+        index = decoded.index[scored.rows] if len(scored.rows) else np.zeros(0, dtype=np.int64)
+        texts = ([decoded.record_json[i] for i in scored.rows.tolist()]
+                 if decoded.record_json is not None else None)
+        outcome = Outcome(results=self._results(scored.table, index, payloads, ids, texts),
+                          dead_letters=self._dead_letters(rejects, ids))
+        self.stats.messages += len(payloads)
+        self.stats.results += len(outcome.results)
+        self.stats.dead_letters += len(outcome.dead_letters)
+        self.stats.scored_by.update(scored.counts())
+        if outcome.handled != len(payloads):  # in = out + rejects, or the batch is not acknowledged
+            raise AssertionError(f"{len(payloads)} messages in, {len(outcome.results)} results and "
+                                 f"{len(outcome.dead_letters)} dead letters out")
+        return outcome
+
+    # ------------------------------------------------------------------ results
+    def _results(self, table: pa.Table, index: np.ndarray, payloads: Sequence[bytes], ids: Sequence[str],
+                 record_json: list[bytes] | None) -> list[Result]:
+        n = table.num_rows
+        if n == 0:
+            return []
+        rows = index.tolist()
+        id_list = [ids[i] for i in rows]
+        provenance = list(zip(*(table.column(c).to_pylist() for c in _VARYING), strict=True))
+        if self._fixed is not None:
+            values = self._fixed_values(table, rows, payloads)
+        else:
+            values = self._json_values(table, id_list, provenance, record_json)
+        out: list[Result] = []
+        tails: dict[tuple[Any, ...], Headers] = {}
+        for i in range(n):
+            key = provenance[i]
+            tail = tails.get(key)
+            if tail is None:
+                tail = tails[key] = self._provenance_headers(*key)
+            out.append(Result(rows[i], values[i], [(H_ID, id_list[i].encode()), *tail]))
+        return out
+
+    def _provenance_headers(self, scored_by: str, model_version: str | None, rule_id: str | None,
+                            _reason: str | None) -> Headers:
+        headers: Headers = [(H_SCORED_BY, scored_by.encode())]
+        if model_version is not None:
+            headers += [(H_MODEL, self.pipeline.model_name.encode()), (H_MODEL_VERSION, model_version.encode())]
+        if rule_id is not None:
+            headers.append((H_RULE, rule_id.encode()))
+        return headers + self._contract_headers
+
+    def _fixed_values(self, table: pa.Table, rows: list[int], payloads: Sequence[bytes]) -> list[bytes]:
+        """The input record's bytes with the scored fields appended, in its code page."""
+        assert self._fixed is not None
+        width = self.codec.record_length
+        pad = bytes([self.pipeline.contract.spec.page.space]) * width
+        raw = np.frombuffer(b"".join((payloads[i] + pad)[:width] for i in rows), dtype=np.uint8)
+        matrix = self._fixed.rows(table, raw.reshape(len(rows), width))
+        blob, step = matrix.tobytes(), matrix.shape[1]
+        return [blob[i * step:(i + 1) * step] for i in range(len(rows))]
+
+    def _json_values(self, table: pa.Table, id_list: list[str], provenance: list[tuple[Any, ...]],
+                     record_json: list[bytes] | None) -> list[bytes]:
+        """{"id", the outputs, the provenance, the input fields} per record, joined
+        column-wise. The input fields are copied from the record's JSON text when the
+        codec has it (JSON payloads), not encoded again."""
+        n = len(id_list)
+        ids = pa.array(id_list, pa.string())
+        if pc.any(pc.match_substring_regex(ids, _NEEDS_ESCAPE)).as_py():
+            ids = pa.array([json.dumps(i)[1:-1] for i in id_list], pa.string())
+        parts: list[Any] = ['{"id":"', ids, '",', _json_members(table.select(list(self.pipeline.outputs))),
+                            ",", self._provenance_members(table, provenance)]
+        inputs = self._input_members(table, record_json)
+        if inputs is not None:
+            parts += [inputs]
+        parts += ["}", ""]
+        joined = pc.binary_join_element_wise(*parts)
+        values: list[bytes] = pc.cast(joined, pa.binary()).to_pylist()
+        assert len(values) == n
+        return values
+
+    def _provenance_members(self, table: pa.Table, provenance: list[tuple[Any, ...]]) -> pa.Array:
+        """Most records share one provenance: its JSON is made once per kind and taken."""
+        kinds: dict[tuple[Any, ...], int] = {}
+        codes = [kinds.setdefault(key, len(kinds)) for key in provenance]
+        fragments = pa.array([self._provenance_json(*key).decode() for key in kinds], pa.string())
+        return fragments.take(pa.array(codes, pa.int32()))
+
+    def _input_members(self, table: pa.Table, record_json: list[bytes] | None) -> pa.Array | None:
+        """',' + the input record's members, or None when it has none."""
+        if not self._input_columns:
+            return None
+        if record_json is not None:
+            raw = pa.array(record_json, pa.binary()).cast(pa.string())
+            body = pc.utf8_slice_codeunits(pc.utf8_trim_whitespace(raw), 1, -1)
+        else:
+            body = _json_members(table.select(self._input_columns))
+        empty = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(body)), 0)
+        return pc.if_else(empty, "", pc.binary_join_element_wise(",", body, ""))
+
+    def _provenance_json(self, scored_by: str, model_version: str | None, rule_id: str | None,
+                         reason: str | None) -> bytes:
+        c = self.pipeline.contract
+        doc = {"scored_by": scored_by,
+               "model_name": self.pipeline.model_name if model_version is not None else None,
+               "model_version": model_version, "contract": c.name, "contract_version": c.version,
+               "rule_id": rule_id, "reason": reason}
+        return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))[1:-1].encode()
+
+    # ------------------------------------------------------------------ dead letters
+    def _dead_letters(self, rejects: list[MessageReject], ids: Sequence[str]) -> list[DeadLetter]:
+        by_message: dict[int, list[MessageReject]] = {}
+        for r in rejects:
+            by_message.setdefault(r.index, []).append(r)
+        out: list[DeadLetter] = []
+        for i in sorted(by_message):
+            reasons = by_message[i]
+            first = reasons[0]
+            reason = "; ".join(f"{r.field}: {self._shown(r)}" if r.field else r.reason for r in reasons)
+            headers: Headers = [(H_ERROR, first.kind.encode()), (H_REASON, reason[:2000].encode()),
+                                (H_SOURCE, ids[i].encode())]
+            if first.field:
+                headers.append((H_FIELD, first.field.encode()))
+            if first.field_offset is not None:
+                headers.append((H_OFFSET, str(first.field_offset).encode()))
+                if first.field not in self._pii:
+                    headers.append((H_RAW, first.raw.hex().upper().encode()))
+            out.append(DeadLetter(i, reasons, headers + self._contract_headers))
+        return out
+
+    def _shown(self, r: MessageReject) -> str:
+        """A reason without the offending value when the field is pii (the contract says its
+        values are never written in clear outside the gateway; the message itself still
+        goes to the dead-letter topic, which is as sensitive as the input)."""
+        if r.field in self._pii:
+            return r.reason.split(": ", 1)[0] + " (value withheld: pii field)"
+        return r.reason
