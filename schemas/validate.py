@@ -69,7 +69,7 @@ def violations(node: Elementary, rules: FieldRules, col: pa.Array) -> list[tuple
     if rules.required:
         missing = col.is_null()
         if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-            missing = pc.or_(missing, pc.equal(pc.utf8_length(col), 0))
+            missing = pc.or_kleene(missing, pc.equal(pc.utf8_length(col), 0))
         out.append((mask(missing), "required value is missing (blank or null)"))
     if rules.min is not None:
         out.append((mask(pc.less(col, _scalar(rules.min, col.type))), f"below the minimum {rules.min}"))

@@ -41,3 +41,15 @@ def test_fast_path_agrees_with_python_regex(pattern: str, values: list[str | Non
     got = match_fixed(pa.array(values, pa.string()), tables, pattern).tolist()
     want = [v is None or (re.search(pattern, v) is not None and "\n" not in v) for v in values]
     assert got == want
+
+
+def test_required_text_catches_null_as_well_as_blank() -> None:
+    from schemas.contract import FieldRules
+    from schemas.copybook import parse_copybook
+    from schemas.validate import violations
+
+    node = parse_copybook("       01 REC.\n          05 NAME PIC X(4).\n").find("NAME")
+    col = pa.array(["ABCD", None, "", "XY"], pa.string())
+    [(bad, why)] = violations(node, FieldRules(required=True), col)  # type: ignore[arg-type]
+    assert bad.tolist() == [False, True, True, False]
+    assert "missing" in why
