@@ -325,6 +325,9 @@ def load_config(path: str | os.PathLike[str] | None) -> GatewayConfig:
         first = exc.errors()[0]
         loc = _location(first["loc"])
         msg = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "union_tag_invalid":  # pydantic's wording names our discriminator function
+            ctx = first.get("ctx", {})
+            msg = f"type: expected one of {ctx.get('expected_tags', '?')}; found {ctx.get('tag', '?')!r}"
         raise ConfigError(f"{p}: {loc}: {msg}" if loc else f"{p}: {msg}") from None
     for name, pipe in cfg.pipelines.items():
         if pipe.model is not None and pipe.model not in cfg.models:

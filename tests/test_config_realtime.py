@@ -97,6 +97,8 @@ def test_missing_source_key_is_one_line_naming_it(tmp_path: Path, source: dict[s
     ({**KAFKA, "max_records": 0}, "pipelines.x.source.max_records"),
     ({**AMQP, "exchange": "e"}, "pipelines.x.source.exchange: Extra inputs are not permitted"),
     ({**AMQP, "result_format": "csv"}, "pipelines.x.source.result_format"),
+    ({**KAFKA, "type": "kafkaa"},
+     "pipelines.x.source: type: expected one of 'dropfolder', 'odbc', 'kafka', 'amqp'; found 'kafkaa'"),
 ])
 def test_wrong_source_values_name_the_key(tmp_path: Path, source: dict[str, Any], fragment: str) -> None:
     with pytest.raises(ConfigError) as info:
