@@ -241,8 +241,10 @@ def _amqp(pipes: dict[str, PipelineConfig], cfg: GatewayConfig, state: StateStor
         broker.publisher(routing_key=driver.dlq_routing_key, exchange=driver.dlx, title=f"{name}:dead-letters",
                          schema=bytes,
                          description=f"Requests of pipeline {name} that failed decoding or validation, and "
-                                     "requests without reply_to: the original bytes; headers lgw-error, "
-                                     "lgw-reason, lgw-field, lgw-source. Bound to queue "
+                                     "requests without reply_to: the original bytes and headers; lgw-error, "
+                                     "lgw-reason, lgw-field, lgw-field-offset, lgw-field-raw, lgw-source, "
+                                     "lgw-contract, lgw-contract-version (lgw-error no_reply_to for a "
+                                     "request without reply_to). Bound to queue "
                                      f"{src.queue}.dlq.")
 
     async def start() -> None:
