@@ -243,8 +243,6 @@ class MessageCodec:
                     doubt |= _mask(pc.or_(pc.less(col, pa.scalar(lo).cast(col.type)),
                                           pc.greater(col, pa.scalar(hi).cast(col.type))))
             if rule is not None:
-                if rule.required:  # violations() lets a null text through (its pc.or_ is not Kleene)
-                    doubt |= _mask(col.is_null())
                 for bad, _why in violations(f, rule, col):
                     doubt |= bad
         return doubt

@@ -59,6 +59,25 @@ def _scalar(value: Any, typ: pa.DataType) -> pa.Scalar:
     return pa.scalar(str(value), pa.string())
 
 
+def _extremes(col: pa.Array) -> tuple[Any, Any]:
+    """The column's smallest and largest value (None, None when all null or not ordered)."""
+    try:
+        mm = pc.min_max(col)
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+        return None, None
+    return mm["min"].as_py(), mm["max"].as_py()
+
+
+def _at_least(a: Any, b: Any) -> bool:
+    """a >= b when both are numbers; False (build the row mask) when unknown."""
+    if a is None or b is None:  # an empty or all-null column: the mask will say
+        return False
+    try:
+        return bool(Decimal(str(a)) >= Decimal(str(b)))
+    except ArithmeticError:
+        return False
+
+
 def violations(node: Elementary, rules: FieldRules, col: pa.Array) -> list[tuple[np.ndarray, str]]:
     """(bad row mask, reason) pairs for one field."""
     out: list[tuple[np.ndarray, str]] = []
@@ -66,15 +85,23 @@ def violations(node: Elementary, rules: FieldRules, col: pa.Array) -> list[tuple
     def mask(expr: pa.Array) -> np.ndarray:
         return np.asarray(expr.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
 
+    # Each rule is first checked on the column as a whole (its null count, shortest text,
+    # min and max): a row mask is built only for a rule the column breaks somewhere. Real-time
+    # micro-batches are small, where the fixed cost of each compute call counts.
+    text = pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
     if rules.required:
-        missing = col.is_null()
-        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-            missing = pc.or_kleene(missing, pc.equal(pc.utf8_length(col), 0))
-        out.append((mask(missing), "required value is missing (blank or null)"))
-    if rules.min is not None:
-        out.append((mask(pc.less(col, _scalar(rules.min, col.type))), f"below the minimum {rules.min}"))
-    if rules.max is not None:
-        out.append((mask(pc.greater(col, _scalar(rules.max, col.type))), f"above the maximum {rules.max}"))
+        lengths = pc.utf8_length(col) if text else None
+        if col.null_count or (lengths is not None and len(col) and pc.min(lengths).as_py() == 0):
+            missing = col.is_null()
+            if lengths is not None:
+                missing = pc.or_kleene(missing, pc.equal(lengths, 0))
+            out.append((mask(missing), "required value is missing (blank or null)"))
+    if rules.min is not None or rules.max is not None:
+        lo, hi = _extremes(col)
+        if rules.min is not None and not _at_least(lo, rules.min):
+            out.append((mask(pc.less(col, _scalar(rules.min, col.type))), f"below the minimum {rules.min}"))
+        if rules.max is not None and not _at_least(rules.max, hi):
+            out.append((mask(pc.greater(col, _scalar(rules.max, col.type))), f"above the maximum {rules.max}"))
     if rules.pattern is not None:
         text = col if pa.types.is_string(col.type) else pc.cast(col, pa.string())
         tables = fixed_pattern(rules.pattern)
