@@ -53,3 +53,23 @@ def test_required_text_catches_null_as_well_as_blank() -> None:
     [(bad, why)] = violations(node, FieldRules(required=True), col)  # type: ignore[arg-type]
     assert bad.tolist() == [False, True, True, False]
     assert "missing" in why
+
+
+@pytest.mark.parametrize(("col", "bad"), [
+    (pa.array([5, 1, None, 10, 11], pa.int64()), [False, True, False, False, True]),
+    (pa.array([2.5, 10.0, 10.5, None, 2.0], pa.float64()), [False, False, True, False, False]),
+    (pa.array([None, None], pa.int64()), [False, False]),
+    (pa.array([2, 3], pa.int64()), [False, False]),
+])
+def test_min_and_max_on_whole_columns_and_rows(col: pa.Array, bad: list[bool]) -> None:
+    from decimal import Decimal
+
+    from schemas.contract import FieldRules
+    from schemas.copybook import parse_copybook
+    from schemas.validate import violations
+
+    node = parse_copybook("       01 REC.\n          05 QTY PIC 9(4).\n").find("QTY")
+    found = violations(node, FieldRules(min=Decimal(2), max=Decimal(10)), col)  # type: ignore[arg-type]
+    combined = [any(mask[i] for mask, _ in found) for i in range(len(col))]
+    assert combined == bad
+    assert all(mask.any() for mask, _ in found)  # a rule is reported only where rows break it
