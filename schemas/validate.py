@@ -96,7 +96,7 @@ def violations(node: Elementary, rules: FieldRules, col: pa.Array) -> list[tuple
             if lengths is not None:
                 missing = pc.or_kleene(missing, pc.equal(lengths, 0))
             out.append((mask(missing), "required value is missing (blank or null)"))
-    if rules.min is not None or rules.max is not None:
+    if (rules.min is not None or rules.max is not None) and col.null_count < len(col):
         lo, hi = _extremes(col)
         if rules.min is not None and not _at_least(lo, rules.min):
             out.append((mask(pc.less(col, _scalar(rules.min, col.type))), f"below the minimum {rules.min}"))
