@@ -3,31 +3,34 @@ driver needs (rewind, pause, resume). Consuming itself is FastStream's batch sub
 (gateway.realtime.kafka); this module moves bytes and nothing else.
 
 Results keep their input's key and go to the partition Kafka's default partitioner
-(murmur2 of the key) picks for it. The publisher fills one record batch per partition
-with aiokafka's batch API and waits for one acknowledgement per batch. Sending record by
-record (`producer.send`) costs a future, a partitioner call and an accumulator append
-per record, about 6 us, and gathering those futures as much again (measured); FastStream's
-batch publisher sends a whole batch to one partition, which would break key placement.
+(murmur2 of the key) picks for it, hashed for the whole batch at once (partitioning.py).
+The publisher fills one record batch per partition with aiokafka's batch API and waits
+for one acknowledgement per batch. Sending record by record (`producer.send`) costs a
+future, a partitioner call and an accumulator append per record, about 6 us, and
+gathering those futures as much again (measured); FastStream's batch publisher sends a
+whole batch to one partition, which would break key placement.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import MessageSizeTooLargeError
-from aiokafka.partitioner import DefaultPartitioner
+
+from adapters.kafka.partitioning import key_partitions
 
 log = logging.getLogger("lgw.kafka")
 
 Headers = list[tuple[str, bytes]]
 
 
-@dataclass
+@dataclass(slots=True)
 class OutRecord:
     key: bytes | None
     value: bytes
@@ -50,7 +53,6 @@ class KafkaPublisher:
             enable_idempotence=enable_idempotence, linger_ms=linger_ms, compression_type=compression_type,
             max_batch_size=1 << 20, request_timeout_ms=request_timeout_ms)
         self._producer: AIOKafkaProducer | None = None
-        self._partitioner = DefaultPartitioner()
 
     @property
     def producer(self) -> AIOKafkaProducer:
@@ -68,16 +70,18 @@ class KafkaPublisher:
             producer, self._producer = self._producer, None
             await producer.stop()
 
-    async def publish(self, topic: str, records: Iterable[OutRecord]) -> int:
+    async def publish(self, topic: str, records: Sequence[OutRecord]) -> int:
         """Every record acknowledged, or the first failure raised (nothing is committed then)."""
         producer = self.producer
         partitions = sorted(await producer.partitions_for(topic))
         keyless = partitions[hash(topic) % len(partitions)]  # sticky: one batch for records without a key
+        keyed = [i for i, r in enumerate(records) if r.key is not None]
+        targets = np.full(len(records), keyless, dtype=np.int64)
+        if keyed:
+            targets[keyed] = key_partitions([records[i].key or b"" for i in keyed], partitions)
         builders: dict[int, Any] = {}
         acks: list[asyncio.Future[Any]] = []
-        count = 0
-        for r in records:
-            part = keyless if r.key is None else self._partitioner(r.key, partitions, partitions)
+        for r, part in zip(records, targets.tolist(), strict=True):
             batch = builders.get(part)
             if batch is None:
                 batch = builders[part] = producer.create_batch()
@@ -87,12 +91,11 @@ class KafkaPublisher:
                 if batch.append(key=r.key, value=r.value, timestamp=None, headers=r.headers) is None:
                     # a broker error, not a data error: the batch stays uncommitted and is retried
                     raise MessageSizeTooLargeError(f"a record of {len(r.value)} bytes does not fit in a batch")
-            count += 1
         for part, batch in builders.items():
             acks.append(await producer.send_batch(batch, topic, partition=part))
         for ack in acks:
             await ack
-        return count
+        return len(records)
 
 
 def rewind(consumer: AIOKafkaConsumer, records: Sequence[ConsumerRecord[Any, Any]]) -> None:

@@ -51,14 +51,14 @@ H_RAW = "lgw-field-raw"
 H_SOURCE = "lgw-source"
 
 
-@dataclass
+@dataclass(slots=True)
 class Result:
     index: int  # the input message it answers
     value: bytes
     headers: Headers
 
 
-@dataclass
+@dataclass(slots=True)
 class DeadLetter:
     index: int  # the input message (its original bytes go to the dead-letter topic)
     reasons: list[MessageReject]

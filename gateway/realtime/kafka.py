@@ -51,12 +51,10 @@ class InFlight:
 
 
 def next_offsets(records: Records) -> dict[TopicPartition, int]:
-    out: dict[TopicPartition, int] = {}
-    for r in records:
-        tp = TopicPartition(r.topic, r.partition)
-        if r.offset + 1 > out.get(tp, -1):
-            out[tp] = r.offset + 1
-    return out
+    last: dict[tuple[str, int], int] = {}
+    for r in records:  # a partition's records arrive in offset order
+        last[r.topic, r.partition] = max(r.offset, last.get((r.topic, r.partition), -1))
+    return {TopicPartition(topic, part): offset + 1 for (topic, part), offset in last.items()}
 
 
 class KafkaPipelineDriver:
