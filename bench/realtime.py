@@ -126,7 +126,7 @@ def gateway_config(bootstrap: str, source: str, sink: str, payload: str, state_u
             "source": {"type": "kafka", "topics": [source], "group_id": f"gw-{uuid.uuid4().hex[:6]}",
                        "payload": payload, "result_topic": sink, "dlq_topic": f"{sink}-dlq",
                        "max_records": MAX_RECORDS, "max_wait_ms": 20}}},
-        "kafka": {"bootstrap_servers": bootstrap, "enable_idempotence": False, "linger_ms": LINGER_MS,
+        "kafka": {"bootstrap_servers": bootstrap, "enable_idempotence": False,  # linger: the default, 0
                   "fetch_max_wait_ms": FETCH_WAIT_MS},
         "state": {"url": state_url},
     })

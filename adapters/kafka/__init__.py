@@ -46,7 +46,7 @@ class KafkaPublisher:
     """Sends records and waits until the broker acknowledged every one (acks=all)."""
 
     def __init__(self, bootstrap_servers: str, *, client_id: str = "lgw", enable_idempotence: bool = True,
-                 linger_ms: int = 5, compression_type: str | None = None,
+                 linger_ms: int = 0, compression_type: str | None = None,
                  request_timeout_ms: int = 30_000) -> None:
         self._options: dict[str, Any] = dict(
             bootstrap_servers=bootstrap_servers, client_id=f"{client_id}-results", acks="all",

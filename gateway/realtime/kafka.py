@@ -107,6 +107,7 @@ class KafkaPipelineDriver:
             await self._retry_later(consumer, records)
             return
         self._in_flight = InFlight(records, acked, next_offsets(records))
+        await asyncio.sleep(0)  # let the producer put the batch on the wire before the next one is scored
         if self.closing:
             await self._settle(consumer)
 
