@@ -533,16 +533,30 @@ async def test_model_server_killed_mid_stream_then_back(amqp: AbstractConnection
     before = await round_of(40, "up")
     assert {r.scored_by for r in before} == {"model"}
 
-    # killed mid-stream: requests queued and in flight while the server dies
-    stream = await send(120, "stream")
-    await requester.wait_for(stream, at_least=10)
-    server.kill()
-    answered_at_kill = len(requester.answered(stream))
-    assert answered_at_kill < len(stream), "the server was killed after the stream, not in its middle"
+    # killed mid-stream, from inside the gateway once KILL_AT requests have started scoring:
+    # what starts after that must be scored by the rules; the requests in flight at the
+    # kill (prefetch bounds them) may go either way
+    kill_at, entered, after_kill = 30, [0], set()
+    paced = MicroBatchScorer.process
+
+    async def kill_mid_stream(self: MicroBatchScorer, payloads: Sequence[bytes], ids: Sequence[str]) -> Outcome:
+        entered[0] += 1
+        if entered[0] == kill_at + 1:
+            server.kill()
+        if entered[0] > kill_at:
+            after_kill.update(payloads)
+        return await paced(self, payloads, ids)
+
+    monkeypatch.setattr(MicroBatchScorer, "process", kill_mid_stream)
+    bodies = copybook_records(next(counter) * 1000, 120)
+    stream = await requester.send_all(bodies, "stream")
     await requester.wait_for(stream)
     during = [requester.only_reply(c) for c in stream]
     assert {r.scored_by for r in during} <= {"model", "fallback"}
-    assert [r.scored_by for r in during[-20:]] == ["fallback"] * 20
+    late = [r.scored_by for b, r in zip(bodies, during, strict=True) if b in after_kill]
+    assert len(late) == len(stream) - kill_at and set(late) == {"fallback"}
+    assert [r.scored_by for r in during[:kill_at - 8]] == ["model"] * (kill_at - 8)  # prefetch 8
+    answered_at_kill = sum(r.scored_by == "model" for r in during)
     for r in during:
         if r.scored_by == "fallback":  # scored by the rules, the rule named in the record and the headers
             fields = appended_fields(r.body, appended)
@@ -552,12 +566,17 @@ async def test_model_server_killed_mid_stream_then_back(amqp: AbstractConnection
 
     # the server restarts (in a thread: the gateway keeps answering meanwhile, by the rules)
     restart = asyncio.create_task(asyncio.to_thread(server.restart))
-    while_down: list[Reply] = []
+    rounds: list[list[Reply]] = []
     while not restart.done():
-        while_down += await round_of(5, "restarting")
+        rounds.append(await round_of(5, "restarting"))
         await asyncio.sleep(0.05)
     await restart
-    assert while_down and {r.scored_by for r in while_down} == {"fallback"}
+    while_down = [r for batch in rounds for r in batch]
+    # readiness is polled every 0.1 s: the last rounds may have met the server up already
+    down_for_sure = [r for batch in rounds[:-3] for r in batch]
+    assert down_for_sure, f"the server restarted within {len(rounds)} rounds"
+    assert {r.scored_by for r in down_for_sure} == {"fallback"}
+    assert {r.scored_by for r in while_down} <= {"fallback", "model"}
     # the breaker half-opens after its wait; the probe succeeds and it closes again
     deadline = time.monotonic() + 20
     probes: list[Reply] = []
