@@ -1,10 +1,12 @@
-"""Small builders shared by the unit tests."""
+"""Small builders shared by the unit tests, and the one rule for a missing service."""
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import Any, NoReturn
 
 import numpy as np
+import pytest
 
 from schemas.batch import RecordDecoder
 from schemas.codepages import code_page
@@ -31,3 +33,15 @@ def decode_rows(cpy: str, rows: list[bytes], encoding: str = "cp037", trim: str 
 
 def ebcdic(text: str, encoding: str = "cp037") -> bytes:
     return text.encode(encoding)
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() not in {"", "0", "false", "no"}
+
+
+def unavailable(message: str) -> NoReturn:
+    """A service, binary or package the test needs is missing: a skip on a laptop, a
+    failure under CI (CI provides them all: their absence is a broken build)."""
+    if in_ci():
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)

@@ -58,6 +58,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import pytest
 
+from tests.helpers import unavailable
 from tests.processes import LoggedProcess
 
 HOST = "127.0.0.1"
@@ -87,10 +88,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
         return int(s.getsockname()[1])
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
 def unique_topic(prefix: str = "topic") -> str:
@@ -550,19 +547,14 @@ def require_broker_binary() -> str:
     try:
         return broker_binary()
     except BrokerBinaryMissing as exc:
-        if in_ci():
-            pytest.fail(str(exc), pytrace=False)
-        pytest.skip(str(exc))
+        unavailable(str(exc))
 
 
 def require_kcat() -> str:
     """The kcat binary (scripts/system-packages.sh installs it); skips without it (fails under CI)."""
     path = shutil.which("kcat")
     if path is None:
-        message = "kcat is not installed (scripts/system-packages.sh)"
-        if in_ci():
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        unavailable("kcat is not installed (scripts/system-packages.sh)")
     return path
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import unavailable
 from tests.processes import LoggedProcess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,17 +53,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-
-
 def require_package(module: str, what: str) -> None:
     """Skips (fails under CI) when a server's package is not installed."""
     if importlib.util.find_spec(module) is None:
-        message = f"{what} needs the {module!r} package (pip install -e '.[dev]')"
-        if _in_ci():
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        unavailable(f"{what} needs the {module!r} package (pip install -e '.[dev]')")
 
 
 def _server_env() -> dict[str, str]:

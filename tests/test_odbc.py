@@ -39,6 +39,7 @@ from gateway.state import StateStore, StateStoreError
 from gateway.watermarks import WatermarkStore
 from schemas.contract import Contract, parse_contract
 from schemas.errors import ConfigError
+from tests.helpers import unavailable
 
 PG = os.environ.get("LGW_TEST_ODBC_POSTGRES",
                     "Driver={PostgreSQL Unicode};Server=127.0.0.1;Port=5432;Database=test;Uid=postgres;Pwd=;")
@@ -124,21 +125,15 @@ class Db:
                          f"{self.q('UPDATED_AT')}) VALUES (?, ?, ?, ?)", r[0], r[1], Decimal(r[2]), r[3])
 
 
-def _unavailable(message: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(message)  # CI provides the drivers and servers: their absence is a broken build
-    pytest.skip(message)
-
-
 def _open(kind: str, connection_string: str) -> Any:
     try:
         import pyodbc
     except ImportError:
-        _unavailable("pyodbc is not installed (pip install -e '.[odbc]')")
+        unavailable("pyodbc is not installed (pip install -e '.[odbc]')")
     try:
         return pyodbc.connect(connection_string, autocommit=True, timeout=3)
     except pyodbc.Error as exc:
-        _unavailable(f"{kind} not reachable over ODBC ({redact(connection_string)}): {exc}")
+        unavailable(f"{kind} not reachable over ODBC ({redact(connection_string)}): {exc}")
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
@@ -451,7 +446,7 @@ def test_watermarks_round_trip_in_the_state_store(state_url: str, tmp_path: Path
         try:
             assert watermarks.get(pipeline, "core.card_txn") is None
         except StateStoreError as exc:
-            _unavailable(f"state store {store.display_url} not reachable: {exc}")
+            unavailable(f"state store {store.display_url} not reachable: {exc}")
         watermarks.set(pipeline, "core.card_txn", {"mode": "incrementing", "key": 41})
         watermarks.set(pipeline, "core.card_txn", {"mode": "incrementing", "key": 42})
         watermarks.set(pipeline, "other", {"mode": "timestamp", "ts": "2024-07-01T10:00:00", "seen": {"7": 1}})

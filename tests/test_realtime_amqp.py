@@ -32,6 +32,7 @@ from gateway.realtime.core import MicroBatchScorer, Outcome
 from gateway.realtime.serve import run_until
 from schemas.contract import Contract
 from schemas.examples import contract_path, model_info
+from tests.helpers import unavailable
 from tests.model_servers import ModelServerProcess
 from tests.realtime_data import RECORD, appended_fields, copybook_records, json_records, with_field
 
@@ -41,10 +42,6 @@ AMQP_URL = os.environ.get("LGW_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 REPLY_TIMEOUT_S = 30.0
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-
-
 # --------------------------------------------------------------------------- broker fixtures
 @pytest.fixture
 async def amqp() -> AsyncIterator[AbstractConnection]:
@@ -52,10 +49,7 @@ async def amqp() -> AsyncIterator[AbstractConnection]:
     try:
         conn = await asyncio.wait_for(aio_pika.connect(AMQP_URL), timeout=10)
     except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
-        message = f"RabbitMQ not reachable at {AMQP_URL}: {exc!r}"
-        if _in_ci():
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        unavailable(f"RabbitMQ not reachable at {AMQP_URL}: {exc!r}")
     try:
         yield conn
     finally:
