@@ -44,7 +44,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -475,22 +474,11 @@ class TansuBroker(LoggedProcess):
 
     def stop(self, grace_s: float = GRACE_S) -> None:
         """SIGTERM, then SIGKILL if the broker is still there after `grace_s`."""
-        if self.process is not None:
-            self._signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                self._signal(signal.SIGKILL)
-                self.process.wait(timeout=grace_s)
-            self.process = None
+        self._terminate(grace_s)
+        self.process = None
         if self._front is not None:
             self._front.close()
             self._front = None
-
-    def _signal(self, sig: int) -> None:
-        if self.process is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.process.pid, sig)  # the group it leads (start_new_session)
 
     def __enter__(self) -> TansuBroker:
         return self if self.running else self.start()
@@ -539,6 +527,20 @@ def broker_behind_proxy(log_dir: Path | None = None, binary: str | None = None) 
     with TcpProxy(HOST, listener_port, kafka_compat=True) as proxy, \
             TansuBroker(binary, log_dir=log_dir, listener_port=listener_port, advertised_port=proxy.port) as broker:
         yield ProxiedKafka(broker, proxy)
+
+
+async def run(*command: str, stdin: bytes = b"", timeout: float = 30.0) -> tuple[int, str, str]:
+    """A command line client (kcat): exit code, stdout, stderr."""
+    proc = await asyncio.create_subprocess_exec(*command, stdin=asyncio.subprocess.PIPE,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
 
 
 # --------------------------------------------------------------------------- pytest glue

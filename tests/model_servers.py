@@ -18,8 +18,10 @@ it, and not under CI (CI=true), where a missing package is a broken environment.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.util
+import math
 import os
 import signal
 import socket
@@ -29,8 +31,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -40,6 +43,8 @@ from tests.processes import LoggedProcess
 ROOT = Path(__file__).resolve().parents[1]
 FRAUD_ONNX = ROOT / "schemas" / "examples" / "models" / "fraud.onnx"
 STARTUP_DEADLINE_S = float(os.environ.get("LGW_MODEL_SERVER_STARTUP_S", "90"))
+T = TypeVar("T")
+READY_POLL_S = 0.1  # how often start() asks a starting server whether it is ready
 GRACE_S = 5.0
 
 
@@ -113,7 +118,7 @@ class ModelServerProcess(LoggedProcess):
             if time.monotonic() > deadline:
                 raise ServerStartError(f"{self.name} not ready after {self.startup_deadline_s:g}s "
                                        f"({self.base_url}{self.ready_paths}):\n{self.log_tail()}")
-            time.sleep(0.1)
+            time.sleep(READY_POLL_S)
 
     def _answers_200(self, path: str) -> bool:
         try:
@@ -127,12 +132,7 @@ class ModelServerProcess(LoggedProcess):
         if self.process is None:
             return
         self._signal(signal.SIGCONT)  # a paused server cannot act on SIGTERM
-        self._signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            self._signal(signal.SIGKILL)
-            self.process.wait(timeout=grace_s)
+        self._terminate(grace_s)
         self._signal(signal.SIGKILL)  # children that outlived their parent (uvicorn under the MLflow CLI)
         self.process = None
 
@@ -156,11 +156,21 @@ class ModelServerProcess(LoggedProcess):
         self.stop()
         return self.start()
 
-    def _signal(self, sig: int) -> None:
-        if self.process is None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, sig)  # the group this server leads (start_new_session)
+    async def rounds_while_restarting(self, round_of: Callable[[], Awaitable[list[T]]], pause_s: float
+                                      ) -> tuple[list[T], list[T]]:
+        """Restarts the server in a thread and runs `round_of` (with `pause_s` between) until
+        it is back: (every answer, the answers of the rounds that surely met it down). The
+        last rounds may have met it up already: readiness is only polled every READY_POLL_S."""
+        restart = asyncio.create_task(asyncio.to_thread(self.restart))
+        rounds: list[list[T]] = []
+        while not restart.done():
+            rounds.append(await round_of())
+            await asyncio.sleep(pause_s)
+        await restart
+        uncertain = 1 + math.ceil(READY_POLL_S / pause_s)
+        down = [a for r in rounds[:-uncertain] for a in r]
+        assert down, f"the server restarted within {len(rounds)} rounds"
+        return [a for r in rounds for a in r], down
 
     # ------------------------------------------------------------------ state
     def __enter__(self) -> ModelServerProcess:

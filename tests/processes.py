@@ -1,8 +1,12 @@
 """What the server processes the tests start (model servers, the Kafka broker) have in
-common: the process handle and the log file it writes."""
+common: the process handle, the log file it writes, and how it is signalled and stopped
+(each leads its own process group: start_new_session)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -24,3 +28,19 @@ class LoggedProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+    def _signal(self, sig: int) -> None:
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, sig)  # the group it leads, children included
+
+    def _terminate(self, grace_s: float) -> None:
+        """SIGTERM, then SIGKILL if the process is still there after `grace_s`."""
+        if self.process is None:
+            return
+        self._signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            self._signal(signal.SIGKILL)
+            self.process.wait(timeout=grace_s)

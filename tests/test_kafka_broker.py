@@ -29,6 +29,7 @@ from tests.kafka_broker import (
     api_versions_without_tagged_fields,
     require_broker_binary,
     require_kcat,
+    run,
     unique_group,
     unique_topic,
 )
@@ -63,19 +64,6 @@ async def read_n(c: AIOKafkaConsumer, n: int, deadline_s: float = DEADLINE_S) ->
         for records in (await c.getmany(timeout_ms=200)).values():
             got.extend(records)
     return got
-
-
-async def run(*command: str, stdin: bytes = b"", timeout: float = DEADLINE_S) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(*command, stdin=asyncio.subprocess.PIPE,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 # --------------------------------------------------------------------------- aiokafka

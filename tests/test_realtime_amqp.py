@@ -559,16 +559,7 @@ async def test_model_server_killed_mid_stream_then_back(amqp: AbstractConnection
     gateway.check_alive()
 
     # the server restarts (in a thread: the gateway keeps answering meanwhile, by the rules)
-    restart = asyncio.create_task(asyncio.to_thread(server.restart))
-    rounds: list[list[Reply]] = []
-    while not restart.done():
-        rounds.append(await round_of(5, "restarting"))
-        await asyncio.sleep(0.05)
-    await restart
-    while_down = [r for batch in rounds for r in batch]
-    # readiness is polled every 0.1 s: the last rounds may have met the server up already
-    down_for_sure = [r for batch in rounds[:-3] for r in batch]
-    assert down_for_sure, f"the server restarted within {len(rounds)} rounds"
+    while_down, down_for_sure = await server.rounds_while_restarting(lambda: round_of(5, "restarting"), 0.05)
     assert {r.scored_by for r in down_for_sure} == {"fallback"}
     assert {r.scored_by for r in while_down} <= {"fallback", "model"}
     # the breaker half-opens after its wait; the probe succeeds and it closes again

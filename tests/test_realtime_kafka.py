@@ -42,6 +42,7 @@ from tests.kafka_broker import (
     ProxiedKafka,
     TansuBroker,
     require_kcat,
+    run,
     unique_group,
     unique_topic,
 )
@@ -594,16 +595,7 @@ async def test_model_server_killed_mid_stream_then_back(
     gateway.check_alive()
 
     # the server comes back (a restart takes seconds: the gateway keeps answering by the rules)
-    restart = asyncio.create_task(asyncio.to_thread(server.restart))
-    rounds: list[list[Sent]] = []
-    while not restart.done():
-        rounds.append(await round_of(5, "restarting"))
-        await asyncio.sleep(0.1)
-    await restart
-    while_down = [s for r in rounds for s in r]
-    # readiness is polled every 0.1 s: the last two rounds may have met the server up already
-    down_for_sure = [s for r in rounds[:-2] for s in r]
-    assert down_for_sure, f"the server restarted within {len(rounds)} rounds"
+    while_down, down_for_sure = await server.rounds_while_restarting(lambda: round_of(5, "restarting"), 0.1)
     assert set(scored_by(down_for_sure)) == {"fallback"}
     assert set(scored_by(while_down)) <= {"fallback", "model"}
     # the breaker half-opens after its wait; the probe succeeds and closes it
@@ -802,19 +794,6 @@ async def test_two_instances_in_a_group_the_survivor_takes_over(
 
 
 # --------------------------------------------------------------------------- 7. kcat
-async def run(*command: str, stdin: bytes = b"", timeout: float = 30.0) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(*command, stdin=asyncio.subprocess.PIPE,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
-
-
 async def test_kcat_in_kcat_out(kafka_broker: TansuBroker, tmp_path: Path, contract: Contract,
                                 serve: Callable[[GatewayConfig], Gateway]) -> None:
     kcat = require_kcat()
