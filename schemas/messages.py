@@ -73,10 +73,15 @@ class DecodedMessages:
     record_json: list[bytes] | None = None
 
     def rejects_by_message(self) -> dict[int, list[MessageReject]]:
-        out: dict[int, list[MessageReject]] = {}
-        for r in self.rejects:
-            out.setdefault(r.index, []).append(r)
-        return out
+        return by_message(self.rejects)
+
+
+def by_message(rejects: Sequence[MessageReject]) -> dict[int, list[MessageReject]]:
+    """Every reason a message is refused, by message index."""
+    out: dict[int, list[MessageReject]] = {}
+    for r in rejects:
+        out.setdefault(r.index, []).append(r)
+    return out
 
 
 class MessageCodec:

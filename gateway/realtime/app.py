@@ -187,9 +187,10 @@ def result_schema(scorer: MicroBatchScorer) -> Any:
 async def _batch_parser(records: Any, _default: Any) -> Any:
     from faststream.kafka.message import FAKE_CONSUMER, KafkaMessage
 
-    first = records[0]
-    return KafkaMessage(records, records, message_id=f"{first.topic}-{first.partition}-{first.offset}",
-                        correlation_id="", consumer=FAKE_CONSUMER)
+    from adapters.kafka import record_id
+
+    return KafkaMessage(records, records, message_id=record_id(records[0]), correlation_id="",
+                        consumer=FAKE_CONSUMER)
 
 
 async def _raw_values(msg: Any) -> Any:

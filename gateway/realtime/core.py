@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 from adapters.files.writers import FixedWriter
 from gateway.pipeline import Pipeline
 from schemas.jsonl import lines
-from schemas.messages import MessageCodec, MessageReject, PayloadFormat
+from schemas.messages import MessageCodec, MessageReject, PayloadFormat, by_message
 
 log = logging.getLogger("lgw.realtime")
 
@@ -236,12 +236,10 @@ class MicroBatchScorer:
 
     # ------------------------------------------------------------------ dead letters
     def _dead_letters(self, rejects: list[MessageReject], ids: Sequence[str]) -> list[DeadLetter]:
-        by_message: dict[int, list[MessageReject]] = {}
-        for r in rejects:
-            by_message.setdefault(r.index, []).append(r)
+        grouped = by_message(rejects)
         out: list[DeadLetter] = []
-        for i in sorted(by_message):
-            reasons = by_message[i]
+        for i in sorted(grouped):
+            reasons = grouped[i]
             first = reasons[0]
             reason = "; ".join(f"{r.field}: {self._shown(r)}" if r.field else r.reason for r in reasons)
             headers: Headers = [(H_ERROR, first.kind.encode()), (H_REASON, reason[:2000].encode()),
