@@ -183,9 +183,9 @@ def _progress(args: argparse.Namespace) -> ProgressView:
     return LogProgress()
 
 
-def _stoppable(main: Callable[[asyncio.Event], Awaitable[int]]) -> int:
-    """Runs `main(stop)` on an event loop; the first SIGTERM/SIGINT sets `stop` (the current
-    chunk finishes and is checkpointed), a second one acts at once."""
+def _stoppable(main: Callable[[asyncio.Event], Awaitable[int]], finishing: str = "the current chunk") -> int:
+    """Runs `main(stop)` on an event loop; the first SIGTERM/SIGINT sets `stop` (`finishing`
+    completes: a chunk is checkpointed, in-flight batches commit), a second one acts at once."""
     import logging
     import signal
 
@@ -194,8 +194,8 @@ def _stoppable(main: Callable[[asyncio.Event], Awaitable[int]]) -> int:
         loop = asyncio.get_running_loop()
 
         def on_signal(sig: signal.Signals) -> None:
-            logging.getLogger("lgw").warning("%s: finishing the current chunk, then stopping "
-                                             "(send it again to stop at once)", sig.name)
+            logging.getLogger("lgw").warning("%s: finishing %s, then stopping "
+                                             "(send it again to stop at once)", sig.name, finishing)
             stop.set()
             for s in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(s)
@@ -219,10 +219,13 @@ def realtime(args: argparse.Namespace) -> int:
     _logging()
 
     async def main(stop: asyncio.Event) -> int:
-        print_stats(await run_until(cfg, stop, only=args.pipeline, state=state))
+        try:
+            print_stats(await run_until(cfg, stop, only=args.pipeline, state=state))
+        finally:
+            state.close()
         return EXIT_OK
 
-    return _stoppable(main)
+    return _stoppable(main, "the batches in flight")
 
 
 def asyncapi(args: argparse.Namespace) -> int:
