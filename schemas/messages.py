@@ -199,7 +199,7 @@ class MessageCodec:
         joined = b"\n".join(payloads)
         if joined.count(b"\n") != len(payloads) - 1:
             return None  # a message spans lines: Arrow would split it
-        if not all(p.lstrip().startswith(b"{") for p in payloads):
+        if not _all_objects(payloads, joined):
             # only objects: Arrow skips a blank message (a '{...} {...}' elsewhere would fill
             # its row) and crashes on a leading top-level null (apache/arrow#47409)
             return None
@@ -264,6 +264,17 @@ class MessageCodec:
             except ValidationError as exc:
                 rejects.append(_json_reject(i, exc))
         return records, np.array(kept, dtype=np.int64), rejects
+
+
+def _all_objects(payloads: Sequence[bytes], joined: bytes) -> bool:
+    """Does every message start with '{' (after blanks)? The first bytes are read from the
+    newline-joined batch at once; only a message that starts otherwise is looked at alone."""
+    sizes = np.fromiter(map(len, payloads), dtype=np.int64, count=len(payloads))
+    starts = np.concatenate(([0], np.cumsum(sizes[:-1] + 1)))
+    data = np.frombuffer(joined, dtype=np.uint8)
+    first = data[np.minimum(starts, max(len(data) - 1, 0))] if len(data) else np.zeros(len(sizes), np.uint8)
+    odd = np.flatnonzero((first != ord("{")) | (sizes == 0))
+    return all(payloads[i].lstrip().startswith(b"{") for i in odd.tolist())
 
 
 def _mask(expr: pa.Array) -> np.ndarray:
