@@ -21,7 +21,7 @@ from faststream.rabbit import RabbitBroker, RabbitExchange, RabbitQueue
 from faststream.rabbit.message import RabbitMessage
 
 from gateway.config import AmqpSourceConfig
-from gateway.realtime.core import H_ERROR, H_REASON, H_SOURCE, Headers, MicroBatchScorer
+from gateway.realtime.core import H_ERROR, H_FIELD, H_REASON, H_SOURCE, Headers, MicroBatchScorer
 
 log = logging.getLogger("lgw.realtime.amqp")
 
@@ -77,7 +77,7 @@ class AmqpPipelineDriver:
             if not outcome.paused:
                 break
             # policy pause: hold this request (prefetch stops the rest) until the model is back
-            await asyncio.sleep(self._pause_s())
+            await asyncio.sleep(self.scorer.retry_after_s())
         reply_to = msg.reply_to
         if outcome.results:
             result = outcome.results[0]
@@ -96,7 +96,7 @@ class AmqpPipelineDriver:
             await self._dead_letter(payload, msg, headers)
             if reply_to:
                 body = json.dumps({"status": "rejected", "error": headers.get(H_ERROR),
-                                   "reason": headers.get(H_REASON), "field": headers.get("lgw-field")}).encode()
+                                   "reason": headers.get(H_REASON), "field": headers.get(H_FIELD)}).encode()
                 await self.broker.publish(body, routing_key=reply_to, correlation_id=msg.correlation_id,
                                           headers={**headers, H_STATUS: "rejected"},
                                           content_type="application/json", persist=True)
@@ -111,11 +111,3 @@ class AmqpPipelineDriver:
 
     def _content_type(self) -> str:
         return "application/json" if self.scorer.result_format == "json" else "application/octet-stream"
-
-    def _pause_s(self) -> float:
-        model = self.scorer.pipeline.model
-        if model is not None:
-            snap = model.breaker.snapshot()
-            if snap["state"] == "open":
-                return max(0.1, float(snap.get("retry_after_s") or 0.0))
-        return 1.0

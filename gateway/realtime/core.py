@@ -144,6 +144,16 @@ class MicroBatchScorer:
                                  f"{len(outcome.dead_letters)} dead letters out")
         return outcome
 
+    def retry_after_s(self) -> float:
+        """How long a transport holds back after a paused batch: until the model's breaker
+        would let a call through (at least 0.1 s), or a second when it is not open."""
+        model = self.pipeline.model
+        if model is not None:
+            snap = model.breaker.snapshot()
+            if snap["state"] == "open":
+                return max(0.1, float(snap.get("retry_after_s") or 0.0))
+        return 1.0
+
     # ------------------------------------------------------------------ results
     def _results(self, table: pa.Table, index: np.ndarray, payloads: Sequence[bytes], ids: Sequence[str],
                  record_json: list[bytes] | None) -> list[Result]:

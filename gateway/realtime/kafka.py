@@ -180,12 +180,7 @@ class KafkaPipelineDriver:
 
     async def _resume_when_ready(self, consumer: AIOKafkaConsumer) -> None:
         started = time.monotonic()
-        model = self.scorer.pipeline.model
-        wait = 1.0
-        if model is not None:
-            snap = model.breaker.snapshot()
-            wait = max(0.1, float(snap.get("retry_after_s") or 0.0)) if snap["state"] == "open" else 1.0
-        await asyncio.sleep(wait)
+        await asyncio.sleep(self.scorer.retry_after_s())
         resume_all(consumer)
         log.info("%s: partitions resumed after %.1f s", self.name, time.monotonic() - started)
 
