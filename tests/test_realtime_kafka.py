@@ -624,6 +624,59 @@ async def test_model_server_killed_mid_stream_then_back(
     assert await committed_offsets(bootstrap, t.group, t.input) == end_offsets(everything)
 
 
+@pytest.mark.slow
+async def test_policy_pause_holds_the_partitions_until_the_model_is_back(
+        kafka_broker: TansuBroker, tmp_path: Path, contract: Contract, readers: Any, monkeypatch: pytest.MonkeyPatch,
+        disposable_kserve_server: ModelServerProcess, serve: Callable[[GatewayConfig], Gateway]) -> None:
+    """policy pause: while the model is away nothing is scored by the rules and nothing is
+    committed; the partitions are paused, resumed when the breaker would let a call
+    through, and every record is scored by the model once it is back."""
+    import gateway.realtime.kafka as driver_module
+
+    server = disposable_kserve_server
+    bootstrap = kafka_broker.bootstrap
+    t = Topics.create(kafka_broker, "pause")
+    results = await readers(bootstrap, t.results)
+    paused: list[int] = []
+    resumed: list[int] = []
+    pause_all, resume_all = driver_module.pause_all, driver_module.resume_all
+
+    def pause(consumer: AIOKafkaConsumer) -> set[TopicPartition]:
+        partitions = pause_all(consumer)
+        paused.append(len(partitions))
+        return partitions
+
+    def resume(consumer: AIOKafkaConsumer) -> None:
+        resumed.append(len(consumer.paused()))
+        resume_all(consumer)
+
+    monkeypatch.setattr(driver_module, "pause_all", pause)
+    monkeypatch.setattr(driver_module, "resume_all", resume)
+    doc = config_dict(tmp_path, bootstrap, {"cards": t.source(max_records=20)}, model=kserve_model(server.base_url))
+    doc["pipelines"]["cards"]["policy"] = "pause"
+    gateway = serve(GatewayConfig.model_validate({**doc, "base_dir": tmp_path}))
+
+    before = await produce(bootstrap, t.input, keyed(json_records(contract, 0, 20), "up"))
+    await results.wait_for([s.id for s in before], gateway=gateway)
+    server.kill()
+    held = await produce(bootstrap, t.input, keyed(json_records(contract, 100, 30), "held"))
+    await until(lambda: bool(paused), 30, "the partitions to be paused", gateway)
+    await asyncio.sleep(2.5)  # the breaker's 1 s open wait passes: resumed, the probe fails, paused again
+    assert results.ids() == {s.id for s in before}, "nothing is scored while the model is away"
+    assert await committed_offsets(bootstrap, t.group, t.input) == end_offsets(before)
+    assert paused[0] == 3 and len(paused) >= 2 and resumed and resumed[0] == 3
+
+    await asyncio.to_thread(server.restart)
+    await results.wait_for([s.id for s in held], gateway=gateway, timeout=30)
+    stats = await gateway.stop()
+    by_id = results.by_id()
+    assert len(results.records) == len(before) + len(held), "one result each"
+    for s in [*before, *held]:
+        assert_json_result(by_id[s.id][0], s)  # scored by the model
+    assert stats["cards"]["paused_batches"] >= 1 and stats["cards"]["scored_by"] == {"model": len(before) + len(held)}
+    assert await committed_offsets(bootstrap, t.group, t.input) == end_offsets([*before, *held])
+
+
 # --------------------------------------------------------------------------- 5. broker connection cut
 async def test_broker_connection_cut_mid_stream_loses_nothing(
         kafka_behind_proxy: ProxiedKafka, tmp_path: Path, contract: Contract, readers: Any,
