@@ -137,11 +137,13 @@ def gateway_config(bootstrap: str, source: str, sink: str, payload: str, state_u
 async def gateway_run(cfg: GatewayConfig, expect: int | None, stop: asyncio.Event | None = None) -> float:
     """Seconds from the first batch handled to `expect` messages handled and committed."""
     from gateway.realtime.app import build_realtime_app
+    from gateway.realtime.serve import freeze_heap
 
     rt = build_realtime_app(cfg)
     driver = next(iter(rt.kafka_drivers.values()))
     stats = driver.scorer.stats
     await rt.app.start()
+    freeze_heap()  # as `lgw serve` does
     started: float | None = None
     try:
         while True:

@@ -220,7 +220,7 @@ def realtime(args: argparse.Namespace) -> int:
 
     async def main(stop: asyncio.Event) -> int:
         try:
-            print_stats(await run_until(cfg, stop, only=args.pipeline, state=state))
+            print_stats(await run_until(cfg, stop, only=args.pipeline, state=state, freeze=True))
         finally:
             state.close()
         return EXIT_OK

@@ -231,20 +231,18 @@ class MessageCodec:
         """Rows that may break a constraint of the pydantic model, column-wise. The field's
         own range and length are checked on the column's min/max first: a per-row mask
         is only built for a column that breaks them."""
-        from schemas.validate import violations
+        from schemas.validate import byte_lengths, extremes, violations
 
         doubt = np.zeros(table.num_rows, dtype=bool)
         for f, bounds, rule in self._checks:
             col = table.column(f.key).combine_chunks()
             if f.is_text:
-                lengths = pc.utf8_length(col)
-                longest = pc.max(lengths).as_py()
-                if longest is not None and longest > f.size:
-                    doubt |= _mask(pc.greater(lengths, f.size))
+                if len(col) and byte_lengths(col).max() > f.size:  # characters <= bytes
+                    doubt |= _mask(pc.greater(pc.utf8_length(col), f.size))
             elif bounds is not None:
-                extremes = pc.min_max(col).as_py()
+                least, most = extremes(col)
                 lo, hi = bounds
-                if extremes["min"] is not None and (extremes["min"] < lo or extremes["max"] > hi):
+                if least is not None and (least < lo or most > hi):
                     doubt |= _mask(pc.or_(pc.less(col, pa.scalar(lo).cast(col.type)),
                                           pc.greater(col, pa.scalar(hi).cast(col.type))))
             if rule is not None:

@@ -1,8 +1,8 @@
 """Fast path for the patterns contracts use most: fixed-length, anchored sequences of
 ASCII literals and character classes (`^[0-9]{16}$`, `^[A-Z]{2}$`, `^TX[0-9]{10}$`).
 
-Such a pattern becomes one 256-entry table of allowed bytes per position, checked with
-numpy over the whole column. Python's own regex parser decides what the pattern means,
+Such a pattern becomes a table of allowed bytes, 256 entries for each position, checked
+with one numpy gather over the whole column. Python's own regex parser decides what the pattern means,
 so the fast path cannot disagree with it; anything it cannot express (alternation,
 variable repeats, non-ASCII, ...) returns None and the caller uses the regex engine.
 """
@@ -51,8 +51,9 @@ def _one(op: Any, av: Any) -> np.ndarray | None:
 
 
 @functools.lru_cache(maxsize=256)
-def fixed_pattern(pattern: str) -> tuple[np.ndarray, ...] | None:
-    """Per-position allowed-byte tables, or None when the pattern needs the regex engine."""
+def fixed_pattern(pattern: str) -> np.ndarray | None:
+    """The allowed bytes per position (positions x 256, bool), or None when the pattern
+    needs the regex engine."""
     try:
         items = list(sp.parse(pattern))
     except re.error:
@@ -76,10 +77,14 @@ def fixed_pattern(pattern: str) -> tuple[np.ndarray, ...] | None:
             tables.append(table)
         if len(tables) > _MAX_POSITIONS:
             return None
-    return tuple(tables) if tables else None
+    if not tables:
+        return None
+    stacked = np.stack(tables)
+    stacked.flags.writeable = False  # cached: shared by every caller
+    return stacked
 
 
-def match_fixed(col: pa.Array, tables: tuple[np.ndarray, ...], pattern: str) -> np.ndarray:
+def match_fixed(col: pa.Array, tables: np.ndarray, pattern: str) -> np.ndarray:
     """Per row: does the string match? Nulls count as matching (`required` handles them).
     Rows with non-ASCII text (where bytes are not chars) go to the regex engine."""
     arr = col.cast(pa.string()) if not pa.types.is_string(col.type) else col
@@ -92,15 +97,15 @@ def match_fixed(col: pa.Array, tables: tuple[np.ndarray, ...], pattern: str) -> 
     rows = np.flatnonzero(ok)
     if rows.size:
         block = data[offsets[rows][:, None] + np.arange(width)[None, :]]
-        good = np.ones(rows.size, dtype=bool)
-        for j, table in enumerate(tables):
-            good &= table[block[:, j]]
-        ok[rows] = good
-    ascii_rows = np.asarray(pc.string_is_ascii(arr).fill_null(True).to_numpy(zero_copy_only=False), dtype=bool)
-    if not ascii_rows.all():
+        # every position's table looked up at once: one gather, not one per position
+        ok[rows] = tables[np.arange(width)[None, :], block].all(axis=1)
+    used = data[offsets[0]:offsets[-1]] if n else data[:0]
+    if used.size and used.max() >= 0x80:  # some row is not ASCII: find which
+        ascii_rows = np.asarray(pc.string_is_ascii(arr).fill_null(True).to_numpy(zero_copy_only=False), dtype=bool)
         other = np.flatnonzero(~ascii_rows)
         found = pc.match_substring_regex(arr.take(pa.array(other)), pattern)
         ok[other] = np.asarray(found.fill_null(True).to_numpy(zero_copy_only=False), dtype=bool)
     if arr.null_count:
         ok |= ~np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
     return ok
+

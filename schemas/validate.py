@@ -59,8 +59,20 @@ def _scalar(value: Any, typ: pa.DataType) -> pa.Scalar:
     return pa.scalar(str(value), pa.string())
 
 
-def _extremes(col: pa.Array) -> tuple[Any, Any]:
+def byte_lengths(col: pa.Array) -> np.ndarray:
+    """Each string's length in bytes, read from the offsets buffer: no compute call. A
+    string's length in characters is at most this, and zero exactly when this is."""
+    wide = pa.types.is_large_string(col.type) or pa.types.is_large_binary(col.type)
+    dtype = np.int64 if wide else np.int32
+    offsets = np.frombuffer(col.buffers()[1], dtype=dtype, count=len(col) + 1, offset=col.offset * dtype().itemsize)
+    return np.diff(offsets)
+
+
+def extremes(col: pa.Array) -> tuple[Any, Any]:
     """The column's smallest and largest value (None, None when all null or not ordered)."""
+    if col.null_count == 0 and len(col) and (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
+        values = col.to_numpy()  # zero-copy, and cheaper than a compute call on a micro-batch
+        return values.min().item(), values.max().item()
     try:
         mm = pc.min_max(col)
     except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
@@ -89,15 +101,13 @@ def violations(node: Elementary, rules: FieldRules, col: pa.Array) -> list[tuple
     # min and max): a row mask is built only for a rule the column breaks somewhere. Real-time
     # micro-batches are small, where the fixed cost of each compute call counts.
     text = pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
-    if rules.required:
-        lengths = pc.utf8_length(col) if text else None
-        if col.null_count or (lengths is not None and len(col) and pc.min(lengths).as_py() == 0):
-            missing = col.is_null()
-            if lengths is not None:
-                missing = pc.or_kleene(missing, pc.equal(lengths, 0))
-            out.append((mask(missing), "required value is missing (blank or null)"))
+    if rules.required and (col.null_count or (text and len(col) and byte_lengths(col).min() == 0)):
+        missing = col.is_null()
+        if text:
+            missing = pc.or_kleene(missing, pc.equal(pc.utf8_length(col), 0))
+        out.append((mask(missing), "required value is missing (blank or null)"))
     if (rules.min is not None or rules.max is not None) and col.null_count < len(col):
-        lo, hi = _extremes(col)
+        lo, hi = extremes(col)
         if rules.min is not None and not _at_least(lo, rules.min):
             out.append((mask(pc.less(col, _scalar(rules.min, col.type))), f"below the minimum {rules.min}"))
         if rules.max is not None and not _at_least(rules.max, hi):

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import json
 import shutil
+import threading
 from pathlib import Path
 
 import httpx
@@ -174,6 +175,29 @@ async def test_onnx_predict_leaves_the_event_loop_free(onnx_model: OnnxModel) ->
     await onnx_model.predict(big)
     task.cancel()
     assert ticks > 1  # the loop ran other work while the session computed
+
+
+@pytest.mark.asyncio
+async def test_onnx_small_batch_is_scored_on_the_loops_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A micro-batch costs less to score than the hop to a worker thread; a big batch goes
+    to the worker. The choice comes from the session's measured time per row."""
+    model = OnnxModel(FRAUD_ONNX)
+    threads: list[int] = []
+    real = model.predict_sync
+
+    def spy(features: np.ndarray) -> dict[str, np.ndarray]:
+        threads.append(threading.get_ident())
+        return real(features)
+
+    monkeypatch.setattr(model, "predict_sync", spy)
+    row = np.array([[120.0, 1, 5999, 1, 0]], dtype=np.float32)
+    first = await model.predict(np.tile(row, (50, 1)))  # nothing measured yet: a worker
+    again = await model.predict(np.tile(row, (50, 1)))
+    await model.predict(np.tile(row, (400_000, 1)))
+    here = threading.get_ident()
+    assert threads[0] != here and threads[1] == here and threads[2] != here
+    for name in first:
+        np.testing.assert_array_equal(first[name], again[name])
 
 
 @pytest.mark.asyncio

@@ -6,11 +6,13 @@ from __future__ import annotations
 import re
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.patterns import fixed_pattern, match_fixed
+from schemas.validate import byte_lengths, extremes
 
 PATTERNS = ["^[0-9]{16}$", "^[A-Z]{2}$", "^TX[0-9]{10}$", "^[^a-z]{3}$", r"^\d{4}$", "^A[B-D]-[0-9]$"]
 
@@ -41,6 +43,27 @@ def test_fast_path_agrees_with_python_regex(pattern: str, values: list[str | Non
     got = match_fixed(pa.array(values, pa.string()), tables, pattern).tolist()
     want = [v is None or (re.search(pattern, v) is not None and "\n" not in v) for v in values]
     assert got == want
+    sliced = pa.array(["ab", *values], pa.string())[1:]  # a column that starts inside its buffers
+    assert match_fixed(sliced, tables, pattern).tolist() == want
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(max_size=6)), max_size=20), st.integers(0, 3),
+       st.sampled_from([pa.string(), pa.large_string()]))
+def test_byte_lengths_read_from_the_offsets_equal_arrows(values: list[str | None], skip: int,
+                                                         typ: pa.DataType) -> None:
+    col = pa.array(["xyz"] * skip + values, typ)[skip:]
+    want = [0 if n is None else n for n in pc.binary_length(col).to_pylist()]
+    assert byte_lengths(col).tolist() == want
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.integers(-10**12, 10**12)), max_size=20),
+       st.sampled_from([pa.int64(), pa.float64(), pa.decimal128(15, 0)]))
+def test_extremes_equal_arrows_min_max(values: list[int | None], typ: pa.DataType) -> None:
+    col = pa.array(values, typ)
+    mm = pc.min_max(col).as_py()
+    assert extremes(col) == (mm["min"], mm["max"])
 
 
 def test_required_text_catches_null_as_well_as_blank() -> None:

@@ -9,11 +9,12 @@ FastStream's own ack policies do not fit (NACK_ON_ERROR re-delivers a poison mes
 forever, ACK skips a failed one silently), so acknowledgement is manual.
 
 The broker's acknowledgement of batch N is awaited while batch N+1 is scored (one batch
-in flight), so the round trip does not stall the pipeline: batch N's offsets are then
-committed explicitly (never the consumer's position, which is already past N+1). If N
-failed, N+1 has not been sent yet: the partitions are rewound to N's first offsets and
-both come again. A batch left in flight when no more arrive is committed by a short
-idle task; while the app shuts down every batch is committed before its handler returns.
+in flight), so the round trip does not stall the pipeline; N+1 is sent once N is
+acknowledged, and N's offsets are committed explicitly after that (never the consumer's
+position, which is already past N+1). If N failed, N+1 has not been sent yet: the
+partitions are rewound to N's first offsets and both come again. A batch left in flight
+when no more arrive is committed by a short idle task; while the app shuts down every
+batch is committed before its handler returns.
 """
 
 from __future__ import annotations
@@ -94,20 +95,30 @@ class KafkaPipelineDriver:
             if await self._settle(consumer, records):
                 await self._retry_later(consumer, records)
             return
-        if not await self._settle(consumer, records):
-            return  # the batch before failed: both were rewound and come again
         if outcome.paused:
-            rewind(consumer, records)
-            self._pause(consumer)
+            if await self._settle(consumer, records):
+                rewind(consumer, records)
+                self._pause(consumer)
             return
+        before, self._in_flight = self._in_flight, None
+        if before is not None and not await self._acked(consumer, before, records):
+            return  # the batch before failed: both were rewound and come again
         try:
             acked = self._publish(records, outcome)
         except INFRASTRUCTURE as exc:
             log.warning("%s: publishing failed (%s); the batch will be fetched again", self.name, exc)
-            await self._retry_later(consumer, records)
+            if before is None or await self._commit(consumer, before, records):
+                await self._retry_later(consumer, records)
             return
         self._in_flight = InFlight(records, acked, next_offsets(records))
         await asyncio.sleep(0)  # let the producer put the batch on the wire before the next one is scored
+        # The batch before is committed only now, with this one on its way: the commit's
+        # round trip is no message's wait. Should it fail, both batches come again, and
+        # this one's results (already sent) are delivered twice, with the same ids.
+        if before is not None and not await self._commit(consumer, before, records):
+            self._in_flight = None  # rewound: its acknowledgement no longer matters
+            acked.add_done_callback(lambda f: f.cancelled() or f.exception())
+            return
         if self.closing:
             await self._settle(consumer)
 
@@ -128,12 +139,18 @@ class KafkaPipelineDriver:
         batch, self._in_flight = self._in_flight, None
         if batch is None:
             return True
+        return await self._acked(consumer, batch, later) and await self._commit(consumer, batch, later)
+
+    async def _acked(self, consumer: AIOKafkaConsumer, batch: InFlight, later: Records) -> bool:
         try:
             await batch.acked
         except INFRASTRUCTURE as exc:
             log.warning("%s: the broker did not acknowledge a batch (%s); it will be fetched again", self.name, exc)
             await self._retry_later(consumer, batch.records + later)
             return False
+        return True
+
+    async def _commit(self, consumer: AIOKafkaConsumer, batch: InFlight, later: Records) -> bool:
         try:
             await consumer.commit(batch.commit_offsets)
         except CommitFailedError as exc:  # the group rebalanced: the new owner gets them again
