@@ -63,16 +63,22 @@ def _struct(arr: pa.StructArray) -> pa.Array:
     typ = arr.type
     if typ.num_fields == 0:
         return pa.array(["{}"] * len(arr), pa.string())
-    parts: list = []
-    for i in range(typ.num_fields):
-        name = typ.field(i).name
-        parts.append(("," if i else "{") + json.dumps(name, ensure_ascii=False) + ":")
-        parts.append(_fragments(pc.struct_field(arr, [i])))
-    parts.append("}")
-    joined = pc.binary_join_element_wise(*parts, "")
+    columns = [(typ.field(i).name, pc.struct_field(arr, [i])) for i in range(typ.num_fields)]
+    joined = pc.binary_join_element_wise("{", *member_parts(columns), "}", "")
     if arr.null_count:
         joined = pc.if_else(arr.is_null(), "null", joined)
     return joined
+
+
+def member_parts(columns: list[tuple[str, pa.Array]]) -> list[str | pa.Array]:
+    """The members of a JSON object per row, without the braces ('"a":1,"b":"x"'), as
+    parts for pc.binary_join_element_wise: a caller joins them into a larger object
+    in the same call."""
+    parts: list[str | pa.Array] = []
+    for i, (name, values) in enumerate(columns):
+        parts.append(("," if i else "") + json.dumps(name, ensure_ascii=False) + ":")
+        parts.append(_fragments(values))
+    return parts
 
 
 def _list(arr: pa.ListArray) -> pa.Array:

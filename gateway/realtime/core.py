@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from adapters.files.writers import FixedWriter
 from gateway.pipeline import Pipeline
-from schemas.jsonl import lines
+from schemas.jsonl import member_parts
 from schemas.messages import MessageCodec, MessageReject, PayloadFormat, by_message
 
 log = logging.getLogger("lgw.realtime")
@@ -88,9 +88,20 @@ class RealtimeStats:
 _NEEDS_ESCAPE = r'["\\\x00-\x1f]'
 
 
-def _json_members(table: pa.Table) -> pa.Array:
+def _json_members(table: pa.Table) -> list[str | pa.Array]:
     """Each row as the members of a JSON object, without the braces: '"a":1,"b":"x"'."""
-    return pc.utf8_slice_codeunits(lines(table), 1, -1)
+    return member_parts([(name, table.column(name).combine_chunks()) for name in table.column_names])
+
+
+def _compact_objects(raw: pa.Array) -> bool:
+    """Does every text start with '{"' and end with '}'? (No blanks to trim, no empty object.)"""
+    offsets = np.frombuffer(raw.buffers()[1], dtype=np.int32, count=len(raw) + 1, offset=raw.offset * 4)
+    data = np.frombuffer(raw.buffers()[2], dtype=np.uint8) if raw.buffers()[2] is not None else None
+    starts, ends = offsets[:-1], offsets[1:]
+    if data is None or not ((ends - starts) > 2).all():
+        return False
+    return bool((data[starts] == ord("{")).all() and (data[starts + 1] == ord('"')).all()
+                and (data[ends - 1] == ord("}")).all())
 
 
 class MicroBatchScorer:
@@ -205,12 +216,9 @@ class MicroBatchScorer:
         ids = pa.array(id_list, pa.string())
         if pc.any(pc.match_substring_regex(ids, _NEEDS_ESCAPE)).as_py():
             ids = pa.array([json.dumps(i)[1:-1] for i in id_list], pa.string())
-        parts: list[Any] = ['{"id":"', ids, '",', _json_members(table.select(list(self.pipeline.outputs))),
-                            ",", self._provenance_members(table, provenance)]
-        inputs = self._input_members(table, record_json)
-        if inputs is not None:
-            parts += [inputs]
-        parts += ["}", ""]
+        parts: list[Any] = ['{"id":"', ids, '",', *_json_members(table.select(list(self.pipeline.outputs))),
+                            ",", self._provenance_members(table, provenance), *self._input_members(table, record_json),
+                            "}", ""]
         joined = pc.binary_join_element_wise(*parts)
         values: list[bytes] = pc.cast(joined, pa.binary()).to_pylist()
         assert len(values) == n
@@ -223,17 +231,18 @@ class MicroBatchScorer:
         fragments = pa.array([self._provenance_json(*key).decode() for key in kinds], pa.string())
         return fragments.take(pa.array(codes, pa.int32()))
 
-    def _input_members(self, table: pa.Table, record_json: list[bytes] | None) -> pa.Array | None:
-        """',' + the input record's members, or None when it has none."""
+    def _input_members(self, table: pa.Table, record_json: list[bytes] | None) -> list[str | pa.Array]:
+        """',' + the input record's members, as join parts; none when it has none."""
         if not self._input_columns:
-            return None
-        if record_json is not None:
-            raw = pa.array(record_json, pa.binary()).cast(pa.string())
-            body = pc.utf8_slice_codeunits(pc.utf8_trim_whitespace(raw), 1, -1)
-        else:
-            body = _json_members(table.select(self._input_columns))
+            return []
+        if record_json is None:
+            return [",", *_json_members(table.select(self._input_columns))]
+        raw = pa.array(record_json, pa.binary())
+        if _compact_objects(raw):  # '{"...}': the members are the bytes between the braces
+            return [",", pc.binary_slice(raw, 1, -1).cast(pa.string())]
+        body = pc.utf8_slice_codeunits(pc.utf8_trim_whitespace(raw.cast(pa.string())), 1, -1)
         empty = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(body)), 0)
-        return pc.if_else(empty, "", pc.binary_join_element_wise(",", body, ""))
+        return [pc.if_else(empty, "", pc.binary_join_element_wise(",", body, ""))]
 
     def _provenance_json(self, scored_by: str, model_version: str | None, rule_id: str | None,
                          reason: str | None) -> bytes:
