@@ -79,6 +79,8 @@ class KafkaPipelineDriver:
     async def handle(self, records: Records, consumer: AIOKafkaConsumer) -> None:
         if not records:
             return
+        if self._idle_task is not None:
+            self._idle_task.cancel()  # still waiting: this batch settles the one in flight
         async with self._lock:
             self._consumer = consumer
             await self._handle(records, consumer)
@@ -168,6 +170,7 @@ class KafkaPipelineDriver:
 
     async def _idle_commit(self, batch: InFlight) -> None:
         await asyncio.sleep(IDLE_COMMIT_S)
+        self._idle_task = None  # no longer cancelled by a new batch: a commit is not cut short
         async with self._lock:
             if self._in_flight is batch and self._consumer is not None:
                 await self._settle(self._consumer)
