@@ -208,8 +208,10 @@ class MessageCodec:
         except UnicodeDecodeError:
             return None  # Arrow takes invalid UTF-8 into its strings; the model refuses it
         try:
+            # one block, parsed on this thread: the batch is one block anyway, and waking
+            # Arrow's pool cost a micro-batch ~0.1 ms more (measured)
             table = pajson.read_json(pa.BufferReader(joined), parse_options=self._parse,
-                                     read_options=pajson.ReadOptions(block_size=max(1 << 20, len(joined) + 1)))
+                                     read_options=pajson.ReadOptions(block_size=len(joined) + 1, use_threads=False))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return None
         if table.num_rows != len(payloads):
