@@ -526,6 +526,14 @@ _mutation = st.one_of(
 )
 
 
+def _object_or_none(text: bytes) -> dict[str, Any] | None:
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
 @pytest.fixture(scope="module")
 def base_batch(json_records: list[bytes]) -> list[bytes]:
     return list(json_records[:FAST_JSON_MIN_MESSAGES])
@@ -539,7 +547,9 @@ def test_json_random_mutations_fast_and_pydantic_agree(fast: MessageCodec, slow:
                                                        changes: list[tuple[int, tuple[str, str, Any]]]) -> None:
     batch = list(base_batch)
     for i, (op, key, value) in changes:
-        obj = json.loads(batch[i]) if batch[i].strip().startswith(b"{") else json.loads(base_batch[i])
+        obj = _object_or_none(batch[i])  # an earlier change may have left text that is no object
+        if obj is None:
+            obj = json.loads(base_batch[i])
         if op == "set":
             obj[key] = value
             batch[i] = _dump(obj)
