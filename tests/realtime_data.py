@@ -1,12 +1,19 @@
 """Test data and fixtures shared by the real-time integration tests (Kafka and AMQP):
-the bundled card-transaction records as copybook bytes and as JSON, and the reading of
-the scores a fixed-format result appends to its record."""
+the bundled card-transaction records as copybook bytes and as JSON, the reading of the
+scores a fixed-format result appends to its record, and the gateway served in process."""
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
 
 import pytest
 
 from gateway.config import GatewayConfig
+from gateway.realtime.serve import run_until
 from gateway.runtime import build_pipeline
 from gateway.score import fixed_columns
 from schemas.contract import Contract, load_contract
@@ -58,3 +65,56 @@ def appended_fields(body: bytes, widths: dict[str, int]) -> dict[str, str]:
         out[name] = tail[pos:pos + width].strip()
         pos += width
     return out
+
+
+# --------------------------------------------------------------------------- the gateway in process
+class Gateway:
+    """`run_until` as a task of the test's loop; `stop()` sets its Event and returns its stats."""
+
+    def __init__(self, cfg: GatewayConfig) -> None:
+        self.cfg = cfg
+        self.event = asyncio.Event()
+        self.task: asyncio.Task[dict[str, Any]] | None = asyncio.create_task(run_until(cfg, self.event))
+
+    async def stop(self, timeout: float = 45.0) -> dict[str, Any]:
+        assert self.task is not None, "already stopped"
+        self.event.set()
+        task, self.task = self.task, None
+        return await asyncio.wait_for(task, timeout)
+
+    def check_alive(self) -> None:
+        if self.task is not None and self.task.done():
+            self.task.result()  # raises what stopped it
+            pytest.fail("the gateway stopped by itself", pytrace=False)
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[GatewayConfig], Gateway]]:
+    """Starts a gateway in process; every one still serving is stopped after the test."""
+    started: list[Gateway] = []
+
+    def start(cfg: GatewayConfig) -> Gateway:
+        g = Gateway(cfg)
+        started.append(g)
+        return g
+
+    yield start
+    for g in started:
+        if g.task is not None:
+            with contextlib.suppress(Exception):
+                await g.stop()
+
+
+class Alive(Protocol):
+    def check_alive(self) -> None: ...
+
+
+async def until(condition: Callable[[], bool], timeout: float, what: str, gateway: Alive | None = None) -> None:
+    """Waits for `condition`, failing the test at `timeout` or as soon as `gateway` died."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if gateway is not None:
+            gateway.check_alive()
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g}s waiting for {what}", pytrace=False)
+        await asyncio.sleep(0.02)

@@ -29,12 +29,11 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMe
 
 from gateway.config import GatewayConfig
 from gateway.realtime.core import MicroBatchScorer, Outcome
-from gateway.realtime.serve import run_until
 from schemas.contract import Contract
 from schemas.examples import contract_path, model_info
 from tests.helpers import unavailable
 from tests.model_servers import ModelServerProcess
-from tests.realtime_data import RECORD, appended_fields, copybook_records, json_records, with_field
+from tests.realtime_data import RECORD, Gateway, appended_fields, copybook_records, json_records, until, with_field
 
 pytestmark = pytest.mark.integration
 
@@ -198,56 +197,6 @@ async def requester_factory(channel: AbstractChannel) -> Callable[[str], Awaitab
     return make
 
 
-# --------------------------------------------------------------------------- the gateway
-class Gateway:
-    """`run_until` as a task of the test's event loop; `stop()` sets its Event and returns its stats."""
-
-    def __init__(self, cfg: GatewayConfig) -> None:
-        self.cfg = cfg
-        self.event: asyncio.Event | None = None
-        self.task: asyncio.Task[dict[str, Any]] | None = None
-        self.runs: list[dict[str, Any]] = []
-
-    def start(self) -> Gateway:
-        assert self.task is None, "already serving"
-        self.event = asyncio.Event()
-        self.task = asyncio.create_task(run_until(self.cfg, self.event))
-        return self
-
-    async def stop(self, timeout: float = 30.0) -> dict[str, Any]:
-        assert self.event is not None and self.task is not None
-        self.event.set()
-        task, self.task = self.task, None
-        stats = await asyncio.wait_for(task, timeout)
-        self.runs.append(stats)
-        return stats
-
-    def check_alive(self) -> None:
-        if self.task is not None and self.task.done():
-            self.task.result()  # raises what stopped it
-            pytest.fail("the gateway stopped by itself", pytrace=False)
-
-
-@pytest.fixture
-async def gateways() -> AsyncIterator[list[Gateway]]:
-    started: list[Gateway] = []
-    yield started
-    for g in started:
-        if g.task is not None:
-            with contextlib.suppress(Exception):
-                await g.stop()
-
-
-@pytest.fixture
-def serve(gateways: list[Gateway]) -> Callable[[GatewayConfig], Gateway]:
-    def start(cfg: GatewayConfig) -> Gateway:
-        g = Gateway(cfg).start()
-        gateways.append(g)
-        return g
-
-    return start
-
-
 def onnx_model() -> dict[str, Any]:
     info = model_info("fraud")
     return {"endpoint": {"backend": "onnx", "path": str(info["path"]), "sha256": info["sha256"]}}
@@ -291,16 +240,6 @@ def slow_scorer(monkeypatch: pytest.MonkeyPatch, *, delay_s: float = 0.0,
 
     monkeypatch.setattr(MicroBatchScorer, "process", process)
     return seen
-
-
-async def until(condition: Callable[[], bool], timeout: float, what: str, gateway: Gateway | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if gateway is not None:
-            gateway.check_alive()
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what}", pytrace=False)
-        await asyncio.sleep(0.02)
 
 
 # --------------------------------------------------------------------------- 1. copybook round trip

@@ -33,7 +33,6 @@ from aiokafka.errors import KafkaTimeoutError
 from adapters.kafka import KafkaPublisher
 from gateway.config import GatewayConfig
 from gateway.realtime.core import MicroBatchScorer, Outcome
-from gateway.realtime.serve import run_until
 from schemas.contract import Contract
 from schemas.examples import contract_path, model_info
 from tests.kafka_broker import (
@@ -47,7 +46,7 @@ from tests.kafka_broker import (
     unique_topic,
 )
 from tests.model_servers import ModelServerProcess
-from tests.realtime_data import CP, RECORD, appended_fields, copybook_records, json_records, with_field
+from tests.realtime_data import CP, RECORD, Gateway, appended_fields, copybook_records, json_records, until, with_field
 
 pytestmark = pytest.mark.integration
 
@@ -116,43 +115,6 @@ class Topics:
     def source(self, **extra: Any) -> dict[str, Any]:
         return {"topics": [self.input], "group_id": self.group, "result_topic": self.results,
                 "dlq_topic": self.dlq, **extra}
-
-
-# --------------------------------------------------------------------------- the gateway in process
-class Gateway:
-    """`run_until` as a task of the test's loop; `stop()` sets its Event and returns its stats."""
-
-    def __init__(self, cfg: GatewayConfig) -> None:
-        self.cfg = cfg
-        self.event = asyncio.Event()
-        self.task: asyncio.Task[dict[str, Any]] | None = asyncio.create_task(run_until(cfg, self.event))
-
-    async def stop(self, timeout: float = 45.0) -> dict[str, Any]:
-        assert self.task is not None, "already stopped"
-        self.event.set()
-        task, self.task = self.task, None
-        return await asyncio.wait_for(task, timeout)
-
-    def check_alive(self) -> None:
-        if self.task is not None and self.task.done():
-            self.task.result()  # raises what stopped it
-            pytest.fail("the gateway stopped by itself", pytrace=False)
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Callable[[GatewayConfig], Gateway]]:
-    started: list[Gateway] = []
-
-    def start(cfg: GatewayConfig) -> Gateway:
-        g = Gateway(cfg)
-        started.append(g)
-        return g
-
-    yield start
-    for g in started:
-        if g.task is not None:
-            with contextlib.suppress(Exception):
-                await g.stop()
 
 
 def paced_scorer(monkeypatch: pytest.MonkeyPatch, delay_s: float, entered: set[str] | None = None) -> dict[str, int]:
@@ -364,16 +326,6 @@ def assert_json_result(r: Record, src: Sent, scored_by: str = "model") -> dict[s
         assert h["lgw-rule-id"] and "lgw-model-version" not in h and "lgw-model" not in h
         assert body["rule_id"] == h["lgw-rule-id"] and body["reason"]
     return body
-
-
-async def until(condition: Callable[[], bool], timeout: float, what: str, gateway: Gateway | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if gateway is not None:
-            gateway.check_alive()
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what}", pytrace=False)
-        await asyncio.sleep(0.02)
 
 
 # --------------------------------------------------------------------------- 1. JSON round trip
