@@ -19,6 +19,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from schemas.arrow_buffers import value_buffers
+
 _MAX_POSITIONS = 256
 
 
@@ -90,9 +92,8 @@ def match_fixed(col: pa.Array, tables: np.ndarray, pattern: str) -> np.ndarray:
     arr = col.cast(pa.string()) if not pa.types.is_string(col.type) else col
     n = len(arr)
     width = len(tables)
-    buffers = arr.buffers()
-    offsets = np.frombuffer(buffers[1], dtype=np.int32, count=n + 1, offset=arr.offset * 4).astype(np.int64)
-    data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.zeros(1, np.uint8)
+    offsets, data = value_buffers(arr)
+    offsets = offsets.astype(np.int64)
     ok = (offsets[1:] - offsets[:-1]) == width
     rows = np.flatnonzero(ok)
     if rows.size:

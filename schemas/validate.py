@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from schemas.arrow_buffers import value_buffers
 from schemas.layout import Elementary
 from schemas.patterns import fixed_pattern, match_fixed
 from schemas.stream import DecodedChunk, Reject
@@ -62,10 +63,7 @@ def _scalar(value: Any, typ: pa.DataType) -> pa.Scalar:
 def byte_lengths(col: pa.Array) -> np.ndarray:
     """Each string's length in bytes, read from the offsets buffer: no compute call. A
     string's length in characters is at most this, and zero exactly when this is."""
-    wide = pa.types.is_large_string(col.type) or pa.types.is_large_binary(col.type)
-    dtype = np.int64 if wide else np.int32
-    offsets = np.frombuffer(col.buffers()[1], dtype=dtype, count=len(col) + 1, offset=col.offset * dtype().itemsize)
-    return np.diff(offsets)
+    return np.diff(value_buffers(col)[0])
 
 
 def extremes(col: pa.Array) -> tuple[Any, Any]:

@@ -69,8 +69,8 @@ def messages(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
 
 
 def _batch(messages: list[bytes], first: int, n: int) -> tuple[ConsumerRecord[Any, Any], ...]:
-    return tuple(ConsumerRecord(TOPIC, 0, first + i, 0, 0, b"k", messages[first + i], None, 1, len(messages[i]), [])
-                 for i in range(n))
+    values = messages[first:first + n]
+    return tuple(ConsumerRecord(TOPIC, 0, first + i, 0, 0, b"k", v, None, 1, len(v), []) for i, v in enumerate(values))
 
 
 def _driver(recorder: Recorder) -> KafkaPipelineDriver:

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from schemas.arrow_buffers import value_buffers
 from schemas.codepages import CodePage
 from schemas.errors import ConfigError
 from schemas.jsonl import _fragments, write_jsonl
@@ -126,9 +127,7 @@ class FixedWriter:
     def _text(self, col: pa.Array, width: int) -> np.ndarray:
         text = pc.cast(col, pa.string()) if not pa.types.is_string(col.type) else col
         text = pc.utf8_rpad(pc.utf8_slice_codeunits(pc.fill_null(text, ""), 0, width), width, " ")
-        buffers = text.buffers()
-        offsets = np.frombuffer(buffers[1], dtype=np.int32, count=len(text) + 1, offset=text.offset * 4)
-        data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.zeros(0, np.uint8)
+        offsets, data = value_buffers(text)
         body = data[offsets[0]: offsets[-1]]
         if body.size != len(text) * width:  # non-ASCII text: encode per value (rare)
             body = np.frombuffer(b"".join(self.page.encode_text(v) for v in text.to_pylist()), dtype=np.uint8)

@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 
 from adapters.files.writers import FixedWriter
 from gateway.pipeline import Pipeline
+from schemas.arrow_buffers import value_buffers
 from schemas.jsonl import member_parts
 from schemas.messages import MessageCodec, MessageReject, PayloadFormat, by_message
 
@@ -95,10 +96,9 @@ def _json_members(table: pa.Table) -> list[str | pa.Array]:
 
 def _compact_objects(raw: pa.Array) -> bool:
     """Does every text start with '{"' and end with '}'? (No blanks to trim, no empty object.)"""
-    offsets = np.frombuffer(raw.buffers()[1], dtype=np.int32, count=len(raw) + 1, offset=raw.offset * 4)
-    data = np.frombuffer(raw.buffers()[2], dtype=np.uint8) if raw.buffers()[2] is not None else None
+    offsets, data = value_buffers(raw)
     starts, ends = offsets[:-1], offsets[1:]
-    if data is None or not ((ends - starts) > 2).all():
+    if not ((ends - starts) > 2).all():
         return False
     return bool((data[starts] == ord("{")).all() and (data[starts + 1] == ord('"')).all()
                 and (data[ends - 1] == ord("}")).all())

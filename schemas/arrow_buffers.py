@@ -1,0 +1,18 @@
+"""Zero-copy views of an Arrow string or binary array's buffers, for the numpy passes that
+read many short values at once (byte lengths, fixed-width patterns, first and last bytes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+
+def value_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, data): value i is data[offsets[i]:offsets[i + 1]]. The n + 1 offsets are
+    absolute positions in `data` (a sliced array does not start at 0)."""
+    wide = pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type)
+    dtype = np.dtype(np.int64 if wide else np.int32)
+    buffers = arr.buffers()
+    offsets = np.frombuffer(buffers[1], dtype=dtype, count=len(arr) + 1, offset=arr.offset * dtype.itemsize)
+    data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.zeros(0, np.uint8)
+    return offsets, data
