@@ -31,6 +31,7 @@ from schemas.contract import Contract, parse_contract
 from schemas.examples import CHUNK_RECORDS, card_detail_records, contract_path
 from schemas.jsonl import write_jsonl
 from schemas.layout import Category, Layout, Usage
+from schemas.yaml_loader import load_yaml
 
 TARGET_RECORDS_PER_S = 1_000_000
 TARGET_RATIO = 8.0
@@ -41,7 +42,7 @@ _PACKED = (Usage.PACKED, Usage.PACKED_UNSIGNED)
 def detail_contract(encoding: str) -> Contract:
     """The card_txn contract (same rules) without header and trailer: details only."""
     path = contract_path("card_txn")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    raw = load_yaml(path.read_text(encoding="utf-8"), str(path))
     raw["record"].pop("header", None)
     raw["record"].pop("trailer", None)
     raw["record"]["encoding"] = encoding

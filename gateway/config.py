@@ -11,13 +11,13 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from adapters.odbc.connection import OdbcConnectionConfig
 from gateway.resilience.breaker import BreakerConfig
 from gateway.resilience.retry import RetryPolicy
 from schemas.errors import ConfigError
+from schemas.yaml_loader import load_yaml
 
 
 class _Strict(BaseModel):
@@ -314,11 +314,13 @@ def load_config(path: str | os.PathLike[str] | None) -> GatewayConfig:
         return embedded_defaults()
     p = Path(path)
     try:
-        raw: Any = yaml.safe_load(p.read_text(encoding="utf-8"))
+        text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config {p}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}".replace("\n", " ")) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config {p}: expected UTF-8 YAML text, found byte 0x{exc.object[exc.start]:02x} "
+                          f"at offset {exc.start}") from None
+    raw: Any = load_yaml(text, str(p))
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: expected a mapping with models, pipelines, state; found {type(raw).__name__}")
     try:

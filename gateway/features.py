@@ -35,7 +35,7 @@ __all__ = ["Feature", "FeatureConfig", "FeatureMap"]
 class FeatureConfig(BaseModel):
     """The long form of one feature; the short form is the expression string alone."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # a NaN bound or default checks nothing
 
     expr: str
     default: float | bool | None = None

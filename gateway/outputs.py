@@ -38,7 +38,7 @@ _ARROW: dict[str, pa.DataType] = {"float": pa.float32(), "int": pa.int64(), "str
 class OutputConfig(BaseModel):
     """One entry of `model.outputs` as written in the contract."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # a NaN bound or default checks nothing
 
     type: OutputType = "float"
     min: float | None = None

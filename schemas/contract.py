@@ -33,7 +33,6 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schemas.batch import DecodedBatch, RecordDecoder
@@ -44,12 +43,14 @@ from schemas.fields import DecodeOptions
 from schemas.layout import USAGE_WORDS, Elementary, Group, Layout, Node, Picture, assign_offsets
 from schemas.records import DEFAULT_CHUNK_RECORDS, Framing, ReadPosition
 from schemas.stream import DecodedChunk, Reject, decode_file
+from schemas.yaml_loader import load_yaml
 
 # --------------------------------------------------------------------------- config models
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # NaN and infinities are never a bound, an allowed value or a size: refuse `.nan` / `.inf`
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 class FieldSpec(_Strict):
@@ -165,10 +166,30 @@ class FieldRules(_Strict):
     def _compiles(cls, v: str | None) -> str | None:
         if v is not None:
             try:
-                re.compile(v)
+                re.compile(v)  # the fast path (schemas.patterns) reads the pattern with Python's parser
             except re.error as exc:
                 raise ValueError(f"pattern {v!r} does not compile: {exc}") from None
+            try:  # validation runs RE2 (Arrow's match_substring_regex), which refuses more
+                pc.match_substring_regex(pa.nulls(1, pa.string()), v)
+            except pa.ArrowInvalid as exc:
+                raise ValueError(f"pattern {v!r} does not compile for RE2, the engine validation runs: "
+                                 f"{str(exc).removeprefix('Invalid regular expression: ')} (lookaround and "
+                                 "backreferences are not supported)") from None
         return v
+
+
+MODEL_KEYS = ("name", "version", "description", "features", "outputs")
+
+
+class ModelSection(_Strict):
+    """The keys `model:` may hold; what is under `features` and `outputs` is checked by
+    gateway.features and gateway.outputs, with the rest of the scoring setup."""
+
+    name: str | None = None
+    version: int | str | None = None
+    description: str | None = None
+    features: Any = None
+    outputs: Any = None
 
 
 class ContractConfig(_Strict):
@@ -179,6 +200,14 @@ class ContractConfig(_Strict):
     fields: dict[str, FieldRules] = Field(default_factory=dict)
     model: dict[str, Any] | None = None  # the scoring section (issue 3 builds on it)
     fallback: list[dict[str, Any]] | None = None
+
+    @field_validator("model")
+    @classmethod
+    def _known_model_keys(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        # kept a plain mapping for its readers; its keys are checked like everywhere else
+        if v is not None:
+            ModelSection.model_validate(v)
+        return v
 
 
 # --------------------------------------------------------------------------- runtime
@@ -341,6 +370,10 @@ class Contract:
             if (rules.min is not None or rules.max is not None) and node.is_text:
                 raise ContractError(f"{self.source}: fields.{name}: min/max need a numeric field, "
                                     f"{node.name} is PIC {node.picture.text if node.picture else '?'}")
+            if node.path in bound:  # TXN-PAN and TXN_PAN: one field, and the second would replace the first
+                first = next(k for k in self.config.fields if _find(self.layout, k, "fields").path == node.path)
+                raise ContractError(f"{self.source}: fields.{name}: names the same field as fields.{first} "
+                                    f"({node.path}); give its constraints once")
             bound[node.path] = (node, rules)
         for node in self.layout.elementary():  # 88-level names become allowed values
             if (node.conditions and node.path not in bound and not node.in_redefines
@@ -553,14 +586,14 @@ def load_contract(path: str | os.PathLike[str]) -> Contract:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ContractError(f"cannot read contract {p}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ContractError(f"contract {p}: expected UTF-8 YAML text, found byte 0x{exc.object[exc.start]:02x} "
+                            f"at offset {exc.start}") from None
     return parse_contract(text, base_dir=p.parent, source=str(p))
 
 
 def parse_contract(text: str, *, base_dir: Path | None = None, source: str = "<contract>") -> Contract:
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ContractError(f"{source}: not valid YAML: {exc}".replace("\n", " ")) from None
+    raw = load_yaml(text, source, ContractError)
     if not isinstance(raw, dict):
         raise ContractError(f"{source}: expected a YAML mapping with contract, version, record; "
                             f"found {type(raw).__name__}")
@@ -570,7 +603,10 @@ def parse_contract(text: str, *, base_dir: Path | None = None, source: str = "<c
         first = exc.errors()[0]
         loc = ".".join(str(x) for x in first["loc"])
         more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-        raise ContractError(f"{source}: {loc}: {first['msg']}{more}") from None
+        msg = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            msg = "unknown key (a misspelling would be ignored, so it is refused)"
+        raise ContractError(f"{source}: {loc}: {msg}{more}") from None
     return Contract(config, base_dir or Path.cwd(), source)
 
 

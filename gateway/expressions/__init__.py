@@ -31,6 +31,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -39,7 +40,7 @@ import pyarrow as pa
 from gateway.expressions.columns import MissingColumn
 from gateway.expressions.compiler import Compiler
 from gateway.expressions.functions import FUNCTIONS
-from gateway.expressions.terms import NUMERIC, WORDS, kind_of
+from gateway.expressions.terms import NUMERIC, WORDS, Term, kind_of
 from schemas.errors import ContractError
 
 if TYPE_CHECKING:
@@ -103,7 +104,38 @@ def compile_expression(text: str, fields: Mapping[str, pa.DataType], *, where: s
     term = compiler.field(hyphenated, source) if hyphenated is not None else compiler.compile(compiler.parse())
     if term.kind not in (*NUMERIC, "bool", "string"):
         compiler.fail(f"the value is {WORDS.get(term.kind, term.kind)}; expected a condition, a number or a string")
+    _trial_run(compiler, term, fields)
     return Expression(source, term.type, frozenset(compiler.used), where, term.run)
+
+
+def _trial_run(compiler: Compiler, term: Term, fields: Mapping[str, pa.DataType]) -> None:
+    """Runs the compiled kernels once on two rows of the fields' own types (zeros and
+    empty strings, then nulls), so what Arrow refuses only when it sees data (a rounding
+    that cannot fit, a cast) fails here, when the contract loads, instead of mid-file."""
+    try:
+        out = term.run(trial_table(fields))
+    except (pa.ArrowException, ArithmeticError, ValueError, TypeError) as exc:
+        compiler.fail(f"cannot be evaluated on the contract's field types: {exc}")
+    if not isinstance(out, pa.Scalar | pa.Array | pa.ChunkedArray):  # pragma: no cover - a compiler bug
+        compiler.fail(f"evaluates to {type(out).__name__}, not a column")
+
+
+def trial_table(fields: Mapping[str, pa.DataType]) -> pa.Table:
+    """Two rows per field name (dotted paths included, as `column` finds them first):
+    the type's zero (0, "", false) and null."""
+    return pa.table({name: pa.concat_arrays([_zero(typ), pa.nulls(1, typ)]) for name, typ in fields.items()})
+
+
+def _zero(typ: pa.DataType) -> pa.Array:
+    if pa.types.is_string(typ) or pa.types.is_large_string(typ):
+        return pa.array([""], typ)
+    if pa.types.is_boolean(typ):
+        return pa.array([False], typ)
+    if pa.types.is_decimal(typ):
+        return pa.array([Decimal(0)], typ)
+    if pa.types.is_integer(typ) or pa.types.is_floating(typ):
+        return pa.array([0], typ)
+    return pa.nulls(1, typ)
 
 
 def compile_condition(text: str, fields: Mapping[str, pa.DataType], *, where: str) -> Expression:

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import ast
 import difflib
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, localcontext
 from functools import partial
 from typing import Any, NoReturn
 
@@ -121,15 +122,16 @@ class Compiler:
             exact = Decimal(src.lstrip("+"))
         except InvalidOperation:
             exact = Decimal(repr(value))
-        if not exact.is_finite():
-            return const(value, FLOAT64, src)
+        if not exact.is_finite() or not math.isfinite(value):
+            self.fail(f"the number {src} does not fit a float64 (it would be {value}); write a finite number")
         _, digits, exponent = exact.as_tuple()
         assert isinstance(exponent, int)
         scale = max(0, -exponent)
         whole = max(1, len(digits) + exponent)
         if whole + scale > MAX_DECIMAL_DIGITS:
             return const(value, FLOAT64, src)
-        exact = exact.quantize(Decimal(1).scaleb(-scale))
+        with localcontext(prec=MAX_DECIMAL_DIGITS):  # the default 28 digits cannot hold 1e30 exactly
+            exact = exact.quantize(Decimal(1).scaleb(-scale))
         return const(exact, pa.decimal128(whole + scale, scale), src)
 
     def _name(self, node: ast.Name) -> Term:

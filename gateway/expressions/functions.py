@@ -98,6 +98,10 @@ def _round(compiler: Compiler, name: str, args: list[Term], src: str) -> Term:
         if not (args[1].is_literal and args[1].kind == "int"):
             compiler.fail(f"round() needs a whole-number literal for its digits, found {args[1].src}")
         digits = int(args[1].literal)
+    if x.kind == "decimal" and digits <= -(x.type.precision - x.type.scale):
+        # Arrow refuses to round a decimal to a place left of all its digits (every value would be 0)
+        compiler.fail(f"round() to {digits} digits: {x.src} has at most {x.type.precision - x.type.scale} "
+                      f"whole digits, so every value would round to 0")
     typ = probe(lambda v: pc.round(v, ndigits=digits), x.type) or FLOAT64
     if typ == FLOAT64 and x.kind != "float":
         x = compiler.cast(x, FLOAT64)

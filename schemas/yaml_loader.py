@@ -1,0 +1,55 @@
+"""The one way the gateway reads YAML: safe (no Python objects) and strict about duplicate
+keys. PyYAML's own loaders keep the last of two equal keys, so `pii: true` followed by
+`pii: false`, or a `sha256:` pin followed by `sha256: null`, would silently remove a
+protection; here the second key is refused with the lines of both."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from schemas.errors import ConfigError
+
+__all__ = ["StrictSafeLoader", "load_yaml"]
+
+
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A mapping names one key twice; `line` and `first_line` are 1-based."""
+
+    def __init__(self, key: Any, line: int, first_line: int, mark: yaml.Mark) -> None:
+        super().__init__(None, None, f"duplicate key {key!r} (first on line {first_line})", mark)
+        self.key = key
+        self.line = line
+        self.first_line = first_line
+
+
+class StrictSafeLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses a key given twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may be overridden on purpose
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in first_line:
+                    raise DuplicateKeyError(key, line, first_line[key], key_node.start_mark)
+                first_line[key] = line
+            except TypeError:  # an unhashable key: the base constructor reports it
+                break
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str, source: str, error: type[ConfigError] = ConfigError) -> Any:
+    """The document in `text`; `error` (naming `source` and the line) for invalid YAML or a
+    duplicate key."""
+    try:
+        return yaml.load(text, Loader=StrictSafeLoader)  # a SafeLoader subclass: no Python objects
+    except DuplicateKeyError as exc:
+        raise error(f"{source}:{exc.line}: duplicate key {exc.key!r} (first on line {exc.first_line}); "
+                    "only one may stay, a second would silently replace the first") from None
+    except yaml.YAMLError as exc:
+        raise error(f"{source}: not valid YAML: {exc}".replace("\n", " ")) from None

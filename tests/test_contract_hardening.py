@@ -1,0 +1,135 @@
+"""Contracts and configs that lie: duplicate YAML keys, unknown keys, and scoring sections
+that `lgw contract check` passed but `lgw score` refused or crashed on."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main
+from gateway.config import load_config
+from schemas.contract import load_contract
+from schemas.errors import ConfigError, ContractError
+from schemas.examples import contract_path
+
+CARD = contract_path()
+CARD_TEXT = CARD.read_text(encoding="utf-8")
+
+
+def card_variant(tmp_path: Path, old: str, new: str) -> Path:
+    """The bundled card contract with one edit, beside a copy of its copybooks."""
+    assert old in CARD_TEXT, old
+    shutil.copytree(CARD.parent / "copybooks", tmp_path / "copybooks", dirs_exist_ok=True)
+    path = tmp_path / "card.yaml"
+    path.write_text(CARD_TEXT.replace(old, new, 1), encoding="utf-8")
+    return path
+
+
+def check(capsys: pytest.CaptureFixture[str], path: Path) -> tuple[int, str]:
+    code = main(["contract", "check", str(path)])
+    return code, capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- duplicate keys
+
+def test_a_second_pii_key_is_refused_naming_both_lines(tmp_path: Path) -> None:
+    path = card_variant(tmp_path, "    pii: true\n", "    pii: true\n    pii: false\n")
+    lines = path.read_text().splitlines()
+    first = lines.index("    pii: true") + 1
+    with pytest.raises(ContractError, match=rf"card.yaml:{first + 1}: duplicate key 'pii' \(first on line {first}\)"):
+        load_contract(path)
+
+
+def test_duplicate_keys_in_flow_mappings_are_refused(tmp_path: Path) -> None:
+    path = card_variant(tmp_path, "    fraud_score: {type: float, min: 0, max: 1}",
+                        "    fraud_score: {type: float, min: 0, max: 1, max: 5}")
+    with pytest.raises(ContractError, match="duplicate key 'max'"):
+        load_contract(path)
+
+
+def test_one_field_constrained_under_two_spellings_is_refused(tmp_path: Path) -> None:
+    path = card_variant(tmp_path, "  TXN-TIME:\n", "  TXN_PAN: {pii: false}\n  TXN-TIME:\n")
+    with pytest.raises(ContractError, match=r"fields\.TXN_PAN: names the same field as fields\.TXN-PAN"):
+        load_contract(path)
+
+
+def test_a_pin_followed_by_sha256_null_in_gateway_yaml_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text("models:\n  fraud:\n    endpoint:\n      backend: onnx\n      path: fraud.onnx\n"
+                    "      sha256: 0123abcd\n      sha256: null\n")
+    with pytest.raises(ConfigError, match=r"gateway.yaml:7: duplicate key 'sha256' \(first on line 6\)"):
+        load_config(path)
+
+
+def test_merge_keys_may_still_be_overridden(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text("x-breaker: &b {sliding_window_size: 10, minimum_number_of_calls: 5}\n"
+                    "models:\n  m:\n    endpoint: {backend: onnx, path: m.onnx, sha256: ab}\n"
+                    "    breaker:\n      <<: *b\n      sliding_window_size: 20\n")
+    with pytest.raises(ConfigError, match="x-breaker"):  # the anchor's home is an unknown key, not a duplicate
+        load_config(path)
+    path.write_text(path.read_text().replace("x-breaker: &b", "models:\n  base:\n    endpoint: {backend: onnx, "
+                                             "path: b.onnx, sha256: ab}\n    breaker: &b", 1)
+                    .replace("models:\n  m:", "  m:", 1))
+    assert load_config(path).models["m"].breaker.sliding_window_size == 20
+
+
+# ---------------------------------------------------------------- unknown keys, NaN
+
+@pytest.mark.parametrize(("old", "new", "fragment"), [
+    ("  name: fraud\n", "  name: fraud\n  sha256: abc\n", "model.sha256: unknown key"),
+    ("  TXN-TIME:\n    max: 235959\n", "  TXN-TIME:\n    max: .nan\n", "fields.TXN-TIME.max: Input should be a finite"),
+    ("fraud_score: {type: float, min: 0, max: 1}", "fraud_score: {type: float, min: .nan, max: 1}",
+     "model.outputs.fraud_score.min: Input should be a finite"),
+    ("    cashback: CASHBACK_AMOUNT\n", "    cashback: {expr: CASHBACK_AMOUNT, default: .nan}\n",
+     "model.features.cashback: default.float: Input should be a finite"),
+])
+def test_unknown_keys_and_nan_values_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 old: str, new: str, fragment: str) -> None:
+    code, err = check(capsys, card_variant(tmp_path, old, new))
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("lgw: error: ") and fragment in err
+
+
+# ---------------------------------------------------------------- check compiles what score runs
+
+@pytest.mark.parametrize(("old", "new", "fragment"), [
+    ("    mcc: MCC\n", "    mcc: MCC_CODE\n", "model.features.mcc: unknown field MCC_CODE"),
+    ('    foreign: "COUNTRY != \'US\'"\n', '    foreign: "COUNTRY !== \'US\'"\n',
+     "model.features.foreign: syntax error"),
+    ('  - when: "CHANNEL == \'E\' and TXN_AMOUNT > 2000"',
+     '  - when: "CHANNEL == \'E\' and TXN_AMOUNT > AMOUNT"', "fallback rule 2 (LARGE_ECOM): unknown field AMOUNT"),
+    ("    amount: TXN_AMOUNT\n", "    amount: round(TXN_AMOUNT, -12)\n", "every value would round to 0"),
+    ("TXN_AMOUNT > 5000 and", "TXN_AMOUNT > 1e999 and", "1e999 does not fit a float64"),
+    ('pattern: "^[A-Z]{2}$"', 'pattern: "^(?=[A-Z])[A-Z]{2}$"', "does not compile for RE2"),
+    ('pattern: "^[A-Z]{3}$"', 'pattern: "^([A-Z])\\\\1[A-Z]$"', "does not compile for RE2"),
+])
+def test_contract_check_refuses_what_scoring_would(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                   old: str, new: str, fragment: str) -> None:
+    code, err = check(capsys, card_variant(tmp_path, old, new))
+    assert code == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err and fragment in err
+
+
+def test_a_large_decimal_literal_compiles_instead_of_crashing(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    path = card_variant(tmp_path, "TXN_AMOUNT > 5000 and", "TXN_AMOUNT * 1e30 * 1e30 > 5000 and")
+    assert main(["contract", "check", str(path)]) == 0
+    assert "3 fallback rules: compiled" in capsys.readouterr().out
+
+
+def test_contract_check_says_the_scoring_sections_were_compiled(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["contract", "check", str(CARD)]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("scoring: 5 features (amount, foreign, mcc, ecom, cashback), outputs fraud_score, "
+                           "3 fallback rules")
+
+
+def test_a_contract_without_scoring_sections_still_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = card_variant(tmp_path, "model:", "unused_model:")
+    text = path.read_text()
+    path.write_text(text[:text.index("unused_model:")])
+    assert main(["contract", "check", str(path)]) == 0
+    assert "scoring:" not in capsys.readouterr().out
