@@ -1,7 +1,11 @@
 """`lgw`: the gateway's command line.
 
 Exit status: 0 success; 1 the job ran but some records were rejected; 2 the command
-could not run (bad option, contract, copybook or input shape), with one error line.
+could not run (bad option, contract, copybook or input shape), with one error line;
+3 a batch command stopped by SIGTERM/SIGINT before its work was done (run it again to
+resume); 70 an internal error (a bug: one line on stderr naming the file that holds the
+traceback); 75 `lgw score` found its pipeline paused by the kill switch (nothing written);
+130 another command interrupted by Ctrl-C.
 """
 
 from __future__ import annotations
@@ -16,6 +20,11 @@ from typing import IO
 from schemas.errors import ConfigError
 
 EXIT_OK, EXIT_REJECTS, EXIT_ERROR = 0, 1, 2
+EXIT_INTERRUPTED = 3  # batch commands stopped by SIGTERM/SIGINT before the work was done: run again to resume
+EXIT_INTERNAL = 70  # EX_SOFTWARE (sysexits.h): a bug, never "some records were rejected"
+EXIT_PAUSED = 75  # EX_TEMPFAIL: the kill switch says pause; the same command may succeed later
+EXIT_SIGINT = 130  # 128 + SIGINT, as shells report it
+_BATCH_COMMANDS = ("batch", "run")  # where Ctrl-C means what SIGTERM means: stopped, resumable
 
 
 class _Parser(argparse.ArgumentParser):
@@ -88,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     kset.add_argument("--mode", required=True, choices=["off", "force_fallback", "pause"])
     kset.add_argument("--reason", default="")
     kset.add_argument("--state-url", default=None, help="state store URL (default: $LGW_STATE_URL or SQLite)")
+    kset.add_argument("--config", metavar="gateway.yaml",
+                      help="refuse a pipeline this config does not define; use its state store")
     kst = ksub.add_parser("status", help="show every kill switch")
     kst.add_argument("--state-url", default=None)
 
@@ -148,6 +159,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except BrokenPipeError:
         return EXIT_OK
+    except KeyboardInterrupt:
+        if args.command in _BATCH_COMMANDS:
+            print("lgw: interrupted (SIGINT) before the work was done; run the command again to resume",
+                  file=sys.stderr)
+            return EXIT_INTERRUPTED
+        print("lgw: interrupted (SIGINT); nothing was published", file=sys.stderr)
+        return EXIT_SIGINT
+    except Exception as exc:  # anything not raised on purpose is a bug: its own exit code, no traceback on the tty
+        print(internal_error_line(exc, argv), file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def internal_error_line(exc: BaseException, argv: Sequence[str] | None = None) -> str:
+    """The one line an unexpected exception gets on stderr: its type and where it was
+    raised, and the file holding the whole traceback. The exception's message stays out
+    of the line (it may quote record data, pii included); the traceback file has it."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    try:
+        saved = f"the traceback is in {write_traceback(exc, argv)}"
+    except OSError as err:
+        saved = f"the traceback could not be saved: {err.strerror}"
+    return f"lgw: internal error: {type(exc).__name__}{where}; this is a bug in lgw, not a problem " \
+           f"with the input; {saved}"
+
+
+def write_traceback(exc: BaseException, argv: Sequence[str] | None = None) -> Path:
+    """Writes the traceback into a new private folder under the temp dir (mode 0700, made
+    by tempfile.mkdtemp) as a file created exclusively, never through a symbolic link,
+    readable by the owner only (0600). It holds what the traceback holds: the message and
+    the code lines, which may include record values."""
+    import os
+    import tempfile
+    import time
+    import traceback
+
+    folder = Path(tempfile.mkdtemp(prefix="lgw-crash-"))
+    path = folder / f"traceback-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.getpid()}.txt"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(f"lgw {' '.join(sys.argv[1:] if argv is None else argv)}\n")
+        out.write("".join(traceback.format_exception(exc)))
+    return path
 
 
 def _dispatch(args: argparse.Namespace) -> int:

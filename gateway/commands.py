@@ -11,7 +11,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway.cli import EXIT_ERROR, EXIT_OK, EXIT_REJECTS, open_output, write_rejects
+from gateway.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_PAUSED, EXIT_REJECTS, open_output, write_rejects
 from gateway.config import DropFolderConfig, OdbcSourceConfig
 from schemas.contract import Contract, RecordSpec, load_contract
 from schemas.copybook import load_copybook
@@ -144,7 +144,7 @@ def examples(args: argparse.Namespace) -> int:
 
 def score(args: argparse.Namespace) -> int:
     from gateway.config import Policy, load_config
-    from gateway.score import run_score
+    from gateway.score import ScoringPaused, run_score
     from gateway.state import StateStore
 
     contract = load_contract(args.contract)
@@ -152,12 +152,16 @@ def score(args: argparse.Namespace) -> int:
         raise ConfigError(f"input {args.input} is not a file")
     cfg = load_config(args.config)
     state = StateStore(cfg.state.url)
-    summary = run_score(contract, Path(args.input), Path(args.output),
-                        rejects_path=Path(args.rejects) if args.rejects else None,
-                        rejects_stream=None if args.rejects else sys.stderr,
-                        fmt=args.format, config=cfg, force_fallback=args.force_fallback,
-                        policy=Policy(args.policy), shadow=args.shadow, chunk_records=args.chunk_records,
-                        state=state)
+    try:
+        summary = run_score(contract, Path(args.input), Path(args.output),
+                            rejects_path=Path(args.rejects) if args.rejects else None,
+                            rejects_stream=None if args.rejects else sys.stderr,
+                            fmt=args.format, config=cfg, force_fallback=args.force_fallback,
+                            policy=Policy(args.policy), shadow=args.shadow, chunk_records=args.chunk_records,
+                            state=state)
+    except ScoringPaused as exc:
+        print(f"lgw: paused: {exc}", file=sys.stderr)
+        return EXIT_PAUSED
     print(json.dumps(summary))
     return EXIT_REJECTS if summary["rejected"] or summary.get("file_rejected") else EXIT_OK
 
@@ -171,8 +175,6 @@ def killswitch(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- batch mode
-EXIT_INTERRUPTED = 3  # stopped (SIGTERM/SIGINT) before the work was finished: run again to resume
-
 
 def _logging(console: Console | None = None) -> None:
     import logging

@@ -35,6 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     st.add_argument("--reason", default="", metavar="TEXT", help="why (shown in status and logs)")
     st.add_argument("--state-url", default=None, metavar="URL",
                     help=f"state store (default: $LGW_STATE_URL or {DEFAULT_STATE_URL})")
+    st.add_argument("--config", default=None, metavar="gateway.yaml",
+                    help="refuse a pipeline this config does not define; use its state store")
     ss = ksub.add_parser("status", help="show every pipeline's kill switch")
     ss.add_argument("pipeline", nargs="?", default=None, help="only this pipeline")
     ss.add_argument("--state-url", default=None, metavar="URL", help="state store (default: as for set)")
@@ -44,7 +46,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def set_command(args: argparse.Namespace, out: IO[str] | None = None) -> int:
     out = out or sys.stdout
     try:
-        with StateStore(_state_url(args)) as store:
+        state_url = _check_pipeline(args)
+        with StateStore(state_url or _state_url(args)) as store:
             switch = store.set_kill_switch(args.pipeline, args.mode, getattr(args, "reason", "") or "", _operator())
     except (ConfigError, InfrastructureError) as exc:
         return _fail(exc)
@@ -69,6 +72,25 @@ def status_command(args: argparse.Namespace, out: IO[str] | None = None) -> int:
         for switch in switches:
             out.write(json.dumps(_as_json(switch)) + "\n")
     return EXIT_OK
+
+
+def _check_pipeline(args: argparse.Namespace) -> str | None:
+    """With --config, the pipeline must be one of its pipelines (a typo would switch
+    nothing off), and the switch goes to that config's state store unless --state-url says
+    otherwise: its URL is returned. Without one, a name the embedded defaults do not know is
+    stored all the same (`lgw score` keys the switch by the contract's name), with a warning."""
+    from gateway.config import load_config
+
+    config = getattr(args, "config", None)
+    cfg = load_config(config)
+    names = ", ".join(cfg.pipelines) or "none"
+    if args.pipeline not in cfg.pipelines:
+        if config is not None:
+            raise ConfigError(f"pipeline {args.pipeline!r} is not in {config}; its pipelines: {names}")
+        print(f"lgw: warning: no configured pipeline is named {args.pipeline!r} (embedded defaults: {names}; "
+              "pass --config to check against yours); stored for whatever runs under that name, such as "
+              "`lgw score` with a contract of that name", file=sys.stderr)
+    return cfg.state.url if config is not None and not getattr(args, "state_url", None) else None
 
 
 def _state_url(args: argparse.Namespace) -> str:

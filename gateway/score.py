@@ -29,10 +29,31 @@ from adapters.files.writers import open_writer
 from gateway.config import GatewayConfig, Policy
 from gateway.pipeline import Pipeline, Rescorer
 from gateway.runtime import build_pipeline
-from gateway.state import StateStore
+from gateway.state import KillSwitch, StateStore
 from schemas.contract import Contract
-from schemas.errors import ConfigError
+from schemas.errors import ConfigError, GatewayError
 from schemas.stream import Reject
+
+
+class ScoringPaused(GatewayError):
+    """The pipeline's kill switch says pause: `lgw score` runs a file to its end or not at
+    all, so it scores nothing, writes no output and says so (exit 75: try again later)."""
+
+    def __init__(self, switch: KillSwitch) -> None:
+        why = f" ({switch.reason})" if switch.reason else ""
+        by = f", set by {switch.set_by}" if switch.set_by else ""
+        super().__init__(f"pipeline {switch.pipeline} is paused by its kill switch{why}{by}: nothing was scored "
+                         f"and no output written; run again once `lgw killswitch set {switch.pipeline} --mode off` "
+                         "lifts it")
+        self.switch = switch
+
+
+async def _refuse_if_paused(pipeline: Pipeline) -> None:
+    if pipeline.kill_switch is None:
+        return
+    switch = await pipeline.kill_switch.acurrent()
+    if switch.mode == "pause":
+        raise ScoringPaused(switch)
 
 
 def fixed_columns(pipeline: Pipeline) -> dict[str, int]:
@@ -100,6 +121,12 @@ async def score_file(contract: Contract, input_path: Path, output: Path, *, reje
                               shadow=shadow, force_fallback=force_fallback, state=state)
     if policy == Policy.PAUSE:
         raise ConfigError("lgw score runs a file to its end: policy pause belongs to `lgw run`")
+    try:
+        await _refuse_if_paused(pipeline)
+    except BaseException:
+        if pipeline.model is not None:
+            await pipeline.model.close()
+        raise
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.partial")
     writer = open_writer(tmp, fmt, page=contract.spec.page,
@@ -130,6 +157,9 @@ async def score_file(contract: Contract, input_path: Path, output: Path, *, reje
                 batch = file_batch(dc)
                 records_in += batch.records_in
                 scored = await score_rows(pipeline, batch, scoring_input(batch))
+                if scored.paused and pipeline.kill_switch is not None:
+                    # switched to pause mid-file: stop as if it had been paused at the start
+                    raise ScoringPaused(await pipeline.kill_switch.acurrent())
                 if rescorer is not None:
                     if scored.rescore is not None:
                         rescorer.hold(scored.rescore)
