@@ -229,11 +229,22 @@ class GatewayConfig(_Strict):
     state: StateConfig = Field(default_factory=StateConfig)
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     amqp: AmqpConfig = Field(default_factory=AmqpConfig)
+    # refuse an in-process model without a `sha256` pin (unpinned ones load with a warning)
+    require_model_pins: bool = False
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     def resolve(self, path: str) -> Path:
         p = Path(path)
         return p if p.is_absolute() else (self.base_dir / p)
+
+    @model_validator(mode="after")
+    def _pinned_models(self) -> GatewayConfig:
+        if self.require_model_pins:
+            for name, model in self.models.items():
+                if isinstance(model.endpoint, OnnxModelConfig) and not model.endpoint.sha256:
+                    raise ValueError(f"models.{name}.endpoint.sha256: require_model_pins is true, and model "
+                                     f"{name} ({model.endpoint.path}) has no sha256 pin; add the file's sha256")
+        return self
 
     @model_validator(mode="after")
     def _separate_folders(self) -> GatewayConfig:

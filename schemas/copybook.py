@@ -28,6 +28,7 @@ _FIGURATIVE: dict[str, str | int] = {
     "QUOTE": '"', "QUOTES": '"', "NULL": "\x00", "NULLS": "\x00",
 }
 _NOISE = {"IS", "ARE", "TIMES", "ON", "BY", "KEY", "CHARACTER", "WHEN", "ALL"}
+_WORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,29}$")  # a COBOL word: shown in messages
 
 
 @dataclass
@@ -76,7 +77,14 @@ def _looks_fixed_format(lines: list[str]) -> bool:
     return True
 
 
-def _statements(text: str, tab_size: int) -> list[list[_Token]]:
+def _shown(tok: str) -> str:
+    """A token as an error message may quote it: COBOL words only. A path that points at
+    some other file (a key, a password file) must not have its text copied into a message
+    that ends up in logs; the line number says where to look."""
+    return repr(tok) if _WORD.match(tok) else "<not shown: not a COBOL word>"
+
+
+def _statements(text: str, tab_size: int, source: str | None) -> list[list[_Token]]:
     statements: list[list[_Token]] = []
     current: list[_Token] = []
     for number, body in _source_lines(text, tab_size):
@@ -96,9 +104,12 @@ def _statements(text: str, tab_size: int) -> list[list[_Token]]:
                 current = []
             else:
                 current.append(_Token(tok, number))
+    if current and not statements and not _LEVEL.match(current[0].text):
+        raise CopybookSyntaxError("this does not look like a copybook: no entry starts with a level number and "
+                                  "ends with a period (its text is not shown)", current[0].line, source)
     if current:
-        tail = " ".join(t.text for t in current)
-        raise CopybookSyntaxError(f"entry '{tail[:60]}' does not end with a period", current[0].line)
+        raise CopybookSyntaxError(f"the entry that starts on line {current[0].line} does not end with a period",
+                                  current[-1].line, source)
     return statements
 
 
@@ -122,8 +133,9 @@ def _literal(tok: str) -> str | int | float:
 class _EntryParser:
     """Parses the clauses of one data-description entry."""
 
-    def __init__(self, tokens: list[_Token], source: str | None) -> None:
+    def __init__(self, tokens: list[_Token], source: str | None, *, first: bool = False) -> None:
         self.tokens = tokens
+        self.first = first  # the file's first entry: until it parses, the file may be no copybook at all
         self.pos = 0
         self.source = source
         self.line = tokens[0].line
@@ -146,13 +158,16 @@ class _EntryParser:
     def take_int(self, what: str) -> int:
         tok = self.take(what)
         if not tok.isdigit():
-            raise self.error(f"expected {what} (a whole number), found {tok!r}")
+            raise self.error(f"expected {what} (a whole number), found {_shown(tok)}")
         return int(tok)
 
     def parse(self) -> tuple[int, Node]:
         level_tok = self.tokens[0].text
         if not _LEVEL.match(level_tok):
-            raise self.error(f"expected a level number (01-49, 66, 77 or 88), found {level_tok!r}")
+            if self.first:
+                raise self.error("expected a level number (01-49, 66, 77 or 88) at the start of the first entry; "
+                                 "this does not look like a copybook (its text is not shown)")
+            raise self.error(f"expected a level number (01-49, 66, 77 or 88), found {_shown(level_tok)}")
         level = int(level_tok)
         if not (1 <= level <= 49 or level in (66, 77, 88)):
             raise self.error(f"level number {level_tok} is not 01-49, 66, 77 or 88")
@@ -162,7 +177,7 @@ class _EntryParser:
         if nxt is not None and nxt.upper() not in _CLAUSES and nxt.upper() not in USAGE_WORDS:
             name = self.take("a name")
             if not _NAME.match(name):
-                raise self.error(f"invalid data name {name!r}")
+                raise self.error(f"invalid data name: {_shown(name)}")
         attrs: dict = {}
         values: list = []
         while (tok := self.peek()) is not None:
@@ -177,7 +192,7 @@ class _EntryParser:
             elif up == "USAGE":
                 word = self.take("a usage").upper()
                 if word not in USAGE_WORDS:
-                    raise self.error(f"unknown USAGE {word}")
+                    raise self.error(f"unknown USAGE {_shown(word)}")
                 attrs["usage"] = USAGE_WORDS[word]
             elif up in USAGE_WORDS:
                 attrs["usage"] = USAGE_WORDS[up]
@@ -214,7 +229,7 @@ class _EntryParser:
                     f"level number {tok} inside the entry for {name} (which starts on line {self.line}): "
                     "is the period missing at the end of that entry?", line, self.source)
             else:
-                raise self.error(f"unexpected word {tok!r} in the entry for {name}")
+                raise self.error(f"unexpected word {_shown(tok)} in the entry for {name}")
         return level, self._node(level, name, attrs, values)
 
     def _occurs(self, attrs: dict) -> None:
@@ -296,8 +311,8 @@ def parse_copybook(text: str, *, source: str | None = None, tab_size: int = 1) -
     stack: list[Node] = [root]
     last_item: Node | None = None
     records: list[Group] = []
-    for tokens in _statements(text, tab_size):
-        level, node = _EntryParser(tokens, source).parse()
+    for tokens in _statements(text, tab_size, source):
+        level, node = _EntryParser(tokens, source, first=last_item is None).parse()
         if isinstance(node, _Condition):
             if not isinstance(last_item, Elementary):
                 raise CopybookSyntaxError(

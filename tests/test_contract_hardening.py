@@ -133,3 +133,69 @@ def test_a_contract_without_scoring_sections_still_checks(tmp_path: Path, capsys
     path.write_text(text[:text.index("unused_model:")])
     assert main(["contract", "check", str(path)]) == 0
     assert "scoring:" not in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- model pins
+
+def test_an_unpinned_onnx_model_loads_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    from adapters.models.onnx import OnnxModel
+    from schemas.examples import model_info
+
+    info = model_info("fraud")
+    with caplog.at_level("WARNING", logger="adapters.models.onnx"):
+        OnnxModel(info["path"])
+    warnings = [r.getMessage() for r in caplog.records if r.name == "adapters.models.onnx"]
+    assert len(warnings) == 1 and "\n" not in warnings[0]
+    assert warnings[0].startswith(f"model file {info['path']} is not pinned") and info["sha256"] in warnings[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="adapters.models.onnx"):
+        OnnxModel(info["path"], sha256=info["sha256"])
+    assert not [r for r in caplog.records if r.name == "adapters.models.onnx"]
+
+
+def test_require_model_pins_refuses_an_unpinned_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("require_model_pins: true\nmodels:\n  fraud:\n    endpoint: {backend: onnx, path: fraud.onnx}\n")
+    data = tmp_path / "in.dat"
+    data.write_bytes(b"")
+    code = main(["score", "--contract", str(CARD), "--input", str(data), "--output", str(tmp_path / "o.jsonl"),
+                 "--config", str(config)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert err == (f"lgw: error: {config}: models.fraud.endpoint.sha256: require_model_pins is true, and model "
+                   "fraud (fraud.onnx) has no sha256 pin; add the file's sha256\n")
+    config.write_text(config.read_text().replace("path: fraud.onnx", "path: fraud.onnx, sha256: ab12"))
+    assert load_config(config).require_model_pins
+
+
+# ---------------------------------------------------------------- a copybook path that is no copybook
+
+@pytest.mark.parametrize(("text", "line", "secret"), [
+    ("root:$6$Xq9sAltSECRETHASH:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n", 1, "SECRETHASH"),
+    ("machine api.example.com login bob password Hunter2secret.\n", 1, "Hunter2secret"),
+    ("# comment\n\n-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC.\n", 1,
+     "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC"),
+])
+def test_a_copybook_path_to_another_file_does_not_echo_its_text(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, line: int, secret: str) -> None:
+    (tmp_path / "shadow").write_text(text)
+    path = card_variant(tmp_path, "copybook: copybooks/CARDTXN.cpy", "copybook: shadow")
+    code, err = check(capsys, path)
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"lgw: error: {tmp_path / 'shadow'}:{line}: ")
+    assert "does not look like a copybook" in err
+    assert secret not in err and secret.lower() not in err.lower()
+
+
+def test_a_copybook_error_quotes_cobol_words_but_not_other_text(tmp_path: Path) -> None:
+    from schemas.copybook import parse_copybook
+    from schemas.errors import CopybookSyntaxError
+
+    with pytest.raises(CopybookSyntaxError, match=r"^c\.cpy:2: unexpected word 'COMP-7' in the entry for A$"):
+        parse_copybook("01  REC.\n    05  A  PIC X(3) COMP-7.\n", source="c.cpy")
+    with pytest.raises(CopybookSyntaxError) as caught:
+        parse_copybook("01  REC.\n    05  A  PIC X(3) pa$$word:s3cr3t.\n", source="c.cpy")
+    assert str(caught.value) == "c.cpy:2: unexpected word <not shown: not a COBOL word> in the entry for A"
+    with pytest.raises(CopybookSyntaxError) as caught:
+        parse_copybook("01  REC.\n    05  A  PIC X(3).\n    05  B  PIC X(2) s3cr3t$\n", source="c.cpy")
+    assert str(caught.value) == "c.cpy:3: the entry that starts on line 3 does not end with a period"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ from gateway.errors import ConfigError, ModelServerError, ModelUnavailable
 __all__ = ["OnnxModel", "sha256_of"]
 
 INLINE_BUDGET_S = 0.002
+log = logging.getLogger(__name__)
 
 
 def sha256_of(data: bytes) -> str:
@@ -61,6 +63,10 @@ class OnnxModel:
         if sha256 is not None and found != sha256.strip().lower():
             raise ConfigError(f"model file {self.path}: sha256 {found} does not match the pinned {sha256}; "
                               "refusing to load it (replace the file or update the pinned hash)")
+        if sha256 is None:
+            log.warning("model file %s is not pinned: no sha256 given, so any file at that path would load "
+                        "(this one's is %s); pin it in gateway.yaml, or set require_model_pins: true to refuse "
+                        "unpinned models", self.path, found)
         self.sha256 = found
         self._seconds_per_row: float | None = None  # measured; None until the first batch
 
