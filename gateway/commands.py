@@ -46,6 +46,11 @@ def resolve_spec(args: argparse.Namespace) -> tuple[Contract | None, RecordSpec]
 
 
 def decode(args: argparse.Namespace) -> int:
+    """Records as JSON Lines. With --copybook every record is written, and each field that
+    could not be decoded (in every view: REDEFINES, and each 01 record of a multi-record
+    copybook, are all decoded from the same bytes) is reported in the reject shape; exit 1
+    when any was. With --contract the contract's validation decides what is written."""
+    from schemas.batch import RecordDecoder
     from schemas.jsonl import write_jsonl
     from schemas.stream import decode_file
 
@@ -60,7 +65,8 @@ def decode(args: argparse.Namespace) -> int:
         rej_out = sys.stderr
         if args.rejects:
             rej_out = stack.enter_context(open(args.rejects, "w", encoding="utf-8"))
-        for dc in spec.decode_file(args.input, chunk_records=args.chunk_records) if contract is None else \
+        every_view = RecordDecoder(spec.layout, spec.page, spec.options, report_redefines=True)
+        for dc in decode_file(args.input, every_view, spec.framing, args.chunk_records) if contract is None else \
                 contract.decode_file(args.input, spec, chunk_records=args.chunk_records):
             write_jsonl(dc.table, out)
             if dc.rejects:
@@ -71,7 +77,6 @@ def decode(args: argparse.Namespace) -> int:
             print(line, file=sys.stderr)
             if contract is not None and contract.file_rejected:
                 rejected += 1
-    _ = decode_file
     return EXIT_REJECTS if rejected else EXIT_OK
 
 

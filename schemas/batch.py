@@ -64,10 +64,12 @@ class DecodedBatch:
         return self.table.num_rows
 
     def bad_rows(self) -> np.ndarray:
-        """Sorted unique record indexes that have at least one decode error."""
-        if not self.errors:
+        """Sorted unique record indexes that have at least one decode error outside
+        REDEFINES views (a record of another type fails in the views that are not its own)."""
+        errors = [e.rows for e in self.errors if not e.field.in_redefines]
+        if not errors:
             return np.zeros(0, dtype=np.int64)
-        return np.unique(np.concatenate([e.rows for e in self.errors]))
+        return np.unique(np.concatenate(errors))
 
 
 class RecordDecoder:

@@ -176,3 +176,42 @@ def test_killswitch_set_without_a_config_warns_about_an_unknown_name(
     assert "lgw: warning: no configured pipeline is named 'churn' (embedded defaults: card_txn;" in err
     with StateStore(url) as store:
         assert store.get_kill_switch("churn").mode == "pause"
+
+
+# ---------------------------------------------------------------- lgw decode --copybook reports its nulls
+
+def test_decode_with_a_copybook_reports_every_undecodable_field(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "CARDTXN.DAT"
+    generate_card_file(data, records=1_000, seed=7, bad_every=100)
+    copybook = contract_path().parent / "copybooks" / "CARDTXN.cpy"
+    by_copybook, by_contract = tmp_path / "copybook.rejects.jsonl", tmp_path / "contract.rejects.jsonl"
+    code = main(["decode", str(data), "--copybook", str(copybook), "--rejects", str(by_copybook),
+                 "-o", str(tmp_path / "records.jsonl")])
+    assert code == 1  # every record was written, and some fields could not be decoded
+    assert len((tmp_path / "records.jsonl").read_text().splitlines()) == 1_002
+    main(["decode", str(data), "--contract", str(contract_path()), "--rejects", str(by_contract), "-o", "/dev/null"])
+    capsys.readouterr()
+    reported = [json.loads(x) for x in by_copybook.read_text().splitlines()]
+    decode_errors = [r for r in map(json.loads, by_contract.read_text().splitlines())
+                     if r["reason"].startswith("invalid")]
+    assert len(decode_errors) == 5
+    assert all(r in reported for r in decode_errors)  # the same reject, byte for byte
+    assert all({"record", "record_offset", "field", "field_offset", "offset", "length", "raw", "reason"} == set(r)
+               for r in reported)
+
+
+def test_decode_with_a_copybook_reports_to_stderr_without_rejects_file(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "TXN.DAT"
+    cpy = tmp_path / "TXN.cpy"
+    cpy.write_text("       01  TXN.\n           05  ID      PIC X(4).\n           05  AMOUNT  PIC S9(5)V99 COMP-3.\n")
+    good, bad = b"A001" + bytes.fromhex("0012345C"), b"A002" + bytes.fromhex("00123450")
+    data.write_bytes(good + bad)
+    assert main(["decode", str(data), "--copybook", str(cpy), "--encoding", "ascii"]) == 1
+    captured = capsys.readouterr()
+    assert [json.loads(x) for x in captured.out.splitlines()] == [{"ID": "A001", "AMOUNT": 123.45},
+                                                                  {"ID": "A002", "AMOUNT": None}]
+    assert [json.loads(x) for x in captured.err.splitlines()] == [
+        {"record": 2, "record_offset": 8, "field": "TXN.AMOUNT", "field_offset": 4, "offset": 12, "length": 4,
+         "raw": "00123450", "reason": "invalid packed-decimal sign nibble"}]
