@@ -329,8 +329,7 @@ def load_config(path: str | os.PathLike[str] | None) -> GatewayConfig:
     except OSError as exc:
         raise ConfigError(f"cannot read config {p}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"config {p}: expected UTF-8 YAML text, found byte 0x{exc.object[exc.start]:02x} "
-                          f"at offset {exc.start}") from None
+        raise ConfigError(f"config {p}: expected UTF-8 YAML text; byte {exc.start} is not UTF-8") from None
     raw: Any = load_yaml(text, str(p))
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: expected a mapping with models, pipelines, state; found {type(raw).__name__}")

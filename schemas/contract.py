@@ -587,8 +587,7 @@ def load_contract(path: str | os.PathLike[str]) -> Contract:
     except OSError as exc:
         raise ContractError(f"cannot read contract {p}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
-        raise ContractError(f"contract {p}: expected UTF-8 YAML text, found byte 0x{exc.object[exc.start]:02x} "
-                            f"at offset {exc.start}") from None
+        raise ContractError(f"contract {p}: expected UTF-8 YAML text; byte {exc.start} is not UTF-8") from None
     return parse_contract(text, base_dir=p.parent, source=str(p))
 
 

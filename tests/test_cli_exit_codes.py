@@ -215,3 +215,32 @@ def test_decode_with_a_copybook_reports_to_stderr_without_rejects_file(tmp_path:
     assert [json.loads(x) for x in captured.err.splitlines()] == [
         {"record": 2, "record_offset": 8, "field": "TXN.AMOUNT", "field_offset": 4, "offset": 12, "length": 4,
          "raw": "00123450", "reason": "invalid packed-decimal sign nibble"}]
+
+
+def test_score_paused_mid_file_stops_with_75_instead_of_losing_records(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway import score as score_module
+
+    url = f"sqlite:///{tmp_path}/state.db"
+    monkeypatch.setenv("LGW_STATE_URL", url)
+    real_score_rows = score_module.score_rows
+    calls = []
+
+    async def pause_after_the_first_chunk(pipeline, *args, **kw):  # type: ignore[no-untyped-def]
+        if calls:
+            with StateStore(url) as store:
+                store.set_kill_switch("card_txn", "pause", "mid-file", "ops")
+            pipeline.kill_switch.invalidate()
+        calls.append(1)
+        return await real_score_rows(pipeline, *args, **kw)
+
+    monkeypatch.setattr(score_module, "score_rows", pause_after_the_first_chunk)
+    data = tmp_path / "CARDTXN.DAT"
+    generate_card_file(data, records=2_000, seed=3)
+    out = tmp_path / "scored.jsonl"
+    code = main(["score", "--contract", str(contract_path()), "--input", str(data), "--output", str(out),
+                 "--chunk-records", "500"])
+    err = capsys.readouterr().err
+    assert len(calls) == 2  # the second chunk found the switch at pause
+    assert code == EXIT_PAUSED and "paused by its kill switch (mid-file)" in err
+    assert not out.exists() and not list(tmp_path.glob(".scored*"))

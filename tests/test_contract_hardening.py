@@ -199,3 +199,13 @@ def test_a_copybook_error_quotes_cobol_words_but_not_other_text(tmp_path: Path) 
     with pytest.raises(CopybookSyntaxError) as caught:
         parse_copybook("01  REC.\n    05  A  PIC X(3).\n    05  B  PIC X(2) s3cr3t$\n", source="c.cpy")
     assert str(caught.value) == "c.cpy:3: the entry that starts on line 3 does not end with a period"
+
+
+def test_a_contract_or_config_that_is_not_utf8_gets_one_line(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    binary = tmp_path / "card.yaml"
+    binary.write_bytes(b"contract: card\n\xff\xfe\x00secret")
+    code, err = check(capsys, binary)
+    assert code == 2 and err == f"lgw: error: contract {binary}: expected UTF-8 YAML text; byte 15 is not UTF-8\n"
+    with pytest.raises(ConfigError, match="expected UTF-8 YAML text; byte 15 is not UTF-8"):
+        load_config(binary)
