@@ -24,7 +24,6 @@ EXIT_INTERRUPTED = 3  # batch commands stopped by SIGTERM/SIGINT before the work
 EXIT_INTERNAL = 70  # EX_SOFTWARE (sysexits.h): a bug, never "some records were rejected"
 EXIT_PAUSED = 75  # EX_TEMPFAIL: the kill switch says pause; the same command may succeed later
 EXIT_SIGINT = 130  # 128 + SIGINT, as shells report it
-_BATCH_COMMANDS = ("batch", "run")  # where Ctrl-C means what SIGTERM means: stopped, resumable
 
 
 class _Parser(argparse.ArgumentParser):
@@ -160,7 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return EXIT_OK
     except KeyboardInterrupt:
-        if args.command in _BATCH_COMMANDS:
+        if args.command == "run" or getattr(args, "batch_command", None) in ("run", "replay"):
+            # Ctrl-C means what SIGTERM means for the resumable batch commands
             print("lgw: interrupted (SIGINT) before the work was done; run the command again to resume",
                   file=sys.stderr)
             return EXIT_INTERRUPTED
