@@ -10,7 +10,6 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import IO
 
 from schemas.errors import ConfigError
@@ -165,13 +164,6 @@ def _dispatch(args: argparse.Namespace) -> int:
 def write_rejects(rejects: list, out: IO[str]) -> None:
     for r in rejects:
         out.write(json.dumps(r.to_json(), ensure_ascii=False) + "\n")
-
-
-def open_output(path: str | None) -> IO[bytes]:
-    if path is None or path == "-":
-        return sys.stdout.buffer
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return open(path, "wb")
 
 
 if __name__ == "__main__":
