@@ -4,14 +4,17 @@ file; an output that is the input, or cannot be written, is refused before any w
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from gateway.batch import BatchDriver
 from gateway.cli import main
 from gateway.runs import DONE, FAILED
 from gateway.state import StateStore
@@ -300,3 +303,34 @@ def test_a_link_at_a_final_outbox_name_stops_the_publish_until_it_is_gone(tmp_pa
     assert main(["batch", "run", "card_txn", "--config", str(config), "--no-progress"]) == 1  # (rejects)
     assert (outbox / "CARDTXN.DAT.scored.jsonl").is_file() and not (outbox / "CARDTXN.DAT.scored.jsonl").is_symlink()
     assert "CARDTXN.DAT" in folder(tmp_path, "done") and hidden(outbox) == []
+
+
+def test_lgw_run_logs_a_link_at_an_output_name_and_publishes_once_it_is_gone(
+        tmp_path: Path, victim: Path, caplog: pytest.LogCaptureFixture) -> None:
+    rt = runtime(write_config(tmp_path, poll_s=0.05))
+    drop(tmp_path)
+    outbox = tmp_path / "drop" / "outbox"
+    plant(outbox / "CARDTXN.DAT.manifest.json", victim)
+
+    async def watch() -> None:
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(BatchDriver(rt, stop=stop).watch())
+        await until(lambda: "refusing to replace it" in caplog.text)
+        assert not watcher.done()  # still watching: the error is logged and retried
+        os.unlink(outbox / "CARDTXN.DAT.manifest.json")
+        await until(lambda: (outbox / "CARDTXN.DAT.manifest.json").is_file())
+        stop.set()
+        await watcher
+
+    asyncio.run(watch())
+    assert victim.read_bytes() == VICTIM_TEXT and "CARDTXN.DAT" in folder(tmp_path, "done")
+    assert not (outbox / "CARDTXN.DAT.manifest.json").is_symlink()
+
+
+async def until(condition: Callable[[], bool], limit_s: float = 60.0) -> None:
+    """Waits for `condition` (a bound on the wait, not a timing assertion)."""
+    for _ in range(int(limit_s / 0.05)):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the condition never came true")
