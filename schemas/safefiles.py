@@ -71,11 +71,12 @@ def _unsafe_open(path: Path, exc: OSError) -> UnsafePath | OSError:
 
 
 def _create(path: Path, mode: int) -> IO[bytes]:
+    # `mode` is narrowed by the umask, as open() would: 0o666 & ~0o022 is 0o644
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, mode)
     return os.fdopen(fd, "wb")
 
 
-def create_new(path: str | os.PathLike[str], mode: int = 0o644) -> IO[bytes]:
+def create_new(path: str | os.PathLike[str], mode: int = 0o666) -> IO[bytes]:
     """A new, empty file at `path`, open for writing; refuses (UnsafePath) if anything
     already has that name, a link or a file planted there included."""
     p = Path(path)
@@ -85,7 +86,7 @@ def create_new(path: str | os.PathLike[str], mode: int = 0o644) -> IO[bytes]:
         raise _unsafe_open(p, exc) from None
 
 
-def create_unique(path: str | os.PathLike[str], mode: int = 0o644) -> tuple[Path, IO[bytes]]:
+def create_unique(path: str | os.PathLike[str], mode: int = 0o666) -> tuple[Path, IO[bytes]]:
     """A new file at `path`, or at `path.1`, `path.2`, ... when that name is taken: what
     is there (a file of an earlier run, a planted link) is never written to."""
     base = Path(path)
@@ -100,7 +101,7 @@ def create_unique(path: str | os.PathLike[str], mode: int = 0o644) -> tuple[Path
             raise _unsafe_open(candidate, exc) from None
 
 
-def ensure_file(path: str | os.PathLike[str], mode: int = 0o644) -> None:
+def ensure_file(path: str | os.PathLike[str], mode: int = 0o666) -> None:
     """A regular file at `path` (the existing one, or a new empty one) for a library that
     opens the name itself (SQLite): refuses a link or anything else there (UnsafePath)."""
     p = Path(path)
@@ -245,7 +246,7 @@ class NewFile:
     block with an exception, removes it. Creating one up front proves the target folder
     exists and is writable before any work is done."""
 
-    def __init__(self, final: str | os.PathLike[str], *, suffix: str = ".tmp", mode: int = 0o644) -> None:
+    def __init__(self, final: str | os.PathLike[str], *, suffix: str = ".tmp", mode: int = 0o666) -> None:
         self.final = Path(final)
         check_replaceable(self.final)
         self.path = temp_name(self.final, suffix)
@@ -255,11 +256,16 @@ class NewFile:
         return self.fh.write(data)
 
     def publish(self) -> Path:
-        if not self.fh.closed:
-            self.fh.flush()
-            os.fsync(self.fh.fileno())
-            self.fh.close()
-        publish(self.path, self.final)
+        """Renames it over `final` (fsynced); refused (UnsafePath), it is removed."""
+        try:
+            if not self.fh.closed:
+                self.fh.flush()
+                os.fsync(self.fh.fileno())
+                self.fh.close()
+            publish(self.path, self.final)
+        except BaseException:
+            self.discard()
+            raise
         return self.final
 
     def discard(self) -> None:
