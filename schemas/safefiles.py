@@ -117,7 +117,8 @@ def open_existing(path: str | os.PathLike[str], *, write: bool = False) -> IO[by
     """An existing regular file (one this process made and is resuming), opened without
     following a link: for reading, or (`write`) read-write at its start."""
     p = Path(path)
-    flags = (os.O_RDWR if write else os.O_RDONLY) | _NOFOLLOW | _CLOEXEC
+    # non-blocking: a FIFO planted at the name must not hang the open before it is refused
+    flags = (os.O_RDWR if write else os.O_RDONLY) | _NOFOLLOW | _CLOEXEC | os.O_NONBLOCK
     try:
         fd = os.open(p, flags)
     except OSError as exc:
@@ -126,6 +127,7 @@ def open_existing(path: str | os.PathLike[str], *, write: bool = False) -> IO[by
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         raise UnsafePath(f"{p}: expected a regular file, found {_describe(st.st_mode)}")
+    os.set_blocking(fd, True)
     return os.fdopen(fd, "r+b" if write else "rb")
 
 
@@ -133,7 +135,7 @@ def temp_name(final: str | os.PathLike[str], suffix: str = ".tmp") -> Path:
     """A hidden, unpredictable name beside `final`: `.FINAL.<16 hex digits>SUFFIX`."""
     p = Path(final)
     room = _NAME_MAX - 2 - _TOKEN_HEX - len(os.fsencode(suffix))
-    stem = os.fsdecode(os.fsencode(p.name)[:room]).rstrip("\ufffd")  # a long name is cut, never overlong
+    stem = os.fsdecode(os.fsencode(p.name)[:room])  # a long name is cut to fit NAME_MAX
     return p.with_name(f".{stem}.{secrets.token_hex(_TOKEN_HEX // 2)}{suffix}")
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from adapters.files.dropfolder import content_hash
 from gateway.batch import BatchDriver
 from gateway.cli import main
 from gateway.runs import DONE, FAILED
@@ -26,6 +27,7 @@ from schemas.safefiles import (
     create_new,
     create_unique,
     ensure_file,
+    open_existing,
     publish,
     rename_new,
     temp_name,
@@ -334,3 +336,11 @@ async def until(condition: Callable[[], bool], limit_s: float = 60.0) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("the condition never came true")
+
+
+def test_a_fifo_planted_where_a_file_is_resumed_is_refused_without_hanging(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "staged.partial")
+    with pytest.raises(UnsafePath, match="found a FIFO"):
+        open_existing(tmp_path / "staged.partial")
+    with pytest.raises(UnsafePath, match="found a FIFO"):
+        content_hash(tmp_path / "staged.partial")
