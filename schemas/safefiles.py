@@ -257,14 +257,19 @@ class NewFile:
     def write(self, data: bytes) -> int:
         return self.fh.write(data)
 
-    def publish(self) -> Path:
-        """Renames it over `final` (fsynced); refused (UnsafePath), it is removed."""
+    def publish(self, *, replace: bool = True) -> Path:
+        """Renames it over `final` (fsynced); refused (UnsafePath, or FileExistsError when
+        not to `replace` what is there), it is removed."""
         try:
             if not self.fh.closed:
                 self.fh.flush()
                 os.fsync(self.fh.fileno())
                 self.fh.close()
-            publish(self.path, self.final)
+            if replace:
+                publish(self.path, self.final)
+            else:
+                rename_new(self.path, self.final)
+                fsync_dir(self.final.parent)
         except BaseException:
             self.discard()
             raise

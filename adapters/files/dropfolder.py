@@ -59,18 +59,15 @@ def move_file(src: Path, dst: Path) -> None:
         if os.path.islink(src):
             tmp = temp_name(dst, ".moving")
             os.symlink(os.readlink(src), tmp)
+            try:
+                rename_new(tmp, dst)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
         else:
             with open_existing(src) as fin, NewFile(dst, suffix=".moving") as fout:
                 shutil.copyfileobj(fin, fout.fh, _HASH_BLOCK)
-                fout.fh.flush()
-                os.fsync(fout.fh.fileno())
-                fout.fh.close()
-                tmp = fout.path
-        try:
-            rename_new(tmp, dst)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+                fout.publish(replace=False)
         os.unlink(src)
     fsync_dir(dst.parent)
     fsync_dir(src.parent)
