@@ -131,18 +131,20 @@ def open_existing(path: str | os.PathLike[str], *, write: bool = False) -> IO[by
     return os.fdopen(fd, "r+b" if write else "rb")
 
 
+def _temp_prefix(final: Path, suffix: str) -> str:
+    room = _NAME_MAX - 2 - _TOKEN_HEX - len(os.fsencode(suffix))
+    return f".{os.fsdecode(os.fsencode(final.name)[:room])}."  # a long name is cut to fit NAME_MAX
+
+
 def temp_name(final: str | os.PathLike[str], suffix: str = ".tmp") -> Path:
     """A hidden, unpredictable name beside `final`: `.FINAL.<16 hex digits>SUFFIX`."""
     p = Path(final)
-    room = _NAME_MAX - 2 - _TOKEN_HEX - len(os.fsencode(suffix))
-    stem = os.fsdecode(os.fsencode(p.name)[:room])  # a long name is cut to fit NAME_MAX
-    return p.with_name(f".{stem}.{secrets.token_hex(_TOKEN_HEX // 2)}{suffix}")
+    return p.with_name(f"{_temp_prefix(p, suffix)}{secrets.token_hex(_TOKEN_HEX // 2)}{suffix}")
 
 
 def is_temp_of(name: str, final: str | os.PathLike[str], suffix: str = ".tmp") -> bool:
     """Whether `name` is one of `temp_name(final, suffix)`'s names (a stale one, say)."""
-    probe = temp_name(final, suffix).name
-    prefix = probe[: -(_TOKEN_HEX + len(suffix))]
+    prefix = _temp_prefix(Path(final), suffix)
     token = name[len(prefix): len(name) - len(suffix)]
     return (name.startswith(prefix) and name.endswith(suffix) and len(token) == _TOKEN_HEX
             and all(c in "0123456789abcdef" for c in token))

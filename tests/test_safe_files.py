@@ -29,6 +29,7 @@ from schemas.safefiles import (
     ensure_file,
     open_existing,
     publish,
+    remove_stale_temps,
     rename_new,
     temp_name,
 )
@@ -344,3 +345,16 @@ def test_a_fifo_planted_where_a_file_is_resumed_is_refused_without_hanging(tmp_p
         open_existing(tmp_path / "staged.partial")
     with pytest.raises(UnsafePath, match="found a FIFO"):
         content_hash(tmp_path / "staged.partial")
+
+
+def test_stale_temporary_files_of_a_target_go_and_nothing_else(tmp_path: Path, victim: Path) -> None:
+    final = tmp_path / "X.scored.jsonl"
+    stale, planted = temp_name(final, ".partial"), temp_name(final, ".partial")
+    stale.write_bytes(b"left by a killed attempt")
+    plant(planted, victim)
+    others = [temp_name(final, ".ipc.partial"), temp_name(tmp_path / "Y.scored.jsonl", ".partial"),
+              tmp_path / ".X.scored.jsonl.partial"]
+    for other in others:
+        other.write_bytes(b"not ours")
+    assert sorted(remove_stale_temps(final, ".partial")) == sorted([stale, planted])
+    assert victim.read_bytes() == VICTIM_TEXT and all(o.read_bytes() == b"not ours" for o in others)
