@@ -223,12 +223,5 @@ def write_rejects(rejects: list, out: IO[str]) -> None:
         out.write(json.dumps(r.to_json(), ensure_ascii=False) + "\n")
 
 
-def open_output(path: str | None) -> IO[bytes]:
-    if path is None or path == "-":
-        return sys.stdout.buffer
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return open(path, "wb")
-
-
 if __name__ == "__main__":
     sys.exit(main())

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import sys
-from collections.abc import Awaitable, Callable
-from contextlib import ExitStack
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_PAUSED, EXIT_REJECTS, open_output, write_rejects
+from gateway.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_PAUSED, EXIT_REJECTS, write_rejects
 from gateway.config import DropFolderConfig, OdbcSourceConfig
 from schemas.contract import Contract, RecordSpec, load_contract
 from schemas.copybook import load_copybook
 from schemas.errors import ConfigError
+from schemas.safefiles import NewFile, create_outputs, discard_all
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -58,13 +60,13 @@ def decode(args: argparse.Namespace) -> int:
     if not Path(args.input).is_file():
         raise ConfigError(f"input {args.input} is not a file")
     rejected = 0
-    with ExitStack() as stack:
-        out = open_output(args.output)
-        if args.output:
-            stack.enter_context(out)
+    with _output_files(args.input, {"--output": args.output, "--rejects": args.rejects}) as files, \
+            ExitStack() as stack:
+        out = files["--output"].fh if "--output" in files else sys.stdout.buffer
         rej_out = sys.stderr
-        if args.rejects:
-            rej_out = stack.enter_context(open(args.rejects, "w", encoding="utf-8"))
+        if "--rejects" in files:
+            rej_out = io.TextIOWrapper(files["--rejects"].fh, encoding="utf-8", write_through=True)
+            stack.callback(rej_out.detach)  # the file itself stays open for its publish
         every_view = RecordDecoder(spec.layout, spec.page, spec.options, report_redefines=True)
         for dc in decode_file(args.input, every_view, spec.framing, args.chunk_records) if contract is None else \
                 contract.decode_file(args.input, spec, chunk_records=args.chunk_records):
@@ -80,13 +82,29 @@ def decode(args: argparse.Namespace) -> int:
     return EXIT_REJECTS if rejected else EXIT_OK
 
 
+@contextmanager
+def _output_files(input_path: str, outputs: dict[str, str | None]) -> Iterator[dict[str, NewFile]]:
+    """The output files a command was given ('-' and None: stdout or none), created hidden
+    beside their targets before any work and published when the block ends; on an error
+    removed. An output that is the input, or another output, is refused."""
+    given = {name: path for name, path in outputs.items() if path not in (None, "-")}
+    files = create_outputs({"INPUT": input_path} if input_path != "-" else {}, given)
+    try:
+        yield files
+    except BaseException:
+        discard_all(files.values())
+        raise
+    for new in files.values():
+        new.publish()
+
+
 def encode(args: argparse.Namespace) -> int:
     from schemas.encode import encode_jsonl
 
     _contract, spec = resolve_spec(args)
     src = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")  # noqa: SIM115
-    with src, open(args.output, "wb") as out:
-        count, errors = encode_jsonl(src, out, spec, newline=args.newline)
+    with src, _output_files(args.input, {"--output": args.output}) as files:
+        count, errors = encode_jsonl(src, files["--output"].fh, spec, newline=args.newline)
     for e in errors:
         print(json.dumps(e, ensure_ascii=False), file=sys.stderr)
     print(json.dumps({"records": count, "rejected": len(errors)}), file=sys.stderr)

@@ -12,8 +12,9 @@ shared with the batch driver (`gateway.batch`), which adds checkpoints around th
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
-import os
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from gateway.runtime import build_pipeline
 from gateway.state import KillSwitch, StateStore
 from schemas.contract import Contract
 from schemas.errors import ConfigError, GatewayError
+from schemas.safefiles import create_outputs, discard_all
 from schemas.stream import Reject
 
 
@@ -121,19 +123,23 @@ async def score_file(contract: Contract, input_path: Path, output: Path, *, reje
                               shadow=shadow, force_fallback=force_fallback, state=state)
     if policy == Policy.PAUSE:
         raise ConfigError("lgw score runs a file to its end: policy pause belongs to `lgw run`")
+    rescorer = Rescorer(pipeline) if policy == Policy.FALLBACK_AND_RESCORE and pipeline.model else None
+    corrections_path = output.with_name(f"{output.stem}.corrections{output.suffix}")
+    # created (hidden, beside their targets) before any work: a target that is the input or
+    # cannot be written fails now, and nothing but finished files is ever left behind
     try:
         await _refuse_if_paused(pipeline)
+        files = create_outputs({"--input": input_path}, {
+            "--output": output, "--rejects": rejects_path, "corrections": corrections_path if rescorer else None,
+        }, suffix=".partial")
     except BaseException:
         if pipeline.model is not None:
             await pipeline.model.close()
         raise
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.partial")
-    writer = open_writer(tmp, fmt, page=contract.spec.page,
+    new_output, new_rejects, new_corrections = files["--output"], files.get("--rejects"), files.get("corrections")
+    writer = open_writer(new_output.fh, fmt, page=contract.spec.page,
                          fixed_columns=fixed_columns(pipeline) if fmt == "fixed" else None)
     records_in = rejected_records = corrected = 0
-    rescorer = Rescorer(pipeline) if policy == Policy.FALLBACK_AND_RESCORE and pipeline.model else None
-    corrections_path = output.with_name(f"{output.stem}.corrections{output.suffix}")
     corrections_writer = None
 
     async def write_corrections() -> None:
@@ -144,15 +150,17 @@ async def score_file(contract: Contract, input_path: Path, output: Path, *, reje
         if table is None or table.num_rows == 0:
             return
         if corrections_writer is None:
-            corrections_writer = open_writer(corrections_path, "parquet" if fmt == "parquet" else "jsonl")
+            assert new_corrections is not None
+            corrections_writer = open_writer(new_corrections.fh, "parquet" if fmt == "parquet" else "jsonl")
         corrections_writer.write(table)
         corrected += table.num_rows
 
     try:
         with ExitStack() as stack:
             rej: IO[str] | None = rejects_stream
-            if rejects_path is not None:
-                rej = stack.enter_context(open(rejects_path, "w", encoding="utf-8"))
+            if new_rejects is not None:
+                rej = io.TextIOWrapper(new_rejects.fh, encoding="utf-8", write_through=True)
+                stack.callback(rej.detach)  # the file itself stays open for its publish
             for dc in contract.decode_file(input_path, chunk_records=chunk_records):
                 batch = file_batch(dc)
                 records_in += batch.records_in
@@ -180,8 +188,9 @@ async def score_file(contract: Contract, input_path: Path, output: Path, *, reje
         if corrections_writer is not None:
             corrections_writer.close()
     except BaseException:
-        writer.close()
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(Exception):
+            writer.close()  # a Parquet writer's footer, before its file goes
+        discard_all(files.values())
         raise
     finally:
         if pipeline.model is not None:
@@ -202,17 +211,23 @@ async def score_file(contract: Contract, input_path: Path, output: Path, *, reje
         if corrected:
             summary["corrections_output"] = str(corrections_path)
     if summary["records_out"] + summary["rejected"] != records_in:
-        tmp.unlink(missing_ok=True)
+        discard_all(files.values())
         raise RuntimeError(f"record accounting broken: in {records_in} != out {summary['records_out']} "
                            f"+ rejected {summary['rejected']}")
     if contract.header is not None or contract.trailer is not None:
         summary["control"] = {"ok": bool(report and report.ok), "problems": report.problems if report else []}
+    if new_rejects is not None:  # the rejects and corrections stand also when the file is rejected
+        new_rejects.publish()
+    if new_corrections is not None and corrections_writer is not None:
+        new_corrections.publish()
+    elif new_corrections is not None:
+        new_corrections.discard()  # nothing was corrected
     if contract.file_rejected:
-        tmp.unlink(missing_ok=True)
+        new_output.discard()
         summary["output"] = None
         summary["file_rejected"] = True
     else:
-        os.replace(tmp, output)
+        new_output.publish()
         summary["output"] = str(output)
     summary["seconds"] = round(time.perf_counter() - started, 3)
     return summary

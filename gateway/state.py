@@ -27,6 +27,7 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, Prog
 from sqlalchemy.pool import StaticPool
 
 from gateway.errors import ConfigError, InfrastructureError
+from schemas.safefiles import ensure_file
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,9 @@ def _build_engine(url: URL) -> Engine:
             # One shared connection, or every thread would see its own empty database.
             kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
         elif url.database and not url.database.startswith("file:"):
-            Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            path = Path(url.database).expanduser()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            ensure_file(path)  # SQLite would follow a link planted at the name, and create its target
     else:
         kwargs["pool_pre_ping"] = True  # survive a database restart without restarting us
     return create_engine(url, **kwargs)

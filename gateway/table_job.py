@@ -10,6 +10,7 @@ nothing is duplicated in the results table.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ from gateway.state import StateStore
 from gateway.watermarks import WatermarkStore
 from schemas.contract import load_contract
 from schemas.errors import ConfigError
+from schemas.safefiles import create_unique
 
 log = logging.getLogger("lgw.table")
 
@@ -69,11 +71,12 @@ async def run_table_pipeline(name: str, cfg: GatewayConfig, state: StateStore) -
     summary = TableRunSummary(name)
     rejects_dir = cfg.resolve(sink_cfg.rejects)
     rejects_dir.mkdir(parents=True, exist_ok=True)
-    rejects_path = rejects_dir / f"{name}.{time.strftime('%Y%m%dT%H%M%S')}.rejects.jsonl"
+    rejects_name = f"{name}.{time.strftime('%Y%m%dT%H%M%S')}.rejects.jsonl"
     await source.connect()  # checks the table's columns against the contract first
     await sink.connect()
     try:
-        with open(rejects_path, "a", encoding="utf-8") as rejects:
+        rejects_path, rejects_file = create_unique(rejects_dir / rejects_name)  # never an earlier run's
+        with io.TextIOWrapper(rejects_file, encoding="utf-8") as rejects:
             while (batch := await source.read_batch()) is not None:
                 scored = await pipeline.score(batch.table)
                 if scored.paused:

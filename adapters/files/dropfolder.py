@@ -8,11 +8,13 @@ write to; from there it moves to `done/` or `failed/` when its run ends.
 Everything that comes from the outside world is untrusted: names are single path
 components checked before use, every path is built inside its configured folder, links
 are never followed (a symlink in the inbox is reported and left alone, files are opened
-with O_NOFOLLOW and checked to be regular files after they were moved in).
+with O_NOFOLLOW and checked to be regular files after they were moved in), and a move
+never replaces a file at its destination.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fnmatch
 import hashlib
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Literal
 
 from schemas.errors import ConfigError
+from schemas.safefiles import NewFile, UnsafePath, atomic_write, fsync_dir, open_existing, rename_new, temp_name
 
 log = logging.getLogger("lgw.dropfolder")
 
@@ -34,11 +37,6 @@ MARKER_SUFFIX = ".done"
 _HASH_BLOCK = 1 << 20
 FolderName = Literal["inbox", "outbox", "done", "failed", "work"]
 FOLDER_NAMES: tuple[FolderName, ...] = ("inbox", "outbox", "done", "failed", "work")
-
-
-class UnsafePath(ConfigError):
-    """A name or path from outside that would lead out of the configured folders, or a
-    link or special file where a regular file was expected."""
 
 
 def safe_name(name: str) -> str:
@@ -49,44 +47,27 @@ def safe_name(name: str) -> str:
     return name
 
 
-def fsync_dir(path: Path) -> None:
-    """Makes a rename or a new file in `path` durable (POSIX: the directory entry)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Temp file beside `path`, fsync, rename over it, fsync the folder."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
 def move_file(src: Path, dst: Path) -> None:
-    """Renames src to dst (same file system) or copies, syncs and removes (another one);
+    """Moves src to dst, never replacing a file at dst (FileExistsError): renamed within
+    one file system, copied to a temporary name, synced and renamed across file systems;
     never follows a link: a link is moved as the link itself."""
     try:
-        os.rename(src, dst)
+        rename_new(src, dst)
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-        tmp = dst.with_name(f".{dst.name}.moving")
         if os.path.islink(src):
+            tmp = temp_name(dst, ".moving")
             os.symlink(os.readlink(src), tmp)
+            try:
+                rename_new(tmp, dst)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
         else:
-            with open(src, "rb") as fin, open(tmp, "wb") as fout:
-                shutil.copyfileobj(fin, fout, _HASH_BLOCK)
-                fout.flush()
-                os.fsync(fout.fileno())
-        os.replace(tmp, dst)
-        fsync_dir(dst.parent)
+            with open_existing(src) as fin, NewFile(dst, suffix=".moving") as fout:
+                shutil.copyfileobj(fin, fout.fh, _HASH_BLOCK)
+                fout.publish(replace=False)
         os.unlink(src)
     fsync_dir(dst.parent)
     fsync_dir(src.parent)
@@ -101,16 +82,8 @@ class ContentHash:
 
 def content_hash(path: Path) -> ContentHash:
     """sha256 of a regular file, read in blocks (memory stays flat), never through a link."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise UnsafePath(f"{path.name}: is a symbolic link; links are not followed") from None
-        raise
-    with os.fdopen(fd, "rb") as fh:
+    with open_existing(path) as fh:
         st = os.fstat(fh.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise UnsafePath(f"{path.name}: not a regular file")
         digest = hashlib.sha256()
         while block := fh.read(_HASH_BLOCK):
             digest.update(block)

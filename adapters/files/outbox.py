@@ -5,7 +5,9 @@ A run writes its records and its rejects to hidden temporary files in the outbox
 chunk at a time. After each chunk both are flushed and fsynced and their lengths go into
 the run's checkpoint; a resumed run truncates them to those lengths, so whatever a
 killed process wrote after its last checkpoint disappears and is written again, once.
-At the end the files are renamed into place (atomic within the folder).
+At the end the files are renamed into place (atomic within the folder). The temporary
+files have unpredictable names (kept in the checkpoint) and are created exclusively,
+never through a link (`schemas.safefiles`).
 
 Every format is appended chunk by chunk as bytes: JSON Lines, CSV (the header once, then
 rows; the column types of the first chunk are pinned and kept in the checkpoint), and
@@ -31,14 +33,16 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from adapters.files.dropfolder import fsync_dir
+from adapters.files.dropfolder import safe_name
 from adapters.files.writers import FORMATS, FixedWriter, flat_for_csv
 from schemas.codepages import CodePage
 from schemas.errors import ConfigError
 from schemas.jsonl import write_jsonl
+from schemas.safefiles import create_new, open_existing, publish, remove_stale_temps, temp_name
 from schemas.stream import Reject
 
 _BLOCK = 1 << 20
+_STAGED, _STAGED_PARQUET = ".partial", ".ipc.partial"  # temporary files: records, Parquet's Arrow stream
 _IPC_END = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # Arrow IPC end-of-stream marker
 EXTENSIONS = {"csv": "csv", "jsonl": "jsonl", "fixed": "dat", "parquet": "parquet"}
 
@@ -54,13 +58,14 @@ class ResumableFile:
         self.length = 0
 
     def open(self, length: int | None = None) -> None:
-        """A new empty file (`length` None), or the existing one cut back to `length`."""
+        """A new empty file (`length` None), or the existing one cut back to `length`;
+        neither through a link."""
         if length is None:
-            self._fh = open(self.path, "wb")  # noqa: SIM115 (closed in close())
+            self._fh = create_new(self.path)
             self._hash = hashlib.sha256()
             self.length = 0
             return
-        fh = open(self.path, "r+b")  # noqa: SIM115 (closed in close())
+        fh = open_existing(self.path, write=True)
         fh.seek(0, os.SEEK_END)
         if fh.tell() < length:
             fh.close()
@@ -118,10 +123,8 @@ class _FixedEncoder(FixedWriter):
     """FixedWriter's record encoding, into memory instead of a file."""
 
     def __init__(self, page: CodePage, columns: dict[str, int]) -> None:
-        super().__init__(Path(os.devnull), page, columns)
-        self._fh.close()
         self._buffer = io.BytesIO()
-        self._fh = self._buffer
+        super().__init__(self._buffer, page, columns)
 
     def encode(self, table: pa.Table, raw: np.ndarray | None) -> bytes:
         self._buffer.seek(0)
@@ -188,14 +191,35 @@ class OutboxSink:
         self.fmt = fmt
         self.row_group_size = row_group_size
         self.renderer = Renderer(fmt, page=page, fixed_columns=fixed_columns)
-        staged = f".{final.name}.ipc.partial" if fmt == "parquet" else f".{final.name}.partial"
-        self.file = ResumableFile(final.with_name(staged))
+        self._suffix = _STAGED_PARQUET if fmt == "parquet" else _STAGED
+        self.file = ResumableFile(temp_name(final, self._suffix))
+        self._pending: Path | None = None if fmt == "parquet" else self.file.path  # what publish renames
         self.rows = 0
+
+    def start(self) -> None:
+        """A new temporary file; those an earlier attempt left before its first checkpoint go."""
+        for suffix in {self._suffix, _STAGED}:
+            remove_stale_temps(self.final, suffix)
+        self.file.open()
+
+    def staged(self) -> dict[str, str | None]:
+        """The temporary files' names, for the checkpoint (they are random)."""
+        return {"file": self.file.path.name, "pending": self._pending.name if self._pending else None}
+
+    def adopt(self, staged: dict[str, Any] | None) -> None:
+        """Takes over the temporary files a checkpoint names (`staged()`)."""
+        legacy = f".{self.final.name}.ipc.partial" if self.fmt == "parquet" else f".{self.final.name}.partial"
+        self.file = ResumableFile(_beside(self.final, (staged or {}).get("file"), legacy))
+        pending = (staged or {}).get("pending")
+        if self.fmt != "parquet":
+            self._pending = self.file.path
+        elif pending or staged is None:
+            self._pending = _beside(self.final, pending, f".{self.final.name}.partial")
 
     # Sink protocol
     async def connect(self) -> None:
         if self.file._fh is None:
-            self.file.open()
+            self.start()
 
     async def write_batch(self, table: pa.Table, raw: np.ndarray | None = None) -> None:
         self.write_rendered([self.renderer.render(table, raw)], table.num_rows)
@@ -206,9 +230,11 @@ class OutboxSink:
 
     # resumable parts
     def state(self) -> dict[str, Any]:
-        return {"length": self.file.length, "rows": self.rows, "schema": _schema_text(self.renderer.schema)}
+        return {"length": self.file.length, "rows": self.rows, "schema": _schema_text(self.renderer.schema),
+                **self.staged()}
 
     def resume(self, state: dict[str, Any]) -> None:
+        self.adopt(state if "file" in state else None)
         self.file.open(int(state["length"]))
         self.rows = int(state["rows"])
         self.renderer.schema = _schema_from(state.get("schema"))
@@ -234,15 +260,17 @@ class OutboxSink:
         return self._parquet()
 
     def _parquet(self) -> dict[str, Any]:
-        target = self._pending_path()
-        with open(self.file.path, "ab") as fh:  # close the stream (a resumed file lacks its end)
+        remove_stale_temps(self.final, _STAGED)  # a conversion interrupted before its publish step
+        target = self._pending = temp_name(self.final, _STAGED)
+        with open_existing(self.file.path, write=True) as fh:  # close the stream (a resumed file lacks its end)
+            fh.seek(0, os.SEEK_END)
             fh.write(_IPC_END)
         digest = hashlib.sha256()
-        with open(target, "wb") as out:
+        with create_new(target) as out:
             if self.renderer.schema is None:  # no chunk at all
                 pq.write_table(pa.table({}), out)
             else:
-                with pa.ipc.open_stream(pa.memory_map(str(self.file.path))) as reader, \
+                with open_existing(self.file.path) as staged, pa.ipc.open_stream(staged) as reader, \
                         pq.ParquetWriter(out, self.renderer.schema) as writer:
                     held: list[pa.RecordBatch] = []
                     rows = 0
@@ -258,25 +286,25 @@ class OutboxSink:
                         writer.write_table(pa.Table.from_batches(held, self.renderer.schema), self.row_group_size)
             out.flush()
             os.fsync(out.fileno())
-        with open(target, "rb") as fh:
+        with open_existing(target) as fh:
             while block := fh.read(_BLOCK):
                 digest.update(block)
+            size = fh.tell()
         return {"name": self.final.name, "format": "parquet", "records": self.rows,
-                "bytes": target.stat().st_size, "sha256": digest.hexdigest()}
-
-    def _pending_path(self) -> Path:
-        return self.final.with_name(f".{self.final.name}.partial")
+                "bytes": size, "sha256": digest.hexdigest()}
 
     def publish(self) -> None:
         """Renames the finished temporary file into place; idempotent after a crash."""
-        _publish(self._pending_path(), self.final)
+        assert self._pending is not None, "finish() or adopt() first"
+        _publish(self._pending, self.final)
         if self.fmt == "parquet":
             self.file.path.unlink(missing_ok=True)  # the staged stream, kept until now for a resume
 
     def discard(self) -> None:
         self.file.close()
-        for p in (self.file.path, self._pending_path()):
-            p.unlink(missing_ok=True)
+        for p in (self.file.path, self._pending):
+            if p is not None:
+                p.unlink(missing_ok=True)
 
 
 class RejectsFile:
@@ -284,18 +312,27 @@ class RejectsFile:
 
     def __init__(self, final: Path) -> None:
         self.final = final
-        self.file = ResumableFile(final.with_name(f".{final.name}.partial"))
+        self.file = ResumableFile(temp_name(final, _STAGED))
         self.records = 0
 
     def open(self, state: dict[str, Any] | None = None) -> None:
+        """A new temporary file (`state` None), or the checkpointed one cut back."""
         if state is None:
+            remove_stale_temps(self.final, _STAGED)  # left by an attempt killed before its first checkpoint
             self.file.open()
         else:
+            self.adopt(state)
             self.file.open(int(state["length"]))
             self.records = int(state["records"])
 
+    def staged(self) -> dict[str, str | None]:
+        return {"file": self.file.path.name}
+
+    def adopt(self, staged: dict[str, Any] | None) -> None:
+        self.file = ResumableFile(_beside(self.final, (staged or {}).get("file"), f".{self.final.name}.partial"))
+
     def state(self) -> dict[str, Any]:
-        return {"length": self.file.length, "records": self.records}
+        return {"length": self.file.length, "records": self.records, **self.staged()}
 
     def write(self, rejects: list[Reject]) -> None:
         if not rejects:
@@ -322,11 +359,16 @@ class RejectsFile:
 
 
 def _publish(tmp: Path, final: Path) -> None:
-    if tmp.exists():
-        os.replace(tmp, final)
-        fsync_dir(final.parent)
-    elif not final.exists():
+    if os.path.lexists(tmp):
+        publish(tmp, final)
+    elif not os.path.lexists(final):
         raise FileNotFoundError(f"neither {tmp} nor {final} exists: the output was lost")
+
+
+def _beside(final: Path, name: str | None, legacy: str) -> Path:
+    """A temporary file a checkpoint names, in the folder of `final`; a checkpoint written
+    before the names were random has none: the old fixed name."""
+    return final.with_name(safe_name(name) if name else legacy)
 
 
 __all__ = ["EXTENSIONS", "OutboxSink", "RejectsFile", "Renderer", "ResumableFile"]

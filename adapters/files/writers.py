@@ -1,7 +1,8 @@
 """Record writers for output files: CSV, JSON Lines, Parquet and fixed-width records.
 
-Each writer takes Arrow tables chunk by chunk (memory stays flat) and writes to the path
-it was opened with; callers make the result durable and atomic (temp file + rename).
+Each writer takes Arrow tables chunk by chunk (memory stays flat) and writes to the file
+object it was given; callers create that file safely and make the result durable and
+atomic (`schemas.safefiles.NewFile`: temp file + checked rename).
 Fixed-width output is the input record's own bytes followed by the scored fields encoded
 in the same code page, so the legacy side reads back exactly what it sent, plus the score.
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 from typing import IO, Any, Literal, Protocol
 
 import numpy as np
@@ -48,8 +48,8 @@ class _ArrowFileWriter:
     """A pyarrow writer opened on the first chunk, whose schema every later chunk is cast
     to (a chunk of all-null values must not change a column's type mid-file)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, sink: IO[bytes]) -> None:
+        self.sink = sink
         self._writer: Any = None
         self._schema: pa.Schema | None = None
 
@@ -80,46 +80,44 @@ class _ArrowFileWriter:
 
 class CsvWriter(_ArrowFileWriter):
     def _open(self, schema: pa.Schema) -> pacsv.CSVWriter:
-        return pacsv.CSVWriter(str(self.path), schema)
+        return pacsv.CSVWriter(self.sink, schema)
 
     def _prepare(self, table: pa.Table) -> pa.Table:
         return flat_for_csv(table)
 
     def _empty(self) -> None:
-        self.path.write_bytes(b"")
+        pass  # an empty CSV file
 
 
 class ParquetWriter(_ArrowFileWriter):
     def _open(self, schema: pa.Schema) -> pq.ParquetWriter:
-        return pq.ParquetWriter(str(self.path), schema)
+        return pq.ParquetWriter(self.sink, schema)
 
     def _empty(self) -> None:
-        pq.write_table(pa.table({}), str(self.path))
+        pq.write_table(pa.table({}), self.sink)
 
 
 class JsonlWriter:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fh: IO[bytes] = open(path, "wb")  # noqa: SIM115 (closed in close())
+    def __init__(self, sink: IO[bytes]) -> None:
+        self._fh = sink
 
     def write(self, table: pa.Table, raw: np.ndarray | None = None) -> None:
         write_jsonl(table, self._fh)
 
     def close(self) -> None:
-        self._fh.close()
+        self._fh.flush()
 
 
 class FixedWriter:
     """Input record bytes + the appended scored fields, each right-padded text of a fixed
     width in the input's code page (numbers as plain decimal text, e.g. 0.873421)."""
 
-    def __init__(self, path: Path | None, page: CodePage, columns: dict[str, int], newline: bool = False) -> None:
-        self.path = path
+    def __init__(self, sink: IO[bytes] | None, page: CodePage, columns: dict[str, int], newline: bool = False) -> None:
         self.page = page
         self.columns = columns  # output column -> width in bytes
         self.newline = newline
-        # no path: only `rows` is used (real-time replies are built in memory)
-        self._fh: IO[bytes] = open(path, "wb") if path else io.BytesIO()  # noqa: SIM115 (closed in close())
+        # no sink: only `rows` is used (real-time replies are built in memory)
+        self._fh: IO[bytes] = sink if sink is not None else io.BytesIO()
         self._ascii_to_page = np.zeros(256, dtype=np.uint8)
         for b in range(128):
             self._ascii_to_page[b] = page.from_unicode.get(b, page.space)
@@ -149,21 +147,23 @@ class FixedWriter:
         self._fh.write(self.rows(table, raw).tobytes())
 
     def close(self) -> None:
-        self._fh.close()
+        self._fh.flush()
 
 
-def open_writer(path: Path, fmt: str, *, page: CodePage | None = None,
+def open_writer(sink: IO[bytes], fmt: str, *, page: CodePage | None = None,
                 fixed_columns: dict[str, int] | None = None) -> RecordWriter:
+    """A writer of `fmt` records into `sink`; its `close()` completes the format (Parquet's
+    footer) and flushes, and leaves closing `sink` to its owner."""
     if fmt == "csv":
-        return CsvWriter(path)
+        return CsvWriter(sink)
     if fmt == "jsonl":
-        return JsonlWriter(path)
+        return JsonlWriter(sink)
     if fmt == "parquet":
-        return ParquetWriter(path)
+        return ParquetWriter(sink)
     if fmt == "fixed":
         if page is None or fixed_columns is None:
             raise ConfigError("fixed-width output needs the code page and the output columns")
-        return FixedWriter(path, page, fixed_columns)
+        return FixedWriter(sink, page, fixed_columns)
     raise ConfigError(f"unknown output format {fmt!r}: expected one of {', '.join(FORMATS)}")
 
 

@@ -138,7 +138,8 @@ class BatchDriver:
 
     async def watch(self, report: Any = None) -> None:
         """Until stopped: resume, take complete files, wait `poll_s`. Errors that are not a
-        file's fault (state store, disk) are logged and retried with a growing wait."""
+        file's fault (state store, disk, a link where an output goes) are logged and
+        retried with a growing wait."""
         failures = 0
         while not self.stop.is_set():
             try:
@@ -146,7 +147,7 @@ class BatchDriver:
                     if report is not None:
                         report(result)
                 failures = 0
-            except (InfrastructureError, OSError, RuntimeError) as exc:
+            except (InfrastructureError, OSError, RuntimeError, UnsafePath) as exc:
                 failures += 1
                 log.error("%s: %s: %s (retrying)", self.rt.name, type(exc).__name__, exc)
             wait = min(self.rt.source.poll_s * (2 ** min(failures, 6)), 300.0)

@@ -160,7 +160,7 @@ class BatchJob:
             log.info("run %s: resuming after %s records (checkpoint %d)", self.run_id,
                      f"{self.counts.records_in:,}", self.seq)
         else:
-            self.sink.file.open()
+            self.sink.start()
             self.rejects.open()
             rt.pipeline.stats = PipelineStats()
             position = None
@@ -343,8 +343,11 @@ class BatchJob:
         settled = self.rt.folders.free_name(folder, self.run_info.input_name)
         if status == FAILED and "rejects" in outputs:  # they go to failed/ beside the input
             outputs["rejects"]["name"] = f"{settled}.rejects.jsonl"
+        staged = {name: part.staged() for name, part in (("scored", self.sink), ("rejects", self.rejects))
+                  if part is not None}  # the temporary files' random names, for a publish step resumed
         state = {"phase": "publish", "seq": self.seq + 1, "status": status, "reason": reason, "processed": processed,
-                 "settled_name": settled, "outputs": outputs, "control": control, "counts": self.counts.to_json(),
+                 "settled_name": settled, "outputs": outputs, "staged": staged, "control": control,
+                 "counts": self.counts.to_json(),
                  "stats": stats_json(self.rt.pipeline.stats), "elapsed_s": self._elapsed()}
         await asyncio.to_thread(self.rt.runs.save_checkpoint, self.run_id, self.seq + 1, state)
         return await self._publish(state)
@@ -356,15 +359,20 @@ class BatchJob:
         manifest = build_manifest(self.run_info, rt, state, f"{folder}/{settled}")
         text = (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
         sink, rejects = self._new_sink(), RejectsFile(self.rejects_path)
+        staged = state.get("staged", {"scored": None, "rejects": None})  # None: written before names were random
+        if "scored" in staged:
+            sink.adopt(staged["scored"])
+        if "rejects" in staged:
+            rejects.adopt(staged["rejects"])
         if status == DONE:
             sink.publish()
             rejects.publish()
-            atomic_write(self.manifest_path, text)
+            atomic_write(self.manifest_path, text, stale=True)
         else:
             sink.discard()
             if "rejects" in state["outputs"]:
                 rejects.publish(rt.folders.path("failed", f"{settled}.rejects.jsonl"))
-            atomic_write(rt.folders.path("failed", f"{settled}.report.json"), text)
+            atomic_write(rt.folders.path("failed", f"{settled}.report.json"), text, stale=True)
         rt.dropfolder.settle(self.work_path, folder, settled, rt.marker(self.run_info.input_name))
         summary = summarize(manifest, rt, self.manifest_path)
         await asyncio.to_thread(rt.runs.finish, self.run_id, status, final_path=f"{folder}/{settled}",

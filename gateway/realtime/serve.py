@@ -7,7 +7,6 @@ import gc
 import json
 import logging
 import sys
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -15,6 +14,7 @@ import yaml
 from gateway.config import GatewayConfig
 from gateway.realtime.app import build_realtime_app
 from gateway.state import StateStore
+from schemas.safefiles import create_output
 
 log = logging.getLogger("lgw.realtime")
 
@@ -65,8 +65,9 @@ def write_document(text: str, output: str | None) -> None:
     if output is None or output == "-":
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         return
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
-    Path(output).write_text(text, encoding="utf-8")
+    with create_output(output, "-o") as new:
+        new.write(text.encode("utf-8"))
+        new.publish()
 
 
 def print_stats(stats: dict[str, Any]) -> None:

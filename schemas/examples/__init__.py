@@ -21,6 +21,7 @@ from schemas.codepages import CodePage, code_page
 from schemas.contract import Contract, load_contract
 from schemas.errors import ConfigError
 from schemas.layout import Category, Elementary, Layout, Usage
+from schemas.safefiles import create_output
 
 __all__ = ["CHUNK_RECORDS", "card_detail_records", "contract_path", "generate_card_file"]
 
@@ -287,10 +288,10 @@ def generate_card_file(path: str | os.PathLike[str], *, records: int, encoding: 
     trailer = _RecordWriter(contract.trailer.spec.layout, page)
 
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
     total_cents = 0
     damaged = 0
-    with open(out, "wb") as fh:
+    with create_output(out, "--output") as new:
+        fh = new.fh
         h = header.blank(1)
         header.text(h, "HDR-REC-TYPE", _ascii_table(["H"], 1))
         header.text(h, "HDR-FILE-ID", _ascii_table(["CARDTXN"], 8))
@@ -310,6 +311,7 @@ def generate_card_file(path: str | os.PathLike[str], *, records: int, encoding: 
         trailer.number(t, "TRL-COUNT", np.array([records]))
         trailer.number(t, "TRL-AMOUNT-TOTAL", np.array([total_cents]))
         fh.write(t.tobytes())
+        new.publish()
     return {
         "records": records,
         "path": str(out),
