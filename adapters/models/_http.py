@@ -65,6 +65,9 @@ def loads(body: bytes, *, what: str) -> Any:
     try:
         return _orjson.loads(body) if _orjson is not None else json.loads(body, parse_constant=_not_json)
     except (ValueError, RecursionError) as exc:
+        pos = getattr(exc, "pos", None)
+        if pos is not None and body[pos:pos + 9].lstrip(b"-").startswith((b"NaN", b"Infinity")):
+            exc = ValueError(f"a non-finite number at char {pos}: NaN and Infinity are not JSON")
         raise ModelOutputError(f"{what}: answer is not JSON ({exc}): {excerpt(body)}") from None
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import traceback
 from collections.abc import Mapping
 
 import numpy as np
@@ -79,7 +80,14 @@ class GuardedModel:
                 raise SuspectBatch(str(exc), status=exc.status) from exc
 
     async def _answer(self, features: np.ndarray) -> dict[str, np.ndarray]:
-        answer = await self.backend.predict(features)
+        try:
+            answer = await self.backend.predict(features)
+        except ModelServerError as exc:
+            # The pipeline keeps this error while it splits the batch, and its traceback
+            # keeps the backend's frames: their locals (an answer of up to
+            # max_response_bytes, parsed or not) must not stay alive with it.
+            traceback.clear_frames(exc.__traceback__)
+            raise
         if self.outputs is not None:
             check_answer(self.outputs, answer, len(features), model=self.info.name)
         return answer
