@@ -14,15 +14,21 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from adapters.models.onnx import OnnxModel
 from gateway.config import GatewayConfig, KServeModelConfig, ModelConfig, Policy, embedded_defaults
+from gateway.errors import InfrastructureError
+from gateway.outputs import outputs_from_contract
 from gateway.pipeline import Pipeline
 from gateway.realtime.core import DeadLetter, MicroBatchScorer, Outcome, Result
+from gateway.resilience.breaker import BreakerConfig, CircuitBreaker
+from gateway.resilience.guarded import GuardedModel
 from gateway.resilience.retry import RetryPolicy
 from gateway.runtime import build_pipeline
 from gateway.score import fixed_columns
+from gateway.state import KillSwitchWatcher, StateStore
 from schemas.contract import Contract, load_contract
 from schemas.errors import ConfigError
-from schemas.examples import contract_path, generate_card_file
+from schemas.examples import contract_path, generate_card_file, model_info
 from schemas.jsonl import lines
 from schemas.messages import FAST_JSON_MIN_MESSAGES
 from schemas.records import read_records
@@ -402,3 +408,77 @@ async def test_stats_add_up(model_pipeline: Pipeline, json_records: list[bytes])
     assert s.paused_batches == 0
     empty = await scorer.process([], [])
     assert empty.handled == 0 and not empty.paused and scorer.stats.messages == sent
+
+
+# --------------------------------------------------------------------------- a message that makes the pipeline raise
+class CrashesOnAmounts:
+    """The bundled ONNX model, with a bug: a batch holding one of `amounts` raises a plain
+    RuntimeError (no gateway error: nothing says whose fault it is)."""
+
+    def __init__(self, amounts: set[float]) -> None:
+        info = model_info("fraud")
+        self.inner = OnnxModel(info["path"], sha256=info["sha256"], name="fraud")
+        self.info = self.inner.info
+        self.amounts = amounts
+
+    async def predict(self, features: np.ndarray) -> dict[str, np.ndarray]:
+        if self.amounts & set(features[:, 0].tolist()):
+            raise RuntimeError("index 3 is out of bounds for axis 0 with size 3")
+        return await self.inner.predict(features)
+
+    async def ready(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+def crashing_pipeline(contract: Contract, json_records: list[bytes], crash_on: list[int]) -> Pipeline:
+    """A pipeline whose model raises on the messages `crash_on` of `json_records`."""
+    lenient = CircuitBreaker("fraud", BreakerConfig(minimum_number_of_calls=100))  # the bug is no outage
+    amounts = {float(np.float32(json.loads(json_records[i])["TXN_AMOUNT"])) for i in crash_on}
+    model = GuardedModel(CrashesOnAmounts(amounts), breaker=lenient, retry=RetryPolicy(max_attempts=1),
+                         timeout_s=5.0, max_concurrency=1, outputs=outputs_from_contract(contract))
+    pipeline = Pipeline(contract, name="card_txn", model=model)
+    features = pipeline.features.matrix(MicroBatchScorer(pipeline, "json").codec.decode(json_records[:40]).table)
+    assert np.flatnonzero(np.isin(features[:, 0], list(amounts))).tolist() == crash_on, "amounts are unique"
+    return pipeline
+
+
+async def test_a_message_that_makes_the_pipeline_raise_is_dead_lettered_alone(
+        contract: Contract, json_records: list[bytes]) -> None:
+    pipeline = crashing_pipeline(contract, json_records, [17])
+    scorer = MicroBatchScorer(pipeline, "json")
+    outcome = await scorer.process(json_records[:40], _ids(40))
+    _check_counts(outcome, 40)
+    (dead,) = outcome.dead_letters
+    assert dead.index == 17
+    h = _headers(dead)
+    assert h["lgw-error"] == "crash" and h["lgw-source"] == "card-txn-0-17"
+    assert h["lgw-reason"] == ("record crashed the pipeline: RuntimeError: "
+                               "index 3 is out of bounds for axis 0 with size 3")
+    assert [r.index for r in outcome.results] == [i for i in range(40) if i != 17]
+    assert {_headers(r)["lgw-scored-by"] for r in outcome.results} == {"model"}
+    assert {_headers(r)["lgw-model-version"] for r in outcome.results} == {"1"}
+    assert scorer.stats.messages == 40 and scorer.stats.dead_letters == 1 and scorer.stats.results == 39
+    assert scorer.stats.scored_by == {"model": 39}
+
+
+async def test_a_pipeline_that_raises_for_every_message_is_broken_not_poisoned(
+        contract: Contract, json_records: list[bytes]) -> None:
+    pipeline = crashing_pipeline(contract, json_records, list(range(8)))
+    scorer = MicroBatchScorer(pipeline, "json")
+    with pytest.raises(RuntimeError, match="out of bounds"):  # the transport retries the batch
+        await scorer.process(json_records[:8], _ids(8))
+    assert scorer.stats.messages == scorer.stats.dead_letters == 0
+
+
+async def test_an_unreachable_state_store_is_retried_not_dead_lettered(
+        contract: Contract, json_records: list[bytes]) -> None:
+    store = StateStore(f"postgresql+psycopg://lgw:secret@127.0.0.1:{free_port()}/lgw")
+    pipeline = build_pipeline("card_txn", contract, embedded_defaults(), model_name="fraud")
+    pipeline.kill_switch = KillSwitchWatcher(store, "card_txn")
+    scorer = MicroBatchScorer(pipeline, "json")
+    with pytest.raises(InfrastructureError, match="state store"):
+        await scorer.process(json_records[:1], _ids(1))
+    assert scorer.stats.dead_letters == 0
