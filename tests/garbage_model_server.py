@@ -5,7 +5,7 @@
 
 Modes (what a scoring request gets, with HTTP 200):
 
-    ok              a sound answer: fraud_score = amount / (amount + 1000)
+    ok              a sound answer: fraud_score = (amount + 1) / (amount + 1001)
     non_json        an HTML error page
     nan             NaN and Infinity tokens where the scores go (not JSON)
     wrong_shape     one score more than there are rows
@@ -117,7 +117,7 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, b'Traceback (most recent call last):\n  File "serve.py", line 42, in predict\n'
                             b"ValueError: cannot score amount\n", "text/plain")
             return
-        scores: list[Any] = [r[0] / (r[0] + 1000.0) if r[0] >= 0 else 0.0 for r in rows]
+        scores: list[Any] = [(r[0] + 1.0) / (r[0] + 1001.0) if r[0] >= 0 else 0.5 for r in rows]
         name, datatype = "fraud_score", "FP32"
         if mode == "non_json":
             self._send(200, b"<html><body><h1>502 Bad Gateway</h1></body></html>", "text/html")

@@ -14,7 +14,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from adapters.models.onnx import OnnxModel
 from gateway.config import GatewayConfig, KServeModelConfig, ModelConfig, Policy, embedded_defaults
 from gateway.errors import InfrastructureError
 from gateway.outputs import outputs_from_contract
@@ -28,11 +27,12 @@ from gateway.score import fixed_columns
 from gateway.state import KillSwitchWatcher, StateStore
 from schemas.contract import Contract, load_contract
 from schemas.errors import ConfigError
-from schemas.examples import contract_path, generate_card_file, model_info
+from schemas.examples import contract_path, generate_card_file
 from schemas.jsonl import lines
 from schemas.messages import FAST_JSON_MIN_MESSAGES
 from schemas.records import read_records
 from tests.model_servers import free_port
+from tests.realtime_data import CrashesOnAmounts, json_amount
 
 DETAILS = 320
 RECORD = 120
@@ -411,32 +411,10 @@ async def test_stats_add_up(model_pipeline: Pipeline, json_records: list[bytes])
 
 
 # --------------------------------------------------------------------------- a message that makes the pipeline raise
-class CrashesOnAmounts:
-    """The bundled ONNX model, with a bug: a batch holding one of `amounts` raises a plain
-    RuntimeError (no gateway error: nothing says whose fault it is)."""
-
-    def __init__(self, amounts: set[float]) -> None:
-        info = model_info("fraud")
-        self.inner = OnnxModel(info["path"], sha256=info["sha256"], name="fraud")
-        self.info = self.inner.info
-        self.amounts = amounts
-
-    async def predict(self, features: np.ndarray) -> dict[str, np.ndarray]:
-        if self.amounts & set(features[:, 0].tolist()):
-            raise RuntimeError("index 3 is out of bounds for axis 0 with size 3")
-        return await self.inner.predict(features)
-
-    async def ready(self) -> bool:
-        return True
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-
 def crashing_pipeline(contract: Contract, json_records: list[bytes], crash_on: list[int]) -> Pipeline:
     """A pipeline whose model raises on the messages `crash_on` of `json_records`."""
     lenient = CircuitBreaker("fraud", BreakerConfig(minimum_number_of_calls=100))  # the bug is no outage
-    amounts = {float(np.float32(json.loads(json_records[i])["TXN_AMOUNT"])) for i in crash_on}
+    amounts = {json_amount(json_records[i]) for i in crash_on}
     model = GuardedModel(CrashesOnAmounts(amounts), breaker=lenient, retry=RetryPolicy(max_attempts=1),
                          timeout_s=5.0, max_concurrency=1, outputs=outputs_from_contract(contract))
     pipeline = Pipeline(contract, name="card_txn", model=model)
