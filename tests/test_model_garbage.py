@@ -19,6 +19,8 @@ import yaml
 from adapters.models.base import ModelBackend
 from adapters.models.kserve import KServeV2Model
 from adapters.models.mlflow import MlflowModel
+from gateway.cli import main
+from gateway.config import example_dropfolder_config
 from gateway.errors import DataError, InfrastructureError, ModelOutputError
 from gateway.outputs import outputs_from_contract
 from gateway.pipeline import Pipeline
@@ -201,6 +203,24 @@ def test_lgw_score_with_a_garbage_model_falls_back_and_finishes(
     # ten chunks of 200: without a breaker each would split to its first record (and call
     # the model ~10 times); the breaker opened in the first chunk and the rest never called it
     assert garbage_server.stats()["requests"] < 20, garbage_server.stats()
+
+
+def test_lgw_batch_run_with_a_garbage_model_scores_the_file_by_the_rules(
+        garbage_server: GarbageModelServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    garbage_server.set_mode("wrong_shape")
+    cfg = example_dropfolder_config(f"sqlite:///{tmp_path / 'state.db'}", batch_size=250)
+    cfg["models"]["fraud"] = yaml.safe_load(score_config(tmp_path, garbage_server).read_text())["models"]["fraud"]
+    config = tmp_path / "gateway.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    inbox = tmp_path / "drop" / "inbox"
+    inbox.mkdir(parents=True)
+    generate_card_file(inbox / "CARDTXN.DAT", records=1_000, seed=4)
+    assert main(["batch", "run", "card_txn", "--config", str(config)]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["status"] == "done" and summary["records_in"] == 1_000 == summary["records_out"]
+    assert summary["rejected"] == 0
+    scored = [json.loads(line) for line in (tmp_path / "drop" / "outbox" / "CARDTXN.DAT.scored.jsonl").open()]
+    assert len(scored) == 1_000 and {r["scored_by"] for r in scored} == {"fallback"}
 
 
 def test_lgw_score_memory_stays_bounded_when_the_model_answers_without_end(
