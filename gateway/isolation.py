@@ -4,14 +4,22 @@ found; it is rejected with the reason and the rest goes on. Errors that are not 
 records' fault (`not_the_records`: the model, the broker, the state store, the config)
 are raised at once, for the driver to retry or stop. A piece of `SYSTEMIC_RECORDS` or
 more in which every record raises alone is no poison record but a broken pipeline: the
-error is raised too, rather than rejecting everything."""
+error is raised too, rather than rejecting everything.
+
+The reason names the error; values of the record's fields the contract marks `pii` are
+withheld from it (an error message may quote the value it choked on)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+import pyarrow as pa
 
 from gateway.errors import InfrastructureError
+
+if TYPE_CHECKING:
+    from schemas.contract import Contract
 
 T = TypeVar("T")
 
@@ -43,4 +51,23 @@ async def isolating(run: Callable[[int, int], Awaitable[T]], lo: int, hi: int, *
         return pieces
 
 
-__all__ = ["SYSTEMIC_RECORDS", "isolating"]
+def pii_names(contract: Contract) -> set[str]:
+    """The names (paths and keys) of the fields the contract marks pii."""
+    return {name for node, rules in contract.rules.values() if rules.pii for name in (node.path, node.key)}
+
+
+def crash_reason(exc: Exception, pii: set[str], record: pa.Table | None) -> str:
+    """Why a record that raised alone is rejected. `record`: the record as decoded (one
+    row), or None when it could not be read, in which case a contract with pii fields
+    gets the error's type only."""
+    detail = f"{type(exc).__name__}: {exc}"
+    if pii and record is None:
+        detail = f"{type(exc).__name__} (message withheld: the contract has pii fields)"
+    elif record is not None:
+        values = {str(v) for name in pii & set(record.column_names) for v in record.column(name).to_pylist()}
+        for value in sorted(values - {"", "None"}, key=len, reverse=True):
+            detail = detail.replace(value, "<pii withheld>")
+    return f"record crashed the pipeline: {detail}"
+
+
+__all__ = ["SYSTEMIC_RECORDS", "crash_reason", "isolating", "pii_names"]

@@ -460,3 +460,24 @@ async def test_an_unreachable_state_store_is_retried_not_dead_lettered(
     with pytest.raises(InfrastructureError, match="state store"):
         await scorer.process(json_records[:1], _ids(1))
     assert scorer.stats.dead_letters == 0
+
+
+async def test_a_crash_reason_withholds_the_records_pii_values(model_pipeline: Pipeline, contract: Contract,
+                                                               json_records: list[bytes]) -> None:
+    pan = json.loads(json_records[5])["TXN_PAN"]
+    pipeline = build_pipeline("card_txn", contract, embedded_defaults(), model_name="fraud")
+    score = pipeline.score
+
+    async def chokes_on_the_pan(table: pa.Table) -> Any:
+        if pan in table.column("TXN_PAN").to_pylist():
+            raise ValueError(f"no issuer for card {pan}")
+        return await score(table)
+
+    pipeline.score = chokes_on_the_pan  # type: ignore[method-assign]
+    outcome = await MicroBatchScorer(pipeline, "json").process(json_records[:10], _ids(10))
+    _check_counts(outcome, 10)
+    (dead,) = outcome.dead_letters
+    assert dead.index == 5
+    reason = _headers(dead)["lgw-reason"]
+    assert reason == "record crashed the pipeline: ValueError: no issuer for card <pii withheld>"
+    assert pan not in reason

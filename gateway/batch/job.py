@@ -23,7 +23,7 @@ from adapters.files.source import FileSource
 from gateway.batch.manifest import build_manifest, jsonable, stats_from, stats_json, summarize
 from gateway.batch.progress import NoProgress, ProgressView
 from gateway.batch.runtime import BatchRuntime
-from gateway.isolation import isolating
+from gateway.isolation import crash_reason, isolating, pii_names
 from gateway.pipeline import PipelineStats
 from gateway.runs import DONE, FAILED, LEASE_S, Run
 from gateway.score import ScoredChunk, batch_reject, fixed_columns, score_rows, scoring_input
@@ -273,15 +273,15 @@ class BatchJob:
                 raise
 
         def alone(row: int, exc: Exception) -> _Piece:
-            reason = f"record crashed the pipeline: {type(exc).__name__}: {exc}"
+            reason = crash_reason(exc, pii_names(self.rt.contract), batch.table.slice(row, 1))
             reject = batch_reject(batch, row, reason)
             log.warning("run %s: record %d isolated and rejected: %s", self.run_id, reject.record, reason)
             return _Piece(reject=reject)
 
         def on_split(lo: int, hi: int, exc: Exception) -> None:
-            if (lo, hi) == (0, table.num_rows):
-                log.warning("run %s: a chunk of %d records crashed (%s: %s); splitting it to find the record",
-                            self.run_id, hi - lo, type(exc).__name__, exc)
+            if (lo, hi) == (0, table.num_rows):  # the error's type only: its message may quote a pii value
+                log.warning("run %s: a chunk of %d records crashed (%s); splitting it to find the record",
+                            self.run_id, hi - lo, type(exc).__name__)
 
         # InfrastructureError is not the records' fault: the run stops and resumes later
         return await isolating(piece, 0, table.num_rows, alone=alone, is_alone=lambda p: p.reject is not None,

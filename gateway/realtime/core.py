@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 from adapters.files.writers import FixedWriter
 from gateway.errors import InfrastructureError
-from gateway.isolation import isolating
+from gateway.isolation import crash_reason, isolating, pii_names
 from gateway.pipeline import Pipeline
 from schemas.arrow_buffers import value_buffers
 from schemas.errors import ConfigError
@@ -135,8 +135,7 @@ class MicroBatchScorer:
             self._fixed = FixedWriter(None, pipeline.contract.spec.page, fixed_columns(pipeline))
         contract = pipeline.contract
         self._input_columns = list(self.codec.schema.names)
-        self._pii = {name for node, rules in pipeline.contract.rules.values() if rules.pii
-                     for name in (node.path, node.key)}
+        self._pii = pii_names(pipeline.contract)
         self._contract_headers: Headers = [(H_CONTRACT, contract.name.encode()),
                                            (H_CONTRACT_VERSION, str(contract.version).encode())]
         self.stats = RealtimeStats()
@@ -146,7 +145,7 @@ class MicroBatchScorer:
         result so consumers can drop the duplicates an at-least-once redelivery makes.
         Raises only what is not the messages' fault (`NOT_THE_MESSAGES`)."""
         pieces = await isolating(lambda lo, hi: self._process(payloads, ids, lo, hi), 0, len(payloads),
-                                 alone=lambda i, exc: self._crashed(i, ids, exc), is_alone=_is_crash,
+                                 alone=lambda i, exc: self._crashed(i, payloads, ids, exc), is_alone=_is_crash,
                                  not_the_records=NOT_THE_MESSAGES, on_split=self._log_split)
         if any(p.paused for p in pieces):
             self.stats.paused_batches += 1
@@ -181,14 +180,19 @@ class MicroBatchScorer:
         return Outcome(results=self._results(scored.table, index, payloads, ids, texts),
                        dead_letters=self._dead_letters(rejects, ids), scored_by=Counter(scored.counts()))
 
-    def _crashed(self, i: int, ids: Sequence[str], exc: Exception) -> Outcome:
-        reason = f"record crashed the pipeline: {type(exc).__name__}: {exc}"
+    def _crashed(self, i: int, payloads: Sequence[bytes], ids: Sequence[str], exc: Exception) -> Outcome:
+        try:
+            record: pa.Table | None = self.codec.decode([payloads[i]]).table
+        except Exception:  # the crash was in reading it: nothing to tell pii values by
+            record = None
+        reason = crash_reason(exc, self._pii, record)
         log.warning("%s: message %s isolated and dead-lettered: %s", self.pipeline.name, ids[i], reason)
         return Outcome(dead_letters=self._dead_letters([MessageReject(i, "crash", reason)], ids))
 
     def _log_split(self, lo: int, hi: int, exc: Exception) -> None:
-        log.warning("%s: %d messages made the pipeline raise (%s: %s); splitting them to find the message",
-                    self.pipeline.name, hi - lo, type(exc).__name__, exc)
+        # the error's type only: its message may quote a value of any of these messages
+        log.warning("%s: %d messages made the pipeline raise (%s); splitting them to find the message",
+                    self.pipeline.name, hi - lo, type(exc).__name__)
 
     def retry_after_s(self) -> float:
         """How long a transport holds back after a paused batch: until the model's breaker
