@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import pyarrow as pa
 
-from gateway.errors import InfrastructureError
+from gateway.errors import ConfigError, InfrastructureError
 
 if TYPE_CHECKING:
     from schemas.contract import Contract
@@ -24,11 +24,12 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 SYSTEMIC_RECORDS = 8
+NOT_THE_RECORDS: tuple[type[BaseException], ...] = (InfrastructureError, ConfigError)
 
 
 async def isolating(run: Callable[[int, int], Awaitable[T]], lo: int, hi: int, *,
                     alone: Callable[[int, Exception], T], is_alone: Callable[[T], bool],
-                    not_the_records: tuple[type[BaseException], ...] = (InfrastructureError,),
+                    not_the_records: tuple[type[BaseException], ...] = NOT_THE_RECORDS,
                     on_split: Callable[[int, int, Exception], None] | None = None) -> list[T]:
     """`run(lo, hi)` for rows [lo, hi), as pieces in row order: its result, or, where it
     raised, the results of its halves, down to `alone(row, exc)` for a row that raises
@@ -70,4 +71,4 @@ def crash_reason(exc: Exception, pii: set[str], record: pa.Table | None) -> str:
     return f"record crashed the pipeline: {detail}"
 
 
-__all__ = ["SYSTEMIC_RECORDS", "crash_reason", "isolating", "pii_names"]
+__all__ = ["NOT_THE_RECORDS", "SYSTEMIC_RECORDS", "crash_reason", "isolating", "pii_names"]

@@ -283,7 +283,7 @@ class BatchJob:
                 log.warning("run %s: a chunk of %d records crashed (%s); splitting it to find the record",
                             self.run_id, hi - lo, type(exc).__name__)
 
-        # InfrastructureError is not the records' fault: the run stops and resumes later
+        # an InfrastructureError or ConfigError is not the records' fault: the run stops (and resumes later)
         return await isolating(piece, 0, table.num_rows, alone=alone, is_alone=lambda p: p.reject is not None,
                                on_split=on_split)
 

@@ -24,8 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from adapters.files.writers import FixedWriter
-from gateway.errors import InfrastructureError
-from gateway.isolation import crash_reason, isolating, pii_names
+from gateway.isolation import NOT_THE_RECORDS, crash_reason, isolating, pii_names
 from gateway.pipeline import Pipeline
 from schemas.arrow_buffers import value_buffers
 from schemas.errors import ConfigError
@@ -57,7 +56,7 @@ H_RAW = "lgw-field-raw"
 H_SOURCE = "lgw-source"
 
 # not the message's fault: the batch is retried (the transport rewinds or requeues it)
-NOT_THE_MESSAGES = (InfrastructureError, ConfigError, OSError, TimeoutError)
+NOT_THE_MESSAGES = (*NOT_THE_RECORDS, OSError, TimeoutError)
 
 
 @dataclass(slots=True)
