@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
+from adapters.models._http import DEFAULT_MAX_RESPONSE_BYTES
 from adapters.odbc.connection import OdbcConnectionConfig
 from gateway.resilience.breaker import BreakerConfig
 from gateway.resilience.retry import RetryPolicy
@@ -52,6 +53,9 @@ class ModelConfig(_Strict):
     max_concurrency: int = Field(default=4, ge=1)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    # HTTP backends: the most of one answer that is read; past it the answer is a model
+    # failure (the rest is never received), so a runaway server cannot exhaust memory
+    max_response_bytes: int = Field(default=DEFAULT_MAX_RESPONSE_BYTES, ge=1024)
 
 
 class Policy(StrEnum):

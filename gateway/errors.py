@@ -1,7 +1,9 @@
 """Errors by where the record goes. `DataError` (decode, validation, a model that rejects
-one record's input or returns a bad score for it) sends the record to rejects / the DLQ.
-`InfrastructureError` (model server down or slow, broker, database) never does: the call
-is retried, the circuit breaker counts it, and the fallback policy applies."""
+one record's input) sends the record to rejects / the DLQ. `InfrastructureError` (model
+server down, slow, or answering garbage; broker, database) never does: the call is
+retried, the circuit breaker counts it, and the fallback policy applies. A score that
+breaks the contract's bounds (NaN, out of range) in an otherwise sound answer is checked
+per record by the pipeline, not raised."""
 
 from __future__ import annotations
 
@@ -42,8 +44,11 @@ class ModelRejected(DataError):
     """The model refused the input (4xx): a problem with these records, not the model."""
 
 
-class ModelOutputError(DataError):
-    """The model answered with something the contract does not allow (NaN, out of range)."""
+class ModelOutputError(ModelServerError):
+    """The model answered, but not with a usable answer: not JSON, NaN/Infinity tokens, the
+    wrong shape or dtype, a missing output, a body over the size cap. That is the model
+    failing, like a 5xx: counted by the breaker, retried, and on a batch of several records
+    split by the pipeline until it is clear whether one record causes it."""
 
 
 __all__ = [

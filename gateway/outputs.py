@@ -22,17 +22,20 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from gateway.errors import ModelOutputError
 from schemas.errors import ContractError
 
 if TYPE_CHECKING:
     from schemas.contract import Contract
 
-__all__ = ["OutputCheck", "OutputConfig", "OutputSpec", "outputs_from_contract", "parse_outputs",
+__all__ = ["OutputCheck", "OutputConfig", "OutputSpec", "check_answer", "outputs_from_contract", "parse_outputs",
            "validate_outputs"]
 
 OutputType = Literal["float", "int", "string", "bool"]
 _ARROW: dict[str, pa.DataType] = {"float": pa.float32(), "int": pa.int64(), "string": pa.string(),
                                   "bool": pa.bool_()}
+# numpy dtype kinds each output type can be read from; object arrays are checked per value
+_READABLE_KINDS = {"float": "biuf", "int": "biuf", "string": "UO", "bool": "bO"}
 
 
 class OutputConfig(BaseModel):
@@ -204,3 +207,19 @@ def validate_outputs(specs: Mapping[str, OutputSpec], columns: Mapping[str, Any]
             reasons[i] = check.reasons[i] if reasons[i] is None else f"{reasons[i]}; {check.reasons[i]}"
         bad |= check.bad
     return OutputCheck(bad, reasons)
+
+
+def check_answer(specs: Mapping[str, OutputSpec], answer: Mapping[str, Any], rows: int, *, model: str) -> None:
+    """A model's answer as a whole: every declared output, one value per row, in a dtype
+    its type can be read from. Anything else is no answer for any of the records: the
+    model failing (`ModelOutputError`), never the records' fault. Values that are there
+    but not allowed (NaN, out of range) are the per-record `validate` checks."""
+    for name, spec in specs.items():
+        if name not in answer:
+            raise ModelOutputError(f"model {model}: answer has no output {name} (it has {', '.join(answer) or 'none'})")
+        values = np.asarray(answer[name])
+        if values.shape != (rows,):
+            raise ModelOutputError(f"model {model}: output {name} has shape {values.shape}, expected ({rows},)")
+        if values.dtype.kind not in _READABLE_KINDS[spec.type]:
+            raise ModelOutputError(f"model {model}: output {name} holds {values.dtype} values; "
+                                   f"a {spec.type} output cannot be read from them")

@@ -154,9 +154,10 @@ class Pipeline:
 
     async def _predict_isolating(self, features: np.ndarray, rows: np.ndarray
                                  ) -> tuple[dict[str, np.ndarray], list[tuple[int, str]]]:
-        """Scores `rows`; a 5xx or 4xx on a batch may be one poison record rather than an
-        outage, so the batch is split until the record is found (rejected as data) while
-        the rest is scored. Outputs come back for the non-poison rows, in order."""
+        """Scores `rows`; a 5xx, a 4xx or a garbage answer (ModelOutputError) on a batch may
+        be one poison record rather than an outage, so the batch is split until the record
+        is found (rejected as data) while the rest is scored. Outputs come back for the
+        non-poison rows, in order."""
         assert self.model is not None
         poisoned: ModelRejected | ModelServerError
         try:

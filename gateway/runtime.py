@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from adapters.models.base import ModelBackend
 from gateway.config import GatewayConfig, KServeModelConfig, MlflowModelConfig, ModelConfig, OnnxModelConfig, Policy
+from gateway.outputs import outputs_from_contract
 from gateway.pipeline import Pipeline
 from gateway.resilience.breaker import CircuitBreaker
 from gateway.resilience.guarded import GuardedModel
@@ -28,17 +29,19 @@ def build_model(name: str, cfg: ModelConfig, contract: Contract | None, base: Ga
         from adapters.models.kserve import KServeV2Model
 
         backend = KServeV2Model(ep.url, ep.model_name, version=ep.version, timeout_s=cfg.timeout_s,
-                                max_connections=cfg.max_concurrency, inputs=features, outputs=outputs)
+                                max_connections=cfg.max_concurrency, inputs=features, outputs=outputs,
+                                max_response_bytes=cfg.max_response_bytes)
     elif isinstance(ep, MlflowModelConfig):
         from adapters.models.mlflow import MlflowModel
 
         backend = MlflowModel(ep.url, timeout_s=cfg.timeout_s, name=name, version=ep.version,
-                              inputs=features, outputs=outputs)
+                              inputs=features, outputs=outputs, max_response_bytes=cfg.max_response_bytes)
     else:  # pragma: no cover - the config's discriminator allows nothing else
         raise ConfigError(f"model {name}: unknown backend")
     breaker = CircuitBreaker(name, cfg.breaker)
     return GuardedModel(backend, breaker=breaker, retry=cfg.retry, timeout_s=cfg.timeout_s,
-                        max_concurrency=cfg.max_concurrency)
+                        max_concurrency=cfg.max_concurrency,
+                        outputs=outputs_from_contract(contract) if contract else None)
 
 
 def build_pipeline(name: str, contract: Contract, cfg: GatewayConfig, *, model_name: str | None,

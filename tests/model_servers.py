@@ -4,6 +4,9 @@ bundled fraud.onnx on a free loopback port:
 - KServe V2: `python -m adapters.models.servers.kserve_onnx` (KServe's ModelServer).
 - MLflow: `mlflow models serve --env-manager local` on an MLflow ONNX-flavour model
   directory saved at test time (no pickle: the flavour stores the .onnx file as is).
+- Garbage: `python -m tests.garbage_model_server`, a stdlib server speaking both
+  protocols whose answers are garbage on demand (non-JSON, NaN tokens, wrong shape or
+  dtype, a missing output, an endless body, a crash on one record).
 
 `ModelServerProcess` starts a server, waits for its readiness URL with a deadline, and
 stops it by its PID (SIGTERM to its process group, SIGKILL after a grace period: the
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import json
 import math
 import os
 import signal
@@ -267,3 +271,39 @@ def mlflow_server(model_server_logs: Path, tmp_path_factory: pytest.TempPathFact
         pytest.fail(str(exc), pytrace=False)
     with running(mlflow_fraud_server(model_server_logs, model_dir)) as server:
         yield server
+
+
+# --------------------------------------------------------------------------- a server that answers garbage
+class GarbageModelServer(ModelServerProcess):
+    """tests/garbage_model_server.py: KServe V2 and MLflow endpoints whose answers are
+    garbage in the chosen mode (that module's docstring lists them); switchable while it runs."""
+
+    def set_mode(self, mode: str, *, poison_amount: float | None = None) -> None:
+        query = f"mode={mode}" + (f"&amount={poison_amount!r}" if poison_amount is not None else "")
+        request = urllib.request.Request(f"{self.base_url}/_mode?{query}", data=b"", method="POST")
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 200
+
+    def stats(self) -> dict[str, int]:
+        """How many scoring requests and rows the server got, and the bytes it sent."""
+        with urllib.request.urlopen(f"{self.base_url}/_stats", timeout=5) as response:
+            return dict(json.loads(response.read()))
+
+
+def garbage_model_server(log_dir: Path, mode: str = "ok", *, huge_bytes: int | None = None) -> GarbageModelServer:
+    def command(port: int) -> list[str]:
+        extra = ["--huge-bytes", str(huge_bytes)] if huge_bytes is not None else []
+        return [sys.executable, "-m", "tests.garbage_model_server", "--port", str(port), "--mode", mode, *extra]
+
+    return GarbageModelServer("garbage", command, log_dir=log_dir, ready_paths=["/v2/health/ready", "/ping"])
+
+
+@pytest.fixture
+def garbage_server(model_server_logs: Path) -> Iterator[GarbageModelServer]:
+    """A garbage-answering model server of the test's own, in mode ok until `set_mode`."""
+    server = garbage_model_server(model_server_logs)
+    started(server)
+    try:
+        yield server
+    finally:
+        server.stop()

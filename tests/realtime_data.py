@@ -1,23 +1,28 @@
 """Test data and fixtures shared by the real-time integration tests (Kafka and AMQP):
 the bundled card-transaction records as copybook bytes and as JSON, the reading of the
-scores a fixed-format result appends to its record, and the gateway served in process."""
+scores a fixed-format result appends to its record, the gateway served in process, and a
+model with a bug that makes the pipeline raise on chosen records."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
+import numpy as np
 import pytest
 
+from adapters.models.onnx import OnnxModel
 from gateway.config import GatewayConfig
+from gateway.pipeline import Pipeline
 from gateway.realtime.serve import run_until
 from gateway.runtime import build_pipeline
 from gateway.score import fixed_columns
 from schemas.contract import Contract, load_contract
-from schemas.examples import card_detail_records, contract_path
+from schemas.examples import card_detail_records, contract_path, model_info
 from schemas.jsonl import lines
 from schemas.messages import MessageCodec
 
@@ -118,3 +123,47 @@ async def until(condition: Callable[[], bool], timeout: float, what: str, gatewa
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:g}s waiting for {what}", pytrace=False)
         await asyncio.sleep(0.02)
+
+
+# --------------------------------------------------------------------------- a pipeline that raises
+class CrashesOnAmounts:
+    """The bundled ONNX model, with a bug: a batch holding one of `amounts` raises a plain
+    RuntimeError (no gateway error: nothing says whose fault it is)."""
+
+    def __init__(self, amounts: set[float]) -> None:
+        info = model_info("fraud")
+        self.inner = OnnxModel(info["path"], sha256=info["sha256"], name="fraud")
+        self.info = self.inner.info
+        self.amounts = amounts
+
+    async def predict(self, features: np.ndarray) -> dict[str, np.ndarray]:
+        if self.amounts & set(features[:, 0].tolist()):
+            raise RuntimeError("index 3 is out of bounds for axis 0 with size 3")
+        return await self.inner.predict(features)
+
+    async def ready(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+def json_amount(message: bytes) -> float:
+    """A JSON record's TXN_AMOUNT as the model sees it (float32)."""
+    return float(np.float32(json.loads(message)["TXN_AMOUNT"]))
+
+
+def crash_on(monkeypatch: pytest.MonkeyPatch, amounts: set[float]) -> None:
+    """Every pipeline the real-time app builds from now on has a model that raises a
+    RuntimeError for a batch holding one of `amounts` (a bug, not an outage)."""
+    import gateway.realtime.app as app
+
+    build = app.build_pipeline
+
+    def build_with_bug(*args: Any, **kw: Any) -> Pipeline:
+        pipeline = build(*args, **kw)
+        assert pipeline.model is not None
+        pipeline.model.backend = CrashesOnAmounts(amounts)
+        return pipeline
+
+    monkeypatch.setattr(app, "build_pipeline", build_with_bug)

@@ -411,6 +411,27 @@ def test_a_record_that_crashes_the_pipeline_is_isolated_and_rejected(tmp_path: P
     assert "TX0000001234" not in rows and "TX0000001233" in rows and "TX0000001235" in rows
 
 
+def test_a_crash_reason_withholds_the_records_pii_values(tmp_path: Path) -> None:
+    rt = runtime(write_config(tmp_path))
+    drop(tmp_path)
+    score = rt.pipeline.score
+    pans = rt.pipeline.contract.decode_file(tmp_path / "drop" / "inbox" / "CARDTXN.DAT")
+    pan = next(iter(pans)).table.column("TXN_PAN")[40].as_py()
+
+    async def chokes_on_the_pan(table: pa.Table) -> Any:
+        if pan in table.column("TXN_PAN").to_pylist():
+            raise ValueError(f"no issuer for card {pan}")
+        return await score(table)
+
+    rt.pipeline.score = chokes_on_the_pan  # type: ignore[method-assign]
+    [result] = run_once(rt)
+    assert result.status == DONE
+    rejects = folder(tmp_path, "outbox")["CARDTXN.DAT.rejects.jsonl"].decode()
+    [poison] = [json.loads(r) for r in rejects.splitlines() if "crashed" in r]
+    assert poison["reason"] == "record crashed the pipeline: ValueError: no issuer for card <pii withheld>"
+    assert pan not in poison["reason"]
+
+
 def test_a_pipeline_that_fails_on_every_record_stops_the_run_instead(tmp_path: Path) -> None:
     rt = runtime(write_config(tmp_path))
     drop(tmp_path)

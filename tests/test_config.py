@@ -35,9 +35,30 @@ def test_env_overrides_the_state_url(monkeypatch: pytest.MonkeyPatch) -> None:
     ("pipelines: {p: {contract: c.yaml, model: nope}}", "no model named 'nope'"),
     ("models: {m: {endpoint: {backend: onnx, path: x}, breaker: {window: 3}}}", "models.m.breaker.window"),
     ("- a list", "expected a mapping"),
+    ("models: {m: {endpoint: {backend: kserve, url: 'http://x', model_name: m}, max_response_bytes: 100}}",
+     "models.m.max_response_bytes: Input should be greater than or equal to 1024"),
 ])
 def test_config_mistakes_name_the_key(tmp_path: Path, text: str, fragment: str) -> None:
     path = tmp_path / "gateway.yaml"
     path.write_text(text)
     with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
         load_config(path)
+
+
+def test_the_answer_size_cap_reaches_the_http_backends(tmp_path: Path) -> None:
+    from adapters.models.kserve import KServeV2Model
+    from adapters.models.mlflow import MlflowModel
+    from gateway.runtime import build_model
+    from schemas.contract import load_contract
+    from schemas.examples import contract_path
+
+    (tmp_path / "gateway.yaml").write_text(
+        "models: {k: {endpoint: {backend: kserve, url: 'http://x', model_name: m}, max_response_bytes: 4096},\n"
+        "         m: {endpoint: {backend: mlflow, url: 'http://x'}}}")
+    cfg = load_config(tmp_path / "gateway.yaml")
+    contract = load_contract(contract_path("card_txn"))
+    kserve = build_model("k", cfg.models["k"], contract, cfg)
+    mlflow = build_model("m", cfg.models["m"], contract, cfg)
+    assert isinstance(kserve.backend, KServeV2Model) and kserve.backend.max_response_bytes == 4096
+    assert isinstance(mlflow.backend, MlflowModel) and mlflow.backend.max_response_bytes == 64 * 2**20  # default
+    assert kserve.outputs is not None and list(kserve.outputs) == ["fraud_score"]  # answers are checked whole

@@ -32,8 +32,18 @@ from gateway.realtime.core import MicroBatchScorer, Outcome
 from schemas.contract import Contract
 from schemas.examples import contract_path, model_info
 from tests.helpers import unavailable
-from tests.model_servers import ModelServerProcess
-from tests.realtime_data import RECORD, Gateway, appended_fields, copybook_records, json_records, until, with_field
+from tests.model_servers import GarbageModelServer, ModelServerProcess
+from tests.realtime_data import (
+    RECORD,
+    Gateway,
+    appended_fields,
+    copybook_records,
+    crash_on,
+    json_amount,
+    json_records,
+    until,
+    with_field,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -394,6 +404,66 @@ async def test_malformed_requests_are_dead_lettered_and_answered(
 
 def requester_of(cid: str, *requesters: Requester) -> Requester:
     return next(r for r in requesters if cid in r.replies)
+
+
+# --------------------------------------------------------------------------- 3b. poison requests
+async def test_a_request_that_makes_the_pipeline_raise_is_dead_lettered_and_answered_not_requeued(
+        amqp: AbstractConnection, channel: AbstractChannel, names: Names, tmp_path: Path, contract: Contract,
+        requester_factory: Callable[[str], Awaitable[Requester]], serve: Callable[[GatewayConfig], Gateway],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    queue = names.queue("json")
+    requester = await requester_factory(queue)
+    inputs = json_records(contract, 0, 30)
+    crash_on(monkeypatch, {json_amount(inputs[12])})
+    gateway = serve(gateway_config(tmp_path, names, {"cards_json": {"queue": queue, "payload": "json"}}))
+    cids = await requester.send_all(inputs, "js")
+    await requester.wait_for(cids)
+    await asyncio.sleep(0.3)  # a requeued request would be answered twice now
+    stats = await gateway.stop()
+
+    poison = cids[12]
+    rejected = requester.only_reply(poison)
+    body = json.loads(rejected.body)
+    assert rejected.status == "rejected" and body["error"] == "crash"
+    assert body["reason"] == ("record crashed the pipeline: RuntimeError: "
+                              "index 3 is out of bounds for axis 0 with size 3")
+    for cid in cids:
+        if cid != poison:
+            reply = requester.only_reply(cid)
+            assert reply.status == "scored" and reply.scored_by == "model"
+    (dead,) = await drain(channel, f"{queue}.dlq")
+    assert dead.correlation_id == poison and dead.body == inputs[12]
+    assert dead.headers["lgw-error"] == "crash" and dead.headers["lgw-source"] == f"msg-{poison}"
+    assert stats["cards_json"] == {"messages": 30, "results": 29, "dead_letters": 1, "scored_by": {"model": 29},
+                                   "paused_batches": 0}
+    assert await ready_count(amqp, queue) == 0
+
+
+async def test_a_model_answering_garbage_is_a_model_failure_requests_are_answered_by_the_rules(
+        amqp: AbstractConnection, names: Names, tmp_path: Path, contract: Contract,
+        requester_factory: Callable[[str], Awaitable[Requester]], serve: Callable[[GatewayConfig], Gateway],
+        garbage_server: GarbageModelServer) -> None:
+    garbage_server.set_mode("nan")
+    queue = names.queue("json")
+    requester = await requester_factory(queue)
+    model = {"endpoint": {"backend": "kserve", "url": garbage_server.base_url, "model_name": "fraud"},
+             "timeout_s": 5.0, "retry": {"max_attempts": 2, "base_delay_s": 0.01, "max_delay_s": 0.02},
+             "breaker": {"sliding_window_size": 10, "minimum_number_of_calls": 4, "wait_duration_in_open_s": 60}}
+    gateway = serve(gateway_config(tmp_path, names, {"cards_json": {"queue": queue, "payload": "json"}},
+                                   model=model))
+    cids = await requester.send_all(json_records(contract, 0, 20), "js")
+    await requester.wait_for(cids)
+    await asyncio.sleep(0.3)
+    stats = await gateway.stop()
+
+    replies = [requester.only_reply(c) for c in cids]  # one each: nothing was requeued
+    assert {(r.status, r.scored_by) for r in replies} == {("scored", "fallback")}
+    assert stats["cards_json"] == {"messages": 20, "results": 20, "dead_letters": 0, "scored_by": {"fallback": 20},
+                                   "paused_batches": 0}
+    # the breaker opened after 4 failed calls (a few more were in flight together): without it
+    # every request would have reached the server twice (two attempts)
+    assert garbage_server.stats()["requests"] < len(cids)
+    assert await ready_count(amqp, queue) == 0
 
 
 # --------------------------------------------------------------------------- 4. ack after reply

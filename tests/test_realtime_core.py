@@ -15,11 +15,16 @@ import pyarrow as pa
 import pytest
 
 from gateway.config import GatewayConfig, KServeModelConfig, ModelConfig, Policy, embedded_defaults
+from gateway.errors import InfrastructureError
+from gateway.outputs import outputs_from_contract
 from gateway.pipeline import Pipeline
 from gateway.realtime.core import DeadLetter, MicroBatchScorer, Outcome, Result
+from gateway.resilience.breaker import BreakerConfig, CircuitBreaker
+from gateway.resilience.guarded import GuardedModel
 from gateway.resilience.retry import RetryPolicy
 from gateway.runtime import build_pipeline
 from gateway.score import fixed_columns
+from gateway.state import KillSwitchWatcher, StateStore
 from schemas.contract import Contract, load_contract
 from schemas.errors import ConfigError
 from schemas.examples import contract_path, generate_card_file
@@ -27,6 +32,7 @@ from schemas.jsonl import lines
 from schemas.messages import FAST_JSON_MIN_MESSAGES
 from schemas.records import read_records
 from tests.model_servers import free_port
+from tests.realtime_data import CrashesOnAmounts, json_amount
 
 DETAILS = 320
 RECORD = 120
@@ -402,3 +408,76 @@ async def test_stats_add_up(model_pipeline: Pipeline, json_records: list[bytes])
     assert s.paused_batches == 0
     empty = await scorer.process([], [])
     assert empty.handled == 0 and not empty.paused and scorer.stats.messages == sent
+
+
+# --------------------------------------------------------------------------- a message that makes the pipeline raise
+def crashing_pipeline(contract: Contract, json_records: list[bytes], crash_on: list[int]) -> Pipeline:
+    """A pipeline whose model raises on the messages `crash_on` of `json_records`."""
+    lenient = CircuitBreaker("fraud", BreakerConfig(minimum_number_of_calls=100))  # the bug is no outage
+    amounts = {json_amount(json_records[i]) for i in crash_on}
+    model = GuardedModel(CrashesOnAmounts(amounts), breaker=lenient, retry=RetryPolicy(max_attempts=1),
+                         timeout_s=5.0, max_concurrency=1, outputs=outputs_from_contract(contract))
+    pipeline = Pipeline(contract, name="card_txn", model=model)
+    features = pipeline.features.matrix(MicroBatchScorer(pipeline, "json").codec.decode(json_records[:40]).table)
+    assert np.flatnonzero(np.isin(features[:, 0], list(amounts))).tolist() == crash_on, "amounts are unique"
+    return pipeline
+
+
+async def test_a_message_that_makes_the_pipeline_raise_is_dead_lettered_alone(
+        contract: Contract, json_records: list[bytes]) -> None:
+    pipeline = crashing_pipeline(contract, json_records, [17])
+    scorer = MicroBatchScorer(pipeline, "json")
+    outcome = await scorer.process(json_records[:40], _ids(40))
+    _check_counts(outcome, 40)
+    (dead,) = outcome.dead_letters
+    assert dead.index == 17
+    h = _headers(dead)
+    assert h["lgw-error"] == "crash" and h["lgw-source"] == "card-txn-0-17"
+    assert h["lgw-reason"] == ("record crashed the pipeline: RuntimeError: "
+                               "index 3 is out of bounds for axis 0 with size 3")
+    assert [r.index for r in outcome.results] == [i for i in range(40) if i != 17]
+    assert {_headers(r)["lgw-scored-by"] for r in outcome.results} == {"model"}
+    assert {_headers(r)["lgw-model-version"] for r in outcome.results} == {"1"}
+    assert scorer.stats.messages == 40 and scorer.stats.dead_letters == 1 and scorer.stats.results == 39
+    assert scorer.stats.scored_by == {"model": 39}
+
+
+async def test_a_pipeline_that_raises_for_every_message_is_broken_not_poisoned(
+        contract: Contract, json_records: list[bytes]) -> None:
+    pipeline = crashing_pipeline(contract, json_records, list(range(8)))
+    scorer = MicroBatchScorer(pipeline, "json")
+    with pytest.raises(RuntimeError, match="out of bounds"):  # the transport retries the batch
+        await scorer.process(json_records[:8], _ids(8))
+    assert scorer.stats.messages == scorer.stats.dead_letters == 0
+
+
+async def test_an_unreachable_state_store_is_retried_not_dead_lettered(
+        contract: Contract, json_records: list[bytes]) -> None:
+    store = StateStore(f"postgresql+psycopg://lgw:secret@127.0.0.1:{free_port()}/lgw")
+    pipeline = build_pipeline("card_txn", contract, embedded_defaults(), model_name="fraud")
+    pipeline.kill_switch = KillSwitchWatcher(store, "card_txn")
+    scorer = MicroBatchScorer(pipeline, "json")
+    with pytest.raises(InfrastructureError, match="state store"):
+        await scorer.process(json_records[:1], _ids(1))
+    assert scorer.stats.dead_letters == 0
+
+
+async def test_a_crash_reason_withholds_the_records_pii_values(model_pipeline: Pipeline, contract: Contract,
+                                                               json_records: list[bytes]) -> None:
+    pan = json.loads(json_records[5])["TXN_PAN"]
+    pipeline = build_pipeline("card_txn", contract, embedded_defaults(), model_name="fraud")
+    score = pipeline.score
+
+    async def chokes_on_the_pan(table: pa.Table) -> Any:
+        if pan in table.column("TXN_PAN").to_pylist():
+            raise ValueError(f"no issuer for card {pan}")
+        return await score(table)
+
+    pipeline.score = chokes_on_the_pan  # type: ignore[method-assign]
+    outcome = await MicroBatchScorer(pipeline, "json").process(json_records[:10], _ids(10))
+    _check_counts(outcome, 10)
+    (dead,) = outcome.dead_letters
+    assert dead.index == 5
+    reason = _headers(dead)["lgw-reason"]
+    assert reason == "record crashed the pipeline: ValueError: no issuer for card <pii withheld>"
+    assert pan not in reason

@@ -45,8 +45,19 @@ from tests.kafka_broker import (
     unique_group,
     unique_topic,
 )
-from tests.model_servers import ModelServerProcess
-from tests.realtime_data import CP, RECORD, Gateway, appended_fields, copybook_records, json_records, until, with_field
+from tests.model_servers import GarbageModelServer, ModelServerProcess
+from tests.realtime_data import (
+    CP,
+    RECORD,
+    Gateway,
+    appended_fields,
+    copybook_records,
+    crash_on,
+    json_amount,
+    json_records,
+    until,
+    with_field,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -503,6 +514,89 @@ async def test_malformed_messages_go_to_the_dead_letter_topic_with_their_bytes_a
     # dead letters are acknowledged like results: every offset committed
     assert await committed_offsets(bootstrap, js.group, js.input) == end_offsets(sent_js)
     assert await committed_offsets(bootstrap, cb.group, cb.input) == end_offsets(sent_cb)
+
+
+# --------------------------------------------------------------------------- 3b. poison records
+LENIENT_BREAKER = {"sliding_window_size": 100, "minimum_number_of_calls": 100}  # isolating is no outage
+
+
+def with_amount(message: bytes, amount: str) -> bytes:
+    record = json.loads(message)
+    record["TXN_AMOUNT"] = amount if isinstance(record["TXN_AMOUNT"], str) else float(amount)
+    return json.dumps(record).encode()
+
+
+async def poison_round(kafka_broker: TansuBroker, readers: Any, gateway_of: Callable[[dict[str, Any]], Gateway],
+                       values: list[bytes], poison_at: int, prefix: str
+                       ) -> tuple[list[Sent], Any, Any, Topics, Gateway]:
+    """`values` through a gateway (made by `gateway_of(source settings)`); waits for every
+    result and the one dead letter of `values[poison_at]`."""
+    bootstrap = kafka_broker.bootstrap
+    t = Topics.create(kafka_broker, prefix)
+    results, dlq = await readers(bootstrap, t.results), await readers(bootstrap, t.dlq)
+    gateway = gateway_of(t.source(max_records=50))
+    sent = await produce(bootstrap, t.input, keyed(values, prefix))
+    await results.wait_for([s.id for i, s in enumerate(sent) if i != poison_at], gateway=gateway)
+    await dlq.wait_for([sent[poison_at].id], header="lgw-source", gateway=gateway)
+    await asyncio.sleep(0.3)  # a redelivered duplicate would show up now
+    return sent, results, dlq, t, gateway
+
+
+async def test_a_record_that_makes_the_pipeline_raise_is_dead_lettered_and_the_rest_committed(
+        kafka_broker: TansuBroker, tmp_path: Path, contract: Contract, readers: Any,
+        serve: Callable[[GatewayConfig], Gateway], monkeypatch: pytest.MonkeyPatch) -> None:
+    values = json_records(contract, 0, 150)
+    values[61] = with_amount(values[61], "4321.09")
+    crash_on(monkeypatch, {json_amount(values[61])})
+    model = {**onnx_model(), "breaker": LENIENT_BREAKER}
+    sent, results, dlq, t, gateway = await poison_round(
+        kafka_broker, readers, lambda src: serve(gateway_config(tmp_path, kafka_broker.bootstrap, {"cards": src},
+                                                                model=model)), values, 61, "crash")
+    stats = await gateway.stop()
+
+    poison = sent[61]
+    (dead,) = dlq.records
+    h = headers_of(dead)
+    assert dead.value == poison.value and dead.key == poison.key
+    assert h["lgw-error"] == "crash" and h["lgw-source"] == poison.id
+    assert h["lgw-reason"] == ("record crashed the pipeline: RuntimeError: "
+                               "index 3 is out of bounds for axis 0 with size 3")
+    by_id = results.by_id()
+    assert set(by_id) == {s.id for s in sent} - {poison.id}
+    assert all(len(rs) == 1 for rs in by_id.values()), "nothing was delivered twice: no batch was redelivered"
+    for s in sent:
+        if s is not poison:
+            assert_json_result(by_id[s.id][0], s)
+    assert stats["cards"] == {"messages": 150, "results": 149, "dead_letters": 1, "scored_by": {"model": 149},
+                              "paused_batches": 0}
+    assert await committed_offsets(kafka_broker.bootstrap, t.group, t.input) == end_offsets(sent)
+
+
+async def test_a_record_the_model_server_crashes_on_is_dead_lettered_and_the_rest_scored_by_it(
+        kafka_broker: TansuBroker, tmp_path: Path, contract: Contract, readers: Any,
+        serve: Callable[[GatewayConfig], Gateway], garbage_server: GarbageModelServer) -> None:
+    values = json_records(contract, 0, 150)
+    values[88] = with_amount(values[88], "4321.09")
+    garbage_server.set_mode("poison", poison_amount=json_amount(values[88]))
+    model = {**kserve_model(garbage_server.base_url), "breaker": LENIENT_BREAKER}
+    sent, results, dlq, t, gateway = await poison_round(
+        kafka_broker, readers, lambda src: serve(gateway_config(tmp_path, kafka_broker.bootstrap, {"cards": src},
+                                                                model=model)), values, 88, "garbage")
+    stats = await gateway.stop()
+
+    poison = sent[88]
+    (dead,) = dlq.records
+    h = headers_of(dead)
+    assert dead.value == poison.value and h["lgw-source"] == poison.id
+    assert "model server failed on this record" in h["lgw-reason"] and "not JSON" in h["lgw-reason"]
+    by_id = results.by_id()
+    assert set(by_id) == {s.id for s in sent} - {poison.id} and all(len(rs) == 1 for rs in by_id.values())
+    for s in sent:
+        if s is not poison:
+            assert_json_result(by_id[s.id][0], s)
+    assert stats["cards"]["results"] == 149 and stats["cards"]["dead_letters"] == 1
+    assert stats["cards"]["scored_by"] == {"model": 149}
+    assert await committed_offsets(kafka_broker.bootstrap, t.group, t.input) == end_offsets(sent)
 
 
 # --------------------------------------------------------------------------- 4. model server killed

@@ -7,6 +7,13 @@ gateway's errors, which decides where a record goes:
     5xx                                                                         -> ModelServerError
     401 403 404 408 429 (auth, model not loaded, overload: not the records)     -> ModelUnavailable
     any other 4xx (the server refused these inputs)                             -> ModelRejected
+    2xx that is no usable answer: over the size cap, undecodable, not JSON
+    (NaN / Infinity tokens included: they are not JSON)                         -> ModelOutputError
+
+The body is streamed and read only up to a cap (`max_bytes`, the model's
+`max_response_bytes` in gateway.yaml): a server that answers without end costs at most
+that much memory, never the whole answer. An error answer is read only as far as its
+excerpt in the message needs.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ except ImportError:  # pragma: no cover - depends on the environment
 # they must reach the breaker and fallback, never the rejects.
 _NOT_THE_RECORDS = {401, 403, 404, 408, 429}
 _EXCERPT = 300
+_ERROR_BODY_BYTES = _EXCERPT * 4  # what `excerpt` reads of an error answer
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 2**20
 
 
 def make_client(base_url: str, *, timeout_s: float, max_connections: int) -> httpx.AsyncClient:
@@ -51,10 +60,19 @@ def _numpy_default(value: Any) -> Any:
 
 
 def loads(body: bytes, *, what: str) -> Any:
+    """Strict JSON (RFC 8259): NaN and Infinity tokens, which some servers write for
+    non-finite floats, make the answer unusable like any other non-JSON."""
     try:
-        return _orjson.loads(body) if _orjson is not None else json.loads(body)
-    except ValueError:
-        raise ModelOutputError(f"{what}: answer is not JSON: {excerpt(body)}") from None
+        return _orjson.loads(body) if _orjson is not None else json.loads(body, parse_constant=_not_json)
+    except (ValueError, RecursionError) as exc:
+        pos = getattr(exc, "pos", None)
+        if pos is not None and body[pos:pos + 9].lstrip(b"-").startswith((b"NaN", b"Infinity")):
+            exc = ValueError(f"a non-finite number at char {pos}: NaN and Infinity are not JSON")
+        raise ModelOutputError(f"{what}: answer is not JSON ({exc}): {excerpt(body)}") from None
+
+
+def _not_json(token: str) -> Any:
+    raise ValueError(f"{token} is not a JSON value")
 
 
 def excerpt(body: bytes) -> str:
@@ -63,23 +81,27 @@ def excerpt(body: bytes) -> str:
 
 
 async def call(client: httpx.AsyncClient, method: str, url: str, *, timeout_s: float, what: str,
-               content: bytes | None = None) -> httpx.Response:
-    """One request with a deadline for the whole call, failures mapped (module docstring)."""
+               content: bytes | None = None, max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> bytes:
+    """One request with a deadline for the whole call (body included); the body of a
+    success, read up to `max_bytes`; failures mapped (module docstring)."""
     headers = {"content-type": "application/json"} if content is not None else None
     try:
         # httpx's timeouts bound each phase (connect, each read...); the outer deadline
         # bounds the call as a whole, which is what the caller's latency budget means.
         async with asyncio.timeout(timeout_s):
-            response = await client.request(method, url, content=content, headers=headers,
-                                            timeout=httpx.Timeout(timeout_s))
+            async with client.stream(method, url, content=content, headers=headers,
+                                     timeout=httpx.Timeout(timeout_s)) as response:
+                status = response.status_code
+                if status < 400:
+                    return await _read_capped(response, max_bytes, what=what)
+                body = await _read_head(response, _ERROR_BODY_BYTES)
     except (TimeoutError, httpx.TimeoutException) as exc:
         raise ModelTimeout(f"{what}: no answer within {timeout_s:g}s ({type(exc).__name__})") from exc
+    except httpx.DecodingError as exc:  # a Content-Encoding the body does not follow
+        raise ModelOutputError(f"{what}: answer cannot be decoded: {exc}") from exc
     except httpx.TransportError as exc:
         raise ModelUnavailable(f"{what}: {type(exc).__name__}: {exc or 'connection failed'}") from exc
-    status = response.status_code
-    if status < 400:
-        return response
-    detail = f"{what}: HTTP {status}: {excerpt(response.content)}"
+    detail = f"{what}: HTTP {status}: {excerpt(body)}"
     if status >= 500:
         raise ModelServerError(detail, status=status)
     if status == 408:
@@ -89,11 +111,36 @@ async def call(client: httpx.AsyncClient, method: str, url: str, *, timeout_s: f
     raise ModelRejected(detail)
 
 
+async def _read_capped(response: httpx.Response, max_bytes: int, *, what: str) -> bytes:
+    """The whole body, or ModelOutputError as soon as it is known to be over `max_bytes`
+    (leaving the stream unread closes the connection: the rest is never received)."""
+    over = f"{what}: answer is over the cap of {max_bytes:,} bytes (max_response_bytes)"
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise ModelOutputError(f"{over}: Content-Length {int(declared):,}")
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > max_bytes:
+            raise ModelOutputError(f"{over}; stopped reading after {len(body):,}")
+    return bytes(body)
+
+
+async def _read_head(response: httpx.Response, limit: int) -> bytes:
+    head = bytearray()
+    async for chunk in response.aiter_bytes():
+        head += chunk
+        if len(head) >= limit:
+            break
+    return bytes(head[:limit])
+
+
 async def probe(client: httpx.AsyncClient, url: str, *, timeout_s: float) -> bool:
     """True when GET `url` answers 200; any failure (refused, timeout, non-200) is False."""
     try:
         async with asyncio.timeout(timeout_s):
-            response = await client.get(url, timeout=httpx.Timeout(timeout_s))
+            # the status is the answer: the body is never read
+            async with client.stream("GET", url, timeout=httpx.Timeout(timeout_s)) as response:
+                return response.status_code == 200
     except (TimeoutError, httpx.HTTPError):
         return False
-    return response.status_code == 200

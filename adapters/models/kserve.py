@@ -42,9 +42,12 @@ class KServeV2Model:
     def __init__(self, base_url: str, model_name: str, *, version: str | None = None, timeout_s: float = 2.0,
                  max_connections: int = 8, client: httpx.AsyncClient | None = None,
                  inputs: Sequence[str] | None = None, outputs: Sequence[str] | None = None,
-                 input_name: str = "features") -> None:
+                 input_name: str = "features", max_response_bytes: int = _http.DEFAULT_MAX_RESPONSE_BYTES) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        if max_response_bytes < 1:
+            raise ValueError(f"max_response_bytes must be >= 1, got {max_response_bytes}")
+        self.max_response_bytes = max_response_bytes
         self.base_url = base_url.rstrip("/")
         self.model_name = model_name
         self.version = version
@@ -73,11 +76,11 @@ class KServeV2Model:
 
     async def metadata(self) -> dict[str, Any]:
         """The model's metadata: name, versions, platform, inputs and outputs (name, datatype, shape)."""
-        response = await _http.call(self._client, "GET", self._url(self._model_path), timeout_s=self.timeout_s,
-                                    what=self._what)
-        meta = _http.loads(response.content, what=self._what)
+        raw = await _http.call(self._client, "GET", self._url(self._model_path), timeout_s=self.timeout_s,
+                               what=self._what, max_bytes=self.max_response_bytes)
+        meta = _http.loads(raw, what=self._what)
         if not isinstance(meta, dict):
-            raise ModelOutputError(f"{self._what}: metadata is not a JSON object: {_http.excerpt(response.content)}")
+            raise ModelOutputError(f"{self._what}: metadata is not a JSON object: {_http.excerpt(raw)}")
         return meta
 
     async def predict(self, features: np.ndarray) -> dict[str, np.ndarray]:
@@ -88,10 +91,11 @@ class KServeV2Model:
             return {o: np.zeros(0, dtype=np.float32) for o in self.info.outputs}
         body = {"inputs": [{"name": self.input_name, "shape": list(x.shape), "datatype": "FP32",
                             "data": x.reshape(-1)}]}
-        response = await _http.call(self._client, "POST", self._url(f"{self._model_path}/infer"),
-                                    timeout_s=self.timeout_s, what=self._what, content=_http.dumps(body))
-        answer = _http.loads(response.content, what=self._what)
-        tensors = self._output_tensors(answer, response.content)
+        raw = await _http.call(self._client, "POST", self._url(f"{self._model_path}/infer"),
+                               timeout_s=self.timeout_s, what=self._what, content=_http.dumps(body),
+                               max_bytes=self.max_response_bytes)
+        answer = _http.loads(raw, what=self._what)
+        tensors = self._output_tensors(answer, raw)
         wanted = self.info.outputs or list(tensors)
         missing = [o for o in wanted if o not in tensors]
         if missing:

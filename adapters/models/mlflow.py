@@ -33,9 +33,13 @@ class MlflowModel:
 
     def __init__(self, base_url: str, *, timeout_s: float = 2.0, max_connections: int = 8,
                  client: httpx.AsyncClient | None = None, name: str = "model", version: str = "1",
-                 inputs: Sequence[str] | None = None, outputs: Sequence[str] | None = None) -> None:
+                 inputs: Sequence[str] | None = None, outputs: Sequence[str] | None = None,
+                 max_response_bytes: int = _http.DEFAULT_MAX_RESPONSE_BYTES) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        if max_response_bytes < 1:
+            raise ValueError(f"max_response_bytes must be >= 1, got {max_response_bytes}")
+        self.max_response_bytes = max_response_bytes
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self.info = ModelInfo(name=name, version=version, inputs=list(inputs or []),
@@ -56,12 +60,12 @@ class MlflowModel:
         if rows == 0:
             return {o: np.zeros(0, dtype=np.float32) for o in self.info.outputs}
         body = {"dataframe_split": {"columns": self.info.inputs, "data": x}}
-        response = await _http.call(self._client, "POST", f"{self.base_url}/invocations", timeout_s=self.timeout_s,
-                                    what=self._what, content=_http.dumps(body))
-        answer = _http.loads(response.content, what=self._what)
+        raw = await _http.call(self._client, "POST", f"{self.base_url}/invocations", timeout_s=self.timeout_s,
+                               what=self._what, content=_http.dumps(body), max_bytes=self.max_response_bytes)
+        answer = _http.loads(raw, what=self._what)
         # MLflow 1.x answered with the bare predictions; 2.x+ wraps them.
         predictions = answer["predictions"] if isinstance(answer, dict) and "predictions" in answer else answer
-        columns = self._columns(predictions, response.content)
+        columns = self._columns(predictions, raw)
         return {o: output_column(values, rows, model=self.info.name, output=o) for o, values in columns.items()}
 
     def _columns(self, predictions: Any, raw: bytes) -> dict[str, np.ndarray]:

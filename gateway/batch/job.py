@@ -23,7 +23,7 @@ from adapters.files.source import FileSource
 from gateway.batch.manifest import build_manifest, jsonable, stats_from, stats_json, summarize
 from gateway.batch.progress import NoProgress, ProgressView
 from gateway.batch.runtime import BatchRuntime
-from gateway.errors import InfrastructureError
+from gateway.isolation import crash_reason, isolating, pii_names
 from gateway.pipeline import PipelineStats
 from gateway.runs import DONE, FAILED, LEASE_S, Run
 from gateway.score import ScoredChunk, batch_reject, fixed_columns, score_rows, scoring_input
@@ -34,7 +34,6 @@ from schemas.stream import Reject
 log = logging.getLogger("lgw.batch")
 
 INTERRUPTED, BUSY = "interrupted", "busy"
-_SYSTEMIC = 8  # a piece of this many records that crashes record by record is no poison record
 _HEARTBEAT_S = 30.0
 
 
@@ -220,7 +219,7 @@ class BatchJob:
         table = scoring_input(batch)
         while True:
             before = copy.deepcopy(self.rt.pipeline.stats)
-            pieces = await self._isolating(batch, table, 0, table.num_rows, self.sink.renderer)
+            pieces = await self._isolating(batch, table, self.sink.renderer)
             if not any(p.paused for p in pieces):
                 break
             self.rt.pipeline.stats = before
@@ -259,34 +258,34 @@ class BatchJob:
         self.sink.sync()
         self.rejects.sync()
 
-    async def _isolating(self, batch: SourceBatch, table: pa.Table, lo: int, hi: int,
-                         renderer: Renderer) -> list[_Piece]:
-        """Rows [lo, hi) scored and rendered; a crash splits the rows in halves until the
-        record that causes it is found and rejected (the rest goes on)."""
-        before = copy.deepcopy(self.rt.pipeline.stats)
-        try:
-            scored = await score_rows(self.rt.pipeline, batch, table, lo, hi)
-            if scored.paused:
-                return [_Piece(paused=True)]
-            return [_Piece(scored, renderer.render(*scored.output(self.rt.fmt, batch)))]
-        except InfrastructureError:
-            raise  # not the records' fault: the run stops and resumes later
-        except Exception as exc:
-            self.rt.pipeline.stats = before
-            if hi - lo == 1:
-                reason = f"record crashed the pipeline: {type(exc).__name__}: {exc}"
-                reject = batch_reject(batch, lo, reason)
-                log.warning("run %s: record %d isolated and rejected: %s", self.run_id, reject.record, reason)
-                return [_Piece(reject=reject)]
-            if (lo, hi) == (0, table.num_rows):
-                log.warning("run %s: a chunk of %d records crashed (%s: %s); splitting it to find the record",
-                            self.run_id, hi - lo, type(exc).__name__, exc)
-            mid = (lo + hi) // 2
-            pieces = await self._isolating(batch, table, lo, mid, renderer)
-            pieces += await self._isolating(batch, table, mid, hi, renderer)
-            if hi - lo >= _SYSTEMIC and all(p.reject is not None for p in pieces):
-                raise exc  # every record fails alone: the pipeline is broken, not a record
-            return pieces
+    async def _isolating(self, batch: SourceBatch, table: pa.Table, renderer: Renderer) -> list[_Piece]:
+        """The batch's rows scored and rendered; a crash splits the rows in halves until the
+        record that causes it is found and rejected (the rest goes on): `gateway.isolation`."""
+        async def piece(lo: int, hi: int) -> _Piece:
+            before = copy.deepcopy(self.rt.pipeline.stats)
+            try:
+                scored = await score_rows(self.rt.pipeline, batch, table, lo, hi)
+                if scored.paused:
+                    return _Piece(paused=True)
+                return _Piece(scored, renderer.render(*scored.output(self.rt.fmt, batch)))
+            except Exception:
+                self.rt.pipeline.stats = before  # its records are counted where they end up
+                raise
+
+        def alone(row: int, exc: Exception) -> _Piece:
+            reason = crash_reason(exc, pii_names(self.rt.contract), batch.table.slice(row, 1))
+            reject = batch_reject(batch, row, reason)
+            log.warning("run %s: record %d isolated and rejected: %s", self.run_id, reject.record, reason)
+            return _Piece(reject=reject)
+
+        def on_split(lo: int, hi: int, exc: Exception) -> None:
+            if (lo, hi) == (0, table.num_rows):  # the error's type only: its message may quote a pii value
+                log.warning("run %s: a chunk of %d records crashed (%s); splitting it to find the record",
+                            self.run_id, hi - lo, type(exc).__name__)
+
+        # an InfrastructureError or ConfigError is not the records' fault: the run stops (and resumes later)
+        return await isolating(piece, 0, table.num_rows, alone=alone, is_alone=lambda p: p.reject is not None,
+                               on_split=on_split)
 
     async def _wait_while_paused(self) -> bool:
         log.warning("run %s: pipeline %s is paused (kill switch or model unavailable): waiting", self.run_id,

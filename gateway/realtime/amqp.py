@@ -5,9 +5,12 @@ goes to the default exchange with that routing key and the same correlation id, 
 request is acknowledged only after the broker confirmed the reply (publisher confirms).
 A request that fails decoding or validation is published to the dead-letter exchange
 with the original bytes and the reason in its headers, and the requester gets a reply
-saying it was rejected, so it is not left waiting. Prefetch bounds the requests in
-flight. A request with no `reply_to` is scored and its result goes nowhere but the log:
-it is dead-lettered as such, because nobody could read the answer.
+saying it was rejected, so it is not left waiting; so is a request that makes the
+pipeline raise (lgw-error crash, `gateway.isolation`), rather than being requeued for
+ever. Only what is not the request's fault (the broker, the state store) puts it back
+on the queue after a pause. Prefetch bounds the requests in flight. A request with no
+`reply_to` is scored and its result goes nowhere but the log: it is dead-lettered as
+such, because nobody could read the answer.
 """
 
 from __future__ import annotations

@@ -136,8 +136,9 @@ def _kafka(pipes: dict[str, PipelineConfig], cfg: GatewayConfig, state: StateSto
                          description=f"Scored records of pipeline {name} ({scorer.result_format}), keyed like "
                                      "their input; provenance in headers.")
         broker.publisher(src.dlq_topic, title=f"{name}:dead-letters", schema=bytes,
-                         description=f"Messages of pipeline {name} that failed decoding or validation: the "
-                                     "original bytes and key; headers lgw-error (decode|validation), "
+                         description=f"Messages of pipeline {name} that failed decoding or validation, or made "
+                                     "the pipeline raise: the original bytes and key; headers lgw-error "
+                                     "(decode|validation|crash), "
                                      "lgw-field, lgw-reason, lgw-field-offset, lgw-field-raw, lgw-source, "
                                      "lgw-contract, lgw-contract-version.")
 
@@ -241,8 +242,9 @@ def _amqp(pipes: dict[str, PipelineConfig], cfg: GatewayConfig, state: StateStor
                                      "error, reason and field); provenance in lgw-* headers.")
         broker.publisher(routing_key=driver.dlq_routing_key, exchange=driver.dlx, title=f"{name}:dead-letters",
                          schema=bytes,
-                         description=f"Requests of pipeline {name} that failed decoding or validation, and "
-                                     "requests without reply_to: the original bytes and headers; lgw-error, "
+                         description=f"Requests of pipeline {name} that failed decoding or validation or made "
+                                     "the pipeline raise, and requests without reply_to: the original bytes and "
+                                     "headers; lgw-error (decode|validation|crash|no_reply_to), "
                                      "lgw-reason, lgw-field, lgw-field-offset, lgw-field-raw, lgw-source, "
                                      "lgw-contract, lgw-contract-version (lgw-error no_reply_to for a "
                                      "request without reply_to). Bound to queue "

@@ -5,7 +5,9 @@ with provenance headers, and dead letters for the data errors. The transports (K
 AMQP) only move the bytes and acknowledge; they call `MicroBatchScorer.process` and act
 on the `Outcome`: publish results and dead letters, then commit. Infrastructure trouble
 (the model, the broker) never becomes a dead letter: the pipeline's policy applies to a
-model that is away, and a failed publish is retried by the transport.
+model that is away, and a failed publish is retried by the transport. A message that
+makes the pipeline raise is found as in batch mode (`gateway.isolation`) and dead-lettered
+with the reason (lgw-error `crash`), so its batch is not redelivered forever.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -22,8 +24,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from adapters.files.writers import FixedWriter
+from gateway.isolation import NOT_THE_RECORDS, crash_reason, isolating, pii_names
 from gateway.pipeline import Pipeline
 from schemas.arrow_buffers import value_buffers
+from schemas.errors import ConfigError
 from schemas.jsonl import member_parts
 from schemas.messages import MessageCodec, MessageReject, PayloadFormat, by_message
 
@@ -51,6 +55,9 @@ H_OFFSET = "lgw-field-offset"
 H_RAW = "lgw-field-raw"
 H_SOURCE = "lgw-source"
 
+# not the message's fault: the batch is retried (the transport rewinds or requeues it)
+NOT_THE_MESSAGES = (*NOT_THE_RECORDS, OSError, TimeoutError)
+
 
 @dataclass(slots=True)
 class Result:
@@ -71,6 +78,7 @@ class Outcome:
     results: list[Result] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     paused: bool = False  # policy pause (or kill switch): nothing scored, redeliver later
+    scored_by: Counter[str] = field(default_factory=Counter)  # of the results
 
     @property
     def handled(self) -> int:
@@ -104,6 +112,10 @@ def _compact_objects(raw: pa.Array) -> bool:
                 and (data[ends - 1] == ord("}")).all())
 
 
+def _is_crash(outcome: Outcome) -> bool:
+    return any(r.kind == "crash" for d in outcome.dead_letters for r in d.reasons)
+
+
 class MicroBatchScorer:
     """Build once per pipeline; `process` one micro-batch at a time."""
 
@@ -113,8 +125,6 @@ class MicroBatchScorer:
         self.payload = payload
         self.result_format: ResultFormat = result_format or ("fixed" if payload == "copybook" else "json")
         if self.result_format == "fixed" and payload != "copybook":
-            from schemas.errors import ConfigError
-
             raise ConfigError("fixed-width results append the scores to the input record: they need "
                               "payload copybook, found payload json")
         self._fixed: FixedWriter | None = None
@@ -124,36 +134,64 @@ class MicroBatchScorer:
             self._fixed = FixedWriter(None, pipeline.contract.spec.page, fixed_columns(pipeline))
         contract = pipeline.contract
         self._input_columns = list(self.codec.schema.names)
-        self._pii = {name for node, rules in pipeline.contract.rules.values() if rules.pii
-                     for name in (node.path, node.key)}
+        self._pii = pii_names(pipeline.contract)
         self._contract_headers: Headers = [(H_CONTRACT, contract.name.encode()),
                                            (H_CONTRACT_VERSION, str(contract.version).encode())]
         self.stats = RealtimeStats()
 
     async def process(self, payloads: Sequence[bytes], ids: Sequence[str]) -> Outcome:
         """`ids`: a stable id per message (Kafka: topic-partition-offset), carried by its
-        result so consumers can drop the duplicates an at-least-once redelivery makes."""
-        decoded = self.codec.decode(payloads)
-        scored = await self.pipeline.score(decoded.table)
-        if scored.paused:
+        result so consumers can drop the duplicates an at-least-once redelivery makes.
+        Raises only what is not the messages' fault (`NOT_THE_MESSAGES`)."""
+        pieces = await isolating(lambda lo, hi: self._process(payloads, ids, lo, hi), 0, len(payloads),
+                                 alone=lambda i, exc: self._crashed(i, payloads, ids, exc), is_alone=_is_crash,
+                                 not_the_records=NOT_THE_MESSAGES, on_split=self._log_split)
+        if any(p.paused for p in pieces):
             self.stats.paused_batches += 1
             return Outcome(paused=True)
-        rejects = list(decoded.rejects)
-        for r in scored.rejects:  # the model refused the record, or its output broke the contract
-            rejects.append(MessageReject(int(decoded.index[r.row]), "validation", r.reason, r.field))
-        index = decoded.index[scored.rows] if len(scored.rows) else np.zeros(0, dtype=np.int64)
-        texts = ([decoded.record_json[i] for i in scored.rows.tolist()]
-                 if decoded.record_json is not None else None)
-        outcome = Outcome(results=self._results(scored.table, index, payloads, ids, texts),
-                          dead_letters=self._dead_letters(rejects, ids))
+        outcome = Outcome()
+        for p in pieces:
+            outcome.results += p.results
+            outcome.dead_letters += p.dead_letters
+            outcome.scored_by.update(p.scored_by)
         self.stats.messages += len(payloads)
         self.stats.results += len(outcome.results)
         self.stats.dead_letters += len(outcome.dead_letters)
-        self.stats.scored_by.update(scored.counts())
+        self.stats.scored_by.update(outcome.scored_by)
         if outcome.handled != len(payloads):  # in = out + rejects, or the batch is not acknowledged
             raise AssertionError(f"{len(payloads)} messages in, {len(outcome.results)} results and "
                                  f"{len(outcome.dead_letters)} dead letters out")
         return outcome
+
+    async def _process(self, payloads: Sequence[bytes], ids: Sequence[str], lo: int, hi: int) -> Outcome:
+        """Messages [lo, hi) of the micro-batch; indices in the outcome count from 0 of the whole."""
+        part = payloads if (lo, hi) == (0, len(payloads)) else payloads[lo:hi]
+        decoded = self.codec.decode(part)
+        scored = await self.pipeline.score(decoded.table)
+        if scored.paused:
+            return Outcome(paused=True)
+        rejects = [replace(r, index=lo + r.index) for r in decoded.rejects]
+        for r in scored.rejects:  # the model refused the record, or its output broke the contract
+            rejects.append(MessageReject(lo + int(decoded.index[r.row]), "validation", r.reason, r.field))
+        index = lo + decoded.index[scored.rows] if len(scored.rows) else np.zeros(0, dtype=np.int64)
+        texts = ([decoded.record_json[i] for i in scored.rows.tolist()]
+                 if decoded.record_json is not None else None)
+        return Outcome(results=self._results(scored.table, index, payloads, ids, texts),
+                       dead_letters=self._dead_letters(rejects, ids), scored_by=Counter(scored.counts()))
+
+    def _crashed(self, i: int, payloads: Sequence[bytes], ids: Sequence[str], exc: Exception) -> Outcome:
+        try:
+            record: pa.Table | None = self.codec.decode([payloads[i]]).table
+        except Exception:  # the crash was in reading it: nothing to tell pii values by
+            record = None
+        reason = crash_reason(exc, self._pii, record)
+        log.warning("%s: message %s isolated and dead-lettered: %s", self.pipeline.name, ids[i], reason)
+        return Outcome(dead_letters=self._dead_letters([MessageReject(i, "crash", reason)], ids))
+
+    def _log_split(self, lo: int, hi: int, exc: Exception) -> None:
+        # the error's type only: its message may quote a value of any of these messages
+        log.warning("%s: %d messages made the pipeline raise (%s); splitting them to find the message",
+                    self.pipeline.name, hi - lo, type(exc).__name__)
 
     def retry_after_s(self) -> float:
         """How long a transport holds back after a paused batch: until the model's breaker

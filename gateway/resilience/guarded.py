@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import traceback
+from collections.abc import Mapping
 
 import numpy as np
 
 from adapters.models.base import ModelBackend, ModelInfo
 from gateway.errors import ModelServerError, ModelUnavailable, SuspectBatch
+from gateway.outputs import OutputSpec, check_answer
 from gateway.resilience.breaker import CircuitBreaker
 from gateway.resilience.retry import RetryPolicy, retry
 
@@ -25,7 +28,11 @@ log = logging.getLogger(__name__)
 
 
 class GuardedModel:
-    """Implements `ModelBackend` itself, so callers need not know it is guarded."""
+    """Implements `ModelBackend` itself, so callers need not know it is guarded.
+
+    With `outputs` (the contract's), every answer is checked as a whole inside the guarded
+    call (`gateway.outputs.check_answer`): a missing output, the wrong shape or dtype is
+    the model failing, and the breaker counts it like a 5xx."""
 
     def __init__(
         self,
@@ -36,6 +43,7 @@ class GuardedModel:
         timeout_s: float | None,
         max_concurrency: int,
         retry_on: tuple[type[BaseException], ...] = (ModelUnavailable,),
+        outputs: Mapping[str, OutputSpec] | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
@@ -47,6 +55,7 @@ class GuardedModel:
         self.timeout_s = timeout_s
         self.max_concurrency = max_concurrency
         self._retry_on = retry_on
+        self.outputs = outputs
         self._slots = asyncio.Semaphore(max_concurrency)
 
     @property
@@ -61,14 +70,27 @@ class GuardedModel:
     async def _attempt(self, features: np.ndarray) -> dict[str, np.ndarray]:
         async with self._slots:
             if len(features) <= 1:
-                return await self.breaker.call(self.backend.predict, features, timeout_s=self.timeout_s)
+                return await self.breaker.call(self._answer, features, timeout_s=self.timeout_s)
             try:
-                # A 5xx on several records may be one poison record: leave it to the caller
-                # to split the batch before anything counts against the endpoint.
-                return await self.breaker.call(self.backend.predict, features, timeout_s=self.timeout_s,
+                # A 5xx or a garbage answer on several records may be one poison record: leave
+                # it to the caller to split the batch before anything counts against the endpoint.
+                return await self.breaker.call(self._answer, features, timeout_s=self.timeout_s,
                                                ignore=(ModelServerError,))
             except ModelServerError as exc:
                 raise SuspectBatch(str(exc), status=exc.status) from exc
+
+    async def _answer(self, features: np.ndarray) -> dict[str, np.ndarray]:
+        try:
+            answer = await self.backend.predict(features)
+        except ModelServerError as exc:
+            # The pipeline keeps this error while it splits the batch, and its traceback
+            # keeps the backend's frames: their locals (an answer of up to
+            # max_response_bytes, parsed or not) must not stay alive with it.
+            traceback.clear_frames(exc.__traceback__)
+            raise
+        if self.outputs is not None:
+            check_answer(self.outputs, answer, len(features), model=self.info.name)
+        return answer
 
     def _log_retry(self, failed_attempts: int, exc: BaseException, delay_s: float) -> None:
         name = self.info.name
