@@ -190,7 +190,8 @@ def test_decode_with_a_copybook_reports_every_undecodable_field(tmp_path: Path,
                  "-o", str(tmp_path / "records.jsonl")])
     assert code == 1  # every record was written, and some fields could not be decoded
     assert len((tmp_path / "records.jsonl").read_text().splitlines()) == 1_002
-    main(["decode", str(data), "--contract", str(contract_path()), "--rejects", str(by_contract), "-o", str(tmp_path / "valid.jsonl")])
+    main(["decode", str(data), "--contract", str(contract_path()), "--rejects", str(by_contract),
+          "-o", str(tmp_path / "valid.jsonl")])
     capsys.readouterr()
     reported = [json.loads(x) for x in by_copybook.read_text().splitlines()]
     decode_errors = [r for r in map(json.loads, by_contract.read_text().splitlines())
