@@ -15,7 +15,10 @@ from gateway.cli import EXIT_ERROR, EXIT_OK, EXIT_REJECTS, open_output, write_re
 from gateway.config import DropFolderConfig, OdbcSourceConfig
 from schemas.contract import Contract, RecordSpec, load_contract
 from schemas.copybook import load_copybook
-from schemas.errors import ConfigError
+from schemas.errors import ConfigError, InputFormatError
+from schemas.layout import Limits
+from schemas.reject_rate import RejectLimit
+from schemas.stream import no_records
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -36,23 +39,41 @@ def resolve_spec(args: argparse.Namespace) -> tuple[Contract | None, RecordSpec]
         "rdw_includes_header": None if args.rdw_includes_header is None else args.rdw_includes_header == "yes",
         "trim": args.trim,
         "float_format": args.float_format,
+        "control_chars": args.control_chars,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    limits = {"record_bytes": args.max_record_bytes, "field_bytes": args.max_field_bytes,
+              "occurs": args.max_occurs, "line_bytes": args.max_line_bytes}
+    limits = {k: v for k, v in limits.items() if v is not None}
     if args.contract:
-        contract = load_contract(args.contract)
+        contract = load_contract(args.contract, limits=limits)
         return contract, contract.record_spec(**overrides)
-    layout = load_copybook(args.copybook)
-    return None, RecordSpec.from_layout(layout, **overrides)
+    bounds = Limits(**limits)
+    layout = load_copybook(args.copybook, limits=bounds)
+    return None, RecordSpec.from_layout(layout, **overrides, limits=bounds)
+
+
+def reject_limit(args: argparse.Namespace) -> RejectLimit:
+    return RejectLimit(args.max_reject_rate, args.reject_rate_after)
+
+
+def report_records(path: str | Path, records: int, *, required: bool) -> None:
+    """An input without records says so on stderr (an error with --require-records)."""
+    if records:
+        return
+    message = no_records(path)
+    if required:
+        raise InputFormatError(f"{message} (--require-records)")
+    print(f"lgw: warning: {message}", file=sys.stderr)
 
 
 def decode(args: argparse.Namespace) -> int:
     from schemas.jsonl import write_jsonl
-    from schemas.stream import decode_file
 
     contract, spec = resolve_spec(args)
     if not Path(args.input).is_file():
         raise ConfigError(f"input {args.input} is not a file")
-    rejected = 0
+    rejected = records = 0
     with ExitStack() as stack:
         out = open_output(args.output)
         if args.output:
@@ -60,9 +81,12 @@ def decode(args: argparse.Namespace) -> int:
         rej_out = sys.stderr
         if args.rejects:
             rej_out = stack.enter_context(open(args.rejects, "w", encoding="utf-8"))
-        for dc in spec.decode_file(args.input, chunk_records=args.chunk_records) if contract is None else \
-                contract.decode_file(args.input, spec, chunk_records=args.chunk_records):
+        limit = reject_limit(args)
+        for dc in spec.decode_file(args.input, chunk_records=args.chunk_records, reject_limit=limit) \
+                if contract is None else \
+                contract.decode_file(args.input, spec, chunk_records=args.chunk_records, reject_limit=limit):
             write_jsonl(dc.table, out)
+            records += dc.table.num_rows
             if dc.rejects:
                 rejected += len({r.record for r in dc.rejects})
                 write_rejects(dc.rejects, rej_out)
@@ -71,7 +95,9 @@ def decode(args: argparse.Namespace) -> int:
             print(line, file=sys.stderr)
             if contract is not None and contract.file_rejected:
                 rejected += 1
-    _ = decode_file
+    if contract is not None and contract.last_report is not None:
+        records = contract.last_report.details  # detail records decoded, before validation
+    report_records(args.input, records, required=args.require_records)
     return EXIT_REJECTS if rejected else EXIT_OK
 
 
@@ -135,7 +161,9 @@ def score(args: argparse.Namespace) -> int:
                         rejects_stream=None if args.rejects else sys.stderr,
                         fmt=args.format, config=cfg, force_fallback=args.force_fallback,
                         policy=Policy(args.policy), shadow=args.shadow, chunk_records=args.chunk_records,
-                        state=state)
+                        state=state, reject_limit=reject_limit(args), require_records=args.require_records)
+    report = contract.last_report
+    report_records(args.input, report.details if report else 0, required=False)
     print(json.dumps(summary))
     return EXIT_REJECTS if summary["rejected"] or summary.get("file_rejected") else EXIT_OK
 

@@ -31,8 +31,9 @@ from gateway.pipeline import Pipeline, Rescorer
 from gateway.runtime import build_pipeline
 from gateway.state import StateStore
 from schemas.contract import Contract
-from schemas.errors import ConfigError
-from schemas.stream import Reject
+from schemas.errors import ConfigError, InputFormatError
+from schemas.reject_rate import DEFAULT_REJECT_LIMIT, RejectLimit
+from schemas.stream import Reject, no_records
 
 
 def fixed_columns(pipeline: Pipeline) -> dict[str, int]:
@@ -93,7 +94,10 @@ async def score_file(contract: Contract, input_path: Path, output: Path, *, reje
                      fmt: str, config: GatewayConfig, force_fallback: bool = False,
                      policy: Policy = Policy.FALLBACK, shadow: bool = False,
                      chunk_records: int = 50_000, state: StateStore | None = None,
-                     rejects_stream: IO[str] | None = None) -> dict[str, Any]:
+                     rejects_stream: IO[str] | None = None, reject_limit: RejectLimit = DEFAULT_REJECT_LIMIT,
+                     require_records: bool = False) -> dict[str, Any]:
+    """`reject_limit`: a file rejected beyond it stops with InputFormatError and no output;
+    `require_records`: so does a file without any record."""
     started = time.perf_counter()
     model_name = (contract.config.model or {}).get("name")
     pipeline = build_pipeline(contract.name, contract, config, model_name=model_name, policy=policy,
@@ -126,7 +130,7 @@ async def score_file(contract: Contract, input_path: Path, output: Path, *, reje
             rej: IO[str] | None = rejects_stream
             if rejects_path is not None:
                 rej = stack.enter_context(open(rejects_path, "w", encoding="utf-8"))
-            for dc in contract.decode_file(input_path, chunk_records=chunk_records):
+            for dc in contract.decode_file(input_path, chunk_records=chunk_records, reject_limit=reject_limit):
                 batch = file_batch(dc)
                 records_in += batch.records_in
                 scored = await score_rows(pipeline, batch, scoring_input(batch))
@@ -146,6 +150,9 @@ async def score_file(contract: Contract, input_path: Path, output: Path, *, reje
                 if not rescorer.model_available():
                     await asyncio.sleep(wait)
                 await write_corrections()
+            report = contract.last_report
+            if require_records and not (report and report.details):
+                raise InputFormatError(f"{no_records(input_path)} (--require-records)")
         writer.close()
         if corrections_writer is not None:
             corrections_writer.close()
