@@ -210,8 +210,11 @@ def _gather(arr: np.ndarray, starts: np.ndarray, lens: np.ndarray, width: int, p
     `pad`: one uint8 gather through a sliding window (no per-byte index array)."""
     if len(starts) == 0:
         return np.zeros((0, width), dtype=np.uint8)
-    padded = np.concatenate([arr, np.full(width, pad, dtype=np.uint8)])
-    rows = np.lib.stride_tricks.sliding_window_view(padded, width)[starts]
+    lo, hi = int(starts.min()), int(starts.max()) + width
+    window = arr[lo:hi]
+    if len(window) < hi - lo:  # the last rows reach past the buffer: pad it (their bytes are masked below)
+        window = np.concatenate([window, np.full(hi - lo - len(window), pad, dtype=np.uint8)])
+    rows = np.lib.stride_tricks.sliding_window_view(window, width)[starts - lo]
     present = np.arange(width, dtype=np.int64)[None, :] < lens[:, None]
     rows[~present] = pad
     return rows

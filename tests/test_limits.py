@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway.batch import BatchDriver, build_runtime
+from gateway.batch import BatchDriver, JobResult, build_runtime
 from gateway.config import example_dropfolder_config, load_config
 from gateway.runs import DONE, FAILED
 from gateway.state import StateStore
@@ -244,7 +244,7 @@ def run_dropfolder(root: Path, data: bytes, name: str = "CARDTXN.DAT", **pipelin
     (inbox / name).write_bytes(data)
     rt = build_runtime("card_txn", cfg, StateStore(cfg.state.url))
 
-    async def go() -> list:  # type: ignore[type-arg]
+    async def go() -> list[JobResult]:
         try:
             return await BatchDriver(rt).run_once()
         finally:
