@@ -241,8 +241,9 @@ class RecordSpec:
 
     def decode_file(self, path: str | os.PathLike[str], chunk_records: int = DEFAULT_CHUNK_RECORDS, *,
                     reject_limit: RejectLimit = DEFAULT_REJECT_LIMIT) -> Iterator[DecodedChunk]:
-        return guard_rejects(decode_file(path, self.decoder(), self.framing, chunk_records), reject_limit,
-                             f"{path} (layout {self.layout.name})")
+        chunks = decode_file(path, self.decoder(), self.framing, chunk_records,
+                             first_chunk_records=reject_limit.first_chunk())
+        return guard_rejects(chunks, reject_limit, f"{path} (layout {self.layout.name})")
 
 
 @dataclass
@@ -409,7 +410,8 @@ class Contract:
         # the encoding was sniffed on the first chunk when the read began
         def validated() -> Iterator[DecodedChunk]:
             for dc in decode_file(path, _SplitDecoder(self, decoder, report), spec.framing, chunk_records,
-                                  check_encoding=start is None, start=start):
+                                  check_encoding=start is None, start=start,
+                                  first_chunk_records=reject_limit.first_chunk() if start is None else None):
                 validate_chunk(self, dc)
                 yield dc
 

@@ -14,6 +14,7 @@ RDW or BDW, with the end of the current block).
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -89,19 +90,23 @@ class RecordChunk:
 
 
 def read_records(path: str | os.PathLike[str], framing: Framing, chunk_records: int = DEFAULT_CHUNK_RECORDS,
-                 start: ReadPosition | None = None) -> Iterator[RecordChunk]:
+                 start: ReadPosition | None = None, *, first_chunk_records: int | None = None) -> Iterator[RecordChunk]:
     """Chunks of records from `start` (a chunk's `end` from an earlier read) or the top;
-    a chunk holds at most `chunk_records` records and about CHUNK_BYTES bytes."""
+    a chunk holds at most `chunk_records` records and about CHUNK_BYTES bytes, the first
+    one at most `first_chunk_records` (a look at the head of a file before going on)."""
     size = os.path.getsize(path)
     start = start or ReadPosition()
-    chunk_records = max(1, min(chunk_records, CHUNK_BYTES // max(framing.record_length, 1)))
+    most = CHUNK_BYTES // max(framing.record_length, 1)
+    chunk_records = max(1, min(chunk_records, most))
+    sizes = itertools.chain([max(1, min(first_chunk_records or chunk_records, chunk_records))],
+                            itertools.repeat(chunk_records))
     with open(path, "rb") as fh:
         if framing.format == "F":
-            yield from _fixed(fh, size, framing, chunk_records, start)
+            yield from _fixed(fh, size, framing, sizes, start)
         elif framing.format == "D":
-            yield from _lines(fh, framing, chunk_records, start, str(path))
+            yield from _lines(fh, framing, sizes, start, str(path))
         else:
-            yield from _variable(fh, size, framing, chunk_records, start)
+            yield from _variable(fh, size, framing, sizes, start)
 
 
 # --------------------------------------------------------------------------- F
@@ -124,7 +129,7 @@ def _fixed_stride(fh: BinaryIO, size: int, length: int) -> tuple[int, bytes]:
     return length, b""
 
 
-def _fixed(fh: BinaryIO, size: int, framing: Framing, chunk_records: int,
+def _fixed(fh: BinaryIO, size: int, framing: Framing, sizes: Iterator[int],
            start: ReadPosition) -> Iterator[RecordChunk]:
     length = framing.record_length
     stride, term = _fixed_stride(fh, size, length)
@@ -133,7 +138,7 @@ def _fixed(fh: BinaryIO, size: int, framing: Framing, chunk_records: int,
     offset = start.offset
     while True:
         # never ask for more than the file holds: read(n) allocates n bytes up front
-        data = fh.read(min(stride * chunk_records, max(size - offset, 0)))
+        data = fh.read(min(stride * next(sizes), max(size - offset, 0)))
         if not data:
             return
         read_bytes = len(data)
@@ -160,7 +165,7 @@ def _fixed(fh: BinaryIO, size: int, framing: Framing, chunk_records: int,
 
 
 # --------------------------------------------------------------------------- D
-def _lines(fh: BinaryIO, framing: Framing, chunk_records: int, start: ReadPosition,
+def _lines(fh: BinaryIO, framing: Framing, sizes: Iterator[int], start: ReadPosition,
            path: str) -> Iterator[RecordChunk]:
     width = framing.record_length
     limit = framing.line_limit
@@ -192,13 +197,15 @@ def _lines(fh: BinaryIO, framing: Framing, chunk_records: int, start: ReadPositi
             carry = buf
             continue
         consumed = int(ends[-1]) + 1
-        for lo in range(0, len(starts), chunk_records):
-            s = starts[lo: lo + chunk_records]
-            e = ends[lo: lo + chunk_records]
+        lo = 0
+        while lo < len(starts):
+            hi = lo + next(sizes)
+            s, e = starts[lo:hi], ends[lo:hi]
             chunk = _line_chunk(arr, s, e, width, framing.pad_byte, index, base)
             chunk.end = ReadPosition(base + min(int(e[-1]) + 1, len(buf)), index + len(s))
             yield chunk
             index += len(s)
+            lo = hi
         carry = buf[consumed:]
         base += consumed
         if not block:
@@ -288,7 +295,7 @@ def _detect_rdw(fh: BinaryIO, size: int, framing: Framing) -> tuple[str, bool]:
         "Is this a variable-length file? (use --record-format F for fixed length)")
 
 
-def _variable(fh: BinaryIO, size: int, framing: Framing, chunk_records: int,
+def _variable(fh: BinaryIO, size: int, framing: Framing, sizes: Iterator[int],
               start: ReadPosition) -> Iterator[RecordChunk]:
     blocked = framing.format == "VB"
     if blocked:
@@ -306,10 +313,12 @@ def _variable(fh: BinaryIO, size: int, framing: Framing, chunk_records: int,
     pos = start.offset
     rejects: list[FramingReject] = []
     block_end = start.block_end
+    chunk_records = next(sizes)
 
     def flush(last: bool = False) -> RecordChunk:
         """The records collected so far; `last`: reading stops after them (end of file)."""
-        nonlocal starts, lens, rejects, index
+        nonlocal starts, lens, rejects, index, chunk_records
+        chunk_records = next(sizes)
         arr = np.frombuffer(buf, dtype=np.uint8)
         s = np.asarray(starts, dtype=np.int64) - base
         ln = np.asarray(lens, dtype=np.int64)

@@ -3,9 +3,9 @@ with rejects: once `after_records` records were read, a reject rate above `max_r
 ends the read with one line naming the commonest reasons (the chunk that shows it is
 not handed on, so its rejects are never written).
 
-The rate is judged on exactly the first `after_records` records, then again over every
-record read so far at the end of each chunk (a resumed read counts from where it
-resumed).
+The rate is judged on exactly the first `after_records` records (a read from the top
+takes them as its first chunk), then again over every record read so far at the end of
+each chunk (a resumed read counts from where it resumed).
 """
 
 from __future__ import annotations
@@ -32,6 +32,11 @@ class RejectLimit:
             raise InputFormatError(f"the reject rate limit must be between 0 and 1, found {self.max_rate}")
         if self.after_records < 1:
             raise InputFormatError(f"the reject rate is judged after at least 1 record, found {self.after_records}")
+
+    def first_chunk(self) -> int | None:
+        """How many records a read from the top takes first: the verdict on a wrong file
+        comes after decoding `after_records` records, not a whole chunk."""
+        return self.after_records if self.max_rate < 1 else None
 
 
 DEFAULT_REJECT_LIMIT = RejectLimit()

@@ -99,12 +99,14 @@ class BatchDecoder(Protocol):
 
 def decode_file(path: str | os.PathLike[str], decoder: BatchDecoder, framing: Framing,
                 chunk_records: int = DEFAULT_CHUNK_RECORDS, *, check_encoding: bool = True,
-                start: ReadPosition | None = None) -> Iterator[DecodedChunk]:
-    """`start`: resume where an earlier read's chunk ended (`dc.chunk.end`)."""
+                start: ReadPosition | None = None,
+                first_chunk_records: int | None = None) -> Iterator[DecodedChunk]:
+    """`start`: resume where an earlier read's chunk ended (`dc.chunk.end`);
+    `first_chunk_records`: a smaller first chunk (see `read_records`)."""
     from schemas.sniff import check_encoding as sniff
 
     first = True
-    for chunk in read_records(path, framing, chunk_records, start):
+    for chunk in read_records(path, framing, chunk_records, start, first_chunk_records=first_chunk_records):
         batch = decoder.decode(chunk.matrix, chunk.lengths)
         detail = decoder if isinstance(decoder, RecordDecoder) else getattr(decoder, "detail", None)
         if first and check_encoding and isinstance(detail, RecordDecoder):

@@ -322,3 +322,20 @@ def test_decode_of_a_matrix_without_odo_counts_present_has_empty_arrays() -> Non
                    "        10  CODE  PIC X(2).")
     rows, _ = decode_rows(cpy, [b"00" + b" " * 100, b"00" + b" " * 100], encoding="ascii")
     assert rows == [{"CNT": 0, "ITEMS": []}, {"CNT": 0, "ITEMS": []}]
+
+
+@pytest.mark.parametrize("fmt", ["F", "D", "V"])
+def test_a_read_from_the_top_can_look_at_the_head_first(tmp_path: Path, fmt: str) -> None:
+    """The reject-rate verdict needs only the first records: they come as a chunk of their own."""
+    data = tmp_path / "recs"
+    body = [b"%08d" % i for i in range(2500)]
+    if fmt == "F":
+        data.write_bytes(b"".join(body))
+    elif fmt == "D":
+        data.write_bytes(b"\n".join(body) + b"\n")
+    else:
+        data.write_bytes(b"".join(len(r).to_bytes(2, "big") + b"\0\0" + r for r in body))
+    framing = records.Framing(fmt, 8, rdw_includes_header=False if fmt == "V" else None)
+    chunks = list(records.read_records(data, framing, chunk_records=700, first_chunk_records=100))
+    assert [c.num_rows for c in chunks] == [100, 700, 700, 700, 300]
+    assert b"".join(c.matrix.tobytes() for c in chunks) == b"".join(body)
