@@ -222,8 +222,7 @@ def _gather(arr: np.ndarray, starts: np.ndarray, lens: np.ndarray, width: int, p
     if len(window) < hi - lo:  # the last rows reach past the buffer: pad it (their bytes are masked below)
         window = np.concatenate([window, np.full(hi - lo - len(window), pad, dtype=np.uint8)])
     rows = np.lib.stride_tricks.sliding_window_view(window, width)[starts - lo]
-    present = np.arange(width, dtype=np.int64)[None, :] < lens[:, None]
-    rows[~present] = pad
+    np.copyto(rows, np.uint8(pad), where=np.arange(width, dtype=np.int64)[None, :] >= lens[:, None])
     return rows
 
 
