@@ -120,7 +120,7 @@ def _fixed_stride(fh: BinaryIO, size: int, length: int) -> tuple[int, bytes]:
         if size == 0 or size % stride not in (0, length):
             continue
         fh.seek(0)
-        head = fh.read(stride * probe_n)
+        head = fh.read(min(stride * probe_n, size))  # read(n) allocates n bytes up front
         n = len(head) // stride
         if n and all(head[i * stride + length: (i + 1) * stride] == term for i in range(n)):
             if size % length == 0 and term in (b"\x25", b"\x15"):

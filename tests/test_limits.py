@@ -339,3 +339,17 @@ def test_a_read_from_the_top_can_look_at_the_head_first(tmp_path: Path, fmt: str
     chunks = list(records.read_records(data, framing, chunk_records=700, first_chunk_records=100))
     assert [c.num_rows for c in chunks] == [100, 700, 700, 700, 300]
     assert b"".join(c.matrix.tobytes() for c in chunks) == b"".join(body)
+
+
+def test_the_line_terminator_probe_reads_only_the_bytes_the_file_has(tmp_path: Path) -> None:
+    """A file of one long newline-terminated record: the probe for a terminator after
+    every record used to ask for 64 records' worth of bytes (here 2.2 GB)."""
+    cpy = tmp_path / "WIDE.cpy"
+    cpy.write_text(copybook("01  REC.", "    05  A  PIC X(17000000).", "    05  B  PIC X(17000000)."))
+    data = tmp_path / "one.txt"
+    data.write_bytes(b"A" * 17_000_000 + b"B" * 17_000_000 + b"\n")
+    result = lgw("decode", data, "--copybook", cpy, "--encoding", "ascii", "--max-field-bytes", "17000000",
+                 "-o", tmp_path / "out.jsonl")
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads((tmp_path / "out.jsonl").read_text())
+    assert record["A"] == "A" * 17_000_000 and record["B"] == "B" * 17_000_000
