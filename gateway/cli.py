@@ -47,7 +47,48 @@ def _add_layout_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trim", choices=["both", "left", "right", "none"], help="string trimming (default both)")
     p.add_argument("--float-format", choices=["ibm", "ieee", "ibm-le", "ieee-le"],
                    help="COMP-1/COMP-2 representation (default ibm)")
+    p.add_argument("--control-chars", choices=["drop", "keep"],
+                   help="bytes 0x00-0x1F in ascii/utf-8 text: drop them as Cobrix does (default) or keep them")
     p.add_argument("--chunk-records", type=int, default=50_000, metavar="N", help=argparse.SUPPRESS)
+    limits = p.add_argument_group("limits (override the contract's record.limits)")
+    limits.add_argument("--max-record-bytes", type=_positive, metavar="N",
+                        help="longest record the layout may describe (default 64 MiB)")
+    limits.add_argument("--max-field-bytes", type=_positive, metavar="N",
+                        help="largest PIC item (default 16 MiB)")
+    limits.add_argument("--max-occurs", type=_positive, metavar="N",
+                        help="occurrences of one item in a record, nested OCCURS multiplied (default 1,000,000)")
+    limits.add_argument("--max-line-bytes", type=_positive, metavar="N",
+                        help="longest line of a D (text) file; at least the record length (default 1 MiB)")
+
+
+def _add_reject_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-reject-rate", type=_rate, default=0.5, metavar="RATE",
+                   help="stop when more than this share of the records is rejected, judged after "
+                        "--reject-rate-after records (default 0.5; 1 never stops)")
+    p.add_argument("--reject-rate-after", type=_positive, default=1000, metavar="N",
+                   help="records read before the reject rate is judged (default 1000)")
+    p.add_argument("--require-records", action="store_true",
+                   help="an input without any record is an error (exit 2), not only a warning")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, found {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1, found {value}")
+    return value
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1, found {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1, found {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_layout_options(dec)
     dec.add_argument("--rejects", metavar="FILE", help="write rejects here (JSON Lines) instead of stderr")
     dec.add_argument("--output", "-o", metavar="FILE", help="write records here instead of stdout")
+    _add_reject_options(dec)
 
     enc = sub.add_parser("encode", help="encode JSON Lines back into legacy records")
     enc.add_argument("input", help="JSON Lines file ('-' for stdin)")
@@ -88,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="what to do while the model is unavailable")
     sc.add_argument("--shadow", action="store_true", help="also evaluate the rules and report agreement")
     sc.add_argument("--chunk-records", type=int, default=50_000, metavar="N", help=argparse.SUPPRESS)
+    _add_reject_options(sc)
 
     ks = sub.add_parser("killswitch", help="force fallback or pause a pipeline, for every replica")
     ksub = ks.add_subparsers(dest="killswitch_command", required=True, parser_class=_Parser)

@@ -16,8 +16,11 @@ from gateway.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_PAUSED, EXIT
 from gateway.config import DropFolderConfig, OdbcSourceConfig
 from schemas.contract import Contract, RecordSpec, load_contract
 from schemas.copybook import load_copybook
-from schemas.errors import ConfigError
+from schemas.errors import ConfigError, InputFormatError
+from schemas.layout import Limits
+from schemas.reject_rate import RejectLimit
 from schemas.safefiles import NewFile, create_outputs, discard_all
+from schemas.stream import no_records
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -38,13 +41,32 @@ def resolve_spec(args: argparse.Namespace) -> tuple[Contract | None, RecordSpec]
         "rdw_includes_header": None if args.rdw_includes_header is None else args.rdw_includes_header == "yes",
         "trim": args.trim,
         "float_format": args.float_format,
+        "control_chars": args.control_chars,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    limits = {"record_bytes": args.max_record_bytes, "field_bytes": args.max_field_bytes,
+              "occurs": args.max_occurs, "line_bytes": args.max_line_bytes}
+    limits = {k: v for k, v in limits.items() if v is not None}
     if args.contract:
-        contract = load_contract(args.contract)
+        contract = load_contract(args.contract, limits=limits)
         return contract, contract.record_spec(**overrides)
-    layout = load_copybook(args.copybook)
-    return None, RecordSpec.from_layout(layout, **overrides)
+    bounds = Limits(**limits)
+    layout = load_copybook(args.copybook, limits=bounds)
+    return None, RecordSpec.from_layout(layout, **overrides, limits=bounds)
+
+
+def reject_limit(args: argparse.Namespace) -> RejectLimit:
+    return RejectLimit(args.max_reject_rate, args.reject_rate_after)
+
+
+def report_records(path: str | Path, records: int, *, required: bool) -> None:
+    """An input without records says so on stderr (an error with --require-records)."""
+    if records:
+        return
+    message = no_records(path)
+    if required:
+        raise InputFormatError(f"{message} (--require-records)")
+    print(f"lgw: warning: {message}", file=sys.stderr)
 
 
 def decode(args: argparse.Namespace) -> int:
@@ -54,12 +76,12 @@ def decode(args: argparse.Namespace) -> int:
     when any was. With --contract the contract's validation decides what is written."""
     from schemas.batch import RecordDecoder
     from schemas.jsonl import write_jsonl
-    from schemas.stream import decode_file
 
     contract, spec = resolve_spec(args)
     if not Path(args.input).is_file():
         raise ConfigError(f"input {args.input} is not a file")
-    rejected = 0
+    rejected = records = 0
+    limit = reject_limit(args)
     with _output_files(args.input, {"--output": args.output, "--rejects": args.rejects}) as files, \
             ExitStack() as stack:
         out = files["--output"].fh if "--output" in files else sys.stdout.buffer
@@ -68,9 +90,11 @@ def decode(args: argparse.Namespace) -> int:
             rej_out = io.TextIOWrapper(files["--rejects"].fh, encoding="utf-8", write_through=True)
             stack.callback(rej_out.detach)  # the file itself stays open for its publish
         every_view = RecordDecoder(spec.layout, spec.page, spec.options, report_redefines=True)
-        for dc in decode_file(args.input, every_view, spec.framing, args.chunk_records) if contract is None else \
-                contract.decode_file(args.input, spec, chunk_records=args.chunk_records):
+        for dc in spec.decode_file(args.input, chunk_records=args.chunk_records, reject_limit=limit,
+                                   decoder=every_view) if contract is None else \
+                contract.decode_file(args.input, spec, chunk_records=args.chunk_records, reject_limit=limit):
             write_jsonl(dc.table, out)
+            records += dc.table.num_rows
             if dc.rejects:
                 rejected += len({r.record for r in dc.rejects})
                 write_rejects(dc.rejects, rej_out)
@@ -79,6 +103,9 @@ def decode(args: argparse.Namespace) -> int:
             print(line, file=sys.stderr)
             if contract is not None and contract.file_rejected:
                 rejected += 1
+        if contract is not None and contract.last_report is not None:
+            records = contract.last_report.details  # detail records decoded, before validation
+        report_records(args.input, records, required=args.require_records)
     return EXIT_REJECTS if rejected else EXIT_OK
 
 
@@ -181,10 +208,12 @@ def score(args: argparse.Namespace) -> int:
                             rejects_stream=None if args.rejects else sys.stderr,
                             fmt=args.format, config=cfg, force_fallback=args.force_fallback,
                             policy=Policy(args.policy), shadow=args.shadow, chunk_records=args.chunk_records,
-                            state=state)
+                            state=state, reject_limit=reject_limit(args), require_records=args.require_records)
     except ScoringPaused as exc:
         print(f"lgw: paused: {exc}", file=sys.stderr)
         return EXIT_PAUSED
+    report = contract.last_report
+    report_records(args.input, report.details if report else 0, required=False)
     print(json.dumps(summary))
     return EXIT_REJECTS if summary["rejected"] or summary.get("file_rejected") else EXIT_OK
 

@@ -174,6 +174,11 @@ class PipelineConfig(_Strict):
     policy: Policy = Policy.FALLBACK
     shadow: bool = False  # evaluate the rules beside the model and record agreement
     batch_size: int = Field(default=50_000, ge=1)
+    # a file whose reject rate passes max_reject_rate (judged after reject_rate_after
+    # records) stops early and goes to failed/; 1 never stops
+    max_reject_rate: float = Field(default=0.5, ge=0, le=1)
+    reject_rate_after: int = Field(default=1000, ge=1)
+    require_records: bool = False  # a file without any record goes to failed/ (else: a warning)
     # batch mode: where the records come from (a drop folder or an ODBC table) and, for a
     # table, where the results go
     # real time: Kafka topics or an AMQP queue

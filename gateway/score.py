@@ -32,9 +32,10 @@ from gateway.pipeline import Pipeline, Rescorer
 from gateway.runtime import build_pipeline
 from gateway.state import KillSwitch, StateStore
 from schemas.contract import Contract
-from schemas.errors import ConfigError, GatewayError
+from schemas.errors import ConfigError, GatewayError, InputFormatError
+from schemas.reject_rate import DEFAULT_REJECT_LIMIT, RejectLimit
 from schemas.safefiles import create_outputs, discard_all
-from schemas.stream import Reject
+from schemas.stream import Reject, no_records
 
 
 class ScoringPaused(GatewayError):
@@ -116,7 +117,10 @@ async def score_file(contract: Contract, input_path: Path, output: Path, *, reje
                      fmt: str, config: GatewayConfig, force_fallback: bool = False,
                      policy: Policy = Policy.FALLBACK, shadow: bool = False,
                      chunk_records: int = 50_000, state: StateStore | None = None,
-                     rejects_stream: IO[str] | None = None) -> dict[str, Any]:
+                     rejects_stream: IO[str] | None = None, reject_limit: RejectLimit = DEFAULT_REJECT_LIMIT,
+                     require_records: bool = False) -> dict[str, Any]:
+    """`reject_limit`: a file rejected beyond it stops with InputFormatError and no output;
+    `require_records`: so does a file without any record."""
     started = time.perf_counter()
     model_name = (contract.config.model or {}).get("name")
     pipeline = build_pipeline(contract.name, contract, config, model_name=model_name, policy=policy,
@@ -161,7 +165,7 @@ async def score_file(contract: Contract, input_path: Path, output: Path, *, reje
             if new_rejects is not None:
                 rej = io.TextIOWrapper(new_rejects.fh, encoding="utf-8", write_through=True)
                 stack.callback(rej.detach)  # the file itself stays open for its publish
-            for dc in contract.decode_file(input_path, chunk_records=chunk_records):
+            for dc in contract.decode_file(input_path, chunk_records=chunk_records, reject_limit=reject_limit):
                 batch = file_batch(dc)
                 records_in += batch.records_in
                 scored = await score_rows(pipeline, batch, scoring_input(batch))
@@ -184,6 +188,9 @@ async def score_file(contract: Contract, input_path: Path, output: Path, *, reje
                 if not rescorer.model_available():
                     await asyncio.sleep(wait)
                 await write_corrections()
+            report = contract.last_report
+            if require_records and not (report and report.details):
+                raise InputFormatError(f"{no_records(input_path)} (--require-records)")
         writer.close()
         if corrections_writer is not None:
             corrections_writer.close()

@@ -123,7 +123,11 @@ class _Run:
     def build(self, node: Node, dims: list[_Dim]) -> pa.Array:
         inner = dims
         if node.occurs:
-            inner = [*dims, _Dim(node.occurs, node.size, node, self._depending(node))]
+            depending = self._depending(node)
+            # OCCURS DEPENDING ON: as many slots as the largest count in this batch, not the
+            # declared maximum (a 1 TO 20000 table of 3 items decodes 3 slots)
+            count = node.occurs if depending is None else int(depending.max(initial=0))
+            inner = [*dims, _Dim(count, node.size, node, depending)]
         if isinstance(node, Elementary):
             arr = self._elementary(node, inner)
         else:

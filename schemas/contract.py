@@ -37,11 +37,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from schemas.batch import DecodedBatch, RecordDecoder
 from schemas.codepages import CodePage, canonical_name, code_page
-from schemas.copybook import load_copybook, parse_copybook
+from schemas.copybook import check_limits, load_copybook, parse_copybook
 from schemas.errors import ContractError
 from schemas.fields import DecodeOptions
-from schemas.layout import USAGE_WORDS, Elementary, Group, Layout, Node, Picture, assign_offsets
+from schemas.layout import (
+    DEFAULT_LIMITS,
+    USAGE_WORDS,
+    Elementary,
+    Group,
+    Layout,
+    Limits,
+    Node,
+    Picture,
+    assign_offsets,
+)
 from schemas.records import DEFAULT_CHUNK_RECORDS, Framing, ReadPosition
+from schemas.reject_rate import DEFAULT_REJECT_LIMIT, RejectLimit, guard_rejects
 from schemas.stream import DecodedChunk, Reject, decode_file
 from schemas.yaml_loader import load_yaml
 
@@ -124,6 +135,19 @@ class RdwSpec(_Strict):
     includes_header: bool | None = None
 
 
+class LimitsConfig(_Strict):
+    """`record.limits`: how large a record, a PIC item, an OCCURS expansion and a text line
+    may be; checked before anything that size is allocated (defaults: `Limits`)."""
+
+    record_bytes: int = Field(default=DEFAULT_LIMITS.record_bytes, ge=1)
+    field_bytes: int = Field(default=DEFAULT_LIMITS.field_bytes, ge=1)
+    occurs: int = Field(default=DEFAULT_LIMITS.occurs, ge=1)
+    line_bytes: int = Field(default=DEFAULT_LIMITS.line_bytes, ge=1)
+
+    def limits(self) -> Limits:
+        return Limits(**self.model_dump())
+
+
 class RecordConfig(_Strict):
     format: Literal["copybook", "fixed_width"] = "copybook"
     copybook: str | None = None
@@ -135,6 +159,8 @@ class RecordConfig(_Strict):
     rdw: RdwSpec = Field(default_factory=RdwSpec)
     trim: Literal["both", "left", "right", "none"] = "both"
     float_format: Literal["ibm", "ieee", "ibm-le", "ieee-le"] = "ibm"
+    control_chars: Literal["drop", "keep"] = "drop"  # ascii/utf-8 text: bytes 0x00-0x1F (as Cobrix: drop)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     header: RecordTypeSpec | None = None
     trailer: RecordTypeSpec | None = None
 
@@ -226,19 +252,30 @@ class RecordSpec:
     def from_layout(cls, layout: Layout, *, encoding: str = "cp037", record_format: str = "F",
                     record_length: int | None = None, rdw_endian: str | None = None,
                     rdw_includes_header: bool | None = None, trim: str = "both",
-                    float_format: str = "ibm") -> RecordSpec:
+                    float_format: str = "ibm", control_chars: str = "drop",
+                    limits: Limits = DEFAULT_LIMITS) -> RecordSpec:
         page = code_page(encoding)
         length = record_length or layout.record_length
-        framing = Framing(record_format, length if record_format == "F" else max(length, layout.record_length),
-                          rdw_endian, rdw_includes_header, pad_byte=page.space)
-        return cls(layout, page, framing, DecodeOptions(trim=trim, float_format=float_format))
+        if length > limits.record_bytes:
+            raise ContractError(f"record length {length:,} is over the record limit of {limits.record_bytes:,} "
+                                "bytes (record.limits.record_bytes, --max-record-bytes)")
+        width = length if record_format == "F" else max(length, layout.record_length)
+        framing = Framing(record_format, width, rdw_endian, rdw_includes_header, pad_byte=page.space,
+                          max_line_bytes=limits.line_limit(width))
+        return cls(layout, page, framing, DecodeOptions(trim=trim, float_format=float_format,
+                                                        keep_control_chars=control_chars == "keep"))
 
     def decoder(self) -> RecordDecoder:
         return RecordDecoder(self.layout, self.page, self.options)
 
-    def decode_file(self, path: str | os.PathLike[str],
-                    chunk_records: int = DEFAULT_CHUNK_RECORDS) -> Iterator[DecodedChunk]:
-        return decode_file(path, self.decoder(), self.framing, chunk_records)
+    def decode_file(self, path: str | os.PathLike[str], chunk_records: int = DEFAULT_CHUNK_RECORDS, *,
+                    reject_limit: RejectLimit = DEFAULT_REJECT_LIMIT,
+                    decoder: RecordDecoder | None = None) -> Iterator[DecodedChunk]:
+        """`decoder`: another decoder of this layout (one reporting every REDEFINES view, say);
+        the reject rate counts only the errors of each record's own view."""
+        chunks = decode_file(path, decoder or self.decoder(), self.framing, chunk_records,
+                             first_chunk_records=reject_limit.first_chunk())
+        return guard_rejects(chunks, reject_limit, f"{path} (layout {self.layout.name})")
 
 
 @dataclass
@@ -297,6 +334,7 @@ class Contract:
         self.base_dir = base_dir
         self.source = source
         rec = config.record
+        self.limits = rec.limits.limits()
         self.layout = self._layout(rec.copybook, rec.fields, rec.record_name)
         self.spec = self._spec(self.layout)
         self.header = self._record_type("header", rec.header, self.spec)
@@ -316,12 +354,12 @@ class Contract:
     # ---- construction
     def _layout(self, copybook: str | None, fields: list[FieldSpec] | None, record_name: str | None) -> Layout:
         if fields:
-            return layout_from_fields(fields)
+            return layout_from_fields(fields, self.limits)
         assert copybook is not None
         path = (self.base_dir / copybook).resolve()
         if not path.is_file():
             raise ContractError(f"{self.source}: copybook {copybook} not found (looked in {path})")
-        layout = load_copybook(path)
+        layout = load_copybook(path, limits=self.limits)
         return select_record(layout, record_name) if record_name else layout
 
     def _spec(self, layout: Layout, **overrides: Any) -> RecordSpec:
@@ -329,7 +367,8 @@ class Contract:
         kw: dict[str, Any] = dict(encoding=rec.encoding, record_format=rec.record_format,
                                   record_length=rec.record_length, rdw_endian=rec.rdw.endian,
                                   rdw_includes_header=rec.rdw.includes_header, trim=rec.trim,
-                                  float_format=rec.float_format)
+                                  float_format=rec.float_format, control_chars=rec.control_chars,
+                                  limits=self.limits)
         kw.update(overrides)
         return RecordSpec.from_layout(layout, **kw)
 
@@ -339,7 +378,7 @@ class Contract:
             return None
         rec = self.config.record
         if cfg.fields:
-            layout = layout_from_fields(cfg.fields)
+            layout = layout_from_fields(cfg.fields, self.limits)
         else:
             layout = self._layout(cfg.copybook or rec.copybook, None, cfg.record_name)
         spec = replace(detail, layout=layout)
@@ -387,11 +426,14 @@ class Contract:
 
     def decode_file(self, path: str | os.PathLike[str], spec: RecordSpec | None = None,
                     chunk_records: int = DEFAULT_CHUNK_RECORDS, *, start: ReadPosition | None = None,
-                    report: ControlReport | None = None) -> Iterator[DecodedChunk]:
+                    report: ControlReport | None = None, reject_limit: RejectLimit = DEFAULT_REJECT_LIMIT,
+                    name: str | None = None) -> Iterator[DecodedChunk]:
         """Detail records that pass decoding and validation; rejects alongside. Header and
         trailer records are split off by their discriminator and checked at the end:
         `last_report` then holds the control totals verdict. A resumed read passes the
-        chunk end it resumes at (`start`) and the report of the records before it."""
+        chunk end it resumes at (`start`) and the report of the records before it. A reject
+        rate beyond `reject_limit` stops the read (InputFormatError naming the file as
+        `name`, default its path)."""
         from schemas.validate import validate_chunk
 
         spec = spec or self.spec
@@ -402,10 +444,15 @@ class Contract:
         report = report or ControlReport()
         self.last_report = report
         # the encoding was sniffed on the first chunk when the read began
-        for dc in decode_file(path, _SplitDecoder(self, decoder, report), spec.framing, chunk_records,
-                              check_encoding=start is None, start=start):
-            validate_chunk(self, dc)
-            yield dc
+        def validated() -> Iterator[DecodedChunk]:
+            for dc in decode_file(path, _SplitDecoder(self, decoder, report), spec.framing, chunk_records,
+                                  check_encoding=start is None, start=start,
+                                  first_chunk_records=reject_limit.first_chunk() if start is None else None):
+                validate_chunk(self, dc)
+                yield dc
+
+        shown = f"{name or path} (contract {self.name} v{self.version})"
+        yield from guard_rejects(validated(), reject_limit, shown)
         self._finish_control(report)
 
     def _finish_control(self, report: ControlReport) -> None:
@@ -546,14 +593,14 @@ def select_record(layout: Layout, record_name: str) -> Layout:
     raise ContractError(f"record {record_name} is not a 01 record of the copybook (it has {names})")
 
 
-def layout_from_fields(fields: list[FieldSpec]) -> Layout:
+def layout_from_fields(fields: list[FieldSpec], limits: Limits = DEFAULT_LIMITS) -> Layout:
     """A flat layout from explicit fields; given offsets leave FILLER gaps, overlaps fail."""
     root = Group(name="ROOT", level=0)
     pos = 0
     filler = 0
     for spec in fields:
         try:
-            pic = Picture.parse(spec.picture())
+            pic = Picture.parse(spec.picture(), limits)
         except (ContractError, ValueError) as exc:
             raise ContractError(f"record.fields.{spec.name}: {exc}") from None
         node = Elementary(name=spec.name, level=1, picture=pic, usage=USAGE_WORDS[spec.usage.upper()])
@@ -566,7 +613,7 @@ def layout_from_fields(fields: list[FieldSpec]) -> Layout:
                                     f"field, which ends at {pos}")
             if spec.offset > pos:
                 filler += 1
-                gap = Elementary(name="FILLER", level=1, picture=Picture.parse(f"X({spec.offset - pos})"))
+                gap = Elementary(name="FILLER", level=1, picture=Picture.parse(f"X({spec.offset - pos})", limits))
                 gap.parent = root
                 root.children.append(gap)
         node.parent = root
@@ -577,10 +624,12 @@ def layout_from_fields(fields: list[FieldSpec]) -> Layout:
                                 f"length says {spec.length}")
         pos = root.size
     assign_offsets(root)
+    check_limits(root, limits, "record.fields")
     return Layout(root=root, name="RECORD")
 
 
-def load_contract(path: str | os.PathLike[str]) -> Contract:
+def load_contract(path: str | os.PathLike[str], *, limits: dict[str, int] | None = None) -> Contract:
+    """`limits`: entries of `record.limits` to override (command-line options)."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -588,10 +637,11 @@ def load_contract(path: str | os.PathLike[str]) -> Contract:
         raise ContractError(f"cannot read contract {p}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
         raise ContractError(f"contract {p}: expected UTF-8 YAML text; byte {exc.start} is not UTF-8") from None
-    return parse_contract(text, base_dir=p.parent, source=str(p))
+    return parse_contract(text, base_dir=p.parent, source=str(p), limits=limits)
 
 
-def parse_contract(text: str, *, base_dir: Path | None = None, source: str = "<contract>") -> Contract:
+def parse_contract(text: str, *, base_dir: Path | None = None, source: str = "<contract>",
+                   limits: dict[str, int] | None = None) -> Contract:
     raw = load_yaml(text, source, ContractError)
     if not isinstance(raw, dict):
         raise ContractError(f"{source}: expected a YAML mapping with contract, version, record; "
@@ -606,6 +656,8 @@ def parse_contract(text: str, *, base_dir: Path | None = None, source: str = "<c
         if first["type"] == "extra_forbidden":
             msg = "unknown key (a misspelling would be ignored, so it is refused)"
         raise ContractError(f"{source}: {loc}: {msg}{more}") from None
+    if limits:
+        config.record.limits = config.record.limits.model_copy(update=limits)
     return Contract(config, base_dir or Path.cwd(), source)
 
 

@@ -15,8 +15,19 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from schemas.errors import ContractError, CopybookSyntaxError
-from schemas.layout import USAGE_WORDS, Elementary, Group, Layout, Node, Picture, Usage, assign_offsets
+from schemas.errors import ContractError, CopybookSyntaxError, LimitError
+from schemas.layout import (
+    DEFAULT_LIMITS,
+    USAGE_WORDS,
+    Elementary,
+    Group,
+    Layout,
+    Limits,
+    Node,
+    Picture,
+    Usage,
+    assign_offsets,
+)
 
 _TOKEN = re.compile(r"\"(?:[^\"]|\"\")*\"\.?|'(?:[^']|'')*'\.?|[^\s]+")
 _LEVEL = re.compile(r"^\d{1,2}$")
@@ -133,11 +144,13 @@ def _literal(tok: str) -> str | int | float:
 class _EntryParser:
     """Parses the clauses of one data-description entry."""
 
-    def __init__(self, tokens: list[_Token], source: str | None, *, first: bool = False) -> None:
+    def __init__(self, tokens: list[_Token], source: str | None, limits: Limits = DEFAULT_LIMITS, *,
+                 first: bool = False) -> None:
         self.tokens = tokens
         self.first = first  # the file's first entry: until it parses, the file may be no copybook at all
         self.pos = 0
         self.source = source
+        self.limits = limits
         self.line = tokens[0].line
 
     def error(self, message: str) -> CopybookSyntaxError:
@@ -186,7 +199,9 @@ class _EntryParser:
             if up in ("PIC", "PICTURE"):
                 pic = self.take("a PICTURE string")
                 try:
-                    attrs["picture"] = Picture.parse(pic)
+                    attrs["picture"] = Picture.parse(pic, self.limits)
+                except LimitError as exc:
+                    raise self.error(f"{name}: {exc}") from None
                 except ContractError as exc:
                     raise self.error(str(exc)) from None
             elif up == "USAGE":
@@ -305,14 +320,16 @@ class _Condition(Node):
     values: list | None = None
 
 
-def parse_copybook(text: str, *, source: str | None = None, tab_size: int = 1) -> Layout:
-    """Parses copybook text into a Layout. Raises CopybookSyntaxError naming the line."""
+def parse_copybook(text: str, *, source: str | None = None, tab_size: int = 1,
+                   limits: Limits = DEFAULT_LIMITS) -> Layout:
+    """Parses copybook text into a Layout. Raises CopybookSyntaxError naming the line, also
+    for an entry that takes more than `limits` allow (checked before any allocation)."""
     root = Group(name="ROOT", level=0)
     stack: list[Node] = [root]
     last_item: Node | None = None
     records: list[Group] = []
     for tokens in _statements(text, tab_size, source):
-        level, node = _EntryParser(tokens, source, first=last_item is None).parse()
+        level, node = _EntryParser(tokens, source, limits, first=last_item is None).parse()
         if isinstance(node, _Condition):
             if not isinstance(last_item, Elementary):
                 raise CopybookSyntaxError(
@@ -355,8 +372,43 @@ def parse_copybook(text: str, *, source: str | None = None, tab_size: int = 1) -
         assign_offsets(root)
     except ContractError as exc:
         raise CopybookSyntaxError(str(exc), None, source) from None
+    check_limits(root, limits, source)
     name = records[0].key if len(records) == 1 else "RECORD"
     return Layout(root=root, name=name)
+
+
+def check_limits(root: Group, limits: Limits, source: str | None = None) -> None:
+    """Refuses a layout whose OCCURS expand too far or whose record is too long, naming
+    the innermost entry at fault (sizes are plain integers here: nothing is allocated)."""
+    def occurrences(node: Node) -> int:
+        count = node.occurs or 1
+        for a in node.ancestors():
+            count *= a.occurs or 1
+        return count
+
+    for node in root.walk():
+        slots = occurrences(node)
+        if slots > limits.occurs:
+            raise CopybookSyntaxError(
+                f"{node.name} occurs {slots:,} times in a record (nested OCCURS multiplied), over the limit "
+                f"of {limits.occurs:,} occurrences (record.limits.occurs, --max-occurs)", node.line, source)
+    culprit = _largest_inner(root, limits.record_bytes)
+    if culprit is not None:
+        what = f"{culprit.name} takes" if culprit is not root else "the record takes"
+        times = f" ({culprit.occurs:,} x {culprit.size:,})" if culprit.occurs else ""
+        raise CopybookSyntaxError(
+            f"{what} {culprit.extent:,} bytes{times}, over the record limit of {limits.record_bytes:,} bytes "
+            "(record.limits.record_bytes, --max-record-bytes)", culprit.line, source)
+
+
+def _largest_inner(node: Node, limit: int) -> Node | None:
+    """The innermost node (children first) that extends over `limit` bytes, if any."""
+    if isinstance(node, Group):
+        for child in node.children:
+            found = _largest_inner(child, limit)
+            if found is not None:
+                return found
+    return node if node.extent > limit else None
 
 
 def _inherit(node: Elementary, parent: Group) -> None:
@@ -386,10 +438,10 @@ def _check_depending(root: Group, source: str | None) -> None:
                     n.line, source)
 
 
-def load_copybook(path: str | Path, *, tab_size: int = 1) -> Layout:
+def load_copybook(path: str | Path, *, tab_size: int = 1, limits: Limits = DEFAULT_LIMITS) -> Layout:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
         raise ContractError(f"cannot read copybook {p}: {exc.strerror}") from None
-    return parse_copybook(text, source=str(p), tab_size=tab_size)
+    return parse_copybook(text, source=str(p), tab_size=tab_size, limits=limits)

@@ -26,8 +26,15 @@ class CopybookSyntaxError(ContractError):
             where = f"{source}:{line}: "
         elif line:
             where = f"line {line}: "
+        elif source:
+            where = f"{source}: "
         super().__init__(f"{where}{message}")
         self.line = line
+
+
+class LimitError(ContractError):
+    """A layout, or a line of an input, is larger than the limits allow (`record.limits`):
+    refused before anything that size is allocated."""
 
 
 class InputFormatError(ConfigError):

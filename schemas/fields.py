@@ -51,6 +51,7 @@ REASON_TEXT = {
 class DecodeOptions:
     trim: str = "both"  # both | left | right | none
     float_format: str = "ibm"  # ibm | ieee (big-endian) | ibm-le | ieee-le
+    keep_control_chars: bool = False  # ascii/utf-8 text: Cobrix drops bytes 0x00-0x1F; keep them instead
 
 
 @dataclass
@@ -66,13 +67,15 @@ def _validity(valid: Any) -> pa.Buffer | None:
 
 
 # --------------------------------------------------------------------------- text
-def decode_text(block: np.ndarray, avail: np.ndarray | None, page: CodePage, trim: str) -> Decoded:
+def decode_text(block: np.ndarray, avail: np.ndarray | None, page: CodePage, trim: str,
+                keep_control_chars: bool = False) -> Decoded:
     """Text through the code page's byte -> UTF-8 tables, trimmed like Java's String.trim
     (every char <= U+0020), as Cobrix does. A field of all 0x00 bytes, or one that starts
-    past the end of a short record, is null."""
+    past the end of a short record, is null. In ascii and utf-8 text the control bytes
+    0x00-0x1F are dropped (Cobrix) unless `keep_control_chars`."""
     n, width = block.shape
     if page.multibyte:
-        return _decode_utf8_text(block, avail, trim)
+        return _decode_utf8_text(block, avail, trim, keep_control_chars)
     if avail is None:
         fast = _decode_ascii_text(block, page, trim)
         if fast is not None:
@@ -93,7 +96,7 @@ def decode_text(block: np.ndarray, avail: np.ndarray | None, page: CodePage, tri
     stop = np.maximum(stop, start)
     nonzero = block.any(axis=1) if within is None else (block.astype(bool) & within).any(axis=1)
     valid = nonzero if avail is None else nonzero & (avail > 0)
-    dropped = page.dropped[block] if page.name == "ascii" else None
+    dropped = page.dropped[block] if page.name == "ascii" and not keep_control_chars else None
     trimmed = trim != "none" or within is not None or dropped is not None
     keep = (cols[None, :] >= start[:, None]) & (cols[None, :] < stop[:, None]) if trimmed else None
     if dropped is not None and keep is not None:
@@ -155,14 +158,18 @@ def _decode_ascii_text(block: np.ndarray, page: CodePage, trim: str) -> Decoded 
     return Decoded(arr, None)
 
 
-def _decode_utf8_text(block: np.ndarray, avail: np.ndarray | None, trim: str) -> Decoded:
+def _decode_utf8_text(block: np.ndarray, avail: np.ndarray | None, trim: str, keep_control_chars: bool) -> Decoded:
     n, width = block.shape
     lengths = np.full(n, width, dtype=np.int32) if avail is None else np.clip(avail, 0, width).astype(np.int32)
     within = np.arange(width)[None, :] < lengths[:, None]
+    valid = ~((block == 0) | ~within).all(axis=1)
+    if not keep_control_chars:
+        # a control byte is never part of a multi-byte UTF-8 sequence: dropping it keeps the rest valid
+        within &= block >= 0x20
+        lengths = within.sum(axis=1, dtype=np.int32)
     data = block[within]
     offsets = np.zeros(n + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
-    valid = ~((block == 0) | ~within).all(axis=1)
     binary = pa.Array.from_buffers(pa.binary(), n, [_validity(valid), pa.py_buffer(offsets), pa.py_buffer(data)])
     reasons = None
     try:
@@ -513,7 +520,7 @@ def decode_field(block: np.ndarray, avail: np.ndarray | None, f: Elementary, pag
                  options: DecodeOptions) -> Decoded:
     cat = f.category
     if cat == Category.TEXT:
-        return decode_text(block, avail, page, options.trim)
+        return decode_text(block, avail, page, options.trim, options.keep_control_chars)
     if cat == Category.FLOAT:
         return decode_float(block, avail, f, options.float_format)
     if f.usage in (Usage.PACKED, Usage.PACKED_UNSIGNED):

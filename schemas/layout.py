@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from schemas.errors import ContractError
+from schemas.errors import ContractError, LimitError
 
 
 class Usage(StrEnum):
@@ -29,6 +29,7 @@ class Usage(StrEnum):
 USAGE_WORDS: dict[str, Usage] = {
     "DISPLAY": Usage.DISPLAY,
     "COMP": Usage.BINARY, "COMPUTATIONAL": Usage.BINARY,
+    "COMP-0": Usage.BINARY, "COMPUTATIONAL-0": Usage.BINARY,  # Cobrix reads COMP-0 as COMP-4
     "COMP-4": Usage.BINARY, "COMPUTATIONAL-4": Usage.BINARY, "BINARY": Usage.BINARY,
     "COMP-5": Usage.NATIVE_BINARY, "COMPUTATIONAL-5": Usage.NATIVE_BINARY,
     "COMP-9": Usage.BINARY_LE, "COMPUTATIONAL-9": Usage.BINARY_LE,
@@ -48,6 +49,33 @@ class Category(StrEnum):
 
 _REPEAT = re.compile(r"(.)\((\d+)\)")
 _EDIT_SYMBOLS = set("Z*+-$.,B0/CRD")
+MAX_DIGITS = 76  # the widest exact decimal Arrow holds (decimal256)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one record layout may ask for, checked before anything is allocated. The
+    defaults fit any real copybook (IBM caps a QSAM record at 32,760 bytes); a contract
+    raises them under `record.limits`, `lgw decode` with --max-* options."""
+
+    record_bytes: int = 64 << 20  # one record, OCCURS at their maximum
+    field_bytes: int = 16 << 20  # one PIC item (one occurrence)
+    occurs: int = 1_000_000  # occurrences of one item in a record, nested OCCURS multiplied
+    line_bytes: int = 1 << 20  # a line of a text (D) file; at least the record length
+
+    def line_limit(self, record_length: int) -> int:
+        return max(self.line_bytes, record_length + 2)  # room for the record and its CR LF
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def _picture_size(text: str) -> int:
+    """Characters the picture expands to, counted without expanding it."""
+    size = 0
+    for m in _REPEAT.finditer(text):
+        size += int(m.group(2))
+    return size + len(_REPEAT.sub("", text))
 
 
 @dataclass(frozen=True)
@@ -63,8 +91,12 @@ class Picture:
     signed: bool
 
     @classmethod
-    def parse(cls, text: str) -> Picture:
+    def parse(cls, text: str, limits: Limits = DEFAULT_LIMITS) -> Picture:
         raw = text.upper()
+        size = _picture_size(raw)
+        if size > limits.field_bytes:
+            raise LimitError(f"PIC {text} is {size:,} characters, over the field limit of {limits.field_bytes:,} "
+                             "(record.limits.field_bytes, --max-field-bytes)")
         expanded = _REPEAT.sub(lambda m: m.group(1) * int(m.group(2)), raw)
         if "(" in expanded or ")" in expanded:
             raise ContractError(f"PIC {text}: malformed repetition, expected e.g. X(10) or 9(5)")
@@ -91,6 +123,7 @@ class Picture:
         digits = body.count("9")
         if digits == 0:
             raise ContractError(f"PIC {text}: no digit positions")
+        _check_digits(text, digits + body.count("P"))
         scale = frac_part.count("9") + frac_part.count("P")
         if "P" in int_part:
             if re.fullmatch(r"P+9+", int_part) and not frac_part:  # PPP999: Ps right of an implied point
@@ -118,7 +151,13 @@ class Picture:
         size = len(body.replace("V", ""))
         if digits == 0:
             raise ContractError(f"PIC {text}: no digit positions")
+        _check_digits(text, digits)
         return cls(text, s, Category.EDITED, size, digits, scale, signed)
+
+
+def _check_digits(text: str, digits: int) -> None:
+    if digits > MAX_DIGITS:
+        raise LimitError(f"PIC {text} has {digits:,} digit positions; a number holds at most {MAX_DIGITS}")
 
 
 @dataclass

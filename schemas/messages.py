@@ -32,7 +32,7 @@ from pydantic import TypeAdapter, ValidationError
 from schemas.contract import Contract
 from schemas.layout import Elementary, Group
 from schemas.records import RecordChunk
-from schemas.stream import DecodedChunk, field_rejects
+from schemas.stream import DecodedChunk, field_rejects, quoted_raw
 
 PayloadFormat = Literal["json", "copybook"]
 # Below this many messages the pydantic model beats the column-wise JSON path, whose cost
@@ -61,7 +61,7 @@ class MessageReject:
         if self.field is not None:
             out["field"] = self.field
         if self.field_offset is not None:
-            out.update(offset=self.field_offset, length=self.length, raw=self.raw.hex().upper())
+            out.update(offset=self.field_offset, length=self.length, **quoted_raw(self.raw))
         return out
 
 

@@ -14,6 +14,7 @@ RDW or BDW, with the end of the current block).
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,10 +22,14 @@ from typing import BinaryIO
 
 import numpy as np
 
-from schemas.errors import InputFormatError
+from schemas.errors import InputFormatError, LimitError
+from schemas.layout import DEFAULT_LIMITS
 
 FORMATS = ("F", "V", "VB", "D")
 DEFAULT_CHUNK_RECORDS = 50_000
+# A chunk's byte matrix stays under this size whatever the record length (a chunk of long
+# records holds fewer of them), so memory is bounded by it and not by the layout.
+CHUNK_BYTES = 64 << 20
 _READ_BYTES = 8 << 20
 
 
@@ -35,6 +40,11 @@ class Framing:
     rdw_endian: str | None = None  # big | little | None (detect)
     rdw_includes_header: bool | None = None  # IBM: True; Cobrix's test files: False; None: detect
     pad_byte: int = 0x20  # D: pads lines whose trailing blanks were stripped
+    max_line_bytes: int | None = None  # D: a longer line stops the read (None: the default limit)
+
+    @property
+    def line_limit(self) -> int:
+        return self.max_line_bytes or DEFAULT_LIMITS.line_limit(self.record_length)
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -80,17 +90,23 @@ class RecordChunk:
 
 
 def read_records(path: str | os.PathLike[str], framing: Framing, chunk_records: int = DEFAULT_CHUNK_RECORDS,
-                 start: ReadPosition | None = None) -> Iterator[RecordChunk]:
-    """Chunks of records from `start` (a chunk's `end` from an earlier read) or the top."""
+                 start: ReadPosition | None = None, *, first_chunk_records: int | None = None) -> Iterator[RecordChunk]:
+    """Chunks of records from `start` (a chunk's `end` from an earlier read) or the top;
+    a chunk holds at most `chunk_records` records and about CHUNK_BYTES bytes, the first
+    one at most `first_chunk_records` (a look at the head of a file before going on)."""
     size = os.path.getsize(path)
     start = start or ReadPosition()
+    most = CHUNK_BYTES // max(framing.record_length, 1)
+    chunk_records = max(1, min(chunk_records, most))
+    sizes = itertools.chain([max(1, min(first_chunk_records or chunk_records, chunk_records))],
+                            itertools.repeat(chunk_records))
     with open(path, "rb") as fh:
         if framing.format == "F":
-            yield from _fixed(fh, size, framing, chunk_records, start)
+            yield from _fixed(fh, size, framing, sizes, start)
         elif framing.format == "D":
-            yield from _lines(fh, framing, chunk_records, start)
+            yield from _lines(fh, framing, sizes, start, str(path))
         else:
-            yield from _variable(fh, size, framing, chunk_records, start)
+            yield from _variable(fh, size, framing, sizes, start)
 
 
 # --------------------------------------------------------------------------- F
@@ -104,7 +120,7 @@ def _fixed_stride(fh: BinaryIO, size: int, length: int) -> tuple[int, bytes]:
         if size == 0 or size % stride not in (0, length):
             continue
         fh.seek(0)
-        head = fh.read(stride * probe_n)
+        head = fh.read(min(stride * probe_n, size))  # read(n) allocates n bytes up front
         n = len(head) // stride
         if n and all(head[i * stride + length: (i + 1) * stride] == term for i in range(n)):
             if size % length == 0 and term in (b"\x25", b"\x15"):
@@ -113,7 +129,7 @@ def _fixed_stride(fh: BinaryIO, size: int, length: int) -> tuple[int, bytes]:
     return length, b""
 
 
-def _fixed(fh: BinaryIO, size: int, framing: Framing, chunk_records: int,
+def _fixed(fh: BinaryIO, size: int, framing: Framing, sizes: Iterator[int],
            start: ReadPosition) -> Iterator[RecordChunk]:
     length = framing.record_length
     stride, term = _fixed_stride(fh, size, length)
@@ -121,7 +137,8 @@ def _fixed(fh: BinaryIO, size: int, framing: Framing, chunk_records: int,
     index = start.record
     offset = start.offset
     while True:
-        data = fh.read(stride * chunk_records)
+        # never ask for more than the file holds: read(n) allocates n bytes up front
+        data = fh.read(min(stride * next(sizes), max(size - offset, 0)))
         if not data:
             return
         read_bytes = len(data)
@@ -148,8 +165,10 @@ def _fixed(fh: BinaryIO, size: int, framing: Framing, chunk_records: int,
 
 
 # --------------------------------------------------------------------------- D
-def _lines(fh: BinaryIO, framing: Framing, chunk_records: int, start: ReadPosition) -> Iterator[RecordChunk]:
+def _lines(fh: BinaryIO, framing: Framing, sizes: Iterator[int], start: ReadPosition,
+           path: str) -> Iterator[RecordChunk]:
     width = framing.record_length
+    limit = framing.line_limit
     fh.seek(start.offset)
     index = start.record
     base = start.offset  # file offset of buf[0]
@@ -160,25 +179,51 @@ def _lines(fh: BinaryIO, framing: Framing, chunk_records: int, start: ReadPositi
         if not buf:
             return
         arr = np.frombuffer(buf, dtype=np.uint8)
-        ends = np.flatnonzero(arr == 0x0A)
+        # the carried part holds no newline: look at the new bytes only
+        ends = np.flatnonzero(arr[len(carry):] == 0x0A) + len(carry)
         if not block and len(buf) and (ends.size == 0 or ends[-1] != len(buf) - 1):
             ends = np.append(ends, len(buf))  # end of file: the last line may lack its newline
+        starts = np.concatenate([[0], ends[:-1] + 1]) if ends.size else np.zeros(0, dtype=np.int64)
+        tail = len(buf) - (int(ends[-1]) + 1 if ends.size else 0)
+        too_long = np.flatnonzero(ends - starts > limit)
+        if too_long.size or tail > limit:
+            line = int(too_long[0]) if too_long.size else len(starts)
+            at = base + (int(starts[line]) if too_long.size else len(buf) - tail)
+            raise LimitError(
+                f"{path}: line {index + line + 1:,} (at byte {at:,}) is longer than {limit:,} bytes, the line "
+                f"limit for {width:,}-byte records (record.limits.line_bytes, --max-line-bytes): "
+                "is this a text file of these records?")
         if ends.size == 0:
             carry = buf
             continue
-        starts = np.concatenate([[0], ends[:-1] + 1])
         consumed = int(ends[-1]) + 1
-        for lo in range(0, len(starts), chunk_records):
-            s = starts[lo: lo + chunk_records]
-            e = ends[lo: lo + chunk_records]
+        lo = 0
+        while lo < len(starts):
+            hi = lo + next(sizes)
+            s, e = starts[lo:hi], ends[lo:hi]
             chunk = _line_chunk(arr, s, e, width, framing.pad_byte, index, base)
             chunk.end = ReadPosition(base + min(int(e[-1]) + 1, len(buf)), index + len(s))
             yield chunk
             index += len(s)
+            lo = hi
         carry = buf[consumed:]
         base += consumed
         if not block:
             return
+
+
+def _gather(arr: np.ndarray, starts: np.ndarray, lens: np.ndarray, width: int, pad: int) -> np.ndarray:
+    """Rows of `width` bytes from `arr` at `starts`, bytes past each row's length set to
+    `pad`: one uint8 gather through a sliding window (no per-byte index array)."""
+    if len(starts) == 0:
+        return np.zeros((0, width), dtype=np.uint8)
+    lo, hi = int(starts.min()), int(starts.max()) + width
+    window = arr[lo:hi]
+    if len(window) < hi - lo:  # the last rows reach past the buffer: pad it (their bytes are masked below)
+        window = np.concatenate([window, np.full(hi - lo - len(window), pad, dtype=np.uint8)])
+    rows = np.lib.stride_tricks.sliding_window_view(window, width)[starts - lo]
+    np.copyto(rows, np.uint8(pad), where=np.arange(width, dtype=np.int64)[None, :] >= lens[:, None])
+    return rows
 
 
 def _line_chunk(arr: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int, pad: int,
@@ -198,10 +243,7 @@ def _line_chunk(arr: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: in
     ]
     keep = lens > 0
     starts, lens = starts[keep], np.minimum(lens[keep], width)
-    cols = np.arange(width, dtype=np.int64)
-    idx = np.minimum(starts[:, None] + cols[None, :], max(len(arr) - 1, 0))
-    present = cols[None, :] < lens[:, None]
-    matrix = np.where(present, arr[idx], np.uint8(pad)).astype(np.uint8)
+    matrix = _gather(arr, starts, lens, width, pad)
     chunk = RecordChunk(matrix, lens, index, base + starts, rejects)
     chunk.row_numbers = index + np.flatnonzero(keep)
     return chunk
@@ -252,7 +294,7 @@ def _detect_rdw(fh: BinaryIO, size: int, framing: Framing) -> tuple[str, bool]:
         "Is this a variable-length file? (use --record-format F for fixed length)")
 
 
-def _variable(fh: BinaryIO, size: int, framing: Framing, chunk_records: int,
+def _variable(fh: BinaryIO, size: int, framing: Framing, sizes: Iterator[int],
               start: ReadPosition) -> Iterator[RecordChunk]:
     blocked = framing.format == "VB"
     if blocked:
@@ -270,18 +312,16 @@ def _variable(fh: BinaryIO, size: int, framing: Framing, chunk_records: int,
     pos = start.offset
     rejects: list[FramingReject] = []
     block_end = start.block_end
+    chunk_records = next(sizes)
 
     def flush(last: bool = False) -> RecordChunk:
         """The records collected so far; `last`: reading stops after them (end of file)."""
-        nonlocal starts, lens, rejects, index
+        nonlocal starts, lens, rejects, index, chunk_records
+        chunk_records = next(sizes)
         arr = np.frombuffer(buf, dtype=np.uint8)
         s = np.asarray(starts, dtype=np.int64) - base
         ln = np.asarray(lens, dtype=np.int64)
-        cols = np.arange(width, dtype=np.int64)
-        present = cols[None, :] < ln[:, None]
-        idx = np.minimum(s[:, None] + cols[None, :], max(len(arr) - 1, 0))
-        matrix = np.where(present, arr[idx], np.uint8(0)).astype(np.uint8) if len(s) else \
-            np.zeros((0, width), dtype=np.uint8)
+        matrix = _gather(arr, s, ln, width, 0)
         chunk = RecordChunk(matrix, ln, index, s + base, rejects)
         index += len(s)
         chunk.end = ReadPosition(size, index) if last else ReadPosition(pos, index, block_end if blocked else -1)
@@ -306,6 +346,11 @@ def _variable(fh: BinaryIO, size: int, framing: Framing, chunk_records: int,
         h = buf[local: local + 4]
         if blocked and pos >= block_end:
             bdw = (h[0] << 8) | h[1] if endian == "big" else (h[3] << 8) | h[2]
+            if bdw < 8:  # IBM: the BDW counts its own 4 bytes, and a block holds at least one RDW
+                rejects.append(FramingReject(index + len(starts), pos, bytes(h),
+                                             f"invalid BDW length {bdw}: a block is at least 8 bytes"))
+                yield flush(last=True)
+                return
             block_end = pos + bdw
             pos += 4
             continue

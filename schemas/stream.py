@@ -8,6 +8,7 @@ and one per record the framing could not cut out.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,10 +20,23 @@ import pyarrow as pa
 from schemas.batch import DecodedBatch, RecordDecoder
 from schemas.records import DEFAULT_CHUNK_RECORDS, Framing, ReadPosition, RecordChunk, read_records
 
+RAW_QUOTE_BYTES = 64  # a reject quotes at most this many bytes: a garbage file must not multiply
+
+
+def quoted_raw(raw: bytes, length: int | None = None) -> dict[str, Any]:
+    """How a reject shows its bytes: hex of at most RAW_QUOTE_BYTES; when there were more
+    (`length`, or the bytes given), `raw_truncated` and the full `raw_length` say so."""
+    full = len(raw) if length is None else length
+    out: dict[str, Any] = {"raw": raw[:RAW_QUOTE_BYTES].hex().upper()}
+    if full > RAW_QUOTE_BYTES:
+        out.update(raw_truncated=True, raw_length=full)
+    return out
+
 
 @dataclass
 class Reject:
-    """One reason a record is rejected. `record` counts from 1 in file order."""
+    """One reason a record is rejected. `record` counts from 1 in file order. Only the
+    first RAW_QUOTE_BYTES of `raw` are kept; `raw_length` says how many there were."""
 
     record: int
     record_offset: int
@@ -31,13 +45,22 @@ class Reject:
     field_offset: int | None = None
     length: int | None = None
     raw: bytes = b""
+    raw_length: int | None = None
+    # the field lies in a REDEFINES view, which may not be the record's own: reported, but a
+    # record of another type fails there by design, so the reject rate does not count it
+    other_view: bool = dataclasses.field(default=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.raw_length is None:
+            self.raw_length = len(self.raw)
+        self.raw = bytes(self.raw[:RAW_QUOTE_BYTES])
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"record": self.record, "record_offset": self.record_offset}
         if self.field is not None:
             out.update(field=self.field, field_offset=self.field_offset,
                        offset=self.record_offset + (self.field_offset or 0), length=self.length)
-        out["raw"] = self.raw.hex().upper()
+        out.update(quoted_raw(self.raw, self.raw_length))
         out["reason"] = self.reason
         return out
 
@@ -69,7 +92,7 @@ def field_rejects(chunk: RecordChunk, batch: DecodedBatch, numbers: np.ndarray) 
             off = int(errs.offsets[i])
             raw = bytes(chunk.matrix[row, off: off + size])
             out.append(Reject(int(numbers[row]), int(chunk.offsets[row]), errs.reason_of(i),
-                              errs.path_of(i), off, size, raw))
+                              errs.path_of(i), off, size, raw, other_view=errs.field.in_redefines))
     out.sort(key=lambda r: (r.record, r.field_offset or 0))
     return out
 
@@ -80,12 +103,14 @@ class BatchDecoder(Protocol):
 
 def decode_file(path: str | os.PathLike[str], decoder: BatchDecoder, framing: Framing,
                 chunk_records: int = DEFAULT_CHUNK_RECORDS, *, check_encoding: bool = True,
-                start: ReadPosition | None = None) -> Iterator[DecodedChunk]:
-    """`start`: resume where an earlier read's chunk ended (`dc.chunk.end`)."""
+                start: ReadPosition | None = None,
+                first_chunk_records: int | None = None) -> Iterator[DecodedChunk]:
+    """`start`: resume where an earlier read's chunk ended (`dc.chunk.end`);
+    `first_chunk_records`: a smaller first chunk (see `read_records`)."""
     from schemas.sniff import check_encoding as sniff
 
     first = True
-    for chunk in read_records(path, framing, chunk_records, start):
+    for chunk in read_records(path, framing, chunk_records, start, first_chunk_records=first_chunk_records):
         batch = decoder.decode(chunk.matrix, chunk.lengths)
         detail = decoder if isinstance(decoder, RecordDecoder) else getattr(decoder, "detail", None)
         if first and check_encoding and isinstance(detail, RecordDecoder):
@@ -96,3 +121,9 @@ def decode_file(path: str | os.PathLike[str], decoder: BatchDecoder, framing: Fr
         dc.rejects = field_rejects(chunk, batch, numbers)
         dc.rejects.extend(Reject(r.index + 1, r.offset, r.reason, raw=r.raw) for r in chunk.rejects)
         yield dc
+
+
+def no_records(path: str | os.PathLike[str], name: str | None = None) -> str:
+    """What is said of an input (shown as `name`, default its path) without any record."""
+    size = os.path.getsize(path)
+    return f"{name or path}: no records in its {size:,} bytes" + (" (the file is empty)" if size == 0 else "")

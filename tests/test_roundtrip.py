@@ -360,9 +360,10 @@ def text_values(page: CodePage, size: int) -> st.SearchStrategy[str]:
     def fits(s: str) -> bool:
         return len(page.encode_text(s)) <= size
 
+    # US-ASCII and UTF-8 read control bytes as nothing (as Cobrix does): they cannot come back
     if page.multibyte:
-        chars = st.characters(codec="utf-8")
-    else:  # US-ASCII reads control bytes as nothing (as Cobrix does): they cannot come back
+        chars = st.characters(codec="utf-8", min_codepoint=0x20)
+    else:
         chars = st.sampled_from(sorted(chr(c) for c in page.from_unicode if page.name != "ascii" or c >= 0x20))
     return st.text(chars, max_size=size).map(lambda s: s.strip(JAVA_BLANKS)).filter(fits)
 

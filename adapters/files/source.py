@@ -24,6 +24,7 @@ import numpy as np
 from adapters.base import SourceBatch
 from schemas.contract import Contract, ControlReport
 from schemas.records import DEFAULT_CHUNK_RECORDS, ReadPosition
+from schemas.reject_rate import DEFAULT_REJECT_LIMIT, RejectLimit
 from schemas.stream import DecodedChunk
 
 Commit = Callable[[dict[str, Any]], Awaitable[None]]
@@ -49,10 +50,13 @@ def file_batch(dc: DecodedChunk) -> FileBatch:
 
 class FileSource:
     def __init__(self, contract: Contract, path: Path, *, chunk_records: int = DEFAULT_CHUNK_RECORDS,
-                 position: dict[str, Any] | None = None, commit: Commit | None = None) -> None:
+                 position: dict[str, Any] | None = None, commit: Commit | None = None,
+                 reject_limit: RejectLimit = DEFAULT_REJECT_LIMIT, name: str | None = None) -> None:
         self.contract = contract
+        self.name = name  # how messages name the file (default: its path)
         self.path = path
         self.chunk_records = chunk_records
+        self.reject_limit = reject_limit
         self.position = position  # where to resume (a committed batch position), None: the top
         self.commit = commit
         self.exhausted = False
@@ -70,7 +74,7 @@ class FileSource:
             start = ReadPosition(**self.position["read"])
             report = ControlReport.resumed(self.position["control"])
         self._chunks = self.contract.decode_file(self.path, chunk_records=self.chunk_records, start=start,
-                                                 report=report)
+                                                 report=report, reject_limit=self.reject_limit, name=self.name)
         self.exhausted = False
 
     def _read(self) -> tuple[DecodedChunk | None, dict[str, Any]]:

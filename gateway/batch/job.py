@@ -29,7 +29,8 @@ from gateway.runs import DONE, FAILED, LEASE_S, Run
 from gateway.score import ScoredChunk, batch_reject, fixed_columns, score_rows, scoring_input
 from schemas.contract import ControlReport
 from schemas.errors import ConfigError
-from schemas.stream import Reject
+from schemas.reject_rate import RejectLimit
+from schemas.stream import Reject, no_records
 
 log = logging.getLogger("lgw.batch")
 
@@ -163,8 +164,9 @@ class BatchJob:
             self.rejects.open()
             rt.pipeline.stats = PipelineStats()
             position = None
+        limit = RejectLimit(rt.config.max_reject_rate, rt.config.reject_rate_after)
         source = FileSource(rt.contract, self.work_path, chunk_records=rt.chunk_records, position=position,
-                            commit=self._commit)
+                            commit=self._commit, reject_limit=limit, name=self.run_info.input_name)
         done_bytes = int(position["read"]["offset"]) if position else 0
         self.progress.begin(f"{rt.name} {self.run_info.input_name}", self.run_info.input_bytes, done_bytes,
                             self.counts.records_in)
@@ -331,12 +333,22 @@ class BatchJob:
             reason = "control totals do not match the trailer: " + "; ".join(report.problems)
             self.sink.discard()
             return await self._conclude(FAILED, reason, outputs={"rejects": self.rejects.finish()}, control=control)
+        warnings = []
+        if not (report and report.details):
+            empty = no_records(self.work_path, self.run_info.input_name)
+            if self.rt.config.require_records:
+                self.sink.discard()
+                return await self._conclude(FAILED, f"{empty} (the pipeline has require_records)",
+                                            outputs={"rejects": self.rejects.finish()}, control=control)
+            log.warning("run %s: %s", self.run_id, empty)
+            warnings.append(empty)
         sink, rejects = self.sink, self.rejects
         outputs = await asyncio.to_thread(lambda: {"scored": sink.finish(), "rejects": rejects.finish()})
-        return await self._conclude(DONE, None, outputs=outputs, control=control)
+        return await self._conclude(DONE, None, outputs=outputs, control=control, warnings=warnings)
 
     async def _conclude(self, status: str, reason: str | None, *, outputs: dict[str, Any],
-                        control: dict[str, Any] | None = None, processed: bool = True) -> JobResult:
+                        control: dict[str, Any] | None = None, processed: bool = True,
+                        warnings: list[str] | None = None) -> JobResult:
         """Stores the publish step (what to publish, where the input goes), then runs it."""
         folder: Literal["done", "failed"] = "done" if status == DONE else "failed"
         settled = self.rt.folders.free_name(folder, self.run_info.input_name)
@@ -348,6 +360,8 @@ class BatchJob:
                  "settled_name": settled, "outputs": outputs, "staged": staged, "control": control,
                  "counts": self.counts.to_json(),
                  "stats": stats_json(self.rt.pipeline.stats), "elapsed_s": self._elapsed()}
+        if warnings:
+            state["warnings"] = warnings
         await asyncio.to_thread(self.rt.runs.save_checkpoint, self.run_id, self.seq + 1, state)
         return await self._publish(state)
 

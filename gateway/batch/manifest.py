@@ -47,6 +47,8 @@ def build_manifest(run: Run, rt: BatchRuntime, state: dict[str, Any], moved_to: 
     }
     if state["reason"]:
         manifest["reason"] = state["reason"]
+    if state.get("warnings"):
+        manifest["warnings"] = state["warnings"]  # e.g. the file held no records
     manifest.update({
         "replay_of": run.replay_of,
         "input": {"name": run.input_name, "sha256": run.input_sha256, "bytes": run.input_bytes,
