@@ -47,6 +47,7 @@ from gateway.config import example_dropfolder_config
 from schemas.contract import load_contract
 from schemas.examples import contract_path, generate_card_file, model_info
 from schemas.layout import Elementary
+from tests.peak_memory import peak_bytes, probed
 
 TARGET_RATIO = 5.0
 CHUNK = 50_000
@@ -137,34 +138,13 @@ def pandas_job(text: Path, output: Path) -> int:
 
 
 # --------------------------------------------------------------------------- peak memory
-# Runs a module or script and writes its peak resident memory (VmHWM: the high-water mark
-# of this process image, which exec resets; ru_maxrss would carry over the forking
-# parent's size) to the file named by its first argument, at exit.
-_PROBE = """
-import atexit, runpy, sys
-out, target, *rest = sys.argv[1:]
-def report():
-    with open("/proc/self/status") as fh:
-        peak = next(line.split()[1] for line in fh if line.startswith("VmHWM:"))
-    with open(out, "w") as fh:
-        fh.write(peak)
-atexit.register(report)
-sys.argv = [target, *rest]
-if target.endswith(".py"):
-    runpy.run_path(target, run_name="__main__")
-else:
-    runpy.run_module(target, run_name="__main__", alter_sys=True)
-"""
-
-
 def peak_rss_mb(target: str, args: list[str], cwd: Path) -> float:
     """Peak resident memory of `python -m target args` (or `python target.py args`), in MB."""
     report = cwd / "peak.kb"
-    done = subprocess.run([sys.executable, "-c", _PROBE, str(report), target, *args], cwd=cwd,
-                          capture_output=True)
+    done = subprocess.run(probed(report, target, args), cwd=cwd, capture_output=True)
     if done.returncode not in (0, 1):
         raise SystemExit(f"{target} {' '.join(args)} failed ({done.returncode}): {done.stderr.decode()[-2000:]}")
-    return int(report.read_text()) / 1024
+    return peak_bytes(report) / 2**20
 
 
 def memory_of_ours(records: int, folder: Path) -> float:

@@ -3,8 +3,8 @@ decode of a small good file in the same run as the baseline.
 
     python bench/hostile.py [--line-mb 512] [--cap-gb 8]
 
-Each case runs `lgw decode` (this checkout) in a child process; its peak RSS comes from
-os.wait4's resource usage of that very child. `--cap-gb` caps the child's address space
+Each case runs `lgw decode` (this checkout) in a child process; its peak RSS is the child's
+own high-water mark (VmHWM, see tests/peak_memory.py). `--cap-gb` caps the child's address space
 (RLIMIT_AS) so a regression fails instead of taking the machine. Prints per case: exit
 status, peak RSS, the ratio to the baseline's, seconds, bytes written (records + rejects)
 and the first line of stderr.
@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from schemas.examples import contract_path  # noqa: E402
+from tests.peak_memory import peak_bytes, probed  # noqa: E402
 
 
 def cpy(*entries: str) -> str:
@@ -79,12 +80,11 @@ def run(argv: list[str], work: Path, cap: int) -> tuple[int, float, float, int, 
     out, err = work / "stdout", work / "stderr"
     started = time.perf_counter()
     with open(out, "wb") as o, open(err, "wb") as e:
-        child = subprocess.Popen([sys.executable, "-m", "gateway.cli", *argv], stdout=o, stderr=e, preexec_fn=limit,
-                                 env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
-        _pid, status, usage = os.wait4(child.pid, 0)
+        child = subprocess.run(probed(work / "peak.kb", "gateway.cli", argv), stdout=o, stderr=e,
+                               preexec_fn=limit, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
     seconds = time.perf_counter() - started
     first = err.read_text(errors="replace").splitlines()[:1]
-    return (os.waitstatus_to_exitcode(status), usage.ru_maxrss / 1024, seconds,
+    return (child.returncode, peak_bytes(work / "peak.kb") / 2**20, seconds,
             out.stat().st_size + err.stat().st_size, first[0][:160] if first else "")
 
 

@@ -30,6 +30,7 @@ from gateway.resilience.retry import RetryPolicy
 from schemas.contract import Contract, load_contract
 from schemas.examples import contract_path, generate_card_file
 from tests.model_servers import ROOT, GarbageModelServer
+from tests.peak_memory import peak_bytes, probed
 
 pytestmark = pytest.mark.integration
 
@@ -161,22 +162,19 @@ def score_config(tmp_path: Path, server: GarbageModelServer, *, protocol: str = 
     return path
 
 
-def lgw_score(lgw_cmd: list[str], tmp_path: Path, config: Path, cards: Path
-              ) -> tuple[int, dict[str, Any], str, int]:
-    """`lgw score` in a process of its own (this worktree's code): exit code, summary, stderr,
-    and the process's peak RSS in bytes (wait4's rusage: that child alone)."""
+def lgw_score(tmp_path: Path, config: Path, cards: Path) -> tuple[int, dict[str, Any], str, int]:
+    """`lgw score` in a process of its own (this checkout's code): exit code, summary,
+    stderr, and the process's own peak RSS in bytes (tests.peak_memory)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out, err = tmp_path / "stdout", tmp_path / "stderr"
+    out, err, peak = tmp_path / "stdout", tmp_path / "stderr", tmp_path / "peak.kb"
     with open(out, "wb") as stdout, open(err, "wb") as stderr:
-        proc = subprocess.Popen([*lgw_cmd, "score", "--contract", str(contract_path("card_txn")), "--input",
-                                 str(cards), "--output", str(tmp_path / "scored.jsonl"), "--rejects",
-                                 str(tmp_path / "rejects.jsonl"), "--config", str(config), "--chunk-records", "200"],
-                                stdout=stdout, stderr=stderr, env=env, cwd=tmp_path)
-        _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+        proc = subprocess.run(probed(peak, "gateway.cli", [
+            "score", "--contract", str(contract_path("card_txn")), "--input", str(cards), "--output",
+            str(tmp_path / "scored.jsonl"), "--rejects", str(tmp_path / "rejects.jsonl"), "--config", str(config),
+            "--chunk-records", "200"]), stdout=stdout, stderr=stderr, env=env, cwd=tmp_path)
     lines = out.read_text().strip().splitlines()
     summary = json.loads(lines[-1]) if lines else {}
-    return proc.returncode, summary, err.read_text(), usage.ru_maxrss * 1024
+    return proc.returncode, summary, err.read_text(), peak_bytes(peak)
 
 
 @pytest.fixture(scope="module")
@@ -189,10 +187,10 @@ def cards(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize(("mode", "protocol"), [("non_json", "kserve"), ("nan", "mlflow"),
                                                 ("wrong_dtype", "kserve"), ("missing_output", "mlflow")])
 def test_lgw_score_with_a_garbage_model_falls_back_and_finishes(
-        garbage_server: GarbageModelServer, lgw_cmd: list[str], tmp_path: Path, cards: Path,
+        garbage_server: GarbageModelServer, tmp_path: Path, cards: Path,
         mode: str, protocol: str) -> None:
     garbage_server.set_mode(mode)
-    code, summary, stderr, _ = lgw_score(lgw_cmd, tmp_path, score_config(tmp_path, garbage_server,
+    code, summary, stderr, _ = lgw_score(tmp_path, score_config(tmp_path, garbage_server,
                                                                          protocol=protocol), cards)
     assert code == 0, stderr
     assert "Traceback" not in stderr
@@ -224,9 +222,9 @@ def test_lgw_batch_run_with_a_garbage_model_scores_the_file_by_the_rules(
 
 
 def test_lgw_score_memory_stays_bounded_when_the_model_answers_without_end(
-        garbage_server: GarbageModelServer, lgw_cmd: list[str], tmp_path: Path, cards: Path) -> None:
+        garbage_server: GarbageModelServer, tmp_path: Path, cards: Path) -> None:
     garbage_server.set_mode("huge")  # 1.5 GB per answer unless the client hangs up
-    code, summary, stderr, peak_rss = lgw_score(lgw_cmd, tmp_path, score_config(tmp_path, garbage_server), cards)
+    code, summary, stderr, peak_rss = lgw_score(tmp_path, score_config(tmp_path, garbage_server), cards)
     assert code == 0, stderr
     assert summary["records_in"] == 2_000 == summary["records_out"] and summary["scored_by"] == {"fallback": 2_000}
     print(f"lgw score against an endless model answer: peak RSS {peak_rss / 2**20:.0f} MiB, "
