@@ -309,6 +309,8 @@ def yaml_documents(draw: st.DrawFn, base: dict[str, Any]) -> bytes:
     text = yaml_text(draw(mutated_trees(base)) if draw(st.integers(0, 3)) else base)
     if draw(st.integers(0, 2)) == 0:
         text = draw(mutations(text, YAML_TOKENS))
+        if draw(st.integers(0, 7)):  # mostly still UTF-8 text, so the YAML parser gets to work
+            text = text.decode("utf-8", errors="replace").encode("utf-8")
     return text
 
 
@@ -419,12 +421,48 @@ hostile_expressions = st.sampled_from([
 ])
 
 
+# Well-typed expressions over the card_txn fields: they compile, so they reach evaluation.
+NUMERIC_FIELDS = ["TXN_AMOUNT", "MCC", "BALANCE", "CASHBACK_AMOUNT", "TXN_DATE", "TXN_TIME", "TERMINAL_ID",
+                  "AUTH_CODE"]
+TEXT_FIELDS = ["COUNTRY", "CHANNEL", "MERCHANT_NAME", "TXN_ID", "CURRENCY"]
+NUMBER_LITERALS = ["0", "1", "-1", "7", "5000.01", "0.5", "-0.001", "100", "9" * 18, "9" * 19, "9" * 38,
+                   "99999999999999999999.99", "1e300", "-1e300", "2.5e-10", "1" + "0" * 37]
+numbers = st.recursive(
+    st.one_of(st.sampled_from(NUMERIC_FIELDS), st.sampled_from(NUMBER_LITERALS)),
+    lambda n: st.one_of(
+        st.tuples(n, st.sampled_from(["+", "-", "*", "/", "%"]), n).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
+        n.map(lambda x: f"-{x}"), n.map(lambda x: f"abs({x})"),
+        st.tuples(n, st.integers(-40, 40)).map(lambda t: f"round({t[0]}, {t[1]})"),
+        st.tuples(st.sampled_from(["min", "max", "coalesce"]), st.lists(n, min_size=2, max_size=3)).map(
+            lambda t: f"{t[0]}({', '.join(t[1])})"),
+        st.sampled_from(TEXT_FIELDS).map(lambda f: f"len({f})")),
+    max_leaves=8)
+texts = st.one_of(st.sampled_from(TEXT_FIELDS), st.sampled_from(["'US'", "''", "'é'", "'E'"]),
+                  st.sampled_from(TEXT_FIELDS).map(lambda f: f"lower({f})"),
+                  st.sampled_from(TEXT_FIELDS).map(lambda f: f"coalesce({f}, 'x')"))
+conditions = st.recursive(
+    st.one_of(
+        st.tuples(numbers, st.sampled_from(["<", "<=", "==", "!=", ">", ">="]), numbers).map(" ".join),
+        st.tuples(texts, st.sampled_from(["==", "!=", "<"]), texts).map(" ".join),
+        st.tuples(numbers, st.lists(st.sampled_from(NUMBER_LITERALS), min_size=1, max_size=3)).map(
+            lambda t: f"{t[0]} in ({', '.join(t[1])},)"),
+        st.tuples(st.sampled_from(["startswith", "endswith", "contains"]), texts).map(
+            lambda t: f"{t[0]}({t[1]}, 'A')"),
+        st.one_of(numbers, texts).map(lambda x: f"is_null({x})")),
+    lambda c: st.one_of(st.tuples(c, st.sampled_from(["and", "or"]), c).map(lambda t: f"({' '.join(t)})"),
+                        c.map(lambda x: f"not {x}")),
+    max_leaves=6)
+typed_expressions = st.one_of(numbers, conditions)
+
+
 @st.composite
 def expression_inputs(draw: st.DrawFn) -> dict[str, Any]:
-    pick = draw(st.integers(0, 9))
-    if pick < 6:
+    pick = draw(st.integers(0, 11))
+    if pick < 4:
+        text = draw(typed_expressions)
+    elif pick < 8:
         text = draw(grammar_expressions)
-    elif pick < 9:
+    elif pick < 11:
         base = draw(st.sampled_from(VALID_EXPRESSIONS)).encode()
         text = draw(mutations(base, EXPRESSION_TOKENS)).decode("utf-8", errors="replace")
     else:

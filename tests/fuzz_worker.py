@@ -46,7 +46,7 @@ from gateway.features import FeatureMap
 from schemas import docs
 from schemas.batch import RecordDecoder
 from schemas.codepages import code_page
-from schemas.contract import Contract, RecordSpec, load_contract, parse_contract
+from schemas.contract import Contract, RecordSpec, load_contract
 from schemas.copybook import parse_copybook
 from schemas.errors import ConfigError
 from schemas.examples import contract_path
@@ -150,7 +150,7 @@ def _run_cli(argv: list[str]) -> tuple[int, str, str]:
         except Exception as exc:
             raise Finding("traceback", f"lgw {argv[0]} ended in a traceback: {type(exc).__name__}: {exc}") from exc
         out.flush()
-    stdout = out.buffer.getvalue().decode("utf-8", "replace")  # type: ignore[attr-defined]
+    stdout = out.buffer.getvalue().decode("utf-8", "replace")
     stderr = err.getvalue()
     if code not in (0, 1, 2):
         raise Finding("exit", f"lgw {argv[0]} exited {code}")
@@ -302,9 +302,9 @@ def _contract_files(inp: dict[str, Any], work: Path) -> Path:
 def _where(tb: traceback.StackSummary) -> str:
     """The innermost frame in the project's own code (else the innermost frame)."""
     frames = [f for f in tb if any(f"/{d}/" in f.filename for d in PROJECT_DIRS) and "/tests/" not in f.filename]
-    frame = (frames or list(tb) or [None])[-1]
-    if frame is None:
+    if not frames and not tb:
         return "?"
+    frame = (frames or list(tb))[-1]
     rel = os.path.relpath(frame.filename, ROOT) if frame.filename.startswith(str(ROOT)) else frame.filename
     return f"{rel}:{frame.lineno} in {frame.name}"
 
