@@ -34,7 +34,8 @@ class Outcome:
     where: str = ""
     message: str = ""
     traceback: str = ""
-    peak_mb: float = 0.0
+    peak_mb: float = 0.0  # peak RSS of this input above the worker's RSS before it
+    peak_rss_mb: float = 0.0  # the worker's peak RSS during this input
     detail: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -82,11 +83,14 @@ KNOWN_DEFECTS: list[KnownDefect] = [
                 "(Picture.parse expands a 400,000,000-character string and scans it)", LAYOUT_TARGETS,
                 ("timeout", "hang"), r"schemas/layout\.py|Hang"),
     KnownDefect("huge-record-length", "limits", "nested OCCURS give a record length past what numpy can index: "
-                "'Maximum allowed size/dimension exceeded' (ValueError) or 'cannot fit int into an index-sized "
-                "integer' (OverflowError) when the record matrix is built", LAYOUT_TARGETS, ("exception",),
-                r"(ValueError|OverflowError) .*(Maximum allowed (size|dimension) exceeded|index-sized integer)"),
-    KnownDefect("wide-display-number", "limits", "PIC 9(77) and wider: 'precision should be between 1 and 76' "
-                "(ValueError) or RecursionError in _accumulate, a traceback instead of a limit", LAYOUT_TARGETS,
+                "'Maximum allowed size/dimension exceeded' (ValueError), 'cannot fit int into an index-sized "
+                "integer' or 'Python int too large to convert to C long' (OverflowError) when the record matrix "
+                "is built", LAYOUT_TARGETS, ("exception",),
+                r"(ValueError|OverflowError) .*(Maximum allowed (size|dimension) exceeded|index-sized integer"
+                r"|too large to convert to C)"),
+    KnownDefect("wide-number-precision", "limits", "PIC 9(77) and wider: 'precision should be between 1 and 76' "
+                "(ValueError) or RecursionError in _accumulate, a traceback instead of a limit; also the legal "
+                "PIC PP9(37) COMP ('between 1 and 38': the P scaling is not counted)", LAYOUT_TARGETS,
                 ("exception",), r"(ValueError .*precision should be between|RecursionError .*schemas/fields\.py)"),
     # ---- issue 10, "Contracts and configs that lie" (h-config)
     KnownDefect("round-digits", "config", "round(x, -12) compiles but fails at scoring: 'Rounding to -12 digits "
@@ -133,7 +137,7 @@ class FuzzWorker:
     def __init__(self) -> None:
         self.process: subprocess.Popen[bytes] | None = None
         self.restarts = 0
-        self.peak_mb = 0.0  # largest per-input peak RSS seen (above the worker's baseline)
+        self.peak_rss_mb = 0.0  # the worker's largest peak RSS during one input
 
     def start(self) -> None:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
@@ -190,7 +194,7 @@ class FuzzWorker:
             return self._died(target)
         raw = json.loads(line)
         outcome = Outcome(**{k: raw[k] for k in Outcome.__dataclass_fields__ if k in raw})
-        self.peak_mb = max(self.peak_mb, outcome.peak_mb)
+        self.peak_rss_mb = max(self.peak_rss_mb, outcome.peak_rss_mb)
         return outcome
 
     def _died(self, target: str) -> Outcome:
@@ -217,8 +221,8 @@ def ci_settings(max_examples: int) -> Any:
     """Bounded and reproducible for CI: derandomised (a fixed seed), no example database,
     no Hypothesis deadline (the worker's own timer bounds each input), and no shrinking:
     shrinking an input that runs into the memory cap or the timer can take Hypothesis's
-    full five minutes. A failure prints the input as generated; bench/fuzz.py --shrink
-    minimises it."""
+    full five minutes. A failure prints the input as generated; bench/fuzz.py keeps the
+    smallest input seen per finding."""
     from hypothesis import HealthCheck, Phase, settings
 
     return settings(max_examples=max_examples, derandomize=True, database=None, deadline=None, print_blob=False,

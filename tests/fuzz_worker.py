@@ -340,10 +340,13 @@ def run_one(targets: Targets, target: str, inp: dict[str, Any]) -> dict[str, Any
             outcome = _bug(kind, exc)
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
-    peak_mb = (_status_kb("VmHWM") - baseline_kb) / 1024
+    peak_kb = _status_kb("VmHWM")
+    peak_mb = (peak_kb - baseline_kb) / 1024
     outcome["peak_mb"] = round(peak_mb, 1)
+    outcome["peak_rss_mb"] = round(peak_kb / 1024, 1)
     if outcome["status"] != "bug" and peak_mb > MEMORY_BUDGET_MB:
-        outcome = {"status": "bug", "kind": "memory", "type": "PeakRSS", "where": "?", "peak_mb": round(peak_mb, 1),
+        outcome = {"status": "bug", "kind": "memory", "type": "PeakRSS", "where": "?", "peak_mb": outcome["peak_mb"],
+                   "peak_rss_mb": outcome["peak_rss_mb"],
                    "message": f"peak RSS {peak_mb:.0f} MB above the worker's baseline (budget {MEMORY_BUDGET_MB} MB)"}
     return outcome
 
