@@ -76,12 +76,10 @@ LAYOUT_TARGETS = ("copybook", "decode", "contract")
 # suite, not in issue 10, no owner yet).
 KNOWN_DEFECTS: list[KnownDefect] = [
     # ---- issue 10, "Memory and disk bounded by the data" (h-limits)
-    KnownDefect("huge-layout-memory", "limits", "PIC X(400000000), OCCURS 400000000, nested OCCURS: the picture "
-                "is expanded and the record matrix allocated at the declared size (MemoryError under the cap, or "
-                "hundreds of MB of RSS for a few bytes of input)", LAYOUT_TARGETS, ("memory",), r"."),
-    KnownDefect("huge-layout-time", "limits", "the same hostile sizes take longer than the per-input limit "
-                "(Picture.parse expands a 400,000,000-character string and scans it)", LAYOUT_TARGETS,
-                ("timeout", "hang"), r"schemas/layout\.py|Hang"),
+    KnownDefect("huge-layout", "limits", "PIC X(400000000), OCCURS 400000000, nested OCCURS: the picture is "
+                "expanded and the record matrix allocated at the declared size: MemoryError under the cap, "
+                "hundreds of MB of RSS for a few bytes of input, or past the time limit (Picture.parse expanding "
+                "and scanning a 400,000,000-character string)", LAYOUT_TARGETS, ("memory", "timeout", "hang"), r"."),
     KnownDefect("huge-record-length", "limits", "nested OCCURS give a record length past what numpy can index: "
                 "'Maximum allowed size/dimension exceeded' (ValueError), 'cannot fit int into an index-sized "
                 "integer' or 'Python int too large to convert to C long' (OverflowError) when the record matrix "
