@@ -2,9 +2,12 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.fuzz_harness import FuzzWorker
 
 pytest_plugins = ["tests.model_servers", "tests.kafka_broker", "tests.realtime_data"]
 
@@ -26,3 +29,12 @@ def cobrix_dir() -> Path:
 def lgw_cmd() -> list[str]:
     exe = Path(sys.executable).parent / "lgw"
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "gateway.cli"]
+
+
+@pytest.fixture(scope="session")
+def fuzz_worker() -> Iterator[FuzzWorker]:
+    """The fuzz suite's worker process (memory cap, per-input timer), shared by its tests."""
+    worker = FuzzWorker()
+    worker.start()
+    yield worker
+    worker.stop()
