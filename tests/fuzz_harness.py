@@ -109,9 +109,17 @@ KNOWN_DEFECTS: list[KnownDefect] = [
     KnownDefect("when-without-start", "new", "a header/trailer `when:` without start/offset passes validation "
                 "and raises a bare ValueError when the contract is built (traceback)", ("contract",),
                 ("traceback", "exception"), r"ValueError schemas/contract\.py:\d+ in zero_based"),
-    KnownDefect("multiline-syntax-error", "new", "an expression with a newline gives a syntax-error message that "
-                "quotes the text with its newline: more than one error line", ("expression", "contract"),
-                ("message",), r"ContractError gateway/expressions/compiler\.py:\d+ in parse"),
+    KnownDefect("multiline-expression-message", "new", "an expression with a newline gives an error message "
+                "(syntax error, unknown field, ...) that quotes the text with its newline: more than one error "
+                "line", ("expression", "contract"), ("message",),
+                r"ContractError gateway/expressions/compiler\.py:\d+ in (parse|fail)"),
+    KnownDefect("long-decimal-literal", "new", "a decimal literal of 29 to 38 digits (12345678901234567890.123456789"
+                "012345678) raises decimal.InvalidOperation in the compiler: quantize runs in the default 28-digit "
+                "context", ("expression", "contract"), ("exception", "traceback"),
+                r"InvalidOperation gateway/expressions/compiler\.py:\d+ in _decimal_literal"),
+    KnownDefect("yaml-escape-valueerror", "new", "a YAML string escape past U+10FFFF (\"\\U0011FFFF\") makes PyYAML "
+                "raise ValueError 'chr() arg not in range', not YAMLError: a traceback for a contract or gateway.yaml",
+                ("contract", "config"), ("exception", "traceback"), r"ValueError .*chr\(\) arg not in range"),
     KnownDefect("literal-in-list", "new", "`1 in (1, 2)` (a literal, or anything folded to a scalar, on the "
                 "left of `in`) compiles, then fails on every batch: AttributeError 'Int64Scalar' object has no "
                 "attribute 'null_count'", ("expression", "contract"), ("exception",),

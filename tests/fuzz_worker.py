@@ -147,6 +147,8 @@ def _run_cli(argv: list[str]) -> tuple[int, str, str]:
             code = cli.main(argv)
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 2
+        except MemoryError:
+            raise  # a memory finding wherever it happens
         except Exception as exc:
             raise Finding("traceback", f"lgw {argv[0]} ended in a traceback: {type(exc).__name__}: {exc}") from exc
         out.flush()

@@ -40,7 +40,9 @@ REPRODUCERS: dict[str, tuple[str, dict[str, Any]]] = {
     "when-without-start": ("contract", {"yaml_b64": encode_bytes(yaml_text(_card_without_header_start())),
                                         "copybooks": {"CARDTXN.cpy": CARD_COPYBOOK},
                                         "data_b64": encode_bytes(CARD_SAMPLE)}),
-    "multiline-syntax-error": ("expression", {"text": "MCC > (\n1"}),
+    "multiline-expression-message": ("expression", {"text": "MCC > (\n1"}),
+    "long-decimal-literal": ("expression", {"text": "MCC > 12345678901234567890.123456789012345678"}),
+    "yaml-escape-valueerror": ("config", {"yaml_b64": encode_bytes(b'models: {}\nx: "\\U0011FFFF"\n')}),
     "literal-in-list": ("expression", {"text": "1 in (1, 2)"}),
     "round-huge-digits-hang": ("expression", {"text": "round(MCC, 99999999999)"}),
 }
