@@ -44,7 +44,7 @@ REPRODUCERS: dict[str, tuple[str, dict[str, Any]]] = {
     "long-decimal-literal": ("expression", {"text": "MCC > 12345678901234567890.123456789012345678"}),
     "yaml-escape-valueerror": ("config", {"yaml_b64": encode_bytes(b'models: {}\nx: "\\U0011FFFF"\n')}),
     "literal-in-list": ("expression", {"text": "1 in (1, 2)"}),
-    "round-huge-digits-hang": ("expression", {"text": "round(MCC, 99999999999)"}),
+    "round-huge-digits": ("expression", {"text": "round(MCC, 99999999999)"}),
 }
 
 
