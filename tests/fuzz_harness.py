@@ -95,8 +95,9 @@ KNOWN_DEFECTS: list[KnownDefect] = [
     KnownDefect("round-digits", "config", "round(x, -12) compiles but fails at scoring: 'Rounding to -12 digits "
                 "will not fit in precision' / 'overflow occurred during rounding' (ArrowInvalid)",
                 ("expression", "contract"), ("exception",), r"ArrowInvalid gateway/expressions/functions\.py"),
-    KnownDefect("check-skips-expressions", "config", "lgw contract check passes a contract whose model features "
-                "or fallback rules do not compile (unknown field, syntax error, wrong type); scoring then refuses it",
+    KnownDefect("check-skips-expressions", "config", "lgw contract check does not build the model and fallback "
+                "sections: it passes features that do not compile, bad model.outputs, fallback rules with unknown "
+                "fields, values of the wrong type or no default; scoring then refuses the contract",
                 ("contract",), ("check-gap",), r"."),
     # ---- new: found by this suite, not in issue 10 (see the fuzz report), no owner yet
     KnownDefect("all-filler-record", "new", "a record whose fields are all FILLER decodes to a table with no "
