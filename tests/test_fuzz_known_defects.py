@@ -25,6 +25,12 @@ def _card_without_header_start() -> dict[str, Any]:
     return tree
 
 
+def _card_with_rule(when: str) -> dict[str, Any]:
+    tree = copy.deepcopy(CARD)
+    tree["fallback"][0]["when"] = when
+    return tree
+
+
 REPRODUCERS: dict[str, tuple[str, dict[str, Any]]] = {
     "huge-layout": ("copybook", {"text": _cpy("01  REC.", "    05  BIG PIC X(400000000).")}),
     "huge-record-length": ("copybook", {"text": _cpy("01  REC.", "    03  A OCCURS 1000000000000 TIMES.",
@@ -40,9 +46,14 @@ REPRODUCERS: dict[str, tuple[str, dict[str, Any]]] = {
     "when-without-start": ("contract", {"yaml_b64": encode_bytes(yaml_text(_card_without_header_start())),
                                         "copybooks": {"CARDTXN.cpy": CARD_COPYBOOK},
                                         "data_b64": encode_bytes(CARD_SAMPLE)}),
-    "multiline-syntax-error": ("expression", {"text": "MCC > (\n1"}),
+    "check-skips-expressions": ("contract", {"yaml_b64": encode_bytes(yaml_text(_card_with_rule("NO_SUCH_FIELD > 1"))),
+                                             "copybooks": {"CARDTXN.cpy": CARD_COPYBOOK},
+                                             "data_b64": encode_bytes(CARD_SAMPLE)}),
+    "multiline-expression-message": ("expression", {"text": "MCC > (\n1"}),
+    "long-decimal-literal": ("expression", {"text": "MCC > 12345678901234567890.123456789012345678"}),
+    "yaml-escape-valueerror": ("config", {"yaml_b64": encode_bytes(b'models: {}\nx: "\\U0011FFFF"\n')}),
     "literal-in-list": ("expression", {"text": "1 in (1, 2)"}),
-    "round-huge-digits-hang": ("expression", {"text": "round(MCC, 99999999999)"}),
+    "round-huge-digits": ("expression", {"text": "round(MCC, 99999999999)"}),
 }
 
 
