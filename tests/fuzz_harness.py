@@ -122,9 +122,6 @@ KNOWN_DEFECTS: list[KnownDefect] = [
                 "012345678) raises decimal.InvalidOperation in the compiler: quantize runs in the default 28-digit "
                 "context", ("expression", "contract"), ("exception", "traceback"),
                 r"InvalidOperation gateway/expressions/compiler\.py:\d+ in _decimal_literal"),
-    KnownDefect("yaml-escape-valueerror", "new", "a YAML string escape past U+10FFFF (\"\\U0011FFFF\") makes PyYAML "
-                "raise ValueError 'chr() arg not in range', not YAMLError: a traceback for a contract or gateway.yaml",
-                ("contract", "config"), ("exception", "traceback"), r"ValueError .*chr\(\) arg not in range"),
     KnownDefect("literal-in-list", "new", "`1 in (1, 2)` (a literal, or anything folded to a scalar, on the "
                 "left of `in`) compiles, then fails on every batch: AttributeError 'Int64Scalar' object has no "
                 "attribute 'null_count'", ("expression", "contract"), ("exception",),

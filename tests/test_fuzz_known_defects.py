@@ -58,7 +58,8 @@ REPRODUCERS: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 def test_every_known_defect_has_a_reproducer() -> None:
-    assert sorted(REPRODUCERS) == sorted(d.id for d in KNOWN_DEFECTS)
+    # a fixed defect leaves KNOWN_DEFECTS, and its reproducer stays here: it must then run clean
+    assert {d.id for d in KNOWN_DEFECTS} <= set(REPRODUCERS)
 
 
 @pytest.mark.parametrize("defect_id", sorted(REPRODUCERS))
