@@ -118,10 +118,6 @@ KNOWN_DEFECTS: list[KnownDefect] = [
                 "(syntax error, unknown field, ...) that quotes the text with its newline: more than one error "
                 "line", ("expression", "contract"), ("message",),
                 r"ContractError gateway/expressions/compiler\.py:\d+ in (parse|fail)"),
-    KnownDefect("long-decimal-literal", "new", "a decimal literal of 29 to 38 digits (12345678901234567890.123456789"
-                "012345678) raises decimal.InvalidOperation in the compiler: quantize runs in the default 28-digit "
-                "context", ("expression", "contract"), ("exception", "traceback"),
-                r"InvalidOperation gateway/expressions/compiler\.py:\d+ in _decimal_literal"),
     KnownDefect("literal-in-list", "new", "`1 in (1, 2)` (a literal, or anything folded to a scalar, on the "
                 "left of `in`) compiles, then fails on every batch: AttributeError 'Int64Scalar' object has no "
                 "attribute 'null_count'", ("expression", "contract"), ("exception",),
