@@ -30,19 +30,14 @@ REPRODUCERS: dict[str, tuple[str, dict[str, Any]]] = {
     "huge-record-length": ("copybook", {"text": _cpy("01  REC.", "    03  A OCCURS 1000000000000 TIMES.",
                                                      "        05  B COMP-1 OCCURS 400000000 TIMES.")}),
     "wide-number-precision": ("copybook", {"text": _cpy("01  REC.", "    05  N PIC 9(77).")}),
-    "round-digits": ("expression", {"text": "round(TXN_AMOUNT, -12)"}),
     "all-filler-record": ("decode", {"copybook": _cpy("01  REC.", "    05  FILLER PIC X(4)."),
                                      "data_b64": encode_bytes(b"abcdefgh"), "options": {"record_format": "F"}}),
     "wide-binary-overflow": ("decode", {"copybook": _cpy("01  REC.", "    05  N PIC 9(19) COMP."),
                                         "data_b64": encode_bytes(b"\x0a" + bytes(8)),
                                         "options": {"record_format": "F"}}),
-    "non-utf8-yaml": ("config", {"yaml_b64": encode_bytes(b"models: {}\n# \xff\n")}),
     "when-without-start": ("contract", {"yaml_b64": encode_bytes(yaml_text(_card_without_header_start())),
                                         "copybooks": {"CARDTXN.cpy": CARD_COPYBOOK},
                                         "data_b64": encode_bytes(CARD_SAMPLE)}),
-    "multiline-syntax-error": ("expression", {"text": "MCC > (\n1"}),
-    "literal-in-list": ("expression", {"text": "1 in (1, 2)"}),
-    "round-huge-digits-hang": ("expression", {"text": "round(MCC, 99999999999)"}),
 }
 
 

@@ -78,7 +78,8 @@ class Compiler:
         except SyntaxError as exc:
             col = f" at column {exc.offset}" if exc.offset else ""
             hint = "; write it on one line" if "\n" in self.text else ""
-            raise ContractError(one_line(f'{self.where}: syntax error{col} in "{self.text}": {exc.msg}{hint}')) from None
+            message = f'{self.where}: syntax error{col} in "{self.text}": {exc.msg}{hint}'
+            raise ContractError(one_line(message)) from None
         except (RecursionError, MemoryError, ValueError):
             raise ContractError(one_line(f'{self.where}: cannot parse "{self.text[:80]}": too deeply nested')) from None
 
