@@ -145,8 +145,8 @@ def validate_chunk(contract: Contract, dc: DecodedChunk) -> None:
     rows_of = dc.batch.chunk_rows()
     numbers = dc.record_numbers()
     pii = {node.path for node, rules in contract.rules.values() if rules.pii}
-    for r in dc.rejects:  # the decoder's own rejects of a pii field: their bytes are its value
-        r.pii = r.field in pii
+    for r in dc.rejects:  # the decoder's and the framing's: a pii field's bytes, or a record's holding them
+        r.pii = r.field in pii if r.field is not None else bool(pii)
     for path, (node, rules) in contract.rules.items():
         col = _column(table, path)
         if isinstance(col, pa.ChunkedArray):
