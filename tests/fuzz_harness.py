@@ -91,14 +91,6 @@ KNOWN_DEFECTS: list[KnownDefect] = [
                 "(ValueError) or RecursionError in _accumulate, a traceback instead of a limit; also the legal "
                 "PIC PP9(37) COMP ('between 1 and 38': the P scaling is not counted)", LAYOUT_TARGETS,
                 ("exception",), r"(ValueError .*precision should be between|RecursionError .*schemas/fields\.py)"),
-    # ---- issue 10, "Contracts and configs that lie" (h-config)
-    KnownDefect("round-digits", "config", "round(x, -12) compiles but fails at scoring: 'Rounding to -12 digits "
-                "will not fit in precision' / 'overflow occurred during rounding' (ArrowInvalid)",
-                ("expression", "contract"), ("exception",), r"ArrowInvalid gateway/expressions/functions\.py"),
-    KnownDefect("check-skips-expressions", "config", "lgw contract check does not build the model and fallback "
-                "sections: it passes features that do not compile, bad model.outputs, fallback rules with unknown "
-                "fields, values of the wrong type or no default; scoring then refuses the contract",
-                ("contract",), ("check-gap",), r"."),
     # ---- new: found by this suite, not in issue 10 (see the fuzz report), no owner yet
     KnownDefect("all-filler-record", "new", "a record whose fields are all FILLER decodes to a table with no "
                 "columns and 0 rows: every record of the file vanishes (in != out + rejects)", LAYOUT_TARGETS,
@@ -107,24 +99,9 @@ KNOWN_DEFECTS: list[KnownDefect] = [
                 "(e.g. 0A 00 00 00 00 00 00 00 00) fails the whole chunk with ArrowInvalid 'Decimal type with "
                 "precision 21 does not fit' instead of rejecting the record", LAYOUT_TARGETS, ("exception",),
                 r"ArrowInvalid schemas/fields\.py:\d+ in _decimal_from_ints"),
-    KnownDefect("non-utf8-yaml", "new", "a contract or gateway.yaml that is not UTF-8 ends in a "
-                "UnicodeDecodeError traceback (read_text raises ValueError, only OSError is caught)",
-                ("contract", "config"), ("traceback", "exception"),
-                r"UnicodeDecodeError .*(load_contract|load_config)"),
     KnownDefect("when-without-start", "new", "a header/trailer `when:` without start/offset passes validation "
                 "and raises a bare ValueError when the contract is built (traceback)", ("contract",),
                 ("traceback", "exception"), r"ValueError schemas/contract\.py:\d+ in zero_based"),
-    KnownDefect("multiline-expression-message", "new", "an expression with a newline gives an error message "
-                "(syntax error, unknown field, ...) that quotes the text with its newline: more than one error "
-                "line", ("expression", "contract"), ("message",),
-                r"ContractError gateway/expressions/compiler\.py:\d+ in (parse|fail)"),
-    KnownDefect("literal-in-list", "new", "`1 in (1, 2)` (a literal, or anything folded to a scalar, on the "
-                "left of `in`) compiles, then fails on every batch: AttributeError 'Int64Scalar' object has no "
-                "attribute 'null_count'", ("expression", "contract"), ("exception",),
-                r"AttributeError gateway/expressions/compiler\.py:\d+ in run .*null_count"),
-    KnownDefect("round-huge-digits", "new", "round(x, 99999999999) hangs inside Arrow, or kills the process with "
-                "SIGSEGV, while the compiler probes the result type (no limit on the digits)",
-                ("expression", "contract"), ("hang", "crash"), r"."),
 ]
 
 
