@@ -14,6 +14,7 @@ from math import prod
 import numpy as np
 import pyarrow as pa
 
+from schemas.arrow_buffers import columnless_table, empty_structs
 from schemas.codepages import CodePage
 from schemas.errors import ContractError
 from schemas.fields import REASON_TEXT, Decoded, DecodeOptions, Reason, decode_field
@@ -107,7 +108,7 @@ class RecordDecoder:
         run = _Run(self, matrix, lengths)
         children = [c for c in self.top.children if not c.is_filler] if isinstance(self.top, Group) else []
         arrays = [run.build(c, []) for c in children]
-        table = pa.Table.from_arrays(arrays, names=[c.key for c in children]) if arrays else pa.table({})
+        table = pa.Table.from_arrays(arrays, names=[c.key for c in children]) if arrays else columnless_table(run.n)
         return DecodedBatch(table, run.errors)
 
 
@@ -134,11 +135,9 @@ class _Run:
             assert isinstance(node, Group)
             kids = [c for c in node.children if not c.is_filler]
             arrays = [self.build(c, inner) for c in kids]
-            length = self.n * prod(d.count for d in inner)
-            if arrays:
-                arr = pa.StructArray.from_arrays(arrays, names=[c.key for c in kids])
-            else:
-                arr = pa.array([{}] * length, pa.struct([]))
+            names = [c.key for c in kids]
+            arr = pa.StructArray.from_arrays(arrays, names=names) if arrays else empty_structs(
+                self.n * prod(d.count for d in inner))
         if node.occurs:
             arr = self._wrap_list(arr, inner[-1], self.n * prod(d.count for d in dims))
         return arr

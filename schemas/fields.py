@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas.codepages import CodePage
-from schemas.layout import Category, Elementary, Usage
+from schemas.layout import MAX_DIGITS, Category, Elementary, Usage
 
 
 class Reason(IntEnum):
@@ -198,14 +198,17 @@ def _is_utf8(b: bytes) -> bool:
 
 # --------------------------------------------------------------------------- numbers
 def numeric_type(f: Elementary) -> pa.DataType:
-    """int64 for whole numbers up to 18 digits, else an exact decimal."""
+    """int64 for whole numbers up to 18 digits, else an exact decimal wide enough for the
+    P scaling too: PIC 9(20)PPP holds 23-digit values, PIC PP9(37) 39 decimal places."""
     if f.category == Category.FLOAT:
         return pa.float32() if f.usage == Usage.FLOAT else pa.float64()
     digits, scale = _digits_for_type(f), f.scale
-    if scale <= 0 and digits - scale <= 18:
+    # a binary field sized by its bytes may reach past MAX_DIGITS with its Ps: values beyond are rejected
+    precision = min(max(digits - min(scale, 0), scale, 1), MAX_DIGITS)
+    if scale <= 0 and precision <= 18:
         return pa.int64()
-    return pa.decimal128(max(digits, scale, 1), max(scale, 0)) if digits - min(scale, 0) <= 38 else pa.decimal256(
-        max(digits, scale), max(scale, 0))
+    decimal = pa.decimal128 if precision <= 38 else pa.decimal256
+    return decimal(precision, max(scale, 0))
 
 
 def _digits_for_type(f: Elementary) -> int:
@@ -235,15 +238,17 @@ def to_arrow_number(unscaled: np.ndarray, valid: np.ndarray, f: Elementary) -> p
         if scale < 0:
             vals = [None if v is None else v * 10 ** (-scale) for v in vals]
         return _decimal_from_ints(vals, typ)
-    values = unscaled.astype(np.int64, copy=False)
-    if scale < 0:
-        values = values * (10 ** (-scale))
-    if pa.types.is_decimal256(typ):
-        return _decimal_from_ints([int(v) if ok else None for v, ok in zip(values, valid, strict=True)], typ)
-    words = np.empty((n, 2), dtype=np.int64)
+    values = np.where(valid, unscaled.astype(np.int64, copy=False), 0)  # a null's garbage must not fail the cast
+    decimal, word_count = (pa.decimal256, 4) if pa.types.is_decimal256(typ) else (pa.decimal128, 2)
+    words = np.empty((n, word_count), dtype=np.int64)
     words[:, 0] = values
-    words[:, 1] = values >> 63  # two's-complement sign extension to 128 bits
-    return pa.Array.from_buffers(typ, n, [_validity(valid), pa.py_buffer(words)])
+    words[:, 1:] = (values >> 63)[:, None]  # two's-complement sign extension to 128 / 256 bits
+    if scale >= 0:
+        return pa.Array.from_buffers(typ, n, [_validity(valid), pa.py_buffer(words)])
+    # P left of the point (999PP): the integers as written at a negative scale, and Arrow's
+    # exact rescale multiplies them by 10^P (in int64 the product would wrap around)
+    as_written = pa.Array.from_buffers(decimal(19, scale), n, [_validity(valid), pa.py_buffer(words)])
+    return as_written.cast(typ)
 
 
 def _decimal_from_ints(vals: list[int | None], typ: pa.DataType) -> pa.Array:
@@ -487,6 +492,11 @@ def decode_binary(block: np.ndarray, avail: np.ndarray | None, f: Elementary) ->
             value = np.where(over, 0, raw).astype(np.int64)
         else:
             value = raw.astype(np.int64)
+    # 9 bytes and more hold more digits than the PIC (and its Ps) give the decimal type
+    over = _too_wide(value, f) & (reasons == 0)
+    if over.any():
+        reasons[over] = Reason.OVERFLOW
+        value = np.where(over, 0, value)
     valid = reasons == 0
     if avail is not None:
         valid &= avail >= width
