@@ -30,7 +30,6 @@ from schemas.arrow_buffers import value_buffers
 from schemas.errors import ConfigError
 from schemas.jsonl import member_parts
 from schemas.messages import MessageCodec, MessageReject, PayloadFormat, by_message
-from schemas.stream import quoted_raw
 
 log = logging.getLogger("lgw.realtime")
 
@@ -308,7 +307,7 @@ class MicroBatchScorer:
             if first.field_offset is not None:
                 headers.append((H_OFFSET, str(first.field_offset).encode()))
                 if first.field not in self._pii:
-                    quoted = quoted_raw(first.raw)  # a 16 MB field must not make a 32 MB header
+                    quoted = first.quoted_raw()  # a 16 MB field must not make a 32 MB header
                     headers.append((H_RAW, quoted["raw"].encode()))
                     if quoted.get("raw_truncated"):
                         headers.append((H_RAW_LENGTH, str(quoted["raw_length"]).encode()))
