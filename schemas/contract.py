@@ -116,7 +116,10 @@ class When(_Strict):
 
     @property
     def zero_based(self) -> int:
-        return self.offset if self.offset is not None else (self.start or 1) - 1
+        if self.offset is not None:
+            return self.offset
+        assert self.start is not None  # _one_position: one of the two is given
+        return self.start - 1
 
 
 class Control(_Strict):
