@@ -47,9 +47,34 @@ def load_yaml(text: str, source: str, error: type[ConfigError] = ConfigError) ->
     """The document in `text`; `error` (naming `source` and the line) for invalid YAML or a
     duplicate key."""
     try:
-        return yaml.load(text, Loader=StrictSafeLoader)  # a SafeLoader subclass: no Python objects
+        doc = yaml.load(text, Loader=StrictSafeLoader)  # a SafeLoader subclass: no Python objects
+        _check_expanded_size(doc, source, error)
+        return doc
     except DuplicateKeyError as exc:
         raise error(f"{source}:{exc.line}: duplicate key {exc.key!r} (first on line {exc.first_line}); "
                     "only one may stay, a second would silently replace the first") from None
     except yaml.YAMLError as exc:
         raise error(f"{source}: not valid YAML: {exc}".replace("\n", " ")) from None
+    except ValueError as exc:  # PyYAML lets some scanner errors out as they are: "\U0011FFFF" -> chr() out of range
+        raise error(f"{source}: not valid YAML: {exc} (a character escape past U+10FFFF?)") from None
+    except RecursionError:
+        raise error(f"{source}: not valid YAML: collections nested too deeply") from None
+
+
+MAX_EXPANDED_VALUES = 1_000_000
+
+
+def _check_expanded_size(doc: Any, source: str, error: type[ConfigError]) -> None:
+    """Aliases share one object, so a few lines can stand for a billion values ("billion
+    laughs"): whatever walks the document as a tree later (validation, docs) would take that
+    long. Count the values as a tree walk sees them, and stop at the limit."""
+    seen, stack = 0, [doc]
+    while stack:
+        value = stack.pop()
+        seen += 1
+        if seen > MAX_EXPANDED_VALUES:
+            raise error(f"{source}: its aliases expand to more than {MAX_EXPANDED_VALUES:,} values; refused")
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)

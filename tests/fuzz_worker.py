@@ -147,6 +147,8 @@ def _run_cli(argv: list[str]) -> tuple[int, str, str]:
             code = cli.main(argv)
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 2
+        except MemoryError:
+            raise  # a memory finding wherever it happens
         except Exception as exc:
             raise Finding("traceback", f"lgw {argv[0]} ended in a traceback: {type(exc).__name__}: {exc}") from exc
         out.flush()
@@ -228,7 +230,13 @@ class Targets:
         features and fallback rules compiled and run on the decoded records."""
         path = _contract_files(inp, work)
         code, _out, _err = _run_cli(["contract", "check", str(path)])
-        contract = load_contract(path)
+        try:
+            contract = load_contract(path)
+        except ConfigError as exc:
+            if code != 2:
+                raise Finding("exit", f"load_contract refused the contract ({exc}) but lgw contract check "
+                                      f"exited {code}") from None
+            raise
         if code != 0:
             raise Finding("exit", f"load_contract passed but lgw contract check exited {code}")
         contract.json_schema()
@@ -244,8 +252,11 @@ class Targets:
 
         totals = _account(keep(contract.decode_file(data, chunk_records=inp.get("chunk_records", 50_000))), contract)
         if contract.config.model or contract.config.fallback:
-            features = FeatureMap.from_contract(contract) if contract.config.model else None
-            rules = FallbackRules.from_contract(contract) if contract.config.fallback else None
+            try:
+                features = FeatureMap.from_contract(contract) if contract.config.model else None
+                rules = FallbackRules.from_contract(contract) if contract.config.fallback else None
+            except ConfigError as exc:  # what check passes, scoring must take
+                raise Finding("check-gap", f"lgw contract check passed; scoring refuses it: {exc}") from exc
             for table in tables:
                 if features is not None:
                     features.matrix(table)

@@ -3,6 +3,7 @@ that `lgw contract check` passed but `lgw score` refused or crashed on."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -61,6 +62,34 @@ def test_a_pin_followed_by_sha256_null_in_gateway_yaml_is_refused(tmp_path: Path
                     "      sha256: 0123abcd\n      sha256: null\n")
     with pytest.raises(ConfigError, match=r"gateway.yaml:7: duplicate key 'sha256' \(first on line 6\)"):
         load_config(path)
+
+
+def _laughs() -> str:
+    """Ten levels of ten aliases: 80 lines that stand for 10**10 values."""
+    text, previous = 'l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n', "l0"
+    for level in range(1, 10):
+        text += f"l{level}: &l{level} [{', '.join([f'*{previous}'] * 10)}]\n"
+        previous = f"l{level}"
+    return text
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ('models: {}\nx: "\\U0011FFFF"\n', r"not valid YAML: chr\(\) arg not in range"),
+    ("x: " + "[" * 5_000 + "]" * 5_000 + "\n", "nested too deeply"),
+    (_laughs(), "aliases expand to more than 1,000,000 values"),
+    ("a: &a [*a]\n", "aliases expand to more than"),
+])
+def test_yaml_that_would_crash_or_explode_the_loader_is_one_line(tmp_path: Path, text: str, says: str,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=says):
+        load_config(path)
+    contract = tmp_path / "card.yaml"
+    contract.write_text(text)
+    assert main(["contract", "check", str(contract)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("lgw: error: ") and re.search(says, err)
 
 
 def test_merge_keys_may_still_be_overridden(tmp_path: Path) -> None:
