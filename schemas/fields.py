@@ -233,29 +233,36 @@ def to_arrow_number(unscaled: np.ndarray, valid: np.ndarray, f: Elementary) -> p
         if scale < 0:
             values = values * (10 ** (-scale))
         return pa.Array.from_buffers(pa.int64(), n, [_validity(valid), pa.py_buffer(np.ascontiguousarray(values))])
-    if unscaled.dtype == object:  # wider than int64: rare, exact via Python ints
-        vals = [int(v) if ok else None for v, ok in zip(unscaled, valid, strict=True)]
+    word_count = 4 if pa.types.is_decimal256(typ) else 2
+    if unscaled.dtype == object:  # wider than int64: exact Python ints (a Decimal would round them to 28 digits)
+        wide = np.where(valid, unscaled, 0)
         if scale < 0:
-            vals = [None if v is None else v * 10 ** (-scale) for v in vals]
-        return _decimal_from_ints(vals, typ)
+            wide = wide * 10 ** (-scale)
+        return pa.Array.from_buffers(typ, n, [_validity(valid), pa.py_buffer(_decimal_words(wide, word_count))])
     values = np.where(valid, unscaled.astype(np.int64, copy=False), 0)  # a null's garbage must not fail the cast
-    decimal, word_count = (pa.decimal256, 4) if pa.types.is_decimal256(typ) else (pa.decimal128, 2)
-    words = np.empty((n, word_count), dtype=np.int64)
-    words[:, 0] = values
-    words[:, 1:] = (values >> 63)[:, None]  # two's-complement sign extension to 128 / 256 bits
+    words = _decimal_words(values, word_count)
     if scale >= 0:
         return pa.Array.from_buffers(typ, n, [_validity(valid), pa.py_buffer(words)])
     # P left of the point (999PP): the integers as written at a negative scale, and Arrow's
     # exact rescale multiplies them by 10^P (in int64 the product would wrap around)
-    as_written = pa.Array.from_buffers(decimal(19, scale), n, [_validity(valid), pa.py_buffer(words)])
-    return as_written.cast(typ)
+    as_written = pa.decimal256(19, scale) if word_count == 4 else pa.decimal128(19, scale)
+    return pa.Array.from_buffers(as_written, n, [_validity(valid), pa.py_buffer(words)]).cast(typ)
 
 
-def _decimal_from_ints(vals: list[int | None], typ: pa.DataType) -> pa.Array:
-    from decimal import Decimal
+_WORD = (1 << 64) - 1
 
-    scale = typ.scale
-    return pa.array([None if v is None else Decimal(v).scaleb(-scale) for v in vals], typ)
+
+def _decimal_words(values: np.ndarray, word_count: int) -> np.ndarray:
+    """Integers (int64, or Python ints in an object array) as the little-endian 64-bit
+    words of a two's-complement decimal128 (2 words) or decimal256 (4 words)."""
+    words = np.empty((len(values), word_count), dtype=np.uint64)
+    if values.dtype != object:
+        words[:, 0] = values.view(np.uint64)
+        words[:, 1:] = (values >> 63).view(np.uint64)[:, None]  # sign extension
+        return words
+    for i in range(word_count):  # Python's >> on a negative int is arithmetic: two's complement words
+        words[:, i] = ((values >> (64 * i)) & _WORD).astype(np.uint64)
+    return words
 
 
 def _accumulate(digits: np.ndarray) -> np.ndarray:

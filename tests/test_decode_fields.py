@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from decimal import Decimal
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from schemas.contract import RecordSpec
 from schemas.copybook import parse_copybook
+from schemas.errors import ContractError
 from tests.helpers import copybook, decode_rows, ebcdic
 
 
@@ -215,3 +217,41 @@ def test_p_scaling_counts_in_the_decimal_type(pic: str, raw: bytes, expected: De
     batch.table.validate(full=True)
     assert batch.table.schema.field("F").type == arrow_type
     assert recs == [{"F": expected}] and batch.errors == []
+
+
+@pytest.mark.parametrize(("pic", "raw", "expected"), [
+    ("PIC 9(30)", ebcdic("1" * 30), Decimal("1" * 30)),
+    ("PIC 9(30)", ebcdic("9" * 30), Decimal("9" * 30)),
+    ("PIC S9(36)V99", ebcdic("9" * 37) + b"\xd9", Decimal("-" + "9" * 36 + ".99")),
+    ("PIC S9(39) COMP-3", bytes.fromhex("12345678901234567890123456789012345678" + "9d"),
+     Decimal("-123456789012345678901234567890123456789")),
+    ("PIC 9(76)", ebcdic("7" * 76), Decimal("7" * 76)),
+])
+def test_numbers_past_28_digits_keep_every_digit(pic: str, raw: bytes, expected: Decimal) -> None:
+    """Decimal's default context rounds to 28 digits: 30 ones decoded as ...1100, and 30
+    nines (rounded up to 31 digits) failed the whole chunk."""
+    recs, batch = decode_rows(one_field(pic), [raw])
+    batch.table.validate(full=True)
+    assert recs == [{"F": expected}] and batch.errors == []
+
+
+@pytest.mark.parametrize(("count", "found"), [
+    ("PIC X", "PIC X"), ("PIC 9V9", "PIC 9V9"), ("COMP-1", "a float field"),
+])
+def test_a_depending_on_count_that_is_not_a_whole_number_is_refused(count: str, found: str) -> None:
+    cpy = copybook("01  REC.", f"    05  N {count}.", "    05  G PIC X OCCURS 0 TO 3 DEPENDING ON N.")
+    with pytest.raises(ContractError, match=rf"^G OCCURS DEPENDING ON N: the count must be a whole number "
+                                            rf"\(PIC 9 without V\), found {re.escape(found)}$"):
+        decode_rows(cpy, [b"\x00" * 8])
+
+
+def test_a_depending_on_count_past_int64_is_cut_to_the_maximum() -> None:
+    """A 19-digit binary or 30-digit zoned count: its table holds the declared maximum
+    (negative: none), instead of an 'Integer value out of bounds' failing the chunk."""
+    cpy = copybook("01  REC.", "    05  N PIC S9(19) COMP.", "    05  G PIC X OCCURS 0 TO 3 DEPENDING ON N.")
+    rows = [b"\x00\x8a\xc7\x23\x04\x89\xe7\xff\xff" + ebcdic("abc"), b"\xff\x75\x38\xdc\xfb\x76\x18\x00\x01"]
+    recs, _ = decode_rows(cpy, rows)
+    assert [r["G"] for r in recs] == [["a", "b", "c"], []]
+    cpy = copybook("01  REC.", "    05  N PIC 9(30).", "    05  G PIC X OCCURS 0 TO 2 DEPENDING ON N.")
+    recs, _ = decode_rows(cpy, [ebcdic("9" * 30 + "ab")])
+    assert recs == [{"N": Decimal("9" * 30), "G": ["a", "b"]}]
