@@ -139,11 +139,12 @@ def encode(args: argparse.Namespace) -> int:
 
 
 def contract(args: argparse.Namespace) -> int:
+    from gateway.contract_scoring import check_scoring
     from schemas import compat, docs
 
     cmd = args.contract_command
     if cmd == "check":
-        c = load_contract(args.file)
+        c = load_contract(args.file)  # which compiles the scoring sections: see gateway.contract_scoring
         scoring = check_scoring(c)
         docs.print_layout(c, sys.stdout)
         if scoring:
@@ -159,25 +160,6 @@ def contract(args: argparse.Namespace) -> int:
         print(verdict.render())
         return EXIT_OK if verdict.compatible else EXIT_REJECTS
     return EXIT_ERROR
-
-
-def check_scoring(contract: Contract) -> str | None:
-    """Builds what `lgw score` builds from the contract's `model:` and `fallback:` sections,
-    with the same constructors (features and rule conditions compiled, type-checked and run
-    once on the fields' types; outputs and rule values checked), so a contract that passes
-    `lgw contract check` also loads for scoring. None when the contract has no scoring
-    sections (a decode-only contract); else one line saying what was checked."""
-    from gateway.fallback import FallbackRules
-    from gateway.features import FeatureMap
-    from gateway.outputs import outputs_from_contract
-
-    if contract.config.model is None and contract.config.fallback is None:
-        return None
-    features = FeatureMap.from_contract(contract)
-    outputs = outputs_from_contract(contract)
-    rules = FallbackRules.from_contract(contract)
-    return (f"scoring: {len(features.names)} features ({', '.join(features.names)}), outputs "
-            f"{', '.join(outputs)}, {len(rules.rules)} fallback rules: compiled and run on the fields' types")
 
 
 def examples(args: argparse.Namespace) -> int:

@@ -28,6 +28,7 @@ from adapters.base import SourceBatch
 from adapters.files.source import file_batch
 from adapters.files.writers import open_writer
 from gateway.config import GatewayConfig, Policy
+from gateway.isolation import pii_names
 from gateway.pipeline import Pipeline, Rescorer
 from gateway.runtime import build_pipeline
 from gateway.state import KillSwitch, StateStore
@@ -91,13 +92,16 @@ def scoring_input(batch: SourceBatch) -> pa.Table:
     return batch.table.append_column("source_record", pa.array(np.asarray(numbers, dtype=np.int64)))
 
 
-def batch_reject(batch: SourceBatch, row: int, reason: str, field: str | None = None) -> Reject:
-    """A reject for row `row` of a source batch, with the record's number, offset and bytes."""
+def batch_reject(batch: SourceBatch, row: int, reason: str, field: str | None = None, *,
+                 has_pii: bool = False) -> Reject:
+    """A reject for row `row` of a source batch, with the record's number, offset and bytes.
+    `has_pii`: the contract marks fields pii, so the record's bytes hold their values and
+    are withheld from the rejects file."""
     numbers = batch.record_numbers
     offsets = getattr(batch, "record_offsets", None)
     return Reject(int(numbers[row]) if numbers is not None else row + 1,
                   int(offsets[row]) if offsets is not None else 0, reason, field, None, None,
-                  bytes(batch.raw[row]) if batch.raw is not None else b"")
+                  bytes(batch.raw[row]) if batch.raw is not None else b"", pii=has_pii)
 
 
 async def score_rows(pipeline: Pipeline, batch: SourceBatch, table: pa.Table,
@@ -106,7 +110,8 @@ async def score_rows(pipeline: Pipeline, batch: SourceBatch, table: pa.Table,
     hi = table.num_rows if hi is None else hi
     part = table if (lo, hi) == (0, table.num_rows) else table.slice(lo, hi - lo)
     scored = await pipeline.score(part)
-    rejects = [batch_reject(batch, lo + r.row, r.reason, r.field) for r in scored.rejects]
+    has_pii = bool(pii_names(pipeline.contract)) if scored.rejects else False
+    rejects = [batch_reject(batch, lo + r.row, r.reason, r.field, has_pii=has_pii) for r in scored.rejects]
     rescore = None
     if scored.rescore_rows is not None and len(scored.rescore_rows):
         rescore = part.take(pa.array(scored.rescore_rows))

@@ -635,7 +635,10 @@ def layout_from_fields(fields: list[FieldSpec], limits: Limits = DEFAULT_LIMITS)
 
 
 def load_contract(path: str | os.PathLike[str], *, limits: dict[str, int] | None = None) -> Contract:
-    """`limits`: entries of `record.limits` to override (command-line options)."""
+    """The contract at `path`, scoring sections included: its features, outputs and
+    fallback rules are compiled and run once on the fields' types, as the pipeline does,
+    so a contract that loads also scores (`lgw contract check` passes exactly these).
+    `limits`: entries of `record.limits` to override (command-line options)."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -643,7 +646,14 @@ def load_contract(path: str | os.PathLike[str], *, limits: dict[str, int] | None
         raise ContractError(f"cannot read contract {p}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
         raise ContractError(f"contract {p}: expected UTF-8 YAML text; byte {exc.start} is not UTF-8") from None
-    return parse_contract(text, base_dir=p.parent, source=str(p), limits=limits)
+    contract = parse_contract(text, base_dir=p.parent, source=str(p), limits=limits)
+    # The expressions are the gateway's engine (gateway.expressions), imported here, not at
+    # the top: schemas stays importable on its own, and parse_contract still builds a
+    # contract whose scoring sections are checked later (tests of those checks use it).
+    from gateway.contract_scoring import check_scoring
+
+    check_scoring(contract)
+    return contract
 
 
 def parse_contract(text: str, *, base_dir: Path | None = None, source: str = "<contract>",

@@ -21,6 +21,7 @@ from schemas.batch import DecodedBatch, RecordDecoder
 from schemas.records import DEFAULT_CHUNK_RECORDS, Framing, ReadPosition, RecordChunk, read_records
 
 RAW_QUOTE_BYTES = 64  # a reject quotes at most this many bytes: a garbage file must not multiply
+PII_WITHHELD = "(value withheld, pii field)"  # ends the reason of a reject of a field the contract marks pii
 
 
 def quoted_raw(raw: bytes, length: int | None = None) -> dict[str, Any]:
@@ -49,6 +50,8 @@ class Reject:
     # the field lies in a REDEFINES view, which may not be the record's own: reported, but a
     # record of another type fails there by design, so the reject rate does not count it
     other_view: bool = dataclasses.field(default=False, compare=False)
+    # the field is pii: its bytes stay here (the record's accounting) but are never written out
+    pii: bool = dataclasses.field(default=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.raw_length is None:
@@ -60,7 +63,10 @@ class Reject:
         if self.field is not None:
             out.update(field=self.field, field_offset=self.field_offset,
                        offset=self.record_offset + (self.field_offset or 0), length=self.length)
-        out.update(quoted_raw(self.raw, self.raw_length))
+        if self.pii:
+            out.update(raw=None, raw_withheld="pii")
+        else:
+            out.update(quoted_raw(self.raw, self.raw_length))
         out["reason"] = self.reason
         return out
 

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from schemas.arrow_buffers import value_buffers
 from schemas.layout import Elementary
 from schemas.patterns import fixed_pattern, match_fixed
-from schemas.stream import DecodedChunk, Reject
+from schemas.stream import PII_WITHHELD, DecodedChunk, Reject
 
 if TYPE_CHECKING:
     from schemas.contract import Contract, FieldRules
@@ -144,6 +144,9 @@ def validate_chunk(contract: Contract, dc: DecodedChunk) -> None:
     table = dc.batch.table
     rows_of = dc.batch.chunk_rows()
     numbers = dc.record_numbers()
+    pii = {node.path for node, rules in contract.rules.values() if rules.pii}
+    for r in dc.rejects:  # the decoder's and the framing's: a pii field's bytes, or a record's holding them
+        r.pii = r.field in pii if r.field is not None else bool(pii)
     for path, (node, rules) in contract.rules.items():
         col = _column(table, path)
         if isinstance(col, pa.ChunkedArray):
@@ -151,10 +154,11 @@ def validate_chunk(contract: Contract, dc: DecodedChunk) -> None:
         for bad, why in violations(node, rules, col):
             for i in np.flatnonzero(bad):
                 row = int(rows_of[i])
-                value = col[int(i)].as_py()
+                # a pii field's value never leaves in clear: not in rejects, DLQ headers or logs
+                reason = f"{why} {PII_WITHHELD}" if rules.pii else f"{why}: {col[int(i)].as_py()!r}"
                 raw = bytes(dc.chunk.matrix[row, node.offset: node.offset + node.size])
-                dc.rejects.append(Reject(int(numbers[row]), int(dc.chunk.offsets[row]),
-                                         f"{why}: {value!r}", node.path, node.offset, node.size, raw))
+                dc.rejects.append(Reject(int(numbers[row]), int(dc.chunk.offsets[row]), reason, node.path,
+                                         node.offset, node.size, raw, pii=rules.pii))
     if not dc.rejects:
         return
     dc.rejects.sort(key=lambda r: (r.record, r.field_offset or 0))

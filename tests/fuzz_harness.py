@@ -75,32 +75,7 @@ LAYOUT_TARGETS = ("copybook", "decode", "contract")
 # these through (and only these); delete an entry when its fix is merged, and the fuzz
 # tests then hold the fix on the same inputs. `part`: who fixes it ("new": found by this
 # suite, not in issue 10, no owner yet).
-KNOWN_DEFECTS: list[KnownDefect] = [
-    # ---- issue 10, "Contracts and configs that lie" (h-config)
-    KnownDefect("round-digits", "config", "round(x, -12) compiles but fails at scoring: 'Rounding to -12 digits "
-                "will not fit in precision' / 'overflow occurred during rounding' (ArrowInvalid)",
-                ("expression", "contract"), ("exception",), r"ArrowInvalid gateway/expressions/functions\.py"),
-    KnownDefect("check-skips-expressions", "config", "lgw contract check does not build the model and fallback "
-                "sections: it passes features that do not compile, bad model.outputs, fallback rules with unknown "
-                "fields, values of the wrong type or no default; scoring then refuses the contract",
-                ("contract",), ("check-gap",), r"."),
-    # ---- new: found by this suite, not in issue 10 (see the fuzz report), no owner yet
-    KnownDefect("non-utf8-yaml", "new", "a contract or gateway.yaml that is not UTF-8 ends in a "
-                "UnicodeDecodeError traceback (read_text raises ValueError, only OSError is caught)",
-                ("contract", "config"), ("traceback", "exception"),
-                r"UnicodeDecodeError .*(load_contract|load_config)"),
-    KnownDefect("multiline-expression-message", "new", "an expression with a newline gives an error message "
-                "(syntax error, unknown field, ...) that quotes the text with its newline: more than one error "
-                "line", ("expression", "contract"), ("message",),
-                r"ContractError gateway/expressions/compiler\.py:\d+ in (parse|fail)"),
-    KnownDefect("literal-in-list", "new", "`1 in (1, 2)` (a literal, or anything folded to a scalar, on the "
-                "left of `in`) compiles, then fails on every batch: AttributeError 'Int64Scalar' object has no "
-                "attribute 'null_count'", ("expression", "contract"), ("exception",),
-                r"AttributeError gateway/expressions/compiler\.py:\d+ in run .*null_count"),
-    KnownDefect("round-huge-digits", "new", "round(x, 99999999999) hangs inside Arrow, or kills the process with "
-                "SIGSEGV, while the compiler probes the result type (no limit on the digits)",
-                ("expression", "contract"), ("hang", "crash"), r"."),
-]
+KNOWN_DEFECTS: list[KnownDefect] = []  # every class found so far is fixed (their reproducers run clean)
 
 
 def known_defect(target: str, outcome: Outcome) -> KnownDefect | None:

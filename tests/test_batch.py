@@ -406,7 +406,8 @@ def test_a_record_that_crashes_the_pipeline_is_isolated_and_rejected(tmp_path: P
     rejects = [json.loads(x) for x in folder(tmp_path, "outbox")["CARDTXN.DAT.rejects.jsonl"].splitlines()]
     [poison] = [r for r in rejects if "crashed" in r["reason"]]
     assert poison["record"] == 1235 and "ValueError: cannot score TX0000001234" in poison["reason"]
-    assert poison["raw"].startswith("C4E3E7")  # the record's own bytes: "DTX" in cp037
+    # the record's own bytes hold its PAN (pii in the card contract): withheld, as the field's would be
+    assert poison["raw"] is None and poison["raw_withheld"] == "pii" and poison["record_offset"] == 1234 * 120
     rows = folder(tmp_path, "outbox")["CARDTXN.DAT.scored.jsonl"].decode()
     assert "TX0000001234" not in rows and "TX0000001233" in rows and "TX0000001235" in rows
 
@@ -430,6 +431,7 @@ def test_a_crash_reason_withholds_the_records_pii_values(tmp_path: Path) -> None
     [poison] = [json.loads(r) for r in rejects.splitlines() if "crashed" in r]
     assert poison["reason"] == "record crashed the pipeline: ValueError: no issuer for card <pii withheld>"
     assert pan not in poison["reason"]
+    assert pan.encode("cp037").hex().upper() not in rejects and poison["raw"] is None
 
 
 def test_a_pipeline_that_fails_on_every_record_stops_the_run_instead(tmp_path: Path) -> None:

@@ -78,3 +78,41 @@ def test_control_total_mismatch_rejects_the_whole_file(tmp_path: Path, capsys) -
     assert code == 1 and summary["file_rejected"] and summary["output"] is None
     assert not out.exists() and not list(tmp_path.glob(".*partial"))
     assert "record count" in summary["control"]["problems"][0]
+
+
+def test_a_bad_pan_is_rejected_without_its_value_or_bytes(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """TXN-PAN is pii in the card contract: its reject names the field, offset and rule, but
+    neither the reason nor `raw` holds the PAN, in clear or as hex."""
+    path = tmp_path / "CARDTXN.DAT"
+    generate_card_file(path, records=5, seed=5)
+    data = bytearray(path.read_bytes())
+    pan = "4532X10001460201"
+    record_3 = 2 * 120  # the header is record 1; TXN-PAN is bytes 13-28 of a detail record
+    data[record_3 + 13: record_3 + 29] = pan.encode("cp037")
+    path.write_bytes(bytes(data))
+    rej = tmp_path / "rejects.jsonl"
+    code, summary = score(capsys, "--input", str(path), "--output", str(tmp_path / "out.jsonl"),
+                          "--rejects", str(rej), "--force-fallback")
+    assert code == 1 and summary["rejected"] == 1
+    text = rej.read_text()
+    assert pan not in text and pan.encode("cp037").hex().upper() not in text and "4532" not in text
+    [reject] = [json.loads(line) for line in text.splitlines()]
+    assert reject["record"] == 3 and reject["field"] == "CARD_TXN.TXN_PAN" and reject["field_offset"] == 13
+    assert reject["reason"] == "does not match the pattern ^[0-9]{16}$ (value withheld, pii field)"
+    assert reject["raw"] is None and reject["raw_withheld"] == "pii"
+
+
+def test_a_record_level_reject_withholds_the_bytes_of_a_record_with_pii_fields(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """A short last record cannot be cut into fields; its bytes hold the PAN all the same."""
+    path = tmp_path / "CARDTXN.DAT"
+    generate_card_file(path, records=5, seed=5)
+    data = path.read_bytes()
+    pan = data[2 * 120 + 13: 2 * 120 + 29]
+    path.write_bytes(data + data[2 * 120: 2 * 120 + 50])  # half a detail record after the trailer
+    rej = tmp_path / "rejects.jsonl"
+    code, summary = score(capsys, "--input", str(path), "--output", str(tmp_path / "out.jsonl"),
+                          "--rejects", str(rej), "--force-fallback")
+    text = rej.read_text()
+    assert code == 1 and summary["rejected"] == 1 and pan.hex().upper() not in text
+    [reject] = [json.loads(line) for line in text.splitlines()]
+    assert "field" not in reject and reject["raw"] is None and reject["raw_withheld"] == "pii"

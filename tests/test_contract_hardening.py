@@ -142,6 +142,27 @@ def test_contract_check_refuses_what_scoring_would(tmp_path: Path, capsys: pytes
     assert err.count("\n") == 1 and "Traceback" not in err and fragment in err
 
 
+@pytest.mark.parametrize(("old", "new", "fragment"), [
+    # the fuzz suite's case: load_contract passed, `lgw contract check` exited 2
+    ("    fraud_score: {type: float, min: 0, max: 1}\n", "    - fraud_score: {type: float, min: 0, max: 1}\n",
+     "model.outputs: expected a mapping of output name"),
+    ("    mcc: MCC\n", "    mcc: MCC_CODE\n", "model.features.mcc: unknown field MCC_CODE"),
+    ("  - then: {fraud_score: 0.05, reason: DEFAULT}\n", "", "a final default rule (no `when`) is required"),
+    ("    then: {fraud_score: 0.9, reason: LARGE_FOREIGN}", "    then: {fraud_score: 0.9, reason: [BIG]}",
+     "`reason` must be a non-empty string code"),
+    ("  outputs:\n    fraud_score: {type: float, min: 0, max: 1}\n", "", "model.outputs is required"),
+])
+def test_load_contract_refuses_what_contract_check_refuses(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                           old: str, new: str, fragment: str) -> None:
+    """load_contract (what scoring and every pipeline use) runs the checks `lgw contract
+    check` runs, with the same error."""
+    path = card_variant(tmp_path, old, new)
+    code, err = check(capsys, path)
+    with pytest.raises(ContractError) as caught:
+        load_contract(path)
+    assert code == 2 and err == f"lgw: error: {caught.value}\n" and fragment in err
+
+
 def test_a_large_decimal_literal_compiles_instead_of_crashing(tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     path = card_variant(tmp_path, "TXN_AMOUNT > 5000 and", "TXN_AMOUNT * 1e30 * 1e30 > 5000 and")

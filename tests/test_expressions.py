@@ -410,3 +410,49 @@ def test_result_type_and_fields_used(fields: dict[str, pa.DataType]) -> None:
     assert compile_expression("MCC + 1", fields, where=WHERE).result_type == pa.int64()
     assert compile_expression("TXN_AMOUNT + 1", fields, where=WHERE).result_type == pa.decimal128(12, 2)
     assert compile_expression("SCORE + 1", fields, where=WHERE).result_type == pa.float64()
+
+
+# --------------------------------------------------------------------------- issue 10: found by the fuzz suite
+
+
+def test_a_syntax_error_in_a_multi_line_expression_is_one_line(fields: dict[str, pa.DataType]) -> None:
+    message = refused("MCC > (\n1", fields)
+    assert "\n" not in message
+    assert 'syntax error at column 7 in "MCC > (\\n1"' in message and "write it on one line" in message
+
+
+def test_a_type_error_quoting_a_multi_line_expression_is_one_line(fields: dict[str, pa.DataType]) -> None:
+    message = refused("(MCC +\n'x')", fields)
+    assert "\n" not in message and "arithmetic (+) on strings" in message and '"(MCC +\\n\'x\')"' in message
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    ("1 in (1, 2)", [True] * 5),
+    ("1 not in (2, 3)", [True] * 5),
+    ("'US' in ('DE',)", [False] * 5),
+    ("abs(-2) in (1, 2)", [True] * 5),
+])
+def test_a_literal_on_the_left_of_in_runs_on_every_row(text: str, want: list[bool], table: pa.Table,
+                                                        fields: dict[str, pa.DataType]) -> None:
+    assert values(text, table, fields) == want
+    assert values(text, table.slice(0, 0), fields) == []
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("round(MCC, 99999999999)", "round() to 99999999999 digits: the digits must be between -38 and 38"),
+    ("round(SCORE, -39)", "round() to -39 digits: the digits must be between -38 and 38"),
+    ("round(MCC, -19)", "MCC has at most 19 whole digits, so every value would round to 0; the digits must be "
+                        "between -18 and 38"),
+    ("round(TXN_AMOUNT, -12)", "TXN_AMOUNT has at most 9 whole digits"),
+])
+def test_round_digits_are_bounded_at_compile_time(text: str, fragment: str, fields: dict[str, pa.DataType]) -> None:
+    assert fragment in refused(text, fields)
+
+
+def test_round_a_huge_float_to_many_places_leaves_it_whole() -> None:
+    # 1e300 * 10**10 overflows float64: Arrow failed the whole batch at scoring
+    big = pa.table({"X": pa.array([1e300, -1e300, 2.0**53 + 2, 1.23456, None, float("inf")], pa.float64())})
+    expr = compile_expression("round(X, 10)", {"X": pa.float64()}, where=WHERE)
+    assert expr.evaluate(big).to_pylist() == [1e300, -1e300, 2.0**53 + 2, 1.23456, None, float("inf")]
+    assert compile_expression("round(X, 2)", {"X": pa.float64()}, where=WHERE).evaluate(big).to_pylist()[3] == 1.23
+    assert compile_expression("round(X, 38)", {"X": pa.float64()}, where=WHERE).evaluate(big).to_pylist()[0] == 1e300

@@ -1,6 +1,6 @@
-"""One small input per entry of KNOWN_DEFECTS (the smallest the fuzz runs found, shrunk by
-hand): each still shows its own defect, or no defect at all once the fix is merged. When
-an entry is deleted from KNOWN_DEFECTS, its input here must then pass: the fix holds."""
+"""One small input per defect class the fuzz suite has found (the smallest the fuzz runs
+found, shrunk by hand). A class still in KNOWN_DEFECTS must show that defect or none; a
+fixed one has left the list, and its input must then run clean: the fix holds."""
 
 from __future__ import annotations
 

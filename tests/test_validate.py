@@ -4,6 +4,7 @@ engine, and each rule names its field and reason."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -11,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from schemas.contract import parse_contract
 from schemas.patterns import fixed_pattern, match_fixed
 from schemas.validate import byte_lengths, extremes
 
@@ -96,3 +98,23 @@ def test_min_and_max_on_whole_columns_and_rows(col: pa.Array, bad: list[bool]) -
     combined = [any(mask[i] for mask, _ in found) for i in range(len(col))]
     assert combined == bad
     assert all(mask.any() for mask, _ in found)  # a rule is reported only where rows break it
+
+
+def test_rejects_of_a_pii_field_withhold_its_value_and_bytes(tmp_path: Path) -> None:
+    contract = parse_contract(
+        "contract: acct\nversion: 1\nrecord:\n  format: fixed_width\n  encoding: ascii\n  record_format: F\n"
+        "  fields:\n  - {name: ACCT, pic: X(4)}\n  - {name: LIMIT, pic: 9(3)}\n  - {name: CODE, pic: X(2)}\n"
+        "fields:\n  ACCT: {pii: true, pattern: '^[0-9]{4}$'}\n  LIMIT: {pii: true, max: 500}\n"
+        "  CODE: {enum: [AA]}\n", source="acct.yaml")
+    path = tmp_path / "acct.dat"
+    path.write_bytes(b"12AB900BB" + b"1234X12AA")  # record 1: three rule violations; record 2: LIMIT not digits
+    rejects = [r.to_json() for dc in contract.decode_file(path) for r in dc.rejects]
+    by_field = {(r["record"], r["field"]): r for r in rejects}
+    assert by_field[1, "ACCT"]["reason"] == "does not match the pattern ^[0-9]{4}$ (value withheld, pii field)"
+    assert by_field[1, "LIMIT"]["reason"] == "above the maximum 500 (value withheld, pii field)"
+    assert by_field[1, "CODE"]["reason"] == "not one of the allowed values (AA): 'BB'"  # not pii: quoted
+    assert by_field[1, "CODE"]["raw"] == b"BB".hex().upper()
+    assert by_field[2, "LIMIT"]["field_offset"] == 4 and by_field[2, "LIMIT"]["length"] == 3
+    for key in [(1, "ACCT"), (1, "LIMIT"), (2, "LIMIT")]:
+        assert by_field[key]["raw"] is None and by_field[key]["raw_withheld"] == "pii"
+    assert not any(secret in str(rejects) for secret in ("12AB", "900", "X12", "3132"))

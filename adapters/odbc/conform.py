@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 from adapters.odbc.columns import ContractColumn, arrow_name
 from adapters.odbc.connection import ColumnInfo
 from schemas.contract import Contract
-from schemas.stream import Reject
+from schemas.stream import PII_WITHHELD, Reject
 from schemas.validate import violations
 
 
@@ -29,13 +29,15 @@ def conform(raw: pa.Table, first: int, *, contract: Contract, expected: list[Con
     columns: dict[str, pa.ChunkedArray] = {}
     bad: dict[int, list[tuple[str, str]]] = {}
     key_values = raw.column(source[key].name) if key else None
+    pii = {node.key for node, rules in contract.rules.values() if rules.pii}  # their values are never quoted
     for c in expected:
         col = raw.column(source[c.key].name)
         if pa.types.is_string(col.type) and source[c.key].type_name.lower() in ("char", "bpchar", "nchar"):
             col = pc.utf8_rtrim(col, characters=" ")  # CHAR(n) pads with blanks; the pad is not data
         cast, failures = _cast(col, c.type)
         for row, why in failures:
-            bad.setdefault(row, []).append((c.key, why))
+            shown = f"the value does not fit {arrow_name(c.type)} {PII_WITHHELD}" if c.key in pii else why
+            bad.setdefault(row, []).append((c.key, shown))
         columns[c.key] = cast
     for extra in (key, timestamp):
         if extra and extra not in columns:
@@ -45,12 +47,13 @@ def conform(raw: pa.Table, first: int, *, contract: Contract, expected: list[Con
         col = table.column(node.key).combine_chunks()
         for mask, why in violations(node, rules, col):
             for i in np.flatnonzero(mask).tolist():
-                bad.setdefault(i, []).append((node.key, f"{why}: {col[i].as_py()!r}"))
+                shown = f"{why} {PII_WITHHELD}" if rules.pii else f"{why}: {col[i].as_py()!r}"
+                bad.setdefault(i, []).append((node.key, shown))
     if not bad:
         return table, []
     rejects = []
     for row in sorted(bad):
-        prefix = "" if key_values is None else f"{key}={key_values[row].as_py()!r}: "
+        prefix = "" if key_values is None or key in pii else f"{key}={key_values[row].as_py()!r}: "
         for col_name, why in bad[row]:
             rejects.append(Reject(first + row, 0, f"{prefix}{why}", col_name))
     keep = np.ones(table.num_rows, dtype=bool)

@@ -275,8 +275,9 @@ class BatchJob:
                 raise
 
         def alone(row: int, exc: Exception) -> _Piece:
-            reason = crash_reason(exc, pii_names(self.rt.contract), batch.table.slice(row, 1))
-            reject = batch_reject(batch, row, reason)
+            pii = pii_names(self.rt.contract)
+            reason = crash_reason(exc, pii, batch.table.slice(row, 1))
+            reject = batch_reject(batch, row, reason, has_pii=bool(pii))
             log.warning("run %s: record %d isolated and rejected: %s", self.run_id, reject.record, reason)
             return _Piece(reject=reject)
 

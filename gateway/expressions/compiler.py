@@ -41,6 +41,12 @@ _REFUSED_NODES = {
 }
 
 
+def one_line(message: str) -> str:
+    """An error message as one line: the expression it quotes may hold newlines (a YAML
+    block scalar), shown escaped as \\n, like every other unprintable character."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
 class Compiler:
     """Checks one expression's syntax tree against the whitelist and the field types and
     builds its `Term`, collecting the fields it uses."""
@@ -56,7 +62,7 @@ class Compiler:
 
     # ---- errors
     def fail(self, message: str) -> NoReturn:
-        raise ContractError(f'{self.where}: {message} (in "{self.text}")')
+        raise ContractError(one_line(f'{self.where}: {message} (in "{self.text}")'))
 
     def refuse(self, node: ast.AST, what: str, hint: str = "") -> NoReturn:
         snippet = ast.get_source_segment(self.text, node) or what
@@ -72,15 +78,16 @@ class Compiler:
         except SyntaxError as exc:
             col = f" at column {exc.offset}" if exc.offset else ""
             hint = "; write it on one line" if "\n" in self.text else ""
-            raise ContractError(f'{self.where}: syntax error{col} in "{self.text}": {exc.msg}{hint}') from None
+            message = f'{self.where}: syntax error{col} in "{self.text}": {exc.msg}{hint}'
+            raise ContractError(one_line(message)) from None
         except (RecursionError, MemoryError, ValueError):
-            raise ContractError(f'{self.where}: cannot parse "{self.text[:80]}": too deeply nested') from None
+            raise ContractError(one_line(f'{self.where}: cannot parse "{self.text[:80]}": too deeply nested')) from None
 
     def compile(self, node: ast.expr) -> Term:
         try:
             return self.term(node)
         except RecursionError:
-            raise ContractError(f'{self.where}: "{self.text[:80]}" is too deeply nested') from None
+            raise ContractError(one_line(f'{self.where}: "{self.text[:80]}" is too deeply nested')) from None
 
     def term(self, node: ast.expr) -> Term:
         builders: dict[type[ast.AST], Callable[[Any], Term]] = {
@@ -264,7 +271,9 @@ class Compiler:
         def run(t: pa.Table) -> Any:
             values = x.run(t)
             hit = pc.is_in(values, value_set=value_set)
-            if values.null_count:  # null in (...) is null, unless the list holds None
+            # a literal (or a term of literals) on the left runs as one scalar, not a column
+            has_nulls = not values.is_valid if isinstance(values, pa.Scalar) else values.null_count
+            if has_nulls:  # null in (...) is null, unless the list holds None
                 hit = pc.if_else(pc.is_valid(values), hit, missing)
             return pc.invert(hit) if negate else hit
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import ast
 import difflib
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
 # (fewest, most) arguments where a function takes other than exactly one; 99: any number
 _ARITY = {"min": (2, 99), "max": (2, 99), "coalesce": (2, 99), "round": (1, 2),
           "startswith": (2, 2), "endswith": (2, 2), "contains": (2, 2)}
+MAX_ROUND_DIGITS = 38  # the widest decimal: more places than any number type holds
+INT64_DIGITS = 19
+FLOAT_WITHOUT_FRACTION = float(2**52)  # from here on every float64 is a whole number
 
 
 def compile_call(compiler: Compiler, node: ast.Call) -> Term:
@@ -98,14 +102,31 @@ def _round(compiler: Compiler, name: str, args: list[Term], src: str) -> Term:
         if not (args[1].is_literal and args[1].kind == "int"):
             compiler.fail(f"round() needs a whole-number literal for its digits, found {args[1].src}")
         digits = int(args[1].literal)
-    if x.kind == "decimal" and digits <= -(x.type.precision - x.type.scale):
-        # Arrow refuses to round a decimal to a place left of all its digits (every value would be 0)
-        compiler.fail(f"round() to {digits} digits: {x.src} has at most {x.type.precision - x.type.scale} "
-                      f"whole digits, so every value would round to 0")
+    if not -MAX_ROUND_DIGITS <= digits <= MAX_ROUND_DIGITS:
+        # Arrow computes 10**digits: a huge count hangs or crashes it before any data is seen
+        compiler.fail(f"round() to {digits} digits: the digits must be between {-MAX_ROUND_DIGITS} and "
+                      f"{MAX_ROUND_DIGITS}")
+    whole = x.type.precision - x.type.scale if x.kind == "decimal" else INT64_DIGITS if x.kind == "int" else None
+    if whole is not None and digits <= -whole:
+        # Arrow refuses to round to a place left of all the type's digits (every value would be 0)
+        compiler.fail(f"round() to {digits} digits: {x.src} has at most {whole} whole digits, so every value "
+                      f"would round to 0; the digits must be between {1 - whole} and {MAX_ROUND_DIGITS}")
     typ = probe(lambda v: pc.round(v, ndigits=digits), x.type) or FLOAT64
     if typ == FLOAT64 and x.kind != "float":
         x = compiler.cast(x, FLOAT64)
+    if pa.types.is_floating(typ) and digits > 0:
+        return Term(typ, partial(_round_float, x.run, digits), src)
     return Term(typ, lambda t: pc.round(x.run(t), ndigits=digits, round_mode="half_to_even"), src)
+
+
+def _round_float(values_of: Callable[[pa.Table], Any], digits: int, table: pa.Table) -> Any:
+    """Rounds floats to `digits` > 0 places. Arrow scales by 10**digits first and fails the
+    whole batch when that overflows (1e300 to 10 places); floats of 2**52 and more hold no
+    fraction, so they are left as they are and never scaled."""
+    values = values_of(table)
+    whole = pc.greater_equal(pc.abs(values), FLOAT_WITHOUT_FRACTION)
+    rounded = pc.round(pc.if_else(whole, 0.0, values), ndigits=digits, round_mode="half_to_even")
+    return pc.if_else(whole, values, rounded)
 
 
 _BUILDERS: dict[str, Callable[[Compiler, str, list[Term], str], Term]] = {

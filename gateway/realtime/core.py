@@ -30,6 +30,7 @@ from schemas.arrow_buffers import value_buffers
 from schemas.errors import ConfigError
 from schemas.jsonl import member_parts
 from schemas.messages import MessageCodec, MessageReject, PayloadFormat, by_message
+from schemas.stream import PII_WITHHELD
 
 log = logging.getLogger("lgw.realtime")
 
@@ -318,6 +319,6 @@ class MicroBatchScorer:
         """A reason without the offending value when the field is pii (the contract says its
         values are never written in clear outside the gateway; the message itself still
         goes to the dead-letter topic, which is as sensitive as the input)."""
-        if r.field in self._pii:
-            return r.reason.split(": ", 1)[0] + " (value withheld: pii field)"
+        if r.field in self._pii and not r.reason.endswith(PII_WITHHELD):  # validation withholds it already
+            return r.reason.split(": ", 1)[0] + f" {PII_WITHHELD}"
         return r.reason
