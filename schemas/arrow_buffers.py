@@ -1,5 +1,6 @@
 """Zero-copy views of an Arrow string or binary array's buffers, for the numpy passes that
-read many short values at once (byte lengths, fixed-width patterns, first and last bytes)."""
+read many short values at once (byte lengths, fixed-width patterns, first and last bytes),
+and arrays built straight from buffers."""
 
 from __future__ import annotations
 
@@ -16,3 +17,15 @@ def value_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     offsets = np.frombuffer(buffers[1], dtype=dtype, count=len(arr) + 1, offset=arr.offset * dtype.itemsize)
     data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.zeros(0, np.uint8)
     return offsets, data
+
+
+def empty_structs(length: int) -> pa.StructArray:
+    """`length` values of a struct without fields (a group whose items are all FILLER):
+    one validity-free buffer list, no per-value Python object."""
+    return pa.StructArray.from_buffers(pa.struct([]), length, [None])
+
+
+def columnless_table(num_rows: int) -> pa.Table:
+    """A table without columns that still has `num_rows` rows (pa.table({}) has none): a
+    record whose fields are all FILLER is still a record to account for."""
+    return pa.Table.from_batches([pa.RecordBatch.from_struct_array(empty_structs(num_rows))])

@@ -13,11 +13,13 @@ from math import prod
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from schemas.arrow_buffers import columnless_table, empty_structs
 from schemas.codepages import CodePage
 from schemas.errors import ContractError
 from schemas.fields import REASON_TEXT, Decoded, DecodeOptions, Reason, decode_field
-from schemas.layout import Elementary, Group, Layout, Node
+from schemas.layout import Category, Elementary, Group, Layout, Node
 
 
 @dataclass
@@ -92,6 +94,11 @@ class RecordDecoder:
                     raise ContractError(
                         f"{n.name} OCCURS DEPENDING ON {n.depending_on}: a count inside another OCCURS "
                         "is not supported")
+                found = _not_a_count(target)
+                if found:
+                    raise ContractError(
+                        f"{n.name} OCCURS DEPENDING ON {n.depending_on}: the count must be a whole number "
+                        f"(PIC 9 without V), found {found}")
 
     def decode(self, matrix: np.ndarray, lengths: np.ndarray | None = None) -> DecodedBatch:
         """matrix: uint8 (N, width >= record length, zero-padded); lengths: bytes present per
@@ -107,8 +114,20 @@ class RecordDecoder:
         run = _Run(self, matrix, lengths)
         children = [c for c in self.top.children if not c.is_filler] if isinstance(self.top, Group) else []
         arrays = [run.build(c, []) for c in children]
-        table = pa.Table.from_arrays(arrays, names=[c.key for c in children]) if arrays else pa.table({})
+        table = pa.Table.from_arrays(arrays, names=[c.key for c in children]) if arrays else columnless_table(run.n)
         return DecodedBatch(table, run.errors)
+
+
+def _not_a_count(node: Node) -> str | None:
+    """What an OCCURS DEPENDING ON target is when it cannot hold a number of occurrences
+    (text, a float, decimal places, a group); None when it can."""
+    if not isinstance(node, Elementary):
+        return "a group"
+    if node.picture is None:  # COMP-1 / COMP-2
+        return f"a {node.usage.value} field"
+    if node.category == Category.TEXT or node.scale > 0:
+        return f"PIC {node.picture.text}"
+    return None
 
 
 class _Run:
@@ -134,11 +153,9 @@ class _Run:
             assert isinstance(node, Group)
             kids = [c for c in node.children if not c.is_filler]
             arrays = [self.build(c, inner) for c in kids]
-            length = self.n * prod(d.count for d in inner)
-            if arrays:
-                arr = pa.StructArray.from_arrays(arrays, names=[c.key for c in kids])
-            else:
-                arr = pa.array([{}] * length, pa.struct([]))
+            names = [c.key for c in kids]
+            arr = pa.StructArray.from_arrays(arrays, names=names) if arrays else empty_structs(
+                self.n * prod(d.count for d in inner))
         if node.occurs:
             arr = self._wrap_list(arr, inner[-1], self.n * prod(d.count for d in dims))
         return arr
@@ -150,8 +167,11 @@ class _Run:
         if key not in self._counts:
             target = self.d.layout.find(node.depending_on)
             assert isinstance(target, Elementary)
-            decoded = self._decode_slots(target, [])
-            counts = np.asarray(decoded.values.fill_null(0).cast(pa.int64()).to_numpy(zero_copy_only=False))
+            values = self._decode_slots(target, []).values.fill_null(0)
+            if pa.types.is_decimal(values.type):  # 19 digits and more: clipped before the int64 cast
+                low, high = pa.scalar(0, values.type), pa.scalar(np.iinfo(np.int32).max, values.type)
+                values = pc.max_element_wise(pc.min_element_wise(values, high), low)
+            counts = np.asarray(values.cast(pa.int64()).to_numpy(zero_copy_only=False))
             self._counts[key] = counts
         assert node.occurs is not None
         return np.clip(self._counts[key], node.occurs_min, node.occurs)

@@ -107,12 +107,18 @@ class When(_Strict):
     length: int = Field(ge=1)
     equals: str | list[str]
 
+    @model_validator(mode="after")
+    def _one_position(self) -> When:
+        if (self.start is None) == (self.offset is None):
+            found = "both" if self.start is not None else "neither"
+            raise ValueError(f"give `start` (1-based) or `offset` (0-based) of the bytes to compare, found {found}")
+        return self
+
     @property
     def zero_based(self) -> int:
         if self.offset is not None:
             return self.offset
-        if self.start is None:
-            raise ValueError("`when` needs `start` (1-based) or `offset` (0-based)")
+        assert self.start is not None  # _one_position: one of the two is given
         return self.start - 1
 
 

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas.codepages import CodePage
-from schemas.layout import Category, Elementary, Usage
+from schemas.layout import MAX_DIGITS, Category, Elementary, Usage
 
 
 class Reason(IntEnum):
@@ -198,14 +198,17 @@ def _is_utf8(b: bytes) -> bool:
 
 # --------------------------------------------------------------------------- numbers
 def numeric_type(f: Elementary) -> pa.DataType:
-    """int64 for whole numbers up to 18 digits, else an exact decimal."""
+    """int64 for whole numbers up to 18 digits, else an exact decimal wide enough for the
+    P scaling too: PIC 9(20)PPP holds 23-digit values, PIC PP9(37) 39 decimal places."""
     if f.category == Category.FLOAT:
         return pa.float32() if f.usage == Usage.FLOAT else pa.float64()
     digits, scale = _digits_for_type(f), f.scale
-    if scale <= 0 and digits - scale <= 18:
+    # a binary field sized by its bytes may reach past MAX_DIGITS with its Ps: values beyond are rejected
+    precision = min(max(digits - min(scale, 0), scale, 1), MAX_DIGITS)
+    if scale <= 0 and precision <= 18:
         return pa.int64()
-    return pa.decimal128(max(digits, scale, 1), max(scale, 0)) if digits - min(scale, 0) <= 38 else pa.decimal256(
-        max(digits, scale), max(scale, 0))
+    decimal = pa.decimal128 if precision <= 38 else pa.decimal256
+    return decimal(precision, max(scale, 0))
 
 
 def _digits_for_type(f: Elementary) -> int:
@@ -230,27 +233,36 @@ def to_arrow_number(unscaled: np.ndarray, valid: np.ndarray, f: Elementary) -> p
         if scale < 0:
             values = values * (10 ** (-scale))
         return pa.Array.from_buffers(pa.int64(), n, [_validity(valid), pa.py_buffer(np.ascontiguousarray(values))])
-    if unscaled.dtype == object:  # wider than int64: rare, exact via Python ints
-        vals = [int(v) if ok else None for v, ok in zip(unscaled, valid, strict=True)]
+    word_count = 4 if pa.types.is_decimal256(typ) else 2
+    if unscaled.dtype == object:  # wider than int64: exact Python ints (a Decimal would round them to 28 digits)
+        wide = np.where(valid, unscaled, 0)
         if scale < 0:
-            vals = [None if v is None else v * 10 ** (-scale) for v in vals]
-        return _decimal_from_ints(vals, typ)
-    values = unscaled.astype(np.int64, copy=False)
-    if scale < 0:
-        values = values * (10 ** (-scale))
-    if pa.types.is_decimal256(typ):
-        return _decimal_from_ints([int(v) if ok else None for v, ok in zip(values, valid, strict=True)], typ)
-    words = np.empty((n, 2), dtype=np.int64)
-    words[:, 0] = values
-    words[:, 1] = values >> 63  # two's-complement sign extension to 128 bits
-    return pa.Array.from_buffers(typ, n, [_validity(valid), pa.py_buffer(words)])
+            wide = wide * 10 ** (-scale)
+        return pa.Array.from_buffers(typ, n, [_validity(valid), pa.py_buffer(_decimal_words(wide, word_count))])
+    values = np.where(valid, unscaled.astype(np.int64, copy=False), 0)  # a null's garbage must not fail the cast
+    words = _decimal_words(values, word_count)
+    if scale >= 0:
+        return pa.Array.from_buffers(typ, n, [_validity(valid), pa.py_buffer(words)])
+    # P left of the point (999PP): the integers as written at a negative scale, and Arrow's
+    # exact rescale multiplies them by 10^P (in int64 the product would wrap around)
+    as_written = pa.decimal256(19, scale) if word_count == 4 else pa.decimal128(19, scale)
+    return pa.Array.from_buffers(as_written, n, [_validity(valid), pa.py_buffer(words)]).cast(typ)
 
 
-def _decimal_from_ints(vals: list[int | None], typ: pa.DataType) -> pa.Array:
-    from decimal import Decimal
+_WORD = (1 << 64) - 1
 
-    scale = typ.scale
-    return pa.array([None if v is None else Decimal(v).scaleb(-scale) for v in vals], typ)
+
+def _decimal_words(values: np.ndarray, word_count: int) -> np.ndarray:
+    """Integers (int64, or Python ints in an object array) as the little-endian 64-bit
+    words of a two's-complement decimal128 (2 words) or decimal256 (4 words)."""
+    words = np.empty((len(values), word_count), dtype=np.uint64)
+    if values.dtype != object:
+        words[:, 0] = values.view(np.uint64)
+        words[:, 1:] = (values >> 63).view(np.uint64)[:, None]  # sign extension
+        return words
+    for i in range(word_count):  # Python's >> on a negative int is arithmetic: two's complement words
+        words[:, i] = ((values >> (64 * i)) & _WORD).astype(np.uint64)
+    return words
 
 
 def _accumulate(digits: np.ndarray) -> np.ndarray:
@@ -487,6 +499,11 @@ def decode_binary(block: np.ndarray, avail: np.ndarray | None, f: Elementary) ->
             value = np.where(over, 0, raw).astype(np.int64)
         else:
             value = raw.astype(np.int64)
+    # 9 bytes and more hold more digits than the PIC (and its Ps) give the decimal type
+    over = _too_wide(value, f) & (reasons == 0)
+    if over.any():
+        reasons[over] = Reason.OVERFLOW
+        value = np.where(over, 0, value)
     valid = reasons == 0
     if avail is not None:
         valid &= avail >= width

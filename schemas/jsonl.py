@@ -16,6 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from schemas.arrow_buffers import empty_structs
+
 _NEEDS_ESCAPE = r'["\\\x00-\x1f]'
 _ESCAPE_RE = re.compile(_NEEDS_ESCAPE)
 
@@ -97,7 +99,7 @@ def lines(table: pa.Table | pa.RecordBatch) -> pa.Array:
     if isinstance(batch, pa.Table):
         batch = batch.to_batches()[0] if batch.num_rows else pa.RecordBatch.from_pylist([], batch.schema)
     struct = pa.StructArray.from_arrays(batch.columns, names=batch.schema.names) if batch.num_columns else \
-        pa.array([{}] * batch.num_rows, pa.struct([]))
+        empty_structs(batch.num_rows)
     return _struct(struct)
 
 

@@ -32,7 +32,7 @@ from pydantic import TypeAdapter, ValidationError
 from schemas.contract import Contract
 from schemas.layout import Elementary, Group
 from schemas.records import RecordChunk
-from schemas.stream import DecodedChunk, field_rejects, quoted_raw
+from schemas.stream import RAW_QUOTE_BYTES, DecodedChunk, field_rejects, quoted_raw
 
 PayloadFormat = Literal["json", "copybook"]
 # Below this many messages the pydantic model beats the column-wise JSON path, whose cost
@@ -46,7 +46,8 @@ ErrorKind = Literal["decode", "validation", "crash"]  # crash: the message made 
 @dataclass
 class MessageReject:
     """Why message `index` (0-based, in the micro-batch) is refused. `field_offset` and
-    `raw` locate the bad bytes inside a copybook payload."""
+    `raw` locate the bad bytes inside a copybook payload: at most RAW_QUOTE_BYTES of
+    them, `raw_length` says how many there were (as in a file's `Reject`)."""
 
     index: int
     kind: ErrorKind
@@ -55,13 +56,22 @@ class MessageReject:
     field_offset: int | None = None
     length: int | None = None
     raw: bytes = b""
+    raw_length: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.raw_length is None:
+            self.raw_length = len(self.raw)
+        self.raw = bytes(self.raw[:RAW_QUOTE_BYTES])
+
+    def quoted_raw(self) -> dict[str, Any]:
+        return quoted_raw(self.raw, self.raw_length)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind, "reason": self.reason}
         if self.field is not None:
             out["field"] = self.field
         if self.field_offset is not None:
-            out.update(offset=self.field_offset, length=self.length, **quoted_raw(self.raw))
+            out.update(offset=self.field_offset, length=self.length, **self.quoted_raw())
         return out
 
 
@@ -150,7 +160,7 @@ class MessageCodec:
         validate_chunk(self.contract, dc)
         for r in dc.rejects:
             rejects.append(MessageReject(r.record - 1, kinds.get(id(r), "validation"), r.reason,  # type: ignore[arg-type]
-                                         r.field, r.field_offset, r.length, r.raw))
+                                         r.field, r.field_offset, r.length, r.raw, r.raw_length))
         rejects.sort(key=lambda r: (r.index, r.field_offset or 0))
         index = good[dc.batch.chunk_rows()]
         return DecodedMessages(dc.batch.table, index, rejects)

@@ -75,34 +75,7 @@ LAYOUT_TARGETS = ("copybook", "decode", "contract")
 # these through (and only these); delete an entry when its fix is merged, and the fuzz
 # tests then hold the fix on the same inputs. `part`: who fixes it ("new": found by this
 # suite, not in issue 10, no owner yet).
-KNOWN_DEFECTS: list[KnownDefect] = [
-    # ---- issue 10, "Memory and disk bounded by the data" (h-limits)
-    KnownDefect("huge-layout", "limits", "PIC X(400000000), OCCURS 400000000, nested OCCURS: the picture is "
-                "expanded and the record matrix allocated at the declared size: MemoryError under the cap, "
-                "hundreds of MB of RSS for a few bytes of input, or past the time limit (Picture.parse expanding "
-                "and scanning a 400,000,000-character string)", LAYOUT_TARGETS, ("memory", "timeout", "hang"), r"."),
-    KnownDefect("huge-record-length", "limits", "nested OCCURS give a record length past what numpy can index: "
-                "'Maximum allowed size/dimension exceeded' (ValueError), 'cannot fit int into an index-sized "
-                "integer' or 'Python int too large to convert to C long' (OverflowError) when the record matrix "
-                "is built", LAYOUT_TARGETS, ("exception",),
-                r"(ValueError|OverflowError) .*(Maximum allowed (size|dimension) exceeded|index-sized integer"
-                r"|too large to convert to C)"),
-    KnownDefect("wide-number-precision", "limits", "PIC 9(77) and wider: 'precision should be between 1 and 76' "
-                "(ValueError) or RecursionError in _accumulate, a traceback instead of a limit; also the legal "
-                "PIC PP9(37) COMP ('between 1 and 38': the P scaling is not counted)", LAYOUT_TARGETS,
-                ("exception",), r"(ValueError .*precision should be between|RecursionError .*schemas/fields\.py)"),
-    # ---- new: found by this suite, not in issue 10 (see the fuzz report), no owner yet
-    KnownDefect("all-filler-record", "new", "a record whose fields are all FILLER decodes to a table with no "
-                "columns and 0 rows: every record of the file vanishes (in != out + rejects)", LAYOUT_TARGETS,
-                ("accounting",), r"one record in, 0 out|out \[\], rejected \[\]"),
-    KnownDefect("wide-binary-overflow", "new", "PIC 9(19) COMP (9 bytes) holding a value of more than 19 digits "
-                "(e.g. 0A 00 00 00 00 00 00 00 00) fails the whole chunk with ArrowInvalid 'Decimal type with "
-                "precision 21 does not fit' instead of rejecting the record", LAYOUT_TARGETS, ("exception",),
-                r"ArrowInvalid schemas/fields\.py:\d+ in _decimal_from_ints"),
-    KnownDefect("when-without-start", "new", "a header/trailer `when:` without start/offset passes validation "
-                "and raises a bare ValueError when the contract is built (traceback)", ("contract",),
-                ("traceback", "exception"), r"ValueError schemas/contract\.py:\d+ in zero_based"),
-]
+KNOWN_DEFECTS: list[KnownDefect] = []  # every class found so far is fixed (their reproducers run clean)
 
 
 def known_defect(target: str, outcome: Outcome) -> KnownDefect | None:

@@ -50,7 +50,7 @@ from schemas.contract import Contract, RecordSpec, load_contract
 from schemas.copybook import parse_copybook
 from schemas.errors import ConfigError
 from schemas.examples import contract_path
-from schemas.stream import DecodedChunk
+from schemas.stream import RAW_QUOTE_BYTES, DecodedChunk
 
 ROOT = Path(__file__).resolve().parents[1]
 # What one small input may take above the worker's own footprint (peak RSS), and the
@@ -127,8 +127,11 @@ def _account(chunks: Iterator[DecodedChunk], contract: Contract | None) -> dict[
             raise Finding("accounting", f"records {sorted(seen & framed)[:10]} framed twice")
         seen |= framed
         for r in dc.rejects:
-            if r.field is not None and (r.length is None or len(r.raw) != r.length):
-                raise Finding("reject", f"reject of {r.field} has {len(r.raw)} raw bytes, length {r.length}")
+            # a reject quotes at most RAW_QUOTE_BYTES of its field; raw_length counts them all
+            if r.field is not None and (r.length is None or r.raw_length != r.length
+                                        or len(r.raw) != min(r.length, RAW_QUOTE_BYTES)):
+                raise Finding("reject", f"reject of {r.field} has {len(r.raw)} of {r.raw_length} raw bytes, "
+                                        f"length {r.length}")
             if not r.reason:
                 raise Finding("reject", f"reject of record {r.record} has no reason")
         totals["framed"] += len(framed)

@@ -13,7 +13,7 @@ from gateway.cli import main
 from gateway.config import load_config
 from schemas.contract import load_contract
 from schemas.errors import ConfigError, ContractError
-from schemas.examples import contract_path
+from schemas.examples import contract_path, generate_card_file
 
 CARD = contract_path()
 CARD_TEXT = CARD.read_text(encoding="utf-8")
@@ -259,3 +259,37 @@ def test_a_contract_or_config_that_is_not_utf8_gets_one_line(tmp_path: Path,
     assert code == 2 and err == f"lgw: error: contract {binary}: expected UTF-8 YAML text; byte 15 is not UTF-8\n"
     with pytest.raises(ConfigError, match="expected UTF-8 YAML text; byte 15 is not UTF-8"):
         load_config(binary)
+
+
+# ---------------------------------------------------------------- header and trailer types
+
+@pytest.mark.parametrize(("when", "found"), [
+    ('when: {length: 1, equals: "H"}', "neither"),
+    ('when: {start: 1, offset: 0, length: 1, equals: "H"}', "both"),
+])
+def test_a_header_when_needs_one_of_start_and_offset(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                    when: str, found: str) -> None:
+    path = card_variant(tmp_path, 'when: {start: 1, length: 1, equals: "H"}', when)
+    code, err = check(capsys, path)
+    assert code == 2
+    assert err == (f"lgw: error: {path}: record.header.when: give `start` (1-based) or `offset` (0-based) "
+                   f"of the bytes to compare, found {found}\n")
+
+
+def test_a_header_when_by_offset_reads_the_same_bytes_as_by_start(tmp_path: Path) -> None:
+    by_start = 'when: {start: 1, length: 1, equals: "H"}'
+    header = load_contract(card_variant(tmp_path, by_start, by_start.replace("start: 1", "offset: 0"))).header
+    assert header is not None and header.offset == 0
+
+
+def test_a_header_record_of_only_filler_is_split_off_and_counted(tmp_path: Path) -> None:
+    """A header type with nothing to decode (only to tell it from the details) is still a
+    header record: split off, with an empty header in the control report."""
+    path = card_variant(tmp_path, "    record_name: CARD-HDR\n", "    fields: [{name: FILLER, pic: X(120)}]\n")
+    data = tmp_path / "card.dat"
+    summary = generate_card_file(data, records=5)
+    contract = load_contract(path)
+    chunks = list(contract.decode_file(data))
+    assert sum(dc.table.num_rows for dc in chunks) + sum(len({r.record for r in dc.rejects}) for dc in chunks) == 5
+    assert contract.last_report is not None and contract.last_report.header == {}
+    assert contract.last_report.ok and contract.last_report.details == summary["records"] == 5

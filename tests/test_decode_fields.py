@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import math
+import re
 from decimal import Decimal
+from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
+from schemas.contract import RecordSpec
+from schemas.copybook import parse_copybook
+from schemas.errors import ContractError
 from tests.helpers import copybook, decode_rows, ebcdic
 
 
@@ -150,3 +156,102 @@ def test_short_records_null_cut_numbers_and_keep_present_text() -> None:
     recs, batch = decode_rows(cpy, rows, lengths=[8, 5])
     assert recs == [{"A": "ABCD", "B": 12, "C": "XY"}, {"A": "ABCD", "B": None, "C": None}]
     assert batch.errors == []
+
+
+def test_a_record_of_only_filler_is_still_one_row_per_record(tmp_path: Path) -> None:
+    """No column to decode, but every record is accounted for: one (empty) row each,
+    and an OCCURS group of FILLER keeps one empty item per occurrence."""
+    recs, batch = decode_rows(copybook("01  REC.", "    05  FILLER PIC X(4)."), [ebcdic("ABCD"), ebcdic("EFGH")])
+    assert recs == [{}, {}] and batch.num_rows == 2
+    cpy = copybook("01  REC.", "    05  N PIC 9.", "    05  G OCCURS 0 TO 3 DEPENDING ON N.",
+                   "        10  FILLER PIC X(2).")
+    recs, _ = decode_rows(cpy, [ebcdic("2ab"), ebcdic("1cd")])
+    assert recs == [{"N": 2, "G": [{}, {}]}, {"N": 1, "G": [{}]}]
+    data = tmp_path / "filler.dat"
+    data.write_bytes(ebcdic("ABCDEFGHIJKL"))
+    spec = RecordSpec.from_layout(parse_copybook(copybook("01  REC.", "    05  FILLER PIC X(4).")))
+    chunks = list(spec.decode_file(data, chunk_records=2))
+    assert [dc.table.num_rows for dc in chunks] == [2, 1]
+    assert [n for dc in chunks for n in dc.record_numbers()] == [1, 2, 3]
+
+
+@pytest.mark.parametrize(("pic", "raw", "expected"), [
+    ("PIC 9(19) COMP", b"\x0a" + bytes(8), None),  # 184467440737095516160: 21 digits
+    ("PIC 9(19) COMP", b"\x00" + b"\xff" * 8, None),  # 2**64 - 1: 20 digits
+    ("PIC 9(19) COMP", b"\x00\x8a\xc7\x23\x04\x89\xe7\xff\xff", 9999999999999999999),
+    ("PIC S9(19) COMP", b"\xff\x75\x38\xdc\xfb\x76\x18\x00\x01", -9999999999999999999),
+    ("PIC 9(18)P(58) COMP", b"\x7f" + b"\xff" * 7, None),  # (2**63 - 1) * 10**58: 77 digits
+])
+def test_binary_wider_than_its_picture_is_rejected_not_a_failed_chunk(pic: str, raw: bytes,
+                                                                       expected: object) -> None:
+    five = b"\x00" * (len(raw) - 1) + b"\x05"  # a small value of the same field decodes beside it
+    assert values(pic, [raw, five]) == [expected, 5 * 10 ** (58 if "P(58)" in pic else 0)]
+    assert reasons(pic, [raw]) == ([] if expected is not None else ["value does not fit the field's type"])
+
+
+def test_a_too_wide_binary_value_is_a_reject_with_its_field_offset_and_raw_bytes(tmp_path: Path) -> None:
+    data = tmp_path / "wide.dat"
+    data.write_bytes(ebcdic("AB") + b"\x0a" + bytes(8) + ebcdic("CD") + bytes(8) + b"\x07")
+    layout = parse_copybook(copybook("01  REC.", "    05  T PIC X(2).", "    05  N PIC 9(19) COMP."))
+    (dc,) = RecordSpec.from_layout(layout).decode_file(data)
+    assert dc.table.to_pylist() == [{"T": "AB", "N": None}, {"T": "CD", "N": 7}]
+    assert [r.to_json() for r in dc.rejects] == [
+        {"record": 1, "record_offset": 0, "field": "REC.N", "field_offset": 2, "offset": 2, "length": 9,
+         "raw": "0A" + "00" * 8, "reason": "value does not fit the field's type"}]
+
+
+@pytest.mark.parametrize(("pic", "raw", "expected", "arrow_type"), [
+    ("PIC 9(17)PP", ebcdic("9" * 17), Decimal("9999999999999999900"), pa.decimal128(19, 0)),
+    ("PIC S9(17)PP", ebcdic("9" * 16) + b"\xd9", Decimal("-9999999999999999900"), pa.decimal128(19, 0)),
+    ("PIC 9(20)PPP", ebcdic("9" * 20), Decimal("99999999999999999999000"), pa.decimal128(23, 0)),
+    ("PIC 9(17)PP COMP", b"\x7f" + b"\xff" * 7, Decimal((2**63 - 1) * 100), pa.decimal128(21, 0)),
+    ("PIC S9(5)P(30) COMP-3", b"\x12\x34\x5d", Decimal(-12345 * 10**30), pa.decimal128(35, 0)),
+    ("PIC PP9(37) COMP", bytes(15) + b"\x07", Decimal("7E-39"), pa.decimal256(39, 39)),
+    ("PIC PP9(17)", ebcdic("9" * 17), Decimal("0.0099999999999999999"), pa.decimal128(19, 19)),
+])
+def test_p_scaling_counts_in_the_decimal_type(pic: str, raw: bytes, expected: Decimal,
+                                              arrow_type: pa.DataType) -> None:
+    """The P positions widen the value: 9(17)PP needs 19 digits (in int64 it wrapped
+    around), 9(20)PPP 23 (it was rejected), PP9(37) 39 decimal places (it failed)."""
+    recs, batch = decode_rows(one_field(pic), [raw])
+    batch.table.validate(full=True)
+    assert batch.table.schema.field("F").type == arrow_type
+    assert recs == [{"F": expected}] and batch.errors == []
+
+
+@pytest.mark.parametrize(("pic", "raw", "expected"), [
+    ("PIC 9(30)", ebcdic("1" * 30), Decimal("1" * 30)),
+    ("PIC 9(30)", ebcdic("9" * 30), Decimal("9" * 30)),
+    ("PIC S9(36)V99", ebcdic("9" * 37) + b"\xd9", Decimal("-" + "9" * 36 + ".99")),
+    ("PIC S9(39) COMP-3", bytes.fromhex("12345678901234567890123456789012345678" + "9d"),
+     Decimal("-123456789012345678901234567890123456789")),
+    ("PIC 9(76)", ebcdic("7" * 76), Decimal("7" * 76)),
+])
+def test_numbers_past_28_digits_keep_every_digit(pic: str, raw: bytes, expected: Decimal) -> None:
+    """Decimal's default context rounds to 28 digits: 30 ones decoded as ...1100, and 30
+    nines (rounded up to 31 digits) failed the whole chunk."""
+    recs, batch = decode_rows(one_field(pic), [raw])
+    batch.table.validate(full=True)
+    assert recs == [{"F": expected}] and batch.errors == []
+
+
+@pytest.mark.parametrize(("count", "found"), [
+    ("PIC X", "PIC X"), ("PIC 9V9", "PIC 9V9"), ("COMP-1", "a float field"),
+])
+def test_a_depending_on_count_that_is_not_a_whole_number_is_refused(count: str, found: str) -> None:
+    cpy = copybook("01  REC.", f"    05  N {count}.", "    05  G PIC X OCCURS 0 TO 3 DEPENDING ON N.")
+    with pytest.raises(ContractError, match=rf"^G OCCURS DEPENDING ON N: the count must be a whole number "
+                                            rf"\(PIC 9 without V\), found {re.escape(found)}$"):
+        decode_rows(cpy, [b"\x00" * 8])
+
+
+def test_a_depending_on_count_past_int64_is_cut_to_the_maximum() -> None:
+    """A 19-digit binary or 30-digit zoned count: its table holds the declared maximum
+    (negative: none), instead of an 'Integer value out of bounds' failing the chunk."""
+    cpy = copybook("01  REC.", "    05  N PIC S9(19) COMP.", "    05  G PIC X OCCURS 0 TO 3 DEPENDING ON N.")
+    rows = [b"\x00\x8a\xc7\x23\x04\x89\xe7\xff\xff" + ebcdic("abc"), b"\xff\x75\x38\xdc\xfb\x76\x18\x00\x01"]
+    recs, _ = decode_rows(cpy, rows)
+    assert [r["G"] for r in recs] == [["a", "b", "c"], []]
+    cpy = copybook("01  REC.", "    05  N PIC 9(30).", "    05  G PIC X OCCURS 0 TO 2 DEPENDING ON N.")
+    recs, _ = decode_rows(cpy, [ebcdic("9" * 30 + "ab")])
+    assert recs == [{"N": Decimal("9" * 30), "G": ["a", "b"]}]

@@ -25,7 +25,7 @@ from gateway.resilience.retry import RetryPolicy
 from gateway.runtime import build_pipeline
 from gateway.score import fixed_columns
 from gateway.state import KillSwitchWatcher, StateStore
-from schemas.contract import Contract, load_contract
+from schemas.contract import Contract, load_contract, parse_contract
 from schemas.errors import ConfigError
 from schemas.examples import contract_path, generate_card_file
 from schemas.jsonl import lines
@@ -301,6 +301,48 @@ async def test_copybook_dead_letters_locate_the_bad_bytes(model_pipeline: Pipeli
     for i, h in dead.items():
         assert h["lgw-source"] == ids[i]
         assert {k: h[k] for k in CONTRACT_HEADERS} == CONTRACT_HEADERS
+
+
+NOTES_CONTRACT = """\
+contract: notes
+version: 1
+record:
+  format: fixed_width
+  fields:
+    - {name: NOTE, pic: X(200)}
+    - {name: CODE, pic: X(2)}
+fields:
+  NOTE: {pattern: "^[A-Z ]*$"}
+  CODE: {pattern: "^[A-Z]{2}$"}
+model:
+  features: {code_is_ab: "CODE == 'AB'"}
+  outputs:
+    score: {type: float}
+fallback:
+  - then: {score: 0.5, reason: DEFAULT}
+"""
+
+
+async def test_a_dead_letter_quotes_at_most_64_bytes_of_the_field_like_a_reject() -> None:
+    """A 200-byte field that fails validation: lgw-field-raw holds its first 64 bytes and
+    lgw-field-raw-length the full count (a 16 MB field must not make a 32 MB header); a
+    short field's header is whole, without a length."""
+    pipeline = build_pipeline("notes", parse_contract(NOTES_CONTRACT, source="notes"), embedded_defaults(),
+                              model_name=None)
+    note = "lower case note".ljust(200).encode(CP)
+    payloads = [note + "AB".encode(CP), "A NOTE".ljust(200).encode(CP) + "a1".encode(CP)]
+    outcome = await MicroBatchScorer(pipeline, "copybook").process(payloads, _ids(2, "notes-0-"))
+    _check_counts(outcome, 2)
+    dead = {d.index: _headers(d) for d in outcome.dead_letters}
+    assert dead[0]["lgw-field"] == "NOTE" and dead[0]["lgw-field-offset"] == "0"
+    assert dead[0]["lgw-field-raw"] == note[:64].hex().upper()
+    assert dead[0]["lgw-field-raw-length"] == "200"
+    (letter,) = [d for d in outcome.dead_letters if d.index == 0]
+    assert letter.reasons[0].to_json() == {"kind": "validation", "reason": letter.reasons[0].reason, "field": "NOTE",
+                                           "offset": 0, "length": 200, "raw": note[:64].hex().upper(),
+                                           "raw_truncated": True, "raw_length": 200}
+    assert dead[1]["lgw-field"] == "CODE" and dead[1]["lgw-field-raw"] == "a1".encode(CP).hex().upper()
+    assert "lgw-field-raw-length" not in dead[1]
 
 
 async def test_copybook_json_results(model_pipeline: Pipeline, records: list[bytes], file_table: pa.Table) -> None:

@@ -139,7 +139,8 @@ def _kafka(pipes: dict[str, PipelineConfig], cfg: GatewayConfig, state: StateSto
                          description=f"Messages of pipeline {name} that failed decoding or validation, or made "
                                      "the pipeline raise: the original bytes and key; headers lgw-error "
                                      "(decode|validation|crash), "
-                                     "lgw-field, lgw-reason, lgw-field-offset, lgw-field-raw, lgw-source, "
+                                     "lgw-field, lgw-reason, lgw-field-offset, lgw-field-raw (at most 64 bytes; "
+                                     "lgw-field-raw-length when cut), lgw-source, "
                                      "lgw-contract, lgw-contract-version.")
 
     async def flush() -> None:  # before the subscribers stop: their consumers commit
@@ -245,7 +246,8 @@ def _amqp(pipes: dict[str, PipelineConfig], cfg: GatewayConfig, state: StateStor
                          description=f"Requests of pipeline {name} that failed decoding or validation or made "
                                      "the pipeline raise, and requests without reply_to: the original bytes and "
                                      "headers; lgw-error (decode|validation|crash|no_reply_to), "
-                                     "lgw-reason, lgw-field, lgw-field-offset, lgw-field-raw, lgw-source, "
+                                     "lgw-reason, lgw-field, lgw-field-offset, lgw-field-raw (at most 64 bytes; "
+                                     "lgw-field-raw-length when cut), lgw-source, "
                                      "lgw-contract, lgw-contract-version (lgw-error no_reply_to for a "
                                      "request without reply_to). Bound to queue "
                                      f"{src.queue}.dlq.")

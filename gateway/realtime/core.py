@@ -53,7 +53,8 @@ H_ERROR = "lgw-error"
 H_FIELD = "lgw-field"
 H_REASON = "lgw-reason"
 H_OFFSET = "lgw-field-offset"
-H_RAW = "lgw-field-raw"
+H_RAW = "lgw-field-raw"  # hex of at most RAW_QUOTE_BYTES, as in file rejects
+H_RAW_LENGTH = "lgw-field-raw-length"  # only when lgw-field-raw was cut: the field's full byte count
 H_SOURCE = "lgw-source"
 
 # not the message's fault: the batch is retried (the transport rewinds or requeues it)
@@ -307,7 +308,10 @@ class MicroBatchScorer:
             if first.field_offset is not None:
                 headers.append((H_OFFSET, str(first.field_offset).encode()))
                 if first.field not in self._pii:
-                    headers.append((H_RAW, first.raw.hex().upper().encode()))
+                    quoted = first.quoted_raw()  # a 16 MB field must not make a 32 MB header
+                    headers.append((H_RAW, quoted["raw"].encode()))
+                    if quoted.get("raw_truncated"):
+                        headers.append((H_RAW_LENGTH, str(quoted["raw_length"]).encode()))
             out.append(DeadLetter(i, reasons, headers + self._contract_headers))
         return out
 
