@@ -139,13 +139,13 @@ def encode(args: argparse.Namespace) -> int:
 
 
 def contract(args: argparse.Namespace) -> int:
-    from gateway.contract_scoring import check_scoring
+    from gateway.contract_scoring import scoring_summary
     from schemas import compat, docs
 
     cmd = args.contract_command
     if cmd == "check":
         c = load_contract(args.file)  # which compiles the scoring sections: see gateway.contract_scoring
-        scoring = check_scoring(c)
+        scoring = scoring_summary(c)
         docs.print_layout(c, sys.stdout)
         if scoring:
             print(scoring)

@@ -15,16 +15,24 @@ if TYPE_CHECKING:
     from schemas.contract import Contract
 
 
-def check_scoring(contract: Contract) -> str | None:
+def check_scoring(contract: Contract) -> None:
     """Builds what `lgw score` builds from the contract's `model:` and `fallback:` sections,
     with the same constructors (features and rule conditions compiled, type-checked and run
     once on the fields' types; outputs and rule values checked). Every problem is a
-    ContractError. None when the contract has no scoring sections (a decode-only
-    contract); else one line saying what was checked."""
+    ContractError. A contract without scoring sections (decode only) passes."""
     if contract.config.model is None and contract.config.fallback is None:
+        return
+    FeatureMap.from_contract(contract)
+    outputs_from_contract(contract)
+    FallbackRules.from_contract(contract)
+
+
+def scoring_summary(contract: Contract) -> str | None:
+    """One line saying what `check_scoring` compiled, for a contract that passed it (read
+    from the sections it checked, not built again); None for a decode-only contract."""
+    model, rules = contract.config.model, contract.config.fallback
+    if model is None and rules is None:
         return None
-    features = FeatureMap.from_contract(contract)
-    outputs = outputs_from_contract(contract)
-    rules = FallbackRules.from_contract(contract)
-    return (f"scoring: {len(features.names)} features ({', '.join(features.names)}), outputs "
-            f"{', '.join(outputs)}, {len(rules.rules)} fallback rules: compiled and run on the fields' types")
+    features, outputs = list((model or {}).get("features", {})), list((model or {}).get("outputs", {}))
+    return (f"scoring: {len(features)} features ({', '.join(features)}), outputs {', '.join(outputs)}, "
+            f"{len(rules or [])} fallback rules: compiled and run on the fields' types")
