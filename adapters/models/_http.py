@@ -118,15 +118,14 @@ async def _read_capped(response: httpx.Response, max_bytes: int, *, what: str) -
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise ModelOutputError(f"{over}: Content-Length {int(declared):,}")
-    body = bytearray()
-    async for chunk in response.aiter_bytes():
-        body += chunk
-        if len(body) > max_bytes:
-            raise ModelOutputError(f"{over}; stopped reading after {len(body):,}")
-    return bytes(body)
+    body = await _read_head(response, max_bytes + 1)
+    if len(body) > max_bytes:
+        raise ModelOutputError(f"{over}; stopped reading after {len(body):,}")
+    return body
 
 
 async def _read_head(response: httpx.Response, limit: int) -> bytes:
+    """The body's first `limit` bytes at most; the rest is never read."""
     head = bytearray()
     async for chunk in response.aiter_bytes():
         head += chunk
