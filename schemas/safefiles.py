@@ -166,11 +166,8 @@ def remove_stale_temps(final: str | os.PathLike[str], suffix: str = ".tmp") -> l
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
     """Makes a rename or a new file in `path` durable (POSIX: the directory entry)."""
-    fd = os.open(path, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
-    try:
+    with _dir_fd(Path(path)) as fd:
         os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def check_replaceable(final: str | os.PathLike[str]) -> None:
@@ -183,8 +180,12 @@ def check_replaceable(final: str | os.PathLike[str]) -> None:
         return
     except NotADirectoryError:
         raise UnsafePath(f"{p}: its folder {p.parent} is not a directory") from None
+    _refuse_unless_regular(p, mode)
+
+
+def _refuse_unless_regular(final: Path, mode: int) -> None:
     if not stat.S_ISREG(mode):
-        raise UnsafePath(f"{p}: expected a regular file or nothing there, found {_describe(mode)}; "
+        raise UnsafePath(f"{final}: expected a regular file or nothing there, found {_describe(mode)}; "
                          "refusing to replace it")
 
 
@@ -213,9 +214,7 @@ def publish(tmp: str | os.PathLike[str], final: str | os.PathLike[str]) -> None:
         except FileNotFoundError:
             pass
         else:
-            if not stat.S_ISREG(mode):
-                raise UnsafePath(f"{dst}: expected a regular file or nothing there, found {_describe(mode)}; "
-                                 "refusing to replace it")
+            _refuse_unless_regular(dst, mode)
         os.rename(src.name, dst.name, src_dir_fd=src_dir, dst_dir_fd=dst_dir)
         os.fsync(dst_dir)
         if src_dir != dst_dir:
