@@ -1,18 +1,31 @@
-"""The small interface every source and sink adapter implements (files, ODBC, Kafka, AMQP).
+"""The small interface every source and sink implements (files, ODBC, Kafka, AMQP).
+
+    source ──SourceBatch──▶ pipeline ──ScoredBatch──▶ sink          (scored records)
+                                 └──────rejects──────▶ reject sink   (rejects / dead letters)
 
 The acknowledgement travels with the batch (as in Redpanda Connect): a source hands out
-a `SourceBatch` holding its records and an `ack`; the driver calls `ack()` only after
-the sink's write and the rejects/DLQ writes are durable, and `nack(reason)` when it
-gives up on the batch. What an ack means is the source's business: a file records the
-checkpoint and finally moves to done/, Kafka commits offsets, AMQP sends basic.ack, an
-ODBC source advances its watermark. A source never decides on its own that something was
-delivered. Adapters move data and nothing else: no model, no rules, no contract
-validation beyond decoding.
+a `SourceBatch` holding its records and an `ack`; a driver calls `ack()` only after the
+sink's write and the reject sink's write are durable, and `nack(reason)` when it gives
+up on the batch. What an ack means is the source's business: a file records the
+checkpoint, Kafka commits offsets, AMQP sends basic.ack, an ODBC source advances its
+watermark. A source never decides on its own that something was delivered.
+
+A sink turns a scored batch into what its system takes (`prepare`: rendered bytes, rows,
+messages; pure CPU, so a record that cannot be rendered is found by the driver's poison
+isolation like one that crashes the model), then `write`s what was prepared durably:
+it returns only once the data survives a crash (fsync, commit, broker ack). `state()` is
+what a checkpoint keeps to resume the sink after a crash, and a batch run ends with
+`finish()` then `publish()` (a file is renamed into place) or `discard()`.
+
+Adapters move data and nothing else: no model, no rules, no contract validation beyond
+decoding. Each one is a module implementing one of these protocols with one config
+class, registered in `adapters.registry`; the drivers (`gateway.drivers`) know only
+these protocols.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -26,6 +39,19 @@ async def _nothing(*_args: Any) -> None:
     return None
 
 
+@dataclass(slots=True)
+class InMessage:
+    """One message of a real-time source, as it came: what a sink needs to answer it
+    (the key to publish results under, the requester's reply queue and correlation id)."""
+
+    value: bytes
+    id: str  # stable across redeliveries: topic/partition/offset, or the message id
+    key: bytes | None = None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    reply_to: str | None = None
+    correlation_id: str | None = None
+
+
 @dataclass
 class SourceBatch:
     """One batch of decoded records from a source, with how to acknowledge it.
@@ -34,7 +60,9 @@ class SourceBatch:
     (with field, offsets, raw bytes, reason); `raw` the records' own bytes where the
     source has them (fixed-width output copies them); `position` is the source's resume
     token after this batch (file offset, Kafka offsets, watermark), opaque to the driver
-    but stored in the checkpoint.
+    but stored in the checkpoint. A real-time source leaves `table` to the driver (the
+    payloads are decoded per micro-batch by the contract's message codec) and fills
+    `messages`.
     """
 
     table: pa.Table
@@ -44,10 +72,34 @@ class SourceBatch:
     position: dict[str, Any] = field(default_factory=dict)
     ack: Callable[[], Awaitable[None]] = _nothing
     nack: Callable[[str], Awaitable[None]] = _nothing
+    messages: Sequence[InMessage] | None = None
 
     @property
     def records_in(self) -> int:
+        if self.messages is not None:
+            return len(self.messages)
         return self.table.num_rows + len({r.record for r in self.rejects})
+
+
+@dataclass
+class ScoredBatch:
+    """What the pipeline made of (part of) one source batch, for a sink.
+
+    `table`: the scored records (input fields, outputs, provenance), in input order;
+    `rows`: for each, its row in `source.table` (or its message in `source.messages`),
+    which gives its input bytes, record number, key or reply address. `rendered`: message
+    payloads and headers a real-time scorer already made (one per scored record, same
+    order), which message sinks publish as they are."""
+
+    table: pa.Table
+    rows: np.ndarray
+    source: SourceBatch
+    rendered: Sequence[tuple[bytes, list[tuple[str, bytes]]]] | None = None
+
+    @property
+    def raw(self) -> np.ndarray | None:
+        """The scored records' own input bytes (fixed-width output appends to them)."""
+        return self.source.raw[self.rows] if self.source.raw is not None else None
 
 
 @runtime_checkable
@@ -63,9 +115,49 @@ class Source(Protocol):
 
 @runtime_checkable
 class Sink(Protocol):
-    async def connect(self) -> None: ...
+    """Where scored records go: a file, a table, a topic, an exchange, a reply queue."""
 
-    async def write_batch(self, table: pa.Table, raw: np.ndarray | None = None) -> None:
-        """Writes durably before returning (fsync, commit, broker ack)."""
+    async def open(self, state: dict[str, Any] | None = None) -> None:
+        """Connect; with `state` (a checkpoint's `state()`), carry on from there."""
+
+    def prepare(self, batch: ScoredBatch) -> Any:
+        """The batch as this sink writes it (bytes, rows, messages); may raise for a record
+        that cannot be written, which the driver then isolates and rejects."""
+
+    async def write(self, prepared: Sequence[Any]) -> None:
+        """Writes what `prepare` made, durably, before returning."""
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps to resume this sink after a crash."""
+
+    async def finish(self) -> dict[str, Any]:
+        """End of a batch run: completes what was written; says what (for the manifest)."""
+
+    async def publish(self) -> None:
+        """After `finish` and the run's checkpoint: makes the output visible (idempotent)."""
+
+    async def discard(self) -> None:
+        """The run failed: removes what is not yet visible (what was sent stays sent)."""
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class RejectSink(Protocol):
+    """Where rejects and dead letters go: a file, a table, a topic, an exchange. Same life
+    as a `Sink`; it takes the rejects of a batch with the batch they came from (a dead
+    letter carries the original message's bytes, key and headers)."""
+
+    async def open(self, state: dict[str, Any] | None = None) -> None: ...
+
+    async def write(self, rejects: Sequence[Reject], source: SourceBatch) -> None: ...
+
+    def state(self) -> dict[str, Any]: ...
+
+    async def finish(self) -> dict[str, Any]: ...
+
+    async def publish(self) -> None: ...
+
+    async def discard(self) -> None: ...
 
     async def close(self) -> None: ...

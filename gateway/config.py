@@ -9,12 +9,17 @@ from __future__ import annotations
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
+from adapters import registry
+from adapters.amqp.config import AmqpConfig, AmqpRejectsConfig, AmqpSinkConfig, AmqpSourceConfig
+from adapters.files.config import DropFolderConfig, FileRejectsConfig, FileSinkConfig
+from adapters.files.writers import Format
+from adapters.kafka.config import KafkaConfig, KafkaRejectsConfig, KafkaSinkConfig, KafkaSourceConfig
 from adapters.models._http import DEFAULT_MAX_RESPONSE_BYTES
-from adapters.odbc.connection import OdbcConnectionConfig
+from adapters.odbc.config import OdbcRejectsConfig, OdbcSinkConfig, OdbcSourceConfig
 from gateway.resilience.breaker import BreakerConfig
 from gateway.resilience.retry import RetryPolicy
 from schemas.errors import ConfigError
@@ -64,108 +69,29 @@ class Policy(StrEnum):
     FALLBACK_AND_RESCORE = "fallback_and_rescore"  # rules now, the model's correction later
 
 
-OutputFormat = Literal["csv", "jsonl", "fixed", "parquet"]
+OutputFormat = Format
+
+def _choice(role: registry.Role, default: str) -> Any:
+    """The `source:`/`sink:`/`rejects:` config type: one of the registered components'
+    configs, picked by `type` (`default` where it is left out, as configs written before
+    the other types existed do)."""
+    def pick(value: Any) -> str:
+        if isinstance(value, dict):
+            return str(value.get("type", default))
+        return str(getattr(value, "type", default))
+
+    tagged = tuple(Annotated[c.config, Tag(c.kind)] for c in registry.components(role))
+    return Annotated[Union[tagged], Discriminator(pick)]  # noqa: UP007 - built from the registry
 
 
-class DropFolderConfig(_Strict):
-    """A drop folder: legacy systems put files into `inbox`; results appear in `outbox`,
-    the input moves to `done` (or `failed`). Paths are relative to the config file.
-    `done`, `failed` and `work` (where a file sits while it runs) default to siblings of
-    the inbox. A file is taken when it is complete: NAME.done exists (`done_file`), or
-    its size and times have not changed for `stable_for_s`."""
-
-    type: Literal["dropfolder"] = "dropfolder"
-    inbox: str
-    glob: str = "*"
-    stable_for_s: float = Field(default=5.0, ge=0)
-    done_file: bool = False
-    outbox: str
-    format: OutputFormat = "jsonl"
-    done: str | None = None
-    failed: str | None = None
-    work: str | None = None
-    poll_s: float = Field(default=2.0, gt=0)  # `lgw run`: how often the inbox is scanned
-
-    @field_validator("glob")
-    @classmethod
-    def _file_name_pattern(cls, v: str) -> str:
-        # a pattern of names inside the inbox, never a path: no way out of the folder
-        if not v or "/" in v or "\\" in v or "\0" in v or v in (".", "..") or v.startswith("."):
-            raise ValueError(f"glob must be a file name pattern such as 'CARDTXN*.DAT' (no folders), found {v!r}")
-        return v
-
-    def folders(self, base: Path) -> dict[str, Path]:
-        """inbox, outbox, done, failed, work: absolute, normalised (not yet resolved on disk)."""
-        def at(path: str | None, default: str) -> Path:
-            p = Path(path) if path else Path(self.inbox).parent / default
-            return Path(os.path.abspath(p if p.is_absolute() else base / p))
-
-        return {"inbox": at(self.inbox, ""), "outbox": at(self.outbox, ""), "done": at(self.done, "done"),
-                "failed": at(self.failed, "failed"), "work": at(self.work, "work")}
-
-
-class OdbcSourceConfig(_Strict):
-    """Rows of a table (or query) reachable over ODBC. Secrets come from the environment
-    through `${VAR}` placeholders in the connection."""
-
-    type: Literal["odbc"]
-    connection: OdbcConnectionConfig
-    table: str | None = None
-    query: str | None = None
-    mode: Literal["full", "incrementing", "timestamp"] = "full"
-    key: str | None = None
-    timestamp: str | None = None
-    lag_s: float = Field(default=0.0, ge=0)  # timestamp mode: rows this recent are left for the next run
-    overlap_s: float = Field(default=0.0, ge=0)  # timestamp mode: re-read window for late commits
-    batch_rows: int = Field(default=50_000, ge=1)
-
-
-class OdbcSinkConfig(_Strict):
-    """Results upserted by key into a table, each chunk in one transaction with its checkpoint."""
-
-    type: Literal["odbc"] = "odbc"
-    connection: OdbcConnectionConfig
-    table: str
-    key: list[str]
-    columns: list[str] | None = None  # default: every input column, the outputs and the provenance
-    rejects: str = "var/rejects"  # folder for the rejects (JSON Lines per run), relative to the config
-
-
-class KafkaSourceConfig(_Strict):
-    """Real time: records arrive on Kafka topics; results go to `result_topic` with the
-    input key, dead letters (data errors only) to `dlq_topic` with the original bytes."""
-
-    type: Literal["kafka"]
-    topics: list[str] = Field(min_length=1)
-    group_id: str
-    payload: Literal["json", "copybook"] = "json"
-    result_topic: str
-    dlq_topic: str
-    result_format: Literal["json", "fixed"] | None = None  # default: json for JSON, fixed for copybook
-    max_records: int = Field(default=500, ge=1)  # micro-batch size
-    max_wait_ms: int = Field(default=20, ge=1)  # how long a micro-batch may wait to fill
-
-
-class AmqpSourceConfig(_Strict):
-    """Real time over a legacy queue (AMQP 0-9-1): request/reply. A request names its
-    `reply_to` queue and a `correlation_id`; the reply goes there with the same id.
-    Rejected requests are published to `dead_letter_exchange` with the reason, and the
-    requester gets a reply saying so."""
-
-    type: Literal["amqp"]
-    queue: str
-    payload: Literal["json", "copybook"] = "copybook"
-    result_format: Literal["json", "fixed"] | None = None
-    prefetch: int = Field(default=64, ge=1)  # bounds the requests in flight
-    dead_letter_exchange: str = "lgw.dlx"
-    dead_letter_routing_key: str | None = None  # default: the queue's name
-
-
-def _source_type(value: Any) -> str:
-    """`type` picks the source; a drop folder may leave it out."""
-    if isinstance(value, dict):
-        return str(value.get("type", "dropfolder"))
-    return str(getattr(value, "type", "dropfolder"))
+if TYPE_CHECKING:  # what the registry holds today, for the type checker
+    SourceConfig = DropFolderConfig | OdbcSourceConfig | KafkaSourceConfig | AmqpSourceConfig
+    SinkConfig = FileSinkConfig | OdbcSinkConfig | KafkaSinkConfig | AmqpSinkConfig
+    RejectsConfig = FileRejectsConfig | OdbcRejectsConfig | KafkaRejectsConfig | AmqpRejectsConfig
+else:
+    SourceConfig = _choice("source", "dropfolder")
+    SinkConfig = _choice("sink", "odbc")
+    RejectsConfig = _choice("rejects", "file")
 
 
 class PipelineConfig(_Strict):
@@ -173,59 +99,82 @@ class PipelineConfig(_Strict):
     model: str | None = None  # a key of `models`; None scores with the rules only
     policy: Policy = Policy.FALLBACK
     shadow: bool = False  # evaluate the rules beside the model and record agreement
-    batch_size: int = Field(default=50_000, ge=1)
+    batch_size: int = Field(default=50_000, ge=1)  # records a batch (a source may set its own)
     # a file whose reject rate passes max_reject_rate (judged after reject_rate_after
     # records) stops early and goes to failed/; 1 never stops
     max_reject_rate: float = Field(default=0.5, ge=0, le=1)
     reject_rate_after: int = Field(default=1000, ge=1)
     require_records: bool = False  # a file without any record goes to failed/ (else: a warning)
-    # batch mode: where the records come from (a drop folder or an ODBC table) and, for a
-    # table, where the results go
-    # real time: Kafka topics or an AMQP queue
-    source: Annotated[Annotated[DropFolderConfig, Tag("dropfolder")] | Annotated[OdbcSourceConfig, Tag("odbc")]
-                      | Annotated[KafkaSourceConfig, Tag("kafka")] | Annotated[AmqpSourceConfig, Tag("amqp")],
-                      Discriminator(_source_type)] | None = None
-    sink: OdbcSinkConfig | None = None
+    # where records come from, where the scored ones go, where rejects go: any registered
+    # component of each role (`lgw components`); sink and rejects default to what the
+    # source implies (a drop folder's outbox, a Kafka source's result and DLQ topics, an
+    # AMQP source's replies and dead-letter exchange)
+    source: SourceConfig | None = None
+    sink: SinkConfig | None = None
+    rejects: RejectsConfig | None = None
 
     @model_validator(mode="after")
-    def _table_needs_sink(self) -> PipelineConfig:
-        if isinstance(self.source, OdbcSourceConfig) and self.sink is None:
-            raise ValueError("an ODBC source needs a `sink` (the results table)")
+    def _parts_fit(self) -> PipelineConfig:
+        if self.source is None:
+            if self.sink is not None or self.rejects is not None:
+                raise ValueError("`sink` and `rejects` need a `source` to feed them")
+            return self
+        src = self.source
+        if isinstance(src, OdbcSourceConfig) and self.sink is None:
+            raise ValueError("an ODBC source needs a `sink` (where the results go: a table, a file, a topic)")
+        if isinstance(src, KafkaSourceConfig):
+            if self.sink is None and not src.result_topic:
+                raise ValueError("a Kafka source needs a `sink` or its `result_topic`")
+            if self.rejects is None and not src.dlq_topic:
+                raise ValueError("a Kafka source needs `rejects` or its `dlq_topic` (where dead letters go)")
         if self.realtime and self.policy == Policy.FALLBACK_AND_RESCORE:
             raise ValueError("policy fallback_and_rescore is for batch sources; a real-time pipeline "
                              "takes fallback or pause")
+        if not self.realtime and self.policy == Policy.FALLBACK_AND_RESCORE:
+            raise ValueError(f"policy fallback_and_rescore is for `lgw score` (its corrections file stands "
+                             f"beside the output it corrects); a {src.type} pipeline takes fallback or pause")
+        problem = registry.combination_problem(
+            registry.component("source", src.type), registry.component("sink", self.output.type),
+            registry.component("rejects", self.rejects_to.type), sink_extra=self.output)
+        if problem:
+            raise ValueError(problem)
         return self
 
     @property
     def realtime(self) -> bool:
         return isinstance(self.source, KafkaSourceConfig | AmqpSourceConfig)
 
+    @property
+    def output(self) -> SinkConfig:
+        """Where scored records go: `sink`, or what the source implies."""
+        if self.sink is not None:
+            return self.sink
+        src = self.source
+        if isinstance(src, DropFolderConfig):
+            return FileSinkConfig(folder=src.outbox, format=src.format)
+        if isinstance(src, KafkaSourceConfig):
+            assert src.result_topic is not None  # checked at load
+            return KafkaSinkConfig(topic=src.result_topic, format=src.result_format)
+        if isinstance(src, AmqpSourceConfig):
+            return AmqpSinkConfig(format=src.result_format)
+        raise ValueError("this pipeline has no sink")
 
-class KafkaConfig(_Strict):
-    """The Kafka cluster of the real-time pipelines (`LGW_KAFKA_BOOTSTRAP` overrides)."""
-
-    bootstrap_servers: str = "localhost:9092"
-    client_id: str = "lgw"
-    # Results and dead letters are acknowledged by all in-sync replicas before offsets
-    # are committed. Idempotence needs broker support (Apache Kafka has it).
-    acks: Literal["all"] = "all"
-    enable_idempotence: bool = True
-    # The results of a micro-batch go out as whole record batches, one per partition:
-    # lingering would only hold them back (measured: p50 latency 107 -> 75 ms, 5 -> 0 ms).
-    linger_ms: int = Field(default=0, ge=0)
-    compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
-    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
-    fetch_max_wait_ms: int = Field(default=100, ge=1)
-    session_timeout_ms: int = Field(default=10_000, ge=1000)
-    heartbeat_interval_ms: int = Field(default=3_000, ge=100)
-    graceful_timeout_s: float = Field(default=30.0, gt=0)  # shutdown: how long in-flight batches may take
-
-
-class AmqpConfig(_Strict):
-    """The AMQP 0-9-1 broker (RabbitMQ) of the legacy-queue pipelines (`LGW_AMQP_URL` overrides)."""
-
-    url: str = "amqp://guest:guest@localhost:5672/"
-    graceful_timeout_s: float = Field(default=30.0, gt=0)
+    @property
+    def rejects_to(self) -> RejectsConfig:
+        """Where rejects and dead letters go: `rejects`, or what the source implies."""
+        if self.rejects is not None:
+            return self.rejects
+        src = self.source
+        if isinstance(src, DropFolderConfig):
+            return FileRejectsConfig(folder=src.outbox)
+        if isinstance(src, KafkaSourceConfig):
+            assert src.dlq_topic is not None  # checked at load
+            return KafkaRejectsConfig(topic=src.dlq_topic)
+        if isinstance(src, AmqpSourceConfig):
+            return AmqpRejectsConfig(exchange=src.dead_letter_exchange,
+                                     routing_key=src.dead_letter_routing_key or src.queue)
+        folder = self.sink.rejects if isinstance(self.sink, OdbcSinkConfig) else "var/rejects"
+        return FileRejectsConfig(folder=folder)
 
 
 class StateConfig(_Strict):
@@ -324,8 +273,9 @@ def _with_env(cfg: GatewayConfig) -> GatewayConfig:
 
 def _location(loc: tuple[Any, ...]) -> str:
     """The key path of a config error, without pydantic's union tags (source.dropfolder...)."""
-    tags = ("dropfolder", "odbc", "kafka", "amqp")
-    parts = [str(x) for i, x in enumerate(loc) if not (i and loc[i - 1] == "source" and x in tags)]
+    tags = {c.kind for c in registry.components()}
+    parts = [str(x) for i, x in enumerate(loc)
+             if not (i and loc[i - 1] in ("source", "sink", "rejects") and x in tags)]
     return ".".join(parts)
 
 

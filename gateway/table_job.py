@@ -51,7 +51,7 @@ class TableRunSummary:
 
 def table_endpoints(name: str, cfg: GatewayConfig) -> tuple[OdbcSourceConfig, OdbcSinkConfig]:
     pipe = cfg.pipelines[name]
-    if not isinstance(pipe.source, OdbcSourceConfig) or pipe.sink is None:
+    if not isinstance(pipe.source, OdbcSourceConfig) or not isinstance(pipe.sink, OdbcSinkConfig):
         raise ConfigError(f"pipeline {name} does not read an ODBC table (source.type odbc with a sink)")
     return pipe.source, pipe.sink
 
@@ -65,7 +65,8 @@ async def run_table_pipeline(name: str, cfg: GatewayConfig, state: StateStore) -
                               shadow=pipe_cfg.shadow, state=state)
     source = OdbcSource(src_cfg.connection, contract=contract, pipeline=name, table=src_cfg.table,
                         query=src_cfg.query, mode=src_cfg.mode, key=src_cfg.key, timestamp=src_cfg.timestamp,
-                        lag_s=src_cfg.lag_s, overlap_s=src_cfg.overlap_s, batch_rows=src_cfg.batch_rows,
+                        lag_s=src_cfg.lag_s, overlap_s=src_cfg.overlap_s,
+                        batch_rows=src_cfg.batch_size or pipe_cfg.batch_size,
                         watermarks=WatermarkStore(state))
     sink = OdbcSink(sink_cfg.connection, sink_cfg.table, sink_cfg.key, pipeline=name, columns=sink_cfg.columns)
     summary = TableRunSummary(name)

@@ -5,6 +5,7 @@ asyncapi` documents their channels without any broker running."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,7 @@ def test_kafka_and_amqp_pipelines_validate(tmp_path: Path) -> None:
     )))
     stream, mq = cfg.pipelines["stream"], cfg.pipelines["mq"]
     assert isinstance(stream.source, KafkaSourceConfig) and stream.realtime
-    assert stream.source.topics == ["card-txn"] and stream.source.max_records == 200
+    assert stream.source.topics == ["card-txn"] and stream.source.batch_size == 200
     assert (stream.source.payload, stream.source.result_format, stream.policy) == ("copybook", "json", Policy.PAUSE)
     assert isinstance(mq.source, AmqpSourceConfig) and mq.realtime
     assert (mq.source.payload, mq.source.result_format, mq.source.prefetch) == ("copybook", None, 64)
@@ -76,8 +77,6 @@ def test_kafka_and_amqp_pipelines_validate(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("source", "key"), [
     ({k: v for k, v in KAFKA.items() if k != "topics"}, "topics"),
     ({k: v for k, v in KAFKA.items() if k != "group_id"}, "group_id"),
-    ({k: v for k, v in KAFKA.items() if k != "result_topic"}, "result_topic"),
-    ({k: v for k, v in KAFKA.items() if k != "dlq_topic"}, "dlq_topic"),
     ({"type": "amqp"}, "queue"),
 ])
 def test_missing_source_key_is_one_line_naming_it(tmp_path: Path, source: dict[str, Any], key: str) -> None:
@@ -89,6 +88,19 @@ def test_missing_source_key_is_one_line_naming_it(tmp_path: Path, source: dict[s
     assert f"pipelines.x.source.{key}: Field required" in message
     for tag in ("kafka", "amqp", "dropfolder", "odbc"):  # no pydantic union tags in the location
         assert f"source.{tag}." not in message
+
+
+@pytest.mark.parametrize(("key", "needs"), [("result_topic", "a `sink` or its `result_topic`"),
+                                             ("dlq_topic", "`rejects` or its `dlq_topic`")])
+def test_a_kafka_source_without_its_topics_needs_a_sink_and_rejects(tmp_path: Path, key: str, needs: str) -> None:
+    source = {k: v for k, v in KAFKA.items() if k != key}
+    with pytest.raises(ConfigError, match=r"gateway\.yaml: pipelines\.x: a Kafka source needs "
+                                          rf"{re.escape(needs)}"):
+        load_config(_write(tmp_path, _config(x={"source": source})))
+    other = {"sink": {"type": "kafka", "topic": "out"}} if key == "result_topic" else {
+        "rejects": {"type": "kafka", "topic": "dead"}}
+    cfg = load_config(_write(tmp_path, _config(x={"source": source, **other})))
+    assert cfg.pipelines["x"].output.type == "kafka" and cfg.pipelines["x"].rejects_to.type == "kafka"
 
 
 @pytest.mark.parametrize(("source", "fragment"), [
@@ -114,10 +126,11 @@ def test_fallback_and_rescore_is_refused_in_real_time(tmp_path: Path, source: di
         load_config(path)
 
 
-def test_fallback_and_rescore_still_allowed_in_batch(tmp_path: Path) -> None:
+def test_fallback_and_rescore_is_refused_for_a_batch_pipeline(tmp_path: Path) -> None:
     drop = {"inbox": "in", "outbox": "out"}
-    cfg = load_config(_write(tmp_path, _config(x={"source": drop, "policy": "fallback_and_rescore"})))
-    assert cfg.pipelines["x"].policy == Policy.FALLBACK_AND_RESCORE and not cfg.pipelines["x"].realtime
+    with pytest.raises(ConfigError, match=r"pipelines\.x: policy fallback_and_rescore is for `lgw score` .*"
+                                          r"a dropfolder pipeline takes fallback or pause"):
+        load_config(_write(tmp_path, _config(x={"source": drop, "policy": "fallback_and_rescore"})))
 
 
 # --------------------------------------------------------------------------- environment

@@ -489,7 +489,7 @@ def test_lgw_batch_run_scores_a_table_into_a_results_table_and_resumes_by_waterm
     source_table, results_table = db.name("lgw_src"), db.name("lgw_scores")
     loader = OdbcSink(db.connection_string, source_table, "TXN_ID")
     asyncio.run(loader.connect())
-    loader.write(decoded.slice(0, 1000))
+    loader.write_table(decoded.slice(0, 1000))
     pipeline = f"cards_{db.kind}"
     db.pipelines.append(pipeline)
     config = {
@@ -516,7 +516,7 @@ def test_lgw_batch_run_scores_a_table_into_a_results_table_and_resumes_by_waterm
     first = run()
     assert first["records_in"] == first["records_out"] == 1000 and first["scored_by"] == {"model": 1000}
     assert run()["records_in"] == 0  # the watermark was advanced: nothing is read twice
-    loader.write(decoded.slice(1000))  # new rows arrive with higher keys
+    loader.write_table(decoded.slice(1000))  # new rows arrive with higher keys
     asyncio.run(loader.close())
     third = run()
     assert third["records_in"] == 500

@@ -46,6 +46,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from adapters.base import ScoredBatch
 from adapters.odbc.connection import (
     OdbcConnection,
     OdbcConnectionConfig,
@@ -147,6 +148,7 @@ class OdbcSink:
         self._stage: str | None = None
         self._ready_for: pa.Schema | None = None
         self._lock = threading.Lock()
+        self.rows = 0  # written by this instance (a run's figure for its manifest)
 
     def __repr__(self) -> str:
         return f"OdbcSink({self.table!r}, {self.connection.display!r})"
@@ -159,20 +161,56 @@ class OdbcSink:
     def method(self) -> Method:
         return METHODS[self.dialect] if self.method_choice == "auto" else self.method_choice
 
-    # ---- Sink protocol
+    # ---- Sink protocol (adapters.base)
     async def connect(self) -> None:
         await asyncio.to_thread(self._connect)
+
+    async def open(self, state: dict[str, Any] | None = None) -> None:
+        await self.connect()  # an upsert needs nothing from an earlier attempt
+
+    def prepare(self, batch: ScoredBatch) -> tuple[pa.Table, dict[str, Any]]:
+        """The rows as the table takes them, with the source position they reach (its
+        checkpoint row goes in the same transaction)."""
+        table = batch.table
+        if self.columns is not None:
+            missing = [c for c in self.columns if c not in table.column_names]
+            if missing:
+                raise ConfigError(f"ODBC sink {self.table}: the results have no column(s) {', '.join(missing)}")
+            table = table.select(self.columns)
+        return table, batch.source.position
+
+    async def write(self, prepared: Sequence[tuple[pa.Table, dict[str, Any]]]) -> None:
+        """Everything prepared for one source batch, in one transaction."""
+        if not prepared:
+            return
+        tables = [t for t, _ in prepared]
+        table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+        position = prepared[-1][1] or None
+        await asyncio.to_thread(self.write_table, table, position if self.pipeline else None)
+        self.rows += table.num_rows
+
+    def state(self) -> dict[str, Any]:
+        return {}  # nothing to resume: a repeated batch is upserted again
+
+    async def finish(self) -> dict[str, Any]:
+        return {"table": self.table, "format": "odbc", "records": self.rows}
+
+    async def publish(self) -> None:
+        return None  # each batch was committed as it was written
+
+    async def discard(self) -> None:
+        return None  # committed rows stay: a failed run's rows are upserted again by its rerun
 
     async def write_batch(self, table: pa.Table, raw: np.ndarray | None = None, *,
                           position: dict[str, Any] | None = None) -> None:
         """Upserts the chunk and (with a pipeline) its checkpoint in one transaction."""
-        await asyncio.to_thread(self.write, table, position)
+        await asyncio.to_thread(self.write_table, table, position)
 
     async def close(self) -> None:
         await asyncio.to_thread(self._close)
 
     # ---- synchronous API
-    def write(self, table: pa.Table, position: dict[str, Any] | None = None) -> None:
+    def write_table(self, table: pa.Table, position: dict[str, Any] | None = None) -> None:
         with self._lock:
             if self._conn is None:
                 self._connect()

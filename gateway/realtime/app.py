@@ -119,15 +119,16 @@ def _kafka(pipes: dict[str, PipelineConfig], cfg: GatewayConfig, state: StateSto
     for name, pipe in pipes.items():
         src = pipe.source
         assert isinstance(src, KafkaSourceConfig)
+        assert src.result_topic is not None and src.dlq_topic is not None
         scorer = _scorer(name, pipe, cfg, state)
         driver = KafkaPipelineDriver(name, src, scorer, publisher)
         rt.kafka_drivers[name] = driver
         model = scorer.pipeline.contract.pydantic_model()
         sub = broker.subscriber(
-            *src.topics, batch=True, group_id=src.group_id, max_records=src.max_records,
+            *src.topics, batch=True, group_id=src.group_id, max_records=src.batch_size,
             batch_timeout_ms=src.max_wait_ms, auto_offset_reset=k.auto_offset_reset,
             fetch_max_wait_ms=k.fetch_max_wait_ms, session_timeout_ms=k.session_timeout_ms,
-            heartbeat_interval_ms=k.heartbeat_interval_ms, max_poll_records=src.max_records,
+            heartbeat_interval_ms=k.heartbeat_interval_ms, max_poll_records=src.batch_size,
             ack_policy=AckPolicy.MANUAL, parser=_batch_parser, decoder=_raw_values,
             title=f"{name}:input", description=_input_doc(name, pipe))
         sub.get_msg = MethodType(_fetch_batch, sub)  # type: ignore[method-assign]

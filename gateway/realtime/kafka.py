@@ -129,6 +129,7 @@ class KafkaPipelineDriver:
         results = [OutRecord(records[r.index].key, r.value, r.headers) for r in outcome.results]
         dead = [OutRecord(records[d.index].key, records[d.index].value or b"",
                           [*(records[d.index].headers or ()), *d.headers]) for d in outcome.dead_letters]
+        assert self.source.result_topic is not None and self.source.dlq_topic is not None
         sends: list[Awaitable[Any]] = [self.publisher.publish(self.source.result_topic, results)]
         if dead:
             sends.append(self.publisher.publish(self.source.dlq_topic, dead))
