@@ -40,13 +40,14 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from adapters.base import ScoredBatch
+from adapters.odbc.config import OdbcSinkConfig
 from adapters.odbc.connection import (
     OdbcConnection,
     OdbcConnectionConfig,
@@ -57,6 +58,9 @@ from adapters.odbc.connection import (
 )
 from adapters.odbc.identifiers import Dialect, quote, quote_table, split_table, validate_identifier
 from schemas.errors import ConfigError
+
+if TYPE_CHECKING:
+    from adapters.registry import BuildContext
 
 log = logging.getLogger("lgw.odbc.sink")
 
@@ -570,3 +574,8 @@ def pg_array_literal(col: pa.ChunkedArray | pa.Array) -> str:
 
 __all__ = ["METHODS", "PARAMETER_LIMITS", "VALUES_ROWS", "Checkpoint", "OdbcSink", "column_type",
            "pg_array_literal"]
+
+
+def build_sink(config: OdbcSinkConfig, context: BuildContext) -> OdbcSink:
+    """The `odbc` sink of the registry: upserts into `config.table` by `config.key`."""
+    return OdbcSink(config.connection, config.table, config.key, pipeline=context.pipeline, columns=config.columns)
