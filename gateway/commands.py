@@ -367,9 +367,14 @@ def batch(args: argparse.Namespace) -> int:
 def _table_run(name: str, cfg: GatewayConfig, state: StateStore) -> int:
     from gateway.table_job import run_table_pipeline
 
-    summary = asyncio.run(run_table_pipeline(name, cfg, state))
-    print(json.dumps(summary.to_json()))
-    return EXIT_REJECTS if summary.rejected else EXIT_OK
+    async def main(stop: asyncio.Event) -> int:
+        summary = await run_table_pipeline(name, cfg, state, stop=stop)
+        print(json.dumps(summary.to_json()))
+        if summary.interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_REJECTS if summary.rejected else EXIT_OK
+
+    return _stoppable(main, "the current batch")
 
 
 def _replay_pipelines(target: str, cfg: GatewayConfig, runs: RunStore) -> list[str]:

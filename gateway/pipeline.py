@@ -309,3 +309,10 @@ def fallback_share(table: pa.Table) -> float:
     if table.num_rows == 0:
         return 0.0
     return float(pc.mean(pc.equal(table.column("scored_by"), SCORED_BY_FALLBACK).cast(pa.float64())).as_py())
+
+
+def fixed_columns(pipeline: Pipeline) -> dict[str, int]:
+    """Widths of the fields appended to each record in fixed-width output."""
+    cols = {name: spec.fixed_width for name, spec in pipeline.outputs.items()}
+    cols.update({"scored_by": 8, "model_version": 12, "rule_id": 12, "reason": 24})
+    return cols

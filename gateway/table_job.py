@@ -1,33 +1,40 @@
-"""Batch mode for tables: an ODBC source -> the pipeline -> an ODBC results table.
+"""Batch mode for tables: an ODBC table or query -> the pipeline -> any sink.
 
-Each batch goes: read (the source's page, decoded to the contract's types and validated)
--> score -> upsert into the results table in one transaction together with the
-checkpoint row -> rejects appended and fsynced -> ack, which advances the source's
-watermark in the state store. A run killed at any point re-reads from the last acked
-watermark; the upsert by key makes the repeated rows harmless, so nothing is lost and
-nothing is duplicated in the results table.
+One run reads the rows the source's mode selects (all, or those past its watermark) and
+drives them through the batch driver (`gateway.drivers.batch`): per batch, score ->
+write the results to the sink and the rejects to the reject sink, both durable -> ack,
+which advances the source's watermark in the state store. A run killed at any point
+re-reads from the last acked watermark.
+
+Into a sink that makes each batch visible as it is written (an ODBC upsert, a topic) a
+batch is acked as soon as it is durable; the upsert by key makes repeated rows harmless.
+Into a file, which appears only whole when the run ends, the batches are acked once the
+file is published: a run killed before that leaves no file and no advanced watermark,
+and the next run reads the same rows into a new file. SIGTERM finishes the batch in
+hand, publishes what is durable, acks it, and the command exits 3.
 """
 
 from __future__ import annotations
 
-import io
-import json
+import asyncio
 import logging
-import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from adapters.odbc.sink import OdbcSink
+from adapters import registry
+from adapters.base import RejectSink, Sink, SourceBatch
+from adapters.files.outbox import OutboxSink, RejectsFile
 from adapters.odbc.source import OdbcSource
-from gateway.config import GatewayConfig, OdbcSinkConfig, OdbcSourceConfig
+from adapters.registry import BuildContext
+from gateway.config import GatewayConfig, OdbcSourceConfig
+from gateway.drivers.batch import BatchLoop, Delivery, close_all
+from gateway.pipeline import fixed_columns
 from gateway.runtime import build_pipeline
 from gateway.state import StateStore
 from gateway.watermarks import WatermarkStore
 from schemas.contract import load_contract
 from schemas.errors import ConfigError
-from schemas.safefiles import create_unique
 
 log = logging.getLogger("lgw.table")
 
@@ -40,72 +47,82 @@ class TableRunSummary:
     rejected: int = 0
     batches: int = 0
     scored_by: dict[str, int] = field(default_factory=dict)
+    output: str | None = None
     rejects_path: str | None = None
     seconds: float = 0.0
+    interrupted: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {"pipeline": self.pipeline, "records_in": self.records_in, "records_out": self.records_out,
-                "rejected": self.rejected, "batches": self.batches, "scored_by": self.scored_by,
-                "rejects": self.rejects_path, "seconds": round(self.seconds, 3)}
+        out = {"pipeline": self.pipeline, "records_in": self.records_in, "records_out": self.records_out,
+               "rejected": self.rejected, "batches": self.batches, "scored_by": self.scored_by,
+               "output": self.output, "rejects": self.rejects_path, "seconds": round(self.seconds, 3)}
+        if self.interrupted:
+            out["status"] = "interrupted"
+        return out
 
 
-def table_endpoints(name: str, cfg: GatewayConfig) -> tuple[OdbcSourceConfig, OdbcSinkConfig]:
-    pipe = cfg.pipelines[name]
-    if not isinstance(pipe.source, OdbcSourceConfig) or not isinstance(pipe.sink, OdbcSinkConfig):
-        raise ConfigError(f"pipeline {name} does not read an ODBC table (source.type odbc with a sink)")
-    return pipe.source, pipe.sink
+def _location(part: dict[str, Any], target: Sink | RejectSink) -> str | None:
+    """A file's path, or the sink's type and target (`odbc:TABLE`, `kafka:TOPIC`)."""
+    if isinstance(target, OutboxSink | RejectsFile):
+        return str(target.final)
+    return f"{part.get('format', '?')}:{part.get('target', '?')}"
 
 
-async def run_table_pipeline(name: str, cfg: GatewayConfig, state: StateStore) -> TableRunSummary:
+async def run_table_pipeline(name: str, cfg: GatewayConfig, state: StateStore, *,
+                             stop: asyncio.Event | None = None) -> TableRunSummary:
     started = time.perf_counter()
     pipe_cfg = cfg.pipelines[name]
-    src_cfg, sink_cfg = table_endpoints(name, cfg)
+    if not isinstance(pipe_cfg.source, OdbcSourceConfig):
+        raise ConfigError(f"pipeline {name} does not read an ODBC table (source.type odbc)")
     contract = load_contract(cfg.resolve(pipe_cfg.contract))
     pipeline = build_pipeline(name, contract, cfg, model_name=pipe_cfg.model, policy=pipe_cfg.policy,
                               shadow=pipe_cfg.shadow, state=state)
-    source = OdbcSource(src_cfg.connection, contract=contract, pipeline=name, table=src_cfg.table,
-                        query=src_cfg.query, mode=src_cfg.mode, key=src_cfg.key, timestamp=src_cfg.timestamp,
-                        lag_s=src_cfg.lag_s, overlap_s=src_cfg.overlap_s,
-                        batch_rows=src_cfg.batch_size or pipe_cfg.batch_size,
-                        watermarks=WatermarkStore(state))
-    sink = OdbcSink(sink_cfg.connection, sink_cfg.table, sink_cfg.key, pipeline=name, columns=sink_cfg.columns)
+    context = BuildContext(pipeline=name, contract=contract, base_dir=cfg.base_dir, source=pipe_cfg.source,
+                           batch_size=pipe_cfg.batch_size, kafka=cfg.kafka, amqp=cfg.amqp, state=state,
+                           run_name=f"{name}.{time.strftime('%Y%m%dT%H%M%S')}",
+                           extras={"fixed_columns": fixed_columns(pipeline), "watermarks": WatermarkStore(state)})
+    source: OdbcSource = registry.component("source", "odbc").build(pipe_cfg.source, context)
+    sink: Sink = registry.component("sink", pipe_cfg.output.type).build(pipe_cfg.output, context)
+    rejects: RejectSink = registry.component("rejects", pipe_cfg.rejects_to.type).build(pipe_cfg.rejects_to, context)
+    # a file becomes visible only when the run publishes it: its batches are acked then
+    held: list[SourceBatch] = []
+    whole_file = isinstance(sink, OutboxSink) or isinstance(rejects, RejectsFile)
     summary = TableRunSummary(name)
-    rejects_dir = cfg.resolve(sink_cfg.rejects)
-    rejects_dir.mkdir(parents=True, exist_ok=True)
-    rejects_name = f"{name}.{time.strftime('%Y%m%dT%H%M%S')}.rejects.jsonl"
-    await source.connect()  # checks the table's columns against the contract first
-    await sink.connect()
+
+    def acked(batch: SourceBatch, delivery: Delivery) -> None:
+        summary.batches += 1
+
+    loop = BatchLoop(pipeline, sink, rejects, label=f"pipeline {name}", stop=stop, on_acked=acked,
+                     hold_acks=held if whole_file else None)
     try:
-        rejects_path, rejects_file = create_unique(rejects_dir / rejects_name)  # never an earlier run's
-        with io.TextIOWrapper(rejects_file, encoding="utf-8") as rejects:
-            while (batch := await source.read_batch()) is not None:
-                scored = await pipeline.score(batch.table)
-                if scored.paused:
-                    await batch.nack("paused: the model is unavailable and the policy is pause")
-                    log.warning("%s: paused; run again once the model is back", name)
-                    break
-                await sink.write_batch(scored.table, position=batch.position)
-                lines = [r.to_json() for r in batch.rejects]
-                lines += [{"row": r.row, "field": r.field, "reason": r.reason} for r in scored.rejects]
-                for line in lines:
-                    rejects.write(json.dumps(line, ensure_ascii=False, default=str) + "\n")
-                rejects.flush()
-                os.fsync(rejects.fileno())
-                await batch.ack()  # only now: results and rejects are durable
-                summary.batches += 1
-                summary.records_in += batch.records_in
-                summary.records_out += scored.table.num_rows
-                summary.rejected += len({r.record for r in batch.rejects}) + len({r.row for r in scored.rejects})
-                for k, v in scored.counts().items():
-                    summary.scored_by[k] = summary.scored_by.get(k, 0) + v
+        await source.connect()  # checks the table's columns against the contract first
+        await sink.open()
+        await rejects.open()
+        finished = await loop.run(source)
+        loop.counts.check(f"pipeline {name}")
+        outputs = {"scored": await sink.finish(), "rejects": await rejects.finish()}
+        await sink.publish()
+        if outputs["rejects"].get("records") or not isinstance(rejects, RejectsFile):
+            await rejects.publish()
+            summary.rejects_path = _location(outputs["rejects"], rejects) if loop.counts.rejected else None
+        else:
+            await rejects.discard()  # no reject: no empty rejects file
+        for batch in held:  # in read order: the watermark moves past what the file holds
+            await batch.ack()
+    except BaseException:
+        await sink.discard()
+        await rejects.discard()
+        raise
     finally:
-        await source.close()
-        await sink.close()
+        await close_all([source, sink, rejects])
         if pipeline.model is not None:
             await pipeline.model.close()
-    if summary.rejected:
-        summary.rejects_path = str(rejects_path)
-    else:
-        Path(rejects_path).unlink(missing_ok=True)
+    summary.output = _location(outputs["scored"], sink)
+    summary.interrupted = not finished
+    summary.records_in, summary.records_out, summary.rejected = (
+        loop.counts.records_in, loop.counts.records_out, loop.counts.rejected)
+    summary.scored_by = dict(pipeline.stats.scored_by)
     summary.seconds = time.perf_counter() - started
+    if not finished:
+        log.warning("pipeline %s: stopped after %d batches; the next run goes on from there", name, summary.batches)
     return summary

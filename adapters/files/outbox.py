@@ -19,20 +19,24 @@ depend on where the chunks fell, nor on where a run was interrupted.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import functools
 import hashlib
 import io
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from adapters.base import ScoredBatch, SourceBatch
+from adapters.files.config import FileRejectsConfig, FileSinkConfig
 from adapters.files.dropfolder import safe_name
 from adapters.files.writers import FORMATS, FixedWriter, flat_for_csv
 from schemas.codepages import CodePage
@@ -40,6 +44,9 @@ from schemas.errors import ConfigError
 from schemas.jsonl import write_jsonl
 from schemas.safefiles import create_new, open_existing, publish, remove_stale_temps, temp_name
 from schemas.stream import Reject
+
+if TYPE_CHECKING:
+    from adapters.registry import BuildContext
 
 _BLOCK = 1 << 20
 _STAGED, _STAGED_PARQUET = ".partial", ".ipc.partial"  # temporary files: records, Parquet's Arrow stream
@@ -216,14 +223,32 @@ class OutboxSink:
         elif pending or staged is None:
             self._pending = _beside(self.final, pending, f".{self.final.name}.partial")
 
-    # Sink protocol
-    async def connect(self) -> None:
-        if self.file._fh is None:
-            self.start()
+    # ---- Sink protocol (adapters.base)
+    async def open(self, state: dict[str, Any] | None = None) -> None:
+        await asyncio.to_thread(self.start if state is None else functools.partial(self.resume, state))
 
-    async def write_batch(self, table: pa.Table, raw: np.ndarray | None = None) -> None:
-        self.write_rendered([self.renderer.render(table, raw)], table.num_rows)
-        self.sync()
+    def prepare(self, batch: ScoredBatch) -> tuple[bytes, int]:
+        """The records rendered in the file's format (fixed-width: appended to their own bytes)."""
+        if self.fmt == "fixed":
+            table = batch.table.drop_columns([c for c in ("source_record",) if c in batch.table.column_names])
+            return self.renderer.render(table, batch.raw), table.num_rows
+        return self.renderer.render(batch.table), batch.table.num_rows
+
+    async def write(self, prepared: Sequence[tuple[bytes, int]]) -> None:
+        def append() -> None:
+            self.write_rendered([data for data, _ in prepared], sum(rows for _, rows in prepared))
+            self.sync()
+
+        await asyncio.to_thread(append)
+
+    async def finish(self) -> dict[str, Any]:
+        return await asyncio.to_thread(self.complete)
+
+    async def publish(self) -> None:
+        await asyncio.to_thread(self.publish_file)
+
+    async def discard(self) -> None:
+        await asyncio.to_thread(self.discard_file)
 
     async def close(self) -> None:
         self.file.close()
@@ -249,7 +274,7 @@ class OutboxSink:
     def sync(self) -> None:
         self.file.sync()
 
-    def finish(self) -> dict[str, Any]:
+    def complete(self) -> dict[str, Any]:
         """Completes the temporary file (Parquet: converts the staged stream) and returns
         what the manifest says of it; call `publish` next."""
         self.file.sync()
@@ -293,14 +318,14 @@ class OutboxSink:
         return {"name": self.final.name, "format": "parquet", "records": self.rows,
                 "bytes": size, "sha256": digest.hexdigest()}
 
-    def publish(self) -> None:
+    def publish_file(self) -> None:
         """Renames the finished temporary file into place; idempotent after a crash."""
         assert self._pending is not None, "finish() or adopt() first"
         _publish(self._pending, self.final)
         if self.fmt == "parquet":
             self.file.path.unlink(missing_ok=True)  # the staged stream, kept until now for a resume
 
-    def discard(self) -> None:
+    def discard_file(self) -> None:
         self.file.close()
         for p in (self.file.path, self._pending):
             if p is not None:
@@ -315,7 +340,10 @@ class RejectsFile:
         self.file = ResumableFile(temp_name(final, _STAGED))
         self.records = 0
 
-    def open(self, state: dict[str, Any] | None = None) -> None:
+    async def open(self, state: dict[str, Any] | None = None) -> None:
+        await asyncio.to_thread(self.open_file, state)
+
+    def open_file(self, state: dict[str, Any] | None = None) -> None:
         """A new temporary file (`state` None), or the checkpointed one cut back."""
         if state is None:
             remove_stale_temps(self.final, _STAGED)  # left by an attempt killed before its first checkpoint
@@ -334,28 +362,41 @@ class RejectsFile:
     def state(self) -> dict[str, Any]:
         return {"length": self.file.length, "records": self.records, **self.staged()}
 
-    def write(self, rejects: list[Reject]) -> None:
-        if not rejects:
-            return
-        lines = [json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in rejects]
-        self.file.write("".join(lines).encode("utf-8"))
-        self.records += len({r.record for r in rejects})
+    async def write(self, rejects: Sequence[Reject], source: SourceBatch | None = None) -> None:
+        """Appends the rejects (one JSON line each) and makes them durable."""
+        await asyncio.to_thread(self.append, rejects)
 
-    def sync(self) -> None:
+    def append(self, rejects: Sequence[Reject]) -> None:
+        if rejects:
+            lines = [json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in rejects]
+            self.file.write("".join(lines).encode("utf-8"))
+            self.records += len({r.record for r in rejects})
         self.file.sync()
 
-    def finish(self) -> dict[str, Any]:
+    async def finish(self) -> dict[str, Any]:
+        return await asyncio.to_thread(self.complete)
+
+    def complete(self) -> dict[str, Any]:
         self.file.sync()
         self.file.close()
         return {"name": self.final.name, "format": "jsonl", "records": self.records,
                 "bytes": self.file.length, "sha256": self.file.sha256}
 
-    def publish(self, final: Path | None = None) -> None:
+    async def publish(self, final: Path | None = None) -> None:
+        await asyncio.to_thread(self.publish_file, final)
+
+    def publish_file(self, final: Path | None = None) -> None:
         _publish(self.file.path, final or self.final)
 
-    def discard(self) -> None:
+    async def discard(self) -> None:
+        await asyncio.to_thread(self.discard_file)
+
+    def discard_file(self) -> None:
         self.file.close()
         self.file.path.unlink(missing_ok=True)
+
+    async def close(self) -> None:
+        self.file.close()
 
 
 def _publish(tmp: Path, final: Path) -> None:
@@ -371,4 +412,31 @@ def _beside(final: Path, name: str | None, legacy: str) -> Path:
     return final.with_name(safe_name(name) if name else legacy)
 
 
-__all__ = ["EXTENSIONS", "OutboxSink", "RejectsFile", "Renderer", "ResumableFile"]
+def output_name(run_name: str, fmt: str) -> str:
+    return f"{run_name}.scored.{EXTENSIONS[fmt]}"
+
+
+def build_sink(config: FileSinkConfig, context: BuildContext) -> OutboxSink:
+    """The `file` sink of the registry: `NAME.scored.EXT` in `config.folder`, NAME the
+    run's (a drop-folder input's name, a table run's pipeline and start time)."""
+    if context.run_name is None:
+        raise ConfigError(f"pipeline {context.pipeline}: a file sink writes one file per run, and this run "
+                          "has no name (a real-time source never ends)")
+    final = context.resolve(config.folder) / output_name(context.run_name, config.format)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return OutboxSink(final, config.format, page=context.contract.spec.page,
+                      fixed_columns=context.extras.get("fixed_columns"), row_group_size=context.batch_size)
+
+
+def build_rejects(config: FileRejectsConfig, context: BuildContext) -> RejectsFile:
+    """The `file` reject sink of the registry: `NAME.rejects.jsonl` in `config.folder`."""
+    if context.run_name is None:
+        raise ConfigError(f"pipeline {context.pipeline}: a rejects file is written per run, and this run "
+                          "has no name (a real-time source never ends)")
+    final = context.resolve(config.folder) / f"{context.run_name}.rejects.jsonl"
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return RejectsFile(final)
+
+
+__all__ = ["EXTENSIONS", "OutboxSink", "RejectsFile", "Renderer", "ResumableFile", "build_rejects", "build_sink",
+           "output_name"]

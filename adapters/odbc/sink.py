@@ -176,6 +176,8 @@ class OdbcSink:
         """The rows as the table takes them, with the source position they reach (its
         checkpoint row goes in the same transaction)."""
         table = batch.table
+        if "source_record" in table.column_names and "source_record" not in (self.columns or ()):
+            table = table.drop_columns(["source_record"])  # a file's record number: no column of a table
         if self.columns is not None:
             missing = [c for c in self.columns if c not in table.column_names]
             if missing:
@@ -197,7 +199,7 @@ class OdbcSink:
         return {}  # nothing to resume: a repeated batch is upserted again
 
     async def finish(self) -> dict[str, Any]:
-        return {"table": self.table, "format": "odbc", "records": self.rows}
+        return {"format": "odbc", "target": self.table, "records": self.rows}
 
     async def publish(self) -> None:
         return None  # each batch was committed as it was written

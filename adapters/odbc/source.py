@@ -30,7 +30,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -45,6 +45,7 @@ from adapters.odbc.columns import (
     contract_columns,
     source_columns,
 )
+from adapters.odbc.config import OdbcSourceConfig
 from adapters.odbc.conform import conform
 from adapters.odbc.connection import (
     ColumnInfo,
@@ -59,6 +60,9 @@ from adapters.odbc.identifiers import Dialect, quote, quote_table, validate_iden
 from gateway.watermarks import WatermarkStore
 from schemas.contract import Contract
 from schemas.errors import ConfigError
+
+if TYPE_CHECKING:
+    from adapters.registry import BuildContext
 
 log = logging.getLogger("lgw.odbc.source")
 
@@ -422,7 +426,10 @@ class OdbcSource:
         seq = self._acks.add(run.state)
         position = {k: v for k, v in run.state.items() if k != "seen"} if run.state else {}
         position.update(mode=self.mode, rows=run.rows)
-        return SourceBatch(table=table, rejects=rejects, record_numbers=np.arange(first, first + raw.num_rows),
+        numbers = np.arange(first, first + raw.num_rows)
+        if rejects:  # the numbers of the rows that stayed in `table`
+            numbers = numbers[~np.isin(numbers, [r.record for r in rejects])]
+        return SourceBatch(table=table, rejects=rejects, record_numbers=numbers,
                            position=position, ack=self._ack_fn(seq), nack=self._nack_fn(seq))
 
     def _not_seen(self, run: _Run, key_col: pa.ChunkedArray, ts_us: pa.ChunkedArray) -> pa.Array | None:
@@ -511,3 +518,13 @@ def _micros(value: datetime) -> int:
 
 
 __all__ = ["READERS", "ContractColumn", "OdbcSource", "SchemaDriftError", "compare_columns", "contract_columns"]
+
+
+def build_source(config: OdbcSourceConfig, context: BuildContext) -> OdbcSource:
+    """The `odbc` source of the registry; the watermark store comes from the driver
+    (`context.extras["watermarks"]`), as the state store is the gateway's."""
+    return OdbcSource(config.connection, contract=context.contract, pipeline=context.pipeline, table=config.table,
+                      query=config.query, mode=config.mode, key=config.key, timestamp=config.timestamp,
+                      lag_s=config.lag_s, overlap_s=config.overlap_s,
+                      batch_rows=config.batch_size or context.batch_size,
+                      watermarks=context.extras.get("watermarks"))

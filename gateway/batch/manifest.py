@@ -84,7 +84,7 @@ def summarize(manifest: dict[str, Any], rt: BatchRuntime, manifest_path: Path) -
         summary["reason"] = manifest["reason"]
     if manifest["control"] is not None:
         summary["control"] = {"ok": manifest["control"]["ok"], "problems": manifest["control"]["problems"]}
-    summary["output"] = str(rt.folders.outbox / scored["name"]) if scored else None
+    summary["output"] = rt.output_location(scored) if scored else None
     summary["manifest"] = str(manifest_path) if manifest["status"] == DONE else None
     summary["seconds"] = manifest["timings"]["elapsed_s"]
     return summary

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from adapters import registry
+from adapters.base import RejectSink, Sink
 from adapters.files.dropfolder import MARKER_SUFFIX, DropFolder, Folders
-from adapters.files.outbox import EXTENSIONS
-from gateway.config import DropFolderConfig, GatewayConfig, PipelineConfig, Policy
-from gateway.pipeline import Pipeline
+from adapters.registry import BuildContext
+from gateway.config import DropFolderConfig, FileSinkConfig, GatewayConfig, PipelineConfig
+from gateway.pipeline import Pipeline, fixed_columns
 from gateway.runs import RunStore
 from gateway.runtime import build_pipeline
 from gateway.state import StateStore
@@ -28,10 +31,26 @@ class BatchRuntime:
     folders: Folders
     dropfolder: DropFolder
     runs: RunStore
+    gateway: GatewayConfig
+    state: StateStore
 
-    @property
-    def fmt(self) -> str:
-        return self.source.format
+    def _context(self, run_name: str) -> BuildContext:
+        return BuildContext(pipeline=self.name, contract=self.contract, base_dir=self.gateway.base_dir,
+                            source=self.source, batch_size=self.chunk_records, kafka=self.gateway.kafka,
+                            amqp=self.gateway.amqp, state=self.state, run_name=run_name,
+                            extras={"fixed_columns": fixed_columns(self.pipeline)})
+
+    def build_sink(self, run_name: str) -> Sink:
+        """Where a run's scored records go (`sink`, by default a file in the outbox)."""
+        cfg = self.config.output
+        sink: Sink = registry.component("sink", cfg.type).build(cfg, self._context(run_name))
+        return sink
+
+    def build_rejects(self, run_name: str) -> RejectSink:
+        """Where a run's rejects go (`rejects`, by default a file in the outbox)."""
+        cfg = self.config.rejects_to
+        rejects: RejectSink = registry.component("rejects", cfg.type).build(cfg, self._context(run_name))
+        return rejects
 
     @property
     def chunk_records(self) -> int:
@@ -40,10 +59,17 @@ class BatchRuntime:
     def marker(self, input_name: str) -> str | None:
         return f"{input_name}{MARKER_SUFFIX}" if self.source.done_file else None
 
-    def output_names(self, stem: str) -> dict[str, Path]:
-        return {"scored": self.folders.path("outbox", f"{stem}.scored.{EXTENSIONS[self.fmt]}"),
-                "rejects": self.folders.path("outbox", f"{stem}.rejects.jsonl"),
-                "manifest": self.folders.path("outbox", f"{stem}.manifest.json")}
+    def output_location(self, scored: dict[str, Any]) -> str:
+        """Where a run's scored records went, as its summary says: a file's path, or the
+        sink's type and target (`kafka:TOPIC`, `odbc:TABLE`)."""
+        out = self.config.output
+        if isinstance(out, FileSinkConfig):
+            folder = self.folders.outbox if out.folder == self.source.outbox else self.gateway.resolve(out.folder)
+            return str(folder / scored["name"])
+        return f"{scored.get('format', out.type)}:{scored.get('target', '?')}"
+
+    def manifest_path(self, stem: str) -> Path:
+        return self.folders.path("outbox", f"{stem}.manifest.json")
 
     async def close(self) -> None:
         if self.pipeline.model is not None:
@@ -56,13 +82,11 @@ def build_runtime(name: str, cfg: GatewayConfig, state: StateStore, runs: RunSto
         raise ConfigError(f"no pipeline {name!r} in the config (pipelines: {', '.join(cfg.pipelines) or 'none'})")
     if not isinstance(pipe.source, DropFolderConfig):
         raise ConfigError(f"pipeline {name} has no drop-folder `source`: nothing for the file driver to read")
-    if pipe.policy == Policy.FALLBACK_AND_RESCORE:
-        raise ConfigError(f"pipeline {name}: policy fallback_and_rescore is not supported in batch mode "
-                          "(use fallback or pause)")
     contract = load_contract(cfg.resolve(pipe.contract))
     pipeline = build_pipeline(name, contract, cfg, model_name=pipe.model, policy=pipe.policy, shadow=pipe.shadow,
                               state=state)
     folders = Folders.prepare(pipe.source.folders(cfg.base_dir))
     dropfolder = DropFolder(folders, glob=pipe.source.glob, stable_for_s=pipe.source.stable_for_s,
                             done_file=pipe.source.done_file)
-    return BatchRuntime(name, pipe, pipe.source, contract, pipeline, folders, dropfolder, runs or RunStore(state))
+    return BatchRuntime(name, pipe, pipe.source, contract, pipeline, folders, dropfolder, runs or RunStore(state),
+                        cfg, state)
