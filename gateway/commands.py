@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_PAUSED, EXIT_REJECTS, write_rejects
 from gateway.config import DropFolderConfig, OdbcSourceConfig
-from schemas.contract import Contract, RecordSpec, load_contract
+from schemas.contract import Contract, ControlReport, RecordSpec, load_contract
 from schemas.copybook import load_copybook
 from schemas.errors import ConfigError, InputFormatError
 from schemas.layout import Limits
@@ -90,21 +90,23 @@ def decode(args: argparse.Namespace) -> int:
             rej_out = io.TextIOWrapper(files["--rejects"].fh, encoding="utf-8", write_through=True)
             stack.callback(rej_out.detach)  # the file itself stays open for its publish
         every_view = RecordDecoder(spec.layout, spec.page, spec.options, report_redefines=True)
+        report = ControlReport()
         for dc in spec.decode_file(args.input, chunk_records=args.chunk_records, reject_limit=limit,
                                    decoder=every_view) if contract is None else \
-                contract.decode_file(args.input, spec, chunk_records=args.chunk_records, reject_limit=limit):
+                contract.decode_file(args.input, spec, chunk_records=args.chunk_records, reject_limit=limit,
+                                     report=report):
             write_jsonl(dc.table, out)
             records += dc.table.num_rows
             if dc.rejects:
                 rejected += len({r.record for r in dc.rejects})
                 write_rejects(dc.rejects, rej_out)
         out.flush()
-        for line in (contract.file_report() if contract is not None else []):
+        for line in (contract.file_report(report) if contract is not None else []):
             print(line, file=sys.stderr)
-            if contract is not None and contract.file_rejected:
+            if contract is not None and contract.rejects_file(report):
                 rejected += 1
-        if contract is not None and contract.last_report is not None:
-            records = contract.last_report.details  # detail records decoded, before validation
+        if contract is not None:
+            records = report.details  # detail records decoded, before validation
         report_records(args.input, records, required=args.require_records)
     return EXIT_REJECTS if rejected else EXIT_OK
 
@@ -189,13 +191,12 @@ def score(args: argparse.Namespace) -> int:
                             rejects_path=Path(args.rejects) if args.rejects else None,
                             rejects_stream=None if args.rejects else sys.stderr,
                             fmt=args.format, config=cfg, force_fallback=args.force_fallback,
-                            policy=Policy(args.policy), shadow=args.shadow, chunk_records=args.chunk_records,
+                            policy=Policy(args.policy), shadow=args.shadow, batch_size=args.chunk_records,
                             state=state, reject_limit=reject_limit(args), require_records=args.require_records)
     except ScoringPaused as exc:
         print(f"lgw: paused: {exc}", file=sys.stderr)
         return EXIT_PAUSED
-    report = contract.last_report
-    report_records(args.input, report.details if report else 0, required=False)
+    report_records(args.input, summary.pop("records"), required=False)
     print(json.dumps(summary))
     return EXIT_REJECTS if summary["rejected"] or summary.get("file_rejected") else EXIT_OK
 

@@ -346,7 +346,6 @@ class Contract:
         self.header = self._record_type("header", rec.header, self.spec)
         self.trailer = self._record_type("trailer", rec.trailer, self.spec)
         self.rules = self._bind_rules()
-        self.last_report: ControlReport | None = None
 
     # ---- identity
     @property
@@ -436,8 +435,8 @@ class Contract:
                     name: str | None = None) -> Iterator[DecodedChunk]:
         """Detail records that pass decoding and validation; rejects alongside. Header and
         trailer records are split off by their discriminator and checked at the end:
-        `last_report` then holds the control totals verdict. A resumed read passes the
-        chunk end it resumes at (`start`) and the report of the records before it. A reject
+        `report` (pass one to read it) then holds the control totals verdict. A resumed read
+        passes the chunk end it resumes at (`start`) and the report of the records before it. A reject
         rate beyond `reject_limit` stops the read (InputFormatError naming the file as
         `name`, default its path)."""
         from schemas.validate import validate_chunk
@@ -447,8 +446,7 @@ class Contract:
             self.header = self._record_type("header", self.config.record.header, spec)
             self.trailer = self._record_type("trailer", self.config.record.trailer, spec)
         decoder = spec.decoder()
-        report = report or ControlReport()
-        self.last_report = report
+        report = report if report is not None else ControlReport()
         # the encoding was sniffed on the first chunk when the read began
         def validated() -> Iterator[DecodedChunk]:
             for dc in decode_file(path, _SplitDecoder(self, decoder, report), spec.framing, chunk_records,
@@ -481,16 +479,16 @@ class Contract:
                 report.problems.append(f"hash total of {detail_field}: trailer {trailer_field} says {want}, "
                                        f"records add up to {got}")
 
-    @property
-    def file_rejected(self) -> bool:
-        r = self.last_report
+    def rejects_file(self, report: ControlReport | None) -> bool:
+        """Whether a file read with this `report` is rejected whole (its control totals
+        do not match and the trailer says `on_mismatch: reject_file`)."""
         ctl = self.trailer.control if self.trailer else None
-        return bool(r and not r.ok and ctl and ctl.on_mismatch == "reject_file")
+        return bool(report and not report.ok and ctl and ctl.on_mismatch == "reject_file")
 
-    def file_report(self) -> list[str]:
+    def file_report(self, report: ControlReport | None) -> list[str]:
         import json
 
-        r = self.last_report
+        r = report
         if r is None or (self.header is None and self.trailer is None):
             return []
         return [json.dumps(r.to_json(), default=str, ensure_ascii=False)]

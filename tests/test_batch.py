@@ -159,21 +159,19 @@ def test_a_resumed_read_continues_exactly_where_the_chunk_ended(tmp_path: Path, 
 def test_control_totals_resume_from_the_checkpointed_running_sums(tmp_path: Path) -> None:
     path = tmp_path / "CARDTXN.DAT"
     generate_card_file(path, records=2_000, seed=3)
-    whole = load_contract(contract_path())
-    list(whole.decode_file(path, chunk_records=300))
-    contract = load_contract(contract_path())
-    chunks = contract.decode_file(path, chunk_records=300)
+    whole, whole_report = load_contract(contract_path()), ControlReport()
+    list(whole.decode_file(path, chunk_records=300, report=whole_report))
+    contract, report = load_contract(contract_path()), ControlReport()
+    chunks = contract.decode_file(path, chunk_records=300, report=report)
     for _ in range(3):
         dc = next(chunks)
-    assert contract.last_report is not None
-    totals = json.loads(json.dumps(contract.last_report.running_totals(), default=str))  # as stored
-    resumed = load_contract(contract_path())
+    totals = json.loads(json.dumps(report.running_totals(), default=str))  # as stored
+    resumed, resumed_report = load_contract(contract_path()), ControlReport.resumed(totals)
     list(resumed.decode_file(path, chunk_records=300, start=ReadPosition(**vars(dc.chunk.end)),
-                             report=ControlReport.resumed(totals)))
-    assert resumed.last_report is not None and whole.last_report is not None
-    assert resumed.last_report.ok and resumed.last_report.checked == whole.last_report.checked
-    assert resumed.last_report.sums == whole.last_report.sums
-    assert resumed.last_report.details == whole.last_report.details == 2_000
+                             report=resumed_report))
+    assert resumed_report.ok and resumed_report.checked == whole_report.checked
+    assert resumed_report.sums == whole_report.sums
+    assert resumed_report.details == whole_report.details == 2_000
 
 
 # --------------------------------------------------------------------------- one file end to end

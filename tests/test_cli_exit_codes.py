@@ -220,7 +220,7 @@ def test_decode_with_a_copybook_reports_to_stderr_without_rejects_file(tmp_path:
 
 def test_score_paused_mid_file_stops_with_75_instead_of_losing_records(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from gateway import score as score_module
+    from gateway.drivers import batch as score_module
 
     url = f"sqlite:///{tmp_path}/state.db"
     monkeypatch.setenv("LGW_STATE_URL", url)

@@ -24,11 +24,11 @@ LRECL = 120
 
 def _decode(contract: Contract, path: Path, **overrides: str) -> tuple[pa.Table, list[Reject], ControlReport]:
     spec = contract.record_spec(**overrides) if overrides else None
-    chunks = list(contract.decode_file(path, spec, chunk_records=1_000))
+    report = ControlReport()
+    chunks = list(contract.decode_file(path, spec, chunk_records=1_000, report=report))
     table = pa.concat_tables([c.table for c in chunks])
     rejects = [r for c in chunks for r in c.rejects]
-    assert contract.last_report is not None
-    return table, rejects, contract.last_report
+    return table, rejects, report
 
 
 def _ascii_contract() -> Contract:
@@ -197,7 +197,7 @@ def test_tampered_trailer_count_fails_the_control_report(tmp_path: Path) -> None
     assert rejects == [] and table.num_rows == 500
     assert not report.ok
     assert any("record count" in p and "499" in p for p in report.problems)
-    assert contract.file_rejected
+    assert contract.rejects_file(report)
 
 
 def test_tampered_trailer_hash_total_fails_the_control_report(tmp_path: Path) -> None:
@@ -208,7 +208,7 @@ def test_tampered_trailer_hash_total_fails_the_control_report(tmp_path: Path) ->
     _, _, report = _decode(contract, path)
     assert not report.ok
     assert any("TXN-AMOUNT" in p and "0.01" in p for p in report.problems)
-    assert contract.file_rejected
+    assert contract.rejects_file(report)
 
 
 def test_cli_generates_and_decodes_the_example(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -42,7 +42,7 @@ from adapters.files.writers import FORMATS, FixedWriter, flat_for_csv
 from schemas.codepages import CodePage
 from schemas.errors import ConfigError
 from schemas.jsonl import write_jsonl
-from schemas.safefiles import create_new, open_existing, publish, remove_stale_temps, temp_name
+from schemas.safefiles import NewFile, create_new, open_existing, publish, remove_stale_temps, temp_name
 from schemas.stream import Reject
 
 if TYPE_CHECKING:
@@ -63,6 +63,17 @@ class ResumableFile:
         self._fh: IO[bytes] | None = None
         self._hash = hashlib.sha256()
         self.length = 0
+
+    @classmethod
+    def adopting(cls, new: NewFile) -> ResumableFile:
+        """The file a `NewFile` created (with its checks), open and empty."""
+        file = cls(new.path)
+        file._fh = new.fh
+        return file
+
+    @property
+    def is_open(self) -> bool:
+        return self._fh is not None
 
     def open(self, length: int | None = None) -> None:
         """A new empty file (`length` None), or the existing one cut back to `length`;
@@ -201,7 +212,17 @@ class OutboxSink:
         self._suffix = _STAGED_PARQUET if fmt == "parquet" else _STAGED
         self.file = ResumableFile(temp_name(final, self._suffix))
         self._pending: Path | None = None if fmt == "parquet" else self.file.path  # what publish renames
+        self._adopted = False  # the file came from `over`: no earlier attempt's temporary files to clear
         self.rows = 0
+
+    @classmethod
+    def over(cls, new: NewFile, fmt: str, **kw: Any) -> OutboxSink:
+        """A one-shot sink (`lgw score`) writing into a file `create_outputs` made and checked."""
+        sink = cls(new.final, fmt, **kw)
+        sink.file = ResumableFile.adopting(new)
+        sink._pending = None if fmt == "parquet" else sink.file.path
+        sink._adopted = True
+        return sink
 
     def start(self) -> None:
         """A new temporary file; those an earlier attempt left before its first checkpoint go."""
@@ -225,6 +246,8 @@ class OutboxSink:
 
     # ---- Sink protocol (adapters.base)
     async def open(self, state: dict[str, Any] | None = None) -> None:
+        if self.file.is_open and state is None:
+            return  # adopted (`over`)
         await asyncio.to_thread(self.start if state is None else functools.partial(self.resume, state))
 
     def prepare(self, batch: ScoredBatch) -> tuple[bytes, int]:
@@ -285,7 +308,8 @@ class OutboxSink:
         return self._parquet()
 
     def _parquet(self) -> dict[str, Any]:
-        remove_stale_temps(self.final, _STAGED)  # a conversion interrupted before its publish step
+        if not self._adopted:
+            remove_stale_temps(self.final, _STAGED)  # a conversion interrupted before its publish step
         target = self._pending = temp_name(self.final, _STAGED)
         with open_existing(self.file.path, write=True) as fh:  # close the stream (a resumed file lacks its end)
             fh.seek(0, os.SEEK_END)
@@ -340,7 +364,16 @@ class RejectsFile:
         self.file = ResumableFile(temp_name(final, _STAGED))
         self.records = 0
 
+    @classmethod
+    def over(cls, new: NewFile) -> RejectsFile:
+        """A one-shot rejects file (`lgw score`) in a file `create_outputs` made and checked."""
+        rejects = cls(new.final)
+        rejects.file = ResumableFile.adopting(new)
+        return rejects
+
     async def open(self, state: dict[str, Any] | None = None) -> None:
+        if self.file.is_open and state is None:
+            return  # adopted (`over`)
         await asyncio.to_thread(self.open_file, state)
 
     def open_file(self, state: dict[str, Any] | None = None) -> None:
@@ -399,6 +432,40 @@ class RejectsFile:
         self.file.close()
 
 
+class StreamRejects:
+    """Rejects as JSON lines on a text stream (`lgw score` without --rejects: stderr)."""
+
+    def __init__(self, stream: IO[str] | None) -> None:
+        self.stream = stream
+        self.records = 0
+
+    async def open(self, state: dict[str, Any] | None = None) -> None:
+        return None
+
+    async def write(self, rejects: Sequence[Reject], source: SourceBatch | None = None) -> None:
+        self.records += len({r.record for r in rejects})
+        if self.stream is not None:
+            for r in rejects:
+                self.stream.write(json.dumps(r.to_json(), ensure_ascii=False) + "\n")
+
+    def state(self) -> dict[str, Any]:
+        return {"records": self.records}
+
+    async def finish(self) -> dict[str, Any]:
+        if self.stream is not None:
+            self.stream.flush()
+        return {"format": "jsonl", "records": self.records}
+
+    async def publish(self) -> None:
+        return None
+
+    async def discard(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
 def _publish(tmp: Path, final: Path) -> None:
     if os.path.lexists(tmp):
         publish(tmp, final)
@@ -438,5 +505,6 @@ def build_rejects(config: FileRejectsConfig, context: BuildContext) -> RejectsFi
     return RejectsFile(final)
 
 
-__all__ = ["EXTENSIONS", "OutboxSink", "RejectsFile", "Renderer", "ResumableFile", "build_rejects", "build_sink",
+__all__ = ["EXTENSIONS", "OutboxSink", "RejectsFile", "Renderer", "ResumableFile", "StreamRejects", "build_rejects",
+           "build_sink",
            "output_name"]

@@ -49,41 +49,36 @@ def file_batch(dc: DecodedChunk) -> FileBatch:
 
 
 class FileSource:
-    def __init__(self, contract: Contract, path: Path, *, chunk_records: int = DEFAULT_CHUNK_RECORDS,
+    def __init__(self, contract: Contract, path: Path, *, batch_size: int = DEFAULT_CHUNK_RECORDS,
                  position: dict[str, Any] | None = None, commit: Commit | None = None,
                  reject_limit: RejectLimit = DEFAULT_REJECT_LIMIT, name: str | None = None) -> None:
         self.contract = contract
         self.name = name  # how messages name the file (default: its path)
         self.path = path
-        self.chunk_records = chunk_records
+        self.batch_size = batch_size
         self.reject_limit = reject_limit
         self.position = position  # where to resume (a committed batch position), None: the top
         self.commit = commit
         self.exhausted = False
+        self.report = ControlReport()
         self._chunks: Iterator[DecodedChunk] | None = None
         self._next_chunk: asyncio.Future[tuple[DecodedChunk | None, dict[str, Any]]] | None = None
 
-    @property
-    def report(self) -> ControlReport | None:
-        """The control totals; final once the source is exhausted."""
-        return self.contract.last_report
-
     async def connect(self) -> None:
-        start = report = None
+        start = None
+        self.report = ControlReport()  # the control totals; final once the source is exhausted
         if self.position is not None:
             start = ReadPosition(**self.position["read"])
-            report = ControlReport.resumed(self.position["control"])
-        self._chunks = self.contract.decode_file(self.path, chunk_records=self.chunk_records, start=start,
-                                                 report=report, reject_limit=self.reject_limit, name=self.name)
+            self.report = ControlReport.resumed(self.position["control"])
+        self._chunks = self.contract.decode_file(self.path, chunk_records=self.batch_size, start=start,
+                                                 report=self.report, reject_limit=self.reject_limit, name=self.name)
         self.exhausted = False
 
     def _read(self) -> tuple[DecodedChunk | None, dict[str, Any]]:
         assert self._chunks is not None
         dc = next(self._chunks, None)
-        report = self.contract.last_report
-        assert report is not None
         # taken now: decoding the next chunk moves the running totals on
-        totals = report.running_totals()
+        totals = self.report.running_totals()
         position = {"read": dataclasses.asdict(dc.chunk.end), "control": totals} if dc is not None else {}
         return dc, position
 

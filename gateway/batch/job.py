@@ -128,7 +128,7 @@ class BatchJob:
             rt.pipeline.stats = PipelineStats()
             position = None
         limit = RejectLimit(rt.config.max_reject_rate, rt.config.reject_rate_after)
-        source = FileSource(rt.contract, self.work_path, chunk_records=rt.chunk_records, position=position,
+        source = FileSource(rt.contract, self.work_path, batch_size=rt.batch_size, position=position,
                             commit=self._commit, reject_limit=limit, name=self.run_info.input_name)
         done_bytes = int(position["read"]["offset"]) if position else 0
         self.progress.begin(f"{rt.name} {self.run_info.input_name}", self.run_info.input_bytes, done_bytes,
@@ -199,7 +199,7 @@ class BatchJob:
         control = None
         if report is not None and (contract.header is not None or contract.trailer is not None):
             control = jsonable(report.to_json()["control"])
-        if contract.file_rejected:
+        if contract.rejects_file(report):
             assert report is not None
             reason = "control totals do not match the trailer: " + "; ".join(report.problems)
             await self.sink.discard()

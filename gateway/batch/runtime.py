@@ -36,7 +36,7 @@ class BatchRuntime:
 
     def _context(self, run_name: str) -> BuildContext:
         return BuildContext(pipeline=self.name, contract=self.contract, base_dir=self.gateway.base_dir,
-                            source=self.source, batch_size=self.chunk_records, kafka=self.gateway.kafka,
+                            source=self.source, batch_size=self.batch_size, kafka=self.gateway.kafka,
                             amqp=self.gateway.amqp, state=self.state, run_name=run_name,
                             extras={"fixed_columns": fixed_columns(self.pipeline)})
 
@@ -53,7 +53,7 @@ class BatchRuntime:
         return rejects
 
     @property
-    def chunk_records(self) -> int:
+    def batch_size(self) -> int:
         return self.config.batch_size
 
     def marker(self, input_name: str) -> str | None:

@@ -140,7 +140,7 @@ class BatchLoop:
                  stop: asyncio.Event | None = None, on_paused: PauseWait | None = None,
                  before_write: Callable[[], Awaitable[None]] | None = None,
                  counts: Counts | None = None, read_errors: tuple[type[Exception], ...] = (),
-                 on_acked: Callable[[SourceBatch, Delivery], None] | None = None,
+                 on_acked: Callable[[SourceBatch, Delivery], Awaitable[None] | None] | None = None,
                  hold_acks: list[SourceBatch] | None = None) -> None:
         self.pipeline = pipeline
         self.sink = sink
@@ -230,12 +230,17 @@ class BatchLoop:
         await self.sink.write(delivery.prepared)
         await self.rejects.write(delivery.rejects, batch)
         self.durable = delivery
+        if self.on_rescore is not None:
+            for table in delivery.rescore:
+                self.on_rescore(table)
         if self.hold_acks is not None:
             self.hold_acks.append(batch)
         else:
             await batch.ack()
         if self.on_acked is not None:
-            self.on_acked(batch, delivery)
+            after = self.on_acked(batch, delivery)
+            if after is not None:
+                await after
         if self.on_rescore is not None:
             for table in delivery.rescore:
                 self.on_rescore(table)
