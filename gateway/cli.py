@@ -175,6 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--format", choices=["json", "yaml"], default="json")
     api.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
 
+    for name, role, what in (("components", None, "every registered source, sink and reject sink"),
+                             ("sources", "source", "the registered sources"),
+                             ("sinks", "sink", "the registered sinks (scored records)")):
+        comp = sub.add_parser(name, help=f"list {what}: its `type:` in gateway.yaml, modes, delivery")
+        comp.set_defaults(role=role)
+        comp.add_argument("--json", action="store_true", help="one JSON object per component")
+
     ex = sub.add_parser("examples", help="bundled example contracts and data")
     esub = ex.add_subparsers(dest="examples_command", required=True, parser_class=_Parser)
     gen = esub.add_parser("generate", help="write a sample card-transaction file")
@@ -257,6 +264,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "examples": commands.examples, "score": commands.score, "killswitch": commands.killswitch,
         "batch": commands.batch, "run": commands.serve,
         "serve": commands.realtime, "asyncapi": commands.asyncapi,
+        "components": commands.components, "sources": commands.components, "sinks": commands.components,
     }
     return handlers[args.command](args)
 

@@ -201,6 +201,27 @@ def score(args: argparse.Namespace) -> int:
     return EXIT_REJECTS if summary["rejected"] or summary.get("file_rejected") else EXIT_OK
 
 
+def components(args: argparse.Namespace) -> int:
+    """`lgw components` (`lgw sources`, `lgw sinks`): what gateway.yaml can name as a
+    pipeline's `source`, `sink` and `rejects`, from the one registry (adapters.registry)."""
+    from adapters import registry
+
+    found = registry.components(args.role)
+    if args.json:
+        for c in found:
+            print(json.dumps({"role": c.role, "type": c.kind, "modes": sorted(c.modes), "delivery": c.delivery,
+                              "summary": c.summary, "config": c.config.__name__}))
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("role", "type", "modes", "what", "delivery", box=None, show_edge=False)
+    for c in found:
+        table.add_row(c.role, c.kind, ", ".join(sorted(c.modes)), c.summary, c.delivery)
+    Console(soft_wrap=False).print(table)
+    return EXIT_OK
+
+
 def killswitch(args: argparse.Namespace) -> int:
     from gateway import killswitch_cli
 

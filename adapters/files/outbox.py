@@ -26,7 +26,7 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -40,6 +40,7 @@ from adapters.files.config import FileRejectsConfig, FileSinkConfig
 from adapters.files.dropfolder import safe_name
 from adapters.files.writers import FORMATS, FixedWriter, flat_for_csv
 from schemas.codepages import CodePage
+from schemas.encode.records import encode_table
 from schemas.errors import ConfigError
 from schemas.jsonl import write_jsonl
 from schemas.safefiles import NewFile, create_new, open_existing, publish, remove_stale_temps, temp_name
@@ -47,6 +48,7 @@ from schemas.stream import Reject
 
 if TYPE_CHECKING:
     from adapters.registry import BuildContext
+    from schemas.contract import RecordSpec
 
 _BLOCK = 1 << 20
 _STAGED, _STAGED_PARQUET = ".partial", ".ipc.partial"  # temporary files: records, Parquet's Arrow stream
@@ -204,7 +206,8 @@ class OutboxSink:
     outbox, durable after every `write_batch`, renamed into place by `publish`."""
 
     def __init__(self, final: Path, fmt: str, *, page: CodePage | None = None,
-                 fixed_columns: dict[str, int] | None = None, row_group_size: int = 50_000) -> None:
+                 fixed_columns: dict[str, int] | None = None, row_group_size: int = 50_000,
+                 encode: Callable[[pa.Table], np.ndarray] | None = None) -> None:
         self.final = final
         self.fmt = fmt
         self.row_group_size = row_group_size
@@ -213,6 +216,9 @@ class OutboxSink:
         self.file = ResumableFile(temp_name(final, self._suffix))
         self._pending: Path | None = None if fmt == "parquet" else self.file.path  # what publish renames
         self._adopted = False  # the file came from `over`: no earlier attempt's temporary files to clear
+        # fixed-width records from a source without record bytes (a table, JSON messages):
+        # the contract's encoder makes them, field by field, as the legacy side lays them out
+        self.encode = encode
         self.rows = 0
 
     @classmethod
@@ -254,7 +260,10 @@ class OutboxSink:
         """The records rendered in the file's format (fixed-width: appended to their own bytes)."""
         if self.fmt == "fixed":
             table = batch.table.drop_columns([c for c in ("source_record",) if c in batch.table.column_names])
-            return self.renderer.render(table, batch.raw), table.num_rows
+            raw = batch.raw
+            if raw is None and self.encode is not None:
+                raw = self.encode(table)
+            return self.renderer.render(table, raw), table.num_rows
         return self.renderer.render(batch.table), batch.table.num_rows
 
     async def write(self, prepared: Sequence[tuple[bytes, int]]) -> None:
@@ -492,7 +501,18 @@ def build_sink(config: FileSinkConfig, context: BuildContext) -> OutboxSink:
     final = context.resolve(config.folder) / output_name(context.run_name, config.format)
     final.parent.mkdir(parents=True, exist_ok=True)
     return OutboxSink(final, config.format, page=context.contract.spec.page,
-                      fixed_columns=context.extras.get("fixed_columns"), row_group_size=context.batch_size)
+                      fixed_columns=context.extras.get("fixed_columns"), row_group_size=context.batch_size,
+                      encode=functools.partial(encode_records, context.contract.spec))
+
+
+def encode_records(spec: RecordSpec, table: pa.Table) -> np.ndarray:
+    """The records of `table` in the contract's fixed-width layout; a value the layout
+    cannot hold is an error (the driver isolates and rejects its record)."""
+    matrix, problems = encode_table(table, spec)
+    if problems:
+        first = problems[0]
+        raise ValueError(f"field {first['field']} cannot be written in the record layout: {first['reason']}")
+    return matrix
 
 
 def build_rejects(config: FileRejectsConfig, context: BuildContext) -> RejectsFile:
