@@ -325,7 +325,7 @@ def batch(args: argparse.Namespace) -> int:
     import logging
 
     from gateway.batch import BatchDriver, build_runtime
-    from gateway.errors import InfrastructureError
+    from schemas.errors import InfrastructureError
 
     cfg, state, runs = _batch_context(args)
     if args.batch_command == "run" and args.pipeline in cfg.pipelines and \

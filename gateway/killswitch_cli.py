@@ -15,8 +15,8 @@ import socket
 import sys
 from typing import IO
 
-from gateway.errors import ConfigError, InfrastructureError
 from gateway.state import DEFAULT_STATE_URL, KILL_SWITCH_MODES, KillSwitch, StateStore
+from schemas.errors import ConfigError, InfrastructureError
 
 EXIT_OK, EXIT_ERROR = 0, 2  # as in gateway.cli
 

@@ -22,8 +22,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from gateway.errors import ModelOutputError
-from schemas.errors import ContractError
+from schemas.errors import ContractError, ModelOutputError
 
 if TYPE_CHECKING:
     from schemas.contract import Contract

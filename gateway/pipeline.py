@@ -20,13 +20,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gateway.config import Policy
-from gateway.errors import BreakerOpen, InfrastructureError, ModelRejected, ModelServerError
 from gateway.fallback import FallbackRules
 from gateway.features import FeatureMap
 from gateway.outputs import OutputSpec, outputs_from_contract
 from gateway.resilience.guarded import GuardedModel
 from gateway.state import KillSwitchWatcher
 from schemas.contract import Contract
+from schemas.errors import BreakerOpen, InfrastructureError, ModelRejected, ModelServerError
 
 log = logging.getLogger("lgw.pipeline")
 

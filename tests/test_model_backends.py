@@ -20,7 +20,8 @@ from adapters.models.base import ModelBackend
 from adapters.models.kserve import KServeV2Model
 from adapters.models.mlflow import MlflowModel
 from adapters.models.onnx import OnnxModel
-from gateway.errors import (
+from schemas.contract import load_contract
+from schemas.errors import (
     ConfigError,
     DataError,
     InfrastructureError,
@@ -30,7 +31,6 @@ from gateway.errors import (
     ModelTimeout,
     ModelUnavailable,
 )
-from schemas.contract import load_contract
 from schemas.examples import contract_path, generate_card_file
 from tests.model_servers import FRAUD_ONNX, ModelServerProcess, free_port
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from gateway.errors import ModelOutputError, ModelRejected, ModelServerError, ModelTimeout, ModelUnavailable
+from schemas.errors import ModelOutputError, ModelRejected, ModelServerError, ModelTimeout, ModelUnavailable
 
 try:  # orjson is optional: it writes float32 arrays without a Python float per value
     import orjson as _orjson

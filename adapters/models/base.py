@@ -24,7 +24,7 @@ class ModelBackend(Protocol):
 
     `predict` takes float32 features of shape (N, F), columns in `info.inputs` order, and
     returns each output by name as a 1-D array of length N. It raises
-    `gateway.errors.ModelUnavailable` / `ModelTimeout` when the endpoint cannot answer
+    `schemas.errors.ModelUnavailable` / `ModelTimeout` when the endpoint cannot answer
     (connection errors, 5xx, timeouts) and `ModelRejected` for a 4xx.
     """
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from adapters.models._tensors import feature_matrix, output_column
 from adapters.models.base import ModelInfo
-from gateway.errors import ConfigError, ModelServerError, ModelUnavailable
+from schemas.errors import ConfigError, ModelServerError, ModelUnavailable
 
 __all__ = ["OnnxModel", "sha256_of"]
 
