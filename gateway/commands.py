@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_PAUSED, EXIT_REJECTS, write_rejects
 from gateway.config import DropFolderConfig, OdbcSourceConfig
-from schemas.contract import Contract, RecordSpec, load_contract
+from gateway.contract_scoring import load_scoring_contract
+from schemas.contract import Contract, RecordSpec
 from schemas.copybook import load_copybook
 from schemas.errors import ConfigError, InputFormatError
 from schemas.layout import Limits
@@ -48,7 +49,7 @@ def resolve_spec(args: argparse.Namespace) -> tuple[Contract | None, RecordSpec]
               "occurs": args.max_occurs, "line_bytes": args.max_line_bytes}
     limits = {k: v for k, v in limits.items() if v is not None}
     if args.contract:
-        contract = load_contract(args.contract, limits=limits)
+        contract = load_scoring_contract(args.contract, limits=limits)
         return contract, contract.record_spec(**overrides)
     bounds = Limits(**limits)
     layout = load_copybook(args.copybook, limits=bounds)
@@ -144,18 +145,18 @@ def contract(args: argparse.Namespace) -> int:
 
     cmd = args.contract_command
     if cmd == "check":
-        c = load_contract(args.file)  # which compiles the scoring sections: see gateway.contract_scoring
+        c = load_scoring_contract(args.file)
         scoring = scoring_summary(c)
         docs.print_layout(c, sys.stdout)
         if scoring:
             print(scoring)
         return EXIT_OK
     if cmd == "schema":
-        c = load_contract(args.file)
+        c = load_scoring_contract(args.file)
         print(json.dumps(c.json_schema(), indent=2, ensure_ascii=False))
         return EXIT_OK
     if cmd == "diff":
-        old, new = load_contract(args.old), load_contract(args.new)
+        old, new = load_scoring_contract(args.old), load_scoring_contract(args.new)
         verdict = compat.compare(old, new)
         print(verdict.render())
         return EXIT_OK if verdict.compatible else EXIT_REJECTS
@@ -179,7 +180,7 @@ def score(args: argparse.Namespace) -> int:
     from gateway.score import ScoringPaused, run_score
     from gateway.state import StateStore
 
-    contract = load_contract(args.contract)
+    contract = load_scoring_contract(args.contract)
     if not Path(args.input).is_file():
         raise ConfigError(f"input {args.input} is not a file")
     cfg = load_config(args.config)

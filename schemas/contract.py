@@ -635,9 +635,10 @@ def layout_from_fields(fields: list[FieldSpec], limits: Limits = DEFAULT_LIMITS)
 
 
 def load_contract(path: str | os.PathLike[str], *, limits: dict[str, int] | None = None) -> Contract:
-    """The contract at `path`, scoring sections included: its features, outputs and
-    fallback rules are compiled and run once on the fields' types, as the pipeline does,
-    so a contract that loads also scores (`lgw contract check` passes exactly these).
+    """The contract at `path`: layout, fields and every section's shape checked. The
+    scoring sections (`model:`, `fallback:`) are compiled by the gateway's expression engine,
+    which schemas must not import: whatever scores or pipelines loads through
+    `gateway.contract_scoring.load_scoring_contract`, which calls this and then checks them.
     `limits`: entries of `record.limits` to override (command-line options)."""
     p = Path(path)
     try:
@@ -646,14 +647,7 @@ def load_contract(path: str | os.PathLike[str], *, limits: dict[str, int] | None
         raise ContractError(f"cannot read contract {p}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
         raise ContractError(f"contract {p}: expected UTF-8 YAML text; byte {exc.start} is not UTF-8") from None
-    contract = parse_contract(text, base_dir=p.parent, source=str(p), limits=limits)
-    # The expressions are the gateway's engine (gateway.expressions), imported here, not at
-    # the top: schemas stays importable on its own, and parse_contract still builds a
-    # contract whose scoring sections are checked later (tests of those checks use it).
-    from gateway.contract_scoring import check_scoring
-
-    check_scoring(contract)
-    return contract
+    return parse_contract(text, base_dir=p.parent, source=str(p), limits=limits)
 
 
 def parse_contract(text: str, *, base_dir: Path | None = None, source: str = "<contract>",

@@ -30,7 +30,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -56,7 +56,6 @@ from adapters.odbc.connection import (
     translate,
 )
 from adapters.odbc.identifiers import Dialect, quote, quote_table, validate_identifier
-from gateway.watermarks import WatermarkStore
 from schemas.contract import Contract
 from schemas.errors import ConfigError
 
@@ -71,6 +70,16 @@ Reader = Literal["auto", "arrow", "pyodbc"]
 # three drivers; the pyodbc reader stays for drivers without bulk (block cursor) fetches.
 READERS: dict[Dialect, Literal["arrow", "pyodbc"]] = {
     Dialect.POSTGRESQL: "arrow", Dialect.MARIADB: "arrow", Dialect.SQLITE: "arrow"}
+
+
+class Watermarks(Protocol):
+    """Where the source keeps how far it has read, one JSON-able dict per (pipeline, source).
+    A protocol so that adapters never import the gateway's state store: the gateway's
+    `WatermarkStore` satisfies it and is handed in."""
+
+    def get(self, pipeline: str, source: str) -> dict[str, Any] | None: ...
+
+    def set(self, pipeline: str, source: str, watermark: dict[str, Any]) -> None: ...
 
 
 # ------------------------------------------------------------------------------ a run
@@ -94,7 +103,7 @@ class OdbcSource:
     def __init__(self, connection: OdbcConnection | OdbcConnectionConfig | str, *, contract: Contract,
                  pipeline: str, table: str | None = None, query: str | None = None, mode: Mode = "full",
                  key: str | None = None, timestamp: str | None = None, lag_s: float = 0.0, overlap_s: float = 0.0,
-                 batch_rows: int = 50_000, watermarks: WatermarkStore | None = None, name: str | None = None,
+                 batch_rows: int = 50_000, watermarks: Watermarks | None = None, name: str | None = None,
                  reader: Reader = "auto") -> None:
         self.connection = connection if isinstance(connection, OdbcConnection) else OdbcConnection(connection)
         if (table is None) == (query is None):
@@ -510,4 +519,5 @@ def _micros(value: datetime) -> int:
 
 
 
-__all__ = ["READERS", "ContractColumn", "OdbcSource", "SchemaDriftError", "compare_columns", "contract_columns"]
+__all__ = ["READERS", "ContractColumn", "OdbcSource", "SchemaDriftError", "Watermarks", "compare_columns",
+           "contract_columns"]

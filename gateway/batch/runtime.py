@@ -8,11 +8,12 @@ from pathlib import Path
 from adapters.files.dropfolder import MARKER_SUFFIX, DropFolder, Folders
 from adapters.files.outbox import EXTENSIONS
 from gateway.config import DropFolderConfig, GatewayConfig, PipelineConfig, Policy
+from gateway.contract_scoring import load_scoring_contract
 from gateway.pipeline import Pipeline
 from gateway.runs import RunStore
 from gateway.runtime import build_pipeline
 from gateway.state import StateStore
-from schemas.contract import Contract, load_contract
+from schemas.contract import Contract
 from schemas.errors import ConfigError
 
 
@@ -59,7 +60,7 @@ def build_runtime(name: str, cfg: GatewayConfig, state: StateStore, runs: RunSto
     if pipe.policy == Policy.FALLBACK_AND_RESCORE:
         raise ConfigError(f"pipeline {name}: policy fallback_and_rescore is not supported in batch mode "
                           "(use fallback or pause)")
-    contract = load_contract(cfg.resolve(pipe.contract))
+    contract = load_scoring_contract(cfg.resolve(pipe.contract))
     pipeline = build_pipeline(name, contract, cfg, model_name=pipe.model, policy=pipe.policy, shadow=pipe.shadow,
                               state=state)
     folders = Folders.prepare(pipe.source.folders(cfg.base_dir))

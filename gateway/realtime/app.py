@@ -20,10 +20,10 @@ from faststream.params import Context
 from faststream.specification import AsyncAPI
 
 from gateway.config import AmqpSourceConfig, GatewayConfig, KafkaSourceConfig, PipelineConfig
+from gateway.contract_scoring import load_scoring_contract as load_contract
 from gateway.realtime.core import MicroBatchScorer
 from gateway.runtime import build_pipeline
 from gateway.state import StateStore
-from schemas.contract import load_contract
 from schemas.errors import ConfigError
 
 log = logging.getLogger("lgw.realtime")
