@@ -10,18 +10,18 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from gateway.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_PAUSED, EXIT_REJECTS, write_rejects
 from gateway.config import DropFolderConfig, OdbcSourceConfig
 from gateway.contract_scoring import load_scoring_contract
+from gateway.exit_codes import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_PAUSED, EXIT_REJECTS
 from schemas.contract import Contract, RecordSpec
 from schemas.copybook import load_copybook
 from schemas.errors import ConfigError, InputFormatError
 from schemas.layout import Limits
 from schemas.reject_rate import RejectLimit
 from schemas.safefiles import NewFile, create_outputs, discard_all
-from schemas.stream import no_records
+from schemas.stream import Reject, no_records
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -68,6 +68,12 @@ def report_records(path: str | Path, records: int, *, required: bool) -> None:
     if required:
         raise InputFormatError(f"{message} (--require-records)")
     print(f"lgw: warning: {message}", file=sys.stderr)
+
+
+def write_rejects(rejects: list[Reject], out: IO[str]) -> None:
+    """One JSON line per rejected record, as `lgw decode` writes them to --rejects or stderr."""
+    for r in rejects:
+        out.write(json.dumps(r.to_json(), ensure_ascii=False) + "\n")
 
 
 def decode(args: argparse.Namespace) -> int:

@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from schemas.batch import DecodedBatch, RecordDecoder
+from schemas.batch import DecodedBatch, RecordDecoder, column_by_path
 from schemas.codepages import CodePage, canonical_name, code_page
 from schemas.copybook import check_limits, load_copybook, parse_copybook
 from schemas.errors import ContractError
@@ -539,7 +539,7 @@ class _SplitDecoder:
         ctl = c.trailer.control if c.trailer else None
         if ctl:
             for name in ctl.sum:
-                col = _column(batch.table, _find(self.layout, name, "control").path)
+                col = column_by_path(batch.table, _find(self.layout, name, "control").path)
                 total = pc.sum(col).as_py()
                 if total is not None:
                     self.report.sums[name] = self.report.sums.get(name, Decimal(0)) + Decimal(str(total))
@@ -557,19 +557,6 @@ def _rel_path(layout: Layout, node: Node) -> list[str]:
     top = layout.single_record()
     chain = [n for n in reversed([node, *node.ancestors()]) if n.level > 0 and n is not top]
     return [n.key for n in chain]
-
-
-def _column(table: pa.Table, path: str) -> pa.ChunkedArray | pa.Array:
-    parts = path.split(".")
-    names = table.column_names
-    while parts and parts[0] not in names:
-        parts = parts[1:]  # drop the 01 record name when the table is collapsed
-    if not parts:
-        raise KeyError(path)
-    col: Any = table.column(parts[0])
-    for p in parts[1:]:
-        col = pc.struct_field(col, p)
-    return col
 
 
 def _lookup(record: dict[str, Any], path: str) -> Any:
