@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
-from adapters.models._http import DEFAULT_MAX_RESPONSE_BYTES
+from adapters.models.base import DEFAULT_MAX_RESPONSE_BYTES
 from adapters.odbc.connection import OdbcConnectionConfig
 from gateway.resilience.breaker import BreakerConfig
 from gateway.resilience.retry import RetryPolicy

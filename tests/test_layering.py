@@ -229,3 +229,38 @@ def test_the_cycle_finder_names_the_cycle() -> None:
     graph = {"a": {"b": 1}, "b": {"c": 2}, "c": {"a": 3, "d": 4}, "d": {}}
     assert find_cycles(graph) == [["a", "b", "c", "a"]]
     assert find_cycles({"a": {"b": 1}, "b": {}}) == []
+
+
+# ---------------------------------------------------------------- private names
+
+CHECKED = (*PACKAGES, "tests", "bench", "scripts")
+
+
+def private_imports(path: Path) -> Iterator[tuple[int, str, str]]:
+    """(line, dotted name, owner) for every import of one of our private names (a
+    component starting with one underscore): `owner` is the module or package the name
+    is private to."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Import | ast.ImportFrom):
+            continue
+        for base in imported_modules(path, node):
+            names = [base] if isinstance(node, ast.Import) else [f"{base}.{a.name}" for a in node.names]
+            for name in names:
+                parts = name.split(".")
+                if parts[0] not in CHECKED:
+                    continue  # the standard library's and third parties' privates are their business
+                for i, part in enumerate(parts):
+                    if part.startswith("_") and not part.startswith("__"):
+                        yield node.lineno, name, ".".join(parts[:i])
+                        break
+
+
+def test_no_private_name_is_imported_from_another_module() -> None:
+    # A private name may be used inside what owns it: `adapters.models._http` by the
+    # modules of adapters.models, never from gateway/ or from a sibling module.
+    found = [f"{path.relative_to(ROOT)}:{line}: imports {name}"
+             for package in CHECKED for path in python_files(package)
+             for line, name, owner in private_imports(path)
+             if not module_name(path).startswith(owner + ".")]
+    assert not found, "private names imported from outside their module:\n" + "\n".join(found)

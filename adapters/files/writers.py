@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from schemas.arrow_buffers import value_buffers
 from schemas.codepages import CodePage
 from schemas.errors import ConfigError
-from schemas.jsonl import _fragments, write_jsonl
+from schemas.jsonl import fragments, write_jsonl
 
 Format = Literal["csv", "jsonl", "fixed", "parquet"]
 FORMATS: tuple[Format, ...] = ("csv", "jsonl", "fixed", "parquet")
@@ -40,7 +40,7 @@ def flat_for_csv(table: pa.Table) -> pa.Table:
         table = table.flatten()
     for i, f in enumerate(table.schema):
         if pa.types.is_list(f.type) or pa.types.is_large_list(f.type):
-            table = table.set_column(i, f.name, _fragments(table.column(i).combine_chunks()))
+            table = table.set_column(i, f.name, fragments(table.column(i).combine_chunks()))
     return table
 
 

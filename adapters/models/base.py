@@ -9,6 +9,10 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+# The largest HTTP answer body a model backend reads (KServe, MLflow) unless configured:
+# public here because the gateway's config offers it as the default of `max_response_bytes`.
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 2**20
+
 
 @dataclass(frozen=True)
 class ModelInfo:
