@@ -210,9 +210,6 @@ class FieldRules(_Strict):
         return v
 
 
-MODEL_KEYS = ("name", "version", "description", "features", "outputs")
-
-
 class ModelSection(_Strict):
     """The keys `model:` may hold; what is under `features` and `outputs` is checked by
     gateway.features and gateway.outputs, with the rest of the scoring setup."""
@@ -551,12 +548,6 @@ def _find(layout: Layout, name: str, where: str) -> Node:
         return layout.find(name)
     except ContractError as exc:
         raise ContractError(f"{where}: {exc}") from None
-
-
-def _rel_path(layout: Layout, node: Node) -> list[str]:
-    top = layout.single_record()
-    chain = [n for n in reversed([node, *node.ancestors()]) if n.level > 0 and n is not top]
-    return [n.key for n in chain]
 
 
 def _lookup(record: dict[str, Any], path: str) -> Any:

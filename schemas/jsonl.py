@@ -9,7 +9,6 @@ escaping go through Python's json module.
 from __future__ import annotations
 
 import json
-import re
 from typing import IO
 
 import numpy as np
@@ -19,7 +18,6 @@ import pyarrow.compute as pc
 from schemas.arrow_buffers import empty_structs
 
 _NEEDS_ESCAPE = r'["\\\x00-\x1f]'
-_ESCAPE_RE = re.compile(_NEEDS_ESCAPE)
 
 
 def _fill_null(arr: pa.Array) -> pa.Array:

@@ -65,7 +65,11 @@ def card_batch(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def onnx_model() -> OnnxModel:
-    return OnnxModel.from_metadata(FRAUD_JSON)
+    # Built as the gateway builds it from a config: the file, its pinned hash, the names.
+    meta = json.loads(FRAUD_JSON.read_text(encoding="utf-8"))
+    return OnnxModel(FRAUD_JSON.parent / meta["file"], sha256=meta["sha256"], name=meta["name"],
+                     version=str(meta["version"]), inputs=[c for i in meta["inputs"] for c in i["columns"]],
+                     outputs=[o["name"] for o in meta["outputs"]])
 
 
 # --------------------------------------------------------------------------- ONNX in process

@@ -10,7 +10,6 @@ in the same code page, so the legacy side reads back exactly what it sent, plus 
 from __future__ import annotations
 
 import io
-import json
 from typing import IO, Any, Literal, Protocol
 
 import numpy as np
@@ -165,8 +164,3 @@ def open_writer(sink: IO[bytes], fmt: str, *, page: CodePage | None = None,
             raise ConfigError("fixed-width output needs the code page and the output columns")
         return FixedWriter(sink, page, fixed_columns)
     raise ConfigError(f"unknown output format {fmt!r}: expected one of {', '.join(FORMATS)}")
-
-
-def write_rejects_jsonl(rejects: list[dict], fh: IO[str]) -> None:
-    for r in rejects:
-        fh.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")

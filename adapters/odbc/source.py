@@ -157,15 +157,6 @@ class OdbcSource:
     async def close(self) -> None:
         await asyncio.to_thread(self._close)
 
-    async def next_run(self) -> None:
-        """Starts another pass over the source after this one returned None (a polling
-        driver's next cycle); it begins at the stored watermark, so the batches of this
-        pass must be acknowledged first."""
-        if self._acks.pending and not self._acks.nacked:
-            raise RuntimeError(f"{self.name}: batches of the previous run are not acknowledged yet")
-        self._run = None
-        self._acks = Acks()
-
     def check_schema(self) -> dict[str, ColumnInfo]:
         """Compares the source's columns and types with the contract (and checks the key
         and timestamp columns exist); raises SchemaDriftError naming every difference."""
