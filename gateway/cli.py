@@ -256,8 +256,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     handlers = {
         "decode": commands.decode, "encode": commands.encode, "contract": commands.contract,
         "examples": commands.examples, "score": commands.score, "killswitch": commands.killswitch,
-        "batch": commands.batch, "run": commands.serve,
-        "serve": commands.realtime, "asyncapi": commands.asyncapi,
+        "batch": commands.batch, "run": commands.run_pipelines,
+        "serve": commands.serve_realtime, "asyncapi": commands.asyncapi,
     }
     return handlers[args.command](args)
 

@@ -81,7 +81,7 @@ def decode(args: argparse.Namespace) -> int:
     could not be decoded (in every view: REDEFINES, and each 01 record of a multi-record
     copybook, are all decoded from the same bytes) is reported in the reject shape; exit 1
     when any was. With --contract the contract's validation decides what is written."""
-    from schemas.batch import RecordDecoder
+    from schemas.decoder import RecordDecoder
     from schemas.jsonl import write_jsonl
 
     contract, spec = resolve_spec(args)
@@ -273,7 +273,7 @@ def _stoppable(main: Callable[[asyncio.Event], Awaitable[int]], finishing: str =
     return asyncio.run(go())
 
 
-def realtime(args: argparse.Namespace) -> int:
+def serve_realtime(args: argparse.Namespace) -> int:
     """`lgw serve`: the real-time pipelines (Kafka, AMQP) until SIGTERM/SIGINT."""
     from gateway.config import load_config
     from gateway.realtime.serve import print_stats, run_until
@@ -448,7 +448,7 @@ def _n(value: object) -> str:
     return f"{value:,}" if isinstance(value, int) else "-"
 
 
-def serve(args: argparse.Namespace) -> int:
+def run_pipelines(args: argparse.Namespace) -> int:
     """`lgw run`: every pipeline with a drop folder, watched until stopped."""
     from gateway.batch import BatchDriver, LogProgress, build_runtime
 

@@ -27,10 +27,10 @@ import pyarrow as pa
 from adapters.base import SourceBatch
 from adapters.files.source import file_batch
 from adapters.files.writers import open_writer
+from gateway.assembly import build_pipeline
 from gateway.config import GatewayConfig, Policy
 from gateway.isolation import pii_names
 from gateway.pipeline import Pipeline, Rescorer
-from gateway.runtime import build_pipeline
 from gateway.state import KillSwitch, StateStore
 from schemas.contract import Contract
 from schemas.errors import ConfigError, GatewayError, InputFormatError

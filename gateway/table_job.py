@@ -21,9 +21,9 @@ from typing import Any
 
 from adapters.odbc.sink import OdbcSink
 from adapters.odbc.source import OdbcSource
+from gateway.assembly import build_pipeline
 from gateway.config import GatewayConfig, OdbcSinkConfig, OdbcSourceConfig
 from gateway.contract_scoring import load_scoring_contract as load_contract
-from gateway.runtime import build_pipeline
 from gateway.state import StateStore
 from gateway.watermarks import WatermarkStore
 from schemas.errors import ConfigError

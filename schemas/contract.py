@@ -35,9 +35,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from schemas.batch import DecodedBatch, RecordDecoder, column_by_path
 from schemas.codepages import CodePage, canonical_name, code_page
 from schemas.copybook import check_limits, load_copybook, parse_copybook
+from schemas.decoder import DecodedBatch, RecordDecoder, column_by_path
 from schemas.errors import ContractError
 from schemas.fields import DecodeOptions
 from schemas.layout import (

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas.arrow_buffers import value_buffers
-from schemas.batch import column_by_path
+from schemas.decoder import column_by_path
 from schemas.layout import Elementary
 from schemas.patterns import fixed_pattern, match_fixed
 from schemas.stream import PII_WITHHELD, DecodedChunk, Reject

@@ -45,10 +45,10 @@ from gateway.expressions import compile_expression, field_types
 from gateway.fallback import FallbackRules
 from gateway.features import FeatureMap
 from schemas import docs
-from schemas.batch import RecordDecoder
 from schemas.codepages import code_page
 from schemas.contract import Contract, RecordSpec, load_contract
 from schemas.copybook import parse_copybook
+from schemas.decoder import RecordDecoder
 from schemas.errors import ConfigError
 from schemas.examples import contract_path
 from schemas.stream import RAW_QUOTE_BYTES, DecodedChunk

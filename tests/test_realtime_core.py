@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from gateway.assembly import build_pipeline
 from gateway.config import GatewayConfig, KServeModelConfig, ModelConfig, Policy, embedded_defaults
 from gateway.outputs import outputs_from_contract
 from gateway.pipeline import Pipeline
@@ -21,7 +22,6 @@ from gateway.realtime.core import DeadLetter, MicroBatchScorer, Outcome, Result
 from gateway.resilience.breaker import BreakerConfig, CircuitBreaker
 from gateway.resilience.guarded import GuardedModel
 from gateway.resilience.retry import RetryPolicy
-from gateway.runtime import build_pipeline
 from gateway.score import fixed_columns
 from gateway.state import KillSwitchWatcher, StateStore
 from schemas.contract import Contract, load_contract, parse_contract

@@ -7,11 +7,11 @@ from pathlib import Path
 
 from adapters.files.dropfolder import MARKER_SUFFIX, DropFolder, Folders
 from adapters.files.outbox import EXTENSIONS
+from gateway.assembly import build_pipeline
 from gateway.config import DropFolderConfig, GatewayConfig, PipelineConfig, Policy
 from gateway.contract_scoring import load_scoring_contract
 from gateway.pipeline import Pipeline
 from gateway.runs import RunStore
-from gateway.runtime import build_pipeline
 from gateway.state import StateStore
 from schemas.contract import Contract
 from schemas.errors import ConfigError

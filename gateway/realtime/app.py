@@ -19,10 +19,10 @@ from faststream import AckPolicy, FastStream
 from faststream.params import Context
 from faststream.specification import AsyncAPI
 
+from gateway.assembly import build_pipeline
 from gateway.config import AmqpSourceConfig, GatewayConfig, KafkaSourceConfig, PipelineConfig
 from gateway.contract_scoring import load_scoring_contract as load_contract
 from gateway.realtime.core import MicroBatchScorer
-from gateway.runtime import build_pipeline
 from gateway.state import StateStore
 from schemas.errors import ConfigError
 
