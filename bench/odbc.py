@@ -41,9 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from adapters.odbc import Dialect, OdbcConnection, OdbcSink, OdbcSource
 from adapters.odbc.sink import column_type
 from adapters.odbc.source import contract_columns
+from gateway.assembly import build_pipeline
 from gateway.config import embedded_defaults
 from gateway.pipeline import PROVENANCE, Pipeline
-from gateway.runtime import build_pipeline
 from gateway.state import StateStore
 from gateway.watermarks import WatermarkStore
 from schemas.contract import Contract, load_contract

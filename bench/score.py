@@ -25,10 +25,10 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adapters.models.onnx import OnnxModel
+from gateway.assembly import build_pipeline
 from gateway.config import embedded_defaults
 from gateway.fallback import FallbackRules
 from gateway.features import FeatureMap
-from gateway.runtime import build_pipeline
 from schemas.contract import load_contract
 from schemas.examples import contract_path, generate_card_file, model_info
 from schemas.records import read_records

@@ -11,19 +11,20 @@ traceback); 75 `lgw score` found its pipeline paused by the kill switch (nothing
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
 
+from gateway.exit_codes import (
+    EXIT_ERROR,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PAUSED,
+    EXIT_REJECTS,
+    EXIT_SIGINT,
+)
 from schemas.errors import ConfigError
-
-EXIT_OK, EXIT_REJECTS, EXIT_ERROR = 0, 1, 2
-EXIT_INTERRUPTED = 3  # batch commands stopped by SIGTERM/SIGINT before the work was done: run again to resume
-EXIT_INTERNAL = 70  # EX_SOFTWARE (sysexits.h): a bug, never "some records were rejected"
-EXIT_PAUSED = 75  # EX_TEMPFAIL: the kill switch says pause; the same command may succeed later
-EXIT_SIGINT = 130  # 128 + SIGINT, as shells report it
 
 
 class _Parser(argparse.ArgumentParser):
@@ -262,17 +263,16 @@ def _dispatch(args: argparse.Namespace) -> int:
     handlers = {
         "decode": commands.decode, "encode": commands.encode, "contract": commands.contract,
         "examples": commands.examples, "score": commands.score, "killswitch": commands.killswitch,
-        "batch": commands.batch, "run": commands.serve,
-        "serve": commands.realtime, "asyncapi": commands.asyncapi,
+        "batch": commands.batch, "run": commands.run_pipelines,
+        "serve": commands.serve_realtime, "asyncapi": commands.asyncapi,
         "components": commands.components, "sources": commands.components, "sinks": commands.components,
     }
     return handlers[args.command](args)
 
 
-def write_rejects(rejects: list, out: IO[str]) -> None:
-    for r in rejects:
-        out.write(json.dumps(r.to_json(), ensure_ascii=False) + "\n")
-
+# The exit codes are re-exported: scripts and tests read them from the CLI they run.
+__all__ = ["EXIT_ERROR", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_PAUSED", "EXIT_REJECTS",
+           "EXIT_SIGINT", "build_parser", "internal_error_line", "main", "write_traceback"]
 
 if __name__ == "__main__":
     sys.exit(main())

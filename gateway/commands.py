@@ -10,17 +10,18 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from gateway.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_PAUSED, EXIT_REJECTS, write_rejects
 from gateway.config import DropFolderConfig, OdbcSourceConfig
-from schemas.contract import Contract, ControlReport, RecordSpec, load_contract
+from gateway.contract_scoring import load_scoring_contract
+from gateway.exit_codes import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_PAUSED, EXIT_REJECTS
+from schemas.contract import Contract, ControlReport, RecordSpec
 from schemas.copybook import load_copybook
 from schemas.errors import ConfigError, InputFormatError
 from schemas.layout import Limits
 from schemas.reject_rate import RejectLimit
 from schemas.safefiles import NewFile, create_outputs, discard_all
-from schemas.stream import no_records
+from schemas.stream import Reject, no_records
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -48,7 +49,7 @@ def resolve_spec(args: argparse.Namespace) -> tuple[Contract | None, RecordSpec]
               "occurs": args.max_occurs, "line_bytes": args.max_line_bytes}
     limits = {k: v for k, v in limits.items() if v is not None}
     if args.contract:
-        contract = load_contract(args.contract, limits=limits)
+        contract = load_scoring_contract(args.contract, limits=limits)
         return contract, contract.record_spec(**overrides)
     bounds = Limits(**limits)
     layout = load_copybook(args.copybook, limits=bounds)
@@ -69,12 +70,18 @@ def report_records(path: str | Path, records: int, *, required: bool) -> None:
     print(f"lgw: warning: {message}", file=sys.stderr)
 
 
+def write_rejects(rejects: list[Reject], out: IO[str]) -> None:
+    """One JSON line per rejected record, as `lgw decode` writes them to --rejects or stderr."""
+    for r in rejects:
+        out.write(json.dumps(r.to_json(), ensure_ascii=False) + "\n")
+
+
 def decode(args: argparse.Namespace) -> int:
     """Records as JSON Lines. With --copybook every record is written, and each field that
     could not be decoded (in every view: REDEFINES, and each 01 record of a multi-record
     copybook, are all decoded from the same bytes) is reported in the reject shape; exit 1
     when any was. With --contract the contract's validation decides what is written."""
-    from schemas.batch import RecordDecoder
+    from schemas.decoder import RecordDecoder
     from schemas.jsonl import write_jsonl
 
     contract, spec = resolve_spec(args)
@@ -146,18 +153,18 @@ def contract(args: argparse.Namespace) -> int:
 
     cmd = args.contract_command
     if cmd == "check":
-        c = load_contract(args.file)  # which compiles the scoring sections: see gateway.contract_scoring
+        c = load_scoring_contract(args.file)
         scoring = scoring_summary(c)
         docs.print_layout(c, sys.stdout)
         if scoring:
             print(scoring)
         return EXIT_OK
     if cmd == "schema":
-        c = load_contract(args.file)
+        c = load_scoring_contract(args.file)
         print(json.dumps(c.json_schema(), indent=2, ensure_ascii=False))
         return EXIT_OK
     if cmd == "diff":
-        old, new = load_contract(args.old), load_contract(args.new)
+        old, new = load_scoring_contract(args.old), load_scoring_contract(args.new)
         verdict = compat.compare(old, new)
         print(verdict.render())
         return EXIT_OK if verdict.compatible else EXIT_REJECTS
@@ -181,7 +188,7 @@ def score(args: argparse.Namespace) -> int:
     from gateway.score import ScoringPaused, run_score
     from gateway.state import StateStore
 
-    contract = load_contract(args.contract)
+    contract = load_scoring_contract(args.contract)
     if not Path(args.input).is_file():
         raise ConfigError(f"input {args.input} is not a file")
     cfg = load_config(args.config)
@@ -288,7 +295,7 @@ def _stoppable(main: Callable[[asyncio.Event], Awaitable[int]], finishing: str =
     return asyncio.run(go())
 
 
-def realtime(args: argparse.Namespace) -> int:
+def serve_realtime(args: argparse.Namespace) -> int:
     """`lgw serve`: the real-time pipelines (Kafka, AMQP) until SIGTERM/SIGINT."""
     from gateway.config import load_config
     from gateway.realtime.serve import print_stats, run_until
@@ -347,7 +354,7 @@ def batch(args: argparse.Namespace) -> int:
     import logging
 
     from gateway.batch import BatchDriver, build_runtime
-    from gateway.errors import InfrastructureError
+    from schemas.errors import InfrastructureError
 
     cfg, state, runs = _batch_context(args)
     if args.batch_command == "run" and args.pipeline in cfg.pipelines and \
@@ -468,7 +475,7 @@ def _n(value: object) -> str:
     return f"{value:,}" if isinstance(value, int) else "-"
 
 
-def serve(args: argparse.Namespace) -> int:
+def run_pipelines(args: argparse.Namespace) -> int:
     """`lgw run`: every pipeline with a drop folder, watched until stopped."""
     from gateway.batch import BatchDriver, LogProgress, build_runtime
 

@@ -18,7 +18,7 @@ from adapters.amqp.config import AmqpConfig, AmqpRejectsConfig, AmqpSinkConfig, 
 from adapters.files.config import DropFolderConfig, FileRejectsConfig, FileSinkConfig
 from adapters.files.writers import Format
 from adapters.kafka.config import KafkaConfig, KafkaRejectsConfig, KafkaSinkConfig, KafkaSourceConfig
-from adapters.models._http import DEFAULT_MAX_RESPONSE_BYTES
+from adapters.models.base import DEFAULT_MAX_RESPONSE_BYTES
 from adapters.odbc.config import OdbcRejectsConfig, OdbcSinkConfig, OdbcSourceConfig
 from gateway.resilience.breaker import BreakerConfig
 from gateway.resilience.retry import RetryPolicy

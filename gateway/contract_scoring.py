@@ -1,18 +1,27 @@
 """The check of a contract's scoring sections (`model:` features and outputs, `fallback:`
-rules) that every loaded contract passes: `schemas.contract.load_contract` runs it, so
-`lgw contract check`, `lgw score` and the pipelines agree by construction on which
-contracts score."""
+rules). Every contract the gateway loads goes through `load_scoring_contract`, so `lgw
+contract check`, `lgw score` and the pipelines agree by construction on which contracts
+score. It lives here, not in `schemas.contract`, because the expressions are the
+gateway's engine and schemas never imports the gateway."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import os
 
 from gateway.fallback import FallbackRules
 from gateway.features import FeatureMap
 from gateway.outputs import outputs_from_contract
+from schemas.contract import Contract, load_contract
 
-if TYPE_CHECKING:
-    from schemas.contract import Contract
+
+def load_scoring_contract(path: str | os.PathLike[str], *, limits: dict[str, int] | None = None) -> Contract:
+    """The contract at `path` (`schemas.contract.load_contract`), scoring sections included:
+    its features, outputs and fallback rules are compiled and run once on the fields' types,
+    as the pipeline does, so a contract that loads also scores (`lgw contract check` passes
+    exactly these). `limits`: entries of `record.limits` to override (command-line options)."""
+    contract = load_contract(path, limits=limits)
+    check_scoring(contract)
+    return contract
 
 
 def check_scoring(contract: Contract) -> None:

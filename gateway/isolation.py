@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import pyarrow as pa
 
-from gateway.errors import ConfigError, InfrastructureError
+from schemas.errors import ConfigError, InfrastructureError
 
 if TYPE_CHECKING:
     from schemas.contract import Contract

@@ -15,10 +15,9 @@ import socket
 import sys
 from typing import IO
 
-from gateway.errors import ConfigError, InfrastructureError
+from gateway.exit_codes import EXIT_ERROR, EXIT_OK
 from gateway.state import DEFAULT_STATE_URL, KILL_SWITCH_MODES, KillSwitch, StateStore
-
-EXIT_OK, EXIT_ERROR = 0, 2  # as in gateway.cli
+from schemas.errors import ConfigError, InfrastructureError
 
 
 def default_state_url() -> str:

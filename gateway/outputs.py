@@ -22,14 +22,12 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from gateway.errors import ModelOutputError
-from schemas.errors import ContractError
+from schemas.errors import ContractError, ModelOutputError
 
 if TYPE_CHECKING:
     from schemas.contract import Contract
 
-__all__ = ["OutputCheck", "OutputConfig", "OutputSpec", "check_answer", "outputs_from_contract", "parse_outputs",
-           "validate_outputs"]
+__all__ = ["OutputCheck", "OutputConfig", "OutputSpec", "check_answer", "outputs_from_contract", "parse_outputs"]
 
 OutputType = Literal["float", "int", "string", "bool"]
 _ARROW: dict[str, pa.DataType] = {"float": pa.float32(), "int": pa.int64(), "string": pa.string(),
@@ -190,23 +188,6 @@ def outputs_from_contract(contract: Contract) -> dict[str, OutputSpec]:
         raise ContractError(f"{contract.source}: model.outputs is required: it declares what the model "
                             "and the fallback rules return")
     return parse_outputs(model["outputs"], where=f"{contract.source}: model.outputs")
-
-
-def validate_outputs(specs: Mapping[str, OutputSpec], columns: Mapping[str, Any]) -> OutputCheck:
-    """Every declared output checked; a row's reason joins the problems of all its outputs."""
-    n = len(next(iter(columns.values()))) if columns else 0
-    bad = np.zeros(n, dtype=bool)
-    reasons = np.full(n, None, dtype=object)
-    for name, spec in specs.items():
-        if name not in columns:
-            bad[:] = True
-            reasons[:] = [f"{name} is missing" if r is None else f"{r}; {name} is missing" for r in reasons]
-            continue
-        check = spec.validate(columns[name])
-        for i in np.flatnonzero(check.bad):
-            reasons[i] = check.reasons[i] if reasons[i] is None else f"{reasons[i]}; {check.reasons[i]}"
-        bad |= check.bad
-    return OutputCheck(bad, reasons)
 
 
 def check_answer(specs: Mapping[str, OutputSpec], answer: Mapping[str, Any], rows: int, *, model: str) -> None:

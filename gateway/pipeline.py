@@ -20,13 +20,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gateway.config import Policy
-from gateway.errors import BreakerOpen, InfrastructureError, ModelRejected, ModelServerError
 from gateway.fallback import FallbackRules
 from gateway.features import FeatureMap
 from gateway.outputs import OutputSpec, outputs_from_contract
 from gateway.resilience.guarded import GuardedModel
 from gateway.state import KillSwitchWatcher
 from schemas.contract import Contract
+from schemas.errors import BreakerOpen, InfrastructureError, ModelRejected, ModelServerError
 
 log = logging.getLogger("lgw.pipeline")
 
@@ -293,22 +293,6 @@ class Rescorer:
         self.pending_records = 0
         corrections = batch.table.append_column("corrects", pa.array([SCORED_BY_FALLBACK] * batch.table.num_rows))
         return corrections
-
-
-def merge_in_order(batches: list[ScoredBatch]) -> pa.Table:
-    """Joins partial results (model + fallback parts) back into input order."""
-    tables = [b.table for b in batches if b.table.num_rows]
-    if not tables:
-        return batches[0].table if batches else pa.table({})
-    rows = np.concatenate([b.rows for b in batches if b.table.num_rows])
-    order = np.argsort(rows, kind="stable")
-    return pa.concat_tables(tables, promote_options="permissive").take(pa.array(order))
-
-
-def fallback_share(table: pa.Table) -> float:
-    if table.num_rows == 0:
-        return 0.0
-    return float(pc.mean(pc.equal(table.column("scored_by"), SCORED_BY_FALLBACK).cast(pa.float64())).as_py())
 
 
 def fixed_columns(pipeline: Pipeline) -> dict[str, int]:

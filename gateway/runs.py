@@ -21,8 +21,8 @@ from typing import Any
 from sqlalchemy import BigInteger, Column, DateTime, Integer, String, Table, Text, and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from gateway.errors import InfrastructureError
 from gateway.state import StateStore, metadata
+from schemas.errors import InfrastructureError
 
 LEASE_S = 120.0
 RUNNING, DONE, FAILED, DUPLICATE = "running", "done", "failed", "duplicate"

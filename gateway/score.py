@@ -21,10 +21,10 @@ import pyarrow as pa
 from adapters.base import RejectSink, ScoredBatch, SourceBatch
 from adapters.files.outbox import OutboxSink, RejectsFile, StreamRejects
 from adapters.files.source import FileSource
+from gateway.assembly import build_pipeline
 from gateway.config import GatewayConfig, Policy
 from gateway.drivers.batch import BatchLoop, Delivery
 from gateway.pipeline import Pipeline, Rescorer, fixed_columns
-from gateway.runtime import build_pipeline
 from gateway.state import KillSwitch, StateStore
 from schemas.contract import Contract
 from schemas.errors import ConfigError, GatewayError, InputFormatError

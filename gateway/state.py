@@ -26,7 +26,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
-from gateway.errors import ConfigError, InfrastructureError
+from schemas.errors import ConfigError, InfrastructureError
 from schemas.safefiles import ensure_file
 
 log = logging.getLogger(__name__)

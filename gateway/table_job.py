@@ -27,13 +27,13 @@ from adapters.base import RejectSink, Sink, SourceBatch
 from adapters.files.outbox import OutboxSink, RejectsFile
 from adapters.odbc.source import OdbcSource
 from adapters.registry import BuildContext
+from gateway.assembly import build_pipeline
 from gateway.config import GatewayConfig, OdbcSourceConfig
+from gateway.contract_scoring import load_scoring_contract
 from gateway.drivers.batch import BatchLoop, Delivery, close_all
 from gateway.pipeline import fixed_columns
-from gateway.runtime import build_pipeline
 from gateway.state import StateStore
 from gateway.watermarks import WatermarkStore
-from schemas.contract import load_contract
 from schemas.errors import ConfigError
 
 log = logging.getLogger("lgw.table")
@@ -74,7 +74,7 @@ async def run_table_pipeline(name: str, cfg: GatewayConfig, state: StateStore, *
     pipe_cfg = cfg.pipelines[name]
     if not isinstance(pipe_cfg.source, OdbcSourceConfig):
         raise ConfigError(f"pipeline {name} does not read an ODBC table (source.type odbc)")
-    contract = load_contract(cfg.resolve(pipe_cfg.contract))
+    contract = load_scoring_contract(cfg.resolve(pipe_cfg.contract))
     pipeline = build_pipeline(name, contract, cfg, model_name=pipe_cfg.model, policy=pipe_cfg.policy,
                               shadow=pipe_cfg.shadow, state=state)
     context = BuildContext(pipeline=name, contract=contract, base_dir=cfg.base_dir, source=pipe_cfg.source,

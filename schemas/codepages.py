@@ -9,7 +9,6 @@ UTF-8 is not single-byte: text fields in UTF-8 records are decoded by pyarrow in
 
 from __future__ import annotations
 
-import codecs
 import functools
 from dataclasses import dataclass, field
 
@@ -146,10 +145,3 @@ def code_page(name: str) -> CodePage:
         space=chars[" "], zero=chars["0"], plus=chars["+"], minus=chars["-"],
         point=chars["."], comma=chars[","],
     )
-
-
-def python_codec(name: str) -> str:
-    """The name `bytes.decode` understands for this page (used outside the hot path only)."""
-    canon = canonical_name(name)
-    codecs.lookup(canon)
-    return canon

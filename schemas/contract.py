@@ -35,9 +35,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from schemas.batch import DecodedBatch, RecordDecoder
 from schemas.codepages import CodePage, canonical_name, code_page
 from schemas.copybook import check_limits, load_copybook, parse_copybook
+from schemas.decoder import DecodedBatch, RecordDecoder, column_by_path
 from schemas.errors import ContractError
 from schemas.fields import DecodeOptions
 from schemas.layout import (
@@ -208,9 +208,6 @@ class FieldRules(_Strict):
                                  f"{str(exc).removeprefix('Invalid regular expression: ')} (lookaround and "
                                  "backreferences are not supported)") from None
         return v
-
-
-MODEL_KEYS = ("name", "version", "description", "features", "outputs")
 
 
 class ModelSection(_Strict):
@@ -537,7 +534,7 @@ class _SplitDecoder:
         ctl = c.trailer.control if c.trailer else None
         if ctl:
             for name in ctl.sum:
-                col = _column(batch.table, _find(self.layout, name, "control").path)
+                col = column_by_path(batch.table, _find(self.layout, name, "control").path)
                 total = pc.sum(col).as_py()
                 if total is not None:
                     self.report.sums[name] = self.report.sums.get(name, Decimal(0)) + Decimal(str(total))
@@ -549,25 +546,6 @@ def _find(layout: Layout, name: str, where: str) -> Node:
         return layout.find(name)
     except ContractError as exc:
         raise ContractError(f"{where}: {exc}") from None
-
-
-def _rel_path(layout: Layout, node: Node) -> list[str]:
-    top = layout.single_record()
-    chain = [n for n in reversed([node, *node.ancestors()]) if n.level > 0 and n is not top]
-    return [n.key for n in chain]
-
-
-def _column(table: pa.Table, path: str) -> pa.ChunkedArray | pa.Array:
-    parts = path.split(".")
-    names = table.column_names
-    while parts and parts[0] not in names:
-        parts = parts[1:]  # drop the 01 record name when the table is collapsed
-    if not parts:
-        raise KeyError(path)
-    col: Any = table.column(parts[0])
-    for p in parts[1:]:
-        col = pc.struct_field(col, p)
-    return col
 
 
 def _lookup(record: dict[str, Any], path: str) -> Any:
@@ -633,9 +611,10 @@ def layout_from_fields(fields: list[FieldSpec], limits: Limits = DEFAULT_LIMITS)
 
 
 def load_contract(path: str | os.PathLike[str], *, limits: dict[str, int] | None = None) -> Contract:
-    """The contract at `path`, scoring sections included: its features, outputs and
-    fallback rules are compiled and run once on the fields' types, as the pipeline does,
-    so a contract that loads also scores (`lgw contract check` passes exactly these).
+    """The contract at `path`: layout, fields and every section's shape checked. The
+    scoring sections (`model:`, `fallback:`) are compiled by the gateway's expression engine,
+    which schemas must not import: whatever scores or pipelines loads through
+    `gateway.contract_scoring.load_scoring_contract`, which calls this and then checks them.
     `limits`: entries of `record.limits` to override (command-line options)."""
     p = Path(path)
     try:
@@ -644,14 +623,7 @@ def load_contract(path: str | os.PathLike[str], *, limits: dict[str, int] | None
         raise ContractError(f"cannot read contract {p}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
         raise ContractError(f"contract {p}: expected UTF-8 YAML text; byte {exc.start} is not UTF-8") from None
-    contract = parse_contract(text, base_dir=p.parent, source=str(p), limits=limits)
-    # The expressions are the gateway's engine (gateway.expressions), imported here, not at
-    # the top: schemas stays importable on its own, and parse_contract still builds a
-    # contract whose scoring sections are checked later (tests of those checks use it).
-    from gateway.contract_scoring import check_scoring
-
-    check_scoring(contract)
-    return contract
+    return parse_contract(text, base_dir=p.parent, source=str(p), limits=limits)
 
 
 def parse_contract(text: str, *, base_dir: Path | None = None, source: str = "<contract>",

@@ -1,7 +1,7 @@
 """Documents derived from a contract: the pydantic model of its decoded records (and so
 its JSON Schema), and the layout table that `lgw contract check` prints.
 
-The model mirrors what the decoder emits (`schemas.batch`): groups are nested objects
+The model mirrors what the decoder emits (`schemas.decoder`): groups are nested objects
 keyed by `node.key`, OCCURS are arrays, FILLER is left out, and a copybook with a single
 01 record contributes that record's children as the top-level keys.
 """

@@ -9,7 +9,6 @@ escaping go through Python's json module.
 from __future__ import annotations
 
 import json
-import re
 from typing import IO
 
 import numpy as np
@@ -19,14 +18,13 @@ import pyarrow.compute as pc
 from schemas.arrow_buffers import empty_structs
 
 _NEEDS_ESCAPE = r'["\\\x00-\x1f]'
-_ESCAPE_RE = re.compile(_NEEDS_ESCAPE)
 
 
 def _fill_null(arr: pa.Array) -> pa.Array:
     return pc.fill_null(arr, "null") if arr.null_count else arr
 
 
-def _fragments(arr: pa.Array) -> pa.Array:
+def fragments(arr: pa.Array) -> pa.Array:
     """A string array with the JSON text of every value (null -> 'null')."""
     typ = arr.type
     if pa.types.is_struct(typ):
@@ -79,12 +77,12 @@ def member_parts(columns: list[tuple[str, pa.Array]]) -> list[str | pa.Array]:
     parts: list[str | pa.Array] = []
     for i, (name, values) in enumerate(columns):
         parts.append(("," if i else "") + json.dumps(name, ensure_ascii=False) + ":")
-        parts.append(_fragments(values))
+        parts.append(fragments(values))
     return parts
 
 
 def _list(arr: pa.ListArray) -> pa.Array:
-    values = _fragments(arr.flatten())
+    values = fragments(arr.flatten())
     offsets = pc.subtract(arr.offsets, arr.offsets[0])
     lists = pa.ListArray.from_arrays(offsets, values)
     joined = pc.binary_join_element_wise("[", pc.binary_join(lists, ","), "]", "")

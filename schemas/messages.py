@@ -84,9 +84,6 @@ class DecodedMessages:
     # it as it was, pydantic's serialisation where the model coerced it ("12" -> 12)
     record_json: list[bytes] | None = None
 
-    def rejects_by_message(self) -> dict[int, list[MessageReject]]:
-        return by_message(self.rejects)
-
 
 def by_message(rejects: Sequence[MessageReject]) -> dict[int, list[MessageReject]]:
     """Every reason a message is refused, by message index."""

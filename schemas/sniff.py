@@ -11,8 +11,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from schemas.batch import RecordDecoder
 from schemas.codepages import code_page
+from schemas.decoder import RecordDecoder
 from schemas.errors import InputFormatError
 from schemas.records import RecordChunk
 

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 import pyarrow as pa
 
-from schemas.batch import DecodedBatch, RecordDecoder
+from schemas.decoder import DecodedBatch, RecordDecoder
 from schemas.records import DEFAULT_CHUNK_RECORDS, Framing, ReadPosition, RecordChunk, read_records
 
 RAW_QUOTE_BYTES = 64  # a reject quotes at most this many bytes: a garbage file must not multiply

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas.arrow_buffers import value_buffers
+from schemas.decoder import column_by_path
 from schemas.layout import Elementary
 from schemas.patterns import fixed_pattern, match_fixed
 from schemas.stream import PII_WITHHELD, DecodedChunk, Reject
@@ -139,8 +140,6 @@ def violations(node: Elementary, rules: FieldRules, col: pa.Array) -> list[tuple
 
 def validate_chunk(contract: Contract, dc: DecodedChunk) -> None:
     """Adds rule violations to dc.rejects and removes rejected records from dc.table."""
-    from schemas.contract import _column
-
     table = dc.batch.table
     rows_of = dc.batch.chunk_rows()
     numbers = dc.record_numbers()
@@ -148,7 +147,7 @@ def validate_chunk(contract: Contract, dc: DecodedChunk) -> None:
     for r in dc.rejects:  # the decoder's and the framing's: a pii field's bytes, or a record's holding them
         r.pii = r.field in pii if r.field is not None else bool(pii)
     for path, (node, rules) in contract.rules.items():
-        col = _column(table, path)
+        col = column_by_path(table, path)
         if isinstance(col, pa.ChunkedArray):
             col = col.combine_chunks()
         for bad, why in violations(node, rules, col):

@@ -40,14 +40,15 @@ import yaml
 
 from gateway import cli
 from gateway.config import load_config
+from gateway.contract_scoring import load_scoring_contract
 from gateway.expressions import compile_expression, field_types
 from gateway.fallback import FallbackRules
 from gateway.features import FeatureMap
 from schemas import docs
-from schemas.batch import RecordDecoder
 from schemas.codepages import code_page
 from schemas.contract import Contract, RecordSpec, load_contract
 from schemas.copybook import parse_copybook
+from schemas.decoder import RecordDecoder
 from schemas.errors import ConfigError
 from schemas.examples import contract_path
 from schemas.stream import RAW_QUOTE_BYTES, DecodedChunk
@@ -234,14 +235,14 @@ class Targets:
         path = _contract_files(inp, work)
         code, _out, _err = _run_cli(["contract", "check", str(path)])
         try:
-            contract = load_contract(path)
+            contract = load_scoring_contract(path)
         except ConfigError as exc:
             if code != 2:
-                raise Finding("exit", f"load_contract refused the contract ({exc}) but lgw contract check "
+                raise Finding("exit", f"load_scoring_contract refused the contract ({exc}) but lgw contract check "
                                       f"exited {code}") from None
             raise
         if code != 0:
-            raise Finding("exit", f"load_contract passed but lgw contract check exited {code}")
+            raise Finding("exit", f"load_scoring_contract passed but lgw contract check exited {code}")
         contract.json_schema()
         docs.print_layout(contract, io.StringIO())
         data = work / "input.dat"

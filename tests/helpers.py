@@ -8,9 +8,9 @@ from typing import Any, NoReturn
 import numpy as np
 import pytest
 
-from schemas.batch import RecordDecoder
 from schemas.codepages import code_page
 from schemas.copybook import parse_copybook
+from schemas.decoder import RecordDecoder
 from schemas.fields import DecodeOptions
 
 

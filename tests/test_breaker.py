@@ -7,8 +7,8 @@ import time
 import pytest
 from pydantic import ValidationError
 
-from gateway.errors import BreakerOpen, DataError, ModelRejected, ModelTimeout, ModelUnavailable
 from gateway.resilience.breaker import BreakerConfig, BreakerState, CircuitBreaker
+from schemas.errors import BreakerOpen, DataError, ModelRejected, ModelTimeout, ModelUnavailable
 
 
 class FakeClock:

@@ -48,7 +48,7 @@ def test_config_mistakes_name_the_key(tmp_path: Path, text: str, fragment: str) 
 def test_the_answer_size_cap_reaches_the_http_backends(tmp_path: Path) -> None:
     from adapters.models.kserve import KServeV2Model
     from adapters.models.mlflow import MlflowModel
-    from gateway.runtime import build_model
+    from gateway.assembly import build_model
     from schemas.contract import load_contract
     from schemas.examples import contract_path
 

@@ -32,7 +32,7 @@ KAFKA = {"type": "kafka", "topics": ["card-txn"], "group_id": "lgw-card-txn", "r
 AMQP = {"type": "amqp", "queue": "cardtxn.score.requests"}
 
 
-def _config(**pipelines: dict[str, Any]) -> dict[str, Any]:
+def realtime_config(**pipelines: dict[str, Any]) -> dict[str, Any]:
     info = model_info("fraud")
     return {
         "models": {"fraud": {"endpoint": {"backend": "onnx", "path": str(info["path"]), "sha256": info["sha256"]}}},
@@ -40,7 +40,7 @@ def _config(**pipelines: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _write(tmp_path: Path, doc: dict[str, Any] | str) -> Path:
+def write_yaml(tmp_path: Path, doc: dict[str, Any] | str) -> Path:
     path = tmp_path / "gateway.yaml"
     path.write_text(doc if isinstance(doc, str) else yaml.safe_dump(doc), encoding="utf-8")
     return path
@@ -54,7 +54,7 @@ def _no_broker_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 # --------------------------------------------------------------------------- validation
 def test_kafka_and_amqp_pipelines_validate(tmp_path: Path) -> None:
-    cfg = load_config(_write(tmp_path, _config(
+    cfg = load_config(write_yaml(tmp_path, realtime_config(
         stream={"source": {**KAFKA, "payload": "copybook", "result_format": "json", "max_records": 200},
                 "policy": "pause"},
         mq={"source": AMQP},
@@ -80,7 +80,7 @@ def test_kafka_and_amqp_pipelines_validate(tmp_path: Path) -> None:
     ({"type": "amqp"}, "queue"),
 ])
 def test_missing_source_key_is_one_line_naming_it(tmp_path: Path, source: dict[str, Any], key: str) -> None:
-    path = _write(tmp_path, _config(x={"source": source}))
+    path = write_yaml(tmp_path, realtime_config(x={"source": source}))
     with pytest.raises(ConfigError) as info:
         load_config(path)
     message = str(info.value)
@@ -96,10 +96,10 @@ def test_a_kafka_source_without_its_topics_needs_a_sink_and_rejects(tmp_path: Pa
     source = {k: v for k, v in KAFKA.items() if k != key}
     with pytest.raises(ConfigError, match=r"gateway\.yaml: pipelines\.x: a Kafka source needs "
                                           rf"{re.escape(needs)}"):
-        load_config(_write(tmp_path, _config(x={"source": source})))
+        load_config(write_yaml(tmp_path, realtime_config(x={"source": source})))
     other = {"sink": {"type": "kafka", "topic": "out"}} if key == "result_topic" else {
         "rejects": {"type": "kafka", "topic": "dead"}}
-    cfg = load_config(_write(tmp_path, _config(x={"source": source, **other})))
+    cfg = load_config(write_yaml(tmp_path, realtime_config(x={"source": source, **other})))
     assert cfg.pipelines["x"].output.type == "kafka" and cfg.pipelines["x"].rejects_to.type == "kafka"
 
 
@@ -114,13 +114,13 @@ def test_a_kafka_source_without_its_topics_needs_a_sink_and_rejects(tmp_path: Pa
 ])
 def test_wrong_source_values_name_the_key(tmp_path: Path, source: dict[str, Any], fragment: str) -> None:
     with pytest.raises(ConfigError) as info:
-        load_config(_write(tmp_path, _config(x={"source": source})))
+        load_config(write_yaml(tmp_path, realtime_config(x={"source": source})))
     assert fragment in str(info.value) and "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("source", [KAFKA, AMQP])
 def test_fallback_and_rescore_is_refused_in_real_time(tmp_path: Path, source: dict[str, Any]) -> None:
-    path = _write(tmp_path, _config(x={"source": source, "policy": "fallback_and_rescore"}))
+    path = write_yaml(tmp_path, realtime_config(x={"source": source, "policy": "fallback_and_rescore"}))
     with pytest.raises(ConfigError, match=r"pipelines\.x: policy fallback_and_rescore is for batch sources; "
                                           r"a real-time pipeline takes fallback or pause"):
         load_config(path)
@@ -130,15 +130,15 @@ def test_fallback_and_rescore_is_refused_for_a_batch_pipeline(tmp_path: Path) ->
     drop = {"inbox": "in", "outbox": "out"}
     with pytest.raises(ConfigError, match=r"pipelines\.x: policy fallback_and_rescore is for `lgw score` .*"
                                           r"a dropfolder pipeline takes fallback or pause"):
-        load_config(_write(tmp_path, _config(x={"source": drop, "policy": "fallback_and_rescore"})))
+        load_config(write_yaml(tmp_path, realtime_config(x={"source": drop, "policy": "fallback_and_rescore"})))
 
 
 # --------------------------------------------------------------------------- environment
 def test_env_overrides_the_brokers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    doc = _config(stream={"source": KAFKA})
+    doc = realtime_config(stream={"source": KAFKA})
     doc["kafka"] = {"bootstrap_servers": "from-file:9092"}
     doc["amqp"] = {"url": "amqp://guest:guest@from-file:5672/"}
-    path = _write(tmp_path, doc)
+    path = write_yaml(tmp_path, doc)
     cfg = load_config(path)
     assert cfg.kafka.bootstrap_servers == "from-file:9092" and "from-file" in cfg.amqp.url
     monkeypatch.setenv("LGW_KAFKA_BOOTSTRAP", "k1:19092,k2:19092")
@@ -164,7 +164,7 @@ def test_no_real_time_pipeline_is_a_config_error() -> None:
 
 
 def test_unknown_pipeline_name_is_a_config_error(tmp_path: Path) -> None:
-    cfg = load_config(_write(tmp_path, _config(stream={"source": KAFKA})))
+    cfg = load_config(write_yaml(tmp_path, realtime_config(stream={"source": KAFKA})))
     with pytest.raises(ConfigError, match=r"no pipeline named 'nope' \(pipelines: stream\)"):
         realtime_pipelines(cfg, "nope")
 
@@ -203,7 +203,7 @@ def _check_document(doc: dict[str, Any]) -> None:
 def test_asyncapi_command_in_process(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LGW_AMQP_URL", "amqp://app:s3cret@mq.internal:5672/")
-    path = _write(tmp_path, _config(stream={"source": KAFKA}, mq={"source": AMQP},
+    path = write_yaml(tmp_path, realtime_config(stream={"source": KAFKA}, mq={"source": AMQP},
                                     batch={"source": {"inbox": "in", "outbox": "out"}}))
     assert cli.main(["asyncapi", "--config", str(path)]) == 0
     out = capsys.readouterr().out
@@ -219,14 +219,14 @@ def test_asyncapi_command_in_process(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_asyncapi_command_without_real_time_pipelines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = _write(tmp_path, _config(batch={"source": {"inbox": "in", "outbox": "out"}}))
+    path = write_yaml(tmp_path, realtime_config(batch={"source": {"inbox": "in", "outbox": "out"}}))
     assert cli.main(["asyncapi", "--config", str(path)]) != 0
     err = capsys.readouterr().err
     assert err.startswith("lgw: error: ") and "expected a real-time pipeline" in err
 
 
 def test_lgw_asyncapi_subprocess(tmp_path: Path, lgw_cmd: list[str]) -> None:
-    path = _write(tmp_path, _config(stream={"source": KAFKA}, mq={"source": AMQP}))
+    path = write_yaml(tmp_path, realtime_config(stream={"source": KAFKA}, mq={"source": AMQP}))
     out = tmp_path / "docs" / "asyncapi.json"
     proc = subprocess.run([*lgw_cmd, "asyncapi", "--config", str(path), "-o", str(out)],
                           capture_output=True, text=True, timeout=120)

@@ -11,6 +11,7 @@ import pytest
 
 from gateway.cli import main
 from gateway.config import load_config
+from gateway.contract_scoring import load_scoring_contract
 from schemas.contract import ControlReport, load_contract
 from schemas.errors import ConfigError, ContractError
 from schemas.examples import contract_path, generate_card_file
@@ -143,7 +144,7 @@ def test_contract_check_refuses_what_scoring_would(tmp_path: Path, capsys: pytes
 
 
 @pytest.mark.parametrize(("old", "new", "fragment"), [
-    # the fuzz suite's case: load_contract passed, `lgw contract check` exited 2
+    # the fuzz suite's case: load_scoring_contract passed, `lgw contract check` exited 2
     ("    fraud_score: {type: float, min: 0, max: 1}\n", "    - fraud_score: {type: float, min: 0, max: 1}\n",
      "model.outputs: expected a mapping of output name"),
     ("    mcc: MCC\n", "    mcc: MCC_CODE\n", "model.features.mcc: unknown field MCC_CODE"),
@@ -152,14 +153,14 @@ def test_contract_check_refuses_what_scoring_would(tmp_path: Path, capsys: pytes
      "`reason` must be a non-empty string code"),
     ("  outputs:\n    fraud_score: {type: float, min: 0, max: 1}\n", "", "model.outputs is required"),
 ])
-def test_load_contract_refuses_what_contract_check_refuses(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                           old: str, new: str, fragment: str) -> None:
-    """load_contract (what scoring and every pipeline use) runs the checks `lgw contract
-    check` runs, with the same error."""
+def test_load_scoring_contract_refuses_what_contract_check_refuses(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], old: str, new: str, fragment: str) -> None:
+    """load_scoring_contract (what scoring and every pipeline use) runs the checks `lgw
+    contract check` runs, with the same error."""
     path = card_variant(tmp_path, old, new)
     code, err = check(capsys, path)
     with pytest.raises(ContractError) as caught:
-        load_contract(path)
+        load_scoring_contract(path)
     assert code == 2 and err == f"lgw: error: {caught.value}\n" and fragment in err
 
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from gateway.fallback import FallbackRules
-from gateway.outputs import OutputSpec, outputs_from_contract, parse_outputs, validate_outputs
+from gateway.outputs import OutputSpec, outputs_from_contract, parse_outputs
 from schemas.contract import Contract, load_contract, parse_contract
 from schemas.errors import ContractError
 from schemas.examples import contract_path, generate_card_file
@@ -333,13 +333,3 @@ def test_validate_int_bool_and_string_outputs() -> None:
     assert OutputSpec("decision", "string").validate(np.array(["a", None], dtype=object)).reasons.tolist() == [
         None, "decision is not a string"]
     assert OutputSpec("decision", "string").validate(np.array([], dtype=object)).bad.tolist() == []
-
-
-def test_validate_outputs_joins_the_problems_of_every_output() -> None:
-    specs = parse_outputs({"a": {"min": 0}, "b": {"type": "int"}})
-    check = validate_outputs(specs, {"a": np.array([1.0, -1.0, np.nan]), "b": np.array([1.0, 2.0, 0.5])})
-    assert check.bad.tolist() == [False, True, True]
-    assert check.reasons.tolist() == [None, "a -1 is below its min 0",
-                                      "a is NaN or missing; b 0.5 is not a whole number"]
-    missing = validate_outputs(specs, {"a": np.array([1.0])})
-    assert missing.bad.tolist() == [True] and missing.reasons.tolist() == ["b is missing"]

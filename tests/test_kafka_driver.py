@@ -15,10 +15,10 @@ import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
+from gateway.assembly import build_pipeline
 from gateway.config import KafkaSourceConfig, embedded_defaults
 from gateway.realtime.core import MicroBatchScorer
 from gateway.realtime.kafka import KafkaPipelineDriver
-from gateway.runtime import build_pipeline
 from schemas.contract import load_contract
 from schemas.examples import contract_path, generate_card_file
 from schemas.jsonl import lines

@@ -26,7 +26,7 @@ from schemas.contract import Contract, load_contract
 from schemas.examples import contract_path, generate_card_file
 from schemas.jsonl import lines
 from schemas.layout import Elementary
-from schemas.messages import FAST_JSON_MIN_MESSAGES, DecodedMessages, MessageCodec
+from schemas.messages import FAST_JSON_MIN_MESSAGES, DecodedMessages, MessageCodec, by_message
 from schemas.records import read_records
 
 DETAILS = 420  # detail records in the generated file
@@ -155,7 +155,7 @@ def test_copybook_field_errors_name_field_offset_length_and_bytes(
     recs[11] = recs[11][:-1]  # 119 bytes
     decoded = copybook_codec.decode(recs)
     _accounted(decoded, len(recs))
-    by = decoded.rejects_by_message()
+    by = by_message(decoded.rejects)
     assert sorted(by) == [2, 5, 9, 11]
 
     [low_mcc] = by[2]
@@ -392,7 +392,7 @@ def test_json_mutation_fast_and_pydantic_agree(name: str, fast: MessageCodec, sl
     if expected is None:
         assert a.rejects == [] and a.table.num_rows == len(batch)
     else:
-        by = a.rejects_by_message()
+        by = by_message(a.rejects)
         assert sorted(by) == spots
         kind, field = expected
         for i in spots:
@@ -417,7 +417,7 @@ def test_json_mutated_batch_fast_and_pydantic_agree(fast: MessageCodec, slow: Me
     expected = {n: e for n, _, e in MUTATIONS}
     rejected = {i for i, name in where.items() if expected[name] is not None}
     assert {r.index for r in a.rejects} == rejected
-    by = a.rejects_by_message()
+    by = by_message(a.rejects)
     for i, name in where.items():
         outcome = expected[name]
         if outcome is not None:
@@ -483,7 +483,7 @@ def test_json_reject_reasons(slow: MessageCodec, json_records: list[bytes]) -> N
         json_records[1],
     ]
     decoded = slow.decode(batch)
-    by = {i: rs[0] for i, rs in decoded.rejects_by_message().items()}
+    by = {i: rs[0] for i, rs in by_message(decoded.rejects).items()}
     assert sorted(by) == [0, 1, 2, 3, 4, 5]
     assert decoded.index.tolist() == [6]
 

@@ -20,7 +20,8 @@ from adapters.models.base import ModelBackend
 from adapters.models.kserve import KServeV2Model
 from adapters.models.mlflow import MlflowModel
 from adapters.models.onnx import OnnxModel
-from gateway.errors import (
+from schemas.contract import load_contract
+from schemas.errors import (
     ConfigError,
     DataError,
     InfrastructureError,
@@ -30,7 +31,6 @@ from gateway.errors import (
     ModelTimeout,
     ModelUnavailable,
 )
-from schemas.contract import load_contract
 from schemas.examples import contract_path, generate_card_file
 from tests.model_servers import FRAUD_ONNX, ModelServerProcess, free_port
 
@@ -65,7 +65,11 @@ def card_batch(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def onnx_model() -> OnnxModel:
-    return OnnxModel.from_metadata(FRAUD_JSON)
+    # Built as the gateway builds it from a config: the file, its pinned hash, the names.
+    meta = json.loads(FRAUD_JSON.read_text(encoding="utf-8"))
+    return OnnxModel(FRAUD_JSON.parent / meta["file"], sha256=meta["sha256"], name=meta["name"],
+                     version=str(meta["version"]), inputs=[c for i in meta["inputs"] for c in i["columns"]],
+                     outputs=[o["name"] for o in meta["outputs"]])
 
 
 # --------------------------------------------------------------------------- ONNX in process

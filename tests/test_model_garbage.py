@@ -21,13 +21,13 @@ from adapters.models.kserve import KServeV2Model
 from adapters.models.mlflow import MlflowModel
 from gateway.cli import main
 from gateway.config import example_dropfolder_config
-from gateway.errors import DataError, InfrastructureError, ModelOutputError
 from gateway.outputs import outputs_from_contract
 from gateway.pipeline import Pipeline
 from gateway.resilience.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from gateway.resilience.guarded import GuardedModel
 from gateway.resilience.retry import RetryPolicy
 from schemas.contract import Contract, load_contract
+from schemas.errors import DataError, InfrastructureError, ModelOutputError
 from schemas.examples import contract_path, generate_card_file
 from tests.model_servers import ROOT, GarbageModelServer
 from tests.peak_memory import peak_bytes, probed

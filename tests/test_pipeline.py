@@ -15,13 +15,13 @@ import pytest
 from adapters.models.base import ModelInfo
 from adapters.models.onnx import OnnxModel
 from gateway.config import Policy
-from gateway.errors import ModelServerError, ModelUnavailable
 from gateway.pipeline import Pipeline
 from gateway.resilience.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from gateway.resilience.guarded import GuardedModel
 from gateway.resilience.retry import RetryPolicy
 from gateway.state import KillSwitchWatcher, StateStore
 from schemas.contract import Contract, load_contract
+from schemas.errors import ModelServerError, ModelUnavailable
 from schemas.examples import contract_path, generate_card_file, model_info
 
 

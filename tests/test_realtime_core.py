@@ -14,19 +14,18 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from gateway.assembly import build_pipeline
 from gateway.config import GatewayConfig, KServeModelConfig, ModelConfig, Policy, embedded_defaults
-from gateway.errors import InfrastructureError
 from gateway.outputs import outputs_from_contract
 from gateway.pipeline import Pipeline
 from gateway.realtime.core import DeadLetter, MicroBatchScorer, Outcome, Result
 from gateway.resilience.breaker import BreakerConfig, CircuitBreaker
 from gateway.resilience.guarded import GuardedModel
 from gateway.resilience.retry import RetryPolicy
-from gateway.runtime import build_pipeline
 from gateway.score import fixed_columns
 from gateway.state import KillSwitchWatcher, StateStore
 from schemas.contract import Contract, load_contract, parse_contract
-from schemas.errors import ConfigError
+from schemas.errors import ConfigError, InfrastructureError
 from schemas.examples import contract_path, generate_card_file
 from schemas.jsonl import lines
 from schemas.messages import FAST_JSON_MIN_MESSAGES

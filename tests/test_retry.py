@@ -9,10 +9,10 @@ import pytest
 from pydantic import ValidationError
 
 from adapters.models.base import ModelBackend, ModelInfo
-from gateway.errors import BreakerOpen, InfrastructureError, ModelRejected, ModelTimeout, ModelUnavailable
 from gateway.resilience.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from gateway.resilience.guarded import GuardedModel
 from gateway.resilience.retry import RetryPolicy, retry
+from schemas.errors import BreakerOpen, InfrastructureError, ModelRejected, ModelTimeout, ModelUnavailable
 
 
 class Sleeps:

@@ -34,7 +34,7 @@ from schemas.safefiles import (
     temp_name,
 )
 from tests.test_batch import drop, folder, run_once, runtime, write_config
-from tests.test_config_realtime import KAFKA, _config, _write
+from tests.test_config_realtime import KAFKA, realtime_config, write_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 VICTIM_TEXT = b"precious: must never change\n"
@@ -246,7 +246,7 @@ def test_examples_generate_and_asyncapi_never_write_through_a_link(tmp_path: Pat
     plant(tmp_path / "sample.dat", victim)
     assert main(["examples", "generate", "--records", "10", "--output", str(tmp_path / "sample.dat")]) == 2
     one_error_line(capsys.readouterr().err, "--output", "symbolic link")
-    config = _write(tmp_path, _config(stream={"source": KAFKA}))
+    config = write_yaml(tmp_path, realtime_config(stream={"source": KAFKA}))
     plant(tmp_path / "asyncapi.json", victim)
     assert main(["asyncapi", "--config", str(config), "-o", str(tmp_path / "asyncapi.json")]) == 2
     one_error_line(capsys.readouterr().err, "-o", "symbolic link")

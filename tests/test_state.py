@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import delete
 
 from gateway import killswitch_cli
-from gateway.errors import ConfigError, InfrastructureError
 from gateway.state import KillSwitchWatcher, StateStore, StateStoreError, kill_switch_table, normalize_url
+from schemas.errors import ConfigError, InfrastructureError
 from tests.helpers import unavailable
 
 POSTGRES_URL = os.environ.get("LGW_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

@@ -10,7 +10,6 @@ in the same code page, so the legacy side reads back exactly what it sent, plus 
 from __future__ import annotations
 
 import io
-import json
 from typing import IO, Any, Literal, Protocol
 
 import numpy as np
@@ -22,7 +21,7 @@ import pyarrow.parquet as pq
 from schemas.arrow_buffers import value_buffers
 from schemas.codepages import CodePage
 from schemas.errors import ConfigError
-from schemas.jsonl import _fragments, write_jsonl
+from schemas.jsonl import fragments, write_jsonl
 
 Format = Literal["csv", "jsonl", "fixed", "parquet"]
 FORMATS: tuple[Format, ...] = ("csv", "jsonl", "fixed", "parquet")
@@ -40,7 +39,7 @@ def flat_for_csv(table: pa.Table) -> pa.Table:
         table = table.flatten()
     for i, f in enumerate(table.schema):
         if pa.types.is_list(f.type) or pa.types.is_large_list(f.type):
-            table = table.set_column(i, f.name, _fragments(table.column(i).combine_chunks()))
+            table = table.set_column(i, f.name, fragments(table.column(i).combine_chunks()))
     return table
 
 
@@ -165,8 +164,3 @@ def open_writer(sink: IO[bytes], fmt: str, *, page: CodePage | None = None,
             raise ConfigError("fixed-width output needs the code page and the output columns")
         return FixedWriter(sink, page, fixed_columns)
     raise ConfigError(f"unknown output format {fmt!r}: expected one of {', '.join(FORMATS)}")
-
-
-def write_rejects_jsonl(rejects: list[dict], fh: IO[str]) -> None:
-    for r in rejects:
-        fh.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")

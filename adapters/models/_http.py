@@ -24,7 +24,8 @@ from typing import Any
 
 import httpx
 
-from gateway.errors import ModelOutputError, ModelRejected, ModelServerError, ModelTimeout, ModelUnavailable
+from adapters.models.base import DEFAULT_MAX_RESPONSE_BYTES
+from schemas.errors import ModelOutputError, ModelRejected, ModelServerError, ModelTimeout, ModelUnavailable
 
 try:  # orjson is optional: it writes float32 arrays without a Python float per value
     import orjson as _orjson
@@ -36,7 +37,6 @@ except ImportError:  # pragma: no cover - depends on the environment
 _NOT_THE_RECORDS = {401, 403, 404, 408, 429}
 _EXCERPT = 300
 _ERROR_BODY_BYTES = _EXCERPT * 4  # what `excerpt` reads of an error answer
-DEFAULT_MAX_RESPONSE_BYTES = 64 * 2**20
 
 
 def make_client(base_url: str, *, timeout_s: float, max_connections: int) -> httpx.AsyncClient:

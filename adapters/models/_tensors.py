@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gateway.errors import ConfigError, ModelOutputError
+from schemas.errors import ConfigError, ModelOutputError
 
 
 def feature_matrix(features: np.ndarray, width: int | None, *, model: str,

@@ -9,6 +9,10 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+# The largest HTTP answer body a model backend reads (KServe, MLflow) unless configured:
+# public here because the gateway's config offers it as the default of `max_response_bytes`.
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 2**20
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -24,7 +28,7 @@ class ModelBackend(Protocol):
 
     `predict` takes float32 features of shape (N, F), columns in `info.inputs` order, and
     returns each output by name as a 1-D array of length N. It raises
-    `gateway.errors.ModelUnavailable` / `ModelTimeout` when the endpoint cannot answer
+    `schemas.errors.ModelUnavailable` / `ModelTimeout` when the endpoint cannot answer
     (connection errors, 5xx, timeouts) and `ModelRejected` for a 4xx.
     """
 

@@ -22,7 +22,7 @@ import numpy as np
 from adapters.models import _http
 from adapters.models._tensors import feature_matrix, output_column
 from adapters.models.base import ModelInfo
-from gateway.errors import ModelOutputError
+from schemas.errors import ModelOutputError
 
 __all__ = ["V2_DATATYPES", "KServeV2Model"]
 

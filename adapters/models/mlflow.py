@@ -21,7 +21,7 @@ import numpy as np
 from adapters.models import _http
 from adapters.models._tensors import feature_matrix, output_column
 from adapters.models.base import ModelInfo
-from gateway.errors import ConfigError, ModelOutputError
+from schemas.errors import ConfigError, ModelOutputError
 
 __all__ = ["MlflowModel"]
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import os
 import time
@@ -29,7 +28,7 @@ import numpy as np
 
 from adapters.models._tensors import feature_matrix, output_column
 from adapters.models.base import ModelInfo
-from gateway.errors import ConfigError, ModelServerError, ModelUnavailable
+from schemas.errors import ConfigError, ModelServerError, ModelUnavailable
 
 __all__ = ["OnnxModel", "sha256_of"]
 
@@ -105,25 +104,6 @@ class OnnxModel:
                               version=str(version or meta.get("version") or "1"),
                               inputs=list(inputs), outputs=list(outputs))
         self._session: Any = session
-
-    @classmethod
-    def from_metadata(cls, metadata_path: str | os.PathLike[str], **overrides: Any) -> OnnxModel:
-        """Loads the model a metadata file describes (the `fraud.json` beside `fraud.onnx`):
-        its `file`, pinned `sha256`, `name`, `version`, input columns and output names."""
-        meta_path = Path(metadata_path)
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read model metadata {meta_path}: {exc}") from None
-        kwargs: dict[str, Any] = {
-            "sha256": meta.get("sha256"),
-            "name": meta.get("name"),
-            "version": None if meta.get("version") is None else str(meta["version"]),
-            "inputs": [c for i in meta.get("inputs", []) for c in i.get("columns", [])] or None,
-            "outputs": [o["name"] for o in meta.get("outputs", [])] or None,
-        }
-        kwargs.update(overrides)
-        return cls(meta_path.parent / meta.get("file", meta_path.with_suffix(".onnx").name), **kwargs)
 
     def predict_sync(self, features: np.ndarray) -> dict[str, np.ndarray]:
         """Scores one batch on the calling thread (benches, scripts)."""

@@ -18,8 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from adapters.odbc.identifiers import Dialect, split_table
-from gateway.errors import DataError, InfrastructureError
-from schemas.errors import ConfigError
+from schemas.errors import ConfigError, DataError, InfrastructureError
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SECRET_KEYS = re.compile(r"(?i)\b(pwd|password)=(\{(?:[^}]|\}\})*\}|[^;]*)")

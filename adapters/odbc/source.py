@@ -30,7 +30,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -57,7 +57,6 @@ from adapters.odbc.connection import (
     translate,
 )
 from adapters.odbc.identifiers import Dialect, quote, quote_table, validate_identifier
-from gateway.watermarks import WatermarkStore
 from schemas.contract import Contract
 from schemas.errors import ConfigError
 
@@ -75,6 +74,16 @@ Reader = Literal["auto", "arrow", "pyodbc"]
 # three drivers; the pyodbc reader stays for drivers without bulk (block cursor) fetches.
 READERS: dict[Dialect, Literal["arrow", "pyodbc"]] = {
     Dialect.POSTGRESQL: "arrow", Dialect.MARIADB: "arrow", Dialect.SQLITE: "arrow"}
+
+
+class Watermarks(Protocol):
+    """Where the source keeps how far it has read, one JSON-able dict per (pipeline, source).
+    A protocol so that adapters never import the gateway's state store: the gateway's
+    `WatermarkStore` satisfies it and is handed in."""
+
+    def get(self, pipeline: str, source: str) -> dict[str, Any] | None: ...
+
+    def set(self, pipeline: str, source: str, watermark: dict[str, Any]) -> None: ...
 
 
 # ------------------------------------------------------------------------------ a run
@@ -98,7 +107,7 @@ class OdbcSource:
     def __init__(self, connection: OdbcConnection | OdbcConnectionConfig | str, *, contract: Contract,
                  pipeline: str, table: str | None = None, query: str | None = None, mode: Mode = "full",
                  key: str | None = None, timestamp: str | None = None, lag_s: float = 0.0, overlap_s: float = 0.0,
-                 batch_rows: int = 50_000, watermarks: WatermarkStore | None = None, name: str | None = None,
+                 batch_rows: int = 50_000, watermarks: Watermarks | None = None, name: str | None = None,
                  reader: Reader = "auto") -> None:
         self.connection = connection if isinstance(connection, OdbcConnection) else OdbcConnection(connection)
         if (table is None) == (query is None):
@@ -151,15 +160,6 @@ class OdbcSource:
 
     async def close(self) -> None:
         await asyncio.to_thread(self._close)
-
-    async def next_run(self) -> None:
-        """Starts another pass over the source after this one returned None (a polling
-        driver's next cycle); it begins at the stored watermark, so the batches of this
-        pass must be acknowledged first."""
-        if self._acks.pending and not self._acks.nacked:
-            raise RuntimeError(f"{self.name}: batches of the previous run are not acknowledged yet")
-        self._run = None
-        self._acks = Acks()
 
     def check_schema(self) -> dict[str, ColumnInfo]:
         """Compares the source's columns and types with the contract (and checks the key
@@ -517,7 +517,8 @@ def _micros(value: datetime) -> int:
 
 
 
-__all__ = ["READERS", "ContractColumn", "OdbcSource", "SchemaDriftError", "compare_columns", "contract_columns"]
+__all__ = ["READERS", "ContractColumn", "OdbcSource", "SchemaDriftError", "Watermarks", "build_source",
+           "compare_columns", "contract_columns"]
 
 
 def build_source(config: OdbcSourceConfig, context: BuildContext) -> OdbcSource:

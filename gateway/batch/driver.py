@@ -14,9 +14,8 @@ from adapters.files.dropfolder import Arrival, UnsafePath, content_hash, move_fi
 from gateway.batch.job import BUSY, BatchJob, JobResult
 from gateway.batch.progress import NoProgress, ProgressView
 from gateway.batch.runtime import BatchRuntime
-from gateway.errors import InfrastructureError
 from gateway.runs import DUPLICATE, FAILED, Run
-from schemas.errors import ConfigError
+from schemas.errors import ConfigError, InfrastructureError
 
 log = logging.getLogger("lgw.batch")
 

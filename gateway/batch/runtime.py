@@ -10,12 +10,13 @@ from adapters import registry
 from adapters.base import RejectSink, Sink
 from adapters.files.dropfolder import MARKER_SUFFIX, DropFolder, Folders
 from adapters.registry import BuildContext
+from gateway.assembly import build_pipeline
 from gateway.config import DropFolderConfig, FileSinkConfig, GatewayConfig, PipelineConfig
+from gateway.contract_scoring import load_scoring_contract
 from gateway.pipeline import Pipeline, fixed_columns
 from gateway.runs import RunStore
-from gateway.runtime import build_pipeline
 from gateway.state import StateStore
-from schemas.contract import Contract, load_contract
+from schemas.contract import Contract
 from schemas.errors import ConfigError
 
 
@@ -82,7 +83,7 @@ def build_runtime(name: str, cfg: GatewayConfig, state: StateStore, runs: RunSto
         raise ConfigError(f"no pipeline {name!r} in the config (pipelines: {', '.join(cfg.pipelines) or 'none'})")
     if not isinstance(pipe.source, DropFolderConfig):
         raise ConfigError(f"pipeline {name} has no drop-folder `source`: nothing for the file driver to read")
-    contract = load_contract(cfg.resolve(pipe.contract))
+    contract = load_scoring_contract(cfg.resolve(pipe.contract))
     pipeline = build_pipeline(name, contract, cfg, model_name=pipe.model, policy=pipe.policy, shadow=pipe.shadow,
                               state=state)
     folders = Folders.prepare(pipe.source.folders(cfg.base_dir))

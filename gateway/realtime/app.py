@@ -19,11 +19,11 @@ from faststream import AckPolicy, FastStream
 from faststream.params import Context
 from faststream.specification import AsyncAPI
 
+from gateway.assembly import build_pipeline
 from gateway.config import AmqpSourceConfig, GatewayConfig, KafkaSourceConfig, PipelineConfig
+from gateway.contract_scoring import load_scoring_contract as load_contract
 from gateway.realtime.core import MicroBatchScorer
-from gateway.runtime import build_pipeline
 from gateway.state import StateStore
-from schemas.contract import load_contract
 from schemas.errors import ConfigError
 
 log = logging.getLogger("lgw.realtime")
@@ -131,7 +131,7 @@ def _kafka(pipes: dict[str, PipelineConfig], cfg: GatewayConfig, state: StateSto
             heartbeat_interval_ms=k.heartbeat_interval_ms, max_poll_records=src.batch_size,
             ack_policy=AckPolicy.MANUAL, parser=_batch_parser, decoder=_raw_values,
             title=f"{name}:input", description=_input_doc(name, pipe))
-        sub.get_msg = MethodType(_fetch_batch, sub)  # type: ignore[method-assign]
+        patch_batch_fetch(sub)
         sub(_kafka_handler(driver, sub, model, KafkaMessage))
         broker.publisher(src.result_topic, title=f"{name}:results", schema=result_schema(scorer),
                          description=f"Scored records of pipeline {name} ({scorer.result_format}), keyed like "
@@ -201,9 +201,19 @@ async def _raw_values(msg: Any) -> Any:
     return msg.body
 
 
-async def _fetch_batch(self: Any, consumer: Any) -> tuple[Any, ...]:
+async def fetch_batch(self: Any, consumer: Any) -> tuple[Any, ...]:
+    """FastStream's `BatchSubscriber.get_msg` without its sleep after an empty poll:
+    `getmany` already waits up to batch_timeout_ms for the first record."""
     batches = await consumer.getmany(timeout_ms=self.batch_timeout_ms, max_records=self.max_records)
     return tuple(chain.from_iterable(batches.values()))
+
+
+def patch_batch_fetch(subscriber: Any) -> None:
+    """Replaces the subscriber's `get_msg` (FastStream's consume loop calls it for every
+    poll) with `fetch_batch`. FastStream 0.7 offers no public hook for how a batch
+    subscriber polls, so this leans on a private method: pyproject pins FastStream to the
+    tested minor and tests/test_faststream_patch.py fails loudly if an upgrade moves it."""
+    subscriber.get_msg = MethodType(fetch_batch, subscriber)
 
 
 def _kafka_handler(driver: Any, subscriber: Any, model: Any, message_type: Any) -> Any:

@@ -26,7 +26,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.errors import BreakerOpen, DataError, ModelTimeout
+from schemas.errors import BreakerOpen, DataError, ModelTimeout
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ from collections.abc import Mapping
 import numpy as np
 
 from adapters.models.base import ModelBackend, ModelInfo
-from gateway.errors import ModelServerError, ModelUnavailable, SuspectBatch
 from gateway.outputs import OutputSpec, check_answer
 from gateway.resilience.breaker import CircuitBreaker
 from gateway.resilience.retry import RetryPolicy, retry
+from schemas.errors import ModelServerError, ModelUnavailable, SuspectBatch
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.errors import BreakerOpen, DataError, ModelUnavailable, SuspectBatch
+from schemas.errors import BreakerOpen, DataError, ModelUnavailable, SuspectBatch
 
 T = TypeVar("T")
 

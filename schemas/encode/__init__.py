@@ -1,5 +1,5 @@
 """Encode Arrow tables (and JSON Lines) back into fixed-layout legacy records: the exact
-inverse of `schemas.batch.RecordDecoder`, so `decode(encode(table)) == table` for every
+inverse of `schemas.decoder.RecordDecoder`, so `decode(encode(table)) == table` for every
 value the layout can hold and `encode(decode(bytes)) == bytes` for canonically written
 records.
 

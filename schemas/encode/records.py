@@ -17,8 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.batch import RecordDecoder
 from schemas.codepages import CodePage
+from schemas.decoder import RecordDecoder
 from schemas.encode.encoded import Problem, problem_text
 from schemas.encode.fields import encode_field
 from schemas.encode.numbers import non_null, unscaled

@@ -1,5 +1,5 @@
-"""Builds the runtime objects from config, once: model backends behind their guards,
-pipelines, the state store."""
+"""Assembles what the config describes, once: model backends behind their guards and
+the pipelines built around them."""
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from math import prod
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -231,3 +232,19 @@ class _Run:
         offsets = np.zeros(outer_len + 1, dtype=np.int32)
         np.cumsum(counts, out=offsets[1:])
         return pa.ListArray.from_arrays(pa.array(offsets), kept)
+
+
+def column_by_path(table: pa.Table, path: str) -> pa.ChunkedArray | pa.Array:
+    """The column of a decoded table at a layout path (`RECORD.GROUP.FIELD`): nested
+    groups are struct columns, and the 01 record's name is not a column when the table
+    was collapsed to its fields."""
+    parts = path.split(".")
+    names = table.column_names
+    while parts and parts[0] not in names:
+        parts = parts[1:]
+    if not parts:
+        raise KeyError(path)
+    col: Any = table.column(parts[0])
+    for p in parts[1:]:
+        col = pc.struct_field(col, p)
+    return col
