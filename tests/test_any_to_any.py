@@ -4,6 +4,7 @@ into a table with its rejects in a table, and a table run stopped by SIGTERM."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -19,10 +20,14 @@ import yaml
 
 from adapters.files.outbox import encode_records
 from adapters.odbc import OdbcSink
+from gateway import table_job
 from gateway.cli import main
+from gateway.config import GatewayConfig, load_config
+from gateway.state import StateStore
+from gateway.table_job import TableRunSummary, run_table_pipeline
 from schemas.contract import Contract, load_contract
 from schemas.examples import contract_path, generate_card_file, model_info
-from tests.test_odbc import PG, Db, _open, db  # noqa: F401 - `db`: the fixture over SQLite, PostgreSQL, MariaDB
+from tests.test_odbc import PG, Db, db, open_db  # noqa: F401 - `db`: the fixture over SQLite, PostgreSQL, MariaDB
 
 ROOT = Path(__file__).resolve().parent.parent
 LRECL = 120
@@ -30,7 +35,7 @@ OUTPUT_WIDTHS = 12 + 8 + 12 + 12 + 24  # fraud_score (its fixed width), scored_b
 
 
 def _database(kind: str, connection_string: str) -> Iterator[Db]:
-    database = Db(kind, connection_string, _open(kind, connection_string))
+    database = Db(kind, connection_string, open_db(kind, connection_string))
     yield database
     for table in database.tables:
         database.execute(f"DROP TABLE IF EXISTS {database.q(table)}")
@@ -65,7 +70,7 @@ def _load_cards(target: Db, card: Contract, tmp_path: Path, records: int, *,
     table = target.name("lgw_cards")
     loader = OdbcSink(target.connection_string, table, "TXN_ID")
     loader.write_table(decoded)
-    loader._close()
+    asyncio.run(loader.close())
     return table, decoded
 
 
@@ -174,3 +179,82 @@ def test_sigterm_ends_a_table_run_after_the_batch_in_hand_and_exits_3(lite: Db, 
     ids = [json.loads(line)["TXN_ID"] for f in sorted((tmp_path / "out").glob("*.jsonl"))
            for line in f.read_text().splitlines()]
     assert sorted(ids) == sorted(decoded.column("TXN_ID").to_pylist())  # every row once
+
+
+# ------------------------------------------------------------------ the same behaviours for a table source
+async def _table_pipeline(lite: Db, card: Contract, tmp_path: Path, *, records: int = 1_000,
+                          model: dict[str, Any] | None = None) -> tuple[GatewayConfig, str, pa.Table]:
+    table, decoded = await asyncio.to_thread(_load_cards, lite, card, tmp_path, records)
+    source = {"type": "odbc", "connection": {"connection_string": lite.connection_string}, "table": table,
+              "mode": "incrementing", "key": "TXN_ID", "batch_size": 250}
+    path = _config(tmp_path, "cards", source, {"type": "file", "folder": "out", "format": "jsonl"})
+    doc = yaml.safe_load(path.read_text())
+    if model is not None:
+        doc["models"] = {"fraud": model}
+    path.write_text(yaml.safe_dump(doc))
+    return load_config(path), "cards", decoded
+
+
+def _scored(summary: TableRunSummary) -> list[dict[str, Any]]:
+    assert summary.output is not None
+    return [json.loads(line) for line in Path(summary.output).read_text().splitlines()]
+
+
+@pytest.mark.integration
+async def test_a_record_that_crashes_a_table_run_is_isolated_and_rejected(
+        lite: Db, card: Contract, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg, name, decoded = await _table_pipeline(lite, card, tmp_path)
+    poison = decoded.column("TXN_ID")[617].as_py()
+    real_build = table_job.build_pipeline
+
+    def poisoned_pipeline(*args: Any, **kw: Any) -> Any:
+        pipeline = real_build(*args, **kw)
+        score = pipeline.score
+
+        async def chokes(table: pa.Table) -> Any:
+            if poison in table.column("TXN_ID").to_pylist():
+                raise ValueError(f"cannot score {poison}")
+            return await score(table)
+
+        pipeline.score = chokes  # type: ignore[method-assign]
+        return pipeline
+
+    monkeypatch.setattr(table_job, "build_pipeline", poisoned_pipeline)
+    with StateStore(cfg.state.url) as state:
+        summary = await run_table_pipeline(name, cfg, state)
+    assert (summary.records_in, summary.records_out, summary.rejected) == (1_000, 999, 1)
+    assert poison not in {r["TXN_ID"] for r in _scored(summary)}
+    assert summary.rejects_path is not None
+    [reject] = [json.loads(x) for x in Path(summary.rejects_path).read_text().splitlines()]
+    assert reject["record"] == 618 and f"ValueError: cannot score {poison}" in reject["reason"]
+
+
+@pytest.mark.integration
+async def test_a_table_run_scores_with_the_rules_while_the_model_is_down(lite: Db, card: Contract,
+                                                                        tmp_path: Path) -> None:
+    down = {"endpoint": {"backend": "kserve", "url": "http://127.0.0.1:9", "model_name": "fraud"},
+            "timeout_s": 0.5, "retry": {"max_attempts": 1}}
+    cfg, name, _ = await _table_pipeline(lite, card, tmp_path, model=down)
+    with StateStore(cfg.state.url) as state:
+        summary = await run_table_pipeline(name, cfg, state)
+    assert summary.records_out == 1_000 and summary.scored_by == {"fallback": 1_000}
+    assert {r["scored_by"] for r in _scored(summary)} == {"fallback"}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("mode", ["force_fallback", "pause"])
+async def test_the_kill_switch_holds_for_a_table_run(lite: Db, card: Contract, tmp_path: Path, mode: str) -> None:
+    cfg, name, _ = await _table_pipeline(lite, card, tmp_path)
+    with StateStore(cfg.state.url) as state:
+        state.set_kill_switch(name, mode, "drill", "ops")
+        stop = asyncio.Event()
+        if mode == "pause":  # nothing is scored while paused; a stop request ends the wait
+            asyncio.get_running_loop().call_later(1.5, stop.set)
+        summary = await run_table_pipeline(name, cfg, state, stop=stop)
+        if mode == "force_fallback":
+            assert summary.scored_by == {"fallback": 1_000} and not summary.interrupted
+            return
+        assert summary.interrupted and summary.records_in == summary.records_out == 0
+        state.set_kill_switch(name, "off", "drill over", "ops")
+        summary = await run_table_pipeline(name, cfg, state)  # the watermark did not move: all of it now
+    assert summary.records_out == 1_000 and summary.scored_by == {"model": 1_000}

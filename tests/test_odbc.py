@@ -125,7 +125,7 @@ class Db:
                          f"{self.q('UPDATED_AT')}) VALUES (?, ?, ?, ?)", r[0], r[1], Decimal(r[2]), r[3])
 
 
-def _open(kind: str, connection_string: str) -> Any:
+def open_db(kind: str, connection_string: str) -> Any:
     try:
         import pyodbc
     except ImportError:
@@ -141,7 +141,7 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
     kind = request.param
     cs = {"sqlite": f"Driver={{SQLite3}};Database={tmp_path / 'odbc.db'};", "postgresql": PG,
           "mariadb": MARIADB}[kind]
-    conn = _open(kind, cs)
+    conn = open_db(kind, cs)
     database = Db(kind, cs, conn)
     yield database
     for table in database.tables:
