@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from adapters.files.formats import FORMATS
 from gateway.exit_codes import (
     EXIT_ERROR,
     EXIT_INTERNAL,
@@ -124,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--input", required=True, metavar="FILE")
     sc.add_argument("--output", required=True, metavar="FILE")
     sc.add_argument("--rejects", metavar="FILE")
-    sc.add_argument("--format", choices=["csv", "jsonl", "fixed", "parquet"], default="jsonl")
+    sc.add_argument("--format", choices=list(FORMATS), default="jsonl")
     sc.add_argument("--force-fallback", action="store_true", help="score with the fallback rules only")
     sc.add_argument("--config", metavar="gateway.yaml", help="models and state store (default: embedded)")
     sc.add_argument("--policy", choices=["fallback", "fallback_and_rescore"], default="fallback",

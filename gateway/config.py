@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 from adapters import registry
 from adapters.amqp.config import AmqpConfig, AmqpRejectsConfig, AmqpSinkConfig, AmqpSourceConfig
 from adapters.files.config import DropFolderConfig, FileRejectsConfig, FileSinkConfig
-from adapters.files.writers import Format
+from adapters.files.formats import Format
 from adapters.kafka.config import KafkaConfig, KafkaRejectsConfig, KafkaSinkConfig, KafkaSourceConfig
 from adapters.models.base import DEFAULT_MAX_RESPONSE_BYTES
 from adapters.odbc.config import OdbcRejectsConfig, OdbcSinkConfig, OdbcSourceConfig

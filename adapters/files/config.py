@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from adapters.config import ComponentConfig
-from adapters.files.writers import Format
+from adapters.files.formats import Format
 
 
 class DropFolderConfig(ComponentConfig):

@@ -38,7 +38,8 @@ import pyarrow.parquet as pq
 from adapters.base import ScoredBatch, SourceBatch
 from adapters.files.config import FileRejectsConfig, FileSinkConfig
 from adapters.files.dropfolder import safe_name
-from adapters.files.writers import FORMATS, FixedWriter, flat_for_csv
+from adapters.files.formats import FORMATS
+from adapters.files.writers import FixedWriter, flat_for_csv
 from schemas.codepages import CodePage
 from schemas.encode.records import encode_table
 from schemas.errors import ConfigError
@@ -53,7 +54,6 @@ if TYPE_CHECKING:
 _BLOCK = 1 << 20
 _STAGED, _STAGED_PARQUET = ".partial", ".ipc.partial"  # temporary files: records, Parquet's Arrow stream
 _IPC_END = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # Arrow IPC end-of-stream marker
-EXTENSIONS = {"csv": "csv", "jsonl": "jsonl", "fixed": "dat", "parquet": "parquet"}
 
 
 class ResumableFile:
@@ -489,7 +489,7 @@ def _beside(final: Path, name: str | None, legacy: str) -> Path:
 
 
 def output_name(run_name: str, fmt: str) -> str:
-    return f"{run_name}.scored.{EXTENSIONS[fmt]}"
+    return f"{run_name}.scored.{FORMATS[fmt]}"  # type: ignore[index]
 
 
 def build_sink(config: FileSinkConfig, context: BuildContext) -> OutboxSink:
@@ -525,6 +525,6 @@ def build_rejects(config: FileRejectsConfig, context: BuildContext) -> RejectsFi
     return RejectsFile(final)
 
 
-__all__ = ["EXTENSIONS", "OutboxSink", "RejectsFile", "Renderer", "ResumableFile", "StreamRejects", "build_rejects",
+__all__ = ["OutboxSink", "RejectsFile", "Renderer", "ResumableFile", "StreamRejects", "build_rejects",
            "build_sink",
            "output_name"]

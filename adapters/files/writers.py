@@ -1,8 +1,8 @@
-"""Record writers for output files: CSV, JSON Lines, Parquet and fixed-width records.
+"""The encodings record files need besides what pyarrow does: CSV's flat columns and
+fixed-width records. The formats themselves are listed in `adapters.files.formats`;
+files are rendered chunk by chunk by `adapters.files.outbox.Renderer`, the one place
+that picks an encoder by format.
 
-Each writer takes Arrow tables chunk by chunk (memory stays flat) and writes to the file
-object it was given; callers create that file safely and make the result durable and
-atomic (`schemas.safefiles.NewFile`: temp file + checked rename).
 Fixed-width output is the input record's own bytes followed by the scored fields encoded
 in the same code page, so the legacy side reads back exactly what it sent, plus the score.
 """
@@ -10,27 +10,16 @@ in the same code page, so the legacy side reads back exactly what it sent, plus 
 from __future__ import annotations
 
 import io
-from typing import IO, Any, Literal, Protocol
+from typing import IO
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from schemas.arrow_buffers import value_buffers
 from schemas.codepages import CodePage
 from schemas.errors import ConfigError
-from schemas.jsonl import fragments, write_jsonl
-
-Format = Literal["csv", "jsonl", "fixed", "parquet"]
-FORMATS: tuple[Format, ...] = ("csv", "jsonl", "fixed", "parquet")
-
-
-class RecordWriter(Protocol):
-    def write(self, table: pa.Table, raw: np.ndarray | None = None) -> None: ...
-
-    def close(self) -> None: ...
+from schemas.jsonl import fragments
 
 
 def flat_for_csv(table: pa.Table) -> pa.Table:
@@ -41,70 +30,6 @@ def flat_for_csv(table: pa.Table) -> pa.Table:
         if pa.types.is_list(f.type) or pa.types.is_large_list(f.type):
             table = table.set_column(i, f.name, fragments(table.column(i).combine_chunks()))
     return table
-
-
-class _ArrowFileWriter:
-    """A pyarrow writer opened on the first chunk, whose schema every later chunk is cast
-    to (a chunk of all-null values must not change a column's type mid-file)."""
-
-    def __init__(self, sink: IO[bytes]) -> None:
-        self.sink = sink
-        self._writer: Any = None
-        self._schema: pa.Schema | None = None
-
-    def _open(self, schema: pa.Schema) -> Any:
-        raise NotImplementedError
-
-    def _prepare(self, table: pa.Table) -> pa.Table:
-        return table
-
-    def _empty(self) -> None:
-        raise NotImplementedError
-
-    def write(self, table: pa.Table, raw: np.ndarray | None = None) -> None:
-        table = self._prepare(table)
-        if self._writer is None:
-            self._schema = table.schema
-            self._writer = self._open(table.schema)
-        if table.schema != self._schema:
-            table = table.cast(self._schema)
-        self._writer.write_table(table)
-
-    def close(self) -> None:
-        if self._writer is None:
-            self._empty()
-        else:
-            self._writer.close()
-
-
-class CsvWriter(_ArrowFileWriter):
-    def _open(self, schema: pa.Schema) -> pacsv.CSVWriter:
-        return pacsv.CSVWriter(self.sink, schema)
-
-    def _prepare(self, table: pa.Table) -> pa.Table:
-        return flat_for_csv(table)
-
-    def _empty(self) -> None:
-        pass  # an empty CSV file
-
-
-class ParquetWriter(_ArrowFileWriter):
-    def _open(self, schema: pa.Schema) -> pq.ParquetWriter:
-        return pq.ParquetWriter(self.sink, schema)
-
-    def _empty(self) -> None:
-        pq.write_table(pa.table({}), self.sink)
-
-
-class JsonlWriter:
-    def __init__(self, sink: IO[bytes]) -> None:
-        self._fh = sink
-
-    def write(self, table: pa.Table, raw: np.ndarray | None = None) -> None:
-        write_jsonl(table, self._fh)
-
-    def close(self) -> None:
-        self._fh.flush()
 
 
 class FixedWriter:
@@ -147,20 +72,3 @@ class FixedWriter:
 
     def close(self) -> None:
         self._fh.flush()
-
-
-def open_writer(sink: IO[bytes], fmt: str, *, page: CodePage | None = None,
-                fixed_columns: dict[str, int] | None = None) -> RecordWriter:
-    """A writer of `fmt` records into `sink`; its `close()` completes the format (Parquet's
-    footer) and flushes, and leaves closing `sink` to its owner."""
-    if fmt == "csv":
-        return CsvWriter(sink)
-    if fmt == "jsonl":
-        return JsonlWriter(sink)
-    if fmt == "parquet":
-        return ParquetWriter(sink)
-    if fmt == "fixed":
-        if page is None or fixed_columns is None:
-            raise ConfigError("fixed-width output needs the code page and the output columns")
-        return FixedWriter(sink, page, fixed_columns)
-    raise ConfigError(f"unknown output format {fmt!r}: expected one of {', '.join(FORMATS)}")
