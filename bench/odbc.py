@@ -7,12 +7,12 @@ Setup (not timed): the card_txn example records are generated and decoded, loade
 `lgw_bench_src_*` with COPY (psycopg), and analysed.
 
 Timed:
-1. End to end: OdbcSource (incrementing on TXN_ID, arrow-odbc pages) -> Pipeline.score
-   (embedded defaults, in-process ONNX "fraud") -> OdbcSink upsert (unnest arrays, one
-   transaction per batch with its checkpoint) -> ack (watermark). Reading, scoring and
-   writing overlap: one batch is read ahead and one is written behind, as a batch
-   driver does. The results table holds TXN_ID, the model's outputs and the provenance
-   (`--wide` writes every input column too).
+1. End to end, through the batch driver a table run uses (gateway/drivers/batch.py):
+   OdbcSource (incrementing on TXN_ID, arrow-odbc pages) -> Pipeline.score (embedded
+   defaults, in-process ONNX "fraud") -> OdbcSink upsert (unnest arrays, one transaction
+   per batch with its checkpoint) -> ack (watermark). Reading, scoring and writing
+   overlap: one batch is read ahead and one is written behind. The results table holds
+   TXN_ID, the model's outputs and the provenance (`--wide` writes every input column too).
 2. Each stage on its own: read only, score only, write only.
 3. Baseline: pyodbc `fetchmany` -> Arrow for the read, pyodbc `fast_executemany` for
    the write (on `--baseline-rows`: it runs at ~9k rows/s), the same scoring between.
@@ -38,11 +38,13 @@ import pyarrow.csv as pacsv
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from adapters.files.outbox import StreamRejects
 from adapters.odbc import Dialect, OdbcConnection, OdbcSink, OdbcSource
 from adapters.odbc.sink import column_type
 from adapters.odbc.source import contract_columns
 from gateway.assembly import build_pipeline
 from gateway.config import embedded_defaults
+from gateway.drivers.batch import BatchLoop
 from gateway.pipeline import PROVENANCE, Pipeline
 from gateway.state import StateStore
 from gateway.watermarks import WatermarkStore
@@ -100,32 +102,13 @@ RESULTS = ["TXN_ID", "fraud_score", *PROVENANCE]  # the results table: key, the 
 
 
 async def end_to_end(source: OdbcSource, pipeline: Pipeline, sink: OdbcSink) -> int:
-    """Read ahead one batch, write behind one batch; ack each batch once it is durable."""
-    scored_q: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)
-    read_q: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)
-    rows = 0
-
-    async def read() -> None:
-        while (batch := await source.read_batch()) is not None:
-            await read_q.put(batch)
-        await read_q.put(None)
-
-    async def score() -> None:
-        while (batch := await read_q.get()) is not None:
-            scored = await pipeline.score(batch.table)
-            await scored_q.put((batch, scored.table))
-        await scored_q.put(None)
-
-    async def write() -> None:
-        nonlocal rows
-        while (item := await scored_q.get()) is not None:
-            batch, table = item
-            await sink.write_batch(table, position=batch.position)
-            await batch.ack()
-            rows += table.num_rows
-
-    await asyncio.gather(read(), score(), write())
-    return rows
+    """The batch driver a table run uses (gateway.drivers.batch): the next page is read
+    while this one is scored, and written (one transaction with its checkpoint) while the
+    next is scored; each page is acked once it is durable."""
+    loop = BatchLoop(pipeline, sink, StreamRejects(None), label="bench")
+    await loop.run(source)
+    loop.counts.check("bench")
+    return loop.counts.records_out
 
 
 async def read_only(source: OdbcSource) -> list[pa.Table]:

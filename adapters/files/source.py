@@ -49,6 +49,8 @@ def file_batch(dc: DecodedChunk) -> FileBatch:
 
 
 class FileSource:
+    reads_ahead = True  # the next chunk is decoded in a worker thread while this one is scored
+
     def __init__(self, contract: Contract, path: Path, *, batch_size: int = DEFAULT_CHUNK_RECORDS,
                  position: dict[str, Any] | None = None, commit: Commit | None = None,
                  reject_limit: RejectLimit = DEFAULT_REJECT_LIMIT, name: str | None = None) -> None:

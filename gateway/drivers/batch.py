@@ -164,16 +164,22 @@ class BatchLoop:
         """True when the source was read to its end (or failed: `read_failure`); False when
         stopped (or paused and told to stop) with every batch taken so far durable and acked."""
         in_flight: asyncio.Task[None] | None = None
+        # the next batch is read while this one is scored, unless the source reads ahead itself
+        read_ahead = not getattr(source, "reads_ahead", False)
+        reading: asyncio.Future[SourceBatch | None] | None = None
         try:
             while True:
                 try:
-                    batch = await source.read_batch()
+                    batch = await (reading or source.read_batch())
                 except self.read_errors as exc:  # e.g. a file that is not what its contract says
                     log.warning("%s: %s", self.label, exc)
                     self.read_failure = str(exc)
                     batch = None
+                reading = None
                 if batch is None:
                     break
+                if read_ahead and not self.stop.is_set():
+                    reading = asyncio.ensure_future(source.read_batch())
                 delivery = await self.deliver(batch)
                 if in_flight is not None:
                     await in_flight
@@ -190,9 +196,10 @@ class BatchLoop:
                 in_flight = None
             return True
         finally:
-            if in_flight is not None:  # an error elsewhere: let the write end before the files close
-                with contextlib.suppress(Exception):
-                    await in_flight
+            for task in (in_flight, reading):  # an error elsewhere, or stopped: let them end before closing
+                if task is not None:
+                    with contextlib.suppress(Exception):
+                        await task
 
     async def deliver(self, batch: SourceBatch) -> Delivery | None:
         """Scores and prepares one batch (None: stopped while the pipeline was paused)."""
