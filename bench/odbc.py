@@ -199,7 +199,7 @@ async def main() -> None:
         try:
             def source(name: str) -> OdbcSource:
                 return OdbcSource(connection, contract=contract, pipeline=f"bench-{name}", table=src,
-                                  mode="incrementing", key="TXN_ID", batch_rows=args.batch, watermarks=watermarks)
+                                  mode="incrementing", key="TXN_ID", batch_size=args.batch, watermarks=watermarks)
 
             # 1. end to end
             columns = None if args.wide else RESULTS

@@ -98,9 +98,9 @@ def decode(args: argparse.Namespace) -> int:
             stack.callback(rej_out.detach)  # the file itself stays open for its publish
         every_view = RecordDecoder(spec.layout, spec.page, spec.options, report_redefines=True)
         report = ControlReport()
-        for dc in spec.decode_file(args.input, chunk_records=args.chunk_records, reject_limit=limit,
+        for dc in spec.decode_file(args.input, batch_size=args.chunk_records, reject_limit=limit,
                                    decoder=every_view) if contract is None else \
-                contract.decode_file(args.input, spec, chunk_records=args.chunk_records, reject_limit=limit,
+                contract.decode_file(args.input, spec, batch_size=args.chunk_records, reject_limit=limit,
                                      report=report):
             write_jsonl(dc.table, out)
             records += dc.table.num_rows

@@ -51,7 +51,7 @@ from schemas.layout import (
     Picture,
     assign_offsets,
 )
-from schemas.records import DEFAULT_CHUNK_RECORDS, Framing, ReadPosition
+from schemas.records import DEFAULT_BATCH_SIZE, Framing, ReadPosition
 from schemas.reject_rate import DEFAULT_REJECT_LIMIT, RejectLimit, guard_rejects
 from schemas.stream import DecodedChunk, Reject, decode_file
 from schemas.yaml_loader import load_yaml
@@ -271,12 +271,12 @@ class RecordSpec:
     def decoder(self) -> RecordDecoder:
         return RecordDecoder(self.layout, self.page, self.options)
 
-    def decode_file(self, path: str | os.PathLike[str], chunk_records: int = DEFAULT_CHUNK_RECORDS, *,
+    def decode_file(self, path: str | os.PathLike[str], batch_size: int = DEFAULT_BATCH_SIZE, *,
                     reject_limit: RejectLimit = DEFAULT_REJECT_LIMIT,
                     decoder: RecordDecoder | None = None) -> Iterator[DecodedChunk]:
         """`decoder`: another decoder of this layout (one reporting every REDEFINES view, say);
         the reject rate counts only the errors of each record's own view."""
-        chunks = decode_file(path, decoder or self.decoder(), self.framing, chunk_records,
+        chunks = decode_file(path, decoder or self.decoder(), self.framing, batch_size,
                              first_chunk_records=reject_limit.first_chunk())
         return guard_rejects(chunks, reject_limit, f"{path} (layout {self.layout.name})")
 
@@ -427,7 +427,7 @@ class Contract:
         return self._spec(self.layout, **overrides) if overrides else self.spec
 
     def decode_file(self, path: str | os.PathLike[str], spec: RecordSpec | None = None,
-                    chunk_records: int = DEFAULT_CHUNK_RECORDS, *, start: ReadPosition | None = None,
+                    batch_size: int = DEFAULT_BATCH_SIZE, *, start: ReadPosition | None = None,
                     report: ControlReport | None = None, reject_limit: RejectLimit = DEFAULT_REJECT_LIMIT,
                     name: str | None = None) -> Iterator[DecodedChunk]:
         """Detail records that pass decoding and validation; rejects alongside. Header and
@@ -446,7 +446,7 @@ class Contract:
         report = report if report is not None else ControlReport()
         # the encoding was sniffed on the first chunk when the read began
         def validated() -> Iterator[DecodedChunk]:
-            for dc in decode_file(path, _SplitDecoder(self, decoder, report), spec.framing, chunk_records,
+            for dc in decode_file(path, _SplitDecoder(self, decoder, report), spec.framing, batch_size,
                                   check_encoding=start is None, start=start,
                                   first_chunk_records=reject_limit.first_chunk() if start is None else None):
                 validate_chunk(self, dc)

@@ -26,7 +26,7 @@ from schemas.errors import InputFormatError, LimitError
 from schemas.layout import DEFAULT_LIMITS
 
 FORMATS = ("F", "V", "VB", "D")
-DEFAULT_CHUNK_RECORDS = 50_000
+DEFAULT_BATCH_SIZE = 50_000
 # A chunk's byte matrix stays under this size whatever the record length (a chunk of long
 # records holds fewer of them), so memory is bounded by it and not by the layout.
 CHUNK_BYTES = 64 << 20
@@ -89,17 +89,17 @@ class RecordChunk:
         return int(self.matrix.shape[0])
 
 
-def read_records(path: str | os.PathLike[str], framing: Framing, chunk_records: int = DEFAULT_CHUNK_RECORDS,
+def read_records(path: str | os.PathLike[str], framing: Framing, batch_size: int = DEFAULT_BATCH_SIZE,
                  start: ReadPosition | None = None, *, first_chunk_records: int | None = None) -> Iterator[RecordChunk]:
     """Chunks of records from `start` (a chunk's `end` from an earlier read) or the top;
-    a chunk holds at most `chunk_records` records and about CHUNK_BYTES bytes, the first
+    a chunk holds at most `batch_size` records and about CHUNK_BYTES bytes, the first
     one at most `first_chunk_records` (a look at the head of a file before going on)."""
     size = os.path.getsize(path)
     start = start or ReadPosition()
     most = CHUNK_BYTES // max(framing.record_length, 1)
-    chunk_records = max(1, min(chunk_records, most))
-    sizes = itertools.chain([max(1, min(first_chunk_records or chunk_records, chunk_records))],
-                            itertools.repeat(chunk_records))
+    batch_size = max(1, min(batch_size, most))
+    sizes = itertools.chain([max(1, min(first_chunk_records or batch_size, batch_size))],
+                            itertools.repeat(batch_size))
     with open(path, "rb") as fh:
         if framing.format == "F":
             yield from _fixed(fh, size, framing, sizes, start)
@@ -312,12 +312,12 @@ def _variable(fh: BinaryIO, size: int, framing: Framing, sizes: Iterator[int],
     pos = start.offset
     rejects: list[FramingReject] = []
     block_end = start.block_end
-    chunk_records = next(sizes)
+    batch_size = next(sizes)
 
     def flush(last: bool = False) -> RecordChunk:
         """The records collected so far; `last`: reading stops after them (end of file)."""
-        nonlocal starts, lens, rejects, index, chunk_records
-        chunk_records = next(sizes)
+        nonlocal starts, lens, rejects, index, batch_size
+        batch_size = next(sizes)
         arr = np.frombuffer(buf, dtype=np.uint8)
         s = np.asarray(starts, dtype=np.int64) - base
         ln = np.asarray(lens, dtype=np.int64)
@@ -377,5 +377,5 @@ def _variable(fh: BinaryIO, size: int, framing: Framing, sizes: Iterator[int],
         starts.append(pos + 4)
         lens.append(payload)
         pos += 4 + payload
-        if len(starts) >= chunk_records:
+        if len(starts) >= batch_size:
             yield flush()

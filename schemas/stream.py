@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from schemas.decoder import DecodedBatch, RecordDecoder
-from schemas.records import DEFAULT_CHUNK_RECORDS, Framing, ReadPosition, RecordChunk, read_records
+from schemas.records import DEFAULT_BATCH_SIZE, Framing, ReadPosition, RecordChunk, read_records
 
 RAW_QUOTE_BYTES = 64  # a reject quotes at most this many bytes: a garbage file must not multiply
 PII_WITHHELD = "(value withheld, pii field)"  # ends the reason of a reject of a field the contract marks pii
@@ -108,7 +108,7 @@ class BatchDecoder(Protocol):
 
 
 def decode_file(path: str | os.PathLike[str], decoder: BatchDecoder, framing: Framing,
-                chunk_records: int = DEFAULT_CHUNK_RECORDS, *, check_encoding: bool = True,
+                batch_size: int = DEFAULT_BATCH_SIZE, *, check_encoding: bool = True,
                 start: ReadPosition | None = None,
                 first_chunk_records: int | None = None) -> Iterator[DecodedChunk]:
     """`start`: resume where an earlier read's chunk ended (`dc.chunk.end`);
@@ -116,7 +116,7 @@ def decode_file(path: str | os.PathLike[str], decoder: BatchDecoder, framing: Fr
     from schemas.sniff import check_encoding as sniff
 
     first = True
-    for chunk in read_records(path, framing, chunk_records, start, first_chunk_records=first_chunk_records):
+    for chunk in read_records(path, framing, batch_size, start, first_chunk_records=first_chunk_records):
         batch = decoder.decode(chunk.matrix, chunk.lengths)
         detail = decoder if isinstance(decoder, RecordDecoder) else getattr(decoder, "detail", None)
         if first and check_encoding and isinstance(detail, RecordDecoder):

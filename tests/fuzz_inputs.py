@@ -244,7 +244,7 @@ def _rdw(length: int, endian: str) -> bytes:
 def decode_inputs(draw: st.DrawFn) -> dict[str, Any]:
     data, options = draw(record_files())
     return {"copybook": draw(any_copybook), "data_b64": encode_bytes(data), "options": options,
-            "chunk_records": draw(st.sampled_from([1, 2, 3, 50_000]))}
+            "batch_size": draw(st.sampled_from([1, 2, 3, 50_000]))}
 
 
 # --------------------------------------------------------------------------- YAML trees
@@ -348,7 +348,7 @@ def contract_inputs(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.integers(0, 2)) == 0:
         data = draw(mutations(data, [b"H", b"T", b"D", b"\x40" * 10, b"\x00" * 8]))
     return {"yaml_b64": encode_bytes(document), "copybooks": {"CARDTXN.cpy": copybook},
-            "data_b64": encode_bytes(data), "chunk_records": draw(st.sampled_from([2, 50_000]))}
+            "data_b64": encode_bytes(data), "batch_size": draw(st.sampled_from([2, 50_000]))}
 
 
 # --------------------------------------------------------------------------- configs

@@ -208,14 +208,14 @@ class Targets:
         data.write_bytes(base64.b64decode(inp["data_b64"]))
         options = inp.get("options", {})
         argv = ["decode", str(data), "--copybook", str(cpy), "-o", str(work / "out.jsonl"),
-                "--rejects", str(work / "rejects.jsonl"), "--chunk-records", str(inp.get("chunk_records", 50_000))]
+                "--rejects", str(work / "rejects.jsonl"), "--chunk-records", str(inp.get("batch_size", 50_000))]
         for key, value in options.items():
             argv += [f"--{key.replace('_', '-')}", str(value)]
         totals: dict[str, int] | None = None
         try:
             layout = parse_copybook(inp["copybook"], source=str(cpy))
             spec = RecordSpec.from_layout(layout, **_spec_options(options))
-            totals = _account(spec.decode_file(data, chunk_records=inp.get("chunk_records", 50_000)), None)
+            totals = _account(spec.decode_file(data, batch_size=inp.get("batch_size", 50_000)), None)
         except ConfigError as exc:
             _one_line(exc)
             code, _out, _err = _run_cli(argv)
@@ -254,7 +254,7 @@ class Targets:
                 tables.append(dc.table)
                 yield dc
 
-        totals = _account(keep(contract.decode_file(data, chunk_records=inp.get("chunk_records", 50_000))), contract)
+        totals = _account(keep(contract.decode_file(data, batch_size=inp.get("batch_size", 50_000))), contract)
         if contract.config.model or contract.config.fallback:
             try:
                 features = FeatureMap.from_contract(contract) if contract.config.model else None

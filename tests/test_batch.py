@@ -160,14 +160,14 @@ def test_control_totals_resume_from_the_checkpointed_running_sums(tmp_path: Path
     path = tmp_path / "CARDTXN.DAT"
     generate_card_file(path, records=2_000, seed=3)
     whole, whole_report = load_contract(contract_path()), ControlReport()
-    list(whole.decode_file(path, chunk_records=300, report=whole_report))
+    list(whole.decode_file(path, batch_size=300, report=whole_report))
     contract, report = load_contract(contract_path()), ControlReport()
-    chunks = contract.decode_file(path, chunk_records=300, report=report)
+    chunks = contract.decode_file(path, batch_size=300, report=report)
     for _ in range(3):
         dc = next(chunks)
     totals = json.loads(json.dumps(report.running_totals(), default=str))  # as stored
     resumed, resumed_report = load_contract(contract_path()), ControlReport.resumed(totals)
-    list(resumed.decode_file(path, chunk_records=300, start=ReadPosition(**vars(dc.chunk.end)),
+    list(resumed.decode_file(path, batch_size=300, start=ReadPosition(**vars(dc.chunk.end)),
                              report=resumed_report))
     assert resumed_report.ok and resumed_report.checked == whole_report.checked
     assert resumed_report.sums == whole_report.sums

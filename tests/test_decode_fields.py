@@ -170,7 +170,7 @@ def test_a_record_of_only_filler_is_still_one_row_per_record(tmp_path: Path) -> 
     data = tmp_path / "filler.dat"
     data.write_bytes(ebcdic("ABCDEFGHIJKL"))
     spec = RecordSpec.from_layout(parse_copybook(copybook("01  REC.", "    05  FILLER PIC X(4).")))
-    chunks = list(spec.decode_file(data, chunk_records=2))
+    chunks = list(spec.decode_file(data, batch_size=2))
     assert [dc.table.num_rows for dc in chunks] == [2, 1]
     assert [n for dc in chunks for n in dc.record_numbers()] == [1, 2, 3]
 

@@ -25,7 +25,7 @@ LRECL = 120
 def _decode(contract: Contract, path: Path, **overrides: str) -> tuple[pa.Table, list[Reject], ControlReport]:
     spec = contract.record_spec(**overrides) if overrides else None
     report = ControlReport()
-    chunks = list(contract.decode_file(path, spec, chunk_records=1_000, report=report))
+    chunks = list(contract.decode_file(path, spec, batch_size=1_000, report=report))
     table = pa.concat_tables([c.table for c in chunks])
     rejects = [r for c in chunks for r in c.rejects]
     return table, rejects, report

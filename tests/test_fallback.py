@@ -96,7 +96,7 @@ def test_card_contract_rules_load_and_score_a_generated_file(card_file: Path) ->
 def test_scoring_each_chunk_matches_scoring_the_whole_file(card_file: Path) -> None:
     contract = load_contract(CARD)
     rules = FallbackRules.from_contract(contract)
-    chunks = [chunk.table for chunk in contract.decode_file(card_file, chunk_records=3_000)]
+    chunks = [chunk.table for chunk in contract.decode_file(card_file, batch_size=3_000)]
     assert len(chunks) > 1
     per_chunk = pa.concat_tables([rules.score(t) for t in chunks])
     assert per_chunk.equals(rules.score(pa.concat_tables(chunks)))

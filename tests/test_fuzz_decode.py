@@ -17,7 +17,7 @@ pytestmark = pytest.mark.fuzz
 
 def test_the_card_sample_decodes_with_every_record_accounted_for(fuzz_worker: FuzzWorker) -> None:
     outcome = check(fuzz_worker, "decode", {"copybook": CARD_COPYBOOK, "data_b64": encode_bytes(CARD_SAMPLE),
-                                            "options": {"record_format": "F"}, "chunk_records": 3})
+                                            "options": {"record_format": "F"}, "batch_size": 3})
     assert outcome.status == "ok", outcome
     assert outcome.detail["framed"] == len(CARD_SAMPLE) // 120 == outcome.detail["out"]
 

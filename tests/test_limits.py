@@ -134,7 +134,7 @@ def test_chunks_of_long_records_stay_within_the_chunk_byte_budget(tmp_path: Path
     monkeypatch.setattr(records, "CHUNK_BYTES", 1000)
     data = tmp_path / "long.bin"
     data.write_bytes(bytes(100 * 25))
-    sizes = [c.num_rows for c in records.read_records(data, records.Framing("F", 100), chunk_records=50_000)]
+    sizes = [c.num_rows for c in records.read_records(data, records.Framing("F", 100), batch_size=50_000)]
     assert sizes == [10, 10, 5]
 
 
@@ -336,7 +336,7 @@ def test_a_read_from_the_top_can_look_at_the_head_first(tmp_path: Path, fmt: str
     else:
         data.write_bytes(b"".join(len(r).to_bytes(2, "big") + b"\0\0" + r for r in body))
     framing = records.Framing(fmt, 8, rdw_includes_header=False if fmt == "V" else None)
-    chunks = list(records.read_records(data, framing, chunk_records=700, first_chunk_records=100))
+    chunks = list(records.read_records(data, framing, batch_size=700, first_chunk_records=100))
     assert [c.num_rows for c in chunks] == [100, 700, 700, 700, 300]
     assert b"".join(c.matrix.tobytes() for c in chunks) == b"".join(body)
 

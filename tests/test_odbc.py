@@ -189,7 +189,7 @@ def _source(db: Db, contract: Contract, table: str, **kwargs: Any) -> OdbcSource
 async def test_full_read_gives_every_row_in_the_contracts_types(db: Db, contract: Contract, key: str | None) -> None:
     rows = _rows(5)
     table = db.accounts_table(rows)
-    source = _source(db, contract, table, mode="full", key=key, batch_rows=2)
+    source = _source(db, contract, table, mode="full", key=key, batch_size=2)
     await source.connect()
     got = await _drain(source)
     await source.close()
@@ -202,7 +202,7 @@ async def test_a_query_source_reads_what_the_query_selects(db: Db, contract: Con
     table = db.accounts_table(_rows(6))
     query = f"SELECT * FROM {db.q(table)} WHERE {db.q('TXN_ID')} > 3"
     source = OdbcSource(db.connection_string, contract=contract, query=query, pipeline="test-odbc",
-                        mode="full", key="TXN_ID", batch_rows=2)
+                        mode="full", key="TXN_ID", batch_size=2)
     await source.connect()
     got = await _drain(source)
     await source.close()
@@ -213,7 +213,7 @@ async def test_a_query_source_reads_what_the_query_selects(db: Db, contract: Con
 async def test_incrementing_reads_only_keys_above_the_acknowledged_one(db: Db, contract: Contract,
                                                                        watermarks: WatermarkStore) -> None:
     table = db.accounts_table(_rows(5))
-    kwargs: dict[str, Any] = dict(mode="incrementing", key="TXN_ID", batch_rows=2, watermarks=watermarks)
+    kwargs: dict[str, Any] = dict(mode="incrementing", key="TXN_ID", batch_size=2, watermarks=watermarks)
     first = _source(db, contract, table, **kwargs)
     await first.connect()
     assert (await _drain(first)).equals(_expected(_rows(5)))
@@ -231,7 +231,7 @@ async def test_incrementing_reads_only_keys_above_the_acknowledged_one(db: Db, c
 async def test_an_unacknowledged_batch_is_read_again_by_the_next_run(db: Db, contract: Contract,
                                                                      watermarks: WatermarkStore) -> None:
     table = db.accounts_table(_rows(4))
-    kwargs: dict[str, Any] = dict(mode="incrementing", key="TXN_ID", batch_rows=2, watermarks=watermarks)
+    kwargs: dict[str, Any] = dict(mode="incrementing", key="TXN_ID", batch_size=2, watermarks=watermarks)
     run = _source(db, contract, table, **kwargs)
     await run.connect()
     first, second = await run.read_batch(), await run.read_batch()
@@ -253,7 +253,7 @@ async def test_timestamp_mode_picks_up_a_late_committed_row_exactly_once(db: Db,
     rows = _rows(5)  # 10:00 .. 10:04
     table = db.accounts_table(rows)
     kwargs: dict[str, Any] = dict(mode="timestamp", key="TXN_ID", timestamp="UPDATED_AT", lag_s=60,
-                                  overlap_s=300, batch_rows=2, watermarks=watermarks)
+                                  overlap_s=300, batch_size=2, watermarks=watermarks)
 
     async def run() -> pa.Table:
         source = _source(db, contract, table, **kwargs)
@@ -387,7 +387,7 @@ async def test_sink_then_source_round_trips_card_transactions_exactly(db: Db, tm
     await sink.write_batch(decoded)
     await sink.close()
     source = OdbcSource(db.connection_string, contract=card, table=table, pipeline="test-odbc", mode="full",
-                        key="TXN_ID", batch_rows=500)
+                        key="TXN_ID", batch_size=500)
     await source.connect()
     got = await _drain(source)
     await source.close()
@@ -496,7 +496,7 @@ def test_lgw_batch_run_scores_a_table_into_a_results_table_and_resumes_by_waterm
         "pipelines": {pipeline: {
             "contract": str(contract_path()), "model": "fraud",
             "source": {"type": "odbc", "connection": {"connection_string": db.connection_string},
-                       "table": source_table, "mode": "incrementing", "key": "TXN_ID", "batch_rows": 400},
+                       "table": source_table, "mode": "incrementing", "key": "TXN_ID", "batch_size": 400},
             "sink": {"connection": {"connection_string": db.connection_string}, "table": results_table,
                      "key": ["TXN_ID"], "columns": ["TXN_ID", "fraud_score", "scored_by", "model_version",
                                                     "contract_version", "rule_id", "reason"],

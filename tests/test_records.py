@@ -14,7 +14,7 @@ from schemas.records import Framing, read_records
 
 def frame(path: Path, framing: Framing, chunk: int = 3) -> tuple[list[bytes], list, list[int]]:
     rows, rejects, lengths = [], [], []
-    for c in read_records(path, framing, chunk_records=chunk):
+    for c in read_records(path, framing, batch_size=chunk):
         for i in range(c.num_rows):
             n = c.matrix.shape[1] if c.lengths is None else int(c.lengths[i])
             lengths.append(n)

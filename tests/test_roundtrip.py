@@ -560,7 +560,7 @@ def test_jsonl_accepts_dashes_the_01_wrapper_and_reports_lines() -> None:
     ]
     src = io.BytesIO(b"\n".join(json.dumps(x).encode() for x in lines) + b"\n{broken\n\n")
     out = io.BytesIO()
-    count, problems = encode_jsonl(src, out, spec, chunk_records=2)
+    count, problems = encode_jsonl(src, out, spec, batch_size=2)
     assert count == 3
     assert [(p["line"], p["field"]) for p in problems] == [(3, None), (4, "COLOUR"), (5, None)]
     table = spec.decoder().decode(np.frombuffer(out.getvalue(), np.uint8).reshape(3, -1)).table

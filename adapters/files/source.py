@@ -23,7 +23,7 @@ import numpy as np
 
 from adapters.base import SourceBatch
 from schemas.contract import Contract, ControlReport
-from schemas.records import DEFAULT_CHUNK_RECORDS, ReadPosition
+from schemas.records import DEFAULT_BATCH_SIZE, ReadPosition
 from schemas.reject_rate import DEFAULT_REJECT_LIMIT, RejectLimit
 from schemas.stream import DecodedChunk
 
@@ -51,7 +51,7 @@ def file_batch(dc: DecodedChunk) -> FileBatch:
 class FileSource:
     reads_ahead = True  # the next chunk is decoded in a worker thread while this one is scored
 
-    def __init__(self, contract: Contract, path: Path, *, batch_size: int = DEFAULT_CHUNK_RECORDS,
+    def __init__(self, contract: Contract, path: Path, *, batch_size: int = DEFAULT_BATCH_SIZE,
                  position: dict[str, Any] | None = None, commit: Commit | None = None,
                  reject_limit: RejectLimit = DEFAULT_REJECT_LIMIT, name: str | None = None) -> None:
         self.contract = contract
@@ -72,7 +72,7 @@ class FileSource:
         if self.position is not None:
             start = ReadPosition(**self.position["read"])
             self.report = ControlReport.resumed(self.position["control"])
-        self._chunks = self.contract.decode_file(self.path, chunk_records=self.batch_size, start=start,
+        self._chunks = self.contract.decode_file(self.path, batch_size=self.batch_size, start=start,
                                                  report=self.report, reject_limit=self.reject_limit, name=self.name)
         self.exhausted = False
 

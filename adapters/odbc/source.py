@@ -107,7 +107,7 @@ class OdbcSource:
     def __init__(self, connection: OdbcConnection | OdbcConnectionConfig | str, *, contract: Contract,
                  pipeline: str, table: str | None = None, query: str | None = None, mode: Mode = "full",
                  key: str | None = None, timestamp: str | None = None, lag_s: float = 0.0, overlap_s: float = 0.0,
-                 batch_rows: int = 50_000, watermarks: Watermarks | None = None, name: str | None = None,
+                 batch_size: int = 50_000, watermarks: Watermarks | None = None, name: str | None = None,
                  reader: Reader = "auto") -> None:
         self.connection = connection if isinstance(connection, OdbcConnection) else OdbcConnection(connection)
         if (table is None) == (query is None):
@@ -121,8 +121,8 @@ class OdbcSource:
                               "(the key tells re-read rows from new ones)")
         if mode != "full" and watermarks is None:
             raise ConfigError(f"ODBC source: mode {mode} needs a watermark store")
-        if batch_rows < 1 or lag_s < 0 or overlap_s < 0:
-            raise ConfigError("ODBC source: batch_rows must be >= 1, lag_s and overlap_s >= 0")
+        if batch_size < 1 or lag_s < 0 or overlap_s < 0:
+            raise ConfigError("ODBC source: batch_size must be >= 1, lag_s and overlap_s >= 0")
         if table is not None:
             validate_identifier(table, qualified=True)
         for col in (key, timestamp):
@@ -134,7 +134,7 @@ class OdbcSource:
         self.key, self.timestamp = key, timestamp
         self.lag = timedelta(seconds=lag_s)
         self.overlap = timedelta(seconds=overlap_s)
-        self.batch_rows = batch_rows
+        self.batch_size = batch_size
         self.watermarks = watermarks
         self.name = name or table or "query:" + hashlib.sha1((query or "").encode()).hexdigest()[:12]
         self.reader_choice = reader
@@ -278,7 +278,7 @@ class OdbcSource:
                 params.append(run.upper)
             order = k
         sql = self._select_sql() + (" WHERE " + " AND ".join(where) if where else "")
-        return f"{sql} ORDER BY {order} LIMIT {int(self.batch_rows)}", params
+        return f"{sql} ORDER BY {order} LIMIT {int(self.batch_size)}", params
 
     # ---- watermarks
     def _stored(self) -> dict[str, Any] | None:
@@ -345,7 +345,7 @@ class OdbcSource:
                 run.done = True
                 return None
             if self.mode != "full" or self.key:
-                run.done = raw.num_rows < self.batch_rows
+                run.done = raw.num_rows < self.batch_size
             batch = self._batch(run, raw)
             if batch is not None:
                 return batch
@@ -365,7 +365,7 @@ class OdbcSource:
     def _fetch_stream(self, run: _Run) -> pa.Table | None:
         if run.stream is None:
             if self._arrow is not None:
-                run.stream = iter(self._arrow.read_arrow_batches(self._select_sql(), batch_size=self.batch_rows,
+                run.stream = iter(self._arrow.read_arrow_batches(self._select_sql(), batch_size=self.batch_size,
                                                                  **self._arrow_options()))
             else:
                 cur = self._odbc.cursor()
@@ -374,12 +374,12 @@ class OdbcSource:
         if self._arrow is not None:
             batch = next(run.stream, None)
             return None if batch is None else pa.Table.from_batches([batch])
-        rows = run.stream.fetchmany(self.batch_rows)
+        rows = run.stream.fetchmany(self.batch_size)
         return _rows_to_table(rows, [d[0] for d in run.stream.description]) if rows else None
 
     def _execute(self, sql: str, params: list[str | None]) -> pa.Table:
         if self._arrow is not None:
-            reader = self._arrow.read_arrow_batches(sql, batch_size=self.batch_rows, parameters=params,
+            reader = self._arrow.read_arrow_batches(sql, batch_size=self.batch_size, parameters=params,
                                                     **self._arrow_options())
             return pa.Table.from_batches(list(reader), schema=reader.schema)
         cur = self._odbc.cursor()
@@ -527,5 +527,5 @@ def build_source(config: OdbcSourceConfig, context: BuildContext) -> OdbcSource:
     return OdbcSource(config.connection, contract=context.contract, pipeline=context.pipeline, table=config.table,
                       query=config.query, mode=config.mode, key=config.key, timestamp=config.timestamp,
                       lag_s=config.lag_s, overlap_s=config.overlap_s,
-                      batch_rows=config.batch_size or context.batch_size,
+                      batch_size=config.batch_size or context.batch_size,
                       watermarks=context.extras.get("watermarks"))

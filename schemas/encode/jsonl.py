@@ -203,7 +203,7 @@ def _transport(typ: pa.DataType) -> pa.DataType:
 
 
 def encode_jsonl(src: IO[bytes] | Iterable[bytes], out: IO[bytes], spec: RecordSpec, *, newline: bool = False,
-                 chunk_records: int = 50_000) -> tuple[int, list[dict[str, Any]]]:
+                 batch_size: int = 50_000) -> tuple[int, list[dict[str, Any]]]:
     """JSON Lines (one record object a line, numbers read as exact decimals) -> records
     written to `out` in the spec's framing. Returns (records written, problems), each
     problem {"line", "field", "reason"}. A line that is not a JSON object is skipped; any
@@ -246,7 +246,7 @@ def encode_jsonl(src: IO[bytes] | Iterable[bytes], out: IO[bytes], spec: RecordS
             continue
         objs.append(obj)
         lines.append(number)
-        if len(objs) >= chunk_records:
+        if len(objs) >= batch_size:
             flush()
     flush()
     errors.sort(key=lambda e: e["line"])
