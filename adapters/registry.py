@@ -136,9 +136,9 @@ def combination_problem(source: Component, sink: Component | None, rejects: Comp
         if part is None:
             continue
         if mode not in part.modes:
-            return (f"{role} type {part.kind} is written whole when a run ends, and a {source.kind} source "
+            return (f"{role} type {part.kind} is written whole when a run ends, and the {source.kind} source "
                     "never ends (real time): use a kafka, amqp or odbc " + role)
     if isinstance(sink_extra, AmqpSinkConfig) and sink_extra.exchange is None and source.kind != "amqp":
-        return (f"an amqp sink without `exchange` replies to each request's reply_to queue, and a {source.kind} "
+        return (f"an amqp sink without `exchange` replies to each request's reply_to queue, and the {source.kind} "
                 "source has no requesters: name the exchange to publish to")
     return None

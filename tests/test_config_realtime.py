@@ -232,3 +232,53 @@ def test_lgw_asyncapi_subprocess(tmp_path: Path, lgw_cmd: list[str]) -> None:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     _check_document(json.loads(out.read_text(encoding="utf-8")))
+
+
+# --------------------------------------------------------------------------- source x sink combinations
+DROP = {"inbox": "in", "outbox": "out"}
+TABLE = {"type": "odbc", "connection": {"dsn": "CORE"}, "table": "CARD_TXN"}
+SINKS: dict[str, dict[str, Any]] = {
+    "file": {"type": "file", "folder": "results"},
+    "odbc": {"type": "odbc", "connection": {"dsn": "CORE"}, "table": "SCORES", "key": ["TXN_ID"]},
+    "kafka": {"type": "kafka", "topic": "scores"},
+    "amqp-exchange": {"type": "amqp", "exchange": "scores"},
+    "amqp-reply": {"type": "amqp"},
+}
+REJECTS: dict[str, dict[str, Any]] = {
+    "file": {"type": "file", "folder": "rejects"}, "odbc": {"type": "odbc", "connection": {"dsn": "CORE"},
+                                                            "table": "REJECTS"},
+    "kafka": {"type": "kafka", "topic": "dead"}, "amqp": {"type": "amqp", "exchange": "dead"},
+}
+REFUSED = {  # (source, sink or rejects) -> why, as the one error line says it
+    ("kafka", "sink:file"): "sink type file is written whole when a run ends, and the kafka source never ends",
+    ("amqp", "sink:file"): "sink type file is written whole when a run ends, and the amqp source never ends",
+    ("kafka", "rejects:file"): "rejects type file is written whole when a run ends, and the kafka source never ends",
+    ("amqp", "rejects:file"): "rejects type file is written whole when a run ends, and the amqp source never ends",
+    ("dropfolder", "sink:amqp-reply"): "an amqp sink without `exchange` replies to each request's reply_to queue, "
+                                       "and the dropfolder source has no requesters",
+    ("odbc", "sink:amqp-reply"): "an amqp sink without `exchange` replies to each request's reply_to queue, "
+                                 "and the odbc source has no requesters",
+    ("kafka", "sink:amqp-reply"): "an amqp sink without `exchange` replies to each request's reply_to queue, "
+                                  "and the kafka source has no requesters",
+}
+
+
+@pytest.mark.parametrize("source", ["dropfolder", "odbc", "kafka", "amqp"])
+@pytest.mark.parametrize("part", [f"sink:{k}" for k in SINKS] + [f"rejects:{k}" for k in REJECTS])
+def test_every_source_takes_every_sink_that_makes_sense_and_refuses_the_rest_with_a_reason(
+        tmp_path: Path, source: str, part: str) -> None:
+    role, kind = part.split(":")
+    src = {"dropfolder": DROP, "odbc": TABLE, "kafka": KAFKA, "amqp": AMQP}[source]
+    pipe: dict[str, Any] = {"source": src, role: (SINKS if role == "sink" else REJECTS)[kind]}
+    if source == "odbc" and role == "rejects":
+        pipe["sink"] = SINKS["odbc"]
+    path = write_yaml(tmp_path, realtime_config(x=pipe))
+    why = REFUSED.get((source, part))
+    if why is None:
+        cfg = load_config(path)
+        chosen = cfg.pipelines["x"].output if role == "sink" else cfg.pipelines["x"].rejects_to
+        assert chosen.type == kind.split("-")[0]
+        return
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: pipelines.x: {why}") and "\n" not in str(info.value)
