@@ -141,13 +141,14 @@ class AmqpDeadLetters(_Exchange):
         letters = self.renderer.dead_letters(rejects, source)
         out = [OutMessage(value, self.routing_key, self.exchange, as_amqp(headers), content_type=None)
                for _key, value, headers in letters]
+        replies: list[OutMessage] = []
         if source.messages is not None:
             for letter, record in zip(out, by_record(rejects), strict=True):
                 m = source.messages[record - 1]
                 letter.correlation_id = m.correlation_id
                 if m.reply_to:
-                    out.append(_rejected_reply(m, letter.headers))
-        await self._send(out)
+                    replies.append(_rejected_reply(m, letter.headers))
+        await self._send(out + replies)
 
 
 def _rejected_reply(m: InMessage, dead: dict[str, Any]) -> OutMessage:
