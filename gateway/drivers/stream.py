@@ -29,6 +29,7 @@ to its prefetch) score concurrently; writes and acks are ordered under the lock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -73,6 +74,8 @@ class StreamDriver:
         self._in_flight: InFlight | None = None
         self._idle_task: asyncio.Task[None] | None = None
         self._resume_task: asyncio.Task[None] | None = None
+        self._pending: list[tuple[list[SourceBatch], str, float]] = []  # to nack once the lock is released
+        self._closed = asyncio.Event()
         self.closing = False
         self.committed_batches = 0
         self.committed_records = 0
@@ -99,6 +102,7 @@ class StreamDriver:
             log.exception("%s: scoring a batch of %d failed; it will be delivered again", self.name, len(values))
         async with self._lock:
             await self._after_scoring(batch, outcome)
+        await self._redeliver()  # before returning: a Kafka handler that returned would fetch past them
         if self._in_flight is not None and not self.closing:
             if self._idle_task is not None:
                 self._idle_task.cancel()
@@ -107,12 +111,12 @@ class StreamDriver:
     async def _after_scoring(self, batch: SourceBatch, outcome: Outcome | None) -> None:
         if outcome is None:
             if await self._settle(later=[batch]):
-                await self._retry_later([batch], "scoring failed")
+                self._retry_later([batch], "scoring failed")
             return
         if outcome.paused:
             if await self._settle(later=[batch]):
                 self._pause()  # first: an AMQP nack waits for the pause to end
-                await self._nack([batch], "policy pause")
+                self._pending.append(([batch], "policy pause", 0.0))
             return
         try:
             prepared = self.sink.prepare(self._scored(batch, outcome)) if outcome.results else None
@@ -120,7 +124,7 @@ class StreamDriver:
             log.exception("%s: the sink could not take a batch of %d; it will be delivered again", self.name,
                           len(outcome.results))
             if await self._settle(later=[batch]):
-                await self._retry_later([batch], "the sink refused the batch")
+                self._retry_later([batch], "the sink refused the batch")
             return
         before, self._in_flight = self._in_flight, None
         if before is not None and not await self._written(before, later=[batch]):
@@ -166,7 +170,7 @@ class StreamDriver:
         except Exception as exc:
             log.warning("%s: a write failed (%s: %s); the batch will be delivered again", self.name,
                         type(exc).__name__, exc)
-            await self._retry_later([batch.batch, *later], "write failed")
+            self._retry_later([batch.batch, *later], "write failed")
             return False
         return True
 
@@ -176,7 +180,7 @@ class StreamDriver:
         except Exception as exc:
             log.warning("%s: ack failed (%s: %s); the batch will be delivered again", self.name,
                         type(exc).__name__, exc)
-            await self._retry_later([batch.batch, *later], "ack failed")
+            self._retry_later([batch.batch, *later], "ack failed")
             return False
         self.committed_batches += 1
         self.committed_records += batch.batch.records_in
@@ -189,12 +193,15 @@ class StreamDriver:
         async with self._lock:
             if self._in_flight is batch:
                 await self._settle()
+        await self._redeliver()
 
     async def flush(self) -> None:
         """Shutdown: ack what is in flight; later batches are acked before their handler returns."""
         self.closing = True
+        self._closed.set()  # backoffs end now: what failed goes back to its source at once
         async with self._lock:
             await self._settle()
+        await self._redeliver()
 
     async def _nack(self, batches: Sequence[SourceBatch], reason: str) -> None:
         for b in reversed(batches):  # newest first: the oldest position is where delivery resumes
@@ -203,11 +210,25 @@ class StreamDriver:
             except Exception as exc:  # the connection is gone: the broker redelivers what was not acked
                 log.warning("%s: nack failed (%s: %s)", self.name, type(exc).__name__, exc)
 
-    async def _retry_later(self, batches: Sequence[SourceBatch], reason: str) -> None:
-        await self._nack(batches, reason)
+    def _retry_later(self, batches: Sequence[SourceBatch], reason: str) -> None:
+        """The batches go back to their source after a backoff. Not under the lock: the
+        deliveries of a concurrent source (AMQP) would wait for each other's backoffs."""
         self.redelivered_batches += 1
         self._backoff_s = min(MAX_BACKOFF_S, max(0.2, self._backoff_s * 2))
-        await asyncio.sleep(self._backoff_s)
+        self._pending.append((list(batches), reason, self._backoff_s))
+
+    async def _redeliver(self) -> None:
+        """Nacks what `_retry_later` left, each after its backoff (cut short by shutdown).
+        The backoff comes first: a requeued AMQP request would come straight back."""
+        pending, self._pending = self._pending, []
+        if pending:
+            await asyncio.gather(*(self._redeliver_one(*p) for p in pending))
+
+    async def _redeliver_one(self, batches: list[SourceBatch], reason: str, delay_s: float) -> None:
+        if delay_s > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), delay_s)
+        await self._nack(batches, reason)
 
     # ------------------------------------------------------------------ policy pause
     def _pause(self) -> None:
