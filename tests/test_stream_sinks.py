@@ -35,8 +35,10 @@ from adapters.files.config import DropFolderConfig
 from adapters.files.source import file_batch
 from adapters.kafka.config import KafkaConfig, KafkaRejectsConfig, KafkaSinkConfig
 from gateway.config import GatewayConfig
+from gateway.realtime.serve import run_until
 from gateway.runtime import build_pipeline
 from gateway.score import fixed_columns, score_rows, scoring_input
+from gateway.state import StateStore
 from schemas.contract import Contract
 from schemas.examples import contract_path, generate_card_file
 from tests.kafka_broker import TansuBroker
@@ -332,3 +334,70 @@ async def test_serve_killed_mid_stream_into_a_table_loses_no_record(
     keys = table.keys()
     assert len(keys) == len(set(keys)) and set(keys) == txn_ids(values)
     assert await committed_offsets(bootstrap, t.group, t.input) == end_offsets(sent)
+
+
+# --------------------------------------------------------------------------- 5. kill switch, both sources
+class Served:
+    """`run_until` with a state store (the kill switch lives there), as a task of the test's loop."""
+
+    def __init__(self, cfg: GatewayConfig, state: StateStore) -> None:
+        self.event = asyncio.Event()
+        self.task = asyncio.create_task(run_until(cfg, self.event, state=state))
+
+    def check_alive(self) -> None:
+        if self.task.done():
+            self.task.result()
+            pytest.fail("the gateway stopped by itself", pytrace=False)
+
+    async def stop(self) -> dict[str, Any]:
+        self.event.set()
+        return await asyncio.wait_for(self.task, 45)
+
+
+@pytest.mark.parametrize("transport", ["kafka", "amqp"])
+async def test_the_kill_switch_holds_then_falls_back_for_either_source(
+        transport: str, kafka_broker: TansuBroker, amqp: AbstractConnection, names: Names, tmp_path: Path,
+        contract: Contract, table: Table) -> None:
+    """pause: nothing is scored or acked, the input waits; force_fallback: the rules score
+    it; off: the model scores again. The same for a Kafka topic and an AMQP queue."""
+    state = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+    state.set_kill_switch(table.pipeline, "pause", reason="test")
+    if transport == "kafka":
+        t = Topics.create(kafka_broker, "ks")
+        doc = config_dict(tmp_path, kafka_broker.bootstrap, {table.pipeline: t.source(max_records=20)})
+        doc["pipelines"][table.pipeline]["sink"] = table.sink()
+        cfg = GatewayConfig.model_validate({**doc, "base_dir": tmp_path})
+
+        async def put(values: list[bytes], prefix: str) -> None:
+            await produce(kafka_broker.bootstrap, t.input, keyed(values, prefix))
+    else:
+        queue = names.queue()
+        cfg = amqp_config(tmp_path, names, queue, table)
+
+        async def put(values: list[bytes], prefix: str) -> None:
+            await send(amqp, queue, values)
+    payload = "json" if transport == "kafka" else "copybook"
+
+    def records(start: int, n: int) -> list[bytes]:
+        return json_records(contract, start, n) if payload == "json" else copybook_records(start, n)
+
+    gateway = Served(cfg, state)
+    await put(records(0, 10), "held")
+    await asyncio.sleep(3)  # a few pause / resume rounds
+    gateway.check_alive()
+    assert table.count() == 0, "scored while the kill switch said pause"
+    if transport == "kafka":
+        assert sum((await committed_offsets(kafka_broker.bootstrap, t.group, t.input)).values()) == 0
+
+    state.set_kill_switch(table.pipeline, "force_fallback", reason="test")
+    await until(lambda: table.count() == 10, 30, "the held records scored by the rules", gateway)
+    state.set_kill_switch(table.pipeline, "off")
+    await asyncio.sleep(1.5)  # the watcher's ttl
+    await put(records(100, 10), "after")
+    await until(lambda: table.count() == 20, 30, "the later records scored by the model", gateway)
+    stats = await gateway.stop()
+    scored_by = dict(table.conn.execute(f'SELECT "TXN_ID", scored_by FROM {table.name}').fetchall())
+    first, later = txn_ids(json_records(contract, 0, 10)), txn_ids(json_records(contract, 100, 10))
+    assert {scored_by[k] for k in first} == {"fallback"} and {scored_by[k] for k in later} == {"model"}
+    s = stats[table.pipeline]
+    assert s["paused_batches"] >= 1 and s["scored_by"] == {"fallback": 10, "model": 10}
