@@ -47,12 +47,21 @@ def shown_reason(r: Reject) -> str:
     return r.reason
 
 
+def kind_of(r: Reject) -> str:
+    """lgw-error: the real-time scorer says it; a file's reject is a decode error when it
+    points at bytes (a field's, or a record the framing could not cut), else the pipeline
+    refused a decoded record (validation)."""
+    if r.kind:
+        return r.kind
+    return "decode" if r.field_offset is not None or r.field is None else "validation"
+
+
 def dead_letter_headers(reasons: Sequence[Reject], source_id: str) -> Headers:
     """The headers of one dead letter: every reason its record was refused (the first
     one names the error kind, field and bytes)."""
     first = reasons[0]
     reason = "; ".join(f"{r.field}: {shown_reason(r)}" if r.field else r.reason for r in reasons)
-    headers: Headers = [(H_ERROR, (first.kind or "decode").encode()), (H_REASON, reason[:REASON_LIMIT].encode()),
+    headers: Headers = [(H_ERROR, kind_of(first).encode()), (H_REASON, reason[:REASON_LIMIT].encode()),
                         (H_SOURCE, source_id.encode())]
     if first.field:
         headers.append((H_FIELD, first.field.encode()))

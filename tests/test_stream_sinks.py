@@ -20,7 +20,8 @@ import random
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from gateway.state import StateStore
 from schemas.contract import Contract
 from schemas.examples import contract_path, generate_card_file
 from tests.kafka_broker import TansuBroker
+from tests.model_servers import ModelServerProcess
 from tests.realtime_data import Gateway, copybook_records, json_records, until
 from tests.test_realtime_amqp import AMQP_URL, Names, ready_count
 from tests.test_realtime_kafka import (
@@ -54,6 +56,7 @@ from tests.test_realtime_kafka import (
     header_of,
     headers_of,
     keyed,
+    kserve_model,
     onnx_model,
     produce,
 )
@@ -246,12 +249,13 @@ async def test_kafka_to_postgres_lands_once_by_key_and_commits_only_after_the_tr
 
 
 # --------------------------------------------------------------------------- 3. AMQP -> ODBC
-def amqp_config(tmp_path: Path, names: Names, queue: str, table: Table) -> GatewayConfig:
+def amqp_config(tmp_path: Path, names: Names, queue: str, table: Table, *, model: dict[str, Any] | None = None,
+                **pipeline: Any) -> GatewayConfig:
     return GatewayConfig.model_validate({
-        "models": {"fraud": onnx_model()},
+        "models": {"fraud": model or onnx_model()},
         "pipelines": {table.pipeline: {"contract": str(contract_path("card_txn")), "model": "fraud",
                                        "source": {"type": "amqp", "queue": queue, "dead_letter_exchange": names.dlx},
-                                       "sink": table.sink()}},
+                                       "sink": table.sink(), **pipeline}},
         "amqp": {"url": AMQP_URL, "graceful_timeout_s": 10},
         "state": {"url": f"sqlite:///{tmp_path / 'state.db'}"},
         "base_dir": tmp_path,
@@ -354,6 +358,38 @@ class Served:
         return await asyncio.wait_for(self.task, 45)
 
 
+@dataclass
+class Stream:
+    """A pipeline fed by a Kafka topic or an AMQP queue, into the test's table."""
+
+    cfg: GatewayConfig
+    put: Callable[[list[bytes]], Awaitable[None]]
+    records: Callable[[int, int], list[bytes]]  # JSON for Kafka, copybook for AMQP
+    topics: Topics | None = None
+
+
+def stream(transport: str, kafka_broker: TansuBroker, amqp: AbstractConnection, names: Names, tmp_path: Path,
+           contract: Contract, table: Table, **pipeline: Any) -> Stream:
+    if transport == "kafka":
+        t = Topics.create(kafka_broker, transport)
+        doc = config_dict(tmp_path, kafka_broker.bootstrap, {table.pipeline: t.source(max_records=20)},
+                          model=pipeline.pop("model", None))
+        doc["pipelines"][table.pipeline].update(sink=table.sink(), **pipeline)
+
+        async def produce_all(values: list[bytes]) -> None:
+            await produce(kafka_broker.bootstrap, t.input, keyed(values, uuid.uuid4().hex[:6]))
+
+        return Stream(GatewayConfig.model_validate({**doc, "base_dir": tmp_path}), produce_all,
+                      lambda start, n: json_records(contract, start, n), t)
+    queue = names.queue()
+    cfg = amqp_config(tmp_path, names, queue, table, **pipeline)
+
+    async def send_all(values: list[bytes]) -> None:
+        await send(amqp, queue, values)
+
+    return Stream(cfg, send_all, copybook_records)
+
+
 @pytest.mark.parametrize("transport", ["kafka", "amqp"])
 async def test_the_kill_switch_holds_then_falls_back_for_either_source(
         transport: str, kafka_broker: TansuBroker, amqp: AbstractConnection, names: Names, tmp_path: Path,
@@ -362,38 +398,21 @@ async def test_the_kill_switch_holds_then_falls_back_for_either_source(
     it; off: the model scores again. The same for a Kafka topic and an AMQP queue."""
     state = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
     state.set_kill_switch(table.pipeline, "pause", reason="test")
-    if transport == "kafka":
-        t = Topics.create(kafka_broker, "ks")
-        doc = config_dict(tmp_path, kafka_broker.bootstrap, {table.pipeline: t.source(max_records=20)})
-        doc["pipelines"][table.pipeline]["sink"] = table.sink()
-        cfg = GatewayConfig.model_validate({**doc, "base_dir": tmp_path})
-
-        async def put(values: list[bytes], prefix: str) -> None:
-            await produce(kafka_broker.bootstrap, t.input, keyed(values, prefix))
-    else:
-        queue = names.queue()
-        cfg = amqp_config(tmp_path, names, queue, table)
-
-        async def put(values: list[bytes], prefix: str) -> None:
-            await send(amqp, queue, values)
-    payload = "json" if transport == "kafka" else "copybook"
-
-    def records(start: int, n: int) -> list[bytes]:
-        return json_records(contract, start, n) if payload == "json" else copybook_records(start, n)
-
+    st = stream(transport, kafka_broker, amqp, names, tmp_path, contract, table)
+    put, records, cfg, t = st.put, st.records, st.cfg, st.topics
     gateway = Served(cfg, state)
-    await put(records(0, 10), "held")
+    await put(records(0, 10))
     await asyncio.sleep(3)  # a few pause / resume rounds
     gateway.check_alive()
     assert table.count() == 0, "scored while the kill switch said pause"
-    if transport == "kafka":
+    if t is not None:
         assert sum((await committed_offsets(kafka_broker.bootstrap, t.group, t.input)).values()) == 0
 
     state.set_kill_switch(table.pipeline, "force_fallback", reason="test")
     await until(lambda: table.count() == 10, 30, "the held records scored by the rules", gateway)
     state.set_kill_switch(table.pipeline, "off")
     await asyncio.sleep(1.5)  # the watcher's ttl
-    await put(records(100, 10), "after")
+    await put(records(100, 10))
     await until(lambda: table.count() == 20, 30, "the later records scored by the model", gateway)
     stats = await gateway.stop()
     scored_by = dict(table.conn.execute(f'SELECT "TXN_ID", scored_by FROM {table.name}').fetchall())
@@ -401,3 +420,34 @@ async def test_the_kill_switch_holds_then_falls_back_for_either_source(
     assert {scored_by[k] for k in first} == {"fallback"} and {scored_by[k] for k in later} == {"model"}
     s = stats[table.pipeline]
     assert s["paused_batches"] >= 1 and s["scored_by"] == {"fallback": 10, "model": 10}
+
+
+# --------------------------------------------------------------------------- 6. model outage, both sources
+@pytest.mark.slow
+@pytest.mark.parametrize("transport", ["kafka", "amqp"])
+async def test_policy_pause_holds_the_input_until_the_model_is_back_for_either_source(
+        transport: str, kafka_broker: TansuBroker, amqp: AbstractConnection, names: Names, tmp_path: Path,
+        contract: Contract, table: Table, disposable_kserve_server: ModelServerProcess) -> None:
+    """policy pause: while the model is away nothing is scored by the rules and nothing
+    is acked; once it is back every record is scored by the model, once."""
+    server = disposable_kserve_server
+    st = stream(transport, kafka_broker, amqp, names, tmp_path, contract, table, policy="pause",
+                model=kserve_model(server.base_url))
+    gateway = Served(st.cfg, StateStore(f"sqlite:///{tmp_path / 'state.db'}"))
+    await st.put(st.records(0, 10))
+    await until(lambda: table.count() == 10, 30, "the first records scored", gateway)
+    server.kill()
+    await st.put(st.records(100, 10))
+    await asyncio.sleep(3)  # the breaker opens, waits 1 s, the probe fails: paused again
+    gateway.check_alive()
+    assert table.count() == 10, "scored while the model was away"
+    if st.topics is not None:
+        t = st.topics
+        assert sum((await committed_offsets(kafka_broker.bootstrap, t.group, t.input)).values()) == 10
+    await asyncio.to_thread(server.restart)
+    await until(lambda: table.count() == 20, 60, "the held records scored once the model is back", gateway)
+    stats = await gateway.stop()
+    scored_by = {r[0] for r in table.conn.execute(f"SELECT scored_by FROM {table.name}").fetchall()}
+    assert scored_by == {"model"}
+    s = stats[table.pipeline]
+    assert s["paused_batches"] >= 1 and s["scored_by"] == {"model": 20}

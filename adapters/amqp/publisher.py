@@ -14,8 +14,7 @@ from typing import Any
 from faststream.rabbit import RabbitBroker, RabbitExchange, RabbitQueue
 
 from adapters.amqp.config import AmqpConfig
-
-Headers = list[tuple[str, bytes]]
+from adapters.headers import Headers
 
 
 def as_amqp(headers: Headers) -> dict[str, str]:

@@ -20,10 +20,9 @@ import numpy as np
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
 
+from adapters.headers import Headers
 from adapters.kafka.config import KafkaConfig
 from adapters.kafka.partitioning import key_partitions
-
-Headers = list[tuple[str, bytes]]
 
 
 @dataclass(slots=True)
