@@ -451,3 +451,85 @@ async def test_policy_pause_holds_the_input_until_the_model_is_back_for_either_s
     assert scored_by == {"model"}
     s = stats[table.pipeline]
     assert s["paused_batches"] >= 1 and s["scored_by"] == {"model": 20}
+
+
+# --------------------------------------------------------------------------- 7. across transports
+async def test_kafka_to_an_amqp_exchange(kafka_broker: TansuBroker, amqp: AbstractConnection, names: Names,
+                                         tmp_path: Path, contract: Contract,
+                                         serve: Callable[[GatewayConfig], Gateway]) -> None:
+    bootstrap = kafka_broker.bootstrap
+    t = Topics.create(kafka_broker, "to-amqp")
+    exchange, queue = f"lgw.test.{names.tag}.scored", names.queue("scored")
+    ch = await amqp.channel()
+    try:
+        ex = await ch.declare_exchange(exchange, durable=True)
+        q = await ch.declare_queue(queue, durable=True)
+        await q.bind(ex, routing_key="cards")
+        doc = config_dict(tmp_path, bootstrap, {"cards": t.source(max_records=20)})
+        doc["pipelines"]["cards"]["sink"] = {"type": "amqp", "exchange": exchange, "routing_key": "cards"}
+        doc["amqp"] = {"url": AMQP_URL}
+        gateway = serve(GatewayConfig.model_validate({**doc, "base_dir": tmp_path}))
+        sent = await produce(bootstrap, t.input, keyed(json_records(contract, 0, 20), "x"))
+        got: list[aio_pika.abc.AbstractIncomingMessage] = []
+        deadline = time.monotonic() + 30
+        while len(got) < len(sent):
+            assert time.monotonic() < deadline, f"{len(got)} of {len(sent)} results on the exchange"
+            m = await q.get(no_ack=True, fail=False)
+            if m is None:
+                gateway.check_alive()
+                await asyncio.sleep(0.05)
+            else:
+                got.append(m)
+        stats = await gateway.stop()
+    finally:
+        with contextlib.suppress(aio_pika.exceptions.AMQPError):
+            await ch.exchange_delete(exchange)
+        await ch.close()
+    by_id = {str((m.headers or {})["lgw-id"]): m for m in got}
+    assert set(by_id) == {s.id for s in sent}
+    for s in sent:
+        m = by_id[s.id]
+        body = json.loads(m.body)
+        assert body["id"] == s.id and body["TXN_ID"] == json.loads(s.value)["TXN_ID"]
+        assert m.message_id == s.id and m.content_type == "application/json"
+        assert (m.headers or {})["lgw-scored-by"] == "model"
+    assert await committed_offsets(bootstrap, t.group, t.input) == end_offsets(sent)
+    assert stats["cards"]["results"] == len(sent)
+
+
+async def test_amqp_to_a_kafka_topic(kafka_broker: TansuBroker, amqp: AbstractConnection, names: Names,
+                                     tmp_path: Path, contract: Contract, appended: dict[str, int],
+                                     serve: Callable[[GatewayConfig], Gateway]) -> None:
+    bootstrap = kafka_broker.bootstrap
+    t = Topics.create(kafka_broker, "from-amqp")
+    queue = names.queue()
+    cfg = GatewayConfig.model_validate({
+        "models": {"fraud": onnx_model()},
+        "pipelines": {"cards": {"contract": str(contract_path("card_txn")), "model": "fraud",
+                                "source": {"type": "amqp", "queue": queue, "dead_letter_exchange": names.dlx},
+                                "sink": {"type": "kafka", "topic": t.results}}},
+        "amqp": {"url": AMQP_URL, "graceful_timeout_s": 10},
+        "kafka": config_dict(tmp_path, bootstrap, {})["kafka"],
+        "state": {"url": f"sqlite:///{tmp_path / 'state.db'}"},
+        "base_dir": tmp_path,
+    })
+    records = copybook_records(0, 10)
+    results = await TopicReader(bootstrap, t.results).start()
+    try:
+        gateway = serve(cfg)
+        await send(amqp, queue, [*records, records[0][:119]])  # the last one is short: a dead letter
+        await until(lambda: len(results.records) >= len(records), 30, "the results on the topic", gateway)
+        deadline = time.monotonic() + 30
+        while await ready_count(amqp, f"{queue}.dlq") < 1:
+            assert time.monotonic() < deadline, "the short request was not dead-lettered"
+            await asyncio.sleep(0.05)
+        stats = await gateway.stop()
+    finally:
+        await results.stop()
+    assert len(results.records) == len(records)
+    assert sorted(r.value[:RECORD] for r in results.records) == sorted(records)  # fixed: the request, scores appended
+    for r in results.records:
+        assert len(r.value) == RECORD + sum(appended.values()) and r.key is None
+        assert header_of(r, "lgw-id").startswith("m-") and header_of(r, "lgw-scored-by") == "model"
+    assert await ready_count(amqp, queue) == 0
+    assert stats["cards"]["results"] == 10 and stats["cards"]["dead_letters"] == 1
