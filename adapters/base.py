@@ -52,6 +52,23 @@ class InMessage:
     correlation_id: str | None = None
 
 
+class Messages(Sequence[InMessage]):
+    """A real-time batch's messages kept as the transport delivered them, with the columns
+    the hot path reads (payloads, ids, keys) as plain lists: an `InMessage` is made only for
+    a message that is asked for (a dead letter, a reply), not for each of 500 records."""
+
+    values: list[bytes]
+    ids: list[str]
+    keys: list[bytes | None]
+
+
+def message_columns(messages: Sequence[InMessage]) -> tuple[list[bytes], list[str], list[bytes | None]]:
+    """Payloads, ids and keys of a batch's messages, whichever sequence holds them."""
+    if isinstance(messages, Messages):
+        return messages.values, messages.ids, messages.keys
+    return [m.value for m in messages], [m.id for m in messages], [m.key for m in messages]
+
+
 @dataclass
 class SourceBatch:
     """One batch of decoded records from a source, with how to acknowledge it.

@@ -52,6 +52,9 @@ class Reject:
     other_view: bool = dataclasses.field(default=False, compare=False)
     # the field is pii: its bytes stay here (the record's accounting) but are never written out
     pii: bool = dataclasses.field(default=False, compare=False)
+    # a dead letter's lgw-error (decode, validation, crash): set by the real-time scorer;
+    # a file's rejects file does not write it
+    kind: str | None = dataclasses.field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.raw_length is None:

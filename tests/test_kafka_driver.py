@@ -1,7 +1,8 @@
-"""gateway.realtime.kafka.KafkaPipelineDriver's ordering of publish, acknowledgement and
-commit, with a recording consumer and publisher in place of the broker (a handler unit
-test: tests/test_realtime_kafka.py runs the same driver against a real broker, where a
-failure cannot be placed between two given calls).
+"""The stream driver's ordering of publish, acknowledgement and commit for a Kafka source
+and topic sink (gateway.drivers.stream.StreamDriver with adapters.kafka's KafkaSource and
+KafkaTopicSink), with a recording consumer and publisher in place of the broker (a
+handler unit test: tests/test_realtime_kafka.py runs the same driver against a real
+broker, where a failure cannot be placed between two given calls).
 
 Batch N+1 is sent once N is acknowledged, and N is committed after that, so no message
 waits for a commit's round trip; a commit that fails rewinds both batches."""
@@ -15,10 +16,14 @@ import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
+from adapters.kafka.config import KafkaConfig
+from adapters.kafka.sink import KafkaDeadLetters, KafkaTopicSink
+from adapters.kafka.source import KafkaSource
+from adapters.render import MessageRenderer
 from gateway.assembly import build_pipeline
 from gateway.config import KafkaSourceConfig, embedded_defaults
+from gateway.drivers.stream import StreamDriver
 from gateway.realtime.core import MicroBatchScorer
-from gateway.realtime.kafka import KafkaPipelineDriver
 from schemas.contract import load_contract
 from schemas.examples import contract_path, generate_card_file
 from schemas.jsonl import lines
@@ -73,18 +78,45 @@ def _batch(messages: list[bytes], first: int, n: int) -> tuple[ConsumerRecord[An
     return tuple(ConsumerRecord(TOPIC, 0, first + i, 0, 0, b"k", v, None, 1, len(v), []) for i, v in enumerate(values))
 
 
-def _driver(recorder: Recorder) -> KafkaPipelineDriver:
-    contract = load_contract(contract_path())
-    pipeline = build_pipeline("card_txn", contract, embedded_defaults(), model_name="fraud")
-    return KafkaPipelineDriver("card_txn", SOURCE, MicroBatchScorer(pipeline, "json"), recorder)  # type: ignore[arg-type]
+class Driver:
+    """The driver with a Kafka source and topic sinks over the recorder; `handle` takes
+    the records as the consumer fetched them."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        contract = load_contract(contract_path())
+        pipeline = build_pipeline("card_txn", contract, embedded_defaults(), model_name="fraud")
+        renderer = MessageRenderer("json", pipeline="card_txn", contract=contract)
+        self.source = KafkaSource(SOURCE, KafkaConfig())
+        self.stream = StreamDriver("card_txn", MicroBatchScorer(pipeline, "json"),
+                                   KafkaTopicSink("scored", renderer, recorder),  # type: ignore[arg-type]
+                                   KafkaDeadLetters("dlq", renderer, recorder),  # type: ignore[arg-type]
+                                   flow=self.source)
+
+    async def handle(self, records: tuple[ConsumerRecord[Any, Any], ...], consumer: Recorder) -> None:
+        await self.stream.handle(self.source.batch(records, consumer))  # type: ignore[arg-type]
+
+    async def flush(self) -> None:
+        await self.stream.flush()
+
+    @property
+    def committed_records(self) -> int:
+        return self.stream.committed_records
+
+    @property
+    def redelivered_batches(self) -> int:
+        return self.stream.redelivered_batches
+
+
+def _driver(recorder: Recorder) -> Driver:
+    return Driver(recorder)
 
 
 @pytest.mark.asyncio
 async def test_the_next_batch_is_sent_before_the_one_before_is_committed(messages: list[bytes]) -> None:
     rec = Recorder()
     driver = _driver(rec)
-    await driver.handle(_batch(messages, 0, 20), rec)  # type: ignore[arg-type]
-    await driver.handle(_batch(messages, 20, 20), rec)  # type: ignore[arg-type]
+    await driver.handle(_batch(messages, 0, 20), rec)
+    await driver.handle(_batch(messages, 20, 20), rec)
     await driver.flush()
     assert rec.events == [
         ("publish", "card-txn-0-0"), ("acked", "card-txn-0-0"),
@@ -98,14 +130,14 @@ async def test_the_next_batch_is_sent_before_the_one_before_is_committed(message
 async def test_a_failed_commit_rewinds_both_batches_and_commits_neither(messages: list[bytes]) -> None:
     rec = Recorder()
     driver = _driver(rec)
-    await driver.handle(_batch(messages, 0, 20), rec)  # type: ignore[arg-type]
+    await driver.handle(_batch(messages, 0, 20), rec)
     rec.failing_commits = 1
-    await driver.handle(_batch(messages, 20, 20), rec)  # type: ignore[arg-type]
+    await driver.handle(_batch(messages, 20, 20), rec)
     assert ("seek", (0, 0)) in rec.events  # back to N's first offset: N and N+1 come again
     assert not [e for e in rec.events if e[0] == "commit"]
     assert driver.committed_records == 0 and driver.redelivered_batches == 1
     # the redelivery: the same records, the same ids; N+1's results go out twice
-    await driver.handle(_batch(messages, 0, 40), rec)  # type: ignore[arg-type]
+    await driver.handle(_batch(messages, 0, 40), rec)
     await driver.flush()
     assert rec.events[-1] == ("commit", {0: 40})
     assert driver.committed_records == 40

@@ -677,7 +677,7 @@ async def test_policy_pause_holds_the_partitions_until_the_model_is_back(
     """policy pause: while the model is away nothing is scored by the rules and nothing is
     committed; the partitions are paused, resumed when the breaker would let a call
     through, and every record is scored by the model once it is back."""
-    import gateway.realtime.kafka as driver_module
+    import adapters.kafka.source as driver_module
 
     server = disposable_kserve_server
     bootstrap = kafka_broker.bootstrap

@@ -1,10 +1,14 @@
 """One FastStream app for every real-time pipeline in gateway.yaml.
 
 Each Kafka pipeline gets a batch subscriber (its consumer group and topics, micro-batches
-of `max_records` waiting at most `max_wait_ms`) and declared publishers for its result
-and dead-letter topics; each AMQP pipeline a subscriber on its request queue. The
-pipelines are the same objects batch mode uses. The app's AsyncAPI document (`lgw
-asyncapi`) describes every channel with the contract's JSON Schema as the payload.
+of `max_records` waiting at most `max_wait_ms`); each AMQP pipeline a subscriber on its
+request queue. A subscriber hands what it received to the pipeline's `StreamDriver`
+(gateway.drivers.stream), which scores it and writes it to whatever sink and reject sink
+the pipeline names: source, sink and rejects are built through `adapters.registry` from
+`PipelineConfig.source`, `.output` and `.rejects_to`, so any registered sink serves a
+Kafka or an AMQP source (a topic, an exchange, the replies, a table). The pipelines are
+the same objects batch mode uses. The app's AsyncAPI document (`lgw asyncapi`)
+describes every channel with the contract's JSON Schema as the payload.
 """
 
 from __future__ import annotations
@@ -19,9 +23,14 @@ from faststream import AckPolicy, FastStream
 from faststream.params import Context
 from faststream.specification import AsyncAPI
 
+from adapters import registry
+from adapters.amqp.config import AmqpRejectsConfig, AmqpSinkConfig
+from adapters.kafka.config import KafkaRejectsConfig, KafkaSinkConfig
+from adapters.render import default_format
 from gateway.assembly import build_pipeline
 from gateway.config import AmqpSourceConfig, GatewayConfig, KafkaSourceConfig, PipelineConfig
 from gateway.contract_scoring import load_scoring_contract as load_contract
+from gateway.drivers.stream import StreamDriver
 from gateway.realtime.core import MicroBatchScorer
 from gateway.state import StateStore
 from schemas.errors import ConfigError
@@ -34,8 +43,8 @@ _MESSAGE = Context("message")  # FastStream injects the message (raw records, ac
 @dataclass
 class RealtimeApp:
     app: FastStream
-    kafka_drivers: dict[str, Any] = field(default_factory=dict)
-    amqp_drivers: dict[str, Any] = field(default_factory=dict)
+    kafka_drivers: dict[str, StreamDriver] = field(default_factory=dict)  # the pipelines fed by Kafka
+    amqp_drivers: dict[str, StreamDriver] = field(default_factory=dict)  # the pipelines fed by AMQP
     brokers: list[Any] = field(default_factory=list)
 
     def stats(self) -> dict[str, Any]:
@@ -58,12 +67,35 @@ def realtime_pipelines(cfg: GatewayConfig, only: str | None = None) -> dict[str,
     return picked
 
 
-def _scorer(name: str, pipe: PipelineConfig, cfg: GatewayConfig, state: StateStore | None) -> MicroBatchScorer:
-    assert isinstance(pipe.source, KafkaSourceConfig | AmqpSourceConfig)
+@dataclass
+class _Wired:
+    """One pipeline's parts: its scorer, its source (a Flow too) and its driver."""
+
+    scorer: MicroBatchScorer
+    source: Any
+    driver: StreamDriver
+
+
+def _wire(name: str, pipe: PipelineConfig, cfg: GatewayConfig, state: StateStore | None,
+          extras: dict[str, Any]) -> _Wired:
+    """Source, sink and rejects built through the registry, and the driver between them."""
+    from gateway.score import fixed_columns
+
+    src = pipe.source
+    assert isinstance(src, KafkaSourceConfig | AmqpSourceConfig)
     contract = load_contract(cfg.resolve(pipe.contract))
     pipeline = build_pipeline(name, contract, cfg, model_name=pipe.model, policy=pipe.policy, shadow=pipe.shadow,
                               state=state)
-    return MicroBatchScorer(pipeline, pipe.source.payload, pipe.source.result_format)
+    output, rejects_to = pipe.output, pipe.rejects_to
+    # the scorer renders what a message sink publishes, in that sink's format
+    scorer = MicroBatchScorer(pipeline, src.payload, default_format(getattr(output, "format", None), src))
+    context = registry.BuildContext(pipeline=name, contract=contract, base_dir=cfg.base_dir, source=src,
+                                    batch_size=pipe.batch_size, kafka=cfg.kafka, amqp=cfg.amqp, state=state,
+                                    extras={**extras, "fixed_columns": fixed_columns(pipeline)})
+    source = registry.component("source", src.type).build(src, context)
+    sink = registry.component("sink", output.type).build(output, context)
+    rejects = registry.component("rejects", rejects_to.type).build(rejects_to, context)
+    return _Wired(scorer, source, StreamDriver(name, scorer, sink, rejects, flow=source))
 
 
 def build_realtime_app(cfg: GatewayConfig, *, only: str | None = None, state: StateStore | None = None,
@@ -73,87 +105,147 @@ def build_realtime_app(cfg: GatewayConfig, *, only: str | None = None, state: St
     is validated by the pipeline's codec, a micro-batch at a time, not cast per message."""
     serializer: dict[str, Any] = {} if for_docs else {"serializer": None}
     pipes = realtime_pipelines(cfg, only)
-    brokers: list[Any] = []
     rt = RealtimeApp(app=FastStream())
-    kafka = {n: p for n, p in pipes.items() if isinstance(p.source, KafkaSourceConfig)}
-    amqp = {n: p for n, p in pipes.items() if isinstance(p.source, AmqpSourceConfig)}
-    hooks_start: list[Any] = []
-    hooks_stop: list[Any] = []
-    hooks_flush: list[Any] = []
-    if kafka:
-        broker, start, flush, stop = _kafka(kafka, cfg, state, rt, serializer)
-        brokers.append(broker)
-        hooks_start.append(start)
-        hooks_flush.append(flush)
-        hooks_stop.append(stop)
-    if amqp:
-        broker, start = _amqp(amqp, cfg, state, rt, serializer)
-        brokers.append(broker)
-        hooks_start.append(start)
+    parts = [p for pipe in pipes.values() for p in (pipe.source, pipe.output, pipe.rejects_to)]
+    kafka_broker = _kafka_broker(cfg, serializer) if any(
+        isinstance(p, KafkaSourceConfig | KafkaSinkConfig | KafkaRejectsConfig) for p in parts) else None
+    rabbit = _rabbit_broker(cfg, serializer) if any(
+        isinstance(p, AmqpSourceConfig | AmqpSinkConfig | AmqpRejectsConfig) for p in parts) else None
+    publisher = None
+    if any(isinstance(p, KafkaSinkConfig | KafkaRejectsConfig) for p in parts):
+        from adapters.kafka import KafkaPublisher
+
+        publisher = KafkaPublisher.for_cluster(cfg.kafka)  # one producer for every topic sink
+    extras = {"kafka_publisher": publisher, "rabbit_broker": rabbit}
+    for name, pipe in pipes.items():
+        wired = _wire(name, pipe, cfg, state, extras)
+        if isinstance(pipe.source, KafkaSourceConfig):
+            assert kafka_broker is not None
+            _kafka_subscriber(kafka_broker, name, pipe, wired, cfg)
+            rt.kafka_drivers[name] = wired.driver
+        else:
+            assert rabbit is not None
+            _amqp_subscriber(rabbit, name, pipe, wired)
+            rt.amqp_drivers[name] = wired.driver
+        _document_outputs(name, pipe, wired.scorer, kafka_broker, rabbit)
+    drivers = [*rt.kafka_drivers.values(), *rt.amqp_drivers.values()]
+
+    async def start() -> None:  # before the subscribers consume: the sinks are up for the first batch
+        if publisher is not None:
+            await publisher.start()
+        if rabbit is not None:
+            await rabbit.connect()
+        for d in drivers:
+            await d.open()
+
+    async def flush() -> None:  # before the subscribers stop: what is in flight is acked
+        for d in drivers:
+            await d.flush()
+
+    async def stop() -> None:
+        for d in drivers:
+            await d.close()
+        if publisher is not None:
+            await publisher.stop()
+
+    brokers = [b for b in (kafka_broker, rabbit) if b is not None]
     names = ", ".join(pipes)
     spec = AsyncAPI(*brokers, title=title, version="1.0.0",
                     description=f"Real-time scoring channels of the gateway (pipelines: {names}). Every result "
                                 "carries its provenance in headers (lgw-scored-by, lgw-model, lgw-model-version, "
                                 "lgw-rule-id, lgw-contract, lgw-contract-version) and a stable id (lgw-id).")
-    # on_startup runs before the brokers start consuming: the publishers are up for the first batch
-    rt.app = FastStream(*brokers, specification=spec, on_startup=hooks_start, on_shutdown=hooks_flush,
-                        after_shutdown=hooks_stop)
+    rt.app = FastStream(*brokers, specification=spec, on_startup=[start], on_shutdown=[flush],
+                        after_shutdown=[stop])
     rt.brokers = brokers
     return rt
 
 
-def _kafka(pipes: dict[str, PipelineConfig], cfg: GatewayConfig, state: StateStore | None,
-           rt: RealtimeApp, serializer: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
+def _kafka_broker(cfg: GatewayConfig, serializer: dict[str, Any]) -> Any:
     from faststream.kafka import KafkaBroker
-    from faststream.kafka.message import KafkaMessage
-
-    from adapters.kafka import KafkaPublisher
-    from gateway.realtime.kafka import KafkaPipelineDriver
 
     k = cfg.kafka
-    broker = KafkaBroker(k.bootstrap_servers, client_id=k.client_id, graceful_timeout=k.graceful_timeout_s,
-                         enable_idempotence=False, acks="all",
-                         log_level=logging.DEBUG, **serializer)  # a line per batch is noise at 50k msg/s
-    publisher = KafkaPublisher(k.bootstrap_servers, client_id=k.client_id, enable_idempotence=k.enable_idempotence,
-                               linger_ms=k.linger_ms, compression_type=k.compression_type)
-    for name, pipe in pipes.items():
+    return KafkaBroker(k.bootstrap_servers, client_id=k.client_id, graceful_timeout=k.graceful_timeout_s,
+                       enable_idempotence=False, acks="all",
+                       log_level=logging.DEBUG, **serializer)  # a line per batch is noise at 50k msg/s
+
+
+def _rabbit_broker(cfg: GatewayConfig, serializer: dict[str, Any]) -> Any:
+    from faststream.rabbit import RabbitBroker
+
+    return RabbitBroker(cfg.amqp.url, graceful_timeout=cfg.amqp.graceful_timeout_s,
+                        log_level=logging.DEBUG, **serializer)
+
+
+def _kafka_subscriber(broker: Any, name: str, pipe: PipelineConfig, wired: _Wired, cfg: GatewayConfig) -> None:
+    from faststream.kafka.message import KafkaMessage
+
+    src = pipe.source
+    assert isinstance(src, KafkaSourceConfig)
+    k = cfg.kafka
+    sub = broker.subscriber(
+        *src.topics, batch=True, group_id=src.group_id, max_records=src.batch_size,
+        batch_timeout_ms=src.max_wait_ms, auto_offset_reset=k.auto_offset_reset,
+        fetch_max_wait_ms=k.fetch_max_wait_ms, session_timeout_ms=k.session_timeout_ms,
+        heartbeat_interval_ms=k.heartbeat_interval_ms, max_poll_records=src.batch_size,
+        ack_policy=AckPolicy.MANUAL, parser=_batch_parser, decoder=_raw_values,
+        title=f"{name}:input", description=_input_doc(name, pipe))
+    patch_batch_fetch(sub)
+    model = wired.scorer.pipeline.contract.pydantic_model()
+    sub(_kafka_handler(wired, sub, model, KafkaMessage))
+
+
+def _amqp_subscriber(broker: Any, name: str, pipe: PipelineConfig, wired: _Wired) -> None:
+    from faststream.rabbit import Channel, RabbitQueue
+    from faststream.rabbit.message import RabbitMessage
+
+    src = pipe.source
+    assert isinstance(src, AmqpSourceConfig)
+    sub = broker.subscriber(RabbitQueue(src.queue, durable=True), channel=Channel(prefetch_count=src.prefetch),
+                            ack_policy=AckPolicy.MANUAL, no_reply=True, decoder=_raw_body,
+                            title=f"{name}:requests", description=_input_doc(name, pipe))
+    model = wired.scorer.pipeline.contract.pydantic_model()
+    sub(_amqp_handler(wired, model, RabbitMessage))
+
+
+_DEAD_LETTER_HEADERS = ("lgw-field, lgw-reason, lgw-field-offset, lgw-field-raw (at most 64 bytes; "
+                        "lgw-field-raw-length when cut), lgw-source, lgw-contract, lgw-contract-version")
+
+
+def _document_outputs(name: str, pipe: PipelineConfig, scorer: MicroBatchScorer, kafka: Any, rabbit: Any) -> None:
+    """The result and dead-letter channels of the AsyncAPI document (the sinks publish
+    themselves; a table sink is no channel)."""
+    from faststream.rabbit import RabbitExchange
+
+    out, rej = pipe.output, pipe.rejects_to
+    if isinstance(out, KafkaSinkConfig):
+        kafka.publisher(out.topic, title=f"{name}:results", schema=result_schema(scorer),
+                        description=f"Scored records of pipeline {name} ({scorer.result_format}), keyed like "
+                                    "their input; provenance in headers.")
+    elif isinstance(out, AmqpSinkConfig) and out.exchange is None:
+        rabbit.publisher(routing_key="{reply_to}", title=f"{name}:replies", schema=result_schema(scorer),
+                         description=f"Replies of pipeline {name} ({scorer.result_format}), to the default exchange "
+                                     "with the request's reply_to as routing key and its correlation_id; "
+                                     "header lgw-status is scored or rejected (then a JSON body with the "
+                                     "error, reason and field); provenance in lgw-* headers.")
+    elif isinstance(out, AmqpSinkConfig) and out.exchange is not None:
+        rabbit.publisher(routing_key=out.routing_key, exchange=RabbitExchange(out.exchange, durable=True),
+                         title=f"{name}:results", schema=result_schema(scorer),
+                         description=f"Scored records of pipeline {name} ({scorer.result_format}); provenance in "
+                                     "lgw-* headers.")
+    if isinstance(rej, KafkaRejectsConfig):
+        kafka.publisher(rej.topic, title=f"{name}:dead-letters", schema=bytes,
+                        description=f"Messages of pipeline {name} that failed decoding or validation, or made "
+                                    "the pipeline raise: the original bytes and key; headers lgw-error "
+                                    f"(decode|validation|crash), {_DEAD_LETTER_HEADERS}.")
+    elif isinstance(rej, AmqpRejectsConfig):
         src = pipe.source
-        assert isinstance(src, KafkaSourceConfig)
-        assert src.result_topic is not None and src.dlq_topic is not None
-        scorer = _scorer(name, pipe, cfg, state)
-        driver = KafkaPipelineDriver(name, src, scorer, publisher)
-        rt.kafka_drivers[name] = driver
-        model = scorer.pipeline.contract.pydantic_model()
-        sub = broker.subscriber(
-            *src.topics, batch=True, group_id=src.group_id, max_records=src.batch_size,
-            batch_timeout_ms=src.max_wait_ms, auto_offset_reset=k.auto_offset_reset,
-            fetch_max_wait_ms=k.fetch_max_wait_ms, session_timeout_ms=k.session_timeout_ms,
-            heartbeat_interval_ms=k.heartbeat_interval_ms, max_poll_records=src.batch_size,
-            ack_policy=AckPolicy.MANUAL, parser=_batch_parser, decoder=_raw_values,
-            title=f"{name}:input", description=_input_doc(name, pipe))
-        patch_batch_fetch(sub)
-        sub(_kafka_handler(driver, sub, model, KafkaMessage))
-        broker.publisher(src.result_topic, title=f"{name}:results", schema=result_schema(scorer),
-                         description=f"Scored records of pipeline {name} ({scorer.result_format}), keyed like "
-                                     "their input; provenance in headers.")
-        broker.publisher(src.dlq_topic, title=f"{name}:dead-letters", schema=bytes,
-                         description=f"Messages of pipeline {name} that failed decoding or validation, or made "
-                                     "the pipeline raise: the original bytes and key; headers lgw-error "
-                                     "(decode|validation|crash), "
-                                     "lgw-field, lgw-reason, lgw-field-offset, lgw-field-raw (at most 64 bytes; "
-                                     "lgw-field-raw-length when cut), lgw-source, "
-                                     "lgw-contract, lgw-contract-version.")
-
-    async def flush() -> None:  # before the subscribers stop: their consumers commit
-        for d in rt.kafka_drivers.values():
-            await d.flush()
-
-    async def stop() -> None:
-        for d in rt.kafka_drivers.values():
-            await d.close()
-        await publisher.stop()
-
-    return broker, publisher.start, flush, stop
+        bound = f" Bound to queue {src.queue}.dlq." if isinstance(src, AmqpSourceConfig) else ""
+        rabbit.publisher(routing_key=rej.routing_key or name, exchange=RabbitExchange(rej.exchange, durable=True),
+                         title=f"{name}:dead-letters", schema=bytes,
+                         description=f"Requests of pipeline {name} that failed decoding or validation or made "
+                                     "the pipeline raise, and requests without reply_to: the original bytes and "
+                                     "headers; lgw-error (decode|validation|crash|no_reply_to), "
+                                     f"{_DEAD_LETTER_HEADERS}.{bound}")
 
 
 def result_schema(scorer: MicroBatchScorer) -> Any:
@@ -216,9 +308,11 @@ def patch_batch_fetch(subscriber: Any) -> None:
     subscriber.get_msg = MethodType(fetch_batch, subscriber)
 
 
-def _kafka_handler(driver: Any, subscriber: Any, model: Any, message_type: Any) -> Any:
+def _kafka_handler(wired: _Wired, subscriber: Any, model: Any, message_type: Any) -> Any:
+    source, driver = wired.source, wired.driver
+
     async def handle(body: Any, message: Any = _MESSAGE) -> None:
-        await driver.handle(message.raw_message, subscriber.consumer)
+        await driver.handle(source.batch(message.raw_message, subscriber.consumer))
 
     # for the AsyncAPI payload only (see build_realtime_app's for_docs)
     handle.__annotations__ = {"body": model, "message": message_type, "return": None}  # one record a message
@@ -226,58 +320,15 @@ def _kafka_handler(driver: Any, subscriber: Any, model: Any, message_type: Any) 
     return handle
 
 
-def _amqp(pipes: dict[str, PipelineConfig], cfg: GatewayConfig, state: StateStore | None,
-          rt: RealtimeApp, serializer: dict[str, Any]) -> tuple[Any, Any]:
-    from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
-    from faststream.rabbit.message import RabbitMessage
-
-    from gateway.realtime.amqp import AmqpPipelineDriver
-
-    broker = RabbitBroker(cfg.amqp.url, graceful_timeout=cfg.amqp.graceful_timeout_s,
-                          log_level=logging.DEBUG, **serializer)
-    for name, pipe in pipes.items():
-        src = pipe.source
-        assert isinstance(src, AmqpSourceConfig)
-        scorer = _scorer(name, pipe, cfg, state)
-        driver = AmqpPipelineDriver(name, src, scorer, broker)
-        rt.amqp_drivers[name] = driver
-        model = scorer.pipeline.contract.pydantic_model()
-        sub = broker.subscriber(RabbitQueue(src.queue, durable=True), channel=Channel(prefetch_count=src.prefetch),
-                                ack_policy=AckPolicy.MANUAL, no_reply=True, decoder=_raw_body,
-                                title=f"{name}:requests", description=_input_doc(name, pipe))
-        sub(_amqp_handler(driver, model, RabbitMessage))
-        # declared for the AsyncAPI document; the driver publishes these itself
-        broker.publisher(routing_key="{reply_to}", title=f"{name}:replies", schema=result_schema(scorer),
-                         description=f"Replies of pipeline {name} ({scorer.result_format}), to the default exchange "
-                                     "with the request's reply_to as routing key and its correlation_id; "
-                                     "header lgw-status is scored or rejected (then a JSON body with the "
-                                     "error, reason and field); provenance in lgw-* headers.")
-        broker.publisher(routing_key=driver.dlq_routing_key, exchange=driver.dlx, title=f"{name}:dead-letters",
-                         schema=bytes,
-                         description=f"Requests of pipeline {name} that failed decoding or validation or made "
-                                     "the pipeline raise, and requests without reply_to: the original bytes and "
-                                     "headers; lgw-error (decode|validation|crash|no_reply_to), "
-                                     "lgw-reason, lgw-field, lgw-field-offset, lgw-field-raw (at most 64 bytes; "
-                                     "lgw-field-raw-length when cut), lgw-source, "
-                                     "lgw-contract, lgw-contract-version (lgw-error no_reply_to for a "
-                                     "request without reply_to). Bound to queue "
-                                     f"{src.queue}.dlq.")
-
-    async def start() -> None:
-        await broker.connect()
-        for d in rt.amqp_drivers.values():
-            await d.declare()
-
-    return broker, start
-
-
 async def _raw_body(msg: Any) -> bytes:
     return bytes(msg.body)
 
 
-def _amqp_handler(driver: Any, model: Any, message_type: Any) -> Any:
+def _amqp_handler(wired: _Wired, model: Any, message_type: Any) -> Any:
+    source, driver = wired.source, wired.driver
+
     async def handle(body: Any, message: Any = _MESSAGE) -> None:
-        await driver.handle(message)
+        await driver.handle(source.batch(message))
 
     handle.__annotations__ = {"body": model, "message": message_type, "return": None}
     handle.__name__ = f"score_{driver.name}"

@@ -24,15 +24,37 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from adapters.files.writers import FixedWriter
+from adapters.headers import (  # the header names, also for the scorer's callers
+    H_CONTRACT,
+    H_CONTRACT_VERSION,
+    H_ERROR,
+    H_FIELD,
+    H_ID,
+    H_MODEL,
+    H_MODEL_VERSION,
+    H_OFFSET,
+    H_RAW,
+    H_RAW_LENGTH,
+    H_REASON,
+    H_RULE,
+    H_SCORED_BY,
+    H_SOURCE,
+    contract_headers,
+    dead_letter_headers,
+)
 from gateway.isolation import NOT_THE_RECORDS, crash_reason, isolating, pii_names
 from gateway.pipeline import Pipeline
 from schemas.arrow_buffers import value_buffers
 from schemas.errors import ConfigError
 from schemas.jsonl import member_parts
 from schemas.messages import MessageCodec, MessageReject, PayloadFormat, by_message
-from schemas.stream import PII_WITHHELD
+from schemas.stream import Reject
 
 log = logging.getLogger("lgw.realtime")
+
+__all__ = ["H_CONTRACT", "H_CONTRACT_VERSION", "H_ERROR", "H_FIELD", "H_ID", "H_MODEL", "H_MODEL_VERSION", "H_OFFSET",
+           "H_RAW", "H_RAW_LENGTH", "H_REASON", "H_RULE", "H_SCORED_BY", "H_SOURCE", "NOT_THE_MESSAGES", "DeadLetter",
+           "MicroBatchScorer", "Outcome", "RealtimeStats", "Result", "ResultFormat"]
 
 ResultFormat = Literal["json", "fixed"]
 Headers = list[tuple[str, bytes]]
@@ -40,22 +62,6 @@ Headers = list[tuple[str, bytes]]
 # the provenance columns that differ between records (name and contract do not)
 _VARYING = ("scored_by", "model_version", "rule_id", "reason")
 
-# headers every result carries: who scored it and against which contract
-H_ID = "lgw-id"
-H_SCORED_BY = "lgw-scored-by"
-H_MODEL = "lgw-model"
-H_MODEL_VERSION = "lgw-model-version"
-H_RULE = "lgw-rule-id"
-H_CONTRACT = "lgw-contract"
-H_CONTRACT_VERSION = "lgw-contract-version"
-# headers of a dead letter: what was wrong, where, and where the message came from
-H_ERROR = "lgw-error"
-H_FIELD = "lgw-field"
-H_REASON = "lgw-reason"
-H_OFFSET = "lgw-field-offset"
-H_RAW = "lgw-field-raw"  # hex of at most RAW_QUOTE_BYTES, as in file rejects
-H_RAW_LENGTH = "lgw-field-raw-length"  # only when lgw-field-raw was cut: the field's full byte count
-H_SOURCE = "lgw-source"
 
 # not the message's fault: the batch is retried (the transport rewinds or requeues it)
 NOT_THE_MESSAGES = (*NOT_THE_RECORDS, OSError, TimeoutError)
@@ -73,6 +79,8 @@ class DeadLetter:
     index: int  # the input message (its original bytes go to the dead-letter topic)
     reasons: list[MessageReject]
     headers: Headers
+    # the same reasons in the one reject shape every reject sink takes (record = index + 1)
+    rejects: list[Reject] = field(default_factory=list)
 
 
 @dataclass
@@ -81,6 +89,14 @@ class Outcome:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     paused: bool = False  # policy pause (or kill switch): nothing scored, redeliver later
     scored_by: Counter[str] = field(default_factory=Counter)  # of the results
+    # the scored records (input fields, outputs, provenance) and the message index of each,
+    # in the order of `results`: what a table sink writes, decoded once
+    table: pa.Table | None = None
+    rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    @property
+    def rejects(self) -> list[Reject]:
+        return [r for d in self.dead_letters for r in d.rejects]
 
     @property
     def handled(self) -> int:
@@ -114,6 +130,24 @@ def _compact_objects(raw: pa.Array) -> bool:
                 and (data[ends - 1] == ord("}")).all())
 
 
+def _merged(pieces: Sequence[Outcome]) -> Outcome:
+    """The pieces a poison search split a micro-batch into, as one outcome in message order."""
+    outcome = Outcome()
+    tables: list[pa.Table] = []
+    rows: list[np.ndarray] = []
+    for p in pieces:
+        outcome.results += p.results
+        outcome.dead_letters += p.dead_letters
+        outcome.scored_by.update(p.scored_by)
+        if p.table is not None and p.table.num_rows:
+            tables.append(p.table)
+            rows.append(p.rows)
+    if tables:
+        outcome.table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
+        outcome.rows = np.concatenate(rows)
+    return outcome
+
+
 def _is_crash(outcome: Outcome) -> bool:
     return any(r.kind == "crash" for d in outcome.dead_letters for r in d.reasons)
 
@@ -137,8 +171,7 @@ class MicroBatchScorer:
         contract = pipeline.contract
         self._input_columns = list(self.codec.schema.names)
         self._pii = pii_names(pipeline.contract)
-        self._contract_headers: Headers = [(H_CONTRACT, contract.name.encode()),
-                                           (H_CONTRACT_VERSION, str(contract.version).encode())]
+        self._contract_headers: Headers = contract_headers(contract.name, contract.version)
         self.stats = RealtimeStats()
 
     async def process(self, payloads: Sequence[bytes], ids: Sequence[str]) -> Outcome:
@@ -151,11 +184,7 @@ class MicroBatchScorer:
         if any(p.paused for p in pieces):
             self.stats.paused_batches += 1
             return Outcome(paused=True)
-        outcome = Outcome()
-        for p in pieces:
-            outcome.results += p.results
-            outcome.dead_letters += p.dead_letters
-            outcome.scored_by.update(p.scored_by)
+        outcome = pieces[0] if len(pieces) == 1 else _merged(pieces)
         self.stats.messages += len(payloads)
         self.stats.results += len(outcome.results)
         self.stats.dead_letters += len(outcome.dead_letters)
@@ -179,7 +208,8 @@ class MicroBatchScorer:
         texts = ([decoded.record_json[i] for i in scored.rows.tolist()]
                  if decoded.record_json is not None else None)
         return Outcome(results=self._results(scored.table, index, payloads, ids, texts),
-                       dead_letters=self._dead_letters(rejects, ids), scored_by=Counter(scored.counts()))
+                       dead_letters=self._dead_letters(rejects, ids), scored_by=Counter(scored.counts()),
+                       table=scored.table, rows=np.asarray(index, dtype=np.int64))
 
     def _crashed(self, i: int, payloads: Sequence[bytes], ids: Sequence[str], exc: Exception) -> Outcome:
         try:
@@ -299,26 +329,11 @@ class MicroBatchScorer:
         out: list[DeadLetter] = []
         for i in sorted(grouped):
             reasons = grouped[i]
-            first = reasons[0]
-            reason = "; ".join(f"{r.field}: {self._shown(r)}" if r.field else r.reason for r in reasons)
-            headers: Headers = [(H_ERROR, first.kind.encode()), (H_REASON, reason[:2000].encode()),
-                                (H_SOURCE, ids[i].encode())]
-            if first.field:
-                headers.append((H_FIELD, first.field.encode()))
-            if first.field_offset is not None:
-                headers.append((H_OFFSET, str(first.field_offset).encode()))
-                if first.field not in self._pii:
-                    quoted = first.quoted_raw()  # a 16 MB field must not make a 32 MB header
-                    headers.append((H_RAW, quoted["raw"].encode()))
-                    if quoted.get("raw_truncated"):
-                        headers.append((H_RAW_LENGTH, str(quoted["raw_length"]).encode()))
-            out.append(DeadLetter(i, reasons, headers + self._contract_headers))
+            shaped = [self._reject(r) for r in reasons]
+            out.append(DeadLetter(i, reasons, dead_letter_headers(shaped, ids[i]) + self._contract_headers, shaped))
         return out
 
-    def _shown(self, r: MessageReject) -> str:
-        """A reason without the offending value when the field is pii (the contract says its
-        values are never written in clear outside the gateway; the message itself still
-        goes to the dead-letter topic, which is as sensitive as the input)."""
-        if r.field in self._pii and not r.reason.endswith(PII_WITHHELD):  # validation withholds it already
-            return r.reason.split(": ", 1)[0] + f" {PII_WITHHELD}"
-        return r.reason
+    def _reject(self, r: MessageReject) -> Reject:
+        """A message's reason as the one reject shape (its record number counts from 1)."""
+        return Reject(r.index + 1, 0, r.reason, r.field, r.field_offset, r.length, r.raw, r.raw_length,
+                      pii=r.field is not None and r.field in self._pii, kind=r.kind)

@@ -1,0 +1,163 @@
+"""Records on Kafka topics, a micro-batch at a time (`adapters.base.Source`).
+
+A batch's ack commits the offsets after its last record of each partition (never the
+consumer's position, which may already be past the next batch); its nack seeks every
+partition of the batch back to its first record, so the same records come again. Offsets
+are committed only by these acks: auto-commit is off. A commit refused because the group
+rebalanced is not a failure of the batch: the partition's new owner reads it again.
+
+In `lgw serve` a FastStream batch subscriber owns the consumer and hands each fetch to
+`batch`; on its own (`connect`, `read_batch`) the source runs a consumer of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, TypeAlias, overload
+
+import pyarrow as pa
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError
+
+from adapters.base import InMessage, Messages, SourceBatch
+from adapters.kafka.config import KafkaConfig, KafkaSourceConfig
+
+log = logging.getLogger("lgw.kafka")
+
+Record: TypeAlias = ConsumerRecord[Any, Any]
+_NO_TABLE = pa.table({})  # a real-time batch is decoded by the driver, per micro-batch
+
+
+def record_id(record: Record) -> str:
+    """Stable across redeliveries: where the input sits in its topic."""
+    return f"{record.topic}-{record.partition}-{record.offset}"
+
+
+def next_offsets(records: Sequence[Record]) -> dict[TopicPartition, int]:
+    """Per partition, the offset after the batch's last record: what a commit stores."""
+    last: dict[tuple[str, int], int] = {}
+    for r in records:  # a partition's records arrive in offset order
+        last[r.topic, r.partition] = max(r.offset, last.get((r.topic, r.partition), -1))
+    return {TopicPartition(topic, part): offset + 1 for (topic, part), offset in last.items()}
+
+
+def rewind(consumer: AIOKafkaConsumer, records: Sequence[Record]) -> None:
+    """Seek every partition of the batch back to its first record: the batch is fetched again."""
+    first: dict[TopicPartition, int] = {}
+    for r in records:
+        tp = TopicPartition(r.topic, r.partition)
+        if tp not in first or r.offset < first[tp]:
+            first[tp] = r.offset
+    for tp, offset in first.items():
+        if tp in consumer.assignment():
+            consumer.seek(tp, offset)
+
+
+def pause_all(consumer: AIOKafkaConsumer) -> set[TopicPartition]:
+    assigned = set(consumer.assignment())
+    consumer.pause(*assigned)
+    return assigned
+
+
+def resume_all(consumer: AIOKafkaConsumer) -> None:
+    paused = consumer.paused()
+    if paused:
+        consumer.resume(*paused)
+
+
+class KafkaMessages(Messages):
+    """The fetched records as `InMessage`s, made one at a time when asked for."""
+
+    def __init__(self, records: Sequence[Record]) -> None:
+        self.records = records
+        self.values = [r.value or b"" for r in records]
+        self.ids = [record_id(r) for r in records]
+        self.keys = [r.key for r in records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @overload
+    def __getitem__(self, i: int) -> InMessage: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[InMessage]: ...
+
+    def __getitem__(self, i: int | slice) -> InMessage | Sequence[InMessage]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        r = self.records[i]
+        return InMessage(self.values[i], self.ids[i], r.key, list(r.headers or ()))
+
+
+class KafkaSource:
+    """A consumer group's micro-batches of `config.topics`."""
+
+    def __init__(self, config: KafkaSourceConfig, cluster: KafkaConfig) -> None:
+        self.config = config
+        self.cluster = cluster
+        self.consumer: AIOKafkaConsumer | None = None
+        self._own = False
+
+    # ---- Source protocol: a consumer of its own
+    async def connect(self) -> None:
+        if self.consumer is not None:
+            return
+        c = self.cluster
+        self.consumer = AIOKafkaConsumer(
+            *self.config.topics, bootstrap_servers=c.bootstrap_servers, client_id=c.client_id,
+            group_id=self.config.group_id, enable_auto_commit=False, auto_offset_reset=c.auto_offset_reset,
+            fetch_max_wait_ms=c.fetch_max_wait_ms, session_timeout_ms=c.session_timeout_ms,
+            heartbeat_interval_ms=c.heartbeat_interval_ms, max_poll_records=self.config.batch_size)
+        self._own = True
+        await self.consumer.start()
+
+    async def read_batch(self) -> SourceBatch | None:
+        """The next micro-batch, or None when nothing came within `max_wait_ms`."""
+        if self.consumer is None:
+            raise RuntimeError("KafkaSource.connect() has not run")
+        fetched = await self.consumer.getmany(timeout_ms=self.config.max_wait_ms, max_records=self.config.batch_size)
+        records = tuple(r for part in fetched.values() for r in part)
+        return self.batch(records) if records else None
+
+    async def close(self) -> None:
+        if self.consumer is not None and self._own:
+            consumer, self.consumer = self.consumer, None
+            await consumer.stop()
+
+    # ---- a fetch made by someone else's consumer (FastStream's subscriber)
+    def batch(self, records: Sequence[Record], consumer: AIOKafkaConsumer | None = None) -> SourceBatch:
+        """The records fetched by `consumer` (default: this source's own) as a batch whose
+        ack commits them and whose nack fetches them again."""
+        if consumer is not None:
+            self.consumer = consumer
+        owner = self.consumer
+        if owner is None:
+            raise RuntimeError("KafkaSource.batch: no consumer")
+        offsets = next_offsets(records)
+
+        async def ack() -> None:
+            try:
+                await owner.commit(offsets)
+            except CommitFailedError as exc:  # the group rebalanced: the new owner gets them again
+                log.warning("commit failed (%s); %d records may be delivered again", exc, len(records))
+
+        async def nack(_reason: str) -> None:
+            rewind(owner, records)
+
+        position = {f"{tp.topic}-{tp.partition}": offset for tp, offset in offsets.items()}
+        return SourceBatch(_NO_TABLE, position=position, ack=ack, nack=nack, messages=KafkaMessages(records))
+
+    def pause(self) -> int:
+        """Stop fetching (policy pause): how many partitions were paused."""
+        return len(pause_all(self.consumer)) if self.consumer is not None else 0
+
+    def resume(self) -> None:
+        if self.consumer is not None:
+            resume_all(self.consumer)
+
+
+def build_source(config: KafkaSourceConfig, context: Any) -> KafkaSource:
+    """The `kafka` source of the registry."""
+    return KafkaSource(config, context.kafka)

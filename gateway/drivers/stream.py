@@ -1,0 +1,260 @@
+"""The streaming driver: one for every real-time source (Kafka, AMQP) and every sink.
+
+A transport hands it a micro-batch (`SourceBatch` with `messages`, an ack and a nack);
+the driver scores it (`MicroBatchScorer`: decode, validate, score, render, poison
+isolation), gives the results to the `Sink` (prepare, write) and the dead letters to the
+`RejectSink`, and acks the batch only once both writes are durable. Anything that goes
+wrong before that (a write the sink or broker refused, a failed ack, scoring that raised
+what is not the messages' fault) nacks the batch, so it is delivered again, after a
+backoff; it is never acked. Results carry a stable id (lgw-id) for consumers to drop
+the duplicates a redelivery makes, and a table sink upserts by key.
+
+One write in flight: the write of batch N is awaited while batch N+1 is scored, so its
+round trip does not stall the pipeline; N+1's write starts once N's is durable, and N is
+acked after that (a Kafka commit is no message's wait). If N's write failed, N+1's has
+not started: both are nacked (newest first, so the oldest position is where fetching
+resumes) and both come again. A batch left in flight when no more arrive is acked by a
+short idle task; while the app shuts down (`flush`) every batch is acked before its
+handler returns.
+
+Policy pause (the model is away and the pipeline waits for it; the kill switch's
+pause): the batch is nacked, the source stops fetching (Kafka pauses its partitions;
+AMQP holds the request until the pause ends, and prefetch stops the rest) and resumes
+when the model's breaker would let a call through; the next batch is then the probe.
+
+Scoring runs outside the driver's lock, so sources that deliver concurrently (AMQP, up
+to its prefetch) score concurrently; writes and acks are ordered under the lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from adapters.base import RejectSink, ScoredBatch, Sink, SourceBatch, message_columns
+from gateway.realtime.core import MicroBatchScorer, Outcome
+
+log = logging.getLogger("lgw.drivers.stream")
+
+MAX_BACKOFF_S = 10.0
+IDLE_ACK_S = 0.05  # a batch in flight with nothing after it is acked this soon
+
+
+class Flow(Protocol):
+    """A source that can stop and resume delivering (policy pause)."""
+
+    def pause(self) -> int: ...
+
+    def resume(self) -> None: ...
+
+
+@dataclass
+class InFlight:
+    """A batch whose writes were started but are not yet known to be durable."""
+
+    batch: SourceBatch
+    written: asyncio.Future[Any]
+
+
+class StreamDriver:
+    def __init__(self, name: str, scorer: MicroBatchScorer, sink: Sink, rejects: RejectSink,
+                 flow: Flow | None = None) -> None:
+        self.name = name
+        self.scorer = scorer
+        self.sink = sink
+        self.rejects = rejects
+        self.flow = flow
+        self._backoff_s = 0.0
+        self._lock = asyncio.Lock()  # writes and acks: the handlers, the idle ack, the shutdown flush
+        self._in_flight: InFlight | None = None
+        self._idle_task: asyncio.Task[None] | None = None
+        self._resume_task: asyncio.Task[None] | None = None
+        self._pending: list[tuple[list[SourceBatch], str, float]] = []  # to nack once the lock is released
+        self._closed = asyncio.Event()
+        self.closing = False
+        self.committed_batches = 0
+        self.committed_records = 0
+        self.redelivered_batches = 0
+
+    async def open(self) -> None:
+        await self.sink.open()
+        await self.rejects.open()
+
+    async def handle(self, batch: SourceBatch) -> None:
+        """Scores one micro-batch and writes it; returns with its write in flight (or, while
+        closing, acked)."""
+        messages = batch.messages
+        if not messages:
+            return
+        if self._idle_task is not None:
+            self._idle_task.cancel()  # still waiting: this batch settles the one in flight
+            self._idle_task = None
+        values, ids, _ = message_columns(messages)
+        outcome: Outcome | None = None
+        try:
+            outcome = await self.scorer.process(values, ids)
+        except Exception:
+            log.exception("%s: scoring a batch of %d failed; it will be delivered again", self.name, len(values))
+        async with self._lock:
+            await self._after_scoring(batch, outcome)
+        await self._redeliver()  # before returning: a Kafka handler that returned would fetch past them
+        if self._in_flight is not None and not self.closing:
+            if self._idle_task is not None:
+                self._idle_task.cancel()
+            self._idle_task = asyncio.get_running_loop().create_task(self._idle_ack(self._in_flight))
+
+    async def _after_scoring(self, batch: SourceBatch, outcome: Outcome | None) -> None:
+        if outcome is None:
+            if await self._settle(later=[batch]):
+                self._retry_later([batch], "scoring failed")
+            return
+        if outcome.paused:
+            if await self._settle(later=[batch]):
+                self._pause()  # first: an AMQP nack waits for the pause to end
+                self._pending.append(([batch], "policy pause", 0.0))
+            return
+        try:
+            prepared = self.sink.prepare(self._scored(batch, outcome)) if outcome.results else None
+        except Exception:
+            log.exception("%s: the sink could not take a batch of %d; it will be delivered again", self.name,
+                          len(outcome.results))
+            if await self._settle(later=[batch]):
+                self._retry_later([batch], "the sink refused the batch")
+            return
+        before, self._in_flight = self._in_flight, None
+        if before is not None and not await self._written(before, later=[batch]):
+            return  # the batch before failed: both were nacked and come again
+        written = self._write(batch, prepared, outcome)
+        self._in_flight = InFlight(batch, written)
+        await asyncio.sleep(0)  # let the sink put the batch on the wire before the next one is scored
+        # The batch before is acked only now, with this one on its way: the ack's round
+        # trip is no message's wait. Should it fail, both batches come again, and this
+        # one's results (already sent) are delivered twice, with the same ids.
+        if before is not None and not await self._ack(before, later=[batch]):
+            self._in_flight = None  # nacked: its write no longer matters
+            written.add_done_callback(lambda f: f.cancelled() or f.exception())
+            return
+        if self.closing:
+            await self._settle()
+
+    @staticmethod
+    def _scored(batch: SourceBatch, outcome: Outcome) -> ScoredBatch:
+        assert outcome.table is not None
+        return ScoredBatch(outcome.table, outcome.rows, batch, [(r.value, r.headers) for r in outcome.results])
+
+    def _write(self, batch: SourceBatch, prepared: Any, outcome: Outcome) -> asyncio.Future[Any]:
+        """Starts the sink's and the reject sink's writes; done when both are durable."""
+        writes: list[Any] = []
+        if prepared is not None:
+            writes.append(self.sink.write([prepared]))
+        if outcome.dead_letters:
+            writes.append(self.rejects.write(outcome.rejects, batch))
+        return asyncio.ensure_future(asyncio.gather(*writes))  # gather starts each write now
+
+    async def _settle(self, later: Sequence[SourceBatch] = ()) -> bool:
+        """Waits for the batch in flight and acks it. False when it failed: it and `later`
+        (scored after it, not written) are nacked, so both come again."""
+        batch, self._in_flight = self._in_flight, None
+        if batch is None:
+            return True
+        return await self._written(batch, later) and await self._ack(batch, later)
+
+    async def _written(self, batch: InFlight, later: Sequence[SourceBatch]) -> bool:
+        try:
+            await batch.written
+        except Exception as exc:
+            log.warning("%s: a write failed (%s: %s); the batch will be delivered again", self.name,
+                        type(exc).__name__, exc)
+            self._retry_later([batch.batch, *later], "write failed")
+            return False
+        return True
+
+    async def _ack(self, batch: InFlight, later: Sequence[SourceBatch]) -> bool:
+        try:
+            await batch.batch.ack()
+        except Exception as exc:
+            log.warning("%s: ack failed (%s: %s); the batch will be delivered again", self.name,
+                        type(exc).__name__, exc)
+            self._retry_later([batch.batch, *later], "ack failed")
+            return False
+        self.committed_batches += 1
+        self.committed_records += batch.batch.records_in
+        self._backoff_s = 0.0
+        return True
+
+    async def _idle_ack(self, batch: InFlight) -> None:
+        await asyncio.sleep(IDLE_ACK_S)
+        self._idle_task = None  # no longer cancelled by a new batch: an ack is not cut short
+        async with self._lock:
+            if self._in_flight is batch:
+                await self._settle()
+        await self._redeliver()
+
+    async def flush(self) -> None:
+        """Shutdown: ack what is in flight; later batches are acked before their handler returns."""
+        self.closing = True
+        self._closed.set()  # backoffs end now: what failed goes back to its source at once
+        async with self._lock:
+            await self._settle()
+        await self._redeliver()
+
+    async def _nack(self, batches: Sequence[SourceBatch], reason: str) -> None:
+        for b in reversed(batches):  # newest first: the oldest position is where delivery resumes
+            try:
+                await b.nack(reason)
+            except Exception as exc:  # the connection is gone: the broker redelivers what was not acked
+                log.warning("%s: nack failed (%s: %s)", self.name, type(exc).__name__, exc)
+
+    def _retry_later(self, batches: Sequence[SourceBatch], reason: str) -> None:
+        """The batches go back to their source after a backoff. Not under the lock: the
+        deliveries of a concurrent source (AMQP) would wait for each other's backoffs."""
+        self.redelivered_batches += 1
+        self._backoff_s = min(MAX_BACKOFF_S, max(0.2, self._backoff_s * 2))
+        self._pending.append((list(batches), reason, self._backoff_s))
+
+    async def _redeliver(self) -> None:
+        """Nacks what `_retry_later` left, each after its backoff (cut short by shutdown).
+        The backoff comes first: a requeued AMQP request would come straight back."""
+        pending, self._pending = self._pending, []
+        if pending:
+            await asyncio.gather(*(self._redeliver_one(*p) for p in pending))
+
+    async def _redeliver_one(self, batches: list[SourceBatch], reason: str, delay_s: float) -> None:
+        if delay_s > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), delay_s)
+        await self._nack(batches, reason)
+
+    # ------------------------------------------------------------------ policy pause
+    def _pause(self) -> None:
+        """Stop taking input while the model is away; resume when its breaker would let a
+        call through (the next batch is then the half-open probe)."""
+        if self.flow is None or (self._resume_task is not None and not self._resume_task.done()):
+            return
+        paused = self.flow.pause()
+        log.warning("%s: model unavailable, policy pause (%d paused)", self.name, paused)
+        self._resume_task = asyncio.get_running_loop().create_task(self._resume_when_ready())
+
+    async def _resume_when_ready(self) -> None:
+        assert self.flow is not None
+        started = time.monotonic()
+        await asyncio.sleep(self.scorer.retry_after_s())
+        self.flow.resume()
+        log.info("%s: resumed after %.1f s", self.name, time.monotonic() - started)
+
+    async def close(self) -> None:
+        for task in (self._resume_task, self._idle_task):
+            if task is not None:
+                task.cancel()
+        if self.flow is not None:
+            self.flow.resume()  # a request held by the pause goes back to its queue
+        for part in (self.sink, self.rejects):
+            try:
+                await part.close()
+            except Exception as exc:
+                log.warning("%s: closing %r failed (%s)", self.name, part, exc)
