@@ -30,7 +30,7 @@ from adapters.registry import BuildContext
 from gateway.assembly import build_pipeline
 from gateway.config import GatewayConfig, OdbcSourceConfig
 from gateway.contract_scoring import load_scoring_contract
-from gateway.drivers.batch import BatchLoop, Delivery, close_all
+from gateway.drivers.batch import BatchLoop, Delivery, close_all, written_to
 from gateway.pipeline import fixed_columns
 from gateway.state import StateStore
 from gateway.watermarks import WatermarkStore
@@ -65,7 +65,7 @@ def _location(part: dict[str, Any], target: Sink | RejectSink) -> str | None:
     """A file's path, or the sink's type and target (`odbc:TABLE`, `kafka:TOPIC`)."""
     if isinstance(target, OutboxSink | RejectsFile):
         return str(target.final)
-    return f"{part.get('format', '?')}:{part.get('target', '?')}"
+    return written_to(part)
 
 
 async def run_table_pipeline(name: str, cfg: GatewayConfig, state: StateStore, *,

@@ -13,6 +13,7 @@ from adapters.registry import BuildContext
 from gateway.assembly import build_pipeline
 from gateway.config import DropFolderConfig, FileSinkConfig, GatewayConfig, PipelineConfig
 from gateway.contract_scoring import load_scoring_contract
+from gateway.drivers.batch import written_to
 from gateway.pipeline import Pipeline, fixed_columns
 from gateway.runs import RunStore
 from gateway.state import StateStore
@@ -67,7 +68,7 @@ class BatchRuntime:
         if isinstance(out, FileSinkConfig):
             folder = self.folders.outbox if out.folder == self.source.outbox else self.gateway.resolve(out.folder)
             return str(folder / scored["name"])
-        return f"{scored.get('format', out.type)}:{scored.get('target', '?')}"
+        return written_to(scored)
 
     def manifest_path(self, stem: str) -> Path:
         return self.folders.path("outbox", f"{stem}.manifest.json")

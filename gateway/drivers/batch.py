@@ -302,6 +302,13 @@ def adopt_staged(part: Sink | RejectSink, staged: dict[str, Any] | None) -> None
         adopt(staged)
 
 
+def written_to(outputs: dict[str, Any]) -> str:
+    """Where a non-file sink wrote, as a run's summary says it: `TYPE:TARGET` (`kafka:TOPIC`,
+    `odbc:TABLE`, `amqp:EXCHANGE`), from what its `finish()` returned."""
+    target = next((outputs[k] for k in ("target", "topic", "table", "exchange") if outputs.get(k)), "?")
+    return f"{outputs.get('format', '?')}:{target}"
+
+
 async def close_all(parts: Sequence[Sink | RejectSink | Source]) -> None:
     """Closes every part, each even when another fails."""
     for part in parts:
