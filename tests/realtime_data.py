@@ -18,9 +18,8 @@ import pytest
 from adapters.models.onnx import OnnxModel
 from gateway.assembly import build_pipeline
 from gateway.config import GatewayConfig
-from gateway.pipeline import Pipeline
+from gateway.pipeline import Pipeline, fixed_columns
 from gateway.realtime.serve import run_until
-from gateway.score import fixed_columns
 from schemas.contract import Contract, load_contract
 from schemas.examples import card_detail_records, contract_path, model_info
 from schemas.jsonl import lines

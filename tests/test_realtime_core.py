@@ -17,12 +17,11 @@ import pytest
 from gateway.assembly import build_pipeline
 from gateway.config import GatewayConfig, KServeModelConfig, ModelConfig, Policy, embedded_defaults
 from gateway.outputs import outputs_from_contract
-from gateway.pipeline import Pipeline
+from gateway.pipeline import Pipeline, fixed_columns
 from gateway.realtime.core import DeadLetter, MicroBatchScorer, Outcome, Result
 from gateway.resilience.breaker import BreakerConfig, CircuitBreaker
 from gateway.resilience.guarded import GuardedModel
 from gateway.resilience.retry import RetryPolicy
-from gateway.score import fixed_columns
 from gateway.state import KillSwitchWatcher, StateStore
 from schemas.contract import Contract, load_contract, parse_contract
 from schemas.errors import ConfigError, InfrastructureError

@@ -31,14 +31,14 @@ import pytest
 from aio_pika.abc import AbstractConnection
 
 from adapters import registry
-from adapters.base import ScoredBatch
 from adapters.files.config import DropFolderConfig
 from adapters.files.source import file_batch
 from adapters.kafka.config import KafkaConfig, KafkaRejectsConfig, KafkaSinkConfig
 from gateway.assembly import build_pipeline
 from gateway.config import GatewayConfig
+from gateway.drivers.batch import score_rows, scoring_input
+from gateway.pipeline import fixed_columns
 from gateway.realtime.serve import run_until
-from gateway.score import fixed_columns, score_rows, scoring_input
 from gateway.state import StateStore
 from schemas.contract import Contract
 from schemas.examples import contract_path, generate_card_file
@@ -153,8 +153,9 @@ async def test_a_scored_file_chunk_goes_to_a_topic_and_its_rejects_to_a_dead_let
     batch = file_batch(next(iter(contract.decode_file(path))))
     cfg = GatewayConfig.model_validate({"models": {"fraud": onnx_model()}, "base_dir": tmp_path})
     pipeline = build_pipeline("cards", contract, cfg, model_name="fraud")
-    chunk = await score_rows(pipeline, batch, scoring_input(batch))
-    rejects = [*batch.rejects, *chunk.rejects]
+    scored = await score_rows(pipeline, batch, scoring_input(batch))
+    chunk = scored.batch  # the scored records and the source rows they came from
+    rejects = [*batch.rejects, *scored.rejects]
     assert chunk.table.num_rows > 0 and rejects, "the file has good and bad records"
 
     t = Topics.create(kafka_broker, f"batch-{fmt}")
@@ -168,7 +169,7 @@ async def test_a_scored_file_chunk_goes_to_a_topic_and_its_rejects_to_a_dead_let
     await sink.open()
     await dead.open()
     try:
-        await sink.write([sink.prepare(ScoredBatch(chunk.table, chunk.rows, batch))])
+        await sink.write([sink.prepare(chunk)])
         await dead.write(rejects, batch)
     finally:
         await sink.close()

@@ -79,7 +79,7 @@ class _Wired:
 def _wire(name: str, pipe: PipelineConfig, cfg: GatewayConfig, state: StateStore | None,
           extras: dict[str, Any]) -> _Wired:
     """Source, sink and rejects built through the registry, and the driver between them."""
-    from gateway.score import fixed_columns
+    from gateway.pipeline import fixed_columns
 
     src = pipe.source
     assert isinstance(src, KafkaSourceConfig | AmqpSourceConfig)

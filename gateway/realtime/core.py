@@ -165,7 +165,7 @@ class MicroBatchScorer:
                               "payload copybook, found payload json")
         self._fixed: FixedWriter | None = None
         if self.result_format == "fixed":
-            from gateway.score import fixed_columns
+            from gateway.pipeline import fixed_columns
 
             self._fixed = FixedWriter(None, pipeline.contract.spec.page, fixed_columns(pipeline))
         contract = pipeline.contract
