@@ -87,7 +87,7 @@ COMPONENTS: tuple[Component, ...] = (
               "basic.ack per message once its outputs are durable (at least once)",
               "requests on an AMQP 0-9-1 queue (RabbitMQ), request/reply"),
     # ---- sinks
-    Component("file", "sink", BATCH, FileSinkConfig, "adapters.files.outbox:build_sink",
+    Component("file", "sink", BATCH, FileSinkConfig, "adapters.files.sink:build_sink",
               "appended and fsynced per batch to a hidden file, renamed into place when the run is done",
               "one file per run: csv, jsonl, fixed (the record's bytes with the outputs appended), parquet"),
     Component("odbc", "sink", BOTH, OdbcSinkConfig, "adapters.odbc.sink:build_sink",
@@ -100,7 +100,7 @@ COMPONENTS: tuple[Component, ...] = (
               "publisher-confirmed per batch; a redelivered batch is published again (same message id)",
               "an AMQP exchange, or (without `exchange`) the reply to each request"),
     # ---- reject sinks
-    Component("file", "rejects", BATCH, FileRejectsConfig, "adapters.files.outbox:build_rejects",
+    Component("file", "rejects", BATCH, FileRejectsConfig, "adapters.files.sink:build_rejects",
               "appended and fsynced per batch, published with the run (kept when it fails)",
               "one JSON Lines file per run: record number, field, offsets, raw bytes, reason"),
     Component("odbc", "rejects", BOTH, OdbcRejectsConfig, "adapters.odbc.rejects:build_rejects",

@@ -38,7 +38,7 @@ import pyarrow.csv as pacsv
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adapters.files.outbox import StreamRejects
+from adapters.files.sink import StreamRejects
 from adapters.odbc import Dialect, OdbcConnection, OdbcSink, OdbcSource
 from adapters.odbc.sink import column_type
 from adapters.odbc.source import contract_columns

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from adapters.base import RejectSink, ScoredBatch, SourceBatch
-from adapters.files.outbox import OutboxSink, RejectsFile, StreamRejects
+from adapters.files.sink import OutboxSink, RejectsFile, StreamRejects
 from adapters.files.source import FileSource
 from gateway.assembly import build_pipeline
 from gateway.config import GatewayConfig, Policy

@@ -24,7 +24,7 @@ from typing import Any
 
 from adapters import registry
 from adapters.base import RejectSink, Sink, SourceBatch
-from adapters.files.outbox import OutboxSink, RejectsFile
+from adapters.files.sink import OutboxSink, RejectsFile
 from adapters.odbc.source import OdbcSource
 from adapters.registry import BuildContext
 from gateway.assembly import build_pipeline

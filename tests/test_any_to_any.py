@@ -18,7 +18,7 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from adapters.files.outbox import encode_records
+from adapters.files.sink import encode_records
 from adapters.odbc import OdbcSink
 from gateway import table_job
 from gateway.cli import main

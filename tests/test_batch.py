@@ -310,7 +310,7 @@ def test_a_crash_anywhere_in_a_chunk_resumes_byte_identically(tmp_path: Path, mo
             return original(*args, **kw)
         return wrapper
 
-    from adapters.files.outbox import RejectsFile
+    from adapters.files.sink import RejectsFile
 
     target = (RunStore, "save_checkpoint") if where == "before_checkpoint" else (RejectsFile, "write")
     original = getattr(*target)

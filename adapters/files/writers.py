@@ -1,6 +1,6 @@
 """The encodings record files need besides what pyarrow does: CSV's flat columns and
 fixed-width records. The formats themselves are listed in `adapters.files.formats`;
-files are rendered chunk by chunk by `adapters.files.outbox.Renderer`, the one place
+files are rendered chunk by chunk by `adapters.files.sink.Renderer`, the one place
 that picks an encoder by format.
 
 Fixed-width output is the input record's own bytes followed by the scored fields encoded

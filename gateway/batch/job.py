@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from adapters.base import RejectSink, Sink
 from adapters.files.dropfolder import UnsafePath, atomic_write, content_hash
-from adapters.files.outbox import RejectsFile
+from adapters.files.sink import RejectsFile
 from adapters.files.source import FileSource
 from gateway.batch.manifest import build_manifest, jsonable, stats_from, stats_json, summarize
 from gateway.batch.progress import NoProgress, ProgressView
