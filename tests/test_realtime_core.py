@@ -130,6 +130,17 @@ async def test_json_results_carry_id_outputs_provenance_and_input(model_pipeline
                                     "lgw-model-version": version, **CONTRACT_HEADERS}
 
 
+
+async def test_for_a_table_sink_the_scorer_renders_no_payloads_and_keeps_the_scored_rows(
+        model_pipeline: Pipeline, json_records: list[bytes]) -> None:
+    payloads = json_records[:30]
+    rendered = await MicroBatchScorer(model_pipeline, "json").process(payloads, _ids(30))
+    bare = await MicroBatchScorer(model_pipeline, "json", render=False).process(payloads, _ids(30))
+    assert [r.index for r in bare.results] == [r.index for r in rendered.results] == list(range(30))
+    assert all(r.value == b"" and r.headers == [] for r in bare.results)
+    assert bare.table is not None and rendered.table is not None
+    assert bare.table.equals(rendered.table) and list(bare.rows) == list(rendered.rows)
+
 async def test_json_result_keeps_coerced_and_spaced_messages_valid(model_pipeline: Pipeline,
                                                                    json_records: list[bytes]) -> None:
     """Whitespace around the object, a pretty-printed one, a number sent as a string."""

@@ -66,6 +66,8 @@ class _Exchange:
 class AmqpExchangeSink(_Exchange):
     """Scored records published to an exchange (implements `adapters.base.Sink`)."""
 
+    publishes_messages = True  # takes the payloads a real-time scorer rendered (`ScoredBatch.rendered`)
+
     def __init__(self, exchange: str, routing_key: str, renderer: MessageRenderer, publisher: AmqpPublisher) -> None:
         super().__init__(renderer, publisher)
         self.exchange = exchange
@@ -90,6 +92,8 @@ class AmqpExchangeSink(_Exchange):
 class AmqpReplySink(_Exchange):
     """Each result as the reply to its request (implements `adapters.base.Sink`); only an
     AMQP source has requesters."""
+
+    publishes_messages = True  # takes the payloads a real-time scorer rendered (`ScoredBatch.rendered`)
 
     def __init__(self, renderer: MessageRenderer, publisher: AmqpPublisher, dead_letter_exchange: str,
                  dead_letter_routing_key: str) -> None:

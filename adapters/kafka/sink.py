@@ -63,6 +63,8 @@ class _Topic:
 class KafkaTopicSink(_Topic):
     """Scored records published to a topic (implements `adapters.base.Sink`)."""
 
+    publishes_messages = True  # takes the payloads a real-time scorer rendered (`ScoredBatch.rendered`)
+
     def prepare(self, batch: ScoredBatch) -> list[OutRecord]:
         messages = batch.source.messages
         if batch.rendered is not None and messages is not None and self.renderer.key is None:

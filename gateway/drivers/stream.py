@@ -142,10 +142,10 @@ class StreamDriver:
         if self.closing:
             await self._settle()
 
-    @staticmethod
-    def _scored(batch: SourceBatch, outcome: Outcome) -> ScoredBatch:
+    def _scored(self, batch: SourceBatch, outcome: Outcome) -> ScoredBatch:
         assert outcome.table is not None
-        return ScoredBatch(outcome.table, outcome.rows, batch, [(r.value, r.headers) for r in outcome.results])
+        rendered = [(r.value, r.headers) for r in outcome.results] if self.scorer.render else None
+        return ScoredBatch(outcome.table, outcome.rows, batch, rendered)
 
     def _write(self, batch: SourceBatch, prepared: Any, outcome: Outcome) -> asyncio.Future[Any]:
         """Starts the sink's and the reject sink's writes; done when both are durable."""

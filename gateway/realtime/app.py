@@ -87,14 +87,16 @@ def _wire(name: str, pipe: PipelineConfig, cfg: GatewayConfig, state: StateStore
     pipeline = build_pipeline(name, contract, cfg, model_name=pipe.model, policy=pipe.policy, shadow=pipe.shadow,
                               state=state)
     output, rejects_to = pipe.output, pipe.rejects_to
-    # the scorer renders what a message sink publishes, in that sink's format
-    scorer = MicroBatchScorer(pipeline, src.payload, default_format(getattr(output, "format", None), src))
     context = registry.BuildContext(pipeline=name, contract=contract, base_dir=cfg.base_dir, source=src,
                                     batch_size=pipe.batch_size, kafka=cfg.kafka, amqp=cfg.amqp, state=state,
                                     extras={**extras, "fixed_columns": fixed_columns(pipeline)})
     source = registry.component("source", src.type).build(src, context)
     sink = registry.component("sink", output.type).build(output, context)
     rejects = registry.component("rejects", rejects_to.type).build(rejects_to, context)
+    # the scorer renders what a message sink publishes, in that sink's format; for a sink
+    # that takes the scored table (a database) it renders nothing
+    scorer = MicroBatchScorer(pipeline, src.payload, default_format(getattr(output, "format", None), src),
+                              render=getattr(sink, "publishes_messages", False))
     return _Wired(scorer, source, StreamDriver(name, scorer, sink, rejects, flow=source))
 
 

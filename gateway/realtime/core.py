@@ -155,8 +155,12 @@ def _is_crash(outcome: Outcome) -> bool:
 class MicroBatchScorer:
     """Build once per pipeline; `process` one micro-batch at a time."""
 
-    def __init__(self, pipeline: Pipeline, payload: PayloadFormat, result_format: ResultFormat | None = None) -> None:
+    def __init__(self, pipeline: Pipeline, payload: PayloadFormat, result_format: ResultFormat | None = None, *,
+                 render: bool = True) -> None:
         self.pipeline = pipeline
+        # False: the sink takes the scored table (a database), not message payloads, so
+        # none are made (results then carry only their message index)
+        self.render = render
         self.codec = MessageCodec(pipeline.contract, payload)
         self.payload = payload
         self.result_format: ResultFormat = result_format or ("fixed" if payload == "copybook" else "json")
@@ -242,6 +246,8 @@ class MicroBatchScorer:
         if n == 0:
             return []
         rows = index.tolist()
+        if not self.render:
+            return [Result(r, b"", []) for r in rows]
         id_list = [ids[i] for i in rows]
         provenance = list(zip(*(table.column(c).to_pylist() for c in _VARYING), strict=True))
         if self._fixed is not None:
