@@ -20,7 +20,9 @@ of an error decides where the record goes:
         │   │   ├── SuspectBatch      5xx on a batch of several: split, not counted
         │   │   └── ModelOutputError  an answer that is not a usable answer
         │   └── ModelTimeout      no answer within the call's timeout
-        └── BreakerOpen           the breaker refused the call without trying the model
+        ├── BreakerOpen           the breaker refused the call without trying the model
+        └── BrokerUnavailable     a Kafka or AMQP broker cannot be reached or did not
+                                  acknowledge: the batch is not acked and comes again
 
 A score that breaks the contract's bounds (NaN, out of range) in an otherwise sound
 answer is checked per record by the pipeline, not raised."""
@@ -109,8 +111,14 @@ class ModelOutputError(ModelServerError):
     split by the pipeline until it is clear whether one record causes it."""
 
 
+class BrokerUnavailable(InfrastructureError):
+    """A Kafka or AMQP broker could not be reached, or did not acknowledge a write: the
+    batch is not acked (a file run stops and resumes; a stream redelivers it)."""
+
+
 __all__ = [
     "BreakerOpen",
+    "BrokerUnavailable",
     "ConfigError",
     "ContractError",
     "CopybookSyntaxError",
@@ -126,3 +134,4 @@ __all__ = [
     "ModelUnavailable",
     "SuspectBatch",
 ]
+

@@ -127,3 +127,30 @@ async def test_kill_9_while_publishing_a_file_to_kafka_loses_nothing(kafka_broke
     repeated = len(ids) - RECORDS
     assert 0 <= repeated <= kills * 2_000, repeated
     print(f"{kills} kills, {repeated} records published twice")
+
+
+async def test_an_unreachable_broker_stops_the_run_with_one_line_and_it_resumes_later(
+        kafka_broker: TansuBroker, tmp_path: Path, lgw_cmd: list[str]) -> None:
+    results = kafka_broker.create_topic(unique_topic("scored"), partitions=3)
+    dead = kafka_broker.create_topic(unique_topic("rejects"), partitions=3)
+    config = write_config(tmp_path, "127.0.0.1:1", results, dead)  # nothing listens there
+    generate_card_file(tmp_path / "drop" / "inbox" / "CARDTXN.DAT", records=2_000, seed=3)
+    cmd = [*lgw_cmd, "batch", "run", "card_txn", "--config", str(config), "--no-progress"]
+    failed = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 2, failed.stderr
+    [line] = [x for x in failed.stderr.splitlines() if x.startswith("lgw: error:")]
+    assert "pipeline card_txn stopped: BrokerUnavailable: kafka: cannot reach 127.0.0.1:1" in line
+    assert "run the command again to resume" in line and "Traceback" not in failed.stderr
+    # the broker is back (the config names the real one): the run resumes and finishes
+    doc = json.loads(config.read_text())
+    doc["kafka"]["bootstrap_servers"] = kafka_broker.bootstrap
+    config.write_text(json.dumps(doc))
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["status"] == "done" and summary["records_out"] == 2_000
+    reader = await TopicReader(kafka_broker.bootstrap, results).start()
+    try:
+        await collect(reader, 2_000)
+    finally:
+        await reader.stop()

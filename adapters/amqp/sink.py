@@ -17,11 +17,14 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from aiormq.exceptions import AMQPError
+
 from adapters.amqp.config import AmqpConfig, AmqpRejectsConfig, AmqpSinkConfig, AmqpSourceConfig
 from adapters.amqp.publisher import AmqpPublisher, OutMessage, as_amqp
 from adapters.base import InMessage, ScoredBatch, SourceBatch
 from adapters.headers import H_ERROR, H_FIELD, H_REASON, H_SOURCE, by_record
 from adapters.render import MessageRenderer, default_format
+from schemas.errors import BrokerUnavailable
 from schemas.stream import Reject
 
 H_STATUS = "lgw-status"
@@ -38,7 +41,10 @@ class _Exchange:
         self.messages = 0
 
     async def open(self, state: dict[str, Any] | None = None) -> None:
-        await self.publisher.start()
+        try:
+            await self.publisher.start()
+        except (AMQPError, OSError) as exc:
+            raise BrokerUnavailable(f"amqp: cannot connect: {type(exc).__name__}: {exc}") from exc
 
     def state(self) -> dict[str, Any]:
         return {}  # nothing to resume: what was confirmed stays published
@@ -56,7 +62,10 @@ class _Exchange:
         await self.publisher.stop()
 
     async def _send(self, messages: Sequence[OutMessage]) -> None:
-        await self.publisher.publish(messages)
+        try:
+            await self.publisher.publish(messages)
+        except (AMQPError, OSError) as exc:  # the broker's trouble, not the records': retried, never rejected
+            raise BrokerUnavailable(f"amqp: publishing failed: {type(exc).__name__}: {exc}") from exc
         self.messages += len(messages)
 
     def _content_type(self) -> str:

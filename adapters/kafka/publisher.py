@@ -51,6 +51,10 @@ class KafkaPublisher:
                    compression_type=cluster.compression_type)
 
     @property
+    def bootstrap(self) -> str:
+        return str(self._options["bootstrap_servers"])
+
+    @property
     def started(self) -> bool:
         return self._producer is not None
 

@@ -15,10 +15,13 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from aiokafka.errors import KafkaError
+
 from adapters.base import ScoredBatch, SourceBatch, message_columns
 from adapters.kafka.config import KafkaConfig, KafkaRejectsConfig, KafkaSinkConfig
 from adapters.kafka.publisher import KafkaPublisher, OutRecord
 from adapters.render import MessageRenderer, default_format
+from schemas.errors import BrokerUnavailable
 from schemas.stream import Reject
 
 log = logging.getLogger("lgw.kafka")
@@ -37,7 +40,11 @@ class _Topic:
 
     async def open(self, state: dict[str, Any] | None = None) -> None:
         if self._own and not self.publisher.started:
-            await self.publisher.start()
+            try:
+                await self.publisher.start()
+            except (KafkaError, OSError) as exc:
+                raise BrokerUnavailable(f"kafka: cannot reach {self.publisher.bootstrap} for topic {self.topic}: "
+                                        f"{type(exc).__name__}: {exc}") from exc
 
     def state(self) -> dict[str, Any]:
         return {}  # nothing to resume: what was acknowledged stays published
@@ -56,7 +63,10 @@ class _Topic:
             await self.publisher.stop()
 
     async def _send(self, records: Sequence[OutRecord]) -> None:
-        await self.publisher.publish(self.topic, records)
+        try:
+            await self.publisher.publish(self.topic, records)
+        except (KafkaError, OSError) as exc:  # the broker's trouble, not the records': retried, never rejected
+            raise BrokerUnavailable(f"kafka topic {self.topic}: {type(exc).__name__}: {exc}") from exc
         self.records += len(records)
 
 
