@@ -96,6 +96,9 @@ def _rate(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lgw", description="Legacy adapter gateway")
+    parser.add_argument("--log-format", choices=["auto", "text", "json"], default=None,
+                        help="log lines on stderr: auto (rich on a terminal, text otherwise; the default), "
+                             "text, or json (one object per line, no progress bar); overrides $LGW_LOG_FORMAT")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     dec = sub.add_parser("decode", help="decode legacy records to JSON Lines")
@@ -262,7 +265,9 @@ def write_traceback(exc: BaseException, argv: Sequence[str] | None = None) -> Pa
 
 def _dispatch(args: argparse.Namespace) -> int:
     from gateway import commands
+    from gateway.logs import chosen_format
 
+    chosen_format(getattr(args, "log_format", None))  # a bad LGW_LOG_FORMAT fails every command at once
     handlers = {
         "decode": commands.decode, "encode": commands.encode, "contract": commands.contract,
         "examples": commands.examples, "score": commands.score, "killswitch": commands.killswitch,
