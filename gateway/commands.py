@@ -364,6 +364,7 @@ def batch(args: argparse.Namespace) -> int:
     import logging
 
     from gateway.batch import BatchDriver, build_runtime
+    from gateway.logs import log_context
     from schemas.errors import InfrastructureError
 
     cfg, state, runs = _batch_context(args)
@@ -381,19 +382,20 @@ def batch(args: argparse.Namespace) -> int:
         for name in names:
             rt = build_runtime(name, cfg, state, runs)
             driver = BatchDriver(rt, progress=progress, stop=stop)
-            try:
-                if args.batch_command == "run":
-                    results += await driver.run_once()
-                else:
-                    results.append(await driver.replay(args.target))
-            except (InfrastructureError, OSError) as exc:
-                raise ConfigError(f"pipeline {name} stopped: {type(exc).__name__}: {exc}; "
-                                  "run the command again to resume from the last checkpoint") from None
-            finally:
-                await rt.close()
-            if not results:
-                logging.getLogger("lgw.batch").info("%s: nothing to do (no unfinished run, no complete file in %s)",
-                                                    name, rt.folders.inbox)
+            with log_context(pipeline=name):
+                try:
+                    if args.batch_command == "run":
+                        results += await driver.run_once()
+                    else:
+                        results.append(await driver.replay(args.target))
+                except (InfrastructureError, OSError) as exc:
+                    raise ConfigError(f"pipeline {name} stopped: {type(exc).__name__}: {exc}; "
+                                      "run the command again to resume from the last checkpoint") from None
+                finally:
+                    await rt.close()
+                if not results:
+                    logging.getLogger("lgw.batch").info(
+                        "%s: nothing to do (no unfinished run, no complete file in %s)", name, rt.folders.inbox)
             for r in results:
                 _print_result(r)
             if stop.is_set():

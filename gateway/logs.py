@@ -68,7 +68,7 @@ class JsonFormatter(logging.Formatter):
                   .replace("+00:00", "Z"),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": record.getMessage().rstrip("\n"),  # py.warnings ends its message with one
         }
         for key in FIELDS:
             value = getattr(record, key, None)
@@ -92,6 +92,20 @@ def chosen_format(flag: str | None) -> LogFormat:
     raise ConfigError(f"{ENV_VAR}={value!r}: expected one of {', '.join(FORMATS)}")
 
 
+def stderr_line(text: str, *, flag: str | None, level: int = logging.ERROR) -> str:
+    """The line `lgw` ends with on stderr when a command fails or is stopped: `text`, or
+    with json logs the same text as one JSON object, so a log collector never meets a line
+    it cannot parse. A bad LGW_LOG_FORMAT (itself reported this way) falls back to text."""
+    try:
+        fmt = chosen_format(flag)
+    except ConfigError:
+        fmt = "text"
+    if fmt != "json":
+        return text
+    record = logging.LogRecord("lgw", level, __file__, 0, text.removeprefix("lgw: "), None, None)
+    return JsonFormatter().format(record)
+
+
 def json_handler() -> logging.Handler:
     """A stderr handler writing JSON lines with the log context."""
     handler = logging.StreamHandler(sys.stderr)
@@ -101,4 +115,4 @@ def json_handler() -> logging.Handler:
 
 
 __all__ = ["ENV_VAR", "FIELDS", "FORMATS", "ContextFilter", "JsonFormatter", "LogFormat", "chosen_format",
-           "current_context", "json_handler", "log_context"]
+           "current_context", "json_handler", "log_context", "stderr_line"]
