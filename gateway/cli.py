@@ -11,6 +11,7 @@ traceback); 75 `lgw score` found its pipeline paused by the kill switch (nothing
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +26,7 @@ from gateway.exit_codes import (
     EXIT_REJECTS,
     EXIT_SIGINT,
 )
+from gateway.logs import stderr_line
 from schemas.errors import ConfigError
 
 
@@ -96,6 +98,9 @@ def _rate(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lgw", description="Legacy adapter gateway")
+    parser.add_argument("--log-format", choices=["auto", "text", "json"], default=None,
+                        help="log lines on stderr: auto (rich on a terminal, text otherwise; the default), "
+                             "text, or json (one object per line, no progress bar); overrides $LGW_LOG_FORMAT")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     dec = sub.add_parser("decode", help="decode legacy records to JSON Lines")
@@ -202,26 +207,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+
+    def say(text: str, level: int = logging.ERROR) -> None:
+        print(stderr_line(text, flag=getattr(args, "log_format", None), level=level), file=sys.stderr)
+
     try:
         return _dispatch(args)
     except ConfigError as exc:
-        print(f"lgw: error: {exc}", file=sys.stderr)
+        say(f"lgw: error: {exc}")
         return EXIT_ERROR
     except FileNotFoundError as exc:
-        print(f"lgw: error: file not found: {exc.filename}", file=sys.stderr)
+        say(f"lgw: error: file not found: {exc.filename}")
         return EXIT_ERROR
     except BrokenPipeError:
         return EXIT_OK
     except KeyboardInterrupt:
         if args.command == "run" or getattr(args, "batch_command", None) in ("run", "replay"):
             # Ctrl-C means what SIGTERM means for the resumable batch commands
-            print("lgw: interrupted (SIGINT) before the work was done; run the command again to resume",
-                  file=sys.stderr)
+            say("lgw: interrupted (SIGINT) before the work was done; run the command again to resume",
+                logging.WARNING)
             return EXIT_INTERRUPTED
-        print("lgw: interrupted (SIGINT); nothing was published", file=sys.stderr)
+        say("lgw: interrupted (SIGINT); nothing was published", logging.WARNING)
         return EXIT_SIGINT
     except Exception as exc:  # anything not raised on purpose is a bug: its own exit code, no traceback on the tty
-        print(internal_error_line(exc, argv), file=sys.stderr)
+        say(internal_error_line(exc, argv), logging.CRITICAL)
         return EXIT_INTERNAL
 
 
@@ -262,7 +271,9 @@ def write_traceback(exc: BaseException, argv: Sequence[str] | None = None) -> Pa
 
 def _dispatch(args: argparse.Namespace) -> int:
     from gateway import commands
+    from gateway.logs import chosen_format
 
+    chosen_format(getattr(args, "log_format", None))  # a bad LGW_LOG_FORMAT fails every command at once
     handlers = {
         "decode": commands.decode, "encode": commands.encode, "contract": commands.contract,
         "examples": commands.examples, "score": commands.score, "killswitch": commands.killswitch,

@@ -239,14 +239,21 @@ def killswitch(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- batch mode
 
-def _logging(console: Console | None = None) -> None:
+def _logging(args: argparse.Namespace, console: Console | None = None) -> None:
+    """Log lines on stderr: rich through `console` (a terminal with auto), plain text, or
+    JSON objects (--log-format json / LGW_LOG_FORMAT=json) with the run's context."""
     import logging
+
+    from gateway.logs import chosen_format, json_handler
 
     root = logging.getLogger()
     if root.handlers:
         return
     handler: logging.Handler
-    if console is not None:
+    if chosen_format(getattr(args, "log_format", None)) == "json":
+        handler = json_handler()
+        logging.captureWarnings(True)  # a Python warning would otherwise be a line that is not JSON
+    elif console is not None:
         from rich.logging import RichHandler
 
         handler = RichHandler(console=console, show_path=False)
@@ -261,12 +268,15 @@ def _logging(console: Console | None = None) -> None:
 
 def _progress(args: argparse.Namespace) -> ProgressView:
     from gateway.batch import LogProgress, TerminalProgress
+    from gateway.logs import chosen_format
 
-    if sys.stderr.isatty() and not getattr(args, "no_progress", False):
+    # the bar only where the format is left to the terminal: text and json ask for lines
+    if sys.stderr.isatty() and not getattr(args, "no_progress", False) and \
+            chosen_format(getattr(args, "log_format", None)) == "auto":
         view = TerminalProgress()
-        _logging(view.console)
+        _logging(args, view.console)
         return view
-    _logging()
+    _logging(args)
     return LogProgress()
 
 
@@ -303,7 +313,7 @@ def serve_realtime(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     state = StateStore(cfg.state.url)
-    _logging()
+    _logging(args)
 
     async def main(stop: asyncio.Event) -> int:
         try:
@@ -354,6 +364,7 @@ def batch(args: argparse.Namespace) -> int:
     import logging
 
     from gateway.batch import BatchDriver, build_runtime
+    from gateway.logs import log_context
     from schemas.errors import InfrastructureError
 
     cfg, state, runs = _batch_context(args)
@@ -371,19 +382,20 @@ def batch(args: argparse.Namespace) -> int:
         for name in names:
             rt = build_runtime(name, cfg, state, runs)
             driver = BatchDriver(rt, progress=progress, stop=stop)
-            try:
-                if args.batch_command == "run":
-                    results += await driver.run_once()
-                else:
-                    results.append(await driver.replay(args.target))
-            except (InfrastructureError, OSError) as exc:
-                raise ConfigError(f"pipeline {name} stopped: {type(exc).__name__}: {exc}; "
-                                  "run the command again to resume from the last checkpoint") from None
-            finally:
-                await rt.close()
-            if not results:
-                logging.getLogger("lgw.batch").info("%s: nothing to do (no unfinished run, no complete file in %s)",
-                                                    name, rt.folders.inbox)
+            with log_context(pipeline=name):
+                try:
+                    if args.batch_command == "run":
+                        results += await driver.run_once()
+                    else:
+                        results.append(await driver.replay(args.target))
+                except (InfrastructureError, OSError) as exc:
+                    raise ConfigError(f"pipeline {name} stopped: {type(exc).__name__}: {exc}; "
+                                      "run the command again to resume from the last checkpoint") from None
+                finally:
+                    await rt.close()
+                if not results:
+                    logging.getLogger("lgw.batch").info(
+                        "%s: nothing to do (no unfinished run, no complete file in %s)", name, rt.folders.inbox)
             for r in results:
                 _print_result(r)
             if stop.is_set():
@@ -480,7 +492,7 @@ def run_pipelines(args: argparse.Namespace) -> int:
     from gateway.batch import BatchDriver, LogProgress, build_runtime
 
     cfg, state, runs = _batch_context(args)
-    _logging()
+    _logging(args)
     names = [name for name, pipe in cfg.pipelines.items() if isinstance(pipe.source, DropFolderConfig)]
     if not names:
         raise ConfigError("no pipeline has a `source`: nothing to watch")

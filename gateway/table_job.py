@@ -31,6 +31,7 @@ from gateway.assembly import build_pipeline
 from gateway.config import GatewayConfig, OdbcSourceConfig
 from gateway.contract_scoring import load_scoring_contract
 from gateway.drivers.batch import BatchLoop, Delivery, close_all, written_to
+from gateway.logs import log_context
 from gateway.pipeline import fixed_columns
 from gateway.state import StateStore
 from gateway.watermarks import WatermarkStore
@@ -70,6 +71,12 @@ def _location(part: dict[str, Any], target: Sink | RejectSink) -> str | None:
 
 async def run_table_pipeline(name: str, cfg: GatewayConfig, state: StateStore, *,
                              stop: asyncio.Event | None = None) -> TableRunSummary:
+    with log_context(pipeline=name):
+        return await _run_table_pipeline(name, cfg, state, stop=stop)
+
+
+async def _run_table_pipeline(name: str, cfg: GatewayConfig, state: StateStore, *,
+                              stop: asyncio.Event | None) -> TableRunSummary:
     started = time.perf_counter()
     pipe_cfg = cfg.pipelines[name]
     if not isinstance(pipe_cfg.source, OdbcSourceConfig):

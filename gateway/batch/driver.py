@@ -14,6 +14,7 @@ from adapters.files.dropfolder import Arrival, UnsafePath, content_hash, move_fi
 from gateway.batch.job import BUSY, BatchJob, JobResult
 from gateway.batch.progress import NoProgress, ProgressView
 from gateway.batch.runtime import BatchRuntime
+from gateway.logs import log_context
 from gateway.runs import DUPLICATE, FAILED, Run
 from schemas.errors import ConfigError, InfrastructureError
 
@@ -140,15 +141,16 @@ class BatchDriver:
         file's fault (state store, disk, a link where an output goes) are logged and
         retried with a growing wait."""
         failures = 0
-        while not self.stop.is_set():
-            try:
-                for result in await self.run_once():
-                    if report is not None:
-                        report(result)
-                failures = 0
-            except (InfrastructureError, OSError, RuntimeError, UnsafePath) as exc:
-                failures += 1
-                log.error("%s: %s: %s (retrying)", self.rt.name, type(exc).__name__, exc)
-            wait = min(self.rt.source.poll_s * (2 ** min(failures, 6)), 300.0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop.wait(), timeout=wait)
+        with log_context(pipeline=self.rt.name):
+            while not self.stop.is_set():
+                try:
+                    for result in await self.run_once():
+                        if report is not None:
+                            report(result)
+                    failures = 0
+                except (InfrastructureError, OSError, RuntimeError, UnsafePath) as exc:
+                    failures += 1
+                    log.error("%s: %s: %s (retrying)", self.rt.name, type(exc).__name__, exc)
+                wait = min(self.rt.source.poll_s * (2 ** min(failures, 6)), 300.0)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), timeout=wait)

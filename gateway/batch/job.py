@@ -21,6 +21,7 @@ from gateway.batch.manifest import build_manifest, jsonable, stats_from, stats_j
 from gateway.batch.progress import NoProgress, ProgressView
 from gateway.batch.runtime import BatchRuntime
 from gateway.drivers.batch import BatchLoop, Counts, adopt_staged, close_all, staged_names
+from gateway.logs import log_context
 from gateway.pipeline import PipelineStats
 from gateway.runs import DONE, FAILED, LEASE_S, Run
 from schemas.contract import ControlReport
@@ -75,18 +76,19 @@ class BatchJob:
 
     # ---- the run
     async def run(self) -> JobResult:
-        state = await asyncio.to_thread(self.rt.runs.checkpoint, self.run_id)
-        if state is not None and state["phase"] == "publish":
-            log.info("run %s: resuming its last step (publishing)", self.run_id)
-            return await self._publish(state)
-        failure = self.failure or self._ensure_input()
-        if failure is not None:  # not read at all: its content is not marked processed
-            return await self._conclude(FAILED, failure, outputs={}, processed=False)
-        try:
-            outcome = await self._chunks(state)
-            return outcome if outcome is not None else await self._finish()
-        finally:
-            await close_all([part for part in (self.sink, self.rejects) if part is not None])
+        with log_context(pipeline=self.rt.name, run=self.run_id, input=self.run_info.input_name):
+            state = await asyncio.to_thread(self.rt.runs.checkpoint, self.run_id)
+            if state is not None and state["phase"] == "publish":
+                log.info("run %s: resuming its last step (publishing)", self.run_id)
+                return await self._publish(state)
+            failure = self.failure or self._ensure_input()
+            if failure is not None:  # not read at all: its content is not marked processed
+                return await self._conclude(FAILED, failure, outputs={}, processed=False)
+            try:
+                outcome = await self._chunks(state)
+                return outcome if outcome is not None else await self._finish()
+            finally:
+                await close_all([part for part in (self.sink, self.rejects) if part is not None])
 
     def _ensure_input(self) -> str | None:
         """The input is in the work folder; after a crash between claim and move it may

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from adapters.base import RejectSink, ScoredBatch, Sink, SourceBatch, message_columns
+from gateway.logs import log_context
 from gateway.realtime.core import MicroBatchScorer, Outcome
 
 log = logging.getLogger("lgw.drivers.stream")
@@ -88,6 +89,10 @@ class StreamDriver:
     async def handle(self, batch: SourceBatch) -> None:
         """Scores one micro-batch and writes it; returns with its write in flight (or, while
         closing, acked)."""
+        with log_context(pipeline=self.name):  # the idle ack task it starts inherits it
+            await self._handle(batch)
+
+    async def _handle(self, batch: SourceBatch) -> None:
         messages = batch.messages
         if not messages:
             return
@@ -199,9 +204,10 @@ class StreamDriver:
         """Shutdown: ack what is in flight; later batches are acked before their handler returns."""
         self.closing = True
         self._closed.set()  # backoffs end now: what failed goes back to its source at once
-        async with self._lock:
-            await self._settle()
-        await self._redeliver()
+        with log_context(pipeline=self.name):
+            async with self._lock:
+                await self._settle()
+            await self._redeliver()
 
     async def _nack(self, batches: Sequence[SourceBatch], reason: str) -> None:
         for b in reversed(batches):  # newest first: the oldest position is where delivery resumes
