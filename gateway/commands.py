@@ -398,6 +398,11 @@ def batch(args: argparse.Namespace) -> int:
     if args.batch_command == "run" and args.pipeline in cfg.pipelines and \
             isinstance(cfg.pipelines[args.pipeline].source, OdbcSourceConfig):
         return _table_run(args.pipeline, cfg, state)
+    pipe = cfg.pipelines.get(args.pipeline or "")
+    if pipe is not None and any(part is not None and part.type == "odbc" for part in (pipe.sink, pipe.rejects)):
+        from gateway.extras import require
+
+        require("odbc", f"lgw batch {args.batch_command}", "pyodbc")
     progress = _progress(args)
     if args.batch_command == "run":
         names = [args.pipeline]

@@ -197,3 +197,19 @@ def test_an_odbc_batch_run_without_the_odbc_extra_says_so(
     assert main(["batch", "run", "table", "--config", str(path)]) == EXIT_ERROR
     assert capsys.readouterr().err == ("lgw: error: lgw batch run needs the odbc extra: "
                                        "pip install 'legacy-gateway[odbc]'\n")
+
+
+def test_a_drop_folder_batch_run_into_an_odbc_table_without_the_odbc_extra_says_so(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, f"""
+pipelines:
+  files:
+    contract: {CONTRACT}
+    source: {{inbox: drop/inbox, outbox: drop/outbox}}
+    sink: {{type: odbc, table: scored, key: [txn_id], connection: {{dsn: warehouse}}}}
+state: {{url: 'sqlite:///{tmp_path}/state.db'}}
+""")
+    monkeypatch.setitem(sys.modules, "pyodbc", None)
+    assert main(["batch", "run", "files", "--config", str(path)]) == EXIT_ERROR
+    assert capsys.readouterr().err == ("lgw: error: lgw batch run needs the odbc extra: "
+                                       "pip install 'legacy-gateway[odbc]'\n")
