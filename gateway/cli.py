@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-format", choices=["auto", "text", "json"], default=None,
                         help="log lines on stderr: auto (rich on a terminal, text otherwise; the default), "
                              "text, or json (one object per line, no progress bar); overrides $LGW_LOG_FORMAT")
+    parser.add_argument("--version", action="version", version=f"lgw {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     dec = sub.add_parser("decode", help="decode legacy records to JSON Lines")
@@ -191,6 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
         comp.set_defaults(role=role)
         comp.add_argument("--json", action="store_true", help="one JSON object per component")
 
+    cfg = sub.add_parser("config", help="check a gateway.yaml")
+    cfgsub = cfg.add_subparsers(dest="config_command", required=True, parser_class=_Parser)
+    cchk = cfgsub.add_parser("check", help="list every problem at once, or what it would use (secrets masked)")
+    cchk.add_argument("--config", metavar="gateway.yaml", help="the file to check (default: embedded)")
+    cchk.add_argument("--json", action="store_true", help="one JSON object instead of lines")
+
     ex = sub.add_parser("examples", help="bundled example contracts and data")
     esub = ex.add_subparsers(dest="examples_command", required=True, parser_class=_Parser)
     gen = esub.add_parser("generate", help="write a sample card-transaction file")
@@ -203,6 +210,15 @@ def build_parser() -> argparse.ArgumentParser:
     pth = esub.add_parser("path", help="print the path of a bundled contract")
     pth.add_argument("name", nargs="?", default="card_txn")
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("legacy-gateway")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -279,6 +295,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "examples": commands.examples, "score": commands.score, "killswitch": commands.killswitch,
         "batch": commands.batch, "run": commands.run_pipelines,
         "serve": commands.serve_realtime, "asyncapi": commands.asyncapi,
+        "config": commands.config,
         "components": commands.components, "sources": commands.components, "sinks": commands.components,
     }
     return handlers[args.command](args)

@@ -308,10 +308,12 @@ def _stoppable(main: Callable[[asyncio.Event], Awaitable[int]], finishing: str =
 def serve_realtime(args: argparse.Namespace) -> int:
     """`lgw serve`: the real-time pipelines (Kafka, AMQP) until SIGTERM/SIGINT."""
     from gateway.config import load_config
+
+    cfg = load_config(args.config)
+    _require_realtime("lgw serve", cfg, args.pipeline)
     from gateway.realtime.serve import print_stats, run_until
     from gateway.state import StateStore
 
-    cfg = load_config(args.config)
     state = StateStore(cfg.state.url)
     _logging(args)
 
@@ -327,9 +329,45 @@ def serve_realtime(args: argparse.Namespace) -> int:
 
 def asyncapi(args: argparse.Namespace) -> int:
     from gateway.config import load_config
+
+    cfg = load_config(args.config)
+    _require_realtime("lgw asyncapi", cfg, args.pipeline)
     from gateway.realtime.serve import asyncapi_document, write_document
 
-    write_document(asyncapi_document(load_config(args.config), only=args.pipeline, fmt=args.format), args.output)
+    write_document(asyncapi_document(cfg, only=args.pipeline, fmt=args.format), args.output)
+    return EXIT_OK
+
+
+def _require_realtime(command: str, cfg: GatewayConfig, only: str | None) -> None:
+    """FastStream with the client of each broker the served pipelines use; the kafka
+    extra when none names a broker (the real-time app imports FastStream regardless)."""
+    from gateway.extras import require
+
+    parts = [part for name, pipe in cfg.pipelines.items() if only is None or name == only
+             for part in (pipe.source, pipe.sink, pipe.rejects) if part is not None]
+    kinds = {part.type for part in parts}
+    if "amqp" in kinds:
+        require("rabbit", command, "faststream", "aio_pika")
+    if "kafka" in kinds or "amqp" not in kinds:
+        require("kafka", command, "faststream", "aiokafka")
+
+
+def config(args: argparse.Namespace) -> int:
+    """`lgw config check`: every problem of a gateway.yaml at once (exit 2), or what it
+    would use, secrets masked."""
+    from gateway.config import check_config
+    from gateway.config_check import render, summary
+
+    cfg, problems = check_config(args.config)
+    if cfg is None:
+        for line in problems:
+            print(line, file=sys.stderr)
+        return EXIT_ERROR
+    info = summary(cfg)
+    if args.json:
+        print(json.dumps(info, ensure_ascii=False))
+    else:
+        print("\n".join(render(info)))
     return EXIT_OK
 
 
@@ -371,6 +409,11 @@ def batch(args: argparse.Namespace) -> int:
     if args.batch_command == "run" and args.pipeline in cfg.pipelines and \
             isinstance(cfg.pipelines[args.pipeline].source, OdbcSourceConfig):
         return _table_run(args.pipeline, cfg, state)
+    pipe = cfg.pipelines.get(args.pipeline or "")
+    if pipe is not None and any(part is not None and part.type == "odbc" for part in (pipe.sink, pipe.rejects)):
+        from gateway.extras import require
+
+        require("odbc", f"lgw batch {args.batch_command}", "pyodbc")
     progress = _progress(args)
     if args.batch_command == "run":
         names = [args.pipeline]
@@ -406,6 +449,9 @@ def batch(args: argparse.Namespace) -> int:
 
 
 def _table_run(name: str, cfg: GatewayConfig, state: StateStore) -> int:
+    from gateway.extras import require
+
+    require("odbc", "lgw batch run", "pyodbc", "arrow_odbc")
     from gateway.table_job import run_table_pipeline
 
     async def main(stop: asyncio.Event) -> int:

@@ -279,10 +279,7 @@ def _location(loc: tuple[Any, ...]) -> str:
     return ".".join(parts)
 
 
-def load_config(path: str | os.PathLike[str] | None) -> GatewayConfig:
-    if path is None:
-        return embedded_defaults()
-    p = Path(path)
+def _read_mapping(p: Path) -> dict[str, Any]:
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
@@ -292,18 +289,53 @@ def load_config(path: str | os.PathLike[str] | None) -> GatewayConfig:
     raw: Any = load_yaml(text, str(p))
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: expected a mapping with models, pipelines, state; found {type(raw).__name__}")
+    return raw
+
+
+def _error_line(p: Path, error: Any) -> str:
+    """One pydantic error as `PATH: LOCATION: message`."""
+    loc = _location(error["loc"])
+    msg = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "union_tag_invalid":  # pydantic's wording names our discriminator function
+        ctx = error.get("ctx", {})
+        msg = f"type: expected one of {ctx.get('expected_tags', '?')}; found {ctx.get('tag', '?')!r}"
+    return f"{p}: {loc}: {msg}" if loc else f"{p}: {msg}"
+
+
+def _reference_problems(p: Path, cfg: GatewayConfig) -> list[str]:
+    """What validation cannot see on its own: names that point at other sections."""
+    return [f"{p}: pipelines.{name}.model: no model named {pipe.model!r} "
+            f"(models: {', '.join(cfg.models) or 'none'})"
+            for name, pipe in cfg.pipelines.items()
+            if pipe.model is not None and pipe.model not in cfg.models]
+
+
+def load_config(path: str | os.PathLike[str] | None) -> GatewayConfig:
+    if path is None:
+        return embedded_defaults()
+    p = Path(path)
+    raw = _read_mapping(p)
     try:
         cfg = GatewayConfig.model_validate({**raw, "base_dir": p.parent})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = _location(first["loc"])
-        msg = first["msg"].removeprefix("Value error, ")
-        if first["type"] == "union_tag_invalid":  # pydantic's wording names our discriminator function
-            ctx = first.get("ctx", {})
-            msg = f"type: expected one of {ctx.get('expected_tags', '?')}; found {ctx.get('tag', '?')!r}"
-        raise ConfigError(f"{p}: {loc}: {msg}" if loc else f"{p}: {msg}") from None
-    for name, pipe in cfg.pipelines.items():
-        if pipe.model is not None and pipe.model not in cfg.models:
-            raise ConfigError(f"{p}: pipelines.{name}.model: no model named {pipe.model!r} "
-                              f"(models: {', '.join(cfg.models) or 'none'})")
+        raise ConfigError(_error_line(p, exc.errors()[0])) from None
+    problems = _reference_problems(p, cfg)
+    if problems:
+        raise ConfigError(problems[0])
     return _with_env(cfg)
+
+
+def check_config(path: str | os.PathLike[str] | None) -> tuple[GatewayConfig | None, list[str]]:
+    """The config and every problem found in it (`lgw config check`), where `load_config`
+    stops at the first; None for the config when any. An unreadable file is still a
+    ConfigError: there is nothing to list problems of."""
+    if path is None:
+        return embedded_defaults(), []
+    p = Path(path)
+    raw = _read_mapping(p)
+    try:
+        cfg = GatewayConfig.model_validate({**raw, "base_dir": p.parent})
+    except ValidationError as exc:
+        return None, [_error_line(p, e) for e in exc.errors()]
+    problems = _reference_problems(p, cfg)
+    return (None, problems) if problems else (_with_env(cfg), [])
