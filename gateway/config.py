@@ -20,6 +20,7 @@ from adapters.files.formats import Format
 from adapters.kafka.config import KafkaConfig, KafkaRejectsConfig, KafkaSinkConfig, KafkaSourceConfig
 from adapters.models.base import DEFAULT_MAX_RESPONSE_BYTES
 from adapters.odbc.config import OdbcRejectsConfig, OdbcSinkConfig, OdbcSourceConfig
+from adapters.secrets import env_value
 from gateway.resilience.breaker import BreakerConfig
 from gateway.resilience.retry import RetryPolicy
 from schemas.errors import ConfigError
@@ -259,13 +260,15 @@ def embedded_defaults() -> GatewayConfig:
 
 
 def _with_env(cfg: GatewayConfig) -> GatewayConfig:
-    url = os.environ.get("LGW_STATE_URL")
+    """The `LGW_*` overrides; each may come from a file instead (`LGW_STATE_URL_FILE`, a
+    Kubernetes secret mount), as they may carry credentials."""
+    url = env_value("LGW_STATE_URL")
     if url:
         cfg.state.url = url
-    cfg.kafka.bootstrap_servers = os.environ.get("LGW_KAFKA_BOOTSTRAP", cfg.kafka.bootstrap_servers)
-    cfg.amqp.url = os.environ.get("LGW_AMQP_URL", cfg.amqp.url)
+    cfg.kafka.bootstrap_servers = env_value("LGW_KAFKA_BOOTSTRAP") or cfg.kafka.bootstrap_servers
+    cfg.amqp.url = env_value("LGW_AMQP_URL") or cfg.amqp.url
     for name, model in cfg.models.items():
-        override = os.environ.get(f"LGW_MODEL_{name.upper()}_URL")
+        override = env_value(f"LGW_MODEL_{name.upper()}_URL")
         if override and not isinstance(model.endpoint, OnnxModelConfig):
             model.endpoint.url = override
     return cfg

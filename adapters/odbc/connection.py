@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from adapters.odbc.identifiers import Dialect, split_table
+from adapters.secrets import env_value
 from schemas.errors import ConfigError, DataError, InfrastructureError
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -94,17 +95,20 @@ def _attribute(value: str) -> str:
 
 
 def resolve_placeholders(template: str, environ: dict[str, str] | None = None) -> str:
-    """Replaces `${NAME}` (or `${NAME:-default}`) with the environment variable's value; a
-    missing variable without a default is a configuration error naming it."""
+    """Replaces `${NAME}` (or `${NAME:-default}`) with the environment variable's value, or
+    the content of the file `NAME_FILE` names; a missing variable without a default is a
+    configuration error naming it."""
     env = os.environ if environ is None else environ
 
     def value(m: re.Match[str]) -> str:
         name, default = m.group(1), m.group(2)
-        if name in env:
-            return _attribute(env[name])
+        found = env_value(name, env)
+        if found is not None:
+            return _attribute(found)
         if default is not None:
             return _attribute(default)
-        raise ConfigError(f"ODBC connection string needs the environment variable {name}, which is not set")
+        raise ConfigError(f"ODBC connection string needs the environment variable {name} (or {name}_FILE), "
+                          "which is not set")
 
     return _PLACEHOLDER.sub(value, template)
 
