@@ -16,6 +16,10 @@ isolation like one that crashes the model), then `write`s what was prepared dura
 it returns only once the data survives a crash (fsync, commit, broker ack). `state()` is
 what a checkpoint keeps to resume the sink after a crash, and a batch run ends with
 `finish()` then `publish()` (a file is renamed into place) or `discard()`.
+Two optional class attributes tell a driver what a sink is: `publishes_at_end` (a file,
+visible only once published: a source whose acks cannot wait for a resumable checkpoint
+acks after the publish) and `publishes_messages` (a topic or queue, which takes the
+payloads a real-time scorer already rendered).
 
 Adapters move data and nothing else: no model, no rules, no contract validation beyond
 decoding. Each one is a module implementing one of these protocols with one config

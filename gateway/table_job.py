@@ -93,7 +93,7 @@ async def _run_table_pipeline(name: str, cfg: GatewayConfig, state: StateStore, 
     rejects: RejectSink = registry.component("rejects", pipe_cfg.rejects_to.type).build(pipe_cfg.rejects_to, context)
     # a file becomes visible only when the run publishes it: its batches are acked then
     held: list[SourceBatch] = []
-    whole_file = isinstance(sink, OutboxSink) or isinstance(rejects, RejectsFile)
+    whole_file = any(getattr(part, "publishes_at_end", False) for part in (sink, rejects))
     summary = TableRunSummary(name)
 
     def acked(batch: SourceBatch, delivery: Delivery) -> None:

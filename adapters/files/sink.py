@@ -205,6 +205,8 @@ class OutboxSink:
     """The scored records of one run (a `Sink`): appended to a temporary file in the
     outbox, durable after every `write_batch`, renamed into place by `publish`."""
 
+    publishes_at_end = True  # visible only once the run publishes it: a source's acks wait for that
+
     def __init__(self, final: Path, fmt: str, *, page: CodePage | None = None,
                  fixed_columns: dict[str, int] | None = None, row_group_size: int = 50_000,
                  encode: Callable[[pa.Table], np.ndarray] | None = None) -> None:
@@ -367,6 +369,8 @@ class OutboxSink:
 
 class RejectsFile:
     """A run's rejects, one JSON line per bad field or framing problem, resumable."""
+
+    publishes_at_end = True  # visible only once the run publishes it: a source's acks wait for that
 
     def __init__(self, final: Path) -> None:
         self.final = final

@@ -175,14 +175,9 @@ class OdbcSink:
     def prepare(self, batch: ScoredBatch) -> tuple[pa.Table, dict[str, Any]]:
         """The rows as the table takes them, with the source position they reach (its
         checkpoint row goes in the same transaction)."""
-        table = batch.table
+        table = batch.table  # `columns` are picked by `write_table`
         if "source_record" in table.column_names and "source_record" not in (self.columns or ()):
             table = table.drop_columns(["source_record"])  # a file's record number: no column of a table
-        if self.columns is not None:
-            missing = [c for c in self.columns if c not in table.column_names]
-            if missing:
-                raise ConfigError(f"ODBC sink {self.table}: the results have no column(s) {', '.join(missing)}")
-            table = table.select(self.columns)
         return table, batch.source.position
 
     async def write(self, prepared: Sequence[tuple[pa.Table, dict[str, Any]]]) -> None:
