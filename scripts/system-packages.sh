@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Debian packages the tests need (ODBC driver manager and drivers; kcat for the Kafka tests).
+# Debian packages the tests need (ODBC driver manager and drivers; kcat for the Kafka tests;
+# Prometheus, promtool and the Pushgateway for the operations tests).
 # Installs only what is missing.
 set -euo pipefail
 need=()
-for pkg in unixodbc unixodbc-dev libsqliteodbc odbc-postgresql odbc-mariadb kcat; do
+for pkg in unixodbc unixodbc-dev libsqliteodbc odbc-postgresql odbc-mariadb kcat prometheus prometheus-pushgateway; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
