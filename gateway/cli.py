@@ -158,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     bsub = bt.add_subparsers(dest="batch_command", required=True, parser_class=_Parser)
     brun = bsub.add_parser("run", help="resume unfinished runs, then process every complete file in the inbox")
     brun.add_argument("pipeline")
+    brun.add_argument("--pushgateway", metavar="URL", default=None,
+                      help="push the run's metrics to this Prometheus Pushgateway (default: pushgateway.url)")
     bst = bsub.add_parser("status", help="recent runs, their progress, and what waits in the inboxes")
     bst.add_argument("--pipeline", default=None)
     bst.add_argument("--limit", type=int, default=20, metavar="N")

@@ -406,6 +406,8 @@ def batch(args: argparse.Namespace) -> int:
     from schemas.errors import InfrastructureError
 
     cfg, state, runs = _batch_context(args)
+    if args.batch_command == "run" and args.pushgateway:
+        cfg.pushgateway.url = args.pushgateway
     if args.batch_command == "run" and args.pipeline in cfg.pipelines and \
             isinstance(cfg.pipelines[args.pipeline].source, OdbcSourceConfig):
         return _table_run(args.pipeline, cfg, state)
@@ -445,7 +447,21 @@ def batch(args: argparse.Namespace) -> int:
                 break
         return _exit_code(results)
 
+    if args.batch_command == "run":
+        return _pushing(cfg, args.pipeline, lambda: _stoppable(main))
     return _stoppable(main)
+
+
+def _pushing(cfg: GatewayConfig, pipeline: str, run: Callable[[], int]) -> int:
+    """`run()`, then its metrics to the Pushgateway (when one is configured), also after a
+    failure: a failed nightly run is what the alert rules look for."""
+    from gateway.metrics_push import Pusher
+
+    pusher = Pusher(cfg.pushgateway)
+    try:
+        return run()
+    finally:
+        pusher.push(pipeline)
 
 
 def _table_run(name: str, cfg: GatewayConfig, state: StateStore) -> int:
@@ -461,7 +477,7 @@ def _table_run(name: str, cfg: GatewayConfig, state: StateStore) -> int:
             return EXIT_INTERRUPTED
         return EXIT_REJECTS if summary.rejected else EXIT_OK
 
-    return _stoppable(main, "the current batch")
+    return _pushing(cfg, name, lambda: _stoppable(main, "the current batch"))
 
 
 def _replay_pipelines(target: str, cfg: GatewayConfig, runs: RunStore) -> list[str]:

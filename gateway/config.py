@@ -21,6 +21,7 @@ from adapters.kafka.config import KafkaConfig, KafkaRejectsConfig, KafkaSinkConf
 from adapters.models.base import DEFAULT_MAX_RESPONSE_BYTES
 from adapters.odbc.config import OdbcRejectsConfig, OdbcSinkConfig, OdbcSourceConfig
 from adapters.secrets import env_value
+from gateway.metrics_push import PushgatewayConfig
 from gateway.resilience.breaker import BreakerConfig
 from gateway.resilience.retry import RetryPolicy
 from schemas.errors import ConfigError
@@ -188,6 +189,7 @@ class GatewayConfig(_Strict):
     state: StateConfig = Field(default_factory=StateConfig)
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     amqp: AmqpConfig = Field(default_factory=AmqpConfig)
+    pushgateway: PushgatewayConfig = Field(default_factory=PushgatewayConfig)  # where `lgw batch run` pushes
     # refuse an in-process model without a `sha256` pin (unpinned ones load with a warning)
     require_model_pins: bool = False
     base_dir: Path = Field(default=Path("."), exclude=True)

@@ -87,6 +87,8 @@ def summary(cfg: GatewayConfig) -> dict[str, Any]:
         "state": {"url": mask_url(cfg.state.url)},
         "kafka": {"bootstrap_servers": mask_url(cfg.kafka.bootstrap_servers)},
         "amqp": {"url": mask_url(cfg.amqp.url)},
+        "pushgateway": {"url": mask_url(cfg.pushgateway.url) if cfg.pushgateway.url else None,
+                        "job": cfg.pushgateway.job},
     }
 
 
@@ -114,4 +116,6 @@ def render(info: dict[str, Any]) -> list[str]:
     lines.append(f"state: {info['state']['url']}")
     lines.append(f"kafka: {info['kafka']['bootstrap_servers']}")
     lines.append(f"amqp: {info['amqp']['url']}")
+    push = info["pushgateway"]
+    lines.append(f"pushgateway: {push['url']} (job {push['job']})" if push["url"] else "pushgateway: none")
     return lines

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -117,7 +118,7 @@ class BatchJob:
         if state is not None:
             await self.sink.open(state["sink"])
             await self.rejects.open(state["rejects"])
-            self.counts = Counts(**state["counts"])
+            self.counts = Counts(**state["counts"], rejected_by=Counter(state.get("rejected_by", {})))
             rt.pipeline.stats = stats_from(state["stats"])
             self.seq = int(state["seq"])
             self.elapsed_before = float(state["elapsed_s"])
@@ -181,8 +182,8 @@ class BatchJob:
         delivery = self.loop.durable
         assert delivery is not None, "a batch is acked after its delivery was made durable"
         state = {"phase": "chunks", "seq": self.seq, "position": position, "sink": self.sink.state(),
-                 "rejects": self.rejects.state(), "counts": delivery.counts, "stats": stats_json(delivery.stats),
-                 "elapsed_s": self._elapsed()}
+                 "rejects": self.rejects.state(), "counts": delivery.counts, "rejected_by": delivery.rejected_by,
+                 "stats": stats_json(delivery.stats), "elapsed_s": self._elapsed()}
         await asyncio.to_thread(self.rt.runs.save_checkpoint, self.run_id, self.seq, state)
         self._last_beat = time.monotonic()
 
@@ -231,7 +232,7 @@ class BatchJob:
                   if part is not None}  # the temporary files' random names, for a publish step resumed
         state = {"phase": "publish", "seq": self.seq + 1, "status": status, "reason": reason, "processed": processed,
                  "settled_name": settled, "outputs": outputs, "staged": staged, "control": control,
-                 "counts": self.counts.to_json(),
+                 "counts": self.counts.to_json(), "rejected_by": dict(self.counts.rejected_by),
                  "stats": stats_json(self.rt.pipeline.stats), "elapsed_s": self._elapsed()}
         if warnings:
             state["warnings"] = warnings

@@ -10,7 +10,7 @@ from typing import Any
 
 from gateway.batch.runtime import BatchRuntime
 from gateway.pipeline import PipelineStats
-from gateway.runs import DONE, Run
+from gateway.runs import DONE, FAILED, Run
 
 MANIFEST_VERSION = 1
 
@@ -64,6 +64,7 @@ def build_manifest(run: Run, rt: BatchRuntime, state: dict[str, Any], moved_to: 
     manifest["control"] = state["control"]
     manifest["outputs"] = state["outputs"]
     elapsed = float(state["elapsed_s"])
+    manifest["metrics"] = run_metrics(rt.name, state["status"], counts, state.get("rejected_by", {}), stats)
     manifest["timings"] = {
         "started_at": run.started_at.isoformat(timespec="seconds"),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -73,6 +74,35 @@ def build_manifest(run: Run, rt: BatchRuntime, state: dict[str, Any], moved_to: 
         "attempts": run.attempts,
     }
     return manifest
+
+
+def run_metrics(pipeline: str, status: str, counts: dict[str, int], rejected_by: dict[str, int],
+                stats: PipelineStats) -> dict[str, list[dict[str, Any]]]:
+    """The run's own figures under the names and labels of its Prometheus series
+    (gateway.metrics; what `lgw batch run` pushes), for a reader without Prometheus:
+    {metric: [{labels, value}]}. This run's, where the pushed series add up a process.
+    Its durations are in `timings` (elapsed_s, model_s): these figures are the same
+    whether the run went in one go or resumed."""
+    def series(value: float, **labels: str) -> dict[str, Any]:
+        return {"labels": {"pipeline": pipeline, **labels}, "value": value}
+
+    out: dict[str, list[dict[str, Any]]] = {
+        "lgw_records_in_total": [series(counts["records_in"], source="dropfolder")],
+        "lgw_records_out_total": [series(n, scored_by=k) for k, n in sorted(stats.scored_by.items())],
+        "lgw_records_rejected_total": [series(n, reason=k) for k, n in sorted(rejected_by.items())],
+        "lgw_batch_runs_total": [series(1, status=run_status(status, counts["rejected"]))],
+    }
+    if stats.shadow_compared:
+        out["lgw_shadow_compared_total"] = [series(stats.shadow_compared)]
+        out["lgw_shadow_agreed_total"] = [series(stats.shadow_agreed)]
+    return {k: v for k, v in out.items() if v}
+
+
+def run_status(status: str, rejected: int) -> str:
+    """A run's `status` label on lgw_batch_runs_total: ok, rejects, failed (or as given)."""
+    if status == DONE:
+        return "rejects" if rejected else "ok"
+    return "failed" if status == FAILED else status
 
 
 def summarize(manifest: dict[str, Any], rt: BatchRuntime, manifest_path: Path) -> dict[str, Any]:

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import copy
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,7 @@ import pyarrow as pa
 
 from adapters.base import RejectSink, ScoredBatch, Sink, Source, SourceBatch
 from gateway.isolation import crash_reason, isolating, pii_names
+from gateway.metrics import reason_class
 from gateway.pipeline import Pipeline, PipelineStats
 from schemas.stream import Reject
 
@@ -48,9 +50,21 @@ class Counts:
     records_in: int = 0
     records_out: int = 0
     rejected: int = 0
+    # rejected records by reason class (gateway.metrics.REASON_CLASSES): a run's manifest
+    # and metrics; checkpointed beside the counts, not in them (the summaries show those)
+    rejected_by: Counter[str] = field(default_factory=Counter)
 
     def to_json(self) -> dict[str, int]:
         return {"records_in": self.records_in, "records_out": self.records_out, "rejected": self.rejected}
+
+    def count_rejects(self, rejects: Sequence[Reject]) -> None:
+        """Counts the records of `rejects` (a record may fail on several fields: its first
+        reject names its class)."""
+        first: dict[int, Reject] = {}
+        for r in rejects:
+            first.setdefault(r.record, r)
+        self.rejected += len(first)
+        self.rejected_by.update(reason_class(r.reason) for r in first.values())
 
     @property
     def balanced(self) -> bool:
@@ -116,6 +130,7 @@ class Delivery:
     counts: dict[str, int]
     stats: PipelineStats
     rescore: list[pa.Table] = field(default_factory=list)
+    rejected_by: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -226,9 +241,9 @@ class BatchLoop:
         rejects.sort(key=lambda r: (r.record, r.field_offset or 0))
         self.counts.records_in += batch.records_in
         self.counts.records_out += rows
-        self.counts.rejected += len({r.record for r in rejects})
+        self.counts.count_rejects(rejects)
         return Delivery(prepared, rows, rejects, self.counts.to_json(), copy.deepcopy(self.pipeline.stats),
-                        rescore)
+                        rescore, dict(self.counts.rejected_by))
 
     async def _make_durable(self, batch: SourceBatch, delivery: Delivery) -> None:
         """Writes the batch's records and rejects, both durable, then acks the batch."""
