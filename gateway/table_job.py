@@ -27,6 +27,7 @@ from adapters.base import RejectSink, Sink, SourceBatch
 from adapters.files.sink import OutboxSink, RejectsFile
 from adapters.odbc.source import OdbcSource
 from adapters.registry import BuildContext
+from gateway import meters
 from gateway.assembly import build_pipeline
 from gateway.config import GatewayConfig, OdbcSourceConfig
 from gateway.contract_scoring import load_scoring_contract
@@ -116,9 +117,12 @@ async def _run_table_pipeline(name: str, cfg: GatewayConfig, state: StateStore, 
             await rejects.discard()  # no reject: no empty rejects file
         for batch in held:  # in read order: the watermark moves past what the file holds
             await batch.ack()
-    except BaseException:
+    except BaseException as exc:
         await sink.discard()
         await rejects.discard()
+        if isinstance(exc, Exception):  # the failed-run alert reads this
+            meters.batch_run_ended(name, source="odbc", status="failed", records_in=loop.counts.records_in,
+                                   scored_by={}, rejected_by={}, elapsed_s=time.perf_counter() - started)
         raise
     finally:
         await close_all([source, sink, rejects])
@@ -130,6 +134,11 @@ async def _run_table_pipeline(name: str, cfg: GatewayConfig, state: StateStore, 
         loop.counts.records_in, loop.counts.records_out, loop.counts.rejected)
     summary.scored_by = dict(pipeline.stats.scored_by)
     summary.seconds = time.perf_counter() - started
+    stats = pipeline.stats
+    status = "interrupted" if not finished else ("rejects" if summary.rejected else "ok")
+    meters.batch_run_ended(name, source="odbc", status=status, records_in=summary.records_in,
+                           scored_by=stats.scored_by, rejected_by=loop.counts.rejected_by, elapsed_s=summary.seconds,
+                           shadow=(stats.shadow_compared, stats.shadow_agreed))
     if not finished:
         log.warning("pipeline %s: stopped after %d batches; the next run goes on from there", name, summary.batches)
     return summary

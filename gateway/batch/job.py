@@ -14,14 +14,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from adapters.base import RejectSink, Sink
+from adapters.base import RejectSink, Sink, SourceBatch
 from adapters.files.dropfolder import UnsafePath, atomic_write, content_hash
 from adapters.files.sink import RejectsFile
 from adapters.files.source import FileSource
-from gateway.batch.manifest import build_manifest, jsonable, stats_from, stats_json, summarize
+from gateway import meters
+from gateway.batch.manifest import build_manifest, jsonable, run_status, stats_from, stats_json, summarize
 from gateway.batch.progress import NoProgress, ProgressView
 from gateway.batch.runtime import BatchRuntime
-from gateway.drivers.batch import BatchLoop, Counts, adopt_staged, close_all, staged_names
+from gateway.drivers.batch import BatchLoop, Counts, Delivery, adopt_staged, close_all, staged_names
 from gateway.logs import log_context
 from gateway.pipeline import PipelineStats
 from gateway.runs import DONE, FAILED, LEASE_S, Run
@@ -139,8 +140,7 @@ class BatchJob:
         self.loop = BatchLoop(rt.pipeline, self.sink, self.rejects, label=f"run {self.run_id}", stop=self.stop,
                               on_paused=self._wait_while_paused, before_write=self._heartbeat, counts=self.counts,
                               read_errors=(ConfigError,),
-                              on_acked=lambda batch, d: self.progress.update(getattr(batch, "bytes_read", 0),
-                                                                             d.counts["records_in"]))
+                              on_acked=self._acked)
         try:
             await source.connect()
             finished = await self.loop.run(source)
@@ -156,6 +156,11 @@ class BatchJob:
     def _interrupted(self) -> JobResult:
         log.info("run %s: stopped after checkpoint %d (%s records); it resumes where it stopped",
                  self.run_id, self.seq, f"{self.counts.records_in:,}")
+        stats = self.rt.pipeline.stats
+        meters.batch_run_ended(self.run_info.pipeline, source="dropfolder", status=INTERRUPTED,
+                               records_in=self.counts.records_in, scored_by=stats.scored_by,
+                               rejected_by=self.counts.rejected_by, elapsed_s=self._elapsed(),
+                               shadow=(stats.shadow_compared, stats.shadow_agreed))
         return JobResult(self.run_id, INTERRUPTED, {"run": self.run_id, "input": self.run_info.input_name,
                                                     "status": INTERRUPTED, **self.counts.to_json()})
 
@@ -174,6 +179,12 @@ class BatchJob:
             self._last_beat = time.monotonic()
             await asyncio.to_thread(self.rt.runs.heartbeat, self.run_id)
         return not self.stop.is_set()
+
+    def _acked(self, batch: SourceBatch, delivery: Delivery) -> None:
+        done_bytes, records = getattr(batch, "bytes_read", 0), delivery.counts["records_in"]
+        self.progress.update(done_bytes, records)
+        total = self.run_info.input_bytes
+        meters.batch_progress(self.run_info.pipeline, records, done_bytes / total if total else None)
 
     async def _commit(self, position: dict[str, Any]) -> None:
         """The ack of a file batch: its outputs are durable, so store the checkpoint."""
@@ -265,6 +276,11 @@ class BatchJob:
             atomic_write(rt.folders.path("failed", f"{settled}.report.json"), text, stale=True)
         rt.dropfolder.settle(self.work_path, folder, settled, rt.marker(self.run_info.input_name))
         summary = summarize(manifest, rt, self.manifest_path)
+        stats, counts = state["stats"], state["counts"]
+        meters.batch_run_ended(self.run_info.pipeline, source="dropfolder",
+                               status=run_status(status, counts["rejected"]), records_in=counts["records_in"],
+                               scored_by=stats["scored_by"], rejected_by=state.get("rejected_by", {}),
+                               elapsed_s=state["elapsed_s"], shadow=(stats["shadow_compared"], stats["shadow_agreed"]))
         await asyncio.to_thread(rt.runs.finish, self.run_id, status, final_path=f"{folder}/{settled}",
                                 summary=summary, record=state.get("processed", True))
         if status == DONE:
