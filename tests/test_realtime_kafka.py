@@ -771,11 +771,11 @@ async def test_broker_connection_cut_mid_stream_loses_nothing(
 class ServeProcess:
     """`lgw serve --config FILE` as a process of its own; stdout and stderr go to files."""
 
-    def __init__(self, cmd: list[str], config: Path, name: str) -> None:
+    def __init__(self, cmd: list[str], config: Path, name: str, env: dict[str, str] | None = None) -> None:
         self.name = name
         self.stdout_path = config.with_name(f"{name}.stdout")
         self.stderr_path = config.with_name(f"{name}.stderr")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1", **(env or {})}
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.process = subprocess.Popen([*cmd, "serve", "--config", str(config)], stdout=out, stderr=err,
                                             stdin=subprocess.DEVNULL, env=env, start_new_session=True)
@@ -890,6 +890,29 @@ async def test_two_instances_in_a_group_the_survivor_takes_over(
     assert await committed_offsets(bootstrap, t.group, t.input, partitions=4) == end_offsets(sent, 4)
     print(f"two instances: victim had {sorted(victim_partitions)}, {len(results.records) - len(sent)} duplicates, "
           f"survivor handled {stats['messages']}")
+
+
+async def test_serve_with_json_logs_keeps_stdout_to_its_json_and_every_log_line_is_json(
+        kafka_broker: TansuBroker, tmp_path: Path, contract: Contract, readers: Any, lgw_cmd: list[str],
+        serve_processes: list[ServeProcess]) -> None:
+    """FastStream's own access lines (partition assignments) go through the gateway's
+    logging too: with --log-format json a log shipper reads stderr line by line."""
+    bootstrap = kafka_broker.bootstrap
+    t = Topics.create(kafka_broker, "jsonlogs")
+    results = await readers(bootstrap, t.results)
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config_dict(tmp_path, bootstrap, {"cards": t.source()})), encoding="utf-8")
+    serve = ServeProcess(lgw_cmd, path, "json", env={"LGW_LOG_FORMAT": "json"})
+    serve_processes.append(serve)
+    await until(lambda: serve.check_alive() or serve.assigned(t.input) is not None, 60, "the partition assignment")
+    sent = await produce(bootstrap, t.input, keyed(json_records(contract, 0, 50), "j"))
+    await results.wait_for([s.id for s in sent], timeout=30)
+    serve.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(serve.process.wait, 30) == 0, serve.stderr[-3000:]
+    out_lines = serve.stdout.splitlines()
+    assert [json.loads(line)["cards"]["results"] for line in out_lines] == [50]
+    logged = [json.loads(line) for line in serve.stderr.splitlines()]
+    assert any(e["logger"] == "lgw.faststream" and "assigned to partitions" in e["message"] for e in logged)
 
 
 # --------------------------------------------------------------------------- 7. kcat

@@ -162,20 +162,27 @@ def build_realtime_app(cfg: GatewayConfig, *, only: str | None = None, state: St
     return rt
 
 
+# FastStream's own access logger writes coloured text to stdout; through ours its lines
+# go to stderr in the format chosen (--log-format), and `lgw serve`'s stdout keeps only
+# its JSON stats.
+BROKER_LOG = logging.getLogger("lgw.faststream")
+
+
 def _kafka_broker(cfg: GatewayConfig, serializer: dict[str, Any]) -> Any:
     from faststream.kafka import KafkaBroker
 
     k = cfg.kafka
     return KafkaBroker(k.bootstrap_servers, client_id=k.client_id, graceful_timeout=k.graceful_timeout_s,
                        enable_idempotence=False, acks="all",
-                       log_level=logging.DEBUG, **serializer)  # a line per batch is noise at 50k msg/s
+                       logger=BROKER_LOG, log_level=logging.DEBUG,  # a line per batch is noise at 50k msg/s
+                       **serializer)
 
 
 def _rabbit_broker(cfg: GatewayConfig, serializer: dict[str, Any]) -> Any:
     from faststream.rabbit import RabbitBroker
 
     return RabbitBroker(cfg.amqp.url, graceful_timeout=cfg.amqp.graceful_timeout_s,
-                        log_level=logging.DEBUG, **serializer)
+                        logger=BROKER_LOG, log_level=logging.DEBUG, **serializer)
 
 
 def _kafka_subscriber(broker: Any, name: str, pipe: PipelineConfig, wired: _Wired, cfg: GatewayConfig) -> None:
