@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from typing import Any
 
 import httpx
 
 from adapters.models.base import DEFAULT_MAX_RESPONSE_BYTES
+from adapters.tls import TLSConfig, handshake_error
 from schemas.errors import ModelOutputError, ModelRejected, ModelServerError, ModelTimeout, ModelUnavailable
 
 try:  # orjson is optional: it writes float32 arrays without a Python float per value
@@ -39,10 +41,35 @@ _EXCERPT = 300
 _ERROR_BODY_BYTES = _EXCERPT * 4  # what `excerpt` reads of an error answer
 
 
-def make_client(base_url: str, *, timeout_s: float, max_connections: int) -> httpx.AsyncClient:
+def make_client(base_url: str, *, timeout_s: float, max_connections: int, headers: dict[str, str] | None = None,
+                verify: ssl.SSLContext | None = None) -> httpx.AsyncClient:
+    """`headers` (an Authorization header) go with every request; `verify`: the TLS context
+    (CA, client certificate) for https, else the system's trust store."""
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
     return httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=httpx.Timeout(timeout_s), limits=limits,
-                             headers={"accept": "application/json"})
+                             headers={"accept": "application/json", **(headers or {})},
+                             verify=verify if verify is not None else True)
+
+
+def _transport_detail(exc: httpx.TransportError, what: str, tls: TLSConfig | None) -> str:
+    """A failed TLS handshake as `handshake_error` words it; any other failure as before."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ssl.SSLError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is not None:
+        line = handshake_error(cause, system=what, address=str(exc.request.url.netloc.decode())
+                               if _has_request(exc) else "the server", cfg=tls)
+        if line is not None:
+            return line
+    return f"{what}: {type(exc).__name__}: {exc or 'connection failed'}"
+
+
+def _has_request(exc: httpx.TransportError) -> bool:
+    try:
+        exc.request  # noqa: B018 - raises when the error was made without one
+    except RuntimeError:
+        return False
+    return True
 
 
 def dumps(payload: Any) -> bytes:
@@ -81,7 +108,8 @@ def excerpt(body: bytes) -> str:
 
 
 async def call(client: httpx.AsyncClient, method: str, url: str, *, timeout_s: float, what: str,
-               content: bytes | None = None, max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> bytes:
+               content: bytes | None = None, max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+               tls: TLSConfig | None = None) -> bytes:
     """One request with a deadline for the whole call (body included); the body of a
     success, read up to `max_bytes`; failures mapped (module docstring)."""
     headers = {"content-type": "application/json"} if content is not None else None
@@ -100,8 +128,10 @@ async def call(client: httpx.AsyncClient, method: str, url: str, *, timeout_s: f
     except httpx.DecodingError as exc:  # a Content-Encoding the body does not follow
         raise ModelOutputError(f"{what}: answer cannot be decoded: {exc}") from exc
     except httpx.TransportError as exc:
-        raise ModelUnavailable(f"{what}: {type(exc).__name__}: {exc or 'connection failed'}") from exc
+        raise ModelUnavailable(_transport_detail(exc, what, tls)) from exc
     detail = f"{what}: HTTP {status}: {excerpt(body)}"
+    if status in (401, 403):
+        detail += " (expected the token of auth.bearer_token_env, or a client certificate the server accepts)"
     if status >= 500:
         raise ModelServerError(detail, status=status)
     if status == 408:

@@ -165,16 +165,20 @@ def build_realtime_app(cfg: GatewayConfig, *, only: str | None = None, state: St
 def _kafka_broker(cfg: GatewayConfig, serializer: dict[str, Any]) -> Any:
     from faststream.kafka import KafkaBroker
 
+    from adapters.kafka.security import broker_security
+
     k = cfg.kafka
     return KafkaBroker(k.bootstrap_servers, client_id=k.client_id, graceful_timeout=k.graceful_timeout_s,
-                       enable_idempotence=False, acks="all",
+                       enable_idempotence=False, acks="all", security=broker_security(k),
                        log_level=logging.DEBUG, **serializer)  # a line per batch is noise at 50k msg/s
 
 
 def _rabbit_broker(cfg: GatewayConfig, serializer: dict[str, Any]) -> Any:
     from faststream.rabbit import RabbitBroker
 
-    return RabbitBroker(cfg.amqp.url, graceful_timeout=cfg.amqp.graceful_timeout_s,
+    from adapters.amqp.security import broker_security
+
+    return RabbitBroker(cfg.amqp.url, graceful_timeout=cfg.amqp.graceful_timeout_s, security=broker_security(cfg.amqp),
                         log_level=logging.DEBUG, **serializer)
 
 
