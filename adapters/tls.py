@@ -117,9 +117,18 @@ def handshake_error(exc: BaseException, *, system: str, address: str, cfg: TLSCo
                 "tls.key_file")
     if "unknown ca" in reason or "bad certificate" in reason:
         return f"{head}: the server refused the client certificate {cfg.cert_file if cfg else ''} ({reason})"
+    if "eof" in reason:
+        return _hung_up(system, address, cfg)
     if "wrong version number" in reason or "record layer failure" in reason:
         return f"{head}: {reason} (expected a TLS listener at {address}: is it plaintext?)"
     return f"{head}: {reason}"
+
+
+def _hung_up(system: str, address: str, cfg: TLSConfig | None) -> str:
+    head = f"{system}: TLS handshake with {address} failed: the server closed the connection"
+    if cfg is not None and cfg.cert_file:
+        return f"{head} (did it refuse the client certificate {cfg.cert_file}?)"
+    return f"{head}; it may want a client certificate: expected tls.cert_file and tls.key_file"
 
 
 async def probe_handshake(address: str, cfg: TLSConfig | None, *, system: str, where: str,
@@ -137,8 +146,9 @@ async def probe_handshake(address: str, cfg: TLSConfig | None, *, system: str, w
             reader, writer = await asyncio.open_connection(host, int(port), ssl=context, server_hostname=host)
         try:
             # under TLS 1.3 a server refuses a client certificate after the client's side of
-            # the handshake is done: its alert comes with the first read
-            await asyncio.wait_for(reader.read(1), 0.5)
+            # the handshake is done: its alert (or its hanging up) comes with the first read
+            if await asyncio.wait_for(reader.read(1), 0.5) == b"":
+                return _hung_up(system, address, cfg)
         except TimeoutError:
             pass
         finally:

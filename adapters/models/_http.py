@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 
 from adapters.models.base import DEFAULT_MAX_RESPONSE_BYTES
-from adapters.tls import TLSConfig, handshake_error
+from adapters.tls import TLSConfig, handshake_error, probe_handshake
 from schemas.errors import ModelOutputError, ModelRejected, ModelServerError, ModelTimeout, ModelUnavailable
 
 try:  # orjson is optional: it writes float32 arrays without a Python float per value
@@ -51,25 +51,26 @@ def make_client(base_url: str, *, timeout_s: float, max_connections: int, header
                              verify=verify if verify is not None else True)
 
 
-def _transport_detail(exc: httpx.TransportError, what: str, tls: TLSConfig | None) -> str:
-    """A failed TLS handshake as `handshake_error` words it; any other failure as before."""
+async def _transport_detail(exc: httpx.TransportError, what: str, tls: TLSConfig | None) -> str:
+    """A failed TLS handshake as `handshake_error` words it; any other failure as before.
+    A server that refuses the client's certificate (or its absence) under TLS 1.3 only
+    drops the connection as httpx sees it: a fresh handshake then tells why."""
+    address = _address(exc)
     cause: BaseException | None = exc
     while cause is not None and not isinstance(cause, ssl.SSLError):
         cause = cause.__cause__ or cause.__context__
-    if cause is not None:
-        line = handshake_error(cause, system=what, address=str(exc.request.url.netloc.decode())
-                               if _has_request(exc) else "the server", cfg=tls)
-        if line is not None:
-            return line
-    return f"{what}: {type(exc).__name__}: {exc or 'connection failed'}"
+    line = handshake_error(cause, system=what, address=address, cfg=tls) if cause is not None else None
+    if line is None and tls is not None and isinstance(exc, httpx.ReadError | httpx.RemoteProtocolError):
+        line = await probe_handshake(address, tls, system=what, where="tls")
+    return line or f"{what}: {type(exc).__name__}: {exc or 'connection failed'}"
 
 
-def _has_request(exc: httpx.TransportError) -> bool:
+def _address(exc: httpx.TransportError) -> str:
     try:
-        exc.request  # noqa: B018 - raises when the error was made without one
-    except RuntimeError:
-        return False
-    return True
+        url = exc.request.url
+    except RuntimeError:  # an error made without its request
+        return "the server"
+    return f"{url.host}:{url.port or (443 if url.scheme == 'https' else 80)}"
 
 
 def dumps(payload: Any) -> bytes:
@@ -128,7 +129,7 @@ async def call(client: httpx.AsyncClient, method: str, url: str, *, timeout_s: f
     except httpx.DecodingError as exc:  # a Content-Encoding the body does not follow
         raise ModelOutputError(f"{what}: answer cannot be decoded: {exc}") from exc
     except httpx.TransportError as exc:
-        raise ModelUnavailable(_transport_detail(exc, what, tls)) from exc
+        raise ModelUnavailable(await _transport_detail(exc, what, tls)) from exc
     detail = f"{what}: HTTP {status}: {excerpt(body)}"
     if status in (401, 403):
         detail += " (expected the token of auth.bearer_token_env, or a client certificate the server accepts)"
