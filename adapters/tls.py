@@ -42,7 +42,7 @@ class TLSConfig(BaseModel):
     def resolved(self, base_dir: Path) -> TLSConfig:
         """The same config with relative file names taken from `base_dir` (the config file's folder)."""
         def fix(name: str | None) -> str | None:
-            return None if name is None or Path(name).is_absolute() else str(base_dir / name)
+            return name if name is None or Path(name).is_absolute() else str(base_dir / name)
         return self.model_copy(update={"ca_file": fix(self.ca_file), "cert_file": fix(self.cert_file),
                                        "key_file": fix(self.key_file)})
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from adapters.kafka.config import KafkaConfig
 from adapters.secrets import env_value
-from adapters.tls import handshake_error, ssl_context
+from adapters.tls import TLSConfig, handshake_error, probe_handshake, ssl_context
 from schemas.errors import ConfigError
 
 
@@ -97,6 +97,10 @@ async def connection_problem(cfg: KafkaConfig, *, timeout_s: float = 5.0) -> str
         return (f"kafka: SASL {cfg.sasl.mechanism} as {cfg.sasl.username} at {address} failed: "
                 f"{_sasl_reason(exc)} (expected the broker to accept this user and password)")
     except errors.KafkaError as exc:
+        if cfg.uses_tls:  # under TLS 1.3 a refused client certificate shows only as a closed connection
+            refused = await probe_handshake(address, cfg.tls or TLSConfig(), system="kafka", where="kafka.tls")
+            if refused is not None:
+                return refused
         if cfg.sasl is not None:
             return (f"kafka: SASL {cfg.sasl.mechanism} as {cfg.sasl.username} at {address} failed: "
                     f"{type(exc).__name__} (is SASL enabled on that listener?)")

@@ -28,16 +28,18 @@ async def run_until(cfg: GatewayConfig, stop: asyncio.Event, *, only: str | None
     Returns the per-pipeline counts. `freeze`: the process serves nothing else (`lgw
     serve`), see `freeze_heap`."""
     rt = build_realtime_app(cfg, only=only, state=state)
-    try:
-        await rt.app.start()
-    except Exception:
-        problem = await _connection_problem(cfg)
-        if problem is None:
-            raise
-        with contextlib.suppress(Exception):  # what did start is let go; the cause is reported below
-            await rt.app.stop()
-        # a handshake or authentication the brokers refuse is the config's to fix, not a bug
-        raise ConfigError(problem) from None
+    with _HeldClientLogs() as held:
+        try:
+            await rt.app.start()
+        except Exception:
+            problem = await _connection_problem(cfg)
+            if problem is None:
+                raise
+            held.drop()  # the clients' own lines say less than the one below
+            with contextlib.suppress(Exception):  # what did start is let go; the cause is reported below
+                await rt.app.stop()
+            # a handshake or authentication the brokers refuse is the config's to fix, not a bug
+            raise ConfigError(problem) from None
     if freeze:
         freeze_heap()
     log.info("serving %s", ", ".join([*rt.kafka_drivers, *rt.amqp_drivers]))
@@ -46,6 +48,37 @@ async def run_until(cfg: GatewayConfig, stop: asyncio.Event, *, only: str | None
     finally:
         await rt.app.stop()
     return rt.stats()
+
+
+class _HeldClientLogs(logging.Filter):
+    """While the app connects, the broker clients' log lines are held back: when the
+    connection fails for a reason `_connection_problem` can name, that one line replaces
+    theirs (aiokafka logs every failed attempt, without saying what was expected);
+    otherwise they are let through as they were."""
+
+    LOGGERS = ("aiokafka", "aiokafka.client", "aiokafka.conn", "aio_pika", "aiormq", "aiormq.connection")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.records.append(record)
+        return False
+
+    def drop(self) -> None:
+        self.records.clear()
+
+    def __enter__(self) -> _HeldClientLogs:
+        for name in self.LOGGERS:
+            logging.getLogger(name).addFilter(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name in self.LOGGERS:
+            logging.getLogger(name).removeFilter(self)
+        for record in self.records:
+            logging.getLogger(record.name).handle(record)
 
 
 async def _connection_problem(cfg: GatewayConfig) -> str | None:
