@@ -50,8 +50,8 @@ from tests.tls_servers import RabbitTlsNode, SecureModelServer, Stunnel
 pytestmark = pytest.mark.integration
 
 DEADLINE_S = 60.0
-SASL_PASSWORD = "sasl-pw-4f9c1e"  # noqa: S105 - a test secret that must never be printed
-TOKEN = "tok-8d2a77c0"  # noqa: S105 - likewise
+SASL_PASSWORD = "sasl-pw-4f9c1e"  # a test secret that must never be printed
+TOKEN = "tok-8d2a77c0"  # likewise
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -304,7 +304,7 @@ async def test_amqp_publishes_and_reads_back_over_mutual_tls(rabbit_tls: RabbitT
     finally:
         await publisher.stop()
     sec = amqp_security(cfg)
-    connection = await aio_pika.connect(rabbit_tls.url, login="guest", password="guest",  # noqa: S106
+    connection = await aio_pika.connect(rabbit_tls.url, login="guest", password="guest",
                                         ssl_context=sec.ssl_context)
     async with connection:
         channel = await connection.channel()
@@ -399,3 +399,33 @@ async def test_a_model_server_signed_by_another_ca_is_one_clear_line(
         f"model fraud at {secure_model.url}: TLS handshake with {HOST}:{secure_model.port} failed: certificate "
         f"verify failed: self-signed certificate in certificate chain (expected a certificate signed by the CA in "
         f"{certs.wrong_ca})")
+
+
+# --------------------------------------------------------------------------- lgw config check
+def test_config_check_shows_each_connections_security_and_secrets_only_as_set_or_not(
+        lgw_cmd: list[str], certs: Certs, tmp_path: Path) -> None:
+    (tmp_path / "certs").symlink_to(certs.ca.parent)
+    (tmp_path / "gateway.yaml").write_text(yaml.safe_dump({
+        "models": {"fraud": {"endpoint": {
+            "backend": "kserve", "url": "https://models:8443", "model_name": "fraud",
+            "auth": {"bearer_token_env": "LGW_TEST_MODEL_TOKEN"},
+            "tls": {"ca_file": "certs/ca.pem", "cert_file": "certs/client.pem", "key_file": "certs/client.key"}}}},
+        "kafka": {"bootstrap_servers": "k1:9093", "security_protocol": "SASL_SSL", "tls": {"ca_file": "certs/nope.pem"},
+                  "sasl": {"mechanism": "SCRAM-SHA-512", "username": "lgw", "password_env": "LGW_TEST_SASL_PW"}},
+        "amqp": {"url": "amqps://rabbit:5671/", "username": "lgw", "password_env": "LGW_TEST_AMQP_PW",
+                 "tls": {"ca_file": "certs/ca.pem"}},
+    }))
+    done = lgw(lgw_cmd, "config", "check", "--config", str(tmp_path / "gateway.yaml"),
+               env={"LGW_TEST_SASL_PW": SASL_PASSWORD, "LGW_TEST_MODEL_TOKEN": TOKEN, "LGW_TEST_AMQP_PW": ""})
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    ca = tmp_path / "certs" / "ca.pem"
+    assert "      bearer_token: LGW_TEST_MODEL_TOKEN [set]" in lines
+    assert (f"      tls: ca_file={ca} check_hostname=True cert_file={tmp_path / 'certs' / 'client.pem'} "
+            f"key_file={tmp_path / 'certs' / 'client.key'}") in lines
+    assert "  security: SASL_SSL" in lines
+    assert f"    tls: ca_file={tmp_path / 'certs' / 'nope.pem'} [NOT READABLE] check_hostname=True" in lines
+    assert "    sasl: mechanism=SCRAM-SHA-512 username=lgw password=LGW_TEST_SASL_PW [set]" in lines
+    assert "  security: TLS" in lines and f"    tls: ca_file={ca} check_hostname=True" in lines
+    assert "    login: username=lgw password=LGW_TEST_AMQP_PW [NOT SET]" in lines
+    assert SASL_PASSWORD not in done.stdout and TOKEN not in done.stdout
