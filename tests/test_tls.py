@@ -153,6 +153,25 @@ def test_security_protocol_and_sections_must_agree(tmp_path: Path) -> None:
         KafkaConfig(tls=TLSConfig(ca_file="ca.pem"))
 
 
+def test_an_encrypted_client_key_is_opened_with_the_password_from_its_variable(
+        tmp_path: Path, certs: Certs, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(certs.client_key.read_bytes(), password=None)
+    locked = tmp_path / "client-locked.key"
+    locked.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                         serialization.BestAvailableEncryption(b"key-pw")))
+    tls = TLSConfig(cert_file=str(certs.client_cert), key_file=str(locked), key_password_env="LGW_TEST_KEY_PW")
+    monkeypatch.setenv("LGW_TEST_KEY_PW", "key-pw")
+    assert isinstance(ssl_context(tls, where="kafka.tls"), ssl.SSLContext)
+    monkeypatch.setenv("LGW_TEST_KEY_PW", "wrong")
+    with pytest.raises(ConfigError, match=r"^kafka\.tls\.cert_file: .* hold no usable certificate and private key"):
+        ssl_context(tls, where="kafka.tls")
+    monkeypatch.delenv("LGW_TEST_KEY_PW")
+    with pytest.raises(ConfigError, match=r"^kafka\.tls\.key_password_env: LGW_TEST_KEY_PW is not set"):
+        ssl_context(tls, where="kafka.tls")
+
+
 # --------------------------------------------------------------------------- Kafka mapping
 @pytest.mark.parametrize("mechanism,security", [("PLAIN", "SASLPlaintext"), ("SCRAM-SHA-256", "SASLScram256"),
                                                 ("SCRAM-SHA-512", "SASLScram512")])
@@ -331,6 +350,49 @@ async def test_amqp_with_a_wrong_ca_is_one_clear_line(rabbit_tls: RabbitTlsNode,
     assert str(err.value) == (
         f"amqp: TLS handshake with 127.0.0.1:{rabbit_tls.port} failed: certificate verify failed: "
         f"self-signed certificate in certificate chain (expected a certificate signed by the CA in {certs.wrong_ca})")
+
+
+async def test_lgw_serve_answers_amqp_requests_over_mutual_tls(rabbit_tls: RabbitTlsNode, certs: Certs,
+                                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import aio_pika
+
+    from schemas.contract import load_contract
+
+    monkeypatch.setenv("LGW_TEST_AMQP_PW", "guest")
+    info = model_info("fraud")
+    cfg = GatewayConfig.model_validate({
+        "models": {"fraud": {"endpoint": {"backend": "onnx", "path": str(info["path"]), "sha256": info["sha256"]}}},
+        "pipelines": {"ask": {"contract": str(contract_path("card_txn")), "model": "fraud",
+                              "source": {"type": "amqp", "queue": "lgw.tls.requests", "payload": "json",
+                                         "result_format": "json"}}},
+        "amqp": {"url": rabbit_tls.url, "username": "guest", "password_env": "LGW_TEST_AMQP_PW",
+                 "tls": {"ca_file": str(certs.ca), "cert_file": str(certs.client_cert),
+                         "key_file": str(certs.client_key)}, "graceful_timeout_s": 10},
+        "state": {"url": f"sqlite:///{tmp_path / 'state.db'}"}, "base_dir": tmp_path})
+    stop = asyncio.Event()
+    serving = asyncio.create_task(run_until(cfg, stop))
+    context = amqp_security(cfg.amqp).ssl_context
+    connection = await aio_pika.connect(rabbit_tls.url, login="guest", password="guest", ssl_context=context)
+    try:
+        async with connection:
+            channel = await connection.channel()
+            await channel.declare_queue("lgw.tls.requests", durable=True)
+            replies = await channel.declare_queue(exclusive=True, auto_delete=True)
+            record = json_records(load_contract(contract_path("card_txn")), 0, 1)[0]
+            await channel.default_exchange.publish(
+                aio_pika.Message(record, reply_to=replies.name, correlation_id="42"), routing_key="lgw.tls.requests")
+            reply = None
+            deadline = time.monotonic() + DEADLINE_S
+            while reply is None and time.monotonic() < deadline and not serving.done():
+                reply = await replies.get(fail=False)
+                await asyncio.sleep(0.05)
+            assert reply is not None, "no reply over TLS"
+            assert reply.correlation_id == "42" and reply.headers["lgw-status"] == "scored"
+            assert 0 <= json.loads(reply.body)["fraud_score"] <= 1
+    finally:
+        stop.set()
+        stats = await asyncio.wait_for(serving, 45)
+    assert stats["ask"]["results"] == 1
 
 
 # --------------------------------------------------------------------------- model server: token and mTLS
