@@ -491,3 +491,12 @@ def test_config_check_shows_each_connections_security_and_secrets_only_as_set_or
     assert "  security: TLS" in lines and f"    tls: ca_file={ca} check_hostname=True" in lines
     assert "    login: username=lgw password=LGW_TEST_AMQP_PW [NOT SET]" in lines
     assert SASL_PASSWORD not in done.stdout and TOKEN not in done.stdout
+
+
+def test_asyncapi_docs_need_neither_the_secrets_nor_the_certificate_files(lgw_cmd: list[str], tmp_path: Path) -> None:
+    kafka = {"bootstrap_servers": "k1:9093", "security_protocol": "SASL_SSL", "tls": {"ca_file": "not-mounted.pem"},
+             "sasl": {"mechanism": "SCRAM-SHA-256", "username": "lgw", "password_env": "LGW_TEST_UNSET_PW"}}
+    config = gateway_yaml(tmp_path, kafka, ("in", "out", "dlq"), "g")
+    done = lgw(lgw_cmd, "asyncapi", "--config", str(config))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["servers"]

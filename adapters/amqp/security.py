@@ -34,15 +34,17 @@ def password(cfg: AmqpConfig) -> str | None:
     return value
 
 
-def broker_security(cfg: AmqpConfig) -> Any:
+def broker_security(cfg: AmqpConfig, *, secrets: bool = True) -> Any:
     """A `faststream.security` object for `RabbitBroker(security=...)`, or None when the URL
-    says everything (plain amqp:// with its own credentials)."""
+    says everything (plain amqp:// with its own credentials). `secrets=False`: without the
+    password (a broker that only documents its channels)."""
     from faststream.security import BaseSecurity, SASLPlaintext
 
-    context = _context(cfg)
+    context = _context(cfg) if secrets else None  # the docs need no certificate files either
     if cfg.username is not None:
-        return SASLPlaintext(cfg.username, password(cfg) or "", ssl_context=context, use_ssl=cfg.uses_tls)
-    return BaseSecurity(ssl_context=context, use_ssl=True) if context is not None else None
+        secret = password(cfg) if secrets else None
+        return SASLPlaintext(cfg.username, secret or "", ssl_context=context, use_ssl=cfg.uses_tls)
+    return BaseSecurity(ssl_context=context, use_ssl=True) if cfg.uses_tls else None
 
 
 def address(cfg: AmqpConfig) -> str:

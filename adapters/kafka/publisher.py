@@ -51,8 +51,8 @@ class KafkaPublisher:
     def for_cluster(cls, cluster: KafkaConfig) -> KafkaPublisher:
         publisher = cls(cluster.bootstrap_servers, client_id=cluster.client_id,
                         enable_idempotence=cluster.enable_idempotence, linger_ms=cluster.linger_ms,
-                        compression_type=cluster.compression_type, security=security_options(cluster))
-        publisher.cluster = cluster
+                        compression_type=cluster.compression_type)
+        publisher.cluster = cluster  # its security is read at start: a publisher built for docs needs none
         return publisher
 
     @property
@@ -71,7 +71,8 @@ class KafkaPublisher:
 
     async def start(self) -> None:
         # aiokafka binds its clients to the running loop: created here, not in __init__
-        producer = AIOKafkaProducer(**self._options)
+        security = security_options(self.cluster) if self.cluster is not None else {}
+        producer = AIOKafkaProducer(**{**self._options, **security})
         try:
             await producer.start()
         except BaseException:

@@ -61,15 +61,18 @@ def client_options(cfg: KafkaConfig, **overrides: Any) -> dict[str, Any]:
             **security_options(cfg), **overrides}
 
 
-def broker_security(cfg: KafkaConfig) -> Any:
-    """A `faststream.security` object for `KafkaBroker(security=...)`, or None for PLAINTEXT."""
+def broker_security(cfg: KafkaConfig, *, secrets: bool = True) -> Any:
+    """A `faststream.security` object for `KafkaBroker(security=...)`, or None for PLAINTEXT.
+    `secrets=False` (a broker that only documents its channels, `lgw asyncapi`) leaves the
+    password out, so that the docs can be made where the secret is not mounted."""
     from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
-    context = _context(cfg)
+    context = _context(cfg) if secrets else None  # the docs need no certificate files either
     if cfg.sasl is None:
-        return BaseSecurity(ssl_context=context) if context is not None else None
+        return BaseSecurity(ssl_context=context, use_ssl=True) if cfg.uses_tls else None
     kinds = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}
-    return kinds[cfg.sasl.mechanism](cfg.sasl.username, sasl_password(cfg) or "", ssl_context=context,
+    password = sasl_password(cfg) if secrets else None
+    return kinds[cfg.sasl.mechanism](cfg.sasl.username, password or "", ssl_context=context,
                                      use_ssl=cfg.uses_tls)
 
 

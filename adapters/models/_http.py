@@ -60,9 +60,17 @@ async def _transport_detail(exc: httpx.TransportError, what: str, tls: TLSConfig
     while cause is not None and not isinstance(cause, ssl.SSLError):
         cause = cause.__cause__ or cause.__context__
     line = handshake_error(cause, system=what, address=address, cfg=tls) if cause is not None else None
-    if line is None and tls is not None and isinstance(exc, httpx.ReadError | httpx.RemoteProtocolError):
+    dropped = isinstance(exc, httpx.ReadError | httpx.RemoteProtocolError)
+    if line is None and tls is not None and dropped and _is_https(exc):
         line = await probe_handshake(address, tls, system=what, where="tls")
     return line or f"{what}: {type(exc).__name__}: {exc or 'connection failed'}"
+
+
+def _is_https(exc: httpx.TransportError) -> bool:
+    try:
+        return exc.request.url.scheme == "https"
+    except RuntimeError:  # an error made without its request
+        return False
 
 
 def _address(exc: httpx.TransportError) -> str:
