@@ -27,15 +27,19 @@ def build_model(name: str, cfg: ModelConfig, contract: Contract | None, base: Ga
                             inputs=features, outputs=outputs)
     elif isinstance(ep, KServeModelConfig):
         from adapters.models.kserve import KServeV2Model
+        from adapters.models.security import client_security
 
         backend = KServeV2Model(ep.url, ep.model_name, version=ep.version, timeout_s=cfg.timeout_s,
                                 max_connections=cfg.max_concurrency, inputs=features, outputs=outputs,
-                                max_response_bytes=cfg.max_response_bytes)
+                                max_response_bytes=cfg.max_response_bytes,
+                                **client_security(ep.auth, ep.tls, where=f"models.{name}.endpoint"))
     elif isinstance(ep, MlflowModelConfig):
         from adapters.models.mlflow import MlflowModel
+        from adapters.models.security import client_security
 
         backend = MlflowModel(ep.url, timeout_s=cfg.timeout_s, name=name, version=ep.version,
-                              inputs=features, outputs=outputs, max_response_bytes=cfg.max_response_bytes)
+                              inputs=features, outputs=outputs, max_response_bytes=cfg.max_response_bytes,
+                              **client_security(ep.auth, ep.tls, where=f"models.{name}.endpoint"))
     else:  # pragma: no cover - the config's discriminator allows nothing else
         raise ConfigError(f"model {name}: unknown backend")
     breaker = CircuitBreaker(name, cfg.breaker)

@@ -19,8 +19,10 @@ from adapters.files.config import DropFolderConfig, FileRejectsConfig, FileSinkC
 from adapters.files.formats import Format
 from adapters.kafka.config import KafkaConfig, KafkaRejectsConfig, KafkaSinkConfig, KafkaSourceConfig
 from adapters.models.base import DEFAULT_MAX_RESPONSE_BYTES
+from adapters.models.security import HttpAuthConfig
 from adapters.odbc.config import OdbcRejectsConfig, OdbcSinkConfig, OdbcSourceConfig
 from adapters.secrets import env_value
+from adapters.tls import TLSConfig
 from gateway.metrics_push import PushgatewayConfig
 from gateway.resilience.breaker import BreakerConfig
 from gateway.resilience.retry import RetryPolicy
@@ -39,16 +41,23 @@ class OnnxModelConfig(_Strict):
     version: str = "1"
 
 
-class KServeModelConfig(_Strict):
-    backend: Literal["kserve"]
+class _HttpEndpoint(_Strict):
+    """A model server over HTTP: `auth` (a bearer token from the environment) and `tls`
+    (CA, client certificate for mutual TLS) as adapters/models/security.py applies them."""
+
     url: str
+    auth: HttpAuthConfig | None = None
+    tls: TLSConfig | None = None
+
+
+class KServeModelConfig(_HttpEndpoint):
+    backend: Literal["kserve"]
     model_name: str
     version: str | None = None
 
 
-class MlflowModelConfig(_Strict):
+class MlflowModelConfig(_HttpEndpoint):
     backend: Literal["mlflow"]
-    url: str
     version: str = "1"
 
 
@@ -197,6 +206,19 @@ class GatewayConfig(_Strict):
     def resolve(self, path: str) -> Path:
         p = Path(path)
         return p if p.is_absolute() else (self.base_dir / p)
+
+    @model_validator(mode="after")
+    def _tls_files_beside_config(self) -> GatewayConfig:
+        """Relative TLS file names are taken from the config file's folder, as every other path."""
+        if self.kafka.tls is not None:
+            self.kafka.tls = self.kafka.tls.resolved(self.base_dir)
+        if self.amqp.tls is not None:
+            self.amqp.tls = self.amqp.tls.resolved(self.base_dir)
+        for model in self.models.values():
+            ep = model.endpoint
+            if not isinstance(ep, OnnxModelConfig) and ep.tls is not None:
+                ep.tls = ep.tls.resolved(self.base_dir)
+        return self
 
     @model_validator(mode="after")
     def _pinned_models(self) -> GatewayConfig:

@@ -4,11 +4,17 @@ masked and an ODBC connection is named by its DSN or server, never its string.""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from adapters.amqp.config import AmqpConfig
+from adapters.kafka.config import KafkaConfig
 from adapters.odbc.connection import OdbcConnectionConfig
+from adapters.secrets import env_value
+from adapters.tls import TLSConfig
 from gateway.config import GatewayConfig, OnnxModelConfig, PipelineConfig
+from schemas.errors import ConfigError
 
 MASK = "***"
 
@@ -75,18 +81,80 @@ def _pipeline(pipe: PipelineConfig) -> dict[str, Any]:
     return out
 
 
+SET, NOT_SET = "[set]", "[NOT SET]"
+
+
+def _secret(name: str) -> str:
+    """Whether the variable (or its _FILE) holds a value: the value itself is never shown."""
+    try:
+        return SET if env_value(name) else NOT_SET
+    except ConfigError:  # both set, or an unreadable file: not usable as it is
+        return NOT_SET
+
+
+def _file(path: str) -> str:
+    return path if os.access(path, os.R_OK) else f"{path} [NOT READABLE]"
+
+
+def _tls(tls: TLSConfig | None) -> dict[str, Any] | None:
+    if tls is None or not tls.enabled:
+        return None
+    out: dict[str, Any] = {"ca_file": _file(tls.ca_file) if tls.ca_file else "system trust store",
+                           "check_hostname": tls.check_hostname}
+    if tls.cert_file:
+        out["cert_file"] = _file(tls.cert_file)
+        out["key_file"] = _file(tls.key_file or tls.cert_file)
+    if tls.key_password_env:
+        out["key_password"] = f"{tls.key_password_env} {_secret(tls.key_password_env)}"
+    return out
+
+
+def _kafka_security(k: KafkaConfig) -> dict[str, Any]:
+    out: dict[str, Any] = {"protocol": k.security_protocol}
+    tls = _tls(k.tls) if k.uses_tls else None
+    if k.uses_tls:
+        out["tls"] = tls or {"ca_file": "system trust store", "check_hostname": True}
+    if k.sasl is not None:
+        out["sasl"] = {"mechanism": k.sasl.mechanism, "username": k.sasl.username,
+                       "password": f"{k.sasl.password_env} {_secret(k.sasl.password_env)}"}
+    return out
+
+
+def _amqp_security(a: AmqpConfig) -> dict[str, Any]:
+    out: dict[str, Any] = {"protocol": "TLS" if a.uses_tls else "plaintext"}
+    if a.uses_tls:
+        out["tls"] = _tls(a.tls) or {"ca_file": "system trust store", "check_hostname": True}
+    if a.username is not None and a.password_env is not None:
+        out["login"] = {"username": a.username, "password": f"{a.password_env} {_secret(a.password_env)}"}
+    return out
+
+
+def _model_security(ep: Any) -> dict[str, Any] | None:
+    out: dict[str, Any] = {}
+    if ep.auth is not None:
+        out["bearer_token"] = f"{ep.auth.bearer_token_env} {_secret(ep.auth.bearer_token_env)}"
+    tls = _tls(ep.tls)
+    if tls is not None:
+        out["tls"] = tls
+    return out or None
+
+
 def summary(cfg: GatewayConfig) -> dict[str, Any]:
     models: dict[str, Any] = {}
     for name, model in cfg.models.items():
         ep = model.endpoint
         where = ep.path if isinstance(ep, OnnxModelConfig) else mask_url(ep.url)
         models[name] = {"backend": ep.backend, "endpoint": where}
+        security = None if isinstance(ep, OnnxModelConfig) else _model_security(ep)
+        if security is not None:
+            models[name]["security"] = security
     return {
         "models": models,
         "pipelines": {name: _pipeline(pipe) for name, pipe in cfg.pipelines.items()},
         "state": {"url": mask_url(cfg.state.url)},
-        "kafka": {"bootstrap_servers": mask_url(cfg.kafka.bootstrap_servers)},
-        "amqp": {"url": mask_url(cfg.amqp.url)},
+        "kafka": {"bootstrap_servers": mask_url(cfg.kafka.bootstrap_servers),
+                  "security": _kafka_security(cfg.kafka)},
+        "amqp": {"url": mask_url(cfg.amqp.url), "security": _amqp_security(cfg.amqp)},
         "pushgateway": {"url": mask_url(cfg.pushgateway.url) if cfg.pushgateway.url else None,
                         "job": cfg.pushgateway.job},
     }
@@ -99,10 +167,27 @@ def _where(part: dict[str, Any] | None) -> str:
     return f"{text} [{part['connection']}]" if "connection" in part else text
 
 
+def _security_lines(security: dict[str, Any] | None, indent: str) -> list[str]:
+    """`security:` then one line per part (tls, sasl, login, bearer token): key=value pairs."""
+    if not security:
+        return []
+    lines = [f"{indent}security: {security.get('protocol', '')}".rstrip()]
+    for part, value in security.items():
+        if part == "protocol":
+            continue
+        text = " ".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else str(value)
+        lines.append(f"{indent}  {part}: {text}")
+    return lines
+
+
 def render(info: dict[str, Any]) -> list[str]:
     """The summary as plain lines for a terminal."""
     lines = ["models:"]
-    lines += [f"  {name}: {m['backend']} {m['endpoint']}" for name, m in info["models"].items()] or ["  (none)"]
+    for name, m in info["models"].items():
+        lines.append(f"  {name}: {m['backend']} {m['endpoint']}")
+        lines += _security_lines(m.get("security"), "    ")
+    if not info["models"]:
+        lines.append("  (none)")
     lines.append("pipelines:")
     for name, p in info["pipelines"].items():
         lines.append(f"  {name}: contract {p['contract']}, model {p['model'] or 'none (rules only)'}, "
@@ -115,7 +200,9 @@ def render(info: dict[str, Any]) -> list[str]:
         lines.append("  (none)")
     lines.append(f"state: {info['state']['url']}")
     lines.append(f"kafka: {info['kafka']['bootstrap_servers']}")
+    lines += _security_lines(info["kafka"]["security"], "  ")
     lines.append(f"amqp: {info['amqp']['url']}")
+    lines += _security_lines(info["amqp"]["security"], "  ")
     push = info["pushgateway"]
     lines.append(f"pushgateway: {push['url']} (job {push['job']})" if push["url"] else "pushgateway: none")
     return lines

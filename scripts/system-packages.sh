@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Debian packages the tests need (ODBC driver manager and drivers; kcat for the Kafka tests;
-# Prometheus, promtool and the Pushgateway for the operations tests).
+# Prometheus, promtool and the Pushgateway for the operations tests; stunnel4 puts TLS in front of
+# the Kafka test broker, which cannot serve it itself).
 # Installs only what is missing.
 set -euo pipefail
 need=()
-for pkg in unixodbc unixodbc-dev libsqliteodbc odbc-postgresql odbc-mariadb kcat prometheus prometheus-pushgateway; do
+for pkg in unixodbc unixodbc-dev libsqliteodbc odbc-postgresql odbc-mariadb kcat prometheus prometheus-pushgateway stunnel4; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -5,16 +5,32 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from adapters.config import ComponentConfig
+from adapters.tls import TLSConfig
 
 
 class AmqpConfig(ComponentConfig):
-    """The AMQP 0-9-1 broker (RabbitMQ) (`LGW_AMQP_URL` overrides)."""
+    """The AMQP 0-9-1 broker (RabbitMQ) (`LGW_AMQP_URL` overrides). An `amqps://` URL or
+    `tls:` (CA, client certificate) connects over TLS; `username` with `password_env`
+    (the variable holding the password, or its `_FILE`) keeps the password out of the URL."""
 
     url: str = "amqp://guest:guest@localhost:5672/"
+    tls: TLSConfig | None = None
+    username: str | None = None
+    password_env: str | None = None
     graceful_timeout_s: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _credentials_pair(self) -> AmqpConfig:
+        if (self.username is None) != (self.password_env is None):
+            raise ValueError("username and password_env go together (the password is read from that variable)")
+        return self
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.url.lower().startswith("amqps://") or (self.tls is not None and self.tls.enabled)
 
 
 class AmqpSourceConfig(ComponentConfig):

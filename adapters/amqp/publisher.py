@@ -14,6 +14,7 @@ from typing import Any
 from faststream.rabbit import RabbitBroker, RabbitExchange, RabbitQueue
 
 from adapters.amqp.config import AmqpConfig
+from adapters.amqp.security import broker_security
 from adapters.headers import Headers
 
 
@@ -36,7 +37,11 @@ class OutMessage:
 class AmqpPublisher:
     def __init__(self, broker: RabbitBroker | None = None, *, cluster: AmqpConfig | None = None) -> None:
         self._own = broker is None
-        self.broker = broker if broker is not None else RabbitBroker((cluster or AmqpConfig()).url, logger=None)
+        self.cluster = cluster  # what a failed connection is explained against
+        if broker is None:
+            cfg = cluster or AmqpConfig()
+            broker = RabbitBroker(cfg.url, security=broker_security(cfg), logger=None)
+        self.broker = broker
         self._exchanges: dict[str, RabbitExchange] = {}
 
     async def start(self) -> None:

@@ -21,6 +21,7 @@ from aiormq.exceptions import AMQPError
 
 from adapters.amqp.config import AmqpConfig, AmqpRejectsConfig, AmqpSinkConfig, AmqpSourceConfig
 from adapters.amqp.publisher import AmqpPublisher, OutMessage, as_amqp
+from adapters.amqp.security import connection_problem
 from adapters.base import InMessage, ScoredBatch, SourceBatch
 from adapters.headers import H_ERROR, H_FIELD, H_REASON, H_SOURCE, by_record
 from adapters.render import MessageRenderer, default_format
@@ -44,7 +45,9 @@ class _Exchange:
         try:
             await self.publisher.start()
         except (AMQPError, OSError) as exc:
-            raise BrokerUnavailable(f"amqp: cannot connect: {type(exc).__name__}: {exc}") from exc
+            cluster = self.publisher.cluster
+            problem = await connection_problem(cluster) if cluster is not None else None
+            raise BrokerUnavailable(problem or f"amqp: cannot connect: {type(exc).__name__}: {exc}") from exc
 
     def state(self) -> dict[str, Any]:
         return {}  # nothing to resume: what was confirmed stays published

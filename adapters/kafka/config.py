@@ -5,15 +5,29 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 
 from adapters.config import ComponentConfig
+from adapters.tls import TLSConfig
+
+
+class SaslConfig(ComponentConfig):
+    """`sasl:` of the Kafka cluster: the password is read from the variable
+    `password_env` names (or its `_FILE`), never from gateway.yaml."""
+
+    mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+    username: str
+    password_env: str
 
 
 class KafkaConfig(ComponentConfig):
-    """The Kafka cluster (`LGW_KAFKA_BOOTSTRAP` overrides)."""
+    """The Kafka cluster (`LGW_KAFKA_BOOTSTRAP` overrides). `security_protocol`, `tls` and
+    `sasl` as Kafka names them; adapters/kafka/security.py makes them into client options."""
 
     bootstrap_servers: str = "localhost:9092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    tls: TLSConfig | None = None
+    sasl: SaslConfig | None = None
     client_id: str = "lgw"
     # Results and dead letters are acknowledged by all in-sync replicas before offsets
     # are committed. Idempotence needs broker support (Apache Kafka has it).
@@ -28,6 +42,23 @@ class KafkaConfig(ComponentConfig):
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     heartbeat_interval_ms: int = Field(default=3_000, ge=100)
     graceful_timeout_s: float = Field(default=30.0, gt=0)  # shutdown: how long in-flight batches may take
+
+    @model_validator(mode="after")
+    def _security_fits(self) -> KafkaConfig:
+        proto = self.security_protocol
+        if proto.startswith("SASL") and self.sasl is None:
+            raise ValueError(f"security_protocol {proto} needs `sasl:` (mechanism, username, password_env)")
+        if not proto.startswith("SASL") and self.sasl is not None:
+            raise ValueError(f"`sasl:` needs security_protocol SASL_SSL or SASL_PLAINTEXT; found {proto}")
+        if proto.endswith("SSL") and self.tls is not None and not self.tls.enabled:
+            raise ValueError(f"security_protocol {proto} needs TLS; found tls.enabled false")
+        if not proto.endswith("SSL") and self.tls is not None and self.tls.enabled:
+            raise ValueError(f"`tls:` needs security_protocol SSL or SASL_SSL; found {proto}")
+        return self
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol.endswith("SSL")
 
 
 class KafkaSourceConfig(ComponentConfig):

@@ -23,6 +23,7 @@ from aiokafka.errors import MessageSizeTooLargeError
 from adapters.headers import Headers
 from adapters.kafka.config import KafkaConfig
 from adapters.kafka.partitioning import key_partitions
+from adapters.kafka.security import security_options
 
 
 @dataclass(slots=True)
@@ -37,18 +38,22 @@ class KafkaPublisher:
 
     def __init__(self, bootstrap_servers: str, *, client_id: str = "lgw", enable_idempotence: bool = True,
                  linger_ms: int = 0, compression_type: str | None = None,
-                 request_timeout_ms: int = 30_000) -> None:
+                 request_timeout_ms: int = 30_000, security: dict[str, Any] | None = None) -> None:
+        # `security`: aiokafka's security keyword arguments (adapters.kafka.security)
         self._options: dict[str, Any] = dict(
             bootstrap_servers=bootstrap_servers, client_id=f"{client_id}-results", acks="all",
             enable_idempotence=enable_idempotence, linger_ms=linger_ms, compression_type=compression_type,
-            max_batch_size=1 << 20, request_timeout_ms=request_timeout_ms)
+            max_batch_size=1 << 20, request_timeout_ms=request_timeout_ms, **(security or {}))
         self._producer: AIOKafkaProducer | None = None
+        self.cluster: KafkaConfig | None = None
 
     @classmethod
     def for_cluster(cls, cluster: KafkaConfig) -> KafkaPublisher:
-        return cls(cluster.bootstrap_servers, client_id=cluster.client_id,
-                   enable_idempotence=cluster.enable_idempotence, linger_ms=cluster.linger_ms,
-                   compression_type=cluster.compression_type)
+        publisher = cls(cluster.bootstrap_servers, client_id=cluster.client_id,
+                        enable_idempotence=cluster.enable_idempotence, linger_ms=cluster.linger_ms,
+                        compression_type=cluster.compression_type)
+        publisher.cluster = cluster  # its security is read at start: a publisher built for docs needs none
+        return publisher
 
     @property
     def bootstrap(self) -> str:
@@ -66,8 +71,14 @@ class KafkaPublisher:
 
     async def start(self) -> None:
         # aiokafka binds its clients to the running loop: created here, not in __init__
-        self._producer = AIOKafkaProducer(**self._options)
-        await self._producer.start()
+        security = security_options(self.cluster) if self.cluster is not None else {}
+        producer = AIOKafkaProducer(**{**self._options, **security})
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()  # its connections and tasks, so nothing leaks past the error
+            raise
+        self._producer = producer
 
     async def stop(self) -> None:
         if self._producer is not None:

@@ -20,6 +20,7 @@ from aiokafka.errors import KafkaError
 from adapters.base import ScoredBatch, SourceBatch, message_columns
 from adapters.kafka.config import KafkaConfig, KafkaRejectsConfig, KafkaSinkConfig
 from adapters.kafka.publisher import KafkaPublisher, OutRecord
+from adapters.kafka.security import connection_problem
 from adapters.render import MessageRenderer, default_format
 from schemas.errors import BrokerUnavailable
 from schemas.stream import Reject
@@ -43,8 +44,10 @@ class _Topic:
             try:
                 await self.publisher.start()
             except (KafkaError, OSError) as exc:
-                raise BrokerUnavailable(f"kafka: cannot reach {self.publisher.bootstrap} for topic {self.topic}: "
-                                        f"{type(exc).__name__}: {exc}") from exc
+                cluster = self.publisher.cluster
+                problem = await connection_problem(cluster) if cluster is not None else None
+                raise BrokerUnavailable(problem or f"kafka: cannot reach {self.publisher.bootstrap} for topic "
+                                                   f"{self.topic}: {type(exc).__name__}: {exc}") from exc
 
     def state(self) -> dict[str, Any]:
         return {}  # nothing to resume: what was acknowledged stays published

@@ -22,6 +22,7 @@ from aiokafka.errors import CommitFailedError
 
 from adapters.base import InMessage, Messages, SourceBatch
 from adapters.kafka.config import KafkaConfig, KafkaSourceConfig
+from adapters.kafka.security import client_options
 
 log = logging.getLogger("lgw.kafka")
 
@@ -106,8 +107,8 @@ class KafkaSource:
             return
         c = self.cluster
         self.consumer = AIOKafkaConsumer(
-            *self.config.topics, bootstrap_servers=c.bootstrap_servers, client_id=c.client_id,
-            group_id=self.config.group_id, enable_auto_commit=False, auto_offset_reset=c.auto_offset_reset,
+            *self.config.topics, **client_options(c), group_id=self.config.group_id, enable_auto_commit=False,
+            auto_offset_reset=c.auto_offset_reset,
             fetch_max_wait_ms=c.fetch_max_wait_ms, session_timeout_ms=c.session_timeout_ms,
             heartbeat_interval_ms=c.heartbeat_interval_ms, max_poll_records=self.config.batch_size)
         self._own = True

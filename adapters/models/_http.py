@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from typing import Any
 
 import httpx
 
 from adapters.models.base import DEFAULT_MAX_RESPONSE_BYTES
+from adapters.tls import TLSConfig, handshake_error, probe_handshake
 from schemas.errors import ModelOutputError, ModelRejected, ModelServerError, ModelTimeout, ModelUnavailable
 
 try:  # orjson is optional: it writes float32 arrays without a Python float per value
@@ -39,10 +41,44 @@ _EXCERPT = 300
 _ERROR_BODY_BYTES = _EXCERPT * 4  # what `excerpt` reads of an error answer
 
 
-def make_client(base_url: str, *, timeout_s: float, max_connections: int) -> httpx.AsyncClient:
+def make_client(base_url: str, *, timeout_s: float, max_connections: int, headers: dict[str, str] | None = None,
+                verify: ssl.SSLContext | None = None) -> httpx.AsyncClient:
+    """`headers` (an Authorization header) go with every request; `verify`: the TLS context
+    (CA, client certificate) for https, else the system's trust store."""
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
     return httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=httpx.Timeout(timeout_s), limits=limits,
-                             headers={"accept": "application/json"})
+                             headers={"accept": "application/json", **(headers or {})},
+                             verify=verify if verify is not None else True)
+
+
+async def _transport_detail(exc: httpx.TransportError, what: str, tls: TLSConfig | None) -> str:
+    """A failed TLS handshake as `handshake_error` words it; any other failure as before.
+    A server that refuses the client's certificate (or its absence) under TLS 1.3 only
+    drops the connection as httpx sees it: a fresh handshake then tells why."""
+    address = _address(exc)
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ssl.SSLError):
+        cause = cause.__cause__ or cause.__context__
+    line = handshake_error(cause, system=what, address=address, cfg=tls) if cause is not None else None
+    dropped = isinstance(exc, httpx.ReadError | httpx.RemoteProtocolError)
+    if line is None and tls is not None and dropped and _is_https(exc):
+        line = await probe_handshake(address, tls, system=what, where="tls")
+    return line or f"{what}: {type(exc).__name__}: {exc or 'connection failed'}"
+
+
+def _is_https(exc: httpx.TransportError) -> bool:
+    try:
+        return exc.request.url.scheme == "https"
+    except RuntimeError:  # an error made without its request
+        return False
+
+
+def _address(exc: httpx.TransportError) -> str:
+    try:
+        url = exc.request.url
+    except RuntimeError:  # an error made without its request
+        return "the server"
+    return f"{url.host}:{url.port or (443 if url.scheme == 'https' else 80)}"
 
 
 def dumps(payload: Any) -> bytes:
@@ -81,7 +117,8 @@ def excerpt(body: bytes) -> str:
 
 
 async def call(client: httpx.AsyncClient, method: str, url: str, *, timeout_s: float, what: str,
-               content: bytes | None = None, max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> bytes:
+               content: bytes | None = None, max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+               tls: TLSConfig | None = None) -> bytes:
     """One request with a deadline for the whole call (body included); the body of a
     success, read up to `max_bytes`; failures mapped (module docstring)."""
     headers = {"content-type": "application/json"} if content is not None else None
@@ -100,8 +137,10 @@ async def call(client: httpx.AsyncClient, method: str, url: str, *, timeout_s: f
     except httpx.DecodingError as exc:  # a Content-Encoding the body does not follow
         raise ModelOutputError(f"{what}: answer cannot be decoded: {exc}") from exc
     except httpx.TransportError as exc:
-        raise ModelUnavailable(f"{what}: {type(exc).__name__}: {exc or 'connection failed'}") from exc
+        raise ModelUnavailable(await _transport_detail(exc, what, tls)) from exc
     detail = f"{what}: HTTP {status}: {excerpt(body)}"
+    if status in (401, 403):
+        detail += " (expected the token of auth.bearer_token_env, or a client certificate the server accepts)"
     if status >= 500:
         raise ModelServerError(detail, status=status)
     if status == 408:

@@ -12,6 +12,7 @@ The features go as one FP32 tensor [N, F] (flat, row-major data); the answer's
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
@@ -22,6 +23,7 @@ import numpy as np
 from adapters.models import _http
 from adapters.models._tensors import feature_matrix, output_column
 from adapters.models.base import ModelInfo
+from adapters.tls import TLSConfig
 from schemas.errors import ModelOutputError
 
 __all__ = ["V2_DATATYPES", "KServeV2Model"]
@@ -42,7 +44,9 @@ class KServeV2Model:
     def __init__(self, base_url: str, model_name: str, *, version: str | None = None, timeout_s: float = 2.0,
                  max_connections: int = 8, client: httpx.AsyncClient | None = None,
                  inputs: Sequence[str] | None = None, outputs: Sequence[str] | None = None,
-                 input_name: str = "features", max_response_bytes: int = _http.DEFAULT_MAX_RESPONSE_BYTES) -> None:
+                 input_name: str = "features", max_response_bytes: int = _http.DEFAULT_MAX_RESPONSE_BYTES,
+                 headers: dict[str, str] | None = None, verify: ssl.SSLContext | None = None,
+                 tls: TLSConfig | None = None) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         if max_response_bytes < 1:
@@ -56,8 +60,10 @@ class KServeV2Model:
         self.info = ModelInfo(name=model_name, version=version or "", inputs=list(inputs or []),
                               outputs=list(outputs or []))
         self._owns_client = client is None
+        self._tls = tls  # named when a handshake fails
         self._client = client or _http.make_client(self.base_url, timeout_s=timeout_s,
-                                                   max_connections=max_connections)
+                                                   max_connections=max_connections,
+                                                   headers=headers, verify=verify)
         model_path = f"/v2/models/{quote(model_name, safe='')}"
         if version:
             model_path += f"/versions/{quote(version, safe='')}"
@@ -77,7 +83,7 @@ class KServeV2Model:
     async def metadata(self) -> dict[str, Any]:
         """The model's metadata: name, versions, platform, inputs and outputs (name, datatype, shape)."""
         raw = await _http.call(self._client, "GET", self._url(self._model_path), timeout_s=self.timeout_s,
-                               what=self._what, max_bytes=self.max_response_bytes)
+                               what=self._what, tls=self._tls, max_bytes=self.max_response_bytes)
         meta = _http.loads(raw, what=self._what)
         if not isinstance(meta, dict):
             raise ModelOutputError(f"{self._what}: metadata is not a JSON object: {_http.excerpt(raw)}")
@@ -92,8 +98,8 @@ class KServeV2Model:
         body = {"inputs": [{"name": self.input_name, "shape": list(x.shape), "datatype": "FP32",
                             "data": x.reshape(-1)}]}
         raw = await _http.call(self._client, "POST", self._url(f"{self._model_path}/infer"),
-                               timeout_s=self.timeout_s, what=self._what, content=_http.dumps(body),
-                               max_bytes=self.max_response_bytes)
+                               timeout_s=self.timeout_s, what=self._what, tls=self._tls,
+                               content=_http.dumps(body), max_bytes=self.max_response_bytes)
         answer = _http.loads(raw, what=self._what)
         tensors = self._output_tensors(answer, raw)
         wanted = self.info.outputs or list(tensors)

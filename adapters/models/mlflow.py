@@ -12,6 +12,7 @@ a list of one-element lists. Each output is read by name. Failures map as in `_h
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ import numpy as np
 from adapters.models import _http
 from adapters.models._tensors import feature_matrix, output_column
 from adapters.models.base import ModelInfo
+from adapters.tls import TLSConfig
 from schemas.errors import ConfigError, ModelOutputError
 
 __all__ = ["MlflowModel"]
@@ -34,7 +36,9 @@ class MlflowModel:
     def __init__(self, base_url: str, *, timeout_s: float = 2.0, max_connections: int = 8,
                  client: httpx.AsyncClient | None = None, name: str = "model", version: str = "1",
                  inputs: Sequence[str] | None = None, outputs: Sequence[str] | None = None,
-                 max_response_bytes: int = _http.DEFAULT_MAX_RESPONSE_BYTES) -> None:
+                 max_response_bytes: int = _http.DEFAULT_MAX_RESPONSE_BYTES,
+                 headers: dict[str, str] | None = None, verify: ssl.SSLContext | None = None,
+                 tls: TLSConfig | None = None) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         if max_response_bytes < 1:
@@ -45,8 +49,10 @@ class MlflowModel:
         self.info = ModelInfo(name=name, version=version, inputs=list(inputs or []),
                               outputs=list(outputs or ["prediction"]))
         self._owns_client = client is None
+        self._tls = tls  # named when a handshake fails
         self._client = client or _http.make_client(self.base_url, timeout_s=timeout_s,
-                                                   max_connections=max_connections)
+                                                   max_connections=max_connections,
+                                                   headers=headers, verify=verify)
         self._what = f"model {name} at {self.base_url}"
 
     async def ready(self) -> bool:
@@ -61,7 +67,8 @@ class MlflowModel:
             return {o: np.zeros(0, dtype=np.float32) for o in self.info.outputs}
         body = {"dataframe_split": {"columns": self.info.inputs, "data": x}}
         raw = await _http.call(self._client, "POST", f"{self.base_url}/invocations", timeout_s=self.timeout_s,
-                               what=self._what, content=_http.dumps(body), max_bytes=self.max_response_bytes)
+                               what=self._what, tls=self._tls, content=_http.dumps(body),
+                               max_bytes=self.max_response_bytes)
         answer = _http.loads(raw, what=self._what)
         # MLflow 1.x answered with the bare predictions; 2.x+ wraps them.
         predictions = answer["predictions"] if isinstance(answer, dict) and "predictions" in answer else answer

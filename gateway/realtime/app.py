@@ -109,9 +109,9 @@ def build_realtime_app(cfg: GatewayConfig, *, only: str | None = None, state: St
     pipes = realtime_pipelines(cfg, only)
     rt = RealtimeApp(app=FastStream())
     parts = [p for pipe in pipes.values() for p in (pipe.source, pipe.output, pipe.rejects_to)]
-    kafka_broker = _kafka_broker(cfg, serializer) if any(
+    kafka_broker = _kafka_broker(cfg, serializer, secrets=not for_docs) if any(
         isinstance(p, KafkaSourceConfig | KafkaSinkConfig | KafkaRejectsConfig) for p in parts) else None
-    rabbit = _rabbit_broker(cfg, serializer) if any(
+    rabbit = _rabbit_broker(cfg, serializer, secrets=not for_docs) if any(
         isinstance(p, AmqpSourceConfig | AmqpSinkConfig | AmqpRejectsConfig) for p in parts) else None
     publisher = None
     if any(isinstance(p, KafkaSinkConfig | KafkaRejectsConfig) for p in parts):
@@ -168,20 +168,25 @@ def build_realtime_app(cfg: GatewayConfig, *, only: str | None = None, state: St
 BROKER_LOG = logging.getLogger("lgw.faststream")
 
 
-def _kafka_broker(cfg: GatewayConfig, serializer: dict[str, Any]) -> Any:
+def _kafka_broker(cfg: GatewayConfig, serializer: dict[str, Any], *, secrets: bool = True) -> Any:
     from faststream.kafka import KafkaBroker
+
+    from adapters.kafka.security import broker_security
 
     k = cfg.kafka
     return KafkaBroker(k.bootstrap_servers, client_id=k.client_id, graceful_timeout=k.graceful_timeout_s,
-                       enable_idempotence=False, acks="all",
+                       enable_idempotence=False, acks="all", security=broker_security(k, secrets=secrets),
                        logger=BROKER_LOG, log_level=logging.DEBUG,  # a line per batch is noise at 50k msg/s
                        **serializer)
 
 
-def _rabbit_broker(cfg: GatewayConfig, serializer: dict[str, Any]) -> Any:
+def _rabbit_broker(cfg: GatewayConfig, serializer: dict[str, Any], *, secrets: bool = True) -> Any:
     from faststream.rabbit import RabbitBroker
 
+    from adapters.amqp.security import broker_security
+
     return RabbitBroker(cfg.amqp.url, graceful_timeout=cfg.amqp.graceful_timeout_s,
+                        security=broker_security(cfg.amqp, secrets=secrets),
                         logger=BROKER_LOG, log_level=logging.DEBUG, **serializer)
 
 

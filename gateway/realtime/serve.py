@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import logging
@@ -14,6 +15,7 @@ import yaml
 from gateway.config import GatewayConfig
 from gateway.realtime.app import build_realtime_app
 from gateway.state import StateStore
+from schemas.errors import ConfigError
 from schemas.safefiles import create_output
 
 log = logging.getLogger("lgw.realtime")
@@ -26,7 +28,18 @@ async def run_until(cfg: GatewayConfig, stop: asyncio.Event, *, only: str | None
     Returns the per-pipeline counts. `freeze`: the process serves nothing else (`lgw
     serve`), see `freeze_heap`."""
     rt = build_realtime_app(cfg, only=only, state=state)
-    await rt.app.start()
+    with _HeldClientLogs() as held:
+        try:
+            await rt.app.start()
+        except Exception:
+            problem = await _connection_problem(cfg)
+            if problem is None:
+                raise
+            held.drop()  # the clients' own lines say less than the one below
+            with contextlib.suppress(Exception):  # what did start is let go; the cause is reported below
+                await rt.app.stop()
+            # a handshake or authentication the brokers refuse is the config's to fix, not a bug
+            raise ConfigError(problem) from None
     if freeze:
         freeze_heap()
     log.info("serving %s", ", ".join([*rt.kafka_drivers, *rt.amqp_drivers]))
@@ -35,6 +48,52 @@ async def run_until(cfg: GatewayConfig, stop: asyncio.Event, *, only: str | None
     finally:
         await rt.app.stop()
     return rt.stats()
+
+
+class _HeldClientLogs(logging.Filter):
+    """While the app connects, the broker clients' log lines are held back: when the
+    connection fails for a reason `_connection_problem` can name, that one line replaces
+    theirs (aiokafka logs every failed attempt, without saying what was expected);
+    otherwise they are let through as they were."""
+
+    LOGGERS = ("aiokafka", "aiokafka.client", "aiokafka.conn", "aio_pika", "aiormq", "aiormq.connection",
+               "lgw.faststream")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.records.append(record)
+        return False
+
+    def drop(self) -> None:
+        self.records.clear()
+
+    def __enter__(self) -> _HeldClientLogs:
+        for name in self.LOGGERS:
+            logging.getLogger(name).addFilter(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name in self.LOGGERS:
+            logging.getLogger(name).removeFilter(self)
+        for record in self.records:
+            logging.getLogger(record.name).handle(record)
+
+
+async def _connection_problem(cfg: GatewayConfig) -> str | None:
+    """Why the app could not connect, when a TLS handshake or SASL exchange says so."""
+    from adapters.amqp.security import connection_problem as amqp_problem
+
+    kafka = cfg.kafka
+    if kafka.uses_tls or kafka.sasl is not None:
+        from adapters.kafka.security import connection_problem as kafka_problem
+
+        problem = await kafka_problem(kafka)
+        if problem is not None:
+            return problem
+    return await amqp_problem(cfg.amqp)
 
 
 def freeze_heap() -> None:

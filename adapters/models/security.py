@@ -1,0 +1,48 @@
+"""How the gateway authenticates to an HTTP model server (KServe V2, MLflow): a bearer
+token read from the environment (or its `_FILE`) and `tls:` (a CA for the server's
+certificate, a client certificate for mutual TLS), made into httpx's client arguments in
+this one place. The token goes into the Authorization header and nowhere else: never a
+log line, an error or `lgw config check`'s output."""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from adapters.secrets import env_value
+from adapters.tls import TLSConfig, ssl_context
+from schemas.errors import ConfigError
+
+
+class HttpAuthConfig(BaseModel):
+    """`auth:` of a model endpoint: the variable holding the bearer token."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bearer_token_env: str
+
+
+def bearer_token(auth: HttpAuthConfig, *, where: str) -> str:
+    token = env_value(auth.bearer_token_env)
+    if not token:
+        raise ConfigError(f"{where}.auth.bearer_token_env: {auth.bearer_token_env} is not set "
+                          f"(nor {auth.bearer_token_env}_FILE): expected the model server's bearer token")
+    return token
+
+
+def client_security(auth: HttpAuthConfig | None, tls: TLSConfig | None, *, where: str) -> dict[str, Any]:
+    """Keyword arguments for the HTTP model backends: `headers` (Authorization), `verify`
+    (the TLS context) and `tls` (named in handshake errors)."""
+    out: dict[str, Any] = {}
+    if auth is not None:
+        out["headers"] = {"authorization": f"Bearer {bearer_token(auth, where=where)}"}
+    if tls is not None and tls.enabled:
+        context: ssl.SSLContext = ssl_context(tls, where=f"{where}.tls")
+        out["verify"] = context
+        out["tls"] = tls
+    return out
+
+
+__all__ = ["HttpAuthConfig", "bearer_token", "client_security"]
