@@ -218,6 +218,7 @@ class OpsServer:
                                 timeout_graceful_shutdown=2)
         config.load()
         server = self._server = uvicorn.Server(config)
+        server.lifespan = config.lifespan_class(config)  # what serve() sets up before startup()
         # startup and main_loop, not serve(): serve() would take over SIGTERM/SIGINT,
         # which belong to the command's graceful stop
         await server.startup(sockets=[self._socket])  # type: ignore[list-item]
