@@ -1,0 +1,245 @@
+"""/healthz, /readyz and /metrics of `lgw serve` and `lgw run`, each run as a process of
+its own against real services: a Tansu Kafka broker, a KServe model server process (or
+none, where the test needs an endpoint that does not answer), a SQLite state store.
+
+Each process takes a free port (LGW_OPS_ADDRESS=127.0.0.1:0, set by conftest) and says
+which in its "ops: serving ..." line on stderr; it is stopped by its PID."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.state import StateStore
+from schemas.examples import generate_card_file
+from tests.kafka_broker import TansuBroker
+from tests.model_servers import ModelServerProcess, free_port
+from tests.realtime_data import copybook_records
+from tests.test_batch import write_config
+from tests.test_realtime_kafka import Topics, config_dict, keyed, kserve_model, produce
+
+pytestmark = pytest.mark.integration
+
+DEADLINE_S = 60.0
+OPS_LINE = re.compile(r"ops: serving /healthz /readyz /metrics on (http://[0-9.]+:\d+)")
+
+
+class LgwProcess:
+    """`lgw serve` or `lgw run` in a process group of its own; stdout and stderr in files."""
+
+    def __init__(self, cmd: list[str], args: list[str], workdir: Path, name: str = "lgw") -> None:
+        self.name = name
+        self.stdout_path = workdir / f"{name}.stdout"
+        self.stderr_path = workdir / f"{name}.stderr"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1", "LGW_OPS_ADDRESS": "127.0.0.1:0"}
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.process = subprocess.Popen([*cmd, *args], stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                            env=env, cwd=workdir, start_new_session=True)
+        self._url: str | None = None
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            pytest.fail(f"{self.name} exited with {self.process.returncode}:\n{self.stderr[-3000:]}", pytrace=False)
+
+    @property
+    def url(self) -> str:
+        """The ops endpoints' base URL, from the line the process logs once they listen."""
+        deadline = time.monotonic() + DEADLINE_S
+        while self._url is None:
+            found = OPS_LINE.search(self.stderr)
+            if found:
+                self._url = found.group(1)
+                break
+            self.check_alive()
+            if time.monotonic() > deadline:
+                pytest.fail(f"{self.name} logged no ops line:\n{self.stderr[-3000:]}", pytrace=False)
+            time.sleep(0.05)
+        return self._url
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=10) as response:
+                return int(response.status), response.read()
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), exc.read()
+
+    def get_json(self, path: str) -> tuple[int, dict[str, Any]]:
+        status, body = self.get(path)
+        doc: dict[str, Any] = json.loads(body)
+        return status, doc
+
+    def samples(self) -> dict[str, list[tuple[dict[str, str], float]]]:
+        """/metrics parsed: {sample name: [(labels, value)]}."""
+        status, body = self.get("/metrics")
+        assert status == 200
+        out: dict[str, list[tuple[dict[str, str], float]]] = {}
+        for family in text_string_to_metric_families(body.decode()):
+            for s in family.samples:
+                out.setdefault(s.name, []).append((dict(s.labels), s.value))
+        return out
+
+    def sample(self, name: str, **labels: str) -> float:
+        hits = [v for lbl, v in self.samples().get(name, []) if all(lbl.get(k) == w for k, w in labels.items())]
+        return sum(hits)
+
+    def wait_for(self, condition: Callable[[], bool], what: str, timeout: float = DEADLINE_S) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            self.check_alive()
+            if time.monotonic() > deadline:
+                pytest.fail(f"{what}: not within {timeout:g}s\n{self.stderr[-3000:]}", pytrace=False)
+            time.sleep(0.2)
+
+    def stop(self) -> int:
+        """SIGTERM (a graceful stop), SIGKILL if it is still there after the grace period."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=45)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        return int(self.process.returncode)
+
+
+@pytest.fixture
+def lgw_processes() -> Iterator[list[LgwProcess]]:
+    started: list[LgwProcess] = []
+    yield started
+    for p in started:
+        p.stop()
+
+
+def serve_config(tmp_path: Path, broker: TansuBroker, topics: Topics, model_url: str, **extra: Any) -> Path:
+    doc = config_dict(tmp_path, broker.bootstrap, {"cards": topics.source(max_records=50, payload="copybook")},
+                      model=kserve_model(model_url))
+    doc.update(extra)
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    return path
+
+
+def ready(p: LgwProcess) -> bool:
+    return p.get("/readyz")[0] == 200
+
+
+# ---------------------------------------------------------------------------- lgw serve
+async def test_serve_is_alive_ready_and_counts_the_records_it_scored(
+        kafka_broker: TansuBroker, disposable_kserve_server: ModelServerProcess, tmp_path: Path,
+        lgw_cmd: list[str], lgw_processes: list[LgwProcess]) -> None:
+    topics = Topics.create(kafka_broker, "ops")
+    config = serve_config(tmp_path, kafka_broker, topics, disposable_kserve_server.base_url)
+    gw = LgwProcess(lgw_cmd, ["--log-format", "json", "serve", "--config", str(config)], tmp_path)
+    lgw_processes.append(gw)
+    assert gw.get_json("/healthz") == (200, {"status": "alive"})
+    gw.wait_for(lambda: ready(gw), "/readyz 200")
+    status, body = gw.get_json("/readyz")
+    assert body["checks"] == {"kafka": "ok", "state_store": "ok", "model:fraud": "ok"}
+    assert body["pipelines"]["cards"]["breaker"] == "closed"
+
+    sent = await produce(kafka_broker.bootstrap, topics.input, keyed(copybook_records(0, 300), "ops"))
+    gw.wait_for(lambda: gw.sample("lgw_records_in_total", pipeline="cards", source="kafka") == len(sent),
+                "every record counted in")
+    assert gw.sample("lgw_records_out_total", pipeline="cards", scored_by="model") == len(sent)
+    assert gw.sample("lgw_records_rejected_total", pipeline="cards") == 0
+    assert gw.sample("lgw_model_requests_total", pipeline="cards", model="fraud", outcome="ok") >= 1
+    assert gw.sample("lgw_model_request_duration_seconds_count", pipeline="cards", model="fraud") >= 1
+    assert gw.sample("lgw_breaker_state", pipeline="cards", model="fraud") == 0
+    # all consumed: the lag gauge comes down to 0 once it was measured
+    gw.wait_for(lambda: any(lbl == {"pipeline": "cards", "topic": topics.input} and v == 0
+                            for lbl, v in gw.samples().get("lgw_kafka_consumer_lag_records", [])),
+                "consumer lag measured")
+
+    # the kill switch pauses the pipeline: reported, and still ready
+    StateStore(f"sqlite:///{tmp_path / 'state.db'}").set_kill_switch("cards", "pause", reason="ops test")
+    gw.wait_for(lambda: gw.get_json("/readyz")[1]["pipelines"]["cards"].get("kill_switch") == "pause",
+                "the kill switch reported")
+    assert gw.get("/readyz")[0] == 200
+    assert gw.stop() == 0
+    # the stats line is still the last thing on stdout (the ops lines go to stderr)
+    assert json.loads(gw.stdout.splitlines()[-1])["cards"]["messages"] == len(sent)
+    assert "ops: serving" not in gw.stdout
+
+
+async def test_serve_is_not_ready_while_its_model_endpoint_does_not_answer(
+        kafka_broker: TansuBroker, tmp_path: Path, lgw_cmd: list[str], lgw_processes: list[LgwProcess]) -> None:
+    topics = Topics.create(kafka_broker, "ops-down")
+    nobody = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    config = serve_config(tmp_path, kafka_broker, topics, nobody)
+    gw = LgwProcess(lgw_cmd, ["serve", "--config", str(config)], tmp_path)
+    lgw_processes.append(gw)
+    assert gw.get("/healthz")[0] == 200
+    gw.wait_for(lambda: gw.get_json("/readyz")[1].get("checks", {}).get("kafka") == "ok", "kafka reached")
+    status, body = gw.get_json("/readyz")
+    assert status == 503
+    assert body["not_ready"] == ["model:fraud"]
+    assert body["checks"]["model:fraud"] == "unreachable" and body["checks"]["state_store"] == "ok"
+
+
+def test_a_port_in_use_stops_serve_with_one_error_line(tmp_path: Path, lgw_cmd: list[str],
+                                                       kafka_broker: TansuBroker) -> None:
+    import socket
+
+    topics = Topics.create(kafka_broker, "ops-busy")
+    config = serve_config(tmp_path, kafka_broker, topics, "http://127.0.0.1:9")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([*lgw_cmd, "serve", "--config", str(config), "--ops-address", f"127.0.0.1:{port}"],
+                              capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"lgw: error: ops endpoints: cannot listen on 127.0.0.1:{port}: address already in use; expected a free "
+        "address in --ops-address, LGW_OPS_ADDRESS or ops.address"]
+
+
+# ---------------------------------------------------------------------------- lgw run
+def test_run_serves_its_endpoints_and_the_finished_runs_figures(tmp_path: Path, lgw_cmd: list[str],
+                                                                lgw_processes: list[LgwProcess]) -> None:
+    config = write_config(tmp_path, stable_for_s=0.2)
+    (tmp_path / "drop" / "inbox").mkdir(parents=True)
+    gw = LgwProcess(lgw_cmd, ["run", "--config", str(config)], tmp_path)
+    lgw_processes.append(gw)
+    assert gw.get_json("/healthz") == (200, {"status": "alive"})
+    status, body = gw.get_json("/readyz")
+    assert status == 200, body
+    assert body["checks"] == {"state_store": "ok", "model:fraud": "ok"}
+    assert body["pipelines"]["card_txn"]["paused"] is False
+
+    staged = tmp_path / "staged.DAT"
+    generate_card_file(staged, records=1_000, seed=4)
+    os.rename(staged, tmp_path / "drop" / "inbox" / "OPS1.DAT")
+    gw.wait_for(lambda: gw.sample("lgw_batch_runs_total", pipeline="card_txn", status="ok") == 1, "the run counted")
+    assert gw.sample("lgw_records_in_total", pipeline="card_txn", source="dropfolder") == 1_000
+    assert gw.sample("lgw_records_out_total", pipeline="card_txn", scored_by="model") == 1_000
+    assert gw.sample("lgw_model_requests_total", pipeline="card_txn", model="fraud", outcome="ok") >= 1
+    assert gw.stop() == 0
