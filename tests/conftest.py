@@ -9,7 +9,7 @@ import pytest
 
 from tests.fuzz_harness import FuzzWorker
 
-pytest_plugins = ["tests.model_servers", "tests.kafka_broker", "tests.realtime_data"]
+pytest_plugins = ["tests.model_servers", "tests.kafka_broker", "tests.realtime_data", "tests.lgw_processes"]
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LGW_SHARED", ROOT.parent / "shared"))
