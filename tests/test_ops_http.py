@@ -7,6 +7,8 @@ which in its "ops: serving ..." line on stderr; it is stopped by its PID."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -17,7 +19,7 @@ import pytest
 import yaml
 
 from gateway.state import StateStore
-from schemas.examples import generate_card_file
+from schemas.examples import contract_path, generate_card_file
 from tests.kafka_broker import TansuBroker
 from tests.lgw_processes import LgwProcess
 from tests.model_servers import ModelServerProcess, free_port
@@ -133,3 +135,50 @@ def test_run_serves_its_endpoints_and_the_finished_runs_figures(tmp_path: Path, 
     assert gw.sample("lgw_records_out_total", pipeline="card_txn", scored_by="model") == 1_000
     assert gw.sample("lgw_model_requests_total", pipeline="card_txn", model="fraud", outcome="ok") >= 1
     assert gw.stop() == 0
+
+
+async def test_serve_over_amqp_is_ready_with_its_broker_and_counts_the_requests(
+        tmp_path: Path, lgw_cmd: list[str], lgw_processes: list[LgwProcess]) -> None:
+    import uuid
+
+    import aio_pika
+
+    from tests.helpers import unavailable
+    from tests.test_realtime_amqp import AMQP_URL, onnx_model
+
+    try:
+        conn = await asyncio.wait_for(aio_pika.connect(AMQP_URL), timeout=10)
+    except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
+        unavailable(f"RabbitMQ not reachable at {AMQP_URL}: {exc!r}")
+    tag = uuid.uuid4().hex[:10]
+    queue, dlx = f"lgw.test.{tag}.req", f"lgw.test.{tag}.dlx"
+    doc = {"models": {"fraud": onnx_model()},
+           "pipelines": {"cards": {"contract": str(contract_path("card_txn")), "model": "fraud",
+                                   "source": {"type": "amqp", "queue": queue, "dead_letter_exchange": dlx}}},
+           "amqp": {"url": AMQP_URL, "graceful_timeout_s": 10},
+           "state": {"url": f"sqlite:///{tmp_path / 'state.db'}"}}
+    config = tmp_path / "gateway.yaml"
+    config.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    try:
+        channel = await conn.channel()
+        await channel.declare_queue(queue, durable=True)
+        replies = await channel.declare_queue(exclusive=True, auto_delete=True)
+        gw = LgwProcess(lgw_cmd, ["serve", "--config", str(config)], tmp_path)
+        lgw_processes.append(gw)
+        gw.wait_for(lambda: ready(gw), "/readyz 200")
+        assert gw.get_json("/readyz")[1]["checks"] == {"amqp": "ok", "state_store": "ok", "model:fraud": "ok"}
+        for i, body in enumerate(copybook_records(0, 40)):
+            await channel.default_exchange.publish(
+                aio_pika.Message(body, correlation_id=f"c{i}", reply_to=replies.name), routing_key=queue)
+        gw.wait_for(lambda: gw.sample("lgw_records_out_total", pipeline="cards", scored_by="model") == 40,
+                    "every request scored and counted")
+        assert gw.sample("lgw_records_in_total", pipeline="cards", source="amqp") == 40
+        assert gw.stop() == 0
+    finally:
+        cleanup = await conn.channel()
+        for q in (queue, f"{queue}.dlq"):
+            with contextlib.suppress(aio_pika.exceptions.AMQPError):
+                await cleanup.queue_delete(q)
+        with contextlib.suppress(aio_pika.exceptions.AMQPError):
+            await cleanup.exchange_delete(dlx)
+        await conn.close()
