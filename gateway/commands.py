@@ -555,7 +555,7 @@ def _n(value: object) -> str:
 def run_pipelines(args: argparse.Namespace) -> int:
     """`lgw run`: every pipeline with a drop folder, watched until stopped."""
     from gateway.batch import BatchDriver, LogProgress, build_runtime
-    from gateway.ops_http import OpsServer, ops_address
+    from gateway.ops_http import OpsServer, ops_address, run_brokers
 
     cfg, state, runs = _batch_context(args)
     _logging(args)
@@ -571,6 +571,7 @@ def run_pipelines(args: argparse.Namespace) -> int:
         try:
             if ops is not None:
                 ops.readiness.add_state_store(state)
+                run_brokers(ops.readiness, cfg, names)
                 for rt in runtimes:
                     ops.readiness.add_pipeline(rt.pipeline)
                 await ops.start()

@@ -112,6 +112,23 @@ class Readiness:
 
         self.checks[name] = ping
 
+    def add_endpoints(self, name: str, addresses: list[tuple[str, int]]) -> None:
+        """A broker the command reaches through clients of its own (`lgw run`'s topic and
+        queue sinks): ready when one of its addresses accepts a TCP connection."""
+        async def connect() -> bool:
+            for host, port in addresses:
+                try:
+                    _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), CHECK_TIMEOUT_S)
+                except (OSError, TimeoutError):
+                    continue
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+                return True
+            return False
+
+        self.checks[name] = connect
+
     def add_pipeline(self, pipeline: Pipeline) -> None:
         self.pipelines[pipeline.name] = pipeline
         if pipeline.model is not None:
@@ -128,6 +145,20 @@ class Readiness:
         if not_ready:
             body["not_ready"] = not_ready
         return not not_ready, body
+
+
+def run_brokers(readiness: Readiness, cfg: GatewayConfig, pipelines: list[str]) -> None:
+    """The brokers `lgw run`'s pipelines write to (a topic or queue sink or reject sink)."""
+    from urllib.parse import urlsplit
+
+    kinds = {part.type for name in pipelines for part in (cfg.pipelines[name].output, cfg.pipelines[name].rejects_to)}
+    if "kafka" in kinds:
+        servers = [s.strip() for s in cfg.kafka.bootstrap_servers.split(",") if s.strip()]
+        readiness.add_endpoints("kafka", [(h, int(p)) for h, _, p in (s.rpartition(":") for s in servers)
+                                          if p.isdigit()])
+    if "amqp" in kinds:
+        url = urlsplit(cfg.amqp.url)  # only host and port are kept: the URL may carry a password
+        readiness.add_endpoints("amqp", [(url.hostname or "localhost", url.port or 5672)])
 
 
 async def _bounded(check: Check) -> bool:
@@ -240,4 +271,4 @@ class OpsServer:
 
 
 __all__ = ["DEFAULT_ADDRESS", "ENV_ADDRESS", "OpsConfig", "OpsServer", "Readiness", "build_app", "ops_address",
-           "parse_address"]
+           "parse_address", "run_brokers"]

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway import meters, metrics
 from gateway.config import GatewayConfig, Policy
 from gateway.metrics import REASON_CLASSES, REGISTRY, reason_class
-from gateway.ops_http import OpsServer, Readiness, ops_address, parse_address
+from gateway.ops_http import OpsServer, Readiness, ops_address, parse_address, run_brokers
 from gateway.pipeline import Pipeline
 from gateway.resilience.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from gateway.state import KillSwitchWatcher, StateStore
@@ -264,3 +264,23 @@ def test_every_label_value_the_registry_holds_comes_from_a_closed_set_or_the_con
                     seen += 1
                     assert sample.labels[label] in allowed, (sample.name, sample.labels)
     assert seen > 0
+
+
+async def test_lgw_runs_brokers_are_ready_when_one_of_their_addresses_accepts_a_connection() -> None:
+    with socket.socket() as listening, socket.socket() as closed:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        up, down = listening.getsockname()[1], closed.getsockname()[1]
+        cfg = GatewayConfig.model_validate({
+            "kafka": {"bootstrap_servers": f"127.0.0.1:{down},127.0.0.1:{up}"},
+            "amqp": {"url": f"amqp://guest:secret@127.0.0.1:{down}/"},
+            "pipelines": {"p": {"contract": "c.yaml", "source": {"inbox": "in", "outbox": "out"},
+                                "sink": {"type": "kafka", "topic": "t"}, "rejects": {"type": "amqp",
+                                                                                   "exchange": "x"}}}})
+        readiness = Readiness()
+        run_brokers(readiness, cfg, ["p"])
+        ready, body = await readiness.report()
+    assert not ready
+    assert body["checks"] == {"kafka": "ok", "amqp": "unreachable"} and body["not_ready"] == ["amqp"]
+    assert "secret" not in str(body)
