@@ -96,6 +96,10 @@ def _rate(text: str) -> float:
     return value
 
 
+_OPS_HELP = ("serve /healthz, /readyz and /metrics here (default: $LGW_OPS_ADDRESS, ops.address, "
+             "127.0.0.1:9464; port 0 takes a free port)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lgw", description="Legacy adapter gateway")
     parser.add_argument("--log-format", choices=["auto", "text", "json"], default=None,
@@ -175,12 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
     srv = sub.add_parser("run", help="keep watching every pipeline's inbox until stopped (SIGTERM: finish the "
                                      "current chunk, then exit)")
     srv.add_argument("--config", metavar="gateway.yaml", help="pipelines, folders, models, state (default: embedded)")
+    srv.add_argument("--ops-address", metavar="HOST:PORT", default=None, help=_OPS_HELP)
 
     rt = sub.add_parser("serve", help="real time: score Kafka topics and AMQP request queues until stopped "
                                       "(SIGTERM: finish in-flight batches, commit, exit)")
     rt.add_argument("--config", metavar="gateway.yaml", required=True,
                     help="pipelines with a kafka or amqp source, models, brokers")
     rt.add_argument("--pipeline", metavar="NAME", help="serve this pipeline only")
+    rt.add_argument("--ops-address", metavar="HOST:PORT", default=None, help=_OPS_HELP)
     api = sub.add_parser("asyncapi", help="AsyncAPI document of the real-time channels")
     api.add_argument("--config", metavar="gateway.yaml", required=True)
     api.add_argument("--pipeline", metavar="NAME", help="document this pipeline only")

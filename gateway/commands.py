@@ -311,15 +311,18 @@ def serve_realtime(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     _require_realtime("lgw serve", cfg, args.pipeline)
+    from gateway.ops_http import OpsServer, ops_address
     from gateway.realtime.serve import print_stats, run_until
     from gateway.state import StateStore
 
     state = StateStore(cfg.state.url)
     _logging(args)
+    address = ops_address(cfg, getattr(args, "ops_address", None))
 
     async def main(stop: asyncio.Event) -> int:
         try:
-            print_stats(await run_until(cfg, stop, only=args.pipeline, state=state, freeze=True))
+            ops = OpsServer(address).bind() if address is not None else None
+            print_stats(await run_until(cfg, stop, only=args.pipeline, state=state, freeze=True, ops=ops))
         finally:
             state.close()
         return EXIT_OK
@@ -552,6 +555,7 @@ def _n(value: object) -> str:
 def run_pipelines(args: argparse.Namespace) -> int:
     """`lgw run`: every pipeline with a drop folder, watched until stopped."""
     from gateway.batch import BatchDriver, LogProgress, build_runtime
+    from gateway.ops_http import OpsServer, ops_address, run_brokers
 
     cfg, state, runs = _batch_context(args)
     _logging(args)
@@ -559,13 +563,24 @@ def run_pipelines(args: argparse.Namespace) -> int:
     if not names:
         raise ConfigError("no pipeline has a `source`: nothing to watch")
 
+    address = ops_address(cfg, getattr(args, "ops_address", None))
+
     async def main(stop: asyncio.Event) -> int:
+        ops = OpsServer(address).bind() if address is not None else None
         runtimes = [build_runtime(name, cfg, state, runs) for name in names]
         try:
+            if ops is not None:
+                ops.readiness.add_state_store(state)
+                run_brokers(ops.readiness, cfg, names)
+                for rt in runtimes:
+                    ops.readiness.add_pipeline(rt.pipeline)
+                await ops.start()
             # one watcher per pipeline (the real-time subscribers will join them here)
             await asyncio.gather(*(BatchDriver(rt, progress=LogProgress(), stop=stop).watch(_print_result)
                                    for rt in runtimes))
         finally:
+            if ops is not None:
+                await ops.stop()
             for rt in runtimes:
                 await rt.close()
         return EXIT_OK

@@ -24,6 +24,7 @@ from adapters.odbc.config import OdbcRejectsConfig, OdbcSinkConfig, OdbcSourceCo
 from adapters.secrets import env_value
 from adapters.tls import TLSConfig
 from gateway.metrics_push import PushgatewayConfig
+from gateway.ops_http import OpsConfig
 from gateway.resilience.breaker import BreakerConfig
 from gateway.resilience.retry import RetryPolicy
 from schemas.errors import ConfigError
@@ -199,6 +200,7 @@ class GatewayConfig(_Strict):
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     amqp: AmqpConfig = Field(default_factory=AmqpConfig)
     pushgateway: PushgatewayConfig = Field(default_factory=PushgatewayConfig)  # where `lgw batch run` pushes
+    ops: OpsConfig = Field(default_factory=OpsConfig)  # /healthz, /readyz, /metrics of `lgw serve` and `lgw run`
     # refuse an in-process model without a `sha256` pin (unpinned ones load with a warning)
     require_model_pins: bool = False
     base_dir: Path = Field(default=Path("."), exclude=True)

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from gateway import meters
 from gateway.config import Policy
 from gateway.fallback import FallbackRules
 from gateway.features import FeatureMap
@@ -105,11 +106,16 @@ class Pipeline:
         self.model_name = str(model_cfg.get("name", model.info.name if model else ""))
         self.model_version = str(model.info.version) if model else None
         self.stats = PipelineStats()
+        self.paused = False  # the last batch was held back (policy or kill-switch pause)
+        self.meters = meters.PipelineMeters(name, self.model_name if model else None)
+        if model is not None:
+            meters.watch_breaker(name, self.model_name, model.breaker)
 
     # ------------------------------------------------------------------ public
     async def score(self, table: pa.Table) -> ScoredBatch:
         n = table.num_rows
         mode = (await self.kill_switch.acurrent()).mode if self.kill_switch else "off"
+        self.meters.kill_switch(mode)
         if n == 0:
             batch = self._assemble(table, np.zeros(0, dtype=np.int64), {}, SCORED_BY_FALLBACK, None)
         elif mode == "pause":
@@ -119,6 +125,9 @@ class Pipeline:
         else:
             batch = await self._with_model(table)
         self.stats.add(n, batch)
+        if n:
+            self.paused = batch.paused
+            self.meters.paused(batch.paused)
         return batch
 
     # ------------------------------------------------------------------ model path
@@ -129,9 +138,13 @@ class Pipeline:
         try:
             outputs, poison = await self._predict_isolating(features, np.arange(table.num_rows))
         except (InfrastructureError, TimeoutError, OSError) as exc:
+            rejected = isinstance(exc, BreakerOpen)  # nothing was called: no duration to observe
+            self.meters.model_call("rejected" if rejected else "error",
+                                   None if rejected else time.perf_counter() - started)
             return self._unavailable(table, exc)
         finally:
             self.stats.model_seconds += time.perf_counter() - started
+        self.meters.model_call("ok", time.perf_counter() - started)
         rejects = [RowReject(int(r), why) for r, why in poison]
         scored_rows = np.arange(table.num_rows)
         if poison:

@@ -9,11 +9,15 @@ import pytest
 
 from tests.fuzz_harness import FuzzWorker
 
-pytest_plugins = ["tests.model_servers", "tests.kafka_broker", "tests.realtime_data"]
+pytest_plugins = ["tests.model_servers", "tests.kafka_broker", "tests.realtime_data", "tests.lgw_processes"]
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LGW_SHARED", ROOT.parent / "shared"))
 COBRIX = SHARED / "conformance" / "cobrix"
+
+# `lgw serve` and `lgw run` serve their ops endpoints on 127.0.0.1:9464 by default: the
+# processes tests start (several at once, under xdist too) each take a free port instead.
+os.environ.setdefault("LGW_OPS_ADDRESS", "127.0.0.1:0")
 
 
 @pytest.fixture(scope="session")

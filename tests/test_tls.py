@@ -118,7 +118,9 @@ def lgw(lgw_cmd: list[str], *args: str, env: dict[str, str] | None = None,
 
 
 def one_line(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
+    """The one line of `stderr` besides the ops endpoints' announcement (they listen before
+    the brokers are reached, so /healthz answers while they are not)."""
+    lines = [line for line in stderr.splitlines() if line.strip() and " INFO lgw.ops: ops: serving " not in line]
     assert len(lines) == 1, f"expected one error line, got {len(lines)}:\n{stderr}"
     return lines[0]
 

@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 from adapters.base import RejectSink, ScoredBatch, Sink, SourceBatch, message_columns
 from gateway.logs import log_context
+from gateway.meters import StreamMeters, dead_letter_class
 from gateway.realtime.core import MicroBatchScorer, Outcome
 
 log = logging.getLogger("lgw.drivers.stream")
@@ -60,12 +61,14 @@ class InFlight:
 
     batch: SourceBatch
     written: asyncio.Future[Any]
+    outcome: Outcome | None = None  # what it holds, counted once it is acked
 
 
 class StreamDriver:
     def __init__(self, name: str, scorer: MicroBatchScorer, sink: Sink, rejects: RejectSink,
-                 flow: Flow | None = None) -> None:
+                 flow: Flow | None = None, meters: StreamMeters | None = None) -> None:
         self.name = name
+        self.meters = meters or StreamMeters(name, "unknown", "unknown")
         self.scorer = scorer
         self.sink = sink
         self.rejects = rejects
@@ -135,7 +138,7 @@ class StreamDriver:
         if before is not None and not await self._written(before, later=[batch]):
             return  # the batch before failed: both were nacked and come again
         written = self._write(batch, prepared, outcome)
-        self._in_flight = InFlight(batch, written)
+        self._in_flight = InFlight(batch, written, outcome)
         await asyncio.sleep(0)  # let the sink put the batch on the wire before the next one is scored
         # The batch before is acked only now, with this one on its way: the ack's round
         # trip is no message's wait. Should it fail, both batches come again, and this
@@ -190,7 +193,18 @@ class StreamDriver:
         self.committed_batches += 1
         self.committed_records += batch.batch.records_in
         self._backoff_s = 0.0
+        if batch.outcome is not None:
+            self._count(batch.outcome)
         return True
+
+    def _count(self, outcome: Outcome) -> None:
+        dead = outcome.dead_letters
+        self.meters.acked(outcome.handled, outcome.scored_by,
+                          [dead_letter_class(d.reasons[0].reason, d.reasons[0].kind) for d in dead if d.reasons],
+                          len(dead))
+        stats = self.scorer.pipeline.stats
+        if stats.shadow_compared:
+            self.meters.shadow(stats.shadow_compared, stats.shadow_agreed)
 
     async def _idle_ack(self, batch: InFlight) -> None:
         await asyncio.sleep(IDLE_ACK_S)

@@ -31,6 +31,7 @@ from gateway.assembly import build_pipeline
 from gateway.config import AmqpSourceConfig, GatewayConfig, KafkaSourceConfig, PipelineConfig
 from gateway.contract_scoring import load_scoring_contract as load_contract
 from gateway.drivers.stream import StreamDriver
+from gateway.meters import StreamMeters
 from gateway.realtime.core import MicroBatchScorer
 from gateway.state import StateStore
 from schemas.errors import ConfigError
@@ -46,6 +47,10 @@ class RealtimeApp:
     kafka_drivers: dict[str, StreamDriver] = field(default_factory=dict)  # the pipelines fed by Kafka
     amqp_drivers: dict[str, StreamDriver] = field(default_factory=dict)  # the pipelines fed by AMQP
     brokers: list[Any] = field(default_factory=list)
+    # the Kafka subscribers and their topics, for the consumer-lag gauge
+    kafka_subscribers: dict[str, tuple[Any, list[str]]] = field(default_factory=dict)
+    kafka_broker: Any = None
+    rabbit_broker: Any = None
 
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -97,7 +102,8 @@ def _wire(name: str, pipe: PipelineConfig, cfg: GatewayConfig, state: StateStore
     # that takes the scored table (a database) it renders nothing
     scorer = MicroBatchScorer(pipeline, src.payload, default_format(getattr(output, "format", None), src),
                               render=getattr(sink, "publishes_messages", False))
-    return _Wired(scorer, source, StreamDriver(name, scorer, sink, rejects, flow=source))
+    meters = StreamMeters(name, src.type, rejects_to.type)
+    return _Wired(scorer, source, StreamDriver(name, scorer, sink, rejects, flow=source, meters=meters))
 
 
 def build_realtime_app(cfg: GatewayConfig, *, only: str | None = None, state: StateStore | None = None,
@@ -123,8 +129,10 @@ def build_realtime_app(cfg: GatewayConfig, *, only: str | None = None, state: St
         wired = _wire(name, pipe, cfg, state, extras)
         if isinstance(pipe.source, KafkaSourceConfig):
             assert kafka_broker is not None
-            _kafka_subscriber(kafka_broker, name, pipe, wired, cfg)
+            sub = _kafka_subscriber(kafka_broker, name, pipe, wired, cfg)
             rt.kafka_drivers[name] = wired.driver
+            assert isinstance(pipe.source, KafkaSourceConfig)
+            rt.kafka_subscribers[name] = (sub, list(pipe.source.topics))
         else:
             assert rabbit is not None
             _amqp_subscriber(rabbit, name, pipe, wired)
@@ -159,6 +167,7 @@ def build_realtime_app(cfg: GatewayConfig, *, only: str | None = None, state: St
     rt.app = FastStream(*brokers, specification=spec, on_startup=[start], on_shutdown=[flush],
                         after_shutdown=[stop])
     rt.brokers = brokers
+    rt.kafka_broker, rt.rabbit_broker = kafka_broker, rabbit
     return rt
 
 
@@ -190,7 +199,7 @@ def _rabbit_broker(cfg: GatewayConfig, serializer: dict[str, Any], *, secrets: b
                         logger=BROKER_LOG, log_level=logging.DEBUG, **serializer)
 
 
-def _kafka_subscriber(broker: Any, name: str, pipe: PipelineConfig, wired: _Wired, cfg: GatewayConfig) -> None:
+def _kafka_subscriber(broker: Any, name: str, pipe: PipelineConfig, wired: _Wired, cfg: GatewayConfig) -> Any:
     from faststream.kafka.message import KafkaMessage
 
     src = pipe.source
@@ -206,6 +215,7 @@ def _kafka_subscriber(broker: Any, name: str, pipe: PipelineConfig, wired: _Wire
     patch_batch_fetch(sub)
     model = wired.scorer.pipeline.contract.pydantic_model()
     sub(_kafka_handler(wired, sub, model, KafkaMessage))
+    return sub
 
 
 def _amqp_subscriber(broker: Any, name: str, pipe: PipelineConfig, wired: _Wired) -> None:

@@ -8,12 +8,15 @@ import gc
 import json
 import logging
 import sys
+from functools import partial
 from typing import Any
 
 import yaml
 
 from gateway.config import GatewayConfig
-from gateway.realtime.app import build_realtime_app
+from gateway.meters import track_lag
+from gateway.ops_http import OpsServer, Readiness
+from gateway.realtime.app import RealtimeApp, build_realtime_app
 from gateway.state import StateStore
 from schemas.errors import ConfigError
 from schemas.safefiles import create_output
@@ -22,12 +25,39 @@ log = logging.getLogger("lgw.realtime")
 
 
 async def run_until(cfg: GatewayConfig, stop: asyncio.Event, *, only: str | None = None,
-                    state: StateStore | None = None, freeze: bool = False) -> dict[str, Any]:
+                    state: StateStore | None = None, freeze: bool = False,
+                    ops: OpsServer | None = None) -> dict[str, Any]:
     """Serves every real-time pipeline until `stop` is set, then shuts down gracefully:
     subscribers stop fetching, in-flight batches finish and commit, clients close.
     Returns the per-pipeline counts. `freeze`: the process serves nothing else (`lgw
-    serve`), see `freeze_heap`."""
+    serve`), see `freeze_heap`. `ops`: the operations endpoints (bound already), up
+    before the brokers are reached, so /healthz answers and /readyz says what is missing."""
     rt = build_realtime_app(cfg, only=only, state=state)
+    if ops is not None:
+        _readiness(ops.readiness, rt, state)
+        await ops.start()
+    lag: list[asyncio.Task[None]] = []
+    try:
+        await _start(rt, cfg)
+        lag = [asyncio.create_task(track_lag(name, topics, partial(getattr, sub, "consumer")))
+               for name, (sub, topics) in rt.kafka_subscribers.items()]
+        if freeze:
+            freeze_heap()
+        log.info("serving %s", ", ".join([*rt.kafka_drivers, *rt.amqp_drivers]))
+        try:
+            await stop.wait()
+        finally:
+            for task in lag:
+                task.cancel()
+            await rt.app.stop()
+    finally:
+        if ops is not None:
+            await ops.stop()
+    return rt.stats()
+
+
+async def _start(rt: RealtimeApp, cfg: GatewayConfig) -> None:
+    """Starts the app; a TLS handshake or SASL exchange the brokers refuse is one line."""
     with _HeldClientLogs() as held:
         try:
             await rt.app.start()
@@ -40,14 +70,17 @@ async def run_until(cfg: GatewayConfig, stop: asyncio.Event, *, only: str | None
                 await rt.app.stop()
             # a handshake or authentication the brokers refuse is the config's to fix, not a bug
             raise ConfigError(problem) from None
-    if freeze:
-        freeze_heap()
-    log.info("serving %s", ", ".join([*rt.kafka_drivers, *rt.amqp_drivers]))
-    try:
-        await stop.wait()
-    finally:
-        await rt.app.stop()
-    return rt.stats()
+
+
+def _readiness(readiness: Readiness, rt: RealtimeApp, state: StateStore | None) -> None:
+    """What /readyz asks of `lgw serve`: its brokers, the state store, the models."""
+    if rt.kafka_broker is not None:
+        readiness.add_broker("kafka", rt.kafka_broker)
+    if rt.rabbit_broker is not None:
+        readiness.add_broker("amqp", rt.rabbit_broker)
+    readiness.add_state_store(state)
+    for driver in [*rt.kafka_drivers.values(), *rt.amqp_drivers.values()]:
+        readiness.add_pipeline(driver.scorer.pipeline)
 
 
 class _HeldClientLogs(logging.Filter):
