@@ -146,7 +146,7 @@ def resolve_state_url(url: str, config_dir: Path) -> str:
     path, sep, query = url[len(prefix):].partition("?")
     if not path or path == ":memory:" or path.startswith(("/", "file:")):
         return url
-    return f"{prefix}{config_dir.absolute() / path}{sep}{query}"
+    return f"{prefix}{os.path.normpath(config_dir.absolute() / path)}{sep}{query}"
 
 
 __all__ = ["DEFAULT_OPS_ADDRESS", "Settings", "data_dir", "default_state_url", "load_settings", "model_url",
