@@ -23,7 +23,15 @@ from adapters.odbc.config import OdbcRejectsConfig, OdbcSinkConfig, OdbcSourceCo
 from gateway.metrics_push import PushgatewayConfig
 from gateway.resilience.breaker import BreakerConfig
 from gateway.resilience.retry import RetryPolicy
-from gateway.settings import data_dir, default_state_url, load_settings, model_url, resolve_state_url, secret
+from gateway.settings import (
+    data_dir,
+    default_state_url,
+    load_settings,
+    model_url,
+    resolve_state_url,
+    secret,
+    settings_problems,
+)
 from schemas.errors import ConfigError
 from schemas.yaml_loader import load_yaml
 
@@ -339,16 +347,48 @@ def load_config(path: str | os.PathLike[str] | None) -> GatewayConfig:
 
 
 def check_config(path: str | os.PathLike[str] | None) -> tuple[GatewayConfig | None, list[str]]:
-    """The config and every problem found in it (`lgw config check`), where `load_config`
-    stops at the first; None for the config when any. An unreadable file is still a
-    ConfigError: there is nothing to list problems of."""
+    """The config and every problem found in it and in the environment that overrides
+    it (`lgw config check`), where `load_config` stops at the first; None for the config
+    when any. An unreadable file is still a ConfigError: there is nothing to list
+    problems of."""
     if path is None:
-        return embedded_defaults(), []
+        env = settings_problems()
+        return (None, env) if env else (embedded_defaults(), [])
     p = Path(path)
     raw = _read_mapping(p)
+    models = raw.get("models")
+    env = settings_problems(models if isinstance(models, dict) else ())
     try:
         cfg = GatewayConfig.model_validate({**raw, "base_dir": p.parent})
     except ValidationError as exc:
-        return None, [_error_line(p, e) for e in exc.errors()]
-    problems = _reference_problems(p, cfg)
+        # the names that point at other sections are checked on the raw mapping, so that
+        # a wrong model name is listed together with the validation errors
+        return None, (env + [_error_line(p, e) for e in exc.errors()] + _raw_reference_problems(p, raw)
+                      + _missing_files(p, raw))
+    problems = env + _reference_problems(p, cfg) + _missing_files(p, raw)
     return (None, problems) if problems else (_with_env(cfg, p.parent), [])
+
+
+def _raw_reference_problems(p: Path, raw: dict[str, Any]) -> list[str]:
+    models = raw.get("models") if isinstance(raw.get("models"), dict) else {}
+    pipelines = raw.get("pipelines") if isinstance(raw.get("pipelines"), dict) else {}
+    assert isinstance(models, dict) and isinstance(pipelines, dict)
+    return [f"{p}: pipelines.{name}.model: no model named {pipe['model']!r} (models: {', '.join(models) or 'none'})"
+            for name, pipe in pipelines.items()
+            if isinstance(pipe, dict) and isinstance(pipe.get("model"), str) and pipe["model"] not in models]
+
+
+def _missing_files(p: Path, raw: dict[str, Any]) -> list[str]:
+    """Contracts and in-process model files that are not there (relative to the config,
+    as the gateway resolves them), found now rather than when a run starts."""
+    wanted: list[tuple[str, Any]] = []
+    for section, key, where in (("pipelines", "contract", "contract"), ("models", "endpoint", "endpoint.path")):
+        entries = raw.get(section)
+        for name, entry in (entries.items() if isinstance(entries, dict) else ()):
+            value = entry.get(key) if isinstance(entry, dict) else None
+            if key == "endpoint":
+                value = value.get("path") if isinstance(value, dict) and value.get("backend") == "onnx" else None
+            if isinstance(value, str):
+                wanted.append((f"{section}.{name}.{where}", value))
+    return [f"{p}: {loc}: expected a file, found nothing at {p.parent / value}" for loc, value in wanted
+            if not (p.parent / value).is_file()]

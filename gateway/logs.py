@@ -84,9 +84,9 @@ class JsonFormatter(logging.Formatter):
 
 def chosen_format(flag: str | None) -> LogFormat:
     """The --log-format flag if given, else LGW_LOG_FORMAT (gateway.settings), else auto."""
-    from gateway.settings import load_settings
+    from gateway.settings import env_setting
 
-    value = flag if flag is not None else (load_settings().log_format or "").strip().lower() or "auto"
+    value = flag if flag is not None else (env_setting("log_format") or "").strip().lower() or "auto"
     for known in FORMATS:
         if value == known:
             return known

@@ -18,6 +18,7 @@ variable, never its value.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,59 @@ def load_settings() -> Settings:
                           else f"{env_name(field)}: {message}") from None
 
 
+def env_setting(field_name: str) -> str | None:
+    """One setting's raw text (`log_format` reads LGW_LOG_FORMAT or its _FILE), for a
+    caller that needs that one only and must not fail on another's mistake."""
+    if field_name not in Settings.model_fields:
+        raise KeyError(field_name)
+    return env_value(env_name(field_name)) or None
+
+
+def settings_problems(model_names: Iterable[str] = ()) -> list[str]:
+    """Every problem of the environment at once (`lgw config check`), one line each:
+    a variable set twice (itself and its _FILE), an unreadable file, a bad value; the
+    `LGW_MODEL_<NAME>_URL` of each of `model_names` too. Values are never quoted
+    except where harmless (an address)."""
+    problems: list[str] = []
+    for name in Settings.model_fields:
+        try:
+            value = env_value(env_name(name))
+        except ConfigError as exc:
+            problems.append(str(exc))
+            continue
+        if value and name == "ops_address":
+            try:
+                ops_host_port(value)
+            except ValueError as exc:
+                problems.append(str(exc))
+    for model in model_names:
+        try:
+            model_url(model)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if not problems:
+        try:
+            load_settings()
+        except ConfigError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def env_status(name: str) -> str:
+    """Whether the variable `name` (or its `_FILE`) is set, never its value: `[set]`,
+    `[set] (from NAME_FILE)` or `[NOT SET]`."""
+    if os.environ.get(f"{name}_FILE"):
+        return f"[set] (from {name}_FILE)"
+    return "[set]" if os.environ.get(name) else "[NOT SET]"
+
+
+def environment_status(model_names: Iterable[str] = ()) -> dict[str, str]:
+    """Every LGW_* override this process would read, as env_status says it."""
+    names = [env_name(field) for field in Settings.model_fields]
+    names += [f"{ENV_PREFIX}MODEL_{model.upper()}_URL" for model in model_names]
+    return {name: env_status(name) for name in names}
+
+
 def secret(value: SecretStr | None) -> str | None:
     return value.get_secret_value() if value is not None else None
 
@@ -123,7 +177,11 @@ def model_url(name: str) -> str | None:
 def data_dir(settings: Settings | None = None) -> Path:
     """LGW_DATA_DIR, else $XDG_DATA_HOME/lgw, else ~/.local/share/lgw (the XDG Base
     Directory default); absolute, so a later chdir does not move it."""
-    chosen = (settings or load_settings()).data_dir
+    if settings is not None:
+        chosen = settings.data_dir
+    else:  # this setting only: a mistake in another one is reported where that one is used
+        text = env_setting("data_dir")
+        chosen = Path(text) if text else None
     if chosen is None:
         xdg = os.environ.get("XDG_DATA_HOME", "")
         # the XDG spec: a relative XDG_DATA_HOME is invalid and ignored
@@ -149,5 +207,6 @@ def resolve_state_url(url: str, config_dir: Path) -> str:
     return f"{prefix}{os.path.normpath(config_dir.absolute() / path)}{sep}{query}"
 
 
-__all__ = ["DEFAULT_OPS_ADDRESS", "Settings", "data_dir", "default_state_url", "load_settings", "model_url",
-           "ops_host_port", "resolve_state_url", "secret"]
+__all__ = ["DEFAULT_OPS_ADDRESS", "Settings", "data_dir", "default_state_url", "env_setting", "env_status",
+           "environment_status", "load_settings",
+           "model_url", "ops_host_port", "resolve_state_url", "secret", "settings_problems"]

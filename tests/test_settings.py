@@ -91,9 +91,10 @@ def test_a_bad_ops_address_is_one_line_naming_what_was_expected_and_found(
     with pytest.raises(ConfigError) as info:
         load_settings()
     assert str(info.value) == f"LGW_OPS_ADDRESS: expected HOST:PORT such as 127.0.0.1:9464, found {address!r}"
-    assert main(["config", "check"]) == EXIT_ERROR  # every command says it once, before doing anything
-    err = capsys.readouterr().err
-    assert err == f"lgw: error: {info.value}\n"
+    assert main(["batch", "status"]) == EXIT_ERROR  # a command says it once, before doing anything
+    assert capsys.readouterr().err == f"lgw: error: {info.value}\n"
+    assert main(["config", "check"]) == EXIT_ERROR  # listed with every other problem
+    assert capsys.readouterr().err == f"{info.value}\n"
 
 
 def test_the_ops_address_is_loopback_by_default_and_parses_ipv6(monkeypatch: pytest.MonkeyPatch) -> None:
