@@ -152,11 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     kset.add_argument("pipeline")
     kset.add_argument("--mode", required=True, choices=["off", "force_fallback", "pause"])
     kset.add_argument("--reason", default="")
-    kset.add_argument("--state-url", default=None, help="state store URL (default: $LGW_STATE_URL or SQLite)")
-    kset.add_argument("--config", metavar="gateway.yaml",
-                      help="refuse a pipeline this config does not define; use its state store")
     kst = ksub.add_parser("status", help="show every kill switch")
-    kst.add_argument("--state-url", default=None)
+    for p, refuse in ((kset, "refuse a pipeline this config does not define; "), (kst, "")):
+        p.add_argument("--config", metavar="gateway.yaml",
+                       help=f"{refuse}use the state store its pipelines use (default: the embedded defaults')")
+        p.add_argument("--state-url", default=None, metavar="URL",
+                       help="this state store instead (default: the config's, $LGW_STATE_URL, else SQLite "
+                            "beside the config or in the data directory)")
 
     bt = sub.add_parser("batch", help="drop-folder files through a pipeline: restartable, idempotent")
     bsub = bt.add_subparsers(dest="batch_command", required=True, parser_class=_Parser)

@@ -415,10 +415,10 @@ def batch(args: argparse.Namespace) -> int:
             isinstance(cfg.pipelines[args.pipeline].source, OdbcSourceConfig):
         return _table_run(args.pipeline, cfg, state)
     pipe = cfg.pipelines.get(args.pipeline or "")
-    if pipe is not None and any(part is not None and part.type == "odbc" for part in (pipe.sink, pipe.rejects)):
-        from gateway.extras import require
+    if pipe is not None:
+        from gateway.extras import require_parts
 
-        require("odbc", f"lgw batch {args.batch_command}", "pyodbc")
+        require_parts(f"lgw batch {args.batch_command}", (pipe.sink, pipe.rejects))
     progress = _progress(args)
     if args.batch_command == "run":
         names = [args.pipeline]
@@ -562,6 +562,10 @@ def run_pipelines(args: argparse.Namespace) -> int:
     names = [name for name, pipe in cfg.pipelines.items() if isinstance(pipe.source, DropFolderConfig)]
     if not names:
         raise ConfigError("no pipeline has a `source`: nothing to watch")
+    from gateway.extras import require_parts
+
+    require_parts("lgw run", (part for name in names for part in (cfg.pipelines[name].sink,
+                                                                   cfg.pipelines[name].rejects)))
 
     address = ops_address(cfg, getattr(args, "ops_address", None))
 

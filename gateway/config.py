@@ -1,8 +1,8 @@
 """`gateway.yaml`: the models, the pipelines and the state store. Environment variables
-override it (`LGW_STATE_URL`, `LGW_MODEL_<NAME>_URL`) and carry secrets. With no file,
-the embedded defaults run the bundled example: the in-process ONNX fraud model and
-SQLite for state. Config is data (pydantic, validated before anything starts); the
-runtime objects are built from it once."""
+override it (`LGW_STATE_URL`, `LGW_MODEL_<NAME>_URL`, ...: gateway.settings) and carry
+secrets. With no file, the embedded defaults run the bundled example in the data
+directory: the in-process ONNX fraud model and SQLite for state. Config is data
+(pydantic, validated before anything starts); the runtime objects are built from it once."""
 
 from __future__ import annotations
 
@@ -21,12 +21,20 @@ from adapters.kafka.config import KafkaConfig, KafkaRejectsConfig, KafkaSinkConf
 from adapters.models.base import DEFAULT_MAX_RESPONSE_BYTES
 from adapters.models.security import HttpAuthConfig
 from adapters.odbc.config import OdbcRejectsConfig, OdbcSinkConfig, OdbcSourceConfig
-from adapters.secrets import env_value
 from adapters.tls import TLSConfig
 from gateway.metrics_push import PushgatewayConfig
 from gateway.ops_http import OpsConfig
 from gateway.resilience.breaker import BreakerConfig
 from gateway.resilience.retry import RetryPolicy
+from gateway.settings import (
+    data_dir,
+    default_state_url,
+    load_settings,
+    model_url,
+    resolve_state_url,
+    secret,
+    settings_problems,
+)
 from schemas.errors import ConfigError
 from schemas.yaml_loader import load_yaml
 
@@ -190,7 +198,9 @@ class PipelineConfig(_Strict):
 
 
 class StateConfig(_Strict):
-    url: str = "sqlite:///var/lgw-state.db"
+    # Unset: SQLite beside gateway.yaml, or in the data directory (gateway.settings);
+    # load_config fills it in, this default serves configs built in code.
+    url: str = Field(default_factory=lambda: default_state_url(None))
 
 
 class GatewayConfig(_Strict):
@@ -273,28 +283,34 @@ def example_dropfolder_config(state_url: str, *, fmt: str = "jsonl", batch_size:
 
 def embedded_defaults() -> GatewayConfig:
     """The bundled example: fraud model in process, card-transaction pipeline fed by a drop
-    folder under ./var/drop, SQLite for state."""
+    folder in the data directory (gateway.settings.data_dir), SQLite for state there too."""
     from schemas.examples import contract_path, model_info
 
     info = model_info("fraud")
     models = {"fraud": ModelConfig(endpoint=OnnxModelConfig(path=str(info["path"]), sha256=info["sha256"],
                                                             version=str(info["version"])))}
-    # a drop folder under ./var/drop: inbox/, outbox/, and done/, failed/, work/ beside them
-    drop = DropFolderConfig(inbox="var/drop/inbox", outbox="var/drop/outbox", glob="*")
+    # a drop folder under <data dir>/drop: inbox/, outbox/, and done/, failed/, work/ beside them
+    home = data_dir()
+    drop = DropFolderConfig(inbox=str(home / "drop" / "inbox"), outbox=str(home / "drop" / "outbox"), glob="*")
     pipelines = {"card_txn": PipelineConfig(contract=str(contract_path("card_txn")), model="fraud", source=drop)}
-    return _with_env(GatewayConfig(models=models, pipelines=pipelines))
+    return _with_env(GatewayConfig(models=models, pipelines=pipelines, base_dir=home), None)
 
 
-def _with_env(cfg: GatewayConfig) -> GatewayConfig:
-    """The `LGW_*` overrides; each may come from a file instead (`LGW_STATE_URL_FILE`, a
-    Kubernetes secret mount), as they may carry credentials."""
-    url = env_value("LGW_STATE_URL")
-    if url:
-        cfg.state.url = url
-    cfg.kafka.bootstrap_servers = env_value("LGW_KAFKA_BOOTSTRAP") or cfg.kafka.bootstrap_servers
-    cfg.amqp.url = env_value("LGW_AMQP_URL") or cfg.amqp.url
+def _with_env(cfg: GatewayConfig, config_dir: Path | None) -> GatewayConfig:
+    """The `LGW_*` overrides (gateway.settings: each may come from a `_FILE` instead, as
+    they may carry credentials), and the state store's place: the config's own URL (a
+    relative SQLite path taken from `config_dir`), else beside the config, else in the
+    data directory."""
+    settings = load_settings()
+    if "url" in cfg.state.model_fields_set and config_dir is not None:
+        cfg.state.url = resolve_state_url(cfg.state.url, config_dir)
+    elif "url" not in cfg.state.model_fields_set:
+        cfg.state.url = default_state_url(config_dir, settings)
+    cfg.state.url = secret(settings.state_url) or cfg.state.url
+    cfg.kafka.bootstrap_servers = settings.kafka_bootstrap or cfg.kafka.bootstrap_servers
+    cfg.amqp.url = secret(settings.amqp_url) or cfg.amqp.url
     for name, model in cfg.models.items():
-        override = env_value(f"LGW_MODEL_{name.upper()}_URL")
+        override = model_url(name)
         if override and not isinstance(model.endpoint, OnnxModelConfig):
             model.endpoint.url = override
     return cfg
@@ -351,20 +367,52 @@ def load_config(path: str | os.PathLike[str] | None) -> GatewayConfig:
     problems = _reference_problems(p, cfg)
     if problems:
         raise ConfigError(problems[0])
-    return _with_env(cfg)
+    return _with_env(cfg, p.parent)
 
 
 def check_config(path: str | os.PathLike[str] | None) -> tuple[GatewayConfig | None, list[str]]:
-    """The config and every problem found in it (`lgw config check`), where `load_config`
-    stops at the first; None for the config when any. An unreadable file is still a
-    ConfigError: there is nothing to list problems of."""
+    """The config and every problem found in it and in the environment that overrides
+    it (`lgw config check`), where `load_config` stops at the first; None for the config
+    when any. An unreadable file is still a ConfigError: there is nothing to list
+    problems of."""
     if path is None:
-        return embedded_defaults(), []
+        env = settings_problems()
+        return (None, env) if env else (embedded_defaults(), [])
     p = Path(path)
     raw = _read_mapping(p)
+    models = raw.get("models")
+    env = settings_problems(models if isinstance(models, dict) else ())
     try:
         cfg = GatewayConfig.model_validate({**raw, "base_dir": p.parent})
     except ValidationError as exc:
-        return None, [_error_line(p, e) for e in exc.errors()]
-    problems = _reference_problems(p, cfg)
-    return (None, problems) if problems else (_with_env(cfg), [])
+        # the names that point at other sections are checked on the raw mapping, so that
+        # a wrong model name is listed together with the validation errors
+        return None, (env + [_error_line(p, e) for e in exc.errors()] + _raw_reference_problems(p, raw)
+                      + _missing_files(p, raw))
+    problems = env + _reference_problems(p, cfg) + _missing_files(p, raw)
+    return (None, problems) if problems else (_with_env(cfg, p.parent), [])
+
+
+def _raw_reference_problems(p: Path, raw: dict[str, Any]) -> list[str]:
+    models = raw.get("models") if isinstance(raw.get("models"), dict) else {}
+    pipelines = raw.get("pipelines") if isinstance(raw.get("pipelines"), dict) else {}
+    assert isinstance(models, dict) and isinstance(pipelines, dict)
+    return [f"{p}: pipelines.{name}.model: no model named {pipe['model']!r} (models: {', '.join(models) or 'none'})"
+            for name, pipe in pipelines.items()
+            if isinstance(pipe, dict) and isinstance(pipe.get("model"), str) and pipe["model"] not in models]
+
+
+def _missing_files(p: Path, raw: dict[str, Any]) -> list[str]:
+    """Contracts and in-process model files that are not there (relative to the config,
+    as the gateway resolves them), found now rather than when a run starts."""
+    wanted: list[tuple[str, Any]] = []
+    for section, key, where in (("pipelines", "contract", "contract"), ("models", "endpoint", "endpoint.path")):
+        entries = raw.get(section)
+        for name, entry in (entries.items() if isinstance(entries, dict) else ()):
+            value = entry.get(key) if isinstance(entry, dict) else None
+            if key == "endpoint":
+                value = value.get("path") if isinstance(value, dict) and value.get("backend") == "onnx" else None
+            if isinstance(value, str):
+                wanted.append((f"{section}.{name}.{where}", value))
+    return [f"{p}: {loc}: expected a file, found nothing at {p.parent / value}" for loc, value in wanted
+            if not (p.parent / value).is_file()]

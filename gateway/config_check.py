@@ -10,10 +10,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 from adapters.amqp.config import AmqpConfig
 from adapters.kafka.config import KafkaConfig
-from adapters.odbc.connection import OdbcConnectionConfig
+from adapters.odbc.connection import OdbcConnectionConfig, placeholders
 from adapters.secrets import env_value
 from adapters.tls import TLSConfig
 from gateway.config import GatewayConfig, OnnxModelConfig, PipelineConfig
+from gateway.ops_http import format_address, ops_address
+from gateway.settings import data_dir, env_status, environment_status
 from schemas.errors import ConfigError
 
 MASK = "***"
@@ -36,6 +38,10 @@ def mask_url(url: str) -> str:
 
 
 def _connection(conn: OdbcConnectionConfig) -> str:
+    return _target(conn) + "".join(f"; {name} {status}" for name, status in _secrets(conn).items())
+
+
+def _target(conn: OdbcConnectionConfig) -> str:
     if conn.dsn:
         return f"dsn={conn.dsn}"
     if conn.connection_string:
@@ -44,6 +50,16 @@ def _connection(conn: OdbcConnectionConfig) -> str:
     if conn.port:
         where += f":{conn.port}"
     return f"driver={conn.driver} server={where} database={conn.database or '?'}"
+
+
+def _secrets(conn: OdbcConnectionConfig) -> dict[str, str]:
+    """The variables the connection's `${NAME}` placeholders read, as [set]/[NOT SET]
+    (one with a default is never missing)."""
+    out: dict[str, str] = {}
+    for name, has_default in placeholders(conn.template()):
+        status = env_status(name)
+        out[name] = f"{status} (has a default)" if has_default and status == "[NOT SET]" else status
+    return out
 
 
 def _part(part: Any) -> dict[str, Any]:
@@ -156,7 +172,13 @@ def summary(cfg: GatewayConfig) -> dict[str, Any]:
                   "security": _kafka_security(cfg.kafka)},
         "amqp": {"url": mask_url(cfg.amqp.url), "security": _amqp_security(cfg.amqp)},
         "pushgateway": {"url": mask_url(cfg.pushgateway.url) if cfg.pushgateway.url else None,
-                        "job": cfg.pushgateway.job},
+                        "job": cfg.pushgateway.job,
+                        "password": env_status(cfg.pushgateway.password_env) if cfg.pushgateway.password_env
+                        else None},
+        "environment": environment_status(name for name, model in cfg.models.items()
+                                          if not isinstance(model.endpoint, OnnxModelConfig)),
+        "data_dir": str(data_dir()),
+        "ops_address": format_address(ops_address(cfg, None)),
     }
 
 
@@ -204,5 +226,10 @@ def render(info: dict[str, Any]) -> list[str]:
     lines.append(f"amqp: {info['amqp']['url']}")
     lines += _security_lines(info["amqp"]["security"], "  ")
     push = info["pushgateway"]
-    lines.append(f"pushgateway: {push['url']} (job {push['job']})" if push["url"] else "pushgateway: none")
+    password = f", password {push['password']}" if push.get("password") else ""
+    lines.append(f"pushgateway: {push['url']} (job {push['job']}{password})" if push["url"] else "pushgateway: none")
+    lines.append(f"ops address: {info['ops_address']} (/healthz, /readyz, /metrics of lgw serve and lgw run)")
+    lines.append(f"data dir: {info['data_dir']}")
+    lines.append("environment:")
+    lines += [f"  {name}: {status}" for name, status in info["environment"].items()]
     return lines

@@ -2,7 +2,11 @@
 every replica picks the flip up within its watcher's TTL, without a restart.
 
     lgw killswitch set card_txn --mode force_fallback --reason "model drift, INC-4711"
-    lgw killswitch status
+    lgw killswitch status --config gateway.yaml
+
+The state store is the one the pipelines of --config use (the same rule as every
+command: its `state.url`, `LGW_STATE_URL`, else SQLite beside the config or, without
+one, in the data directory), unless --state-url names another.
 """
 
 from __future__ import annotations
@@ -10,18 +14,20 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import os
 import socket
 import sys
 from typing import IO
 
 from gateway.exit_codes import EXIT_ERROR, EXIT_OK
-from gateway.state import DEFAULT_STATE_URL, KILL_SWITCH_MODES, KillSwitch, StateStore
+from gateway.state import KILL_SWITCH_MODES, KillSwitch, StateStore
 from schemas.errors import ConfigError, InfrastructureError
 
 
-def default_state_url() -> str:
-    return os.environ.get("LGW_STATE_URL") or DEFAULT_STATE_URL
+def default_state_url(config: str | None = None) -> str:
+    """The state store URL the pipelines of `config` (None: the embedded defaults) use."""
+    from gateway.config import load_config
+
+    return load_config(config).state.url
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -32,21 +38,28 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     st.add_argument("pipeline")
     st.add_argument("--mode", required=True, choices=KILL_SWITCH_MODES)
     st.add_argument("--reason", default="", metavar="TEXT", help="why (shown in status and logs)")
-    st.add_argument("--state-url", default=None, metavar="URL",
-                    help=f"state store (default: $LGW_STATE_URL or {DEFAULT_STATE_URL})")
-    st.add_argument("--config", default=None, metavar="gateway.yaml",
-                    help="refuse a pipeline this config does not define; use its state store")
+    add_store_options(st, refuse=True)
     ss = ksub.add_parser("status", help="show every pipeline's kill switch")
     ss.add_argument("pipeline", nargs="?", default=None, help="only this pipeline")
-    ss.add_argument("--state-url", default=None, metavar="URL", help="state store (default: as for set)")
+    add_store_options(ss)
     return ks
+
+
+def add_store_options(p: argparse.ArgumentParser, *, refuse: bool = False) -> None:
+    """--config and --state-url: which state store a killswitch command uses."""
+    p.add_argument("--config", default=None, metavar="gateway.yaml",
+                   help=("refuse a pipeline this config does not define; " if refuse else "")
+                   + "use the state store its pipelines use (default: the embedded defaults')")
+    p.add_argument("--state-url", default=None, metavar="URL",
+                   help="this state store instead (default: the config's, $LGW_STATE_URL, else SQLite beside "
+                        "the config or in the data directory)")
 
 
 def set_command(args: argparse.Namespace, out: IO[str] | None = None) -> int:
     out = out or sys.stdout
     try:
         state_url = _check_pipeline(args)
-        with StateStore(state_url or _state_url(args)) as store:
+        with StateStore(getattr(args, "state_url", None) or state_url) as store:
             switch = store.set_kill_switch(args.pipeline, args.mode, getattr(args, "reason", "") or "", _operator())
     except (ConfigError, InfrastructureError) as exc:
         return _fail(exc)
@@ -61,7 +74,8 @@ def status_command(args: argparse.Namespace, out: IO[str] | None = None) -> int:
     out = out or sys.stdout
     only = getattr(args, "pipeline", None)
     try:
-        with StateStore(_state_url(args)) as store:
+        with StateStore(getattr(args, "state_url", None) or default_state_url(getattr(args, "config", None))) \
+                as store:
             switches = [store.get_kill_switch(only)] if only else store.list_kill_switches()
     except (ConfigError, InfrastructureError) as exc:
         return _fail(exc)
@@ -73,11 +87,11 @@ def status_command(args: argparse.Namespace, out: IO[str] | None = None) -> int:
     return EXIT_OK
 
 
-def _check_pipeline(args: argparse.Namespace) -> str | None:
+def _check_pipeline(args: argparse.Namespace) -> str:
     """With --config, the pipeline must be one of its pipelines (a typo would switch
-    nothing off), and the switch goes to that config's state store unless --state-url says
-    otherwise: its URL is returned. Without one, a name the embedded defaults do not know is
-    stored all the same (`lgw score` keys the switch by the contract's name), with a warning."""
+    nothing off). Without one, a name the embedded defaults do not know is stored all the
+    same (`lgw score` keys the switch by the contract's name), with a warning. Returns the
+    state store URL of the config (or of the embedded defaults)."""
     from gateway.config import load_config
 
     config = getattr(args, "config", None)
@@ -89,11 +103,7 @@ def _check_pipeline(args: argparse.Namespace) -> str | None:
         print(f"lgw: warning: no configured pipeline is named {args.pipeline!r} (embedded defaults: {names}; "
               "pass --config to check against yours); stored for whatever runs under that name, such as "
               "`lgw score` with a contract of that name", file=sys.stderr)
-    return cfg.state.url if config is not None and not getattr(args, "state_url", None) else None
-
-
-def _state_url(args: argparse.Namespace) -> str:
-    return getattr(args, "state_url", None) or default_state_url()
+    return cfg.state.url
 
 
 def _operator() -> str:
@@ -139,4 +149,4 @@ def _print_table(switches: list[KillSwitch], out: IO[str]) -> None:
     Console(file=out).print(table)
 
 
-__all__ = ["add_parser", "default_state_url", "set_command", "status_command"]
+__all__ = ["add_parser", "add_store_options", "default_state_url", "set_command", "status_command"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -84,8 +83,10 @@ class JsonFormatter(logging.Formatter):
 
 
 def chosen_format(flag: str | None) -> LogFormat:
-    """The --log-format flag if given, else LGW_LOG_FORMAT, else auto."""
-    value = flag if flag is not None else os.environ.get(ENV_VAR, "").strip().lower() or "auto"
+    """The --log-format flag if given, else LGW_LOG_FORMAT (gateway.settings), else auto."""
+    from gateway.settings import env_setting
+
+    value = flag if flag is not None else (env_setting("log_format") or "").strip().lower() or "auto"
     for known in FORMATS:
         if value == known:
             return known

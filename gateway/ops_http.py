@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict
 
 from adapters.secrets import env_value
+from gateway.settings import DEFAULT_OPS_ADDRESS, load_settings, ops_host_port
 from schemas.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lgw.ops")
 
-DEFAULT_ADDRESS = "127.0.0.1:9464"
+DEFAULT_ADDRESS = DEFAULT_OPS_ADDRESS
 ENV_ADDRESS = "LGW_OPS_ADDRESS"
 CHECK_TIMEOUT_S = 2.0  # a probe that waits longer than this for one dependency says "not ready"
 
@@ -64,12 +65,19 @@ class OpsConfig(BaseModel):
 
 def parse_address(text: str, origin: str) -> tuple[str, int]:
     """HOST:PORT ([::1]:PORT for IPv6) -> (host, port); port 0 takes a free port."""
-    host, sep, port = text.strip().rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
+    try:
+        return ops_host_port(text.strip())
+    except ValueError:
         raise ConfigError(f"{origin}: expected HOST:PORT (e.g. {DEFAULT_ADDRESS}; port 0 for a free one), "
-                          f"found {text!r}")
-    return host, int(port)
+                          f"found {text!r}") from None
+
+
+def format_address(address: tuple[str, int] | None) -> str:
+    """(host, port) as HOST:PORT ([HOST]:PORT for IPv6); "off" for None."""
+    if address is None:
+        return "off"
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def ops_address(cfg: GatewayConfig, flag: str | None, environ: Mapping[str, str] | None = None
@@ -81,7 +89,7 @@ def ops_address(cfg: GatewayConfig, flag: str | None, environ: Mapping[str, str]
     ops: OpsConfig = getattr(cfg, "ops", None) or OpsConfig()
     if not ops.enabled:
         return None
-    env = env_value(ENV_ADDRESS, environ)
+    env = env_value(ENV_ADDRESS, environ) if environ is not None else load_settings().ops_address
     if env is not None:
         return parse_address(env, ENV_ADDRESS)
     if ops.address is not None:

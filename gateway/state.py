@@ -1,7 +1,8 @@
 """The state store every gateway replica shares: kill switches now; the batch mode's
 checkpoints and processed-file records later.
 
-SQLAlchemy Core over SQLite (the default, a file under ./var/) or PostgreSQL. Tables live
+SQLAlchemy Core over SQLite (the default: beside gateway.yaml, or in the data directory
+without one, gateway.settings.default_state_url) or PostgreSQL. Tables live
 on the module's `metadata` and are created on first use, so a sibling module that defines
 more tables on the same `metadata` (and is imported before the store is first used) gets
 them created too. Identifiers are fixed in the table definitions; values always travel as
@@ -30,8 +31,6 @@ from schemas.errors import ConfigError, InfrastructureError
 from schemas.safefiles import ensure_file
 
 log = logging.getLogger(__name__)
-
-DEFAULT_STATE_URL = "sqlite:///var/lgw-state.db"
 
 KillSwitchMode = Literal["off", "force_fallback", "pause"]
 KILL_SWITCH_MODES: tuple[str, ...] = get_args(KillSwitchMode)
@@ -86,6 +85,9 @@ def _sqlite_in_memory(url: URL) -> bool:
 
 
 def _build_engine(url: URL) -> Engine:
+    from gateway.extras import require_state
+
+    require_state(url.render_as_string(hide_password=True))
     kwargs: dict[str, Any] = {}
     if url.get_backend_name() == "sqlite":
         if _sqlite_in_memory(url):
@@ -101,7 +103,12 @@ def _build_engine(url: URL) -> Engine:
 
 
 class StateStore:
-    def __init__(self, url: str | URL = DEFAULT_STATE_URL) -> None:
+    def __init__(self, url: str | URL | None = None) -> None:
+        """`url` None: SQLite in the data directory (gateway.settings), as without a config."""
+        if url is None:
+            from gateway.settings import default_state_url
+
+            url = default_state_url(None)
         self.url = normalize_url(url)
         self.engine = _build_engine(self.url)
         self._ready = False
@@ -283,6 +290,6 @@ class KillSwitchWatcher:
 
 
 __all__ = [
-    "DEFAULT_STATE_URL", "KILL_SWITCH_MODES", "KillSwitch", "KillSwitchMode", "KillSwitchWatcher", "StateStore",
+    "KILL_SWITCH_MODES", "KillSwitch", "KillSwitchMode", "KillSwitchWatcher", "StateStore",
     "StateStoreError", "kill_switch_table", "metadata", "normalize_url",
 ]

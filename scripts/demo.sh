@@ -9,6 +9,8 @@ bash "$root/scripts/bootstrap.sh" ""
 lgw="$root/.venv/bin/lgw"
 out="$root/out"
 mkdir -p "$out"
+# the embedded defaults keep their state store in the data directory: the demo's own one
+export LGW_DATA_DIR="${LGW_DATA_DIR:-$out/data}"
 "$lgw" examples generate --records "${RECORDS:-10000}" --bad-every "${BAD_EVERY:-1000}" --output "$out/CARDTXN.DAT"
 set +e
 "$lgw" score --contract "$("$lgw" examples path card_txn)" --input "$out/CARDTXN.DAT" \

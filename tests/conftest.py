@@ -20,6 +20,20 @@ COBRIX = SHARED / "conformance" / "cobrix"
 os.environ.setdefault("LGW_OPS_ADDRESS", "127.0.0.1:0")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def lgw_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The data directory (gateway.settings) of every command the tests run, in process
+    or as a child: a test never writes state or drop folders into the user's home."""
+    saved = os.environ.get("LGW_DATA_DIR")
+    path = tmp_path_factory.mktemp("lgw-data")
+    os.environ["LGW_DATA_DIR"] = str(path)
+    yield path
+    if saved is None:
+        os.environ.pop("LGW_DATA_DIR", None)
+    else:
+        os.environ["LGW_DATA_DIR"] = saved
+
+
 @pytest.fixture(scope="session")
 def cobrix_dir() -> Path:
     if not (COBRIX / "cases.json").is_file():

@@ -213,3 +213,77 @@ state: {{url: 'sqlite:///{tmp_path}/state.db'}}
     assert main(["batch", "run", "files", "--config", str(path)]) == EXIT_ERROR
     assert capsys.readouterr().err == ("lgw: error: lgw batch run needs the odbc extra: "
                                        "pip install 'legacy-gateway[odbc]'\n")
+
+
+# ---------------------------------------------------------------- the environment, listed with the file
+
+def test_environment_and_file_problems_are_listed_together_without_secrets(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LGW_AMQP_URL", f"amqp://gw:{SECRET}@mq:5672/")
+    monkeypatch.setenv("LGW_AMQP_URL_FILE", str(tmp_path / "amqp-url"))
+    monkeypatch.setenv("LGW_OPS_ADDRESS", "everywhere")
+    monkeypatch.setenv("LGW_MODEL_RISK_URL_FILE", str(tmp_path / "missing"))
+    path = write(tmp_path, f"""
+models:
+  risk: {{endpoint: {{backend: kserve, url: 'http://svc:{SECRET}@models:8080', model_name: risk}}, timeout_s: 0}}
+  local: {{endpoint: {{backend: onnx, path: models/local.onnx}}}}
+pipelines:
+  a: {{contract: {CONTRACT}, model: nope}}
+  b: {{contract: contracts/missing.yaml, batch_size: 0}}
+""")
+    assert main(["config", "check", "--config", str(path)]) == EXIT_ERROR
+    captured = capsys.readouterr()
+    assert captured.out == "" and SECRET not in captured.err
+    assert captured.err.splitlines() == [
+        "both LGW_AMQP_URL and LGW_AMQP_URL_FILE are set: set one of them",
+        "LGW_OPS_ADDRESS: expected HOST:PORT such as 127.0.0.1:9464 (port 0 for a free one), found 'everywhere'",
+        f"LGW_MODEL_RISK_URL_FILE names {tmp_path / 'missing'}, which cannot be read: No such file or directory",
+        f"{path}: models.risk.timeout_s: Input should be greater than 0",
+        f"{path}: pipelines.b.batch_size: Input should be greater than or equal to 1",
+        f"{path}: pipelines.a.model: no model named 'nope' (models: risk, local)",
+        f"{path}: pipelines.b.contract: expected a file, found nothing at {tmp_path}/contracts/missing.yaml",
+        f"{path}: models.local.endpoint.path: expected a file, found nothing at {tmp_path}/models/local.onnx",
+    ]
+
+
+def test_a_valid_config_says_which_secrets_are_set_never_what_they_hold(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "state-url").write_text(f"postgresql+psycopg://lgw:{SECRET}@db/lgw\n")
+    monkeypatch.setenv("LGW_STATE_URL_FILE", str(tmp_path / "state-url"))
+    monkeypatch.setenv("LGW_ODBC_PASSWORD", SECRET)
+    monkeypatch.delenv("LGW_ODBC_USER", raising=False)
+    monkeypatch.delenv("LGW_MODEL_FRAUD_URL", raising=False)
+    monkeypatch.delenv("LGW_OPS_ADDRESS", raising=False)  # the suite's free-port setting
+    path = write(tmp_path, f"""
+models:
+  fraud: {{endpoint: {{backend: kserve, url: 'http://models:8080', model_name: fraud}}}}
+pipelines:
+  table:
+    contract: {CONTRACT}
+    source:
+      type: odbc
+      table: card_txn
+      connection: {{driver: PostgreSQL Unicode, server: db, database: lgw, user: '${{LGW_ODBC_USER:-lgw}}',
+                    password: '${{LGW_ODBC_PASSWORD}}'}}
+    sink: {{type: file, folder: out}}
+pushgateway: {{url: 'http://pushgateway:9091', username: lgw, password_env: LGW_TEST_PUSH_PASSWORD}}
+""")
+    monkeypatch.delenv("LGW_TEST_PUSH_PASSWORD", raising=False)
+    assert main(["config", "check", "--config", str(path)]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert SECRET not in out
+    lines = out.splitlines()
+    assert "    source:  odbc card_txn [driver=PostgreSQL Unicode server=db database=lgw; " \
+           "LGW_ODBC_USER [NOT SET] (has a default); LGW_ODBC_PASSWORD [set]]" in lines
+    assert "state: postgresql+psycopg://lgw:***@db/lgw" in lines
+    assert "pushgateway: http://pushgateway:9091 (job lgw_batch, password [NOT SET])" in lines
+    assert "ops address: 127.0.0.1:9464 (/healthz, /readyz, /metrics of lgw serve and lgw run)" in lines
+    environment = lines[lines.index("environment:") + 1:]
+    assert "  LGW_STATE_URL: [set] (from LGW_STATE_URL_FILE)" in environment
+    assert "  LGW_MODEL_FRAUD_URL: [NOT SET]" in environment
+    assert "  LGW_KAFKA_BOOTSTRAP: [NOT SET]" in environment
+    info_json = main(["config", "check", "--config", str(path), "--json"])
+    assert info_json == EXIT_OK
+    info = json.loads(capsys.readouterr().out)
+    assert info["environment"]["LGW_STATE_URL"] == "[set] (from LGW_STATE_URL_FILE)"
+    assert info["data_dir"] and info["ops_address"] == "127.0.0.1:9464"

@@ -68,3 +68,20 @@ def test_committed_asyncapi_document_is_current() -> None:
     assert committed.strip() == generated.strip(), (
         "docs/asyncapi.yaml is stale: lgw asyncapi --config deploy/gateway.example.yaml --format yaml "
         "-o docs/asyncapi.yaml")
+
+
+def test_compose_gateway_serves_health_and_metrics_that_prometheus_scrapes() -> None:
+    services = COMPOSE["services"]
+    gateway = services["gateway"]
+    assert gateway["environment"]["LGW_OPS_ADDRESS"] == "0.0.0.0:9464"
+    assert "http://127.0.0.1:9464/readyz" in " ".join(gateway["healthcheck"]["test"])
+    prometheus = services["prometheus"]
+    mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in prometheus["volumes"]}
+    assert (ROOT / mounts["/etc/prometheus"] / "prometheus.yml").is_file()
+    assert (ROOT / mounts["/etc/prometheus"] / "alerts.yml").is_file()
+    scrape = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text(encoding="utf-8"))
+    targets = {t for job in scrape["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
+    assert {"gateway:9464", "pushgateway:9091"} == targets
+    assert {"gateway", "pushgateway"} <= set(services)
+    for volume in services["grafana"]["volumes"]:
+        assert (ROOT / volume.split(":")[0]).exists(), volume

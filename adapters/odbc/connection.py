@@ -113,6 +113,12 @@ def resolve_placeholders(template: str, environ: dict[str, str] | None = None) -
     return _PLACEHOLDER.sub(value, template)
 
 
+def placeholders(template: str) -> list[tuple[str, bool]]:
+    """The `${NAME}` placeholders of a template: each variable's name, and whether it has
+    a `:-default` (so that `lgw config check` can say which are set without showing them)."""
+    return [(m.group(1), m.group(2) is not None) for m in _PLACEHOLDER.finditer(template)]
+
+
 def redact(connection_string: str) -> str:
     return _SECRET_KEYS.sub(lambda m: f"{m.group(1)}=***", connection_string)
 
