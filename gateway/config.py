@@ -24,6 +24,7 @@ from adapters.secrets import env_value
 from gateway.metrics_push import PushgatewayConfig
 from gateway.resilience.breaker import BreakerConfig
 from gateway.resilience.retry import RetryPolicy
+from gateway.tracing import TracingConfig
 from schemas.errors import ConfigError
 from schemas.yaml_loader import load_yaml
 
@@ -190,6 +191,7 @@ class GatewayConfig(_Strict):
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     amqp: AmqpConfig = Field(default_factory=AmqpConfig)
     pushgateway: PushgatewayConfig = Field(default_factory=PushgatewayConfig)  # where `lgw batch run` pushes
+    tracing: TracingConfig = Field(default_factory=TracingConfig)  # OpenTelemetry spans (gateway.tracing)
     # refuse an in-process model without a `sha256` pin (unpinned ones load with a warning)
     require_model_pins: bool = False
     base_dir: Path = Field(default=Path("."), exclude=True)

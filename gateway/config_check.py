@@ -89,7 +89,17 @@ def summary(cfg: GatewayConfig) -> dict[str, Any]:
         "amqp": {"url": mask_url(cfg.amqp.url)},
         "pushgateway": {"url": mask_url(cfg.pushgateway.url) if cfg.pushgateway.url else None,
                         "job": cfg.pushgateway.job},
+        "tracing": _tracing(cfg),
     }
+
+
+def _tracing(cfg: GatewayConfig) -> dict[str, Any]:
+    """Tracing as it would run, OTEL_* variables applied."""
+    from gateway.tracing import effective
+
+    eff = effective(cfg.tracing)
+    return {"enabled": eff.enabled, "exporter": eff.exporter, "endpoint": mask_url(eff.endpoint),
+            "service_name": eff.service_name, "sampler": eff.sampler, "propagate": eff.propagate}
 
 
 def _where(part: dict[str, Any] | None) -> str:
@@ -118,4 +128,11 @@ def render(info: dict[str, Any]) -> list[str]:
     lines.append(f"amqp: {info['amqp']['url']}")
     push = info["pushgateway"]
     lines.append(f"pushgateway: {push['url']} (job {push['job']})" if push["url"] else "pushgateway: none")
+    t = info["tracing"]
+    if t["enabled"]:
+        where = t["endpoint"] if t["exporter"] == "otlp" else "exporter none"
+        lines.append(f"tracing: {where} (service {t['service_name']}, sampler {t['sampler']}, "
+                     f"propagate {'on' if t['propagate'] else 'off'})")
+    else:
+        lines.append("tracing: off")
     return lines

@@ -22,7 +22,7 @@ from aiormq.exceptions import AMQPError
 from adapters.amqp.config import AmqpConfig, AmqpRejectsConfig, AmqpSinkConfig, AmqpSourceConfig
 from adapters.amqp.publisher import AmqpPublisher, OutMessage, as_amqp
 from adapters.base import InMessage, ScoredBatch, SourceBatch
-from adapters.headers import H_ERROR, H_FIELD, H_REASON, H_SOURCE, by_record
+from adapters.headers import H_ERROR, H_FIELD, H_REASON, H_SOURCE, TRACE_HEADERS, by_record
 from adapters.render import MessageRenderer, default_format
 from schemas.errors import BrokerUnavailable
 from schemas.stream import Reject
@@ -166,10 +166,12 @@ class AmqpDeadLetters(_Exchange):
 
 def _rejected_reply(m: InMessage, dead: dict[str, Any]) -> OutMessage:
     lgw = {k: v for k, v in dead.items() if k.startswith("lgw-")}  # not the request's own headers
+    trace = {k: v for k, v in dead.items() if k in TRACE_HEADERS}  # but its trace: the requester follows it
     body = json.dumps({"status": "rejected", "error": lgw.get(H_ERROR), "reason": lgw.get(H_REASON),
                        "field": lgw.get(H_FIELD)}).encode()
     assert m.reply_to is not None
-    return OutMessage(body, m.reply_to, None, {**lgw, H_STATUS: "rejected"}, m.correlation_id, content_type=JSON)
+    return OutMessage(body, m.reply_to, None, {**lgw, **trace, H_STATUS: "rejected"}, m.correlation_id,
+                      content_type=JSON)
 
 
 def _publisher(context: Any) -> AmqpPublisher:

@@ -78,6 +78,25 @@ class KafkaMessages(Messages):
     def __len__(self) -> int:
         return len(self.records)
 
+    def header_lists(self) -> list[Sequence[tuple[str, bytes]]]:
+        return [r.headers or () for r in self.records]
+
+    def trace_attributes(self) -> dict[str, str | int]:
+        """OpenTelemetry messaging attributes: the topic, and each partition's offset range."""
+        ranges: dict[tuple[str, int], tuple[int, int]] = {}
+        for r in self.records:
+            lo, hi = ranges.get((r.topic, r.partition), (r.offset, r.offset))
+            ranges[r.topic, r.partition] = (min(lo, r.offset), max(hi, r.offset))
+        topics = sorted({t for t, _ in ranges})
+        out: dict[str, str | int] = {"messaging.system": "kafka", "messaging.destination.name": ",".join(topics),
+                                     "lgw.kafka.offsets": ",".join(f"{t}-{p}:{lo}-{hi}" for (t, p), (lo, hi)
+                                                                   in sorted(ranges.items()))}
+        if len(ranges) == 1:
+            (_, part), (lo, _) = next(iter(ranges.items()))
+            out["messaging.destination.partition.id"] = str(part)
+            out["messaging.kafka.offset"] = lo  # the first: the range is in lgw.kafka.offsets
+        return out
+
     @overload
     def __getitem__(self, i: int) -> InMessage: ...
 
