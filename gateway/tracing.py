@@ -109,14 +109,17 @@ def effective(config: TracingConfig | None, environ: Mapping[str, str] | None = 
     enabled = cfg.enabled and env.get("OTEL_SDK_DISABLED", "").strip().lower() != "true"
     exporter = env.get("OTEL_TRACES_EXPORTER", "").strip().lower() or cfg.exporter
     if exporter not in ("otlp", "none"):
-        raise ConfigError(f"OTEL_TRACES_EXPORTER={exporter!r}: expected otlp or none")
+        if enabled:  # off, another program's OTEL_* settings are none of the gateway's business
+            raise ConfigError(f"OTEL_TRACES_EXPORTER={exporter!r}: expected otlp or none")
+        exporter = cfg.exporter
     endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
     if not endpoint and env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip():
         # the signal-less variable names the collector's base URL (OTLP exporter spec)
         endpoint = env["OTEL_EXPORTER_OTLP_ENDPOINT"].strip().rstrip("/") + "/v1/traces"
     endpoint = endpoint or cfg.endpoint or DEFAULT_ENDPOINT
     service = env.get("OTEL_SERVICE_NAME", "").strip() or cfg.service_name
-    return Effective(enabled, exporter, endpoint, service, _env_sampler(env, cfg.sample_ratio), cfg.propagate)
+    sampler = _env_sampler(env if enabled else {}, cfg.sample_ratio)
+    return Effective(enabled, exporter, endpoint, service, sampler, cfg.propagate)
 
 
 # --------------------------------------------------------------------------- runtime

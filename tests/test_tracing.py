@@ -109,6 +109,9 @@ def test_tracing_is_off_by_default_and_the_otel_variables_override_gateway_yaml(
         tracing.effective(cfg, environ={"OTEL_TRACES_SAMPLER": "sometimes"})
     with pytest.raises(ConfigError, match=r"^OTEL_TRACES_EXPORTER='jaeger': expected otlp or none$"):
         tracing.effective(cfg, environ={"OTEL_TRACES_EXPORTER": "jaeger"})
+    # tracing off: another program's OTEL_* settings in the environment are not the gateway's error
+    assert not tracing.effective(TracingConfig(), environ={"OTEL_TRACES_EXPORTER": "jaeger",
+                                                           "OTEL_TRACES_SAMPLER": "sometimes"}).enabled
 
 
 def test_tracing_enabled_without_the_otel_extra_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
