@@ -196,7 +196,20 @@ def span(name: str, kind: SpanKind = SpanKind.INTERNAL,
     `is_recording()` before building attributes)."""
     if _tracer is None:
         return _OFF
-    return _tracer.start_as_current_span(name, kind=kind, attributes=attributes)
+    return _recording(_tracer, name, kind, attributes)
+
+
+@contextlib.contextmanager
+def _recording(tracer: trace.Tracer, name: str, kind: SpanKind,
+               attributes: Mapping[str, Any] | None) -> Iterator[Span]:
+    # not the SDK's own exception event: its message and traceback may quote a record value
+    with tracer.start_as_current_span(name, kind=kind, attributes=attributes, record_exception=False,
+                                      set_status_on_exception=False) as current:
+        try:
+            yield current
+        except BaseException as exc:
+            record_error(current, exc)
+            raise
 
 
 def counts(target: Span, prefix: str, counter: Mapping[str, int]) -> None:

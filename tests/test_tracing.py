@@ -345,6 +345,14 @@ def test_a_batch_run_has_a_span_per_batch_with_decode_score_and_write(tmp_path: 
     assert sum(dict(b.attributes or {})["lgw.rejected"] for b in batches) == results[0].summary["rejected"]
 
 
+def test_a_failing_span_names_the_error_type_not_its_message(spans: InMemorySpanExporter) -> None:
+    with pytest.raises(ValueError), tracing.span("lgw.score"):
+        raise ValueError("TXN_PAN 4111111111111111 is not allowed")  # a message may quote a record value
+    (span,) = spans.get_finished_spans()
+    assert span.status.description == "ValueError" and dict(span.attributes or {})["error.type"] == "ValueError"
+    assert not span.events and "4111" not in json.dumps(span.to_json())
+
+
 def test_spans_are_no_ops_and_cost_no_attributes_when_tracing_is_off(tracing_off: None) -> None:
     with tracing.span("lgw.anything") as span:
         assert not span.is_recording()
