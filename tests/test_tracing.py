@@ -345,6 +345,32 @@ def test_a_batch_run_has_a_span_per_batch_with_decode_score_and_write(tmp_path: 
     assert sum(dict(b.attributes or {})["lgw.rejected"] for b in batches) == results[0].summary["rejected"]
 
 
+def test_a_batch_of_many_traces_links_a_bounded_number_and_each_result_keeps_its_own_trace(
+        spans: InMemorySpanExporter) -> None:
+    import pyarrow as pa
+
+    from adapters.base import InMessage, SourceBatch
+    from gateway.realtime.core import Outcome, Result
+
+    n = tracing.MAX_LINKS + 20
+    inputs = [traceparent(f"{i + 1:032x}") for i in range(n)]
+    batch = SourceBatch(pa.table({}), messages=[InMessage(b"{}", f"m{i}", headers=[("traceparent", tp)])
+                                                for i, tp in enumerate(inputs)])
+    outcome = Outcome(results=[Result(i, b"{}", [("lgw-id", f"m{i}".encode())]) for i in range(n)])
+    with tracing.micro_batch("cards", batch) as traced:
+        traced.scored(outcome)
+        traced.stamp(outcome)
+    (span,) = named(spans.get_finished_spans(), "lgw.micro_batch")
+    (publish,) = named(spans.get_finished_spans(), "lgw.publish")
+    assert hex_ids(span)[0] == f"{1:032x}" and len(span.links) == tracing.MAX_LINKS
+    assert dict(publish.attributes or {})["lgw.written"] is False, "stamped, never written: ended with the batch"
+    first = dict(outcome.results[0].headers)
+    assert parse(first["traceparent"]) == (f"{1:032x}", hex_ids(publish)[1])
+    for result, sent in zip(outcome.results[1:], inputs[1:], strict=True):
+        assert dict(result.headers)["traceparent"] == sent, "another trace's record goes on in its own trace"
+    assert batch.trace is not None and batch.trace(n - 1) == [("traceparent", inputs[-1])]
+
+
 def test_a_failing_span_names_the_error_type_not_its_message(spans: InMemorySpanExporter) -> None:
     with pytest.raises(ValueError), tracing.span("lgw.score"):
         raise ValueError("TXN_PAN 4111111111111111 is not allowed")  # a message may quote a record value
