@@ -276,20 +276,20 @@ class MicroBatch:
         self.tracer = tracer
         self.pipeline = pipeline
         self.batch = batch
-        # per message: the trace id of its input context (0: none or invalid; UNPARSED: not
-        # looked at, past the batch's budget) and its trace headers as they came
-        self.inputs: list[int] = []
-        self.carriers: list[dict[str, str] | None] = []
+        # for each message that came with trace headers (most come without: the dicts stay
+        # empty and the loop below is a truth test a message): the trace id of its input
+        # context (0: invalid; UNPARSED: past the batch's budget) and the headers as they came
+        self.inputs: dict[int, int] = {}
+        self.carriers: dict[int, dict[str, str]] = {}
         parent: SpanContext | None = None
         links: dict[tuple[int, int], Link] = {}
         if _propagate:
             known: dict[str, SpanContext | None] = {}  # by traceparent: a batch's records often share one
-            for headers in _header_lists(batch):
-                carrier = _carrier(headers)
-                self.carriers.append(carrier)
+            for index, headers in enumerate(_header_lists(batch)):
+                carrier = _carrier(headers) if headers else None
                 if carrier is None:
-                    self.inputs.append(0)
                     continue
+                self.carriers[index] = carrier
                 key = carrier.get("traceparent", "")
                 if key in known:
                     ctx = known[key]
@@ -299,9 +299,9 @@ class MicroBatch:
                     # traces would otherwise spend 9 ms here)
                     ctx = known[key] = _context_of(carrier)
                 else:
-                    self.inputs.append(UNPARSED)
+                    self.inputs[index] = UNPARSED
                     continue
-                self.inputs.append(ctx.trace_id if ctx is not None else 0)
+                self.inputs[index] = ctx.trace_id if ctx is not None else 0
                 if ctx is None:
                     continue
                 if parent is None:
@@ -324,12 +324,9 @@ class MicroBatch:
 
     def headers_for(self, index: int) -> Headers:
         """The trace headers an output of message `index` carries (see the module doc)."""
-        if index < len(self.inputs):
-            trace_id = self.inputs[index]
-            if trace_id != 0 and trace_id != self.trace_id:
-                carrier = self.carriers[index]
-                assert carrier is not None
-                return [(k, v.encode("latin-1")) for k, v in carrier.items()]
+        trace_id = self.inputs.get(index, 0)
+        if trace_id != 0 and trace_id != self.trace_id:
+            return [(k, v.encode("latin-1")) for k, v in self.carriers[index].items()]
         return self._own
 
     def scored(self, outcome: Any) -> None:
@@ -344,9 +341,13 @@ class MicroBatch:
             attributes={"lgw.pipeline": self.pipeline, "messaging.operation.type": "send",
                         "lgw.results": len(outcome.results), "lgw.dead_letters": len(outcome.dead_letters)})
         if _propagate:
-            self._own = inject(self.publish_span)
-            for result in outcome.results:
-                result.headers.extend(self.headers_for(result.index))
+            own = self._own = inject(self.publish_span)
+            if set(self.inputs.values()) - {0, self.trace_id}:  # records of other traces: each its own
+                for result in outcome.results:
+                    result.headers.extend(self.headers_for(result.index))
+            else:  # the usual batch: every result in the batch's trace, one list shared
+                for result in outcome.results:
+                    result.headers.extend(own)
             self.batch.trace = self.headers_for
 
     def writing(self, written: Any) -> None:
