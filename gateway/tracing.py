@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
     from adapters.base import SourceBatch
 
-UNPARSED = -1
+UNPARSED = -1  # an input context past the batch's parsing budget (see MicroBatch)
 MAX_LINKS = 32  # a 500-record batch from 500 traces: links to the first 32 (a span's links are kept in memory)
 DEFAULT_ENDPOINT = "http://localhost:4318/v1/traces"
 SAMPLERS = ("always_on", "always_off", "traceidratio", "parentbased_always_on", "parentbased_always_off",
