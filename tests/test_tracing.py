@@ -412,6 +412,76 @@ async def test_a_batch_run_to_kafka_puts_each_batch_span_on_its_records_and_dead
     assert carried <= batches and len(carried) >= 3, "each record carries the span of the batch it was in"
 
 
+class OtlpReceiver:
+    """An OTLP/HTTP trace receiver on 127.0.0.1 (a thread of the test): the span names and
+    the resource's service names of every export request it was sent."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        received: list[tuple[str, str]] = []
+        self.received = received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                request = ExportTraceServiceRequest.FromString(body)
+                for resource in request.resource_spans:
+                    service = next(a.value.string_value for a in resource.resource.attributes
+                                   if a.key == "service.name")
+                    received.extend((service, s.name) for scope in resource.scope_spans for s in scope.spans)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *_args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/traces"
+
+    def __enter__(self) -> OtlpReceiver:
+        import threading
+
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_lgw_batch_run_exports_its_spans_over_otlp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str], tracing_off: None) -> None:
+    from gateway.config import example_dropfolder_config
+    from schemas.examples import generate_card_file
+
+    for var in ("OTEL_SDK_DISABLED", "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_TRACES_SAMPLER"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "nightly-cards")
+    with OtlpReceiver() as receiver:
+        cfg = example_dropfolder_config(f"sqlite:///{tmp_path / 'state.db'}", batch_size=600)
+        cfg["tracing"] = {"enabled": True, "endpoint": receiver.url}
+        config = tmp_path / "gateway.yaml"
+        config.write_text(json.dumps(cfg))
+        (tmp_path / "drop" / "inbox").mkdir(parents=True)
+        generate_card_file(tmp_path / "drop" / "inbox" / "CARDTXN.DAT", records=1000, seed=7, bad_every=0)
+        assert main(["batch", "run", "card_txn", "--config", str(config), "--no-progress"]) == 0
+        assert tracing.enabled()
+        tracing.shutdown()  # what the provider's exit hook does: export what is left
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["status"] == "done" and summary["records_out"] == 1000
+    services = {service for service, _ in receiver.received}
+    exported = [name for _, name in receiver.received]
+    assert services == {"nightly-cards"}
+    batches = exported.count("lgw.batch")
+    assert batches == 2 and exported.count("lgw.decode") == exported.count("lgw.write") == batches  # 1002 / 600
+
+
 def test_spans_are_no_ops_and_cost_no_attributes_when_tracing_is_off(tracing_off: None) -> None:
     with tracing.span("lgw.anything") as span:
         assert not span.is_recording()
