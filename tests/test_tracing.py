@@ -198,6 +198,7 @@ async def produce_with_headers(bootstrap: str, topic: str,
     return ids
 
 
+@pytest.mark.integration
 async def test_a_record_is_followed_from_its_kafka_input_to_the_result_topic(
         kafka_broker: TansuBroker, tmp_path: Path, contract: Contract, readers: Any,  # noqa: F811
         serve: Callable[[GatewayConfig], Gateway], spans: InMemorySpanExporter) -> None:
@@ -252,6 +253,7 @@ async def test_a_record_is_followed_from_its_kafka_input_to_the_result_topic(
         assert str(record["TXN_PAN"]) not in text and str(record["TXN_ID"]) not in text
 
 
+@pytest.mark.integration
 async def test_tracing_off_adds_no_trace_headers_and_dead_letters_keep_the_inputs(
         kafka_broker: TansuBroker, tmp_path: Path, contract: Contract, readers: Any,  # noqa: F811
         serve: Callable[[GatewayConfig], Gateway], tracing_off: None) -> None:
@@ -271,6 +273,7 @@ async def test_tracing_off_adds_no_trace_headers_and_dead_letters_keep_the_input
 
 
 # --------------------------------------------------------------------------- AMQP
+@pytest.mark.integration
 async def test_an_amqp_request_and_its_reply_are_in_one_trace(
         names: Names, tmp_path: Path, requester_factory: Callable[[str], Awaitable[Requester]],  # noqa: F811
         serve: Callable[[GatewayConfig], Gateway], spans: InMemorySpanExporter) -> None:
@@ -379,6 +382,7 @@ def test_a_failing_span_names_the_error_type_not_its_message(spans: InMemorySpan
     assert not span.events and "4111" not in json.dumps(span.to_json())
 
 
+@pytest.mark.integration
 async def test_a_batch_run_to_kafka_puts_each_batch_span_on_its_records_and_dead_letters(
         kafka_broker: TansuBroker, tmp_path: Path, spans: InMemorySpanExporter) -> None:
     from gateway.batch import BatchDriver, build_runtime
