@@ -283,9 +283,10 @@ class MicroBatch:
         self.carriers: dict[int, dict[str, str]] = {}
         parent: SpanContext | None = None
         links: dict[tuple[int, int], Link] = {}
-        if _propagate:
+        lists = _header_lists(batch) if _propagate else []
+        if any(lists):  # at C speed: a batch without any header is not looked at twice
             known: dict[str, SpanContext | None] = {}  # by traceparent: a batch's records often share one
-            for index, headers in enumerate(_header_lists(batch)):
+            for index, headers in enumerate(lists):
                 carrier = _carrier(headers) if headers else None
                 if carrier is None:
                     continue
