@@ -65,6 +65,16 @@ class Messages(Sequence[InMessage]):
     ids: list[str]
     keys: list[bytes | None]
 
+    def header_lists(self) -> Sequence[Sequence[tuple[str, bytes]]]:
+        """Each message's headers as the transport holds them (tracing reads its context
+        from them without making an `InMessage` per message)."""
+        return [m.headers for m in self]
+
+    def trace_attributes(self) -> dict[str, str | int]:
+        """OpenTelemetry messaging attributes of the batch (system, destination, offsets):
+        where the messages came from, never what they hold."""
+        return {}
+
 
 def message_columns(messages: Sequence[InMessage]) -> tuple[list[bytes], list[str], list[bytes | None]]:
     """Payloads, ids and keys of a batch's messages, whichever sequence holds them."""
@@ -94,6 +104,9 @@ class SourceBatch:
     ack: Callable[[], Awaitable[None]] = _nothing
     nack: Callable[[str], Awaitable[None]] = _nothing
     messages: Sequence[InMessage] | None = None
+    # with tracing on: the trace headers (traceparent, tracestate) an output of message i
+    # carries (gateway.tracing); a reject sink puts them on that message's dead letter
+    trace: Callable[[int], list[tuple[str, bytes]]] | None = None
 
     @property
     def records_in(self) -> int:

@@ -32,6 +32,9 @@ H_RAW = "lgw-field-raw"  # hex of at most RAW_QUOTE_BYTES, as in file rejects
 H_RAW_LENGTH = "lgw-field-raw-length"  # only when lgw-field-raw was cut: the field's full byte count
 H_SOURCE = "lgw-source"
 
+# W3C trace context (gateway.tracing reads and writes them; adapters only carry them)
+TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
+
 REASON_LIMIT = 2000  # a header, not a document: brokers cap a message's headers
 
 
@@ -73,6 +76,14 @@ def dead_letter_headers(reasons: Sequence[Reject], source_id: str) -> Headers:
             if quoted.get("raw_truncated"):
                 headers.append((H_RAW_LENGTH, str(quoted["raw_length"]).encode()))
     return headers
+
+
+def with_trace(headers: Sequence[tuple[str, bytes]], trace: Headers) -> Headers:
+    """`headers` with their trace context replaced by `trace` (a dead letter is its input
+    message with headers added: it carries the gateway's trace, not its input's twice)."""
+    if not trace:
+        return list(headers)
+    return [*(h for h in headers if h[0] not in TRACE_HEADERS), *trace]
 
 
 def by_record(rejects: Sequence[Reject]) -> dict[int, list[Reject]]:

@@ -30,6 +30,7 @@ from adapters.headers import (
     by_record,
     contract_headers,
     dead_letter_headers,
+    with_trace,
 )
 from schemas.errors import ConfigError
 from schemas.jsonl import lines
@@ -115,10 +116,11 @@ class MessageRenderer:
                    for c in _PROVENANCE]
         tails: dict[tuple[Any, ...], Headers] = {}
         out: list[Headers] = []
+        trace = batch.source.trace(0) if batch.source.trace is not None else []  # a batch run's records share it
         for number, kind in zip(self.record_numbers(batch), zip(*columns, strict=True), strict=True):
             tail = tails.get(kind)
             if tail is None:
-                tail = tails[kind] = self._provenance(*kind)
+                tail = tails[kind] = [*self._provenance(*kind), *trace]
             out.append([(H_ID, f"{self.pipeline}/{number}".encode()), *tail])
         return out
 
@@ -139,10 +141,11 @@ class MessageRenderer:
             out: list[Message] = []
             for record, reasons in by_record(rejects).items():
                 m = source.messages[record - 1]
-                out.append((m.key, m.value, [*m.headers, *dead_letter_headers(reasons, m.id),
-                                             *self.contract_headers]))
+                own = m.headers if source.trace is None else with_trace(m.headers, source.trace(record - 1))
+                out.append((m.key, m.value, [*own, *dead_letter_headers(reasons, m.id), *self.contract_headers]))
             return out
+        trace = source.trace(0) if source.trace is not None else []  # a batch's records share its trace
         return [(None, json.dumps(r.to_json(), ensure_ascii=False).encode(),
-                 [*dead_letter_headers([r], f"{self.pipeline}/{r.record}"), *self.contract_headers])
+                 [*dead_letter_headers([r], f"{self.pipeline}/{r.record}"), *self.contract_headers, *trace])
                 for r in rejects]
 

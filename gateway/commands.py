@@ -311,6 +311,7 @@ def serve_realtime(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     _require_realtime("lgw serve", cfg, args.pipeline)
+    _start_tracing(cfg)
     from gateway.ops_http import OpsServer, ops_address
     from gateway.realtime.serve import print_stats, run_until
     from gateway.state import StateStore
@@ -384,6 +385,14 @@ def _batch_context(args: argparse.Namespace) -> tuple[GatewayConfig, StateStore,
     return cfg, state, RunStore(state)
 
 
+def _start_tracing(cfg: GatewayConfig) -> None:
+    """Spans from here on, when `tracing:` (or OTEL_*) turns them on; the SDK exports what
+    is left when the process exits."""
+    from gateway import tracing
+
+    tracing.configure(cfg.tracing)
+
+
 def _print_result(result: JobResult) -> None:
     print(json.dumps(result.summary, ensure_ascii=False, default=str), flush=True)
 
@@ -409,6 +418,7 @@ def batch(args: argparse.Namespace) -> int:
     from schemas.errors import InfrastructureError
 
     cfg, state, runs = _batch_context(args)
+    _start_tracing(cfg)
     if args.batch_command == "run" and args.pushgateway:
         cfg.pushgateway.url = args.pushgateway
     if args.batch_command == "run" and args.pipeline in cfg.pipelines and \
@@ -558,6 +568,7 @@ def run_pipelines(args: argparse.Namespace) -> int:
     from gateway.ops_http import OpsServer, ops_address, run_brokers
 
     cfg, state, runs = _batch_context(args)
+    _start_tracing(cfg)
     _logging(args)
     names = [name for name, pipe in cfg.pipelines.items() if isinstance(pipe.source, DropFolderConfig)]
     if not names:

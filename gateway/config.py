@@ -35,6 +35,7 @@ from gateway.settings import (
     secret,
     settings_problems,
 )
+from gateway.tracing import TracingConfig
 from schemas.errors import ConfigError
 from schemas.yaml_loader import load_yaml
 
@@ -211,6 +212,7 @@ class GatewayConfig(_Strict):
     amqp: AmqpConfig = Field(default_factory=AmqpConfig)
     pushgateway: PushgatewayConfig = Field(default_factory=PushgatewayConfig)  # where `lgw batch run` pushes
     ops: OpsConfig = Field(default_factory=OpsConfig)  # /healthz, /readyz, /metrics of `lgw serve` and `lgw run`
+    tracing: TracingConfig = Field(default_factory=TracingConfig)  # OpenTelemetry spans (gateway.tracing)
     # refuse an in-process model without a `sha256` pin (unpinned ones load with a warning)
     require_model_pins: bool = False
     base_dir: Path = Field(default=Path("."), exclude=True)

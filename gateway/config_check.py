@@ -179,7 +179,17 @@ def summary(cfg: GatewayConfig) -> dict[str, Any]:
                                           if not isinstance(model.endpoint, OnnxModelConfig)),
         "data_dir": str(data_dir()),
         "ops_address": format_address(ops_address(cfg, None)),
+        "tracing": _tracing(cfg),
     }
+
+
+def _tracing(cfg: GatewayConfig) -> dict[str, Any]:
+    """Tracing as it would run, OTEL_* variables applied."""
+    from gateway.tracing import effective
+
+    eff = effective(cfg.tracing)
+    return {"enabled": eff.enabled, "exporter": eff.exporter, "endpoint": mask_url(eff.endpoint),
+            "service_name": eff.service_name, "sampler": eff.sampler, "propagate": eff.propagate}
 
 
 def _where(part: dict[str, Any] | None) -> str:
@@ -228,6 +238,13 @@ def render(info: dict[str, Any]) -> list[str]:
     push = info["pushgateway"]
     password = f", password {push['password']}" if push.get("password") else ""
     lines.append(f"pushgateway: {push['url']} (job {push['job']}{password})" if push["url"] else "pushgateway: none")
+    t = info["tracing"]
+    if t["enabled"]:
+        where = t["endpoint"] if t["exporter"] == "otlp" else "exporter none"
+        lines.append(f"tracing: {where} (service {t['service_name']}, sampler {t['sampler']}, "
+                     f"propagate {'on' if t['propagate'] else 'off'})")
+    else:
+        lines.append("tracing: off")
     lines.append(f"ops address: {info['ops_address']} (/healthz, /readyz, /metrics of lgw serve and lgw run)")
     lines.append(f"data dir: {info['data_dir']}")
     lines.append("environment:")

@@ -17,6 +17,8 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Literal
 
+from opentelemetry import trace
+
 from schemas.errors import ConfigError
 
 LogFormat = Literal["auto", "text", "json"]
@@ -24,6 +26,7 @@ FORMATS: tuple[LogFormat, ...] = ("auto", "text", "json")
 ENV_VAR = "LGW_LOG_FORMAT"
 # The context a log line may carry; record values never: pii stays out of logs.
 FIELDS = ("pipeline", "run", "input", "offset", "record")
+TRACE_FIELDS = ("trace_id", "span_id")  # of the span a line is written in, when tracing records it
 
 _context: ContextVar[Mapping[str, object] | None] = ContextVar("lgw_log_context", default=None)
 
@@ -54,6 +57,11 @@ class ContextFilter(logging.Filter):
         for key, value in (_context.get() or {}).items():
             if getattr(record, key, None) is None:
                 setattr(record, key, value)
+        span = trace.get_current_span()
+        if span.is_recording():  # a line written inside a recorded span names it (W3C hex ids)
+            ctx = span.get_span_context()
+            record.trace_id = format(ctx.trace_id, "032x")
+            record.span_id = format(ctx.span_id, "016x")
         return True
 
 
@@ -69,7 +77,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage().rstrip("\n"),  # py.warnings ends its message with one
         }
-        for key in FIELDS:
+        for key in (*FIELDS, *TRACE_FIELDS):
             value = getattr(record, key, None)
             if value is not None:
                 entry[key] = value
@@ -115,5 +123,5 @@ def json_handler() -> logging.Handler:
     return handler
 
 
-__all__ = ["ENV_VAR", "FIELDS", "FORMATS", "ContextFilter", "JsonFormatter", "LogFormat", "chosen_format",
-           "current_context", "json_handler", "log_context", "stderr_line"]
+__all__ = ["ENV_VAR", "FIELDS", "FORMATS", "TRACE_FIELDS", "ContextFilter", "JsonFormatter", "LogFormat",
+           "chosen_format", "current_context", "json_handler", "log_context", "stderr_line"]

@@ -23,7 +23,7 @@ from adapters.amqp.config import AmqpConfig, AmqpRejectsConfig, AmqpSinkConfig, 
 from adapters.amqp.publisher import AmqpPublisher, OutMessage, as_amqp
 from adapters.amqp.security import connection_problem
 from adapters.base import InMessage, ScoredBatch, SourceBatch
-from adapters.headers import H_ERROR, H_FIELD, H_REASON, H_SOURCE, by_record
+from adapters.headers import H_ERROR, H_FIELD, H_REASON, H_SOURCE, TRACE_HEADERS, Headers, by_record, with_trace
 from adapters.render import MessageRenderer, default_format
 from schemas.errors import BrokerUnavailable
 from schemas.stream import Reject
@@ -124,11 +124,12 @@ class AmqpReplySink(_Exchange):
                 out.append(OutMessage(value, m.reply_to, None, {**as_amqp(headers), H_STATUS: "scored"},
                                       m.correlation_id, content_type=self._content_type()))
             else:
-                out.append(self._unanswerable(m))
+                trace = batch.source.trace(i) if batch.source.trace is not None else []
+                out.append(self._unanswerable(m, trace))
         return out
 
-    def _unanswerable(self, m: InMessage) -> OutMessage:
-        headers = {**as_amqp(m.headers), H_ERROR: "no_reply_to", H_SOURCE: m.id,
+    def _unanswerable(self, m: InMessage, trace: Headers) -> OutMessage:
+        headers = {**as_amqp(with_trace(m.headers, trace)), H_ERROR: "no_reply_to", H_SOURCE: m.id,
                    H_REASON: "request has no reply_to: the result cannot be delivered"}
         return OutMessage(m.value, self.dlx_routing_key, self.dlx, headers, m.correlation_id)
 
@@ -169,10 +170,12 @@ class AmqpDeadLetters(_Exchange):
 
 def _rejected_reply(m: InMessage, dead: dict[str, Any]) -> OutMessage:
     lgw = {k: v for k, v in dead.items() if k.startswith("lgw-")}  # not the request's own headers
+    trace = {k: v for k, v in dead.items() if k in TRACE_HEADERS}  # but its trace: the requester follows it
     body = json.dumps({"status": "rejected", "error": lgw.get(H_ERROR), "reason": lgw.get(H_REASON),
                        "field": lgw.get(H_FIELD)}).encode()
     assert m.reply_to is not None
-    return OutMessage(body, m.reply_to, None, {**lgw, H_STATUS: "rejected"}, m.correlation_id, content_type=JSON)
+    return OutMessage(body, m.reply_to, None, {**lgw, **trace, H_STATUS: "rejected"}, m.correlation_id,
+                      content_type=JSON)
 
 
 def _publisher(context: Any) -> AmqpPublisher:

@@ -40,14 +40,25 @@ def in_message(msg: Any) -> InMessage:
 
 
 class AmqpMessages(Messages):
-    def __init__(self, messages: Sequence[InMessage]) -> None:
+    def __init__(self, messages: Sequence[InMessage], queue: str = "") -> None:
         self.messages = list(messages)
+        self.queue = queue
         self.values = [m.value for m in self.messages]
         self.ids = [m.id for m in self.messages]
         self.keys = [None] * len(self.messages)
 
     def __len__(self) -> int:
         return len(self.messages)
+
+    def trace_attributes(self) -> dict[str, str | int]:
+        """OpenTelemetry messaging attributes: the queue and the request's ids."""
+        out: dict[str, str | int] = {"messaging.system": "rabbitmq", "messaging.destination.name": self.queue}
+        if len(self.messages) == 1:
+            m = self.messages[0]
+            out["messaging.message.id"] = m.id
+            if m.correlation_id:
+                out["messaging.message.conversation_id"] = m.correlation_id
+        return out
 
     @overload
     def __getitem__(self, i: int) -> InMessage: ...
@@ -90,7 +101,7 @@ class AmqpSource:
             await msg.nack(requeue=True)
 
         return SourceBatch(_NO_TABLE, position={"message_id": message.id}, ack=ack, nack=nack,
-                           messages=AmqpMessages([message]))
+                           messages=AmqpMessages([message], self.config.queue))
 
     def pause(self) -> int:
         self._running.clear()

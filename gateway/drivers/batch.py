@@ -33,8 +33,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from opentelemetry.trace import SpanKind
 
 from adapters.base import RejectSink, ScoredBatch, Sink, Source, SourceBatch
+from gateway import tracing
 from gateway.isolation import crash_reason, isolating, pii_names
 from gateway.metrics import reason_class
 from gateway.pipeline import Pipeline, PipelineStats
@@ -109,7 +111,10 @@ async def score_rows(pipeline: Pipeline, batch: SourceBatch, table: pa.Table,
     """Scores rows [lo, hi) of `table` (the batch's `scoring_input`)."""
     hi = table.num_rows if hi is None else hi
     part = table if (lo, hi) == (0, table.num_rows) else table.slice(lo, hi - lo)
-    scored = await pipeline.score(part)
+    with tracing.span("lgw.score") as span:
+        scored = await pipeline.score(part)
+        if span.is_recording():
+            tracing.describe_score(span, pipeline, part.num_rows, scored)
     has_pii = bool(pii_names(pipeline.contract)) if scored.rejects else False
     rejects = [batch_reject(batch, lo + r.row, r.reason, r.field, has_pii=has_pii) for r in scored.rejects]
     rescore = None
@@ -182,6 +187,7 @@ class BatchLoop:
         # the next batch is read while this one is scored, unless the source reads ahead itself
         read_ahead = not getattr(source, "reads_ahead", False)
         reading: asyncio.Future[SourceBatch | None] | None = None
+        read_since = tracing.clock()
         try:
             while True:
                 try:
@@ -193,15 +199,23 @@ class BatchLoop:
                 reading = None
                 if batch is None:
                     break
+                traced = tracing.batch_span(self.pipeline.name, self.label, batch, (read_since, tracing.clock()))
+                read_since = tracing.clock()
                 if read_ahead and not self.stop.is_set():
                     reading = asyncio.ensure_future(source.read_batch())
-                delivery = await self.deliver(batch)
+                try:
+                    with traced.current():
+                        delivery = await self.deliver(batch)
+                except BaseException as exc:
+                    traced.end(exc=exc)
+                    raise
                 if in_flight is not None:
                     await in_flight
                     in_flight = None
                 if delivery is None:
+                    traced.end()
                     return False
-                in_flight = asyncio.create_task(self._make_durable(batch, delivery))
+                in_flight = asyncio.create_task(self._make_durable(batch, delivery, traced))
                 if self.stop.is_set():
                     await in_flight
                     in_flight = None
@@ -245,12 +259,25 @@ class BatchLoop:
         return Delivery(prepared, rows, rejects, self.counts.to_json(), copy.deepcopy(self.pipeline.stats),
                         rescore, dict(self.counts.rejected_by))
 
-    async def _make_durable(self, batch: SourceBatch, delivery: Delivery) -> None:
+    async def _make_durable(self, batch: SourceBatch, delivery: Delivery,
+                            traced: tracing.BatchSpan | tracing.BatchOff = tracing.BATCH_OFF) -> None:
         """Writes the batch's records and rejects, both durable, then acks the batch."""
+        try:
+            with traced.current():
+                await self._durable(batch, delivery)
+        except BaseException as exc:
+            traced.end(delivery, exc)
+            raise
+        traced.end(delivery)
+
+    async def _durable(self, batch: SourceBatch, delivery: Delivery) -> None:
         if self.before_write is not None:
             await self.before_write()
-        await self.sink.write(delivery.prepared)
-        await self.rejects.write(delivery.rejects, batch)
+        with tracing.span("lgw.write", SpanKind.PRODUCER) as span:
+            if span.is_recording():
+                span.set_attributes({"lgw.records": delivery.rows, "lgw.rejected": len(delivery.rejects)})
+            await self.sink.write(delivery.prepared)
+            await self.rejects.write(delivery.rejects, batch)
         self.durable = delivery
         if self.on_rescore is not None:
             for table in delivery.rescore:

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from adapters.base import RejectSink, ScoredBatch, Sink, SourceBatch, message_columns
+from gateway import tracing
 from gateway.logs import log_context
 from gateway.meters import StreamMeters, dead_letter_class
 from gateway.realtime.core import MicroBatchScorer, Outcome
@@ -104,19 +105,22 @@ class StreamDriver:
             self._idle_task = None
         values, ids, _ = message_columns(messages)
         outcome: Outcome | None = None
-        try:
-            outcome = await self.scorer.process(values, ids)
-        except Exception:
-            log.exception("%s: scoring a batch of %d failed; it will be delivered again", self.name, len(values))
-        async with self._lock:
-            await self._after_scoring(batch, outcome)
+        with tracing.micro_batch(self.name, batch) as traced:
+            try:
+                outcome = await self.scorer.process(values, ids)
+            except Exception:
+                log.exception("%s: scoring a batch of %d failed; it will be delivered again", self.name, len(values))
+            traced.scored(outcome)
+            async with self._lock:
+                await self._after_scoring(batch, outcome, traced)
         await self._redeliver()  # before returning: a Kafka handler that returned would fetch past them
         if self._in_flight is not None and not self.closing:
             if self._idle_task is not None:
                 self._idle_task.cancel()
             self._idle_task = asyncio.get_running_loop().create_task(self._idle_ack(self._in_flight))
 
-    async def _after_scoring(self, batch: SourceBatch, outcome: Outcome | None) -> None:
+    async def _after_scoring(self, batch: SourceBatch, outcome: Outcome | None,
+                             traced: tracing.MicroBatch | tracing.Off = tracing.OFF) -> None:
         if outcome is None:
             if await self._settle(later=[batch]):
                 self._retry_later([batch], "scoring failed")
@@ -126,6 +130,7 @@ class StreamDriver:
                 self._pause()  # first: an AMQP nack waits for the pause to end
                 self._pending.append(([batch], "policy pause", 0.0))
             return
+        traced.stamp(outcome)  # the results' trace headers, before the sink renders them
         try:
             prepared = self.sink.prepare(self._scored(batch, outcome)) if outcome.results else None
         except Exception:
@@ -138,6 +143,7 @@ class StreamDriver:
         if before is not None and not await self._written(before, later=[batch]):
             return  # the batch before failed: both were nacked and come again
         written = self._write(batch, prepared, outcome)
+        traced.writing(written)
         self._in_flight = InFlight(batch, written, outcome)
         await asyncio.sleep(0)  # let the sink put the batch on the wire before the next one is scored
         # The batch before is acked only now, with this one on its way: the ack's round

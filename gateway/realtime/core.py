@@ -42,6 +42,7 @@ from adapters.headers import (  # the header names, also for the scorer's caller
     contract_headers,
     dead_letter_headers,
 )
+from gateway import tracing
 from gateway.isolation import NOT_THE_RECORDS, crash_reason, isolating, pii_names
 from gateway.pipeline import Pipeline
 from schemas.arrow_buffers import value_buffers
@@ -201,8 +202,14 @@ class MicroBatchScorer:
     async def _process(self, payloads: Sequence[bytes], ids: Sequence[str], lo: int, hi: int) -> Outcome:
         """Messages [lo, hi) of the micro-batch; indices in the outcome count from 0 of the whole."""
         part = payloads if (lo, hi) == (0, len(payloads)) else payloads[lo:hi]
-        decoded = self.codec.decode(part)
-        scored = await self.pipeline.score(decoded.table)
+        with tracing.span("lgw.decode") as span:
+            decoded = self.codec.decode(part)
+            if span.is_recording():
+                span.set_attributes({"lgw.records": len(part), "lgw.rejected": len(by_message(decoded.rejects))})
+        with tracing.span("lgw.score") as span:
+            scored = await self.pipeline.score(decoded.table)
+            if span.is_recording():
+                tracing.describe_score(span, self.pipeline, decoded.table.num_rows, scored)
         if scored.paused:
             return Outcome(paused=True)
         rejects = [replace(r, index=lo + r.index) for r in decoded.rejects]
