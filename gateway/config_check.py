@@ -242,7 +242,7 @@ def render(info: dict[str, Any]) -> list[str]:
     if t["enabled"]:
         where = t["endpoint"] if t["exporter"] == "otlp" else "exporter none"
         lines.append(f"tracing: {where} (service {t['service_name']}, sampler {t['sampler']}, "
-                     f"propagate {'on' if t['propagate'] else 'off'})")
+                     f"propagate {t['propagate']})")
     else:
         lines.append("tracing: off")
     lines.append(f"ops address: {info['ops_address']} (/healthz, /readyz, /metrics of lgw serve and lgw run)")

@@ -92,7 +92,7 @@ def test_tracing_is_off_by_default_and_the_otel_variables_override_gateway_yaml(
     assert GatewayConfig().tracing == TracingConfig()
     off = tracing.effective(None, environ={})
     assert (off.enabled, off.service_name, off.endpoint, off.propagate) == (
-        False, "lgw", "http://localhost:4318/v1/traces", True)
+        False, "lgw", "http://localhost:4318/v1/traces", "traced")
     cfg = TracingConfig(enabled=True, endpoint="http://collector:4318/v1/traces", sample_ratio=0.25)
     assert tracing.effective(cfg, environ={}).sampler == "parentbased_traceidratio:0.25"
     env = {"OTEL_SERVICE_NAME": "scoring-eu", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4318/",
@@ -144,7 +144,7 @@ def test_config_check_names_the_tracing_it_would_use(tmp_path: Path, monkeypatch
     assert main(["config", "check", "--config", str(config)]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("tracing:")]
     assert lines == ["tracing: http://user:***@collector:4318/v1/traces (service scoring, sampler "
-                     "parentbased_traceidratio:1, propagate on)"]
+                     "parentbased_traceidratio:1, propagate traced)"]
     config.write_text("{}")
     assert main(["config", "check", "--config", str(config), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["tracing"]["enabled"] is False
@@ -270,6 +270,34 @@ async def test_tracing_off_adds_no_trace_headers_and_dead_letters_keep_the_input
     assert "traceparent" not in headers_of(results.records[0]), "off: the gateway takes no part in the trace"
     # a dead letter is its input message with reasons added: the input's headers as they came
     assert headers_of(dlq.records[0])["traceparent"] == traceparent(TRACE_A).decode()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("propagate", ["traced", "all"])
+async def test_untraced_input_gets_a_trace_header_only_with_propagate_all(
+        kafka_broker: TansuBroker, tmp_path: Path, contract: Contract, readers: Any,  # noqa: F811
+        serve: Callable[[GatewayConfig], Gateway], propagate: str) -> None:
+    exporter = InMemorySpanExporter()
+    assert tracing.configure(TracingConfig(enabled=True, exporter="none", propagate=propagate),  # type: ignore[arg-type]
+                             exporter=exporter, environ={})
+    try:
+        bootstrap = kafka_broker.bootstrap
+        t = Topics.create(kafka_broker, f"plain-{propagate}", partitions=1)
+        results = await readers(bootstrap, t.results)
+        ids = await produce_with_headers(bootstrap, t.input, tagged(json_records(contract, 0, 3), [[], [], []]))
+        gateway = serve(gateway_config(tmp_path, bootstrap, {"cards": t.source()}))
+        await results.wait_for(ids, gateway=gateway)
+        await gateway.stop()
+        batch = named(exporter.get_finished_spans(), "lgw.micro_batch")
+        assert batch, "the micro-batch is traced either way"
+        stamped = {"traceparent" in headers_of(r) for r in results.records}
+        if propagate == "traced":
+            assert stamped == {False}, "no input came traced: no trace is started per result"
+        else:
+            assert stamped == {True}
+            assert {parse(headers_of(r)["traceparent"])[0] for r in results.records} == {hex_ids(batch[0])[0]}
+    finally:
+        tracing.shutdown()
 
 
 # --------------------------------------------------------------------------- AMQP
