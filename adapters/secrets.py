@@ -39,3 +39,13 @@ def env_value(name: str, environ: Mapping[str, str] | None = None) -> str | None
 
 
 __all__ = ["MAX_SECRET_BYTES", "env_value"]
+
+
+def required_env(name: str, field: str, expected: str) -> str:
+    """`env_value(name)`, which a config field (`field`, e.g. kafka.sasl.password_env)
+    says must be set: otherwise one ConfigError naming the field, both variables and what
+    the value is for (`expected`)."""
+    value = env_value(name)
+    if not value:
+        raise ConfigError(f"{field}: {name} is not set (nor {name}_FILE): expected {expected}")
+    return value

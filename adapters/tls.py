@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from adapters.secrets import env_value
+from adapters.secrets import required_env
 from schemas.errors import ConfigError
 
 
@@ -86,11 +86,7 @@ def ssl_context(cfg: TLSConfig, *, where: str) -> ssl.SSLContext:
 def _key_password(cfg: TLSConfig, where: str) -> str | None:
     if not cfg.key_password_env:
         return None
-    password = env_value(cfg.key_password_env)
-    if password is None:
-        raise ConfigError(f"{where}.key_password_env: {cfg.key_password_env} is not set "
-                          f"(nor {cfg.key_password_env}_FILE)")
-    return password
+    return required_env(cfg.key_password_env, f"{where}.key_password_env", "the password of the client key")
 
 
 def context_or_none(cfg: TLSConfig | None, *, where: str) -> ssl.SSLContext | None:

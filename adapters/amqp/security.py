@@ -11,9 +11,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from adapters.amqp.config import AmqpConfig
-from adapters.secrets import env_value
+from adapters.secrets import required_env
 from adapters.tls import probe_handshake, ssl_context
-from schemas.errors import ConfigError
 
 
 def _context(cfg: AmqpConfig) -> ssl.SSLContext | None:
@@ -27,11 +26,7 @@ def _context(cfg: AmqpConfig) -> ssl.SSLContext | None:
 def password(cfg: AmqpConfig) -> str | None:
     if cfg.password_env is None:
         return None
-    value = env_value(cfg.password_env)
-    if value is None:
-        raise ConfigError(f"amqp.password_env: {cfg.password_env} is not set (nor {cfg.password_env}_FILE): "
-                          f"expected the password of {cfg.username}")
-    return value
+    return required_env(cfg.password_env, "amqp.password_env", f"the password of {cfg.username}")
 
 
 def broker_security(cfg: AmqpConfig, *, secrets: bool = True) -> Any:

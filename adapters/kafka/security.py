@@ -19,7 +19,7 @@ import ssl
 from typing import Any
 
 from adapters.kafka.config import KafkaConfig
-from adapters.secrets import env_value
+from adapters.secrets import required_env
 from adapters.tls import TLSConfig, handshake_error, probe_handshake, ssl_context
 from schemas.errors import ConfigError
 
@@ -35,11 +35,7 @@ def _context(cfg: KafkaConfig) -> ssl.SSLContext | None:
 def sasl_password(cfg: KafkaConfig) -> str | None:
     if cfg.sasl is None:
         return None
-    password = env_value(cfg.sasl.password_env)
-    if password is None:
-        raise ConfigError(f"kafka.sasl.password_env: {cfg.sasl.password_env} is not set "
-                          f"(nor {cfg.sasl.password_env}_FILE): expected the SASL password of {cfg.sasl.username}")
-    return password
+    return required_env(cfg.sasl.password_env, "kafka.sasl.password_env", f"the SASL password of {cfg.sasl.username}")
 
 
 def security_options(cfg: KafkaConfig) -> dict[str, Any]:

@@ -11,9 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from adapters.secrets import env_value
+from adapters.secrets import required_env
 from adapters.tls import TLSConfig, ssl_context
-from schemas.errors import ConfigError
 
 
 class HttpAuthConfig(BaseModel):
@@ -25,11 +24,7 @@ class HttpAuthConfig(BaseModel):
 
 
 def bearer_token(auth: HttpAuthConfig, *, where: str) -> str:
-    token = env_value(auth.bearer_token_env)
-    if not token:
-        raise ConfigError(f"{where}.auth.bearer_token_env: {auth.bearer_token_env} is not set "
-                          f"(nor {auth.bearer_token_env}_FILE): expected the model server's bearer token")
-    return token
+    return required_env(auth.bearer_token_env, f"{where}.auth.bearer_token_env", "the model server's bearer token")
 
 
 def client_security(auth: HttpAuthConfig | None, tls: TLSConfig | None, *, where: str) -> dict[str, Any]:
