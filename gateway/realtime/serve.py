@@ -39,8 +39,7 @@ async def run_until(cfg: GatewayConfig, stop: asyncio.Event, *, only: str | None
     lag: list[asyncio.Task[None]] = []
     try:
         await _start(rt, cfg)
-        lag = [asyncio.create_task(track_lag(name, topics, partial(getattr, sub, "consumer")))
-               for name, (sub, topics) in rt.kafka_subscribers.items()]
+        lag = track_consumer_lag(rt)
         if freeze:
             freeze_heap()
         log.info("serving %s", ", ".join([*rt.kafka_drivers, *rt.amqp_drivers]))
@@ -70,6 +69,13 @@ async def _start(rt: RealtimeApp, cfg: GatewayConfig) -> None:
                 await rt.app.stop()
             # a handshake or authentication the brokers refuse is the config's to fix, not a bug
             raise ConfigError(problem) from None
+
+
+def track_consumer_lag(rt: RealtimeApp) -> list[asyncio.Task[None]]:
+    """The consumer-lag gauges of the app's Kafka subscribers, measured until the tasks
+    are cancelled."""
+    return [asyncio.create_task(track_lag(name, topics, partial(getattr, sub, "consumer")))
+            for name, (sub, topics) in rt.kafka_subscribers.items()]
 
 
 def _readiness(readiness: Readiness, rt: RealtimeApp, state: StateStore | None) -> None:
