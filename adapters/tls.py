@@ -94,6 +94,14 @@ def context_or_none(cfg: TLSConfig | None, *, where: str) -> ssl.SSLContext | No
     return ssl_context(cfg, where=where) if cfg is not None and cfg.enabled else None
 
 
+def connection_context(uses_tls: bool, cfg: TLSConfig | None, *, where: str) -> ssl.SSLContext | None:
+    """The context of a connection whose protocol or URL asks for TLS (`uses_tls`): its
+    `tls:` section's, or the system trust store's without one; None for plaintext."""
+    if not uses_tls:
+        return None
+    return ssl.create_default_context() if cfg is None else ssl_context(cfg, where=where)
+
+
 def handshake_error(exc: BaseException, *, system: str, address: str, cfg: TLSConfig | None) -> str | None:
     """One line saying why a TLS handshake with `address` failed and what was expected, or
     None when `exc` is no TLS failure."""
@@ -156,4 +164,4 @@ async def probe_handshake(address: str, cfg: TLSConfig | None, *, system: str, w
     return None
 
 
-__all__ = ["TLSConfig", "context_or_none", "handshake_error", "probe_handshake", "ssl_context"]
+__all__ = ["TLSConfig", "connection_context", "context_or_none", "handshake_error", "probe_handshake", "ssl_context"]

@@ -11,12 +11,10 @@ from urllib.parse import urlsplit, urlunsplit
 from adapters.amqp.config import AmqpConfig
 from adapters.kafka.config import KafkaConfig
 from adapters.odbc.connection import OdbcConnectionConfig, placeholders
-from adapters.secrets import env_value
 from adapters.tls import TLSConfig
 from gateway.config import GatewayConfig, OnnxModelConfig, PipelineConfig
 from gateway.ops_http import format_address, ops_address
 from gateway.settings import data_dir, env_status, environment_status
-from schemas.errors import ConfigError
 
 MASK = "***"
 
@@ -97,17 +95,6 @@ def _pipeline(pipe: PipelineConfig) -> dict[str, Any]:
     return out
 
 
-SET, NOT_SET = "[set]", "[NOT SET]"
-
-
-def _secret(name: str) -> str:
-    """Whether the variable (or its _FILE) holds a value: the value itself is never shown."""
-    try:
-        return SET if env_value(name) else NOT_SET
-    except ConfigError:  # both set, or an unreadable file: not usable as it is
-        return NOT_SET
-
-
 def _file(path: str) -> str:
     return path if os.access(path, os.R_OK) else f"{path} [NOT READABLE]"
 
@@ -121,7 +108,7 @@ def _tls(tls: TLSConfig | None) -> dict[str, Any] | None:
         out["cert_file"] = _file(tls.cert_file)
         out["key_file"] = _file(tls.key_file or tls.cert_file)
     if tls.key_password_env:
-        out["key_password"] = f"{tls.key_password_env} {_secret(tls.key_password_env)}"
+        out["key_password"] = f"{tls.key_password_env} {env_status(tls.key_password_env)}"
     return out
 
 
@@ -132,7 +119,7 @@ def _kafka_security(k: KafkaConfig) -> dict[str, Any]:
         out["tls"] = tls or {"ca_file": "system trust store", "check_hostname": True}
     if k.sasl is not None:
         out["sasl"] = {"mechanism": k.sasl.mechanism, "username": k.sasl.username,
-                       "password": f"{k.sasl.password_env} {_secret(k.sasl.password_env)}"}
+                       "password": f"{k.sasl.password_env} {env_status(k.sasl.password_env)}"}
     return out
 
 
@@ -141,14 +128,14 @@ def _amqp_security(a: AmqpConfig) -> dict[str, Any]:
     if a.uses_tls:
         out["tls"] = _tls(a.tls) or {"ca_file": "system trust store", "check_hostname": True}
     if a.username is not None and a.password_env is not None:
-        out["login"] = {"username": a.username, "password": f"{a.password_env} {_secret(a.password_env)}"}
+        out["login"] = {"username": a.username, "password": f"{a.password_env} {env_status(a.password_env)}"}
     return out
 
 
 def _model_security(ep: Any) -> dict[str, Any] | None:
     out: dict[str, Any] = {}
     if ep.auth is not None:
-        out["bearer_token"] = f"{ep.auth.bearer_token_env} {_secret(ep.auth.bearer_token_env)}"
+        out["bearer_token"] = f"{ep.auth.bearer_token_env} {env_status(ep.auth.bearer_token_env)}"
     tls = _tls(ep.tls)
     if tls is not None:
         out["tls"] = tls

@@ -157,16 +157,16 @@ class Readiness:
 
 def run_brokers(readiness: Readiness, cfg: GatewayConfig, pipelines: list[str]) -> None:
     """The brokers `lgw run`'s pipelines write to (a topic or queue sink or reject sink)."""
-    from urllib.parse import urlsplit
+    from adapters.amqp.security import address as amqp_address
 
     kinds = {part.type for name in pipelines for part in (cfg.pipelines[name].output, cfg.pipelines[name].rejects_to)}
     if "kafka" in kinds:
         servers = [s.strip() for s in cfg.kafka.bootstrap_servers.split(",") if s.strip()]
         readiness.add_endpoints("kafka", [(h, int(p)) for h, _, p in (s.rpartition(":") for s in servers)
                                           if p.isdigit()])
-    if "amqp" in kinds:
-        url = urlsplit(cfg.amqp.url)  # only host and port are kept: the URL may carry a password
-        readiness.add_endpoints("amqp", [(url.hostname or "localhost", url.port or 5672)])
+    if "amqp" in kinds:  # only host and port: the URL may carry a password
+        host, _, port = amqp_address(cfg.amqp).rpartition(":")
+        readiness.add_endpoints("amqp", [(host, int(port))])
 
 
 async def _bounded(check: Check) -> bool:

@@ -28,14 +28,25 @@ DEADLINE_S = 60.0
 OPS_LINE = re.compile(r"ops: serving /healthz /readyz /metrics on (http://[0-9.]+:\d+)")
 
 
+def parse_samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """The Prometheus text format as {sample name: [(labels, value)]}."""
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out.setdefault(s.name, []).append((dict(s.labels), s.value))
+    return out
+
+
 class LgwProcess:
     """`lgw serve` or `lgw run` in a process group of its own; stdout and stderr in files."""
 
-    def __init__(self, cmd: list[str], args: list[str], workdir: Path, name: str = "lgw") -> None:
+    def __init__(self, cmd: list[str], args: list[str], workdir: Path, name: str = "lgw",
+                 env: dict[str, str] | None = None) -> None:
         self.name = name
         self.stdout_path = workdir / f"{name}.stdout"
         self.stderr_path = workdir / f"{name}.stderr"
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1", "LGW_OPS_ADDRESS": "127.0.0.1:0"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1", "LGW_OPS_ADDRESS": "127.0.0.1:0",
+               **(env or {})}
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.process = subprocess.Popen([*cmd, *args], stdout=out, stderr=err, stdin=subprocess.DEVNULL,
                                             env=env, cwd=workdir, start_new_session=True)
@@ -88,11 +99,7 @@ class LgwProcess:
         """/metrics parsed: {sample name: [(labels, value)]}."""
         status, body = self.get("/metrics")
         assert status == 200
-        out: dict[str, list[tuple[dict[str, str], float]]] = {}
-        for family in text_string_to_metric_families(body.decode()):
-            for s in family.samples:
-                out.setdefault(s.name, []).append((dict(s.labels), s.value))
-        return out
+        return parse_samples(body.decode())
 
     def sample(self, name: str, **labels: str) -> float:
         hits = [v for lbl, v in self.samples().get(name, []) if all(lbl.get(k) == w for k, w in labels.items())]

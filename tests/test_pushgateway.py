@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.metrics import REASON_CLASSES
 from tests.helpers import unavailable
+from tests.lgw_processes import parse_samples
 from tests.model_servers import ModelServerProcess, started
 from tests.test_batch import drop, manifest_of, write_config
 
@@ -39,12 +39,7 @@ def pushgateway(tmp_path: Path) -> Iterator[ModelServerProcess]:
 def pushed(base_url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
     """What the Pushgateway holds: {sample name: [(labels, value)]}."""
     with urllib.request.urlopen(f"{base_url}/metrics", timeout=10) as response:
-        text = response.read().decode("utf-8")
-    out: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out.setdefault(s.name, []).append((dict(s.labels), s.value))
-    return out
+        return parse_samples(response.read().decode("utf-8"))
 
 
 def batch_run(lgw_cmd: list[str], config: Path, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -16,7 +16,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
@@ -45,6 +44,7 @@ from tests.kafka_broker import (
     unique_group,
     unique_topic,
 )
+from tests.lgw_processes import LgwProcess
 from tests.model_servers import GarbageModelServer, ModelServerProcess
 from tests.realtime_data import (
     CP,
@@ -768,25 +768,12 @@ async def test_broker_connection_cut_mid_stream_loses_nothing(
 
 
 # --------------------------------------------------------------------------- 6. two instances, one killed
-class ServeProcess:
-    """`lgw serve --config FILE` as a process of its own; stdout and stderr go to files."""
+class ServeProcess(LgwProcess):
+    """`lgw serve --config FILE` as a process of its own; stdout and stderr go to files
+    beside the config."""
 
     def __init__(self, cmd: list[str], config: Path, name: str, env: dict[str, str] | None = None) -> None:
-        self.name = name
-        self.stdout_path = config.with_name(f"{name}.stdout")
-        self.stderr_path = config.with_name(f"{name}.stderr")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1", **(env or {})}
-        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
-            self.process = subprocess.Popen([*cmd, "serve", "--config", str(config)], stdout=out, stderr=err,
-                                            stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-
-    @property
-    def stdout(self) -> str:
-        return self.stdout_path.read_text(errors="replace")
-
-    @property
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
+        super().__init__(cmd, ["serve", "--config", str(config)], config.parent, name, env=env)
 
     def assigned(self, topic: str) -> set[int] | None:
         """The partitions of `topic` its consumer was last assigned (FastStream logs each
@@ -799,10 +786,6 @@ class ServeProcess:
 
     def alive(self) -> bool:
         return self.process.poll() is None
-
-    def check_alive(self) -> None:
-        if not self.alive():
-            pytest.fail(f"{self.name} exited with {self.process.returncode}:\n{self.stderr[-3000:]}", pytrace=False)
 
     def signal(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError):

@@ -6,21 +6,12 @@ error; a failed TLS handshake becomes one line (`connection_problem`)."""
 
 from __future__ import annotations
 
-import ssl
 from typing import Any
 from urllib.parse import urlsplit
 
 from adapters.amqp.config import AmqpConfig
 from adapters.secrets import required_env
-from adapters.tls import probe_handshake, ssl_context
-
-
-def _context(cfg: AmqpConfig) -> ssl.SSLContext | None:
-    if not cfg.uses_tls:
-        return None
-    if cfg.tls is None:  # amqps:// with the system's trust store
-        return ssl.create_default_context()
-    return ssl_context(cfg.tls, where="amqp.tls")
+from adapters.tls import connection_context, probe_handshake
 
 
 def password(cfg: AmqpConfig) -> str | None:
@@ -35,7 +26,8 @@ def broker_security(cfg: AmqpConfig, *, secrets: bool = True) -> Any:
     password (a broker that only documents its channels)."""
     from faststream.security import BaseSecurity, SASLPlaintext
 
-    context = _context(cfg) if secrets else None  # the docs need no certificate files either
+    # the docs need no certificate files either
+    context = connection_context(cfg.uses_tls, cfg.tls, where="amqp.tls") if secrets else None
     if cfg.username is not None:
         secret = password(cfg) if secrets else None
         return SASLPlaintext(cfg.username, secret or "", ssl_context=context, use_ssl=cfg.uses_tls)

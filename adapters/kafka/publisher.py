@@ -38,12 +38,11 @@ class KafkaPublisher:
 
     def __init__(self, bootstrap_servers: str, *, client_id: str = "lgw", enable_idempotence: bool = True,
                  linger_ms: int = 0, compression_type: str | None = None,
-                 request_timeout_ms: int = 30_000, security: dict[str, Any] | None = None) -> None:
-        # `security`: aiokafka's security keyword arguments (adapters.kafka.security)
+                 request_timeout_ms: int = 30_000) -> None:
         self._options: dict[str, Any] = dict(
             bootstrap_servers=bootstrap_servers, client_id=f"{client_id}-results", acks="all",
             enable_idempotence=enable_idempotence, linger_ms=linger_ms, compression_type=compression_type,
-            max_batch_size=1 << 20, request_timeout_ms=request_timeout_ms, **(security or {}))
+            max_batch_size=1 << 20, request_timeout_ms=request_timeout_ms)
         self._producer: AIOKafkaProducer | None = None
         self.cluster: KafkaConfig | None = None
 

@@ -20,16 +20,8 @@ from typing import Any
 
 from adapters.kafka.config import KafkaConfig
 from adapters.secrets import required_env
-from adapters.tls import TLSConfig, handshake_error, probe_handshake, ssl_context
+from adapters.tls import TLSConfig, connection_context, handshake_error, probe_handshake
 from schemas.errors import ConfigError
-
-
-def _context(cfg: KafkaConfig) -> ssl.SSLContext | None:
-    if not cfg.uses_tls:
-        return None
-    if cfg.tls is None:  # TLS with the system's trust store and no client certificate
-        return ssl.create_default_context()
-    return ssl_context(cfg.tls, where="kafka.tls")
 
 
 def sasl_password(cfg: KafkaConfig) -> str | None:
@@ -41,7 +33,7 @@ def sasl_password(cfg: KafkaConfig) -> str | None:
 def security_options(cfg: KafkaConfig) -> dict[str, Any]:
     """Only the security keyword arguments of an aiokafka client."""
     options: dict[str, Any] = {"security_protocol": cfg.security_protocol}
-    context = _context(cfg)
+    context = connection_context(cfg.uses_tls, cfg.tls, where="kafka.tls")
     if context is not None:
         options["ssl_context"] = context
     if cfg.sasl is not None:
@@ -63,7 +55,8 @@ def broker_security(cfg: KafkaConfig, *, secrets: bool = True) -> Any:
     password out, so that the docs can be made where the secret is not mounted."""
     from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
-    context = _context(cfg) if secrets else None  # the docs need no certificate files either
+    # the docs need no certificate files either
+    context = connection_context(cfg.uses_tls, cfg.tls, where="kafka.tls") if secrets else None
     if cfg.sasl is None:
         return BaseSecurity(ssl_context=context, use_ssl=True) if cfg.uses_tls else None
     kinds = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}

@@ -6,13 +6,12 @@ log line, an error or `lgw config check`'s output."""
 
 from __future__ import annotations
 
-import ssl
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from adapters.secrets import required_env
-from adapters.tls import TLSConfig, ssl_context
+from adapters.tls import TLSConfig, context_or_none
 
 
 class HttpAuthConfig(BaseModel):
@@ -33,8 +32,8 @@ def client_security(auth: HttpAuthConfig | None, tls: TLSConfig | None, *, where
     out: dict[str, Any] = {}
     if auth is not None:
         out["headers"] = {"authorization": f"Bearer {bearer_token(auth, where=where)}"}
-    if tls is not None and tls.enabled:
-        context: ssl.SSLContext = ssl_context(tls, where=f"{where}.tls")
+    context = context_or_none(tls, where=f"{where}.tls")
+    if context is not None:
         out["verify"] = context
         out["tls"] = tls
     return out

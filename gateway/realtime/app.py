@@ -131,7 +131,6 @@ def build_realtime_app(cfg: GatewayConfig, *, only: str | None = None, state: St
             assert kafka_broker is not None
             sub = _kafka_subscriber(kafka_broker, name, pipe, wired, cfg)
             rt.kafka_drivers[name] = wired.driver
-            assert isinstance(pipe.source, KafkaSourceConfig)
             rt.kafka_subscribers[name] = (sub, list(pipe.source.topics))
         else:
             assert rabbit is not None
