@@ -129,11 +129,17 @@ class ScoredBatch:
     rows: np.ndarray
     source: SourceBatch
     rendered: Sequence[tuple[bytes, list[tuple[str, bytes]]]] | None = None
+    # the pipeline's pii policy on record bytes (gateway.governance.pii): what `raw` gives
+    redact: Callable[[np.ndarray], np.ndarray] | None = None
 
     @property
     def raw(self) -> np.ndarray | None:
-        """The scored records' own input bytes (fixed-width output appends to them)."""
-        return self.source.raw[self.rows] if self.source.raw is not None else None
+        """The scored records' own input bytes (fixed-width output appends to them), with
+        their pii fields as the pipeline's policy leaves them."""
+        if self.source.raw is None:
+            return None
+        raw = self.source.raw[self.rows]
+        return self.redact(raw) if self.redact is not None else raw
 
 
 @runtime_checkable

@@ -3,6 +3,8 @@ the pipelines built around them."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from adapters.models.base import ModelBackend
 from gateway.config import GatewayConfig, KServeModelConfig, MlflowModelConfig, ModelConfig, OnnxModelConfig, Policy
 from gateway.outputs import outputs_from_contract
@@ -50,7 +52,10 @@ def build_model(name: str, cfg: ModelConfig, contract: Contract | None, base: Ga
 
 def build_pipeline(name: str, contract: Contract, cfg: GatewayConfig, *, model_name: str | None,
                    policy: Policy = Policy.FALLBACK, shadow: bool = False, force_fallback: bool = False,
-                   state: StateStore | None = None) -> Pipeline:
+                   state: StateStore | None = None, pii: Mapping[str, str] | None = None) -> Pipeline:
+    """`pii`: the pipeline's overrides of the contract's pii policy (gateway.governance.pii)."""
+    from gateway.governance.pii import policy_for
+
     model = None
     if model_name is not None and not force_fallback:
         if model_name not in cfg.models:
@@ -58,4 +63,5 @@ def build_pipeline(name: str, contract: Contract, cfg: GatewayConfig, *, model_n
                               f"does not define (models: {', '.join(cfg.models) or 'none'})")
         model = build_model(model_name, cfg.models[model_name], contract, cfg)
     watcher = KillSwitchWatcher(state, name) if state is not None else None
-    return Pipeline(contract, name=name, model=model, policy=policy, kill_switch=watcher, shadow=shadow)
+    return Pipeline(contract, name=name, model=model, policy=policy, kill_switch=watcher, shadow=shadow,
+                    pii=policy_for(contract, pii))

@@ -217,8 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=7)
     gen.add_argument("--bad-every", type=int, default=0, metavar="N",
                      help="corrupt every Nth detail record (for reject demos)")
+    gen.add_argument("--drift", type=float, default=0.0, metavar="D",
+                     help="shift the amounts up (0 to 1; 0.5: 2.5 times as large), nothing else (for drift demos)")
     pth = esub.add_parser("path", help="print the path of a bundled contract")
     pth.add_argument("name", nargs="?", default="card_txn")
+
+    from gateway.governance import profile_cli
+
+    profile_cli.add_parser(sub)
     return parser
 
 
@@ -295,6 +301,12 @@ def write_traceback(exc: BaseException, argv: Sequence[str] | None = None) -> Pa
     return path
 
 
+def _profile(args: argparse.Namespace) -> int:
+    from gateway.governance import profile_cli
+
+    return profile_cli.command(args)
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     from gateway import commands
     from gateway.logs import chosen_format
@@ -305,7 +317,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "examples": commands.examples, "score": commands.score, "killswitch": commands.killswitch,
         "batch": commands.batch, "run": commands.run_pipelines,
         "serve": commands.serve_realtime, "asyncapi": commands.asyncapi,
-        "config": commands.config,
+        "config": commands.config, "profile": _profile,
         "components": commands.components, "sources": commands.components, "sinks": commands.components,
     }
     return handlers[args.command](args)

@@ -178,7 +178,7 @@ def examples(args: argparse.Namespace) -> int:
         print(ex.contract_path(args.name))
         return EXIT_OK
     summary = ex.generate_card_file(args.output, records=args.records, encoding=args.encoding,
-                                    seed=args.seed, bad_every=args.bad_every)
+                                    seed=args.seed, bad_every=args.bad_every, drift=args.drift)
     print(json.dumps(summary), file=sys.stderr)
     return EXIT_OK
 

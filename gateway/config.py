@@ -22,6 +22,7 @@ from adapters.models.base import DEFAULT_MAX_RESPONSE_BYTES
 from adapters.models.security import HttpAuthConfig
 from adapters.odbc.config import OdbcRejectsConfig, OdbcSinkConfig, OdbcSourceConfig
 from adapters.tls import TLSConfig
+from gateway.governance.monitor import DriftConfig
 from gateway.metrics_push import PushgatewayConfig
 from gateway.ops_http import OpsConfig
 from gateway.resilience.breaker import BreakerConfig
@@ -36,6 +37,7 @@ from gateway.settings import (
     settings_problems,
 )
 from gateway.tracing import TracingConfig
+from schemas.contract import PiiAction
 from schemas.errors import ConfigError
 from schemas.yaml_loader import load_yaml
 
@@ -126,6 +128,12 @@ class PipelineConfig(_Strict):
     max_reject_rate: float = Field(default=0.5, ge=0, le=1)
     reject_rate_after: int = Field(default=1000, ge=1)
     require_records: bool = False  # a file without any record goes to failed/ (else: a warning)
+    # per field, what the contract's pii policy becomes for this pipeline's outputs
+    # (`{TXN-PAN: clear}`: the legacy side needs the key back); gateway.governance.pii
+    pii: dict[str, PiiAction] = Field(default_factory=dict)
+    # compare every run (every window of a stream) with a reference profile; thresholds and
+    # the action on a breach (gateway.governance.monitor)
+    drift: DriftConfig | None = None
     # where records come from, where the scored ones go, where rejects go: any registered
     # component of each role (`lgw components`); sink and rejects default to what the
     # source implies (a drop folder's outbox, a Kafka source's result and DLQ topics, an

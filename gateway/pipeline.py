@@ -23,6 +23,7 @@ from gateway import meters
 from gateway.config import Policy
 from gateway.fallback import FallbackRules
 from gateway.features import FeatureMap
+from gateway.governance.pii import PiiPolicy, policy_for
 from gateway.outputs import OutputSpec, outputs_from_contract
 from gateway.resilience.guarded import GuardedModel
 from gateway.state import KillSwitchWatcher
@@ -92,8 +93,10 @@ class Pipeline:
 
     def __init__(self, contract: Contract, *, name: str, model: GuardedModel | None = None,
                  policy: Policy = Policy.FALLBACK, kill_switch: KillSwitchWatcher | None = None,
-                 shadow: bool = False) -> None:
+                 shadow: bool = False, pii: PiiPolicy | None = None) -> None:
         self.contract = contract
+        # what the records' pii fields become in the scored records (every sink, review, audit)
+        self.pii = pii if pii is not None else policy_for(contract)
         self.name = name
         self.model = model
         self.policy = policy
@@ -253,7 +256,7 @@ class Pipeline:
         else:
             columns["rule_id"] = pa.nulls(n, pa.string())
             columns["reason"] = pa.nulls(n, pa.string())
-        out = base
+        out = self.pii.apply(base)
         for name, col in columns.items():
             if name in out.column_names:
                 out = out.drop_columns([name])

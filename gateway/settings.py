@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     log_format: str | None = None
     data_dir: Path | None = None
     ops_address: str | None = None  # None: `ops.address` of gateway.yaml, else DEFAULT_OPS_ADDRESS
+    pii_key: SecretStr | None = None  # HMAC key of `pii: hash` fields (else a key file in the data directory)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings],

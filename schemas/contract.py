@@ -17,7 +17,7 @@ the runtime object built from them once.
     fields:
       TXN-AMOUNT: {required: true, min: 0}
       COUNTRY:    {pattern: "^[A-Z]{2}$"}
-      PAN:        {pii: true}
+      PAN:        {pii: mask}         # personal data: clear | mask | hash | drop (true: mask)
 """
 
 from __future__ import annotations
@@ -58,6 +58,10 @@ from schemas.yaml_loader import load_yaml
 
 # --------------------------------------------------------------------------- config models
 
+
+# What a field marked pii becomes wherever data leaves the gateway (gateway.governance.pii)
+PiiAction = Literal["clear", "mask", "hash", "drop"]
+PII_ACTIONS: tuple[str, ...] = ("clear", "mask", "hash", "drop")
 
 class _Strict(BaseModel):
     # NaN and infinities are never a bound, an allowed value or a size: refuse `.nan` / `.inf`
@@ -190,8 +194,22 @@ class FieldRules(_Strict):
     max: Decimal | None = None
     pattern: str | None = None
     enum: list[str | int | float] | None = Field(default=None, alias="enum")
+    # personal data: `true` (masked wherever data leaves the gateway) or the policy itself,
+    # `clear | mask | hash | drop` (gateway.governance.pii); normalised to `pii` + `pii_policy`
     pii: bool = False
+    pii_policy: PiiAction | None = None
     description: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pii_policy(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("pii"), str):
+            data = dict(data)
+            action = data["pii"]
+            if action not in PII_ACTIONS:
+                raise ValueError(f"pii: expected true, false or one of {', '.join(PII_ACTIONS)}, found {action!r}")
+            data["pii"], data["pii_policy"] = True, action
+        return data
 
     @field_validator("pattern")
     @classmethod

@@ -23,6 +23,7 @@ from gateway.batch.manifest import build_manifest, jsonable, run_status, stats_f
 from gateway.batch.progress import NoProgress, ProgressView
 from gateway.batch.runtime import BatchRuntime
 from gateway.drivers.batch import BatchLoop, Counts, Delivery, adopt_staged, close_all, staged_names
+from gateway.governance.run import RunGovernance
 from gateway.logs import log_context
 from gateway.pipeline import PipelineStats
 from gateway.runs import DONE, FAILED, LEASE_S, Run
@@ -65,6 +66,7 @@ class BatchJob:
         self.rejects: RejectSink | None = None
         self.loop: BatchLoop | None = None
         self._report: ControlReport | None = None
+        self.governance: RunGovernance | None = None
 
     @property
     def run_id(self) -> str:
@@ -116,7 +118,9 @@ class BatchJob:
     async def _chunks(self, state: dict[str, Any] | None) -> JobResult | None:
         rt = self.rt
         self.sink, self.rejects = self._new_sink(), self._new_rejects()
+        self.governance = rt.governance(self.run_id, self.run_info.input_name)
         if state is not None:
+            self.governance.restore(state.get("governance"))
             await self.sink.open(state["sink"])
             await self.rejects.open(state["rejects"])
             self.counts = Counts(**state["counts"], rejected_by=Counter(state.get("rejected_by", {})))
@@ -140,7 +144,7 @@ class BatchJob:
         self.loop = BatchLoop(rt.pipeline, self.sink, self.rejects, label=f"run {self.run_id}", stop=self.stop,
                               on_paused=self._wait_while_paused, before_write=self._heartbeat, counts=self.counts,
                               read_errors=(ConfigError,),
-                              on_acked=self._acked)
+                              on_acked=self._acked, governance=self.governance)
         try:
             await source.connect()
             finished = await self.loop.run(source)
@@ -194,7 +198,8 @@ class BatchJob:
         assert delivery is not None, "a batch is acked after its delivery was made durable"
         state = {"phase": "chunks", "seq": self.seq, "position": position, "sink": self.sink.state(),
                  "rejects": self.rejects.state(), "counts": delivery.counts, "rejected_by": delivery.rejected_by,
-                 "stats": stats_json(delivery.stats), "elapsed_s": self._elapsed()}
+                 "stats": stats_json(delivery.stats), "elapsed_s": self._elapsed(),
+                 "governance": delivery.governance}
         await asyncio.to_thread(self.rt.runs.save_checkpoint, self.run_id, self.seq, state)
         self._last_beat = time.monotonic()
 
@@ -247,6 +252,8 @@ class BatchJob:
                  "stats": stats_json(self.rt.pipeline.stats), "elapsed_s": self._elapsed()}
         if warnings:
             state["warnings"] = warnings
+        if self.governance is not None:  # the manifest's governance sections, final now
+            state["sections"] = jsonable(await self.governance.conclude(status, self.rt.state))
         await asyncio.to_thread(self.rt.runs.save_checkpoint, self.run_id, self.seq + 1, state)
         return await self._publish(state)
 

@@ -63,6 +63,7 @@ def build_manifest(run: Run, rt: BatchRuntime, state: dict[str, Any], moved_to: 
         manifest["shadow_agreement"] = round(stats.shadow_agreed / stats.shadow_compared, 6)
     manifest["control"] = state["control"]
     manifest["outputs"] = state["outputs"]
+    manifest.update(state.get("sections") or {})  # pii, quality, drift, timeline, examples (gateway.governance)
     elapsed = float(state["elapsed_s"])
     manifest["metrics"] = run_metrics(rt.name, state["status"], counts, state.get("rejected_by", {}), stats)
     manifest["timings"] = {

@@ -14,6 +14,9 @@ from gateway.assembly import build_pipeline
 from gateway.config import DropFolderConfig, FileSinkConfig, GatewayConfig, PipelineConfig
 from gateway.contract_scoring import load_scoring_contract
 from gateway.drivers.batch import written_to
+from gateway.governance.profile import Profile
+from gateway.governance.profile_build import load_profile
+from gateway.governance.run import DecisionLog, RunGovernance
 from gateway.pipeline import Pipeline, fixed_columns
 from gateway.runs import RunStore
 from gateway.state import StateStore
@@ -35,6 +38,15 @@ class BatchRuntime:
     runs: RunStore
     gateway: GatewayConfig
     state: StateStore
+    reference: Profile | None = None  # drift.reference, loaded once
+    audit: DecisionLog | None = None  # the audit trail's decision records (gateway.governance.audit)
+
+    def governance(self, run_id: str, input_name: str) -> RunGovernance:
+        """The governance of one run: audit, drift and quality against the reference."""
+        governance = RunGovernance.build(self.pipeline, run=run_id, source=input_name, audit=self.audit,
+                                         drift=self.config.drift, reference=self.reference)
+        governance.store = self.state
+        return governance
 
     def _context(self, run_name: str) -> BuildContext:
         return BuildContext(pipeline=self.name, contract=self.contract, base_dir=self.gateway.base_dir,
@@ -86,9 +98,10 @@ def build_runtime(name: str, cfg: GatewayConfig, state: StateStore, runs: RunSto
         raise ConfigError(f"pipeline {name} has no drop-folder `source`: nothing for the file driver to read")
     contract = load_scoring_contract(cfg.resolve(pipe.contract))
     pipeline = build_pipeline(name, contract, cfg, model_name=pipe.model, policy=pipe.policy, shadow=pipe.shadow,
-                              state=state)
+                              state=state, pii=pipe.pii)
     folders = Folders.prepare(pipe.source.folders(cfg.base_dir))
     dropfolder = DropFolder(folders, glob=pipe.source.glob, stable_for_s=pipe.source.stable_for_s,
                             done_file=pipe.source.done_file)
+    reference = load_profile(cfg.resolve(pipe.drift.reference)) if pipe.drift is not None else None
     return BatchRuntime(name, pipe, pipe.source, contract, pipeline, folders, dropfolder, runs or RunStore(state),
-                        cfg, state)
+                        cfg, state, reference)

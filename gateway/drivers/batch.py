@@ -37,6 +37,7 @@ from opentelemetry.trace import SpanKind
 
 from adapters.base import RejectSink, ScoredBatch, Sink, Source, SourceBatch
 from gateway import tracing
+from gateway.governance.run import Observed, RunGovernance
 from gateway.isolation import crash_reason, isolating, pii_names
 from gateway.metrics import reason_class
 from gateway.pipeline import Pipeline, PipelineStats
@@ -121,7 +122,8 @@ async def score_rows(pipeline: Pipeline, batch: SourceBatch, table: pa.Table,
     if scored.rescore_rows is not None and len(scored.rescore_rows):
         rescore = part.take(pa.array(scored.rescore_rows))
     rows = lo + np.asarray(scored.rows, dtype=np.int64)
-    return Scored(ScoredBatch(scored.table, rows, batch), rejects, scored.paused, rescore)
+    redact = pipeline.pii.redact_raw if pipeline.pii.active else None
+    return Scored(ScoredBatch(scored.table, rows, batch, redact=redact), rejects, scored.paused, rescore)
 
 
 @dataclass
@@ -136,6 +138,8 @@ class Delivery:
     stats: PipelineStats
     rescore: list[pa.Table] = field(default_factory=list)
     rejected_by: dict[str, int] = field(default_factory=dict)
+    observed: Observed | None = None  # its decision records (the audit trail), written with it
+    governance: dict[str, Any] | None = None  # the run's governance counters after it (checkpoint)
 
 
 @dataclass
@@ -161,8 +165,9 @@ class BatchLoop:
                  before_write: Callable[[], Awaitable[None]] | None = None,
                  counts: Counts | None = None, read_errors: tuple[type[Exception], ...] = (),
                  on_acked: Callable[[SourceBatch, Delivery], Awaitable[None] | None] | None = None,
-                 hold_acks: list[SourceBatch] | None = None) -> None:
+                 hold_acks: list[SourceBatch] | None = None, governance: RunGovernance | None = None) -> None:
         self.pipeline = pipeline
+        self.governance = governance  # audit, drift and quality of the run (gateway.governance.run)
         self.sink = sink
         self.rejects = rejects
         self.label = label
@@ -256,8 +261,17 @@ class BatchLoop:
         self.counts.records_in += batch.records_in
         self.counts.records_out += rows
         self.counts.count_rejects(rejects)
+        observed, governed = None, None
+        if self.governance is not None:
+            scored = [p.scored.batch for p in pieces if p.scored is not None]
+            observed = self.governance.observe(
+                batch.records_in, table, batch.raw,
+                pa.concat_tables([s.table for s in scored], promote_options="permissive") if scored
+                else table.slice(0, 0),
+                np.concatenate([s.rows for s in scored]) if scored else np.zeros(0, dtype=np.int64), rejects)
+            governed = copy.deepcopy(self.governance.state())
         return Delivery(prepared, rows, rejects, self.counts.to_json(), copy.deepcopy(self.pipeline.stats),
-                        rescore, dict(self.counts.rejected_by))
+                        rescore, dict(self.counts.rejected_by), observed, governed)
 
     async def _make_durable(self, batch: SourceBatch, delivery: Delivery,
                             traced: tracing.BatchSpan | tracing.BatchOff = tracing.BATCH_OFF) -> None:
@@ -278,6 +292,8 @@ class BatchLoop:
                 span.set_attributes({"lgw.records": delivery.rows, "lgw.rejected": len(delivery.rejects)})
             await self.sink.write(delivery.prepared)
             await self.rejects.write(delivery.rejects, batch)
+            if self.governance is not None and delivery.observed is not None:
+                await self.governance.write(delivery.observed)
         self.durable = delivery
         if self.on_rescore is not None:
             for table in delivery.rescore:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -159,7 +160,8 @@ class StreamDriver:
     def _scored(self, batch: SourceBatch, outcome: Outcome) -> ScoredBatch:
         assert outcome.table is not None
         rendered = [(r.value, r.headers) for r in outcome.results] if self.scorer.render else None
-        return ScoredBatch(outcome.table, outcome.rows, batch, rendered)
+        pii = self.scorer.pipeline.pii
+        return ScoredBatch(outcome.table, outcome.rows, batch, rendered, redact=pii.redact_raw if pii.active else None)
 
     def _write(self, batch: SourceBatch, prepared: Any, outcome: Outcome) -> asyncio.Future[Any]:
         """Starts the sink's and the reject sink's writes; done when both are durable."""
@@ -167,8 +169,20 @@ class StreamDriver:
         if prepared is not None:
             writes.append(self.sink.write([prepared]))
         if outcome.dead_letters:
-            writes.append(self.rejects.write(outcome.rejects, batch))
+            writes.append(self.rejects.write(outcome.rejects, self._redacted(batch, outcome)))
         return asyncio.ensure_future(asyncio.gather(*writes))  # gather starts each write now
+
+    def _redacted(self, batch: SourceBatch, outcome: Outcome) -> SourceBatch:
+        """The batch as its dead letters may carry it: each dead-lettered message with its
+        pii fields as the pipeline's policy leaves them (gateway.governance.pii)."""
+        pii = self.scorer.pipeline.pii
+        if not pii.active or batch.messages is None:
+            return batch
+        messages = list(batch.messages)
+        for letter in outcome.dead_letters:
+            m = messages[letter.index]
+            messages[letter.index] = dataclasses.replace(m, value=pii.redact_message(m.value, self.scorer.payload))
+        return dataclasses.replace(batch, messages=messages)
 
     async def _settle(self, later: Sequence[SourceBatch] = ()) -> bool:
         """Waits for the batch in flight and acks it. False when it failed: it and `later`

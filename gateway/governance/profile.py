@@ -59,6 +59,12 @@ class Profile(_Strict):
     version: int = PROFILE_VERSION
     records: int
     columns: dict[str, NumericProfile | CategoricalProfile]
+    contract: dict[str, str | int] | None = None  # {name, version} of the records profiled
+    source: dict[str, str | int] | None = None  # {name, sha256} of the reference input
+    # decision rates of the reference per segment (field -> value -> share of scores at or
+    # above `decision_threshold`), for the decision-rate shift by segment
+    decision_threshold: float | None = None
+    segments: dict[str, dict[str, float]] | None = None
 
 
 class ColumnDrift(_Strict):

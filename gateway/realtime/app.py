@@ -90,7 +90,7 @@ def _wire(name: str, pipe: PipelineConfig, cfg: GatewayConfig, state: StateStore
     assert isinstance(src, KafkaSourceConfig | AmqpSourceConfig)
     contract = load_contract(cfg.resolve(pipe.contract))
     pipeline = build_pipeline(name, contract, cfg, model_name=pipe.model, policy=pipe.policy, shadow=pipe.shadow,
-                              state=state)
+                              state=state, pii=pipe.pii)
     output, rejects_to = pipe.output, pipe.rejects_to
     context = registry.BuildContext(pipeline=name, contract=contract, base_dir=cfg.base_dir, source=src,
                                     batch_size=pipe.batch_size, kafka=cfg.kafka, amqp=cfg.amqp, state=state,

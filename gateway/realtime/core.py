@@ -286,7 +286,7 @@ class MicroBatchScorer:
         width = self.codec.record_length
         pad = bytes([self.pipeline.contract.spec.page.space]) * width
         raw = np.frombuffer(b"".join((payloads[i] + pad)[:width] for i in rows), dtype=np.uint8)
-        matrix = self._fixed.rows(table, raw.reshape(len(rows), width))
+        matrix = self._fixed.rows(table, self.pipeline.pii.redact_raw(raw.reshape(len(rows), width)))
         blob, step = matrix.tobytes(), matrix.shape[1]
         return [blob[i * step:(i + 1) * step] for i in range(len(rows))]
 
@@ -316,10 +316,11 @@ class MicroBatchScorer:
 
     def _input_members(self, table: pa.Table, record_json: list[bytes] | None) -> list[str | pa.Array]:
         """',' + the input record's members, as join parts; none when it has none."""
-        if not self._input_columns:
+        columns = [c for c in self._input_columns if c in table.column_names]  # a dropped pii field is not
+        if not columns:
             return []
-        if record_json is None:
-            return [",", *_json_members(table.select(self._input_columns))]
+        if record_json is None or self.pipeline.pii.active:  # the text holds pii fields as they came
+            return [",", *_json_members(table.select(columns))]
         raw = pa.array(record_json, pa.binary())
         if _compact_objects(raw):  # '{"...}': the members are the bytes between the braces
             return [",", pc.binary_slice(raw, 1, -1).cast(pa.string())]

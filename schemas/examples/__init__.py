@@ -185,8 +185,10 @@ def _yyyymmdd(days: np.ndarray) -> np.ndarray:
     return year * 10_000 + month * 100 + day
 
 
-def _detail_chunk(writer: _RecordWriter, start: int, count: int, seed: int) -> tuple[np.ndarray, int]:
-    """Details number start+1 .. start+count: (matrix, sum of TXN-AMOUNT in cents)."""
+def _detail_chunk(writer: _RecordWriter, start: int, count: int, seed: int,
+                  drift: float = 0.0) -> tuple[np.ndarray, int]:
+    """Details number start+1 .. start+count: (matrix, sum of TXN-AMOUNT in cents).
+    `drift` > 0 scales the amounts by 1 + 3 * drift, and changes nothing else."""
     rng = np.random.default_rng([seed, start])
     m = writer.blank(count)
     merchant = rng.choice(len(_MERCHANTS), size=count, p=_M_WEIGHT)
@@ -204,7 +206,8 @@ def _detail_chunk(writer: _RecordWriter, start: int, count: int, seed: int) -> t
     writer.number(m, "MCC", _M_MCC[merchant])
     writer.text(m, "COUNTRY", _M_COUNTRY[merchant])
     writer.text(m, "CURRENCY", _M_CURRENCY[merchant])
-    amount = np.rint(_M_MEDIAN_CENTS[merchant] * rng.lognormal(0.0, 0.8, size=count)).astype(np.int64)
+    amount = np.rint(_M_MEDIAN_CENTS[merchant] * rng.lognormal(0.0, 0.8, size=count)
+                     * (1.0 + 3.0 * drift)).astype(np.int64)
     amount = np.clip(amount, 1, _MAX_AMOUNT_CENTS)
     amount[rng.random(count) < 0.03] *= -1  # refunds
     writer.number(m, "TXN-AMOUNT", amount)
@@ -271,15 +274,19 @@ def card_detail_records(start: int, count: int, *, encoding: str | None = None, 
 
 
 def generate_card_file(path: str | os.PathLike[str], *, records: int, encoding: str | None = None,
-                       seed: int = 7, bad_every: int = 0) -> dict[str, Any]:
+                       seed: int = 7, bad_every: int = 0, drift: float = 0.0) -> dict[str, Any]:
     """Writes header + `records` details + trailer for the card_txn contract.
 
     The trailer's count and TXN-AMOUNT hash total cover every detail, damaged or not
-    (`bad_every` = N damages every Nth detail for reject demos). Returns a summary."""
+    (`bad_every` = N damages every Nth detail for reject demos). `drift` (0 to 1) shifts
+    the amounts up, and nothing else, for drift demos: 0.5 makes them 2.5 times as large.
+    Returns a summary."""
     if records < 0:
         raise ConfigError(f"--records must be 0 or more, found {records}")
     if bad_every < 0:
         raise ConfigError(f"--bad-every must be 0 or more, found {bad_every}")
+    if not 0.0 <= drift <= 1.0:
+        raise ConfigError(f"--drift must be between 0 and 1, found {drift}")
     contract = _card_contract()
     page = _page(contract, encoding)
     details = _RecordWriter(contract.layout, page)
@@ -301,7 +308,7 @@ def generate_card_file(path: str | os.PathLike[str], *, records: int, encoding: 
         header.number(h, "HDR-LAYOUT-VERSION", np.array([contract.version]))
         fh.write(h.tobytes())
         for start in range(0, records, CHUNK_RECORDS):
-            matrix, cents = _detail_chunk(details, start, min(CHUNK_RECORDS, records - start), seed)
+            matrix, cents = _detail_chunk(details, start, min(CHUNK_RECORDS, records - start), seed, drift)
             if bad_every:
                 damaged += _corrupt(details, matrix, start, bad_every)
             total_cents += cents
@@ -319,6 +326,7 @@ def generate_card_file(path: str | os.PathLike[str], *, records: int, encoding: 
         "encoding": page.name,
         "seed": seed,
         "damaged": damaged,
+        "drift": drift,
         "amount_total": f"{Decimal(total_cents).scaleb(-2):.2f}",
     }
 

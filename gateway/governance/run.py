@@ -1,0 +1,204 @@
+"""Governance of one run or one streaming window, beside the driver that moves the data.
+
+Per batch the driver hands over what it scored (`observe`): the records as read, the
+records as written, the rejects. From them come the audit trail's decision records
+(written durably with the outputs, before the source is acknowledged: `write`), the
+drift and quality counters (gateway.governance.monitor), the review items (records in
+the uncertainty band or marked high-risk), and, at the end, the manifest's sections:
+`quality` (with its one-line verdict), `drift`, `pii`, `timeline`, `review`, `examples`
+(masked), and the breaches of the pipeline's thresholds with the action taken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+
+from gateway.governance.decisions import decision_table, fingerprints, value_rows
+from gateway.governance.monitor import DriftConfig, RunMonitor, verdict
+from gateway.governance.profile import Profile
+from gateway.pipeline import Pipeline
+from schemas.stream import Reject
+
+log = logging.getLogger("lgw.governance")
+
+EXAMPLES = 5  # masked examples of rejects and records a report shows
+DRIFT_ACTOR = "lgw:drift-monitor"  # who set the kill switch when a threshold did
+
+
+class DecisionLog(Protocol):
+    def append_decisions(self, table: pa.Table) -> None: ...
+
+
+@dataclass
+class Observed:
+    """What one batch leaves for the durable step: its decision records."""
+
+    decisions: pa.Table | None = None
+    review: pa.Table | None = None
+
+
+@dataclass
+class RunGovernance:
+    """Build per run (batch) or per pipeline (stream); `observe` per batch."""
+
+    pipeline: Pipeline
+    run: str
+    source: str
+    key: bytes
+    audit: DecisionLog | None = None
+    monitor: RunMonitor | None = None
+    drift: DriftConfig | None = None
+    examples: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {"rejects": [], "records": []})
+    store: Any = None  # gateway.state.StateStore: where an action (the kill switch) is taken
+    actions: list[dict[str, Any]] = field(default_factory=list)  # taken in this run: {signal, action, at}
+    review_all: bool = False  # a breach's action `review`: the records from here on go to review
+
+    @classmethod
+    def build(cls, pipeline: Pipeline, *, run: str, source: str, audit: DecisionLog | None,
+              drift: DriftConfig | None, reference: Profile | None, key: bytes | None = None) -> RunGovernance:
+        from gateway.governance.pii import pii_key
+
+        monitor = RunMonitor(reference, outputs=list(pipeline.outputs), features=pipeline.features.names,
+                             segments=drift.segments if drift else (),
+                             decision_threshold=drift.decision_threshold if drift else None,
+                             pii=pipeline.pii.declared)
+        return cls(pipeline, run, source, key if key is not None else pii_key(), audit, monitor, drift)
+
+    # ------------------------------------------------------------------ per batch
+    def observe(self, records_in: int, inputs: pa.Table, raw: np.ndarray | None, scored: pa.Table,
+                rows: np.ndarray, rejects: Sequence[Reject], *, record_ids: pa.Array | None = None) -> Observed:
+        """A batch of `records_in` records. `inputs`: those that decoded, as read (with
+        `source_record`); `raw`: their bytes
+        (rows as `inputs`), None where the source has none; `scored`: what is written
+        (pii as the policy leaves it), `rows` its row in `inputs`."""
+        pipeline = self.pipeline
+        breaker = pipeline.model.breaker.snapshot()["state"] if pipeline.model is not None else None
+        if self.monitor is not None:
+            features = None
+            if scored.num_rows and pipeline.features.names:
+                features = pipeline.features.matrix(inputs.take(pa.array(np.asarray(rows, dtype=np.int64))))
+            stats = pipeline.stats
+            self.monitor.observe(records_in, inputs, scored, features, rejects, breaker=breaker)
+            self.monitor.state["shadow"] = [stats.shadow_compared, stats.shadow_agreed]
+        self._keep_examples(scored, rejects)
+        if self.audit is None or scored.num_rows == 0:
+            return Observed()
+        taken = np.asarray(rows, dtype=np.int64)
+        if raw is not None:
+            prints = fingerprints(raw[taken], self.key)
+        else:
+            matrix, lengths = value_rows(inputs.drop_columns(["source_record"]) if "source_record" in
+                                         inputs.column_names else inputs)
+            prints = fingerprints(matrix[taken], self.key, lengths[taken])
+        return Observed(decision_table(pipeline, scored, run=self.run, source=self.source, fingerprint=prints,
+                                       record_ids=record_ids, breaker_state=breaker))
+
+    async def write(self, observed: Observed) -> None:
+        """Durable before the batch is acknowledged (the caller's order); then the
+        thresholds are judged on what the run has seen so far, and a breach's action taken."""
+        if self.audit is not None and observed.decisions is not None and observed.decisions.num_rows:
+            await asyncio.to_thread(self.audit.append_decisions, observed.decisions)
+        await self.judge()
+
+    async def judge(self) -> list[dict[str, Any]]:
+        """The breaches so far; the first one takes the configured action, once a run."""
+        if self.monitor is None or self.drift is None:
+            return []
+        breaches = self.monitor.breaches(self.drift.thresholds)
+        if breaches and not self.actions and self.drift.action != "none":
+            await self._act(breaches)
+        return breaches
+
+    async def _act(self, breaches: list[dict[str, Any]]) -> None:
+        from datetime import UTC, datetime
+
+        assert self.drift is not None
+        first = breaches[0]
+        why = (f"drift monitor, run {self.run}: {first['signal']} {first['value']:g} past {first['threshold']:g}"
+               + (f" (and {len(breaches) - 1} more)" if len(breaches) > 1 else ""))
+        action = self.drift.action
+        if action == "force_fallback" and self.store is not None:
+            switch = await asyncio.to_thread(self.store.get_kill_switch, self.pipeline.name)
+            if switch.mode == "off":
+                await asyncio.to_thread(self.store.set_kill_switch, self.pipeline.name, "force_fallback", why,
+                                        DRIFT_ACTOR)
+            log.warning("%s: %s: kill switch force_fallback", self.pipeline.name, why)
+        elif action == "review":
+            self.review_all = True
+            log.warning("%s: %s: the records from here on go to review", self.pipeline.name, why)
+        self.actions.append({"signal": first["signal"], "action": action, "reason": why,
+                             "at": datetime.now(UTC).isoformat(timespec="seconds")})
+
+    def _keep_examples(self, scored: pa.Table, rejects: Sequence[Reject]) -> None:
+        kept = self.examples
+        for r in rejects[: max(0, EXAMPLES - len(kept["rejects"]))]:
+            kept["rejects"].append(r.to_json())  # pii bytes and values withheld by the reject itself
+        room = EXAMPLES - len(kept["records"])
+        if room > 0 and scored.num_rows:
+            sample = scored.slice(0, room).to_pylist()  # the records as written: pii masked already
+            kept["records"].extend({k: _plain(v) for k, v in row.items()} for row in sample)
+
+    # ------------------------------------------------------------------ the end
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps, so a resumed run reports the same figures."""
+        return {"monitor": self.monitor.to_state() if self.monitor else None, "examples": self.examples,
+                "actions": self.actions, "review_all": self.review_all}
+
+    def restore(self, state: dict[str, Any] | None) -> None:
+        if not state:
+            return
+        if self.monitor is not None:
+            self.monitor.restore(state.get("monitor"))
+        self.examples = state.get("examples") or self.examples
+        self.actions = list(state.get("actions") or [])
+        self.review_all = bool(state.get("review_all"))
+
+    async def conclude(self, status: str, store: Any = None) -> dict[str, Any]:
+        """The manifest's sections once the run is over (thresholds judged on the whole run)."""
+        if store is not None:
+            self.store = store
+        if status == "done":
+            await self.judge()
+        return self.sections(status)
+
+    def sections(self, status: str = "done") -> dict[str, Any]:
+        """The manifest's governance sections (see the module's docstring)."""
+        out: dict[str, Any] = {"pii": self.pipeline.pii.describe()}
+        if self.monitor is None:
+            return out
+        thresholds = self.drift.thresholds if self.drift else None
+        quality = self.monitor.quality()
+        breaches = self.monitor.breaches(thresholds) if thresholds is not None else []
+        quality["verdict"] = verdict(quality, breaches, status)
+        quality["ok"] = status == "done" and not breaches
+        out["quality"] = quality
+        drift = self.monitor.drift()
+        if drift is not None:
+            ref = self.monitor.reference
+            assert ref is not None and self.drift is not None
+            drift["reference"] = {"path": self.drift.reference, "records": ref.records,
+                                  "sha256": (ref.source or {}).get("sha256")}
+            drift["thresholds"] = thresholds.model_dump() if thresholds else None
+            taken = {a["signal"]: a["action"] for a in self.actions}
+            drift["breaches"] = [{**b, "action": taken.get(b["signal"])} for b in breaches]
+            drift["actions"] = self.actions
+            out["drift"] = drift
+        out["timeline"] = self.monitor.state["timeline"]
+        out["examples"] = self.examples
+        return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float | int | str | bool) or value is None:
+        return value
+    return str(value)
+
+
+__all__ = ["DecisionLog", "Observed", "RunGovernance"]

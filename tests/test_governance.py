@@ -1,0 +1,209 @@
+"""Governance (issue 13): the pii policy on every way data leaves, decision fingerprints,
+the drift scenario end to end (reference profile -> shifted file -> breach on the
+shifted feature only -> the configured action), the data-quality scorecard."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from gateway.cli import main
+from gateway.config import example_dropfolder_config
+from gateway.governance.decisions import fingerprints, value_rows
+from gateway.governance.pii import mask_values, policy_for
+from gateway.state import StateStore
+from schemas.contract import load_contract
+from schemas.errors import ConfigError, ContractError
+from schemas.examples import contract_path, generate_card_file
+
+KEY = b"k" * 32
+
+
+@pytest.fixture(scope="module")
+def contract() -> Any:
+    return load_contract(contract_path())
+
+
+# --------------------------------------------------------------------------- pii policy
+def test_mask_keeps_first_six_and_last_four_of_a_card_number_and_only_the_length_of_anything_else() -> None:
+    masked = mask_values(pa.array(["4532010002007563", "JOHN SMITH", None, "1234567890123456789", "12"]))
+    assert masked.to_pylist() == ["453201******7563", "**********", None, "123456*********6789", "**"]
+
+
+def test_the_contract_says_mask_and_a_pipeline_overrides_per_field(contract: Any) -> None:
+    table = pa.table({"TXN_PAN": ["4532010002007563", "4532010002007563", "4921810001313139"], "MCC": [1, 2, 3]})
+    assert policy_for(contract).describe() == {"TXN_PAN": "mask"}
+    assert policy_for(contract).apply(table).column("TXN_PAN").to_pylist()[0] == "453201******7563"
+    hashed = policy_for(contract, {"TXN-PAN": "hash"}, key=KEY).apply(table).column("TXN_PAN").to_pylist()
+    assert hashed[0] == hashed[1] != hashed[2]  # joins still work
+    assert len(hashed[0]) == 64 and "4532010002007563" not in hashed[0]
+    other_key = policy_for(contract, {"TXN_PAN": "hash"}, key=b"x" * 32).apply(table).column("TXN_PAN")
+    assert other_key.to_pylist()[0] != hashed[0]  # keyed: no rainbow table of card numbers
+    assert "TXN_PAN" not in policy_for(contract, {"TXN_PAN": "drop"}).apply(table).column_names
+    clear = policy_for(contract, {"TXN_PAN": "clear"})
+    assert not clear.active and clear.describe() == {"TXN_PAN": "clear"}
+    assert clear.apply(table) is table
+    masked_too = policy_for(contract, {"MERCHANT-NAME": "mask"}).describe()
+    assert masked_too == {"TXN_PAN": "mask", "MERCHANT_NAME": "mask"}
+
+
+def test_a_wrong_policy_is_one_clear_error(contract: Any, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="field 'NO-SUCH' is not in contract card_txn"):
+        policy_for(contract, {"NO-SUCH": "mask"})
+    with pytest.raises(ConfigError, match="expected one of clear, mask, hash, drop, found 'scramble'"):
+        policy_for(contract, {"TXN-PAN": "scramble"})
+    text = contract_path().read_text().replace("pii: mask", "pii: scramble")
+    bad = tmp_path / "card_txn.yaml"
+    bad.write_text(text)
+    (tmp_path / "copybooks").symlink_to(contract_path().parent / "copybooks")
+    with pytest.raises(ContractError, match="pii: expected true, false or one of clear, mask, hash, drop, "
+                                            "found 'scramble'"):
+        load_contract(bad)
+
+
+def test_record_bytes_are_redacted_in_place_as_the_columns_are(contract: Any, tmp_path: Path) -> None:
+    path = tmp_path / "cards.dat"
+    generate_card_file(path, records=50, seed=3)
+    width = contract.spec.framing.record_length
+    data = np.frombuffer(path.read_bytes(), dtype=np.uint8).reshape(-1, width)[1:-1]  # the details
+    pan = next(node for node, rules in contract.rules.values() if rules.pii)
+    clear = [bytes(r[pan.offset: pan.offset + pan.size]).decode("cp037") for r in data[:3]]
+    for action in ("mask", "hash", "drop"):
+        policy = policy_for(contract, {"TXN-PAN": action}, key=KEY)
+        out = policy.redact_raw(data)
+        assert out.shape == data.shape and not np.shares_memory(out, data)
+        outside = np.ones(width, dtype=bool)
+        outside[pan.offset: pan.offset + pan.size] = False
+        assert (out[:, outside] == data[:, outside]).all()  # only the pii field's bytes change
+        shown = [bytes(r[pan.offset: pan.offset + pan.size]).decode("cp037") for r in out[:3]]
+        for value, text in zip(clear, shown, strict=True):
+            assert value not in text
+            if action == "mask":
+                assert text == value[:6] + "******" + value[-4:]
+            elif action == "drop":
+                assert text.strip() == ""
+            else:
+                assert len(text) == 16 and all(c in "0123456789abcdef" for c in text)
+    message = policy_for(contract).redact_json(json.dumps({"TXN_PAN": clear[0], "MCC": 5411}).encode())
+    assert json.loads(message) == {"TXN_PAN": clear[0][:6] + "******" + clear[0][-4:], "MCC": 5411}
+    assert policy_for(contract).redact_json(b"not json " + clear[0].encode()) == b""
+
+
+# --------------------------------------------------------------------------- decision records
+def test_fingerprints_are_keyed_stable_and_change_with_any_byte() -> None:
+    rows = np.random.default_rng(0).integers(0, 256, (2_000, 120), dtype=np.uint8)
+    first = fingerprints(rows, KEY).to_pylist()
+    assert first == fingerprints(rows, KEY).to_pylist()
+    assert len(set(first)) == len(first) and all(len(f) == 32 for f in first)
+    assert fingerprints(rows[:5], b"other key").to_pylist() != first[:5]
+    changed = rows.copy()
+    changed[7, 119] ^= 1
+    again = fingerprints(changed, KEY).to_pylist()
+    assert again[7] != first[7] and again[:7] == first[:7] and again[8:] == first[8:]
+    odd = rows[:4, :13]  # a width that is not a multiple of 8
+    assert fingerprints(odd, KEY).to_pylist() != fingerprints(rows[:4, :14], KEY).to_pylist()
+
+
+def test_rows_without_bytes_are_fingerprinted_by_their_values() -> None:
+    table = pa.table({"a": ["x", "yy", None, "x"], "b": [1, 2, 3, 1]})
+    matrix, lengths = value_rows(table)
+    prints = fingerprints(matrix, KEY, lengths).to_pylist()
+    assert prints[0] == prints[3] and len(set(prints[:3])) == 3
+    shifted = pa.table({"a": ["x1", "yy", None, "x"], "b": [None, 2, 3, 1]})  # "x"+"1" is not "x1"+null
+    m2, l2 = value_rows(shifted)
+    assert fingerprints(m2, KEY, l2).to_pylist()[0] != prints[0]
+
+
+def clear_pans(path: Path) -> set[str]:
+    """The card numbers of a generated card file's details, as they are in clear."""
+    contract = load_contract(contract_path())
+    width = contract.spec.framing.record_length
+    rows = np.frombuffer(path.read_bytes(), dtype=np.uint8).reshape(-1, width)[1:-1]
+    pan = next(node for node, rules in contract.rules.values() if rules.pii)
+    return {bytes(r[pan.offset: pan.offset + pan.size]).decode("cp037") for r in rows}
+
+
+# --------------------------------------------------------------------------- the drift scenario
+def _config(root: Path, **pipeline: Any) -> Path:
+    cfg = example_dropfolder_config(f"sqlite:///{root / 'state.db'}", batch_size=5_000)
+    cfg["pipelines"]["card_txn"].update(pipeline)
+    path = root / "gateway.yaml"
+    path.write_text(json.dumps(cfg), encoding="utf-8")
+    return path
+
+
+def _run(config: Path, root: Path, name: str, **generate: Any) -> dict[str, Any]:
+    inbox = root / "drop" / "inbox"
+    inbox.mkdir(parents=True, exist_ok=True)
+    generate_card_file(inbox / name, **generate)
+    assert main(["batch", "run", "card_txn", "--config", str(config), "--no-progress"]) in (0, 1)
+    data: dict[str, Any] = json.loads((root / "drop" / "outbox" / f"{name}.manifest.json").read_text())
+    return data
+
+
+def test_a_shifted_file_crosses_the_psi_threshold_on_the_shifted_feature_only_and_the_action_is_taken(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    reference = tmp_path / "REFERENCE.DAT"
+    generate_card_file(reference, records=20_000, seed=1)
+    profile = tmp_path / "card_txn.profile.json"
+    assert main(["profile", "build", "--contract", str(contract_path()), "--input", str(reference),
+                 "--output", str(profile)]) == 0
+    built = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert built["records"] == 20_000 and built["scored_by"] == {"model": 20_000}
+    stored = json.loads(profile.read_text())
+    assert {"feature.amount", "feature.mcc", "score.fraud_score", "field.COUNTRY"} <= set(stored["columns"])
+    assert stored["columns"]["field.TXN_PAN"]["shares"] is None  # pii: its null rate only
+    text = profile.read_text()
+    assert not any(pan in text for pan in clear_pans(reference))
+
+    config = _config(tmp_path, drift={"reference": str(profile), "segments": ["COUNTRY", "CHANNEL"],
+                                      "action": "force_fallback"})
+    same = _run(config, tmp_path, "NIGHT1.DAT", records=20_000, seed=2, bad_every=1_000)
+    assert same["drift"]["breaches"] == [] and same["quality"]["ok"] is True
+    assert same["quality"]["verdict"].startswith("OK: 19,980 of 20,000 records scored, 20 rejected")
+    assert all(v < 0.1 for v in same["drift"]["psi"].values()), same["drift"]["psi"]
+    assert same["pii"] == {"TXN_PAN": "mask"}
+    with StateStore(f"sqlite:///{tmp_path / 'state.db'}") as store:
+        assert store.get_kill_switch("card_txn").mode == "off"
+
+    shifted = _run(config, tmp_path, "NIGHT2.DAT", records=20_000, seed=3, drift=0.5)
+    psi = shifted["drift"]["psi"]
+    assert psi["amount"] > 0.25, psi
+    assert all(v < 0.1 for k, v in psi.items() if k != "amount"), psi  # the shifted feature only
+    signals = [b["signal"] for b in shifted["drift"]["breaches"]]
+    assert "psi:amount" in signals and not any(s.startswith("psi:") and s != "psi:amount" for s in signals)
+    assert shifted["quality"]["verdict"].startswith("ATTENTION:") and "psi:amount" in shifted["quality"]["verdict"]
+    action = shifted["drift"]["actions"][0]
+    assert action["action"] == "force_fallback" and action["signal"] == "psi:amount"
+    with StateStore(f"sqlite:///{tmp_path / 'state.db'}") as store:
+        switch = store.get_kill_switch("card_txn")
+    assert switch.mode == "force_fallback" and switch.set_by == "lgw:drift-monitor"
+    assert "psi:amount" in switch.reason
+    histogram = shifted["drift"]["score_histogram"]
+    assert len(histogram["run"]) == len(histogram["reference"]) == len(histogram["edges"]) + 1
+
+
+def test_the_quality_scorecard_names_each_field_with_its_nulls_rejects_and_range(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    manifest = _run(config, tmp_path, "NIGHT.DAT", records=4_000, seed=4, bad_every=400)
+    quality = manifest["quality"]
+    assert quality["records"] == 4_000 and quality["rejected"] == 10
+    fields = quality["fields"]
+    assert fields["MCC"]["min"] >= 1 and fields["MCC"]["max"] <= 9999 and fields["MCC"]["nulls"] == 0
+    assert fields["TXN_PAN"]["min"] is None and fields["TXN_PAN"]["max"] is None  # pii: no values
+    assert sum(sum(f["rejects"].values()) for f in fields.values()) >= 10
+    assert set(fields["COUNTRY"]["rejects"]) == {"validation"}
+    assert "drift" not in manifest  # no reference configured: quality only
+    assert manifest["quality"]["verdict"].startswith("OK: 3,990 of 4,000 records scored, 10 rejected")
+    outbox = tmp_path / "drop" / "outbox"
+    shown = {r["TXN_PAN"] for r in manifest["examples"]["records"]}
+    assert shown and all(p[6:12] == "******" for p in shown)
+    pans = clear_pans(tmp_path / "drop" / "done" / "NIGHT.DAT")
+    for artefact in outbox.iterdir():  # records, rejects, manifest
+        text = artefact.read_text()
+        assert not any(pan in text for pan in pans), artefact.name
