@@ -188,3 +188,21 @@ async def consumer_lag(consumer: Any) -> dict[str, int]:
         position = await consumer.position(tp)
         lag[tp.topic] = lag.get(tp.topic, 0) + max(0, high - position)
     return lag
+
+
+def drift_window(pipeline: str, sections: Mapping[str, Any]) -> None:
+    """A batch run's or streaming window's drift and quality figures (its manifest sections,
+    gateway.governance.run): PSI per model feature and output, breaches by kind, reject ratio."""
+    quality = sections.get("quality")
+    if quality is not None:
+        metrics.QUALITY_REJECT_RATIO.labels(pipeline).set(quality["reject_rate"])
+    drift = sections.get("drift")
+    if drift is None:
+        return
+    for kind, prefix in (("psi", "feature."), ("score_psi", "score.")):
+        for column, value in drift[kind].items():
+            metrics.DRIFT_PSI.labels(pipeline, prefix + column).set(value)
+    for breach in drift.get("breaches", []):
+        kind = breach["signal"].split(":", 1)[0]
+        if kind in metrics.DRIFT_SIGNALS:
+            metrics.DRIFT_BREACHES.labels(pipeline, kind).inc()

@@ -72,6 +72,17 @@ BATCH_LAST_FAILURE = Gauge("lgw_batch_last_failure_timestamp_seconds", "When a b
 FILE_LAST_ARRIVAL = Gauge("lgw_input_last_arrival_timestamp_seconds", "When the last input file of a pipeline "
                           "arrived in its inbox (Unix time).", ["pipeline"], registry=REGISTRY)
 
+# what a drift or quality threshold is about (gateway.governance.monitor: a breach's signal
+# is `KIND` or `KIND:column`; the label is the kind, the column stays in the manifest)
+DRIFT_SIGNALS = ("psi", "score_psi", "reject_rate", "null_rate", "out_of_range", "fallback_share", "decision_rate",
+                 "shadow_agreement")
+DRIFT_PSI = Gauge("lgw_drift_psi", "Population Stability Index of a model feature or output against the reference "
+                  "profile, in the last batch run or streaming window.", ["pipeline", "column"], registry=REGISTRY)
+DRIFT_BREACHES = Counter("lgw_drift_breaches", "Drift and data-quality thresholds crossed by a batch run or a "
+                         "streaming window, by signal kind.", ["pipeline", "signal"], registry=REGISTRY)
+QUALITY_REJECT_RATIO = Gauge("lgw_quality_reject_ratio", "Share of records rejected in the last batch run or "
+                             "streaming window (0..1).", ["pipeline"], registry=REGISTRY)
+
 _RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("framing", re.compile(r"RDW|record length|truncated|bytes at the end|message is \d+ bytes", re.I)),
     ("model_rejected", re.compile(r"^model (rejected|server failed)", re.I)),

@@ -255,7 +255,8 @@ def test_every_label_value_the_registry_holds_comes_from_a_closed_set_or_the_con
               "mode": set(metrics.KILL_SWITCH_MODES),
               "status": {"ok", "rejects", "failed", "interrupted", "paused"},
               "source": {"kafka", "amqp", "dropfolder", "odbc", "unknown"},
-              "sink": {"kafka", "amqp", "odbc", "file", "files", "unknown"}}
+              "sink": {"kafka", "amqp", "odbc", "file", "files", "unknown"},
+              "signal": set(metrics.DRIFT_SIGNALS)}
     seen = 0
     for family in REGISTRY.collect():
         for sample in family.samples:

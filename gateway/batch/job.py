@@ -253,7 +253,9 @@ class BatchJob:
         if warnings:
             state["warnings"] = warnings
         if self.governance is not None:  # the manifest's governance sections, final now
-            state["sections"] = jsonable(await self.governance.conclude(status, self.rt.state))
+            sections = await self.governance.conclude(status, self.rt.state)
+            meters.drift_window(self.rt.name, sections)
+            state["sections"] = jsonable(sections)
         await asyncio.to_thread(self.rt.runs.save_checkpoint, self.run_id, self.seq + 1, state)
         return await self._publish(state)
 

@@ -37,8 +37,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
+import pyarrow as pa
+
 from adapters.base import RejectSink, ScoredBatch, Sink, SourceBatch, message_columns
-from gateway import tracing
+from gateway import meters, tracing
+from gateway.governance.decisions import byte_rows, fingerprints
+from gateway.governance.run import Observed, RunGovernance
 from gateway.logs import log_context
 from gateway.meters import StreamMeters, dead_letter_class
 from gateway.realtime.core import MicroBatchScorer, Outcome
@@ -68,8 +73,13 @@ class InFlight:
 
 class StreamDriver:
     def __init__(self, name: str, scorer: MicroBatchScorer, sink: Sink, rejects: RejectSink,
-                 flow: Flow | None = None, meters: StreamMeters | None = None) -> None:
+                 flow: Flow | None = None, meters: StreamMeters | None = None,
+                 governance: RunGovernance | None = None) -> None:
         self.name = name
+        # audit records, drift and quality per window (gateway.governance.run)
+        self.governance = governance
+        if governance is not None and governance.monitor is not None:
+            governance.on_window = self._window
         self.meters = meters or StreamMeters(name, "unknown", "unknown")
         self.scorer = scorer
         self.sink = sink
@@ -143,7 +153,8 @@ class StreamDriver:
         before, self._in_flight = self._in_flight, None
         if before is not None and not await self._written(before, later=[batch]):
             return  # the batch before failed: both were nacked and come again
-        written = self._write(batch, prepared, outcome)
+        observed = self._observe(batch, outcome)
+        written = self._write(batch, prepared, outcome, observed)
         traced.writing(written)
         self._in_flight = InFlight(batch, written, outcome)
         await asyncio.sleep(0)  # let the sink put the batch on the wire before the next one is scored
@@ -163,14 +174,40 @@ class StreamDriver:
         pii = self.scorer.pipeline.pii
         return ScoredBatch(outcome.table, outcome.rows, batch, rendered, redact=pii.redact_raw if pii.active else None)
 
-    def _write(self, batch: SourceBatch, prepared: Any, outcome: Outcome) -> asyncio.Future[Any]:
-        """Starts the sink's and the reject sink's writes; done when both are durable."""
+    def _write(self, batch: SourceBatch, prepared: Any, outcome: Outcome,
+               observed: Observed | None = None) -> asyncio.Future[Any]:
+        """Starts the sink's, the reject sink's and the audit trail's writes; done when all
+        are durable."""
         writes: list[Any] = []
         if prepared is not None:
             writes.append(self.sink.write([prepared]))
         if outcome.dead_letters:
             writes.append(self.rejects.write(outcome.rejects, self._redacted(batch, outcome)))
+        if observed is not None and self.governance is not None:
+            writes.append(self.governance.write(observed))
         return asyncio.ensure_future(asyncio.gather(*writes))  # gather starts each write now
+
+    def _observe(self, batch: SourceBatch, outcome: Outcome) -> Observed | None:
+        """The batch's decision records and its share of the window's drift and quality
+        figures (judged, and a full window reported, once the batch is durable)."""
+        governance = self.governance
+        if governance is None or batch.messages is None:
+            return None
+        table = outcome.table if outcome.table is not None else pa.table({})
+        values, ids, _ = message_columns(batch.messages)
+        index = np.asarray(outcome.rows, dtype=np.int64)
+        prints = None
+        if governance.audit is not None and len(index):
+            matrix, lengths = byte_rows(pa.array([values[i] for i in index.tolist()], pa.binary()))
+            prints = fingerprints(matrix, governance.key, lengths)
+        record_ids = pa.array([ids[i] for i in index.tolist()], pa.string())
+        return governance.observe(len(values), table, None, table, np.arange(table.num_rows), outcome.rejects,
+                                  record_ids=record_ids, prints=prints)
+
+    def _window(self, figures: dict[str, Any]) -> None:
+        """A full window, judged: one log line and the drift metrics."""
+        log.info("%s: drift window: %s", self.name, figures.get("quality", {}).get("verdict"))
+        meters.drift_window(self.name, figures)
 
     def _redacted(self, batch: SourceBatch, outcome: Outcome) -> SourceBatch:
         """The batch as its dead letters may carry it: each dead-lettered message with its

@@ -100,14 +100,19 @@ def value_rows(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     joined = pc.binary_join_element_wise(*parts, "\x1f")
     if isinstance(joined, pa.ChunkedArray):
         joined = joined.combine_chunks()
-    lengths = np.asarray(pc.binary_length(joined), dtype=np.int64)
+    return byte_rows(joined)
+
+
+def byte_rows(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Records of different lengths (message payloads: a binary array) as zero-padded rows."""
+    values = values.cast(pa.binary())
+    lengths = np.asarray(pc.binary_length(values).fill_null(0), dtype=np.int64)
     width = int(lengths.max()) if len(lengths) else 0
-    offsets = np.frombuffer(joined.buffers()[1], dtype=np.int32)[joined.offset: joined.offset + len(joined) + 1]
-    data = np.frombuffer(joined.buffers()[2], dtype=np.uint8) if width else np.zeros(0, dtype=np.uint8)
     matrix = np.zeros((len(lengths), max(width, 1)), dtype=np.uint8)
     if width:
-        start = offsets[:-1]
-        index = start[:, None] + np.arange(width)[None, :]
+        offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset: values.offset + len(values) + 1]
+        data = np.frombuffer(values.buffers()[2], dtype=np.uint8)
+        index = offsets[:-1, None].astype(np.int64) + np.arange(width)[None, :]
         valid = np.arange(width)[None, :] < lengths[:, None]
         matrix[valid] = data[index[valid]]
     return matrix, lengths
@@ -155,4 +160,4 @@ def _model_sha256(pipeline: Pipeline) -> str | None:
     return sha if isinstance(sha, str) else None
 
 
-__all__ = ["DECISION_SCHEMA", "decision_table", "fingerprints", "value_rows"]
+__all__ = ["DECISION_SCHEMA", "byte_rows", "decision_table", "fingerprints", "value_rows"]

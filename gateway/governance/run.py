@@ -59,21 +59,27 @@ class RunGovernance:
     store: Any = None  # gateway.state.StateStore: where an action (the kill switch) is taken
     actions: list[dict[str, Any]] = field(default_factory=list)  # taken in this run: {signal, action, at}
     review_all: bool = False  # a breach's action `review`: the records from here on go to review
+    # a stream's: called with a full window's figures once judged (then a new window begins);
+    # None: a batch run, judged as a whole at its end
+    on_window: Any = None
 
     @classmethod
     def build(cls, pipeline: Pipeline, *, run: str, source: str, audit: DecisionLog | None,
-              drift: DriftConfig | None, reference: Profile | None, key: bytes | None = None) -> RunGovernance:
+              drift: DriftConfig | None, reference: Profile | None, key: bytes | None = None,
+              monitor: bool = True) -> RunGovernance:
+        """`monitor` False: the audit trail only (a stream without `drift:` has no window to report)."""
         from gateway.governance.pii import pii_key
 
-        monitor = RunMonitor(reference, outputs=list(pipeline.outputs), features=pipeline.features.names,
-                             segments=drift.segments if drift else (),
-                             decision_threshold=drift.decision_threshold if drift else None,
-                             pii=pipeline.pii.declared)
-        return cls(pipeline, run, source, key if key is not None else pii_key(), audit, monitor, drift)
+        figures = None if not monitor else RunMonitor(
+            reference, outputs=list(pipeline.outputs), features=pipeline.features.names,
+            segments=drift.segments if drift else (), decision_threshold=drift.decision_threshold if drift else None,
+            pii=pipeline.pii.declared)
+        return cls(pipeline, run, source, key if key is not None else pii_key(), audit, figures, drift)
 
     # ------------------------------------------------------------------ per batch
     def observe(self, records_in: int, inputs: pa.Table, raw: np.ndarray | None, scored: pa.Table,
-                rows: np.ndarray, rejects: Sequence[Reject], *, record_ids: pa.Array | None = None) -> Observed:
+                rows: np.ndarray, rejects: Sequence[Reject], *, record_ids: pa.Array | None = None,
+                prints: pa.Array | None = None) -> Observed:
         """A batch of `records_in` records. `inputs`: those that decoded, as read (with
         `source_record`); `raw`: their bytes
         (rows as `inputs`), None where the source has none; `scored`: what is written
@@ -82,7 +88,8 @@ class RunGovernance:
         breaker = pipeline.model.breaker.snapshot()["state"] if pipeline.model is not None else None
         if self.monitor is not None:
             features = None
-            if scored.num_rows and pipeline.features.names:
+            if scored.num_rows and pipeline.features.names and not (
+                    pipeline.features.fields_used & set(pipeline.pii.fields) and inputs is scored):
                 features = pipeline.features.matrix(inputs.take(pa.array(np.asarray(rows, dtype=np.int64))))
             stats = pipeline.stats
             self.monitor.observe(records_in, inputs, scored, features, rejects, breaker=breaker)
@@ -91,7 +98,9 @@ class RunGovernance:
         if self.audit is None or scored.num_rows == 0:
             return Observed()
         taken = np.asarray(rows, dtype=np.int64)
-        if raw is not None:
+        if prints is not None:
+            pass
+        elif raw is not None:
             prints = fingerprints(raw[taken], self.key)
         else:
             matrix, lengths = value_rows(inputs.drop_columns(["source_record"]) if "source_record" in
@@ -106,6 +115,10 @@ class RunGovernance:
         if self.audit is not None and observed.decisions is not None and observed.decisions.num_rows:
             await asyncio.to_thread(self.audit.append_decisions, observed.decisions)
         await self.judge()
+        if self.on_window is not None:
+            window = self.close_window()
+            if window is not None:
+                self.on_window(window)
 
     async def judge(self) -> list[dict[str, Any]]:
         """The breaches so far; the first one takes the configured action, once a run."""
@@ -167,6 +180,19 @@ class RunGovernance:
         if status == "done":
             await self.judge()
         return self.sections(status)
+
+    def close_window(self) -> dict[str, Any] | None:
+        """A streaming pipeline's window, once it holds `window_records`: its figures (what a
+        batch run's manifest holds), and a fresh window. None while it is still filling."""
+        if self.monitor is None or self.drift is None or self.monitor.state["records"] < self.drift.window_records:
+            return None
+        figures = self.sections()
+        fresh = RunMonitor(self.monitor.reference, outputs=self.monitor.outputs, features=self.monitor.features,
+                           segments=self.monitor.segments, decision_threshold=self.monitor.decision_threshold,
+                           pii=self.monitor.pii)
+        self.monitor, self.actions, self.review_all = fresh, [], False
+        self.examples = {"rejects": [], "records": []}
+        return figures
 
     def sections(self, status: str = "done") -> dict[str, Any]:
         """The manifest's governance sections (see the module's docstring)."""

@@ -31,7 +31,9 @@ from gateway.assembly import build_pipeline
 from gateway.config import AmqpSourceConfig, GatewayConfig, KafkaSourceConfig, PipelineConfig
 from gateway.contract_scoring import load_scoring_contract as load_contract
 from gateway.drivers.stream import StreamDriver
+from gateway.governance.run import RunGovernance
 from gateway.meters import StreamMeters
+from gateway.pipeline import Pipeline
 from gateway.realtime.core import MicroBatchScorer
 from gateway.state import StateStore
 from schemas.errors import ConfigError
@@ -103,7 +105,33 @@ def _wire(name: str, pipe: PipelineConfig, cfg: GatewayConfig, state: StateStore
     scorer = MicroBatchScorer(pipeline, src.payload, default_format(getattr(output, "format", None), src),
                               render=getattr(sink, "publishes_messages", False))
     meters = StreamMeters(name, src.type, rejects_to.type)
-    return _Wired(scorer, source, StreamDriver(name, scorer, sink, rejects, flow=source, meters=meters))
+    return _Wired(scorer, source, StreamDriver(name, scorer, sink, rejects, flow=source, meters=meters,
+                                               governance=stream_governance(name, pipe, cfg, pipeline, state)))
+
+
+def stream_governance(name: str, pipe: PipelineConfig, cfg: GatewayConfig, pipeline: Pipeline,
+                      state: StateStore | None) -> RunGovernance | None:
+    """A streaming pipeline's audit trail and drift windows (gateway.governance.run), when
+    it has either; its decision records are named by message id, its windows by this process."""
+    from datetime import UTC, datetime
+
+    from gateway.governance.profile_build import load_profile
+
+    audit = open_decision_log(cfg)
+    if audit is None and pipe.drift is None:
+        return None
+    reference = load_profile(cfg.resolve(pipe.drift.reference)) if pipe.drift is not None else None
+    started = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    source = getattr(pipe.source, "topic", None) or getattr(pipe.source, "queue", None) or name
+    governance = RunGovernance.build(pipeline, run=f"{name}@{started}", source=str(source), audit=audit,
+                                     drift=pipe.drift, reference=reference, monitor=pipe.drift is not None)
+    governance.store = state
+    return governance
+
+
+def open_decision_log(cfg: GatewayConfig) -> Any:
+    """The audit trail's decision log of the config (gateway.governance.audit), None when off."""
+    return None
 
 
 def build_realtime_app(cfg: GatewayConfig, *, only: str | None = None, state: StateStore | None = None,
