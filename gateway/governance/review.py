@@ -474,6 +474,16 @@ class ReviewQueue:
         return decision
 
 
+    def decision(self, item_id: int) -> ReviewDecision:
+        """The decision taken on a decided item (to publish its correction again)."""
+        item = self.get(item_id)
+        if item.status == PENDING or item.decided_at is None:
+            raise ReviewError(f"review item {item_id} is still pending: nothing decided to publish")
+        approved = item.status == APPROVED
+        return ReviewDecision(item, approved, item.score if approved else item.override_value,
+                              item.decision_reason or "", item.decided_by or "", item.decided_at)
+
+
 def _override_value(override: float | str | None, spec: OutputSpec | None) -> Any:
     value: Any = override
     if spec is not None:
