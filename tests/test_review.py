@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import pwd
 import re
+import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -31,7 +34,6 @@ from gateway.governance.review import (
     ReviewDecision,
     ReviewError,
     ReviewQueue,
-    _local_identity,
     cap_mask,
     check_review,
     hold_back,
@@ -45,12 +47,15 @@ from gateway.outputs import OutputSpec
 from gateway.pipeline import Pipeline
 from gateway.state import StateStore
 from schemas.contract import Contract, load_contract
-from schemas.errors import ConfigError, ContractError
+from schemas.errors import ConfigError, ContractError, InfrastructureError
 from schemas.examples import contract_path, generate_card_file
+from tests.helpers import unavailable
 from tests.test_pipeline import guarded, onnx_model
-from tests.test_state import _postgres_or_skip
+from tests.test_state import POSTGRES_URL
 
 SCORE = "fraud_score"
+# who decides: the account the OS authenticated this process as, never $LOGNAME
+ME = f"unix:{pwd.getpwuid(os.getuid()).pw_name}(uid={os.getuid()})@{socket.gethostname()}"
 SPEC = OutputSpec(SCORE, "float", 0.0, 1.0)
 
 
@@ -86,7 +91,13 @@ def scored(contract: Contract, tmp_path_factory: pytest.TempPathFactory) -> pa.T
 def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/state.db"
-    return _postgres_or_skip()
+    url = POSTGRES_URL + ("&" if "?" in POSTGRES_URL else "?") + "connect_timeout=3"
+    try:
+        with StateStore(url) as store:
+            ReviewQueue(store).counts()
+    except InfrastructureError as exc:
+        unavailable(f"PostgreSQL not reachable at {POSTGRES_URL}: {exc}")
+    return url
 
 
 @pytest.fixture
@@ -248,7 +259,7 @@ def test_decide_approve_override_reason_and_finality(queue: ReviewQueue, pipelin
 
     approved = queue.decide(a.id, approve=True, reason="known merchant", on_decided=heard.append)
     assert (approved.status, approved.final_score, approved.reason) == ("approved", a.score, "known merchant")
-    assert approved.actor == _local_identity() and approved.actor.startswith("unix:")
+    assert approved.actor == ME and approved.actor.startswith("unix:")
     assert "(uid=" in approved.actor and "@" in approved.actor
     assert heard == [approved]  # the audit log's hook
 
@@ -360,7 +371,7 @@ def test_lgw_review_round_trip_publishes_corrections_to_the_outbox(tmp_path: Pat
     assert code == 0, err
     decided = json.loads(out)
     assert (decided["status"], decided["final_score"], decided["decided_by"]) == (
-        "overridden", 0.97, _local_identity())
+        "overridden", 0.97, ME)
     path = Path(decided["correction"])
     assert path.parent == tmp_path / "drop" / "outbox"
     assert path.name.startswith("CARDTXN.review-corrections-") and path.name.endswith(".jsonl")
@@ -369,7 +380,7 @@ def test_lgw_review_round_trip_publishes_corrections_to_the_outbox(tmp_path: Pat
     assert correction["TXN_ID"] == item["data"]["TXN_ID"] and correction["TXN_PAN"] == item["data"]["TXN_PAN"]
     assert (correction["review"], correction[SCORE], correction["corrects"]) == ("overridden", 0.97, "review")
     assert correction["original_score"] == pytest.approx(item["score"])
-    assert (correction["reviewer"], correction["review_reason"]) == (_local_identity(), "confirmed")
+    assert (correction["reviewer"], correction["review_reason"]) == (ME, "confirmed")
     assert correction["record_id"] == item["record_id"] and correction["scored_by"] == "model"
     assert correction["decided_at"] == decided["decided_at"]
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temporary file left
