@@ -5,6 +5,7 @@ scored batch of the example contract, the queue on SQLite and on the real Postgr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -488,3 +489,102 @@ def test_a_pipeline_the_config_does_not_know_has_no_sink_for_corrections(tmp_pat
         decision = queue.decide(item.id, approve=True, reason="ok", actor="t")
     with pytest.raises(ReviewError, match="no pipeline 'elsewhere'"):
         asyncio.run(publish_corrections(load_config(file_config(tmp_path, "sqlite://")), "elsewhere", [decision]))
+
+
+@pytest.mark.integration
+async def test_corrections_of_an_odbc_pipeline_upsert_its_results_row(tmp_path: Path, scored: pa.Table) -> None:
+    pyodbc = pytest.importorskip("pyodbc")
+    from adapters.odbc.sink import OdbcSink
+
+    connection = f"Driver={{SQLite3}};Database={tmp_path / 'results.db'};"
+    try:
+        pyodbc.connect(connection, autocommit=True, timeout=3).close()
+    except pyodbc.Error as exc:
+        unavailable(f"the SQLite ODBC driver is not installed: {exc}")
+    columns = ["TXN_ID", SCORE, "scored_by", "review"]
+    state_url = f"sqlite:///{tmp_path / 'state.db'}"
+    cfg = example_dropfolder_config(state_url)
+    cfg["pipelines"]["card_txn"]["sink"] = {"type": "odbc", "connection": {"connection_string": connection},
+                                           "table": "card_results", "key": ["TXN_ID"], "columns": columns}
+    cfg["pipelines"]["card_txn"]["review"] = {"band": [0.4, 0.6]}
+    path = tmp_path / "gateway.yaml"
+    path.write_text(json.dumps(cfg), encoding="utf-8")
+    config = load_config(path)
+    review = config.pipelines["card_txn"].review
+    assert review is not None
+    mask = select_for_review(scored, review)
+    # what the run wrote: every record, the uncertain ones marked pending
+    OdbcSink(connection, "card_results", ["TXN_ID"], columns=columns).write_table(mark_review(scored, mask))
+    with StateStore(state_url) as store:
+        queue = ReviewQueue(store)
+        queue.enqueue("card_txn", "CARDTXN", scored.filter(mask), ["band"] * int(pc.sum(mask).as_py()), score=SCORE)
+        item = queue.list("card_txn", limit=1)[0]
+        decision = queue.decide(item.id, approve=False, override=0.99, reason="fraud", spec=SPEC, actor="t")
+        written = await publish_corrections(config, "card_txn", [decision], state=store)
+    assert (written["target"], written["records"]) == ("card_results", 1)
+    conn = pyodbc.connect(connection, autocommit=True)
+    try:
+        rows = conn.execute("SELECT TXN_ID, fraud_score, review FROM card_results WHERE review IS NOT NULL").fetchall()
+        total = conn.execute("SELECT COUNT(*) FROM card_results").fetchone()[0]
+    finally:
+        conn.close()
+    by_id = {r[0]: (float(r[1]), r[2]) for r in rows}
+    assert total == scored.num_rows  # upserted by key: no row added
+    assert by_id[item.data["TXN_ID"]] == (pytest.approx(0.99), "overridden")
+    assert sum(1 for _, status in by_id.values() if status == "pending") == len(by_id) - 1
+
+
+@pytest.mark.integration
+async def test_corrections_of_an_amqp_pipeline_go_to_its_exchange(tmp_path: Path, scored: pa.Table) -> None:
+    import aio_pika
+
+    from tests.test_realtime_amqp import AMQP_URL
+
+    try:
+        conn = await asyncio.wait_for(aio_pika.connect(AMQP_URL), timeout=10)
+    except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
+        unavailable(f"RabbitMQ not reachable at {AMQP_URL}: {exc!r}")
+    tag = uuid.uuid4().hex[:8]
+    exchange, queue_name = f"lgw.test.review.{tag}", f"lgw.test.review.{tag}"
+    state_url = f"sqlite:///{tmp_path / 'state.db'}"
+    cfg = example_dropfolder_config(state_url)
+    cfg["pipelines"]["card_txn"]["sink"] = {"type": "amqp", "exchange": exchange, "routing_key": "cards"}
+    cfg["pipelines"]["card_txn"]["review"] = {"when": "TXN_AMOUNT > 300"}
+    cfg["amqp"] = {"url": AMQP_URL}
+    path = tmp_path / "gateway.yaml"
+    path.write_text(json.dumps(cfg), encoding="utf-8")
+    config = load_config(path)
+    ch = await conn.channel()
+    try:
+        ex = await ch.declare_exchange(exchange, durable=True)
+        q = await ch.declare_queue(queue_name, durable=True)
+        await q.bind(ex, routing_key="cards")
+        with StateStore(state_url) as store:
+            queue = ReviewQueue(store)
+            review = config.pipelines["card_txn"].review
+            assert review is not None and review.score == SCORE
+            why = review_reasons(scored, review)
+            mask = pc.is_valid(why)
+            queue.enqueue("card_txn", "CARDTXN", scored.filter(mask), why.filter(mask), score=SCORE)
+            item = queue.list("card_txn", limit=1)[0]
+            assert item.why == "rule"
+            decision = queue.decide(item.id, approve=True, reason="large but known", actor="t")
+            await publish_corrections(config, "card_txn", [decision], state=store)
+        message = None
+        for _ in range(100):
+            message = await q.get(no_ack=True, fail=False)
+            if message is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert message is not None, "no correction on the exchange"
+        body, headers = json.loads(message.body), message.headers or {}
+        assert (body["review"], body["corrects"], body["TXN_ID"]) == ("approved", "review", item.data["TXN_ID"])
+        assert body[SCORE] == pytest.approx(item.score)
+        assert (str(headers["lgw-corrects"]), str(headers["lgw-review"])) == ("review", "approved")
+        assert message.message_id == f"card_txn/review/{item.id}"
+    finally:
+        with contextlib.suppress(aio_pika.exceptions.AMQPError):
+            await ch.queue_delete(queue_name)
+            await ch.exchange_delete(exchange)
+        await ch.close()
+        await conn.close()
