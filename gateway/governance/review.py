@@ -85,7 +85,7 @@ review_item_table = Table(
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
     Column("pipeline", String(200), nullable=False),
     Column("run", String(240), nullable=False, default=""),
-    Column("record_id", String(300), nullable=False),
+    Column("record_id", String(600), nullable=False),
     Column("source_record", BigInteger),
     Column("status", String(16), nullable=False),
     Column("why", String(32), nullable=False),
