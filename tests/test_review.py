@@ -129,7 +129,7 @@ def fill(queue: ReviewQueue, pipeline: str, scored: pa.Table, cfg: ReviewConfig,
 # --------------------------------------------------------------------------- selection
 def test_the_band_selects_the_uncertain_scores_inclusive(scored: pa.Table) -> None:
     values = scores(scored)
-    lo, hi = np.quantile(values, [0.4, 0.6])  # a band that holds about a fifth of the batch
+    lo, hi = np.quantile(values, [0.4, 0.6], method="nearest")  # about a fifth of the batch; scores themselves
     mask = select_for_review(scored, ReviewConfig(band=(float(lo), float(hi)), score=SCORE))
     assert mask.type == pa.bool_() and mask.null_count == 0 and len(mask) == scored.num_rows
     want = (values >= lo) & (values <= hi)  # the band's ends are in it
@@ -170,6 +170,9 @@ def test_mark_review_and_hold_back(scored: pa.Table) -> None:
     assert (out.num_rows, held.num_rows) == (scored.num_rows - n, n)  # in = out + held
     assert set(held.column("source_record").to_pylist()).isdisjoint(out.column("source_record").to_pylist())
     assert cap_mask(mask, 3).to_pylist().count(True) == 3
+    edges = pa.table({SCORE: pa.array([0.3, 0.7, 0.29, 0.71, None], pa.float32())})
+    assert select_for_review(edges, ReviewConfig(band=(0.3, 0.7), score=SCORE)).to_pylist() == [
+        True, True, False, False, False]  # the bounds as written are in the band; no score is not
     assert cap_mask(np.asarray(mask), 0).to_pylist().count(True) == 0
 
 

@@ -195,8 +195,9 @@ def review_reasons(table: pa.Table, cfg: ReviewConfig, *, score: str | None = No
             raise ConfigError(f"review.score: the scored records have no column {name!r}")
         lo, hi = cfg.band
         col = table.column(name)
-        hit = pc.and_(pc.greater_equal(col, pa.scalar(lo, pa.float64())),
-                      pc.less_equal(col, pa.scalar(hi, pa.float64())))
+        # bounds in the column's own float type: a float32 score of 0.6 is inside [0.4, 0.6]
+        typ = col.type if pa.types.is_floating(col.type) else pa.float64()
+        hit = pc.and_(pc.greater_equal(col, pa.scalar(lo, typ)), pc.less_equal(col, pa.scalar(hi, typ)))
         band = np.asarray(hit.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
     if cfg.when is not None and n:
         rule = _compiled(cfg.when, table.schema).mask(table)
