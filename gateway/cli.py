@@ -160,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="this state store instead (default: the config's, $LGW_STATE_URL, else SQLite "
                             "beside the config or in the data directory)")
 
+    from gateway.governance import review_cli
+
+    review_cli.add_parser(sub)
+
     bt = sub.add_parser("batch", help="drop-folder files through a pipeline: restartable, idempotent")
     bsub = bt.add_subparsers(dest="batch_command", required=True, parser_class=_Parser)
     brun = bsub.add_parser("run", help="resume unfinished runs, then process every complete file in the inbox")
@@ -307,6 +311,12 @@ def _profile(args: argparse.Namespace) -> int:
     return profile_cli.command(args)
 
 
+def _review(args: argparse.Namespace) -> int:
+    from gateway.governance import review_cli
+
+    return review_cli.run(args)
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     from gateway import commands
     from gateway.logs import chosen_format
@@ -315,6 +325,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     handlers = {
         "decode": commands.decode, "encode": commands.encode, "contract": commands.contract,
         "examples": commands.examples, "score": commands.score, "killswitch": commands.killswitch,
+        "review": _review,
         "batch": commands.batch, "run": commands.run_pipelines,
         "serve": commands.serve_realtime, "asyncapi": commands.asyncapi,
         "config": commands.config, "profile": _profile,

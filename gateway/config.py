@@ -23,6 +23,7 @@ from adapters.models.security import HttpAuthConfig
 from adapters.odbc.config import OdbcRejectsConfig, OdbcSinkConfig, OdbcSourceConfig
 from adapters.tls import TLSConfig
 from gateway.governance.monitor import DriftConfig
+from gateway.governance.review import ReviewConfig
 from gateway.metrics_push import PushgatewayConfig
 from gateway.ops_http import OpsConfig
 from gateway.resilience.breaker import BreakerConfig
@@ -141,6 +142,7 @@ class PipelineConfig(_Strict):
     source: SourceConfig | None = None
     sink: SinkConfig | None = None
     rejects: RejectsConfig | None = None
+    review: ReviewConfig | None = None  # records a person looks at (gateway.governance.review)
 
     @model_validator(mode="after")
     def _parts_fit(self) -> PipelineConfig:
@@ -365,6 +367,29 @@ def _reference_problems(p: Path, cfg: GatewayConfig) -> list[str]:
             if pipe.model is not None and pipe.model not in cfg.models]
 
 
+def _review_problems(p: Path, cfg: GatewayConfig) -> list[str]:
+    """Each pipeline's `review:` against its contract (the band within the judged output's
+    min/max, `when` compiled on the record's fields); fills in the judged output's name.
+    A contract that is not there is reported as a missing file (or when the run starts)."""
+    from gateway.contract_scoring import load_scoring_contract
+    from gateway.governance.review import check_review
+
+    problems: list[str] = []
+    for name, pipe in cfg.pipelines.items():
+        if pipe.review is None or not cfg.resolve(pipe.contract).is_file():
+            continue
+        try:
+            contract = load_scoring_contract(cfg.resolve(pipe.contract))
+        except ConfigError as exc:
+            problems.append(f"{p}: pipelines.{name}.contract: {exc}")
+            continue
+        try:
+            pipe.review = check_review(pipe.review, contract)
+        except ConfigError as exc:
+            problems.append(f"{p}: pipelines.{name}.{exc}")
+    return problems
+
+
 def load_config(path: str | os.PathLike[str] | None) -> GatewayConfig:
     if path is None:
         return embedded_defaults()
@@ -374,7 +399,7 @@ def load_config(path: str | os.PathLike[str] | None) -> GatewayConfig:
         cfg = GatewayConfig.model_validate({**raw, "base_dir": p.parent})
     except ValidationError as exc:
         raise ConfigError(_error_line(p, exc.errors()[0])) from None
-    problems = _reference_problems(p, cfg)
+    problems = _reference_problems(p, cfg) or _review_problems(p, cfg)
     if problems:
         raise ConfigError(problems[0])
     return _with_env(cfg, p.parent)
@@ -399,7 +424,7 @@ def check_config(path: str | os.PathLike[str] | None) -> tuple[GatewayConfig | N
         # a wrong model name is listed together with the validation errors
         return None, (env + [_error_line(p, e) for e in exc.errors()] + _raw_reference_problems(p, raw)
                       + _missing_files(p, raw))
-    problems = env + _reference_problems(p, cfg) + _missing_files(p, raw)
+    problems = env + _reference_problems(p, cfg) + _missing_files(p, raw) + _review_problems(p, cfg)
     return (None, problems) if problems else (_with_env(cfg, p.parent), [])
 
 
