@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 from adapters.models.base import ModelBackend
 from gateway.config import GatewayConfig, KServeModelConfig, MlflowModelConfig, ModelConfig, OnnxModelConfig, Policy
+from gateway.governance.review import ReviewConfig
 from gateway.outputs import outputs_from_contract
 from gateway.pipeline import Pipeline
 from gateway.resilience.breaker import CircuitBreaker
@@ -52,7 +53,8 @@ def build_model(name: str, cfg: ModelConfig, contract: Contract | None, base: Ga
 
 def build_pipeline(name: str, contract: Contract, cfg: GatewayConfig, *, model_name: str | None,
                    policy: Policy = Policy.FALLBACK, shadow: bool = False, force_fallback: bool = False,
-                   state: StateStore | None = None, pii: Mapping[str, str] | None = None) -> Pipeline:
+                   state: StateStore | None = None, pii: Mapping[str, str] | None = None,
+                   review: ReviewConfig | None = None) -> Pipeline:
     """`pii`: the pipeline's overrides of the contract's pii policy (gateway.governance.pii)."""
     from gateway.governance.pii import policy_for
 
@@ -64,4 +66,4 @@ def build_pipeline(name: str, contract: Contract, cfg: GatewayConfig, *, model_n
         model = build_model(model_name, cfg.models[model_name], contract, cfg)
     watcher = KillSwitchWatcher(state, name) if state is not None else None
     return Pipeline(contract, name=name, model=model, policy=policy, kill_switch=watcher, shadow=shadow,
-                    pii=policy_for(contract, pii))
+                    pii=policy_for(contract, pii), review=review)

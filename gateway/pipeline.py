@@ -24,6 +24,7 @@ from gateway.config import Policy
 from gateway.fallback import FallbackRules
 from gateway.features import FeatureMap
 from gateway.governance.pii import PiiPolicy, policy_for
+from gateway.governance.review import ReviewConfig, cap_mask, mark_review, select_for_review
 from gateway.outputs import OutputSpec, outputs_from_contract
 from gateway.resilience.guarded import GuardedModel
 from gateway.state import KillSwitchWatcher
@@ -34,6 +35,7 @@ log = logging.getLogger("lgw.pipeline")
 
 SCORED_BY_MODEL = "model"
 SCORED_BY_FALLBACK = "fallback"
+DRIFT_REVIEW_MAX = 10_000  # records a drift breach sends to review where the pipeline has no `review:` cap
 PROVENANCE = ("scored_by", "model_name", "model_version", "contract", "contract_version", "rule_id", "reason")
 
 
@@ -93,8 +95,14 @@ class Pipeline:
 
     def __init__(self, contract: Contract, *, name: str, model: GuardedModel | None = None,
                  policy: Policy = Policy.FALLBACK, kill_switch: KillSwitchWatcher | None = None,
-                 shadow: bool = False, pii: PiiPolicy | None = None) -> None:
+                 shadow: bool = False, pii: PiiPolicy | None = None, review: ReviewConfig | None = None) -> None:
         self.contract = contract
+        # records a person looks at: marked `review: pending` in the output; the driver queues
+        # them (gateway.governance.run). `review_room`: what still fits the queue (the driver
+        # refreshes it); `review_all`: a drift breach's action, every record goes to review
+        self.review = review
+        self.review_room = review.max_pending if review is not None else 0
+        self.review_all = False
         # what the records' pii fields become in the scored records (every sink, review, audit)
         self.pii = pii if pii is not None else policy_for(contract)
         self.name = name
@@ -261,7 +269,18 @@ class Pipeline:
             if name in out.column_names:
                 out = out.drop_columns([name])
             out = out.append_column(name, col)
+        if self.review is not None or self.review_all:
+            out = self._mark_review(out)
         return ScoredBatch(out, rows)
+
+    def _mark_review(self, table: pa.Table) -> pa.Table:
+        wanted = (pa.array(np.ones(table.num_rows, dtype=bool)) if self.review_all or self.review is None
+                  else select_for_review(table, self.review))
+        if self.review is None and self.review_room <= 0:
+            self.review_room = DRIFT_REVIEW_MAX
+        mask = cap_mask(wanted, self.review_room)
+        self.review_room -= int(pc.sum(mask.cast(pa.int64())).as_py() or 0)
+        return mark_review(table, mask)
 
 
 class Rescorer:
@@ -315,4 +334,6 @@ def fixed_columns(pipeline: Pipeline) -> dict[str, int]:
     """Widths of the fields appended to each record in fixed-width output."""
     cols = {name: spec.fixed_width for name, spec in pipeline.outputs.items()}
     cols.update({"scored_by": 8, "model_version": 12, "rule_id": 12, "reason": 24})
+    if pipeline.review is not None:
+        cols["review"] = 8
     return cols

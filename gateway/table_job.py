@@ -84,7 +84,8 @@ async def _run_table_pipeline(name: str, cfg: GatewayConfig, state: StateStore, 
         raise ConfigError(f"pipeline {name} does not read an ODBC table (source.type odbc)")
     contract = load_scoring_contract(cfg.resolve(pipe_cfg.contract))
     pipeline = build_pipeline(name, contract, cfg, model_name=pipe_cfg.model, policy=pipe_cfg.policy,
-                              shadow=pipe_cfg.shadow, state=state, pii=pipe_cfg.pii)
+                              shadow=pipe_cfg.shadow, state=state, pii=pipe_cfg.pii,
+                              review=pipe_cfg.review)
     context = BuildContext(pipeline=name, contract=contract, base_dir=cfg.base_dir, source=pipe_cfg.source,
                            batch_size=pipe_cfg.batch_size, kafka=cfg.kafka, amqp=cfg.amqp, state=state,
                            run_name=f"{name}.{time.strftime('%Y%m%dT%H%M%S')}",

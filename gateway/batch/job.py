@@ -118,7 +118,7 @@ class BatchJob:
     async def _chunks(self, state: dict[str, Any] | None) -> JobResult | None:
         rt = self.rt
         self.sink, self.rejects = self._new_sink(), self._new_rejects()
-        self.governance = rt.governance(self.run_id, self.run_info.input_name)
+        self.governance = rt.governance(self.run_id, self.run_info.input_name, self.run_info.output_stem)
         if state is not None:
             self.governance.restore(state.get("governance"))
             await self.sink.open(state["sink"])

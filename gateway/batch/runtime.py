@@ -41,11 +41,12 @@ class BatchRuntime:
     reference: Profile | None = None  # drift.reference, loaded once
     audit: DecisionLog | None = None  # the audit trail's decision records (gateway.governance.audit)
 
-    def governance(self, run_id: str, input_name: str) -> RunGovernance:
-        """The governance of one run: audit, drift and quality against the reference."""
+    def governance(self, run_id: str, input_name: str, output_stem: str) -> RunGovernance:
+        """The governance of one run: audit, review, drift and quality against the reference."""
         governance = RunGovernance.build(self.pipeline, run=run_id, source=input_name, audit=self.audit,
                                          drift=self.config.drift, reference=self.reference)
         governance.store = self.state
+        governance.attach_review(self.state, output_stem)
         return governance
 
     def _context(self, run_name: str) -> BuildContext:
@@ -98,7 +99,8 @@ def build_runtime(name: str, cfg: GatewayConfig, state: StateStore, runs: RunSto
         raise ConfigError(f"pipeline {name} has no drop-folder `source`: nothing for the file driver to read")
     contract = load_scoring_contract(cfg.resolve(pipe.contract))
     pipeline = build_pipeline(name, contract, cfg, model_name=pipe.model, policy=pipe.policy, shadow=pipe.shadow,
-                              state=state, pii=pipe.pii)
+                              state=state, pii=pipe.pii,
+                              review=pipe.review)
     folders = Folders.prepare(pipe.source.folders(cfg.base_dir))
     dropfolder = DropFolder(folders, glob=pipe.source.glob, stable_for_s=pipe.source.stable_for_s,
                             done_file=pipe.source.done_file)

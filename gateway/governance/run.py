@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from gateway.governance.decisions import decision_table, fingerprints, value_rows
 from gateway.governance.monitor import DriftConfig, RunMonitor, verdict
@@ -41,7 +42,9 @@ class Observed:
     """What one batch leaves for the durable step: its decision records."""
 
     decisions: pa.Table | None = None
-    review: pa.Table | None = None
+    review: pa.Table | None = None  # the records marked `review: pending`, as written (pii masked)
+    review_why: pa.Array | None = None  # why each is (band, rule, drift)
+    review_ids: list[str] | None = None  # what names each downstream (a stream's message id)
 
 
 @dataclass
@@ -62,6 +65,10 @@ class RunGovernance:
     # a stream's: called with a full window's figures once judged (then a new window begins);
     # None: a batch run, judged as a whole at its end
     on_window: Any = None
+    queue: Any = None  # gateway.governance.review.ReviewQueue: where marked records are queued
+    review_run: str = ""  # the run the review items name (a batch run's output stem: its corrections' name)
+    queued: int = 0  # records this run put on the review queue
+    pending: int | None = None  # the pipeline's items waiting for a decision when the run ended
 
     @classmethod
     def build(cls, pipeline: Pipeline, *, run: str, source: str, audit: DecisionLog | None,
@@ -75,6 +82,18 @@ class RunGovernance:
             segments=drift.segments if drift else (), decision_threshold=drift.decision_threshold if drift else None,
             pii=pipeline.pii.declared)
         return cls(pipeline, run, source, key if key is not None else pii_key(), audit, figures, drift)
+
+    def attach_review(self, store: Any, run: str) -> None:
+        """Queue the records the pipeline marks for review (its `review:`, or a drift
+        breach's action `review`) in `store`, naming them by `run`."""
+        if self.pipeline.review is None and (self.drift is None or self.drift.action != "review"):
+            return
+        from gateway.governance.review import ReviewQueue
+
+        self.queue = ReviewQueue(store)
+        self.review_run = run
+        if self.pipeline.review is not None:
+            self.pipeline.review_room = self.queue.room(self.pipeline.name, self.pipeline.review.max_pending)
 
     # ------------------------------------------------------------------ per batch
     def observe(self, records_in: int, inputs: pa.Table, raw: np.ndarray | None, scored: pa.Table,
@@ -95,8 +114,9 @@ class RunGovernance:
             self.monitor.observe(records_in, inputs, scored, features, rejects, breaker=breaker)
             self.monitor.state["shadow"] = [stats.shadow_compared, stats.shadow_agreed]
         self._keep_examples(scored, rejects)
+        observed = self._review(scored, record_ids)
         if self.audit is None or scored.num_rows == 0:
-            return Observed()
+            return observed
         taken = np.asarray(rows, dtype=np.int64)
         if prints is not None:
             pass
@@ -106,19 +126,49 @@ class RunGovernance:
             matrix, lengths = value_rows(inputs.drop_columns(["source_record"]) if "source_record" in
                                          inputs.column_names else inputs)
             prints = fingerprints(matrix[taken], self.key, lengths[taken])
-        return Observed(decision_table(pipeline, scored, run=self.run, source=self.source, fingerprint=prints,
-                                       record_ids=record_ids, breaker_state=breaker))
+        observed.decisions = decision_table(pipeline, scored, run=self.run, source=self.source, fingerprint=prints,
+                                            record_ids=record_ids, breaker_state=breaker)
+        return observed
+
+    def _review(self, scored: pa.Table, record_ids: pa.Array | None) -> Observed:
+        """The records the pipeline marked for review, to queue with the batch."""
+        if self.queue is None or "review" not in scored.column_names or scored.num_rows == 0:
+            return Observed()
+        from gateway.governance.review import review_reasons
+
+        pending = pc.equal(scored.column("review"), "pending").fill_null(False)
+        if not pc.any(pending).as_py():
+            return Observed()
+        table = scored.filter(pending)
+        cfg = self.pipeline.review
+        why = review_reasons(table, cfg) if cfg is not None else pa.nulls(table.num_rows, pa.string())
+        if self.pipeline.review_all:
+            why = pc.fill_null(why, "drift")
+        ids = record_ids.filter(pending).to_pylist() if record_ids is not None else None
+        return Observed(review=table, review_why=why, review_ids=ids)
 
     async def write(self, observed: Observed) -> None:
         """Durable before the batch is acknowledged (the caller's order); then the
         thresholds are judged on what the run has seen so far, and a breach's action taken."""
         if self.audit is not None and observed.decisions is not None and observed.decisions.num_rows:
             await asyncio.to_thread(self.audit.append_decisions, observed.decisions)
+        if self.queue is not None and observed.review is not None:
+            await asyncio.to_thread(self._enqueue, observed)
         await self.judge()
         if self.on_window is not None:
             window = self.close_window()
             if window is not None:
                 self.on_window(window)
+
+    def _enqueue(self, observed: Observed) -> None:
+        assert observed.review is not None and observed.review_why is not None
+        pipeline = self.pipeline
+        cfg = pipeline.review
+        self.queued += self.queue.enqueue(pipeline.name, self.review_run or self.run, observed.review,
+                                          observed.review_why, score=cfg.score if cfg is not None else None,
+                                          record_ids=observed.review_ids)
+        limit = cfg.max_pending if cfg is not None else pipeline.review_room
+        pipeline.review_room = self.queue.room(pipeline.name, limit)  # what other replicas queued counts too
 
     async def judge(self) -> list[dict[str, Any]]:
         """The breaches so far; the first one takes the configured action, once a run."""
@@ -144,7 +194,7 @@ class RunGovernance:
                                         DRIFT_ACTOR)
             log.warning("%s: %s: kill switch force_fallback", self.pipeline.name, why)
         elif action == "review":
-            self.review_all = True
+            self.review_all = self.pipeline.review_all = True
             log.warning("%s: %s: the records from here on go to review", self.pipeline.name, why)
         self.actions.append({"signal": first["signal"], "action": action, "reason": why,
                              "at": datetime.now(UTC).isoformat(timespec="seconds")})
@@ -162,7 +212,7 @@ class RunGovernance:
     def state(self) -> dict[str, Any]:
         """What a checkpoint keeps, so a resumed run reports the same figures."""
         return {"monitor": self.monitor.to_state() if self.monitor else None, "examples": self.examples,
-                "actions": self.actions, "review_all": self.review_all}
+                "actions": self.actions, "review_all": self.review_all, "queued": self.queued}
 
     def restore(self, state: dict[str, Any] | None) -> None:
         if not state:
@@ -171,7 +221,8 @@ class RunGovernance:
             self.monitor.restore(state.get("monitor"))
         self.examples = state.get("examples") or self.examples
         self.actions = list(state.get("actions") or [])
-        self.review_all = bool(state.get("review_all"))
+        self.review_all = self.pipeline.review_all = bool(state.get("review_all"))
+        self.queued = int(state.get("queued") or 0)
 
     async def conclude(self, status: str, store: Any = None) -> dict[str, Any]:
         """The manifest's sections once the run is over (thresholds judged on the whole run)."""
@@ -179,6 +230,9 @@ class RunGovernance:
             self.store = store
         if status == "done":
             await self.judge()
+        if self.queue is not None:
+            counts = await asyncio.to_thread(self.queue.counts, self.pipeline.name)
+            self.pending = counts.get(self.pipeline.name, {}).get("pending", 0)
         return self.sections(status)
 
     def close_window(self) -> dict[str, Any] | None:
@@ -190,13 +244,16 @@ class RunGovernance:
         fresh = RunMonitor(self.monitor.reference, outputs=self.monitor.outputs, features=self.monitor.features,
                            segments=self.monitor.segments, decision_threshold=self.monitor.decision_threshold,
                            pii=self.monitor.pii)
-        self.monitor, self.actions, self.review_all = fresh, [], False
+        self.monitor, self.actions, self.queued = fresh, [], 0
+        self.review_all = self.pipeline.review_all = False
         self.examples = {"rejects": [], "records": []}
         return figures
 
     def sections(self, status: str = "done") -> dict[str, Any]:
         """The manifest's governance sections (see the module's docstring)."""
         out: dict[str, Any] = {"pii": self.pipeline.pii.describe()}
+        if self.queue is not None and (self.pipeline.review is not None or self.queued):
+            out["review"] = {"queued": self.queued, "pending": self.pending, "hold": False}
         if self.monitor is None:
             return out
         thresholds = self.drift.thresholds if self.drift else None

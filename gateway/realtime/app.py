@@ -92,7 +92,8 @@ def _wire(name: str, pipe: PipelineConfig, cfg: GatewayConfig, state: StateStore
     assert isinstance(src, KafkaSourceConfig | AmqpSourceConfig)
     contract = load_contract(cfg.resolve(pipe.contract))
     pipeline = build_pipeline(name, contract, cfg, model_name=pipe.model, policy=pipe.policy, shadow=pipe.shadow,
-                              state=state, pii=pipe.pii)
+                              state=state, pii=pipe.pii,
+                              review=pipe.review)
     output, rejects_to = pipe.output, pipe.rejects_to
     context = registry.BuildContext(pipeline=name, contract=contract, base_dir=cfg.base_dir, source=src,
                                     batch_size=pipe.batch_size, kafka=cfg.kafka, amqp=cfg.amqp, state=state,
@@ -118,7 +119,7 @@ def stream_governance(name: str, pipe: PipelineConfig, cfg: GatewayConfig, pipel
     from gateway.governance.profile_build import load_profile
 
     audit = open_decision_log(cfg)
-    if audit is None and pipe.drift is None:
+    if audit is None and pipe.drift is None and pipe.review is None:
         return None
     reference = load_profile(cfg.resolve(pipe.drift.reference)) if pipe.drift is not None else None
     started = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -126,6 +127,8 @@ def stream_governance(name: str, pipe: PipelineConfig, cfg: GatewayConfig, pipel
     governance = RunGovernance.build(pipeline, run=f"{name}@{started}", source=str(source), audit=audit,
                                      drift=pipe.drift, reference=reference, monitor=pipe.drift is not None)
     governance.store = state
+    if state is not None:
+        governance.attach_review(state, governance.run)
     return governance
 
 

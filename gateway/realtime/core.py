@@ -299,9 +299,10 @@ class MicroBatchScorer:
         ids = pa.array(id_list, pa.string())
         if pc.any(pc.match_substring_regex(ids, _NEEDS_ESCAPE)).as_py():
             ids = pa.array([json.dumps(i)[1:-1] for i in id_list], pa.string())
+        review = [",", *_json_members(table.select(["review"]))] if "review" in table.column_names else []
         parts: list[Any] = ['{"id":"', ids, '",', *_json_members(table.select(list(self.pipeline.outputs))),
-                            ",", self._provenance_members(table, provenance), *self._input_members(table, record_json),
-                            "}", ""]
+                            ",", self._provenance_members(table, provenance), *review,
+                            *self._input_members(table, record_json), "}", ""]
         joined = pc.binary_join_element_wise(*parts)
         values: list[bytes] = pc.cast(joined, pa.binary()).to_pylist()
         assert len(values) == n
