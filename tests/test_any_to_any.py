@@ -23,6 +23,7 @@ from adapters.odbc import OdbcSink
 from gateway import table_job
 from gateway.cli import main
 from gateway.config import GatewayConfig, load_config
+from gateway.governance.pii import policy_for
 from gateway.state import StateStore
 from gateway.table_job import TableRunSummary, run_table_pipeline
 from schemas.contract import Contract, load_contract
@@ -110,9 +111,12 @@ def test_a_table_is_scored_into_a_fixed_width_file_for_the_mainframe(db: Db, car
     assert len(data) == 1_200 * width
     records = [data[i: i + width] for i in range(0, len(data), width)]
     # each record is the contract's layout of the row (the mainframe reads it as it wrote
-    # it), followed by the score fields in the same code page
-    expected = encode_records(card.spec, decoded)
+    # it) with its pii field masked in place (the contract's policy), followed by the score
+    # fields in the same code page
+    expected = policy_for(card).redact_raw(encode_records(card.spec, decoded))
     assert [r[:LRECL] for r in records] == [bytes(row) for row in expected]
+    pan = next(node for node, rules in card.rules.values() if rules.pii)
+    assert all(r[pan.offset + 6: pan.offset + 12].decode("cp037") == "******" for r in records)
     scored_by = {r[LRECL + 12: LRECL + 20].decode("cp037").strip() for r in records}  # the contract's code page
     assert scored_by == {"model"}
     assert not list((tmp_path / "out").glob(".*"))  # no temporary file left

@@ -37,9 +37,9 @@ def check(capsys: pytest.CaptureFixture[str], path: Path) -> tuple[int, str]:
 # ---------------------------------------------------------------- duplicate keys
 
 def test_a_second_pii_key_is_refused_naming_both_lines(tmp_path: Path) -> None:
-    path = card_variant(tmp_path, "    pii: true\n", "    pii: true\n    pii: false\n")
+    path = card_variant(tmp_path, "    pii: mask\n", "    pii: mask\n    pii: false\n")
     lines = path.read_text().splitlines()
-    first = lines.index("    pii: true") + 1
+    first = lines.index("    pii: mask") + 1
     with pytest.raises(ContractError, match=rf"card.yaml:{first + 1}: duplicate key 'pii' \(first on line {first}\)"):
         load_contract(path)
 

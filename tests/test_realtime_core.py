@@ -121,7 +121,8 @@ async def test_json_results_carry_id_outputs_provenance_and_input(model_pipeline
         assert (body["scored_by"], body["model_name"], body["model_version"]) == ("model", "fraud", version)
         assert (body["contract"], body["contract_version"]) == ("card_txn", 1)
         assert body["rule_id"] is None and body["reason"] is None
-        sent = json.loads(payloads[result.index])
+        sent = json.loads(model_pipeline.pii.redact_json(payloads[result.index]))  # the card number masked
+        assert sent["TXN_PAN"][6:12] == "******"
         for key, value in sent.items():
             assert _same(body[key], value), (key, body[key], value)
         assert set(body) == {"id", "fraud_score", "scored_by", "model_name", "model_version", "contract",
@@ -265,7 +266,9 @@ async def test_copybook_default_fixed_results(model_pipeline: Pipeline, records:
     assert version is not None
     for result in outcome.results:
         assert len(result.value) == width
-        assert result.value[:RECORD] == payloads[result.index]  # the input record, as it came
+        # the input record, as it came but for its card number (masked in place)
+        assert result.value[:RECORD] == model_pipeline.pii.redact_message(payloads[result.index], "copybook")
+        assert result.value[:RECORD] != payloads[result.index]
         tail = result.value[RECORD:].decode(CP)
         fields, at = {}, 0
         for name, size in columns.items():
@@ -363,7 +366,7 @@ async def test_copybook_json_results(model_pipeline: Pipeline, records: list[byt
     outcome = await scorer.process(payloads, ids)
     _check_counts(outcome, 20)
     assert [d.index for d in outcome.dead_letters] == [5]
-    rows = file_table.slice(0, 20).to_pylist()
+    rows = model_pipeline.pii.apply(file_table.slice(0, 20)).to_pylist()  # as they may leave: pii masked
     for result in outcome.results:
         body = json.loads(result.value, parse_float=Decimal)
         assert body["id"] == ids[result.index]
