@@ -31,8 +31,9 @@ from aiokafka.errors import KafkaTimeoutError
 
 from adapters.kafka import KafkaPublisher
 from gateway.config import GatewayConfig
+from gateway.governance.pii import policy_for
 from gateway.realtime.core import MicroBatchScorer, Outcome
-from schemas.contract import Contract
+from schemas.contract import Contract, load_contract
 from schemas.examples import contract_path, model_info
 from tests.kafka_broker import (
     CONSUMER_SETTINGS,
@@ -62,6 +63,7 @@ from tests.realtime_data import (
 pytestmark = pytest.mark.integration
 
 DEADLINE_S = 60.0
+MASKED = policy_for(load_contract(contract_path("card_txn")))  # what leaves of a card record: the pii policy
 Record = ConsumerRecord[bytes, bytes]
 
 
@@ -325,7 +327,7 @@ def assert_json_result(r: Record, src: Sent, scored_by: str = "model") -> dict[s
     assert body["scored_by"] == scored_by
     assert isinstance(body["fraud_score"], float) and 0.0 <= body["fraud_score"] <= 1.0
     assert body["contract"] == "card_txn" and body["contract_version"] == 1
-    request = json.loads(src.value)
+    request = json.loads(MASKED.redact_json(src.value))  # the card number leaves masked
     for name, value in request.items():
         assert same_value(body[name], value), f"{src.id}: {name} is {body[name]!r} in the result, {value!r} sent"
     if scored_by == "model":
@@ -416,7 +418,8 @@ async def test_copybook_records_come_back_fixed_width_with_the_scores_appended(
         h = headers_of(r)
         assert r.key == s.key and h["lgw-scored-by"] == "model" and h["lgw-model"] == "fraud"
         assert len(r.value) == RECORD + sum(appended.values())
-        assert r.value[:RECORD] == s.value, "the result starts with the input's 120 bytes, unchanged"
+        assert r.value[:RECORD] == MASKED.redact_message(s.value, "copybook"), \
+            "the result starts with the input's 120 bytes, unchanged but for the card number, masked"
         fields = appended_fields(r.value, appended)
         assert 0.0 <= float(fields["fraud_score"]) <= 1.0
         assert fields["scored_by"] == "model" and fields["model_version"] == h["lgw-model-version"]
@@ -482,7 +485,9 @@ async def test_malformed_messages_go_to_the_dead_letter_topic_with_their_bytes_a
                 assert by_id[s.id][0].key == s.key
                 continue
             (d,) = by_source[s.id]
-            assert d.value == s.value, f"{name}: the dead letter carries the original bytes"
+            payload = "json" if dlq is js_dlq else "copybook"
+            assert d.value == MASKED.redact_message(s.value, payload), \
+                f"{name}: the dead letter carries the original bytes, pii masked"
             assert d.key == s.key, f"{name}: the dead letter keeps the original key"
             h = headers_of(d)
             assert h["trace-id"] == "t-42" and h["lgw-reason"] and h["lgw-contract"] == "card_txn"
@@ -490,6 +495,7 @@ async def test_malformed_messages_go_to_the_dead_letter_topic_with_their_bytes_a
             dead[name.removeprefix("bad-")] = h
 
     assert dead["broken"]["lgw-error"] == "decode" and "lgw-field" not in dead["broken"]
+    assert dead["broken"]["lgw-payload-withheld"] == "pii"  # not JSON: its card number cannot be told apart
     assert dead["unknown-field"]["lgw-error"] == "validation"
     assert dead["unknown-field"]["lgw-field"] == "LOYALTY_TIER"
     assert dead["mcc-range"]["lgw-error"] == "validation" and dead["mcc-range"]["lgw-field"] == "MCC"

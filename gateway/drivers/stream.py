@@ -52,6 +52,7 @@ log = logging.getLogger("lgw.drivers.stream")
 
 MAX_BACKOFF_S = 10.0
 IDLE_ACK_S = 0.05  # a batch in flight with nothing after it is acked this soon
+PAYLOAD_WITHHELD = "lgw-payload-withheld"  # a dead letter's header: its bytes are left out (pii)
 
 
 class Flow(Protocol):
@@ -218,7 +219,10 @@ class StreamDriver:
         messages = list(batch.messages)
         for letter in outcome.dead_letters:
             m = messages[letter.index]
-            messages[letter.index] = dataclasses.replace(m, value=pii.redact_message(m.value, self.scorer.payload))
+            value = pii.redact_message(m.value, self.scorer.payload)
+            # a message too broken to find its pii fields in is withheld whole, and says so
+            headers = [*m.headers, (PAYLOAD_WITHHELD, b"pii")] if m.value and not value else m.headers
+            messages[letter.index] = dataclasses.replace(m, value=value, headers=headers)
         return dataclasses.replace(batch, messages=messages)
 
     async def _settle(self, later: Sequence[SourceBatch] = ()) -> bool:
