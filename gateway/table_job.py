@@ -32,6 +32,7 @@ from gateway.assembly import build_pipeline
 from gateway.config import GatewayConfig, OdbcSourceConfig
 from gateway.contract_scoring import load_scoring_contract
 from gateway.drivers.batch import BatchLoop, Delivery, close_all, written_to
+from gateway.governance.wiring import build_governance, open_decision_log
 from gateway.logs import log_context
 from gateway.pipeline import fixed_columns
 from gateway.state import StateStore
@@ -53,6 +54,7 @@ class TableRunSummary:
     rejects_path: str | None = None
     seconds: float = 0.0
     interrupted: bool = False
+    governance: dict[str, Any] = field(default_factory=dict)  # quality, drift (gateway.governance.run)
 
     def to_json(self) -> dict[str, Any]:
         out = {"pipeline": self.pipeline, "records_in": self.records_in, "records_out": self.records_out,
@@ -60,6 +62,11 @@ class TableRunSummary:
                "output": self.output, "rejects": self.rejects_path, "seconds": round(self.seconds, 3)}
         if self.interrupted:
             out["status"] = "interrupted"
+        quality, drift = self.governance.get("quality"), self.governance.get("drift")
+        if quality is not None:
+            out["verdict"] = quality["verdict"]
+        if drift is not None and drift.get("breaches"):
+            out["breaches"] = drift["breaches"]
         return out
 
 
@@ -101,8 +108,12 @@ async def _run_table_pipeline(name: str, cfg: GatewayConfig, state: StateStore, 
     def acked(batch: SourceBatch, delivery: Delivery) -> None:
         summary.batches += 1
 
+    assert context.run_name is not None
+    governance = build_governance(pipeline, pipe_cfg, cfg, state, run=context.run_name,
+                                  source=f"odbc:{pipe_cfg.source.table or 'query'}",
+                                  audit=open_decision_log(cfg, state))
     loop = BatchLoop(pipeline, sink, rejects, label=f"pipeline {name}", stop=stop, on_acked=acked,
-                     hold_acks=held if whole_file else None)
+                     hold_acks=held if whole_file else None, governance=governance)
     try:
         await source.connect()  # checks the table's columns against the contract first
         await sink.open()
@@ -135,6 +146,8 @@ async def _run_table_pipeline(name: str, cfg: GatewayConfig, state: StateStore, 
         loop.counts.records_in, loop.counts.records_out, loop.counts.rejected)
     summary.scored_by = dict(pipeline.stats.scored_by)
     summary.seconds = time.perf_counter() - started
+    summary.governance = await governance.conclude("done" if finished else "interrupted")
+    meters.drift_window(name, summary.governance)
     stats = pipeline.stats
     status = "interrupted" if not finished else ("rejects" if summary.rejected else "ok")
     meters.batch_run_ended(name, source="odbc", status=status, records_in=summary.records_in,

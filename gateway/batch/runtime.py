@@ -15,8 +15,8 @@ from gateway.config import DropFolderConfig, FileSinkConfig, GatewayConfig, Pipe
 from gateway.contract_scoring import load_scoring_contract
 from gateway.drivers.batch import written_to
 from gateway.governance.profile import Profile
-from gateway.governance.profile_build import load_profile
 from gateway.governance.run import DecisionLog, RunGovernance
+from gateway.governance.wiring import build_governance, open_decision_log, reference_of
 from gateway.pipeline import Pipeline, fixed_columns
 from gateway.runs import RunStore
 from gateway.state import StateStore
@@ -43,11 +43,9 @@ class BatchRuntime:
 
     def governance(self, run_id: str, input_name: str, output_stem: str) -> RunGovernance:
         """The governance of one run: audit, review, drift and quality against the reference."""
-        governance = RunGovernance.build(self.pipeline, run=run_id, source=input_name, audit=self.audit,
-                                         drift=self.config.drift, reference=self.reference)
-        governance.store = self.state
-        governance.attach_review(self.state, output_stem)
-        return governance
+        return build_governance(self.pipeline, self.config, self.gateway, self.state, run=run_id,
+                                source=input_name, review_run=output_stem, audit=self.audit,
+                                reference=self.reference)
 
     def _context(self, run_name: str) -> BuildContext:
         return BuildContext(pipeline=self.name, contract=self.contract, base_dir=self.gateway.base_dir,
@@ -104,6 +102,5 @@ def build_runtime(name: str, cfg: GatewayConfig, state: StateStore, runs: RunSto
     folders = Folders.prepare(pipe.source.folders(cfg.base_dir))
     dropfolder = DropFolder(folders, glob=pipe.source.glob, stable_for_s=pipe.source.stable_for_s,
                             done_file=pipe.source.done_file)
-    reference = load_profile(cfg.resolve(pipe.drift.reference)) if pipe.drift is not None else None
     return BatchRuntime(name, pipe, pipe.source, contract, pipeline, folders, dropfolder, runs or RunStore(state),
-                        cfg, state, reference)
+                        cfg, state, reference_of(pipe, cfg), open_decision_log(cfg, state))

@@ -112,29 +112,21 @@ def _wire(name: str, pipe: PipelineConfig, cfg: GatewayConfig, state: StateStore
 
 def stream_governance(name: str, pipe: PipelineConfig, cfg: GatewayConfig, pipeline: Pipeline,
                       state: StateStore | None) -> RunGovernance | None:
-    """A streaming pipeline's audit trail and drift windows (gateway.governance.run), when
-    it has either; its decision records are named by message id, its windows by this process."""
+    """A streaming pipeline's audit trail, review queue and drift windows, when it has any;
+    its decision records are named by message id, its windows by this process's start."""
     from datetime import UTC, datetime
 
-    from gateway.governance.profile_build import load_profile
+    from gateway.governance.wiring import build_governance, open_decision_log
 
-    audit = open_decision_log(cfg)
+    audit = open_decision_log(cfg, state)
     if audit is None and pipe.drift is None and pipe.review is None:
         return None
-    reference = load_profile(cfg.resolve(pipe.drift.reference)) if pipe.drift is not None else None
     started = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    source = getattr(pipe.source, "topic", None) or getattr(pipe.source, "queue", None) or name
-    governance = RunGovernance.build(pipeline, run=f"{name}@{started}", source=str(source), audit=audit,
-                                     drift=pipe.drift, reference=reference, monitor=pipe.drift is not None)
-    governance.store = state
-    if state is not None:
-        governance.attach_review(state, governance.run)
-    return governance
-
-
-def open_decision_log(cfg: GatewayConfig) -> Any:
-    """The audit trail's decision log of the config (gateway.governance.audit), None when off."""
-    return None
+    source = getattr(pipe.source, "topics", None) or getattr(pipe.source, "queue", None) or name
+    if isinstance(source, list):
+        source = ",".join(source)
+    return build_governance(pipeline, pipe, cfg, state, run=f"{name}@{started}", source=str(source), audit=audit,
+                            windowed=True)
 
 
 def build_realtime_app(cfg: GatewayConfig, *, only: str | None = None, state: StateStore | None = None,
