@@ -145,6 +145,15 @@ class PipelineConfig(_Strict):
     review: ReviewConfig | None = None  # records a person looks at (gateway.governance.review)
 
     @model_validator(mode="after")
+    def _hold_is_for_batches(self) -> PipelineConfig:
+        if self.review is not None and self.review.hold and isinstance(self.source, KafkaSourceConfig
+                                                                        | AmqpSourceConfig):
+            raise ValueError(f"review.hold: true holds records back until a reviewer decides, which a "
+                             f"{self.source.type} source cannot wait for (its consumers and requesters expect a "
+                             "result now): use hold: false (the result carries review: pending)")
+        return self
+
+    @model_validator(mode="after")
     def _parts_fit(self) -> PipelineConfig:
         if self.source is None:
             if self.sink is not None or self.rejects is not None:

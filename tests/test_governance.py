@@ -207,3 +207,57 @@ def test_the_quality_scorecard_names_each_field_with_its_nulls_rejects_and_range
     for artefact in outbox.iterdir():  # records, rejects, manifest
         text = artefact.read_text()
         assert not any(pan in text for pan in pans), artefact.name
+
+
+# --------------------------------------------------------------------------- review in a run
+def test_records_in_the_band_leave_marked_pending_and_are_queued_with_their_data_masked(tmp_path: Path) -> None:
+    from gateway.governance.review import ReviewQueue
+
+    config = _config(tmp_path, review={"band": [0.5, 0.7], "max_pending": 40})
+    manifest = _run(config, tmp_path, "NIGHT.DAT", records=6_000, seed=8)
+    assert manifest["review"] == {"queued": 40, "pending": 40, "hold": False}  # capped by max_pending
+    rows = [json.loads(line) for line in (tmp_path / "drop" / "outbox" / "NIGHT.DAT.scored.jsonl").open()]
+    pending = [r for r in rows if r["review"] == "pending"]
+    assert len(rows) == 6_000 and len(pending) == 40
+    assert all(0.5 <= r["fraud_score"] <= 0.7 for r in pending)
+    with StateStore(f"sqlite:///{tmp_path / 'state.db'}") as store:
+        items = ReviewQueue(store).list("card_txn", limit=100)
+    assert len(items) == 40 and {i.record_id for i in items} == {f"card_txn/{r['source_record']}" for r in pending}
+    assert all(i.data["TXN_PAN"][6:12] == "******" for i in items)
+    assert {i.run for i in items} == {"NIGHT.DAT"}  # the run's output stem: its corrections are named after it
+
+
+def test_held_records_stay_out_of_the_output_until_decided_and_the_accounting_says_so(tmp_path: Path,
+                                                                                      capsys: Any) -> None:
+    from gateway.governance.review import ReviewQueue
+
+    config = _config(tmp_path, review={"band": [0.5, 0.7], "hold": True})
+    manifest = _run(config, tmp_path, "NIGHT.DAT", records=6_000, seed=8, bad_every=1_000)
+    counts = manifest["counts"]
+    assert counts["held"] > 0 and counts["records_out"] + counts["rejected"] + counts["held"] == 6_000
+    assert manifest["review"]["hold"] is True and manifest["review"]["queued"] == counts["held"]
+    rows = [json.loads(line) for line in (tmp_path / "drop" / "outbox" / "NIGHT.DAT.scored.jsonl").open()]
+    assert len(rows) == counts["records_out"] and not any(r["review"] == "pending" for r in rows)
+    with StateStore(f"sqlite:///{tmp_path / 'state.db'}") as store:
+        first = ReviewQueue(store).list("card_txn", limit=1)[0]
+    capsys.readouterr()
+    assert main(["review", "decide", str(first.id), "--approve", "--reason", "checked with the cardholder",
+                 "--config", str(config)]) == 0
+    corrections = list((tmp_path / "drop" / "outbox").glob("NIGHT.DAT.review-corrections-*.jsonl"))
+    assert len(corrections) == 1
+    (released,) = [json.loads(line) for line in corrections[0].open()]
+    assert released["record_id"] == first.record_id and released["review"] == "approved"
+    assert released["TXN_PAN"][6:12] == "******"
+
+
+def test_hold_is_refused_for_a_stream_with_one_line(tmp_path: Path) -> None:
+    from gateway.config import load_config
+
+    path = tmp_path / "gateway.yaml"
+    path.write_text(json.dumps({"models": {}, "pipelines": {"cards": {
+        "contract": str(contract_path()), "review": {"band": [0.4, 0.6], "hold": True},
+        "source": {"type": "kafka", "topics": ["in"], "group_id": "g", "result_topic": "out",
+                   "dlq_topic": "dlq"}}}}))
+    with pytest.raises(ConfigError, match=r"review\.hold: true holds records back until a reviewer decides, which a "
+                                          "kafka source cannot wait for"):
+        load_config(path)

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from opentelemetry.trace import SpanKind
 
 from adapters.base import RejectSink, ScoredBatch, Sink, Source, SourceBatch
@@ -53,12 +54,18 @@ class Counts:
     records_in: int = 0
     records_out: int = 0
     rejected: int = 0
+    # scored, but held back from the sink until a reviewer decides (`review: {hold: true}`);
+    # they leave as the review's corrections
+    held: int = 0
     # rejected records by reason class (gateway.metrics.REASON_CLASSES): a run's manifest
     # and metrics; checkpointed beside the counts, not in them (the summaries show those)
     rejected_by: Counter[str] = field(default_factory=Counter)
 
     def to_json(self) -> dict[str, int]:
-        return {"records_in": self.records_in, "records_out": self.records_out, "rejected": self.rejected}
+        out = {"records_in": self.records_in, "records_out": self.records_out, "rejected": self.rejected}
+        if self.held:
+            out["held"] = self.held
+        return out
 
     def count_rejects(self, rejects: Sequence[Reject]) -> None:
         """Counts the records of `rejects` (a record may fail on several fields: its first
@@ -71,12 +78,12 @@ class Counts:
 
     @property
     def balanced(self) -> bool:
-        return self.records_out + self.rejected == self.records_in
+        return self.records_out + self.rejected + self.held == self.records_in
 
     def check(self, what: str) -> None:
         if not self.balanced:
             raise RuntimeError(f"{what}: record accounting broken: in {self.records_in} != "
-                               f"out {self.records_out} + rejected {self.rejected}")
+                               f"out {self.records_out} + rejected {self.rejected} + held {self.held}")
 
 
 def scoring_input(batch: SourceBatch) -> pa.Table:
@@ -105,6 +112,27 @@ class Scored:
     rejects: list[Reject]  # what the pipeline refused: model output, poison records
     paused: bool = False  # nothing scored: the kill switch or the model says wait
     rescore: pa.Table | None = None  # fallback-scored input rows to re-score later
+    held: ScoredBatch | None = None  # scored, held back for review (`review: {hold: true}`), not for the sink
+
+    def hold_for_review(self) -> Scored:
+        """The records marked `review: pending` moved from what the sink gets to `held`."""
+        table = self.batch.table
+        if "review" not in table.column_names or table.num_rows == 0:
+            return self
+        pending = pc.equal(table.column("review"), "pending").fill_null(False)
+        if not pc.any(pending).as_py():
+            return self
+        flags = np.asarray(pending.to_numpy(zero_copy_only=False), dtype=bool)
+        rows = np.asarray(self.batch.rows)
+        self.held = ScoredBatch(table.filter(pending), rows[flags], self.batch.source, redact=self.batch.redact)
+        self.batch = ScoredBatch(table.filter(pc.invert(pending)), rows[~flags], self.batch.source,
+                                 redact=self.batch.redact)
+        return self
+
+    @property
+    def everything(self) -> list[ScoredBatch]:
+        """What was scored: for the sink and held back alike (the audit trail has both)."""
+        return [self.batch] if self.held is None else [self.batch, self.held]
 
 
 async def score_rows(pipeline: Pipeline, batch: SourceBatch, table: pa.Table,
@@ -247,7 +275,7 @@ class BatchLoop:
             if not await self.on_paused():
                 return None
         rejects = list(batch.rejects)
-        prepared, rows, rescore = [], 0, []
+        prepared, rows, held, rescore = [], 0, 0, []
         for p in pieces:
             if p.reject is not None:
                 rejects.append(p.reject)
@@ -255,15 +283,17 @@ class BatchLoop:
                 rejects.extend(p.scored.rejects)
                 prepared.append(p.prepared)
                 rows += p.scored.batch.table.num_rows
+                held += p.scored.held.table.num_rows if p.scored.held is not None else 0
                 if p.scored.rescore is not None:
                     rescore.append(p.scored.rescore)
         rejects.sort(key=lambda r: (r.record, r.field_offset or 0))
         self.counts.records_in += batch.records_in
         self.counts.records_out += rows
+        self.counts.held += held
         self.counts.count_rejects(rejects)
         observed, governed = None, None
         if self.governance is not None:
-            scored = [p.scored.batch for p in pieces if p.scored is not None]
+            scored = [part for p in pieces if p.scored is not None for part in p.scored.everything]
             observed = self.governance.observe(
                 batch.records_in, table, batch.raw,
                 pa.concat_tables([s.table for s in scored], promote_options="permissive") if scored
@@ -319,6 +349,8 @@ class BatchLoop:
                 scored = await score_rows(self.pipeline, batch, table, lo, hi)
                 if scored.paused:
                     return _Piece(paused=True)
+                if self.pipeline.review is not None and self.pipeline.review.hold:
+                    scored = scored.hold_for_review()
                 return _Piece(scored, self.sink.prepare(scored.batch))
             except Exception:
                 self.pipeline.stats = before  # its records are counted where they end up

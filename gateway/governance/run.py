@@ -253,7 +253,8 @@ class RunGovernance:
         """The manifest's governance sections (see the module's docstring)."""
         out: dict[str, Any] = {"pii": self.pipeline.pii.describe()}
         if self.queue is not None and (self.pipeline.review is not None or self.queued):
-            out["review"] = {"queued": self.queued, "pending": self.pending, "hold": False}
+            cfg = self.pipeline.review
+            out["review"] = {"queued": self.queued, "pending": self.pending, "hold": bool(cfg and cfg.hold)}
         if self.monitor is None:
             return out
         thresholds = self.drift.thresholds if self.drift else None
