@@ -49,8 +49,8 @@ def decisions(n: int, *, run: str = "R1", start: datetime = NOON, step_us: int =
     """`n` scored records of one run, built column-wise (record ids RUN:0, RUN:1, ...)."""
     idx = np.arange(n, dtype=np.int64)
 
-    def same(value: object, kind: pa.DataType = pa.string()) -> pa.Array:
-        return pa.repeat(pa.scalar(value, kind), n)
+    def same(value: object, kind: pa.DataType | None = None) -> pa.Array:
+        return pa.repeat(pa.scalar(value, kind or pa.string()), n)
 
     scores = np.full(n, score) if score is not None else np.random.default_rng(7).random(n)
     return pa.table({
@@ -281,7 +281,7 @@ def test_the_database_refuses_update_and_delete(table_log: AuditLog) -> None:
                       "UPDATE audit_batch SET records = 9", "DELETE FROM audit_batch",
                       "UPDATE audit_action SET reason = 'x'", "DELETE FROM audit_action",
                       "UPDATE audit_horizon SET day = '0000-01-01'", "DELETE FROM audit_horizon"):
-        with pytest.raises(Exception, match="append-only|only moves forward"):
+        with pytest.raises(Exception, match=r"append-only|only moves forward"):
             _raw(table_log, statement)
     if table_log.state.engine.dialect.name == "postgresql":
         with pytest.raises(Exception, match="append-only"):
@@ -489,5 +489,5 @@ def test_a_disabled_audit_log_is_none(tmp_path: Path) -> None:
 
 
 def test_an_unreachable_state_store_is_an_infrastructure_error() -> None:
-    with pytest.raises(StateStoreError, match="state store .*audit tables"):
+    with pytest.raises(StateStoreError, match=r"state store .*audit tables"):
         AuditLog(AuditConfig(store="table"), StateStore("postgresql://postgres@127.0.0.1:1/test?connect_timeout=1"))
