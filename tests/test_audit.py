@@ -183,6 +183,19 @@ def test_replicas_append_at_once_each_on_its_own_chain(log: AuditLog) -> None:
     assert (report.problems, report.batches, report.records) == ([], 9, 4500)
 
 
+def test_two_logs_of_one_writer_in_a_process_extend_one_chain(log: AuditLog) -> None:
+    root = getattr(log.decisions, "root", None)
+    twins = [log, AuditLog(log.config, log.state, root, writer="w1")]
+    threads = [threading.Thread(target=lambda r=r, i=i: [r.append_decisions(decisions(100, run=f"T{i}-{k}"))
+                                                         for k in range(4)]) for i, r in enumerate(twins)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    report = log.verify()
+    assert (report.problems, report.batches, list(log.heads())) == ([], 8, ["2026-12-04/w1"])
+
+
 def test_a_table_of_another_schema_is_refused_naming_expected_and_found(log: AuditLog) -> None:
     wrong = decisions(3).drop_columns(["review"]).set_column(13, "score", pa.array(["0.1", "0.2", "0.3"]))
     with pytest.raises(AuditSchemaError) as err:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import threading
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -84,6 +85,7 @@ class AuditLog:
 
             self.decisions = TableDecisions(state, self.writer)
         ensure_tables(state)
+        self._store_key = str(path) if config.store == "parquet" else state.display_url
 
     def __repr__(self) -> str:
         return f"AuditLog(store={self.config.store!r}, writer={self.writer!r})"
@@ -100,9 +102,13 @@ class AuditLog:
 
     def append_decisions(self, table: pa.Table) -> None:
         """Appends a scored batch (DECISION_SCHEMA; AuditSchemaError names what differs) in
-        bulk: one file or one bulk insert per day it spans, chained, durable on return."""
+        bulk: one file or one bulk insert per day it spans, chained, durable on return.
+        Thread-safe; appends of one writer to one store are serialised across the
+        process's AuditLogs (each extends the chain's head as the last one left it)."""
         if table.num_rows:
-            self.decisions.append(conform(table))
+            table = conform(table)
+            with _writer_lock(self._store_key, self.writer):
+                self.decisions.append(table)
 
     def append_action(self, action: OperatorAction) -> None:
         self._actions.append(action)
@@ -146,10 +152,21 @@ class AuditLog:
         return gone
 
 
+_LOCKS_GUARD = threading.Lock()
+_WRITER_LOCKS: dict[tuple[str, str], threading.Lock] = {}
+
+
+def _writer_lock(store: str, writer: str) -> threading.Lock:
+    with _LOCKS_GUARD:
+        return _WRITER_LOCKS.setdefault((store, writer), threading.Lock())
+
+
 def writer_id(given: str | None = None) -> str:
     """A name for this process's chains, safe in a file name: `given` (a run id), or
     HOST-PID (two live processes never share one; a later one reusing it continues its
-    chain)."""
+    chain). One writer id must not be used by two processes at once: their appends would
+    race for the chain's head (the table store's key refuses the loser; a Parquet file is
+    never overwritten, but the chain could fork)."""
     raw = given or f"{socket.gethostname()}-{os.getpid()}"
     cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "_", raw).lstrip(".")[:100]
     if not cleaned:

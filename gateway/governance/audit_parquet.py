@@ -62,7 +62,6 @@ class ParquetDecisions:
     def __init__(self, root: Path, writer: str) -> None:
         self.root = root
         self.writer = writer
-        self._heads: dict[date, tuple[int, str]] = {}  # day -> (last seq, last digest) of our chain
 
     def append(self, table: pa.Table) -> None:
         """`table` (conformed) as one file per day it spans, each fsynced and chained."""
@@ -71,7 +70,9 @@ class ParquetDecisions:
 
     def _append_day(self, day: date, part: pa.Table) -> None:
         folder = self._day_folder(day, create=True)
-        seq, prev = self._heads.get(day) or _last_link(folder / f"{self.writer}{CHAIN_SUFFIX}")
+        # the head is read from the chain each time (its last 4 KiB): another instance of
+        # this writer in the process (AuditLog serialises them) may have appended since
+        seq, prev = _last_link(folder / f"{self.writer}{CHAIN_SUFFIX}")
         seq += 1
         while (folder / _file_name(self.writer, seq)).exists():  # left by an append a crash cut short
             seq += 1
@@ -89,7 +90,6 @@ class ParquetDecisions:
                 "content": content, "prev": prev, "digest": digest,
                 "at": datetime.now(UTC).isoformat(timespec="microseconds")}
         _append_line(folder / f"{self.writer}{CHAIN_SUFFIX}", json.dumps(link, sort_keys=True) + "\n")
-        self._heads[day] = (seq, digest)
 
     def _day_folder(self, day: date, *, create: bool = False) -> Path:
         folder = self.root / f"{DAY_PREFIX}{day.isoformat()}"
