@@ -5,6 +5,8 @@ PostgreSQL (a schema of its own per test; under CI a missing server fails)."""
 
 from __future__ import annotations
 
+import argparse
+import io
 import json
 import os
 import pwd
@@ -24,8 +26,10 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import create_engine, text
 
+from gateway import killswitch_cli
 from gateway.cli import main
 from gateway.config import load_config
+from gateway.governance import audit_cli
 from gateway.governance.audit import (
     DECISION_SCHEMA,
     AuditConfig,
@@ -467,6 +471,31 @@ def test_audit_show_answers_who_decided_a_record(config: Path, capsys: pytest.Ca
         ("action", None, None, None, "unix:ana(uid=1001)@ops")]
     assert rows[0]["decided_at"] == "2026-12-04T12:00:00.000001+00:00"
     assert main(["audit", "show", "--record", "R1:404", "--config", str(config)]) == 1
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_audit_show_and_killswitch_history_print_tables_on_a_terminal(config: Path) -> None:
+    audit = open_audit(load_config(config))
+    assert audit is not None
+    with audit:
+        audit.append_decisions(decisions(3, run="R1", score=0.97))
+        audit.append_action(OperatorAction(actor="ops", action="review.decide", pipeline="card_txn",
+                                           target="R1:1", old="pending", new="[red]fraud", reason="chargeback"))
+    out = Tty()
+    args = argparse.Namespace(audit_command="show", record="R1:1", config=str(config))
+    assert audit_cli.run(args, out) == 0
+    text_ = out.getvalue()
+    assert "decisions on R1:1" in text_ and "0.97" in text_ and "[red]fraud" in text_ and "chargeback" in text_
+    url = f"sqlite:///{config.parent}/var/lgw-state.db"
+    assert main(["killswitch", "set", "card_txn", "--mode", "pause", "--reason", "INC-9", "--state-url", url]) == 0
+    out = Tty()
+    args = argparse.Namespace(pipeline=None, limit=10, state_url=url)
+    assert killswitch_cli.history_command(args, out) == 0
+    assert "INC-9" in out.getvalue() and "pause" in out.getvalue()
 
 
 def test_audit_verify_and_prune_commands(config: Path, capsys: pytest.CaptureFixture[str]) -> None:

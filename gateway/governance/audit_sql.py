@@ -125,7 +125,10 @@ NO_HORIZON = "0001-01-01"
 # ---- the triggers ------------------------------------------------------------------------
 
 _SQLITE_REFUSE = "SELECT RAISE(ABORT, '{table} is append-only: {op} refused{more}')"
+# Under the advisory lock ensure_tables takes too: the state store may be creating these
+# tables in another process at once, and concurrent CREATE OR REPLACE FUNCTIONs fail.
 _PG_FUNCTIONS = """
+SELECT pg_advisory_xact_lock(4711013);
 CREATE OR REPLACE FUNCTION lgw_audit_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   RAISE EXCEPTION '% is append-only: % refused', TG_TABLE_NAME, TG_OP;
