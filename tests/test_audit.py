@@ -41,6 +41,7 @@ from gateway.governance.audit import (
 )
 from gateway.governance.identity import operator_identity
 from gateway.state import StateStore, StateStoreError
+from schemas.errors import ConfigError
 from tests.helpers import unavailable
 
 POSTGRES_URL = os.environ.get("LGW_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -521,6 +522,28 @@ def test_audit_verify_refuses_a_bad_day(config: Path) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(["audit", "verify", "--day", "2026-13-01", "--config", str(config)])
     assert exit_.value.code == 2
+
+
+def test_the_table_store_through_the_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text("audit:\n  store: table\n")
+    cfg = load_config(path)
+    with StateStore(cfg.state.url) as state:
+        audit = open_audit(cfg, writer="run-42", state=state)
+        assert audit is not None
+        audit.append_decisions(decisions(100))
+        audit.close()  # the caller's store stays open
+        assert audit.decisions_for("R1:7").num_rows == 1
+    assert main(["audit", "verify", "--config", str(path)]) == 0
+    assert capsys.readouterr().out == "audit log intact: 1 days, 1 batches, 100 records, 0 operator actions\n"
+    assert not (tmp_path / "var" / "audit").exists()
+
+
+def test_an_unknown_audit_key_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text("audit:\n  retention: 30\n")
+    with pytest.raises(ConfigError, match=r"audit\.retention"):
+        load_config(path)
 
 
 def test_a_disabled_audit_log_is_none(tmp_path: Path) -> None:

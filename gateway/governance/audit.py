@@ -187,17 +187,20 @@ def audit_path(cfg: GatewayConfig) -> Path:
     return cfg.base_dir.absolute() / "var" / "audit"
 
 
-def open_audit(cfg: GatewayConfig, *, writer: str | None = None) -> AuditLog | None:
-    """The audit log `cfg` configures (its state store for actions), None when disabled."""
+def open_audit(cfg: GatewayConfig, *, writer: str | None = None, state: StateStore | None = None) -> AuditLog | None:
+    """The audit log `cfg` configures, None when disabled. `state`: the state store the
+    caller already has open (else one is opened on `cfg.state.url`, closed with the log)."""
     if not cfg.audit.enabled:
         return None
     from gateway.state import StateStore
 
-    state = StateStore(cfg.state.url)
+    owns = state is None
+    store = StateStore(cfg.state.url) if state is None else state
     try:
-        return AuditLog(cfg.audit, state, audit_path(cfg), writer=writer, owns_state=True)
+        return AuditLog(cfg.audit, store, audit_path(cfg), writer=writer, owns_state=owns)
     except BaseException:
-        state.close()
+        if owns:
+            store.close()
         raise
 
 
