@@ -159,23 +159,31 @@ def _column_digest(column: pa.ChunkedArray) -> bytes:
     h = hashlib.sha256()
     if len(column) == 0:
         return h.digest()
-    h.update(pc.is_null(column).combine_chunks().cast(pa.uint8()).to_numpy(zero_copy_only=False).tobytes())
-    kind = column.type
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        values = pc.fill_null(column, "").cast(pa.large_string()).combine_chunks()
-        offsets = np.frombuffer(values.buffers()[1], dtype="<i8")[values.offset: values.offset + len(values) + 1]
-        h.update(np.diff(offsets).astype("<i8").tobytes())  # lengths: no separator can be forged
+    if column.null_count:
+        h.update(np.ascontiguousarray(pc.is_null(column).combine_chunks().cast(pa.uint8()).to_numpy(zero_copy_only=False)))
+        column = pc.fill_null(column, "" if _is_text(column.type) else pa.scalar(0, column.type))
+    else:
+        h.update(b"no nulls")  # what n zero flags would say, without making them
+    values = column.combine_chunks()  # no copy for the usual single chunk
+    if _is_text(values.type):
+        wide = pa.types.is_large_string(values.type)
+        offsets = np.frombuffer(values.buffers()[1], dtype="<i8" if wide else "<i4")
+        offsets = offsets[values.offset: values.offset + len(values) + 1]
+        h.update(np.diff(offsets).astype("<i8"))  # lengths: no separator to forge
         data = values.buffers()[2]
         if data is not None:
             h.update(memoryview(data)[int(offsets[0]):int(offsets[-1])])
     else:
         # fixed width: the little-endian values, nulls as zero (their flags are hashed above)
-        if pa.types.is_timestamp(kind):
-            column = column.cast(pa.int64())
-        dtype = {8: "<f8" if pa.types.is_floating(kind) else "<i8", 4: "<i4"}[column.type.bit_width // 8]
-        filled = pc.fill_null(column, pa.scalar(0, column.type)).combine_chunks()
-        h.update(filled.to_numpy(zero_copy_only=False).astype(dtype, copy=False).tobytes())
+        if pa.types.is_timestamp(values.type):
+            values = values.cast(pa.int64())
+        dtype = {8: "<f8" if pa.types.is_floating(values.type) else "<i8", 4: "<i4"}[values.type.bit_width // 8]
+        h.update(np.ascontiguousarray(values.to_numpy(zero_copy_only=False), dtype=dtype))
     return h.digest()
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
 
 
 def chain_digest(prev: str, content: str) -> str:
