@@ -160,7 +160,8 @@ def _column_digest(column: pa.ChunkedArray) -> bytes:
     if len(column) == 0:
         return h.digest()
     if column.null_count:
-        h.update(np.ascontiguousarray(pc.is_null(column).combine_chunks().cast(pa.uint8()).to_numpy(zero_copy_only=False)))
+        flags = pc.is_null(column).combine_chunks().cast(pa.uint8()).to_numpy(zero_copy_only=False)
+        h.update(np.ascontiguousarray(flags).data)
         column = pc.fill_null(column, "" if _is_text(column.type) else pa.scalar(0, column.type))
     else:
         h.update(b"no nulls")  # what n zero flags would say, without making them
@@ -169,7 +170,7 @@ def _column_digest(column: pa.ChunkedArray) -> bytes:
         wide = pa.types.is_large_string(values.type)
         offsets = np.frombuffer(values.buffers()[1], dtype="<i8" if wide else "<i4")
         offsets = offsets[values.offset: values.offset + len(values) + 1]
-        h.update(np.diff(offsets).astype("<i8"))  # lengths: no separator to forge
+        h.update(np.diff(offsets).astype("<i8").data)  # lengths: no separator to forge
         data = values.buffers()[2]
         if data is not None:
             h.update(memoryview(data)[int(offsets[0]):int(offsets[-1])])
@@ -178,7 +179,7 @@ def _column_digest(column: pa.ChunkedArray) -> bytes:
         if pa.types.is_timestamp(values.type):
             values = values.cast(pa.int64())
         dtype = {8: "<f8" if pa.types.is_floating(values.type) else "<i8", 4: "<i4"}[values.type.bit_width // 8]
-        h.update(np.ascontiguousarray(values.to_numpy(zero_copy_only=False), dtype=dtype))
+        h.update(np.ascontiguousarray(values.to_numpy(zero_copy_only=False), dtype=dtype).data)
     return h.digest()
 
 
