@@ -397,23 +397,27 @@ def _sqlite_executemany(conn: Connection, rows: pa.Table) -> None:
 def _read_decisions(conn: Connection, day: str | None, *, record_id: str | None = None) -> pa.Table:
     """Decision rows (with their place) as an Arrow table in DECISION_SCHEMA's types,
     in chain order: of a day, or of one record id. PostgreSQL: one COPY ... TO STDOUT read
-    by Arrow's CSV reader; SQLite: the raw cursor; others: SQLAlchemy."""
+    by Arrow's CSV reader; SQLite: the raw cursor; others: SQLAlchemy. Arrow sorts them
+    (no index serves that order, and a database's sort of a day spills to disk)."""
     names = [c.name for c in decision_table.columns]
     types = [pa.string(), pa.string(), pa.int64(), pa.int64(), *DECISION_SCHEMA.types]
     column, value = ("day", day) if day is not None else ("record_id", record_id)
     dialect = conn.dialect.name
     if dialect == "postgresql":
-        return _copy_out(conn, names, types, column, str(value))
-    if dialect == "sqlite":
+        table = _copy_out(conn, names, types, column, str(value))
+    else:
+        table = _fetch(conn, names, types, column, str(value))
+    return table.sort_by([("writer", "ascending"), ("seq", "ascending"), ("pos", "ascending")])
+
+
+def _fetch(conn: Connection, names: list[str], types: list[pa.DataType], column: str, value: str) -> pa.Table:
+    if conn.dialect.name == "sqlite":
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         quoted = ", ".join(f'"{n}"' for n in names)
-        cursor.execute(f'SELECT {quoted} FROM audit_decision WHERE "{column}" = ? ORDER BY writer, seq, pos',
-                       (value,))
+        cursor.execute(f'SELECT {quoted} FROM audit_decision WHERE "{column}" = ?', (value,))
         result = cursor.fetchall()
     else:
-        stmt = (select(decision_table).where(decision_table.c[column] == value)
-                .order_by(decision_table.c.writer, decision_table.c.seq, decision_table.c.pos))
-        result = [tuple(row) for row in conn.execute(stmt)]
+        result = [tuple(row) for row in conn.execute(select(decision_table).where(decision_table.c[column] == value))]
     columns = list(zip(*result, strict=True)) if result else [() for _ in names]
     arrays = []
     for values, kind in zip(columns, types, strict=True):
@@ -430,7 +434,7 @@ def _copy_out(conn: Connection, names: list[str], types: list[pa.DataType], colu
 
     fields = [sql.SQL("(extract(epoch from decided_at) * 1000000)::bigint") if n == "decided_at"
               else sql.Identifier(n) for n in names]
-    stmt = sql.SQL("COPY (SELECT {} FROM audit_decision WHERE {} = {} ORDER BY writer, seq, pos) "
+    stmt = sql.SQL("COPY (SELECT {} FROM audit_decision WHERE {} = {}) "
                    "TO STDOUT WITH (FORMAT csv)").format(sql.SQL(", ").join(fields), sql.Identifier(column),
                                                          sql.Literal(value))
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
