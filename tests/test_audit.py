@@ -42,6 +42,7 @@ from gateway.governance.audit import (
 from gateway.governance.identity import operator_identity
 from gateway.state import StateStore, StateStoreError
 from schemas.errors import ConfigError
+from schemas.safefiles import UnsafePath
 from tests.helpers import unavailable
 
 POSTGRES_URL = os.environ.get("LGW_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -286,6 +287,16 @@ def test_a_batch_cut_out_of_the_chain_is_found(parquet_log: AuditLog, three_batc
     assert problems == ["day 2026-12-04, writer w1, batch 3 (w1-000003.parquet): chain broken: its prev digest is "
                         "not the digest of the batch before it (a batch was removed from the chain, or the chain "
                         "was edited)"]
+
+
+def test_a_link_planted_as_a_day_folder_is_refused(parquet_log: AuditLog, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "audit").mkdir()
+    (tmp_path / "audit" / "day=2026-12-04").symlink_to(elsewhere)
+    with pytest.raises(UnsafePath, match="expected the audit day's folder"):
+        parquet_log.append_decisions(decisions(3))
+    assert list(elsewhere.iterdir()) == []
 
 
 # ---- tampering: tables ----------------------------------------------------------------------------

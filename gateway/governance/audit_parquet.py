@@ -95,9 +95,15 @@ class ParquetDecisions:
         folder = self.root / f"{DAY_PREFIX}{day.isoformat()}"
         if create:
             try:
-                folder.mkdir(parents=True, exist_ok=True)
-            except (FileExistsError, NotADirectoryError):
+                self.root.mkdir(parents=True, exist_ok=True)
+                folder.mkdir()
+                fsync_dir(self.root)  # the new day's entry survives a crash with the file in it
+            except FileExistsError:
+                pass
+            except NotADirectoryError:
                 raise AuditStoreError(f"audit.path: cannot create {folder}: a part of it is a file") from None
+            if not stat.S_ISDIR(os.lstat(folder).st_mode):  # the root is trusted, names in it are not
+                raise UnsafePath(f"{folder}: expected the audit day's folder, found a link or a file")
         return folder
 
     def days(self) -> list[date]:
