@@ -82,9 +82,9 @@ class ParquetDecisions:
         with ThreadPoolExecutor(1) as pool, NewFile(folder / name, suffix=".tmp", mode=0o640) as new:
             pending = pool.submit(content_digest, part)
             pq.write_table(part.replace_schema_metadata(meta), new.fh, **_WRITE_OPTIONS)
+            content = pending.result()  # before the file is published: no file without its link
             os.fchmod(new.fh.fileno(), FILE_MODE)
             new.publish(replace=False)
-            content = pending.result()
         digest = chain_digest(prev, content)
         link = {"seq": seq, "day": day.isoformat(), "writer": self.writer, "file": name, "records": part.num_rows,
                 "content": content, "prev": prev, "digest": digest,
