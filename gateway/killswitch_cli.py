@@ -137,7 +137,8 @@ def history_command(args: argparse.Namespace, out: IO[str] | None = None) -> int
 
 def _recorder(store: StateStore, actor: str, reason: str) -> Callable[[Connection, KillSwitch, KillSwitch], None]:
     """The `on_change` that records a flip as the operator action `killswitch.set`."""
-    from gateway.governance.audit_sql import ActionLog, ensure_tables
+    from gateway.governance.audit_sql import ActionLog
+    from gateway.governance.audit_tables import ensure_tables
 
     ensure_tables(store)
     actions = ActionLog(store)

@@ -64,7 +64,8 @@ class AuditLog:
 
     def __init__(self, config: AuditConfig, state: StateStore, path: Path | None = None, *,
                  writer: str | None = None, owns_state: bool = False) -> None:
-        from gateway.governance.audit_sql import ActionLog, ensure_tables
+        from gateway.governance.audit_sql import ActionLog
+        from gateway.governance.audit_tables import ensure_tables
 
         self.config = config
         self.state = state
@@ -130,7 +131,7 @@ class AuditLog:
     def verify(self, day: date | None = None) -> VerifyReport:
         """Walks every chain of `day` (None: every day kept) and the operator actions'
         chain, and checks the append-only triggers are in place."""
-        from gateway.governance.audit_sql import missing_triggers
+        from gateway.governance.audit_tables import missing_triggers
 
         report = self.decisions.verify(day).merge(self._actions.verify())
         report.problems += missing_triggers(self.state)
