@@ -12,6 +12,8 @@ import os
 import pwd
 import shutil
 import stat
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -187,6 +189,33 @@ def test_replicas_append_at_once_each_on_its_own_chain(log: AuditLog) -> None:
         t.join()
     report = log.verify()
     assert (report.problems, report.batches, report.records) == ([], 9, 4500)
+
+
+_REPLICA = """
+import sys
+from pathlib import Path
+from gateway.governance.audit import AuditConfig, AuditLog
+from gateway.state import StateStore
+from tests.test_audit import decisions
+store, root, url = sys.argv[1:4]
+with AuditLog(AuditConfig(store=store), StateStore(url), Path(root), owns_state=True) as log:
+    for k in range(5):
+        log.append_decisions(decisions(200, run=f"P{k}"))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("store", ["parquet", "table"])
+def test_replica_processes_append_at_once_with_their_default_writer_ids(store: str, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/state.db"  # the processes race to create its schema too
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    procs = [subprocess.Popen([sys.executable, "-c", _REPLICA, store, str(tmp_path / "audit"), url], env=env)
+             for _ in range(3)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    with AuditLog(AuditConfig(store=store), StateStore(url), tmp_path / "audit", owns_state=True) as log:
+        report = log.verify()
+        assert (report.problems, report.batches, report.records) == ([], 15, 3000)
+        assert len(log.heads()) == 3  # one chain per process (host-pid)
 
 
 def test_two_logs_of_one_writer_in_a_process_extend_one_chain(log: AuditLog) -> None:

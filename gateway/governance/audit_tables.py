@@ -34,7 +34,7 @@ from sqlalchemy import (
     event,
     text,
 )
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
 from gateway.governance.audit_model import DECISION_SCHEMA
 from gateway.state import StateStore, StateStoreError, metadata
@@ -199,16 +199,22 @@ _READY: weakref.WeakSet[StateStore] = weakref.WeakSet()
 def ensure_tables(store: StateStore) -> None:
     """Creates the audit tables (and their triggers) if missing: the store may have made
     its schema before this module was imported. PostgreSQL: under an advisory lock, so
-    replicas starting together do not race on the functions."""
+    replicas starting together do not race on the functions. SQLite has no such lock: a
+    table another process created between our check and our CREATE is seen the second time."""
     if store in _READY:
         return
-    try:
-        with store.engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.execute(text("SELECT pg_advisory_xact_lock(4711013)"))
-            metadata.create_all(conn, tables=AUDIT_TABLES, checkfirst=True)
-    except SQLAlchemyError as exc:
-        raise StateStoreError(f"state store {store.display_url}: audit tables: {first_line(exc)}") from exc
+    for attempt in (1, 2):
+        try:
+            with store.engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(4711013)"))
+                metadata.create_all(conn, tables=AUDIT_TABLES, checkfirst=True)
+            break
+        except (IntegrityError, OperationalError, ProgrammingError) as exc:
+            if attempt == 2:
+                raise StateStoreError(f"state store {store.display_url}: audit tables: {first_line(exc)}") from exc
+        except SQLAlchemyError as exc:
+            raise StateStoreError(f"state store {store.display_url}: audit tables: {first_line(exc)}") from exc
     _READY.add(store)
 
 
