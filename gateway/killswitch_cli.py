@@ -131,7 +131,7 @@ def history_command(args: argparse.Namespace, out: IO[str] | None = None) -> int
         _print_history(flips, out)
     else:
         for flip in flips:
-            out.write(json.dumps(action_json(flip)) + "\n")
+            out.write(json.dumps(flip.as_json()) + "\n")
     return EXIT_OK
 
 
@@ -149,13 +149,6 @@ def _recorder(store: StateStore, actor: str, reason: str) -> Callable[[Connectio
                                                new=new.mode, reason=reason))
 
     return record
-
-
-def action_json(action: OperatorAction) -> dict[str, str | None]:
-    """An operator action as one JSON object (history, `lgw audit show`)."""
-    data = action.model_dump()
-    data["at"] = action.at.isoformat()
-    return data
 
 
 def _check_pipeline(args: argparse.Namespace) -> str:
@@ -227,5 +220,5 @@ def _print_history(flips: list[OperatorAction], out: IO[str]) -> None:
     Console(file=out).print(table)
 
 
-__all__ = ["action_json", "add_history_parser", "add_parser", "add_store_options", "default_state_url",
+__all__ = ["add_history_parser", "add_parser", "add_store_options", "default_state_url",
            "history_command", "set_command", "status_command"]

@@ -68,7 +68,6 @@ def verify_command(args: argparse.Namespace, out: IO[str] | None = None) -> int:
 
 def show_command(args: argparse.Namespace, out: IO[str] | None = None) -> int:
     out = out or sys.stdout
-    from gateway.killswitch_cli import action_json
     from schemas.errors import ConfigError, InfrastructureError
 
     try:
@@ -78,7 +77,7 @@ def show_command(args: argparse.Namespace, out: IO[str] | None = None) -> int:
     except (ConfigError, InfrastructureError) as exc:
         return _fail(exc)
     rows = [{"kind": "decision", **_jsonable(d)} for d in decisions]
-    rows += [{"kind": "action", **action_json(a)} for a in reversed(actions)]  # oldest first, as decisions
+    rows += [{"kind": "action", **a.as_json()} for a in reversed(actions)]  # oldest first, as decisions
     if not rows:
         print(f"lgw: no decision and no operator action for record {args.record!r} in the audit log",
               file=sys.stderr)

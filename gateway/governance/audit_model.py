@@ -89,6 +89,12 @@ class OperatorAction(BaseModel):
     def _utc(cls, value: datetime) -> datetime:
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
+    def as_json(self) -> dict[str, str | None]:
+        """One JSON object (`lgw killswitch history`, `lgw audit show`)."""
+        data = self.model_dump()
+        data["at"] = self.at.isoformat()
+        return data
+
     def content_digest(self) -> str:
         """sha256 of the action's canonical JSON: what its chain link covers."""
         data = self.model_dump()
