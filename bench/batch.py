@@ -21,6 +21,15 @@ Each figure is the best of `--runs` runs. Prints both times, records/s and the r
 (target: ours >= 5x pandas), then the peak resident memory (VmHWM, Linux) of a separate
 `lgw batch run` process for each size in `--memory` (it must not grow with the input)
 and of the pandas script at `--records`.
+
+    python bench/batch.py --governance [--records 1000000] [--rounds 5]
+
+The cost of governance (issue 13): the same `lgw batch run` with the audit trail (Parquet
+decision records of every record, hash-chained) and the drift comparison against a
+reference profile (PSI per feature and output, segments, quality scorecard) on, against
+it with the audit trail off and no `drift:`, alternately for `--rounds` rounds in this
+process: medians of wall and CPU seconds and their ratio (target: on <= 1.3x off), and
+how the audit trail of the run was written (files and rows: in bulk, not a row at a time).
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,6 +50,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -86,8 +97,12 @@ def write_text_variant(ebcdic: Path, target: Path) -> None:
             out.write(("\n".join(lines.to_pylist()) + "\n").encode("ascii"))
 
 
-def write_config(root: Path) -> Path:
+def write_config(root: Path, **pipeline: Any) -> Path:
     cfg = example_dropfolder_config(f"sqlite:///{root / 'state.db'}", fmt="csv", batch_size=CHUNK)
+    audit = pipeline.pop("audit", None)
+    if audit is not None:
+        cfg["audit"] = audit
+    cfg["pipelines"]["card_txn"].update(pipeline)
     (root / "drop" / "inbox").mkdir(parents=True, exist_ok=True)
     path = root / "gateway.yaml"
     path.write_text(json.dumps(cfg), encoding="utf-8")
@@ -162,6 +177,55 @@ def memory_of_ours(records: int, folder: Path) -> float:
     return peak
 
 
+# --------------------------------------------------------------------------- governance
+def governance(n: int, rounds: int, folder: Path, source: Path) -> None:
+    """Audit + drift on against off, alternately (see the module's docstring)."""
+    import statistics
+
+    from gateway.cli import main as lgw
+
+    reference = folder / "REFERENCE.DAT"
+    generate_card_file(reference, records=min(n, 200_000), seed=1)
+    profile = folder / "reference.profile.json"
+    if lgw(["profile", "build", "--contract", str(contract_path()), "--input", str(reference),
+            "--output", str(profile)]) != 0:
+        raise SystemExit("profile build failed")
+    figures: dict[str, list[tuple[float, float]]] = {"off": [], "on": []}
+    audit_dir = folder / "audit"
+    for round_no in range(rounds):
+        for mode in ("off", "on") if round_no % 2 == 0 else ("on", "off"):
+            root = folder / f"gov-{mode}-{round_no}"
+            extra: dict[str, Any] = {"audit": {"enabled": False}}
+            if mode == "on":
+                extra = {"audit": {"store": "parquet", "path": str(audit_dir / str(round_no))},
+                         "drift": {"reference": str(profile), "segments": ["COUNTRY", "CHANNEL"]}}
+            config = write_config(root, **extra)
+            os.link(source, root / "drop" / "inbox" / "CARDTXN.DAT")
+            os.sync()
+            wall, cpu = time.perf_counter(), time.process_time()
+            summary = ours(config)
+            figures[mode].append((time.perf_counter() - wall, time.process_time() - cpu))
+            if summary["records_out"] != n or summary["status"] != "done":
+                raise SystemExit(f"governance {mode}: {summary}")
+            manifest = json.loads((root / "drop" / "outbox" / "CARDTXN.DAT.manifest.json").read_text())
+            if mode == "on" and "drift" not in manifest:
+                raise SystemExit("governance on: the manifest has no drift section")
+            shutil.rmtree(root)
+    med = {mode: (statistics.median(w for w, _ in runs), statistics.median(c for _, c in runs))
+           for mode, runs in figures.items()}
+    for mode, label in (("off", "audit off, no drift"), ("on", "audit (parquet) + drift")):
+        wall, cpu = med[mode]
+        print(f"lgw batch run, {label:<24} median of {rounds}: {wall:6.2f} s wall, {cpu:6.2f} s CPU, "
+              f"{n / wall:>10,.0f} records/s, {cpu / n * 1e6:5.2f} CPU s per million records")
+    ratio, cpu_ratio = med["on"][0] / med["off"][0], med["on"][1] / med["off"][1]
+    print(f"governance on / off: {ratio:.2f}x wall, {cpu_ratio:.2f}x CPU (target <= 1.3x: "
+          f"{'met' if ratio <= 1.3 else 'NOT met'})")
+    files = sorted((audit_dir / "0").rglob("*.parquet"))
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    print(f"audit trail of one run: {rows:,} decision records in {len(files)} Parquet files "
+          f"({rows // max(1, len(files)):,} records per file: one per batch of {CHUNK:,})")
+
+
 # --------------------------------------------------------------------------- main
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
@@ -169,6 +233,9 @@ def main() -> None:
     parser.add_argument("--memory", default="1000000,4000000", help="sizes for the peak-memory runs ('' skips them)")
     parser.add_argument("--runs", type=int, default=2, help="best of this many timed runs each")
     parser.add_argument("--pandas-only", nargs=2, metavar=("TEXT", "OUTPUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--governance", action="store_true",
+                        help="audit trail + drift comparison on against off, instead of the pandas comparison")
+    parser.add_argument("--rounds", type=int, default=5, help="--governance: alternated rounds (medians)")
     args = parser.parse_args()
     if args.pandas_only:  # the baseline alone, for its peak memory
         pandas_job(Path(args.pandas_only[0]), Path(args.pandas_only[1]))
@@ -180,6 +247,9 @@ def main() -> None:
         source = folder / "CARDTXN.DAT"
         started = time.perf_counter()
         generate_card_file(source, records=n, seed=3)
+        if args.governance:
+            governance(n, args.rounds, folder, source)
+            return
         text = folder / "cardtxn.txt"
         write_text_variant(source, text)
         os.sync()  # no write-back of the inputs competes with the timed runs

@@ -151,9 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     kset = ksub.add_parser("set", help="set a pipeline's kill switch")
     kset.add_argument("pipeline")
     kset.add_argument("--mode", required=True, choices=["off", "force_fallback", "pause"])
-    kset.add_argument("--reason", default="")
+    kset.add_argument("--reason", required=True, metavar="TEXT",
+                      help="why (required: kept in the audit log with who set it)")
     kst = ksub.add_parser("status", help="show every kill switch")
-    for p, refuse in ((kset, "refuse a pipeline this config does not define; "), (kst, "")):
+    khist = ksub.add_parser("history", help="every flip of the kill switches, newest first: who, when, why")
+    khist.add_argument("pipeline", nargs="?", default=None, help="only this pipeline")
+    khist.add_argument("--limit", type=_positive, default=50, metavar="N", help="at most N flips (default 50)")
+    for p, refuse in ((kset, "refuse a pipeline this config does not define; "), (kst, ""), (khist, "")):
         p.add_argument("--config", metavar="gateway.yaml",
                        help=f"{refuse}use the state store its pipelines use (default: the embedded defaults')")
         p.add_argument("--state-url", default=None, metavar="URL",
@@ -163,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.governance import review_cli
 
     review_cli.add_parser(sub)
+
+    from gateway.governance import audit_cli
+
+    audit_cli.add_parser(sub)
 
     bt = sub.add_parser("batch", help="drop-folder files through a pipeline: restartable, idempotent")
     bsub = bt.add_subparsers(dest="batch_command", required=True, parser_class=_Parser)
@@ -317,6 +325,12 @@ def _review(args: argparse.Namespace) -> int:
     return review_cli.run(args)
 
 
+def _audit(args: argparse.Namespace) -> int:
+    from gateway.governance import audit_cli
+
+    return audit_cli.run(args)
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     from gateway import commands
     from gateway.logs import chosen_format
@@ -328,7 +342,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "review": _review,
         "batch": commands.batch, "run": commands.run_pipelines,
         "serve": commands.serve_realtime, "asyncapi": commands.asyncapi,
-        "config": commands.config, "profile": _profile,
+        "config": commands.config, "profile": _profile, "audit": _audit,
         "components": commands.components, "sources": commands.components, "sinks": commands.components,
     }
     return handlers[args.command](args)

@@ -234,6 +234,8 @@ def killswitch(args: argparse.Namespace) -> int:
 
     if args.killswitch_command == "set":
         return killswitch_cli.set_command(args)
+    if args.killswitch_command == "history":
+        return killswitch_cli.history_command(args)
     return killswitch_cli.status_command(args)
 
 

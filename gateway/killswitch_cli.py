@@ -1,8 +1,13 @@
-"""`lgw killswitch set|status`: flip a pipeline's kill switch in the shared state store;
-every replica picks the flip up within its watcher's TTL, without a restart.
+"""`lgw killswitch set|status|history`: flip a pipeline's kill switch in the shared state
+store; every replica picks the flip up within its watcher's TTL, without a restart.
 
     lgw killswitch set card_txn --mode force_fallback --reason "model drift, INC-4711"
     lgw killswitch status --config gateway.yaml
+    lgw killswitch history card_txn --limit 20
+
+Every flip needs a reason and is recorded as the operator action `killswitch.set` (old
+mode, new mode, who, why) in the audit log, in the same transaction as the switch. Who
+is the kernel's uid of the process (gateway.governance.identity), not `$LOGNAME`.
 
 The state store is the one the pipelines of --config use (the same rule as every
 command: its `state.url`, `LGW_STATE_URL`, else SQLite beside the config or, without
@@ -12,13 +17,17 @@ one, in the data directory), unless --state-url names another.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
-import socket
 import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import IO
 
+from sqlalchemy.engine import Connection
+
 from gateway.exit_codes import EXIT_ERROR, EXIT_OK
+from gateway.governance.audit_model import OperatorAction
+from gateway.governance.identity import operator_identity
 from gateway.state import KILL_SWITCH_MODES, KillSwitch, StateStore
 from schemas.errors import ConfigError, InfrastructureError
 
@@ -31,18 +40,29 @@ def default_state_url(config: str | None = None) -> str:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register `killswitch set|status` on the CLI's subparsers (optional helper)."""
+    """Register `killswitch set|status|history` on the CLI's subparsers."""
     ks = sub.add_parser("killswitch", help="force fallback scoring or pause a pipeline, on every replica")
     ksub = ks.add_subparsers(dest="killswitch_command", required=True, parser_class=type(ks))
     st = ksub.add_parser("set", help="set a pipeline's kill switch")
     st.add_argument("pipeline")
     st.add_argument("--mode", required=True, choices=KILL_SWITCH_MODES)
-    st.add_argument("--reason", default="", metavar="TEXT", help="why (shown in status and logs)")
+    st.add_argument("--reason", required=True, metavar="TEXT",
+                    help="why (required: kept in the audit log, shown in status, history and logs)")
     add_store_options(st, refuse=True)
     ss = ksub.add_parser("status", help="show every pipeline's kill switch")
     ss.add_argument("pipeline", nargs="?", default=None, help="only this pipeline")
     add_store_options(ss)
+    add_history_parser(ksub)
     return ks
+
+
+def add_history_parser(ksub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """`killswitch history [PIPELINE] [--limit N]`: who flipped which switch, when and why."""
+    sh = ksub.add_parser("history", help="every flip of the kill switches, newest first: who, when, why")
+    sh.add_argument("pipeline", nargs="?", default=None, help="only this pipeline")
+    sh.add_argument("--limit", type=int, default=50, metavar="N", help="at most N flips (default 50)")
+    add_store_options(sh)
+    return sh
 
 
 def add_store_options(p: argparse.ArgumentParser, *, refuse: bool = False) -> None:
@@ -55,12 +75,19 @@ def add_store_options(p: argparse.ArgumentParser, *, refuse: bool = False) -> No
                         "the config or in the data directory)")
 
 
-def set_command(args: argparse.Namespace, out: IO[str] | None = None) -> int:
+def set_command(args: argparse.Namespace, out: IO[str] | None = None, *, actor: str | None = None) -> int:
+    """`actor`: an identity the caller authenticated (default: this process's uid)."""
     out = out or sys.stdout
     try:
+        reason = (getattr(args, "reason", None) or "").strip()
+        if not reason:
+            raise ConfigError("killswitch set needs --reason TEXT: say why (an incident, a ticket); "
+                              "it is kept in the audit log")
         state_url = _check_pipeline(args)
+        who = operator_identity(actor)
         with StateStore(getattr(args, "state_url", None) or state_url) as store:
-            switch = store.set_kill_switch(args.pipeline, args.mode, getattr(args, "reason", "") or "", _operator())
+            switch = store.set_kill_switch(args.pipeline, args.mode, reason, who,
+                                           on_change=_recorder(store, who, reason))
     except (ConfigError, InfrastructureError) as exc:
         return _fail(exc)
     if _is_tty(out):
@@ -87,6 +114,43 @@ def status_command(args: argparse.Namespace, out: IO[str] | None = None) -> int:
     return EXIT_OK
 
 
+def history_command(args: argparse.Namespace, out: IO[str] | None = None) -> int:
+    from gateway.governance.audit_sql import ActionLog
+
+    out = out or sys.stdout
+    try:
+        if getattr(args, "limit", 50) < 1:
+            raise ConfigError(f"--limit: expected at least 1, found {args.limit}")
+        with StateStore(getattr(args, "state_url", None) or default_state_url(getattr(args, "config", None))) \
+                as store:
+            flips = ActionLog(store).actions(getattr(args, "pipeline", None), "killswitch.",
+                                             limit=getattr(args, "limit", 50))
+    except (ConfigError, InfrastructureError) as exc:
+        return _fail(exc)
+    if _is_tty(out):
+        _print_history(flips, out)
+    else:
+        for flip in flips:
+            out.write(json.dumps(flip.as_json()) + "\n")
+    return EXIT_OK
+
+
+def _recorder(store: StateStore, actor: str, reason: str) -> Callable[[Connection, KillSwitch, KillSwitch], None]:
+    """The `on_change` that records a flip as the operator action `killswitch.set`."""
+    from gateway.governance.audit_sql import ActionLog
+    from gateway.governance.audit_tables import ensure_tables
+
+    ensure_tables(store)
+    actions = ActionLog(store)
+
+    def record(conn: Connection, old: KillSwitch, new: KillSwitch) -> None:
+        actions.append_in(conn, OperatorAction(at=new.set_at or datetime.now(UTC), actor=actor,
+                                               action="killswitch.set", pipeline=new.pipeline, old=old.mode,
+                                               new=new.mode, reason=reason))
+
+    return record
+
+
 def _check_pipeline(args: argparse.Namespace) -> str:
     """With --config, the pipeline must be one of its pipelines (a typo would switch
     nothing off). Without one, a name the embedded defaults do not know is stored all the
@@ -104,14 +168,6 @@ def _check_pipeline(args: argparse.Namespace) -> str:
               "pass --config to check against yours); stored for whatever runs under that name, such as "
               "`lgw score` with a contract of that name", file=sys.stderr)
     return cfg.state.url
-
-
-def _operator() -> str:
-    try:
-        user = getpass.getuser()
-    except (OSError, KeyError):
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"
 
 
 def _is_tty(out: IO[str]) -> bool:
@@ -149,4 +205,20 @@ def _print_table(switches: list[KillSwitch], out: IO[str]) -> None:
     Console(file=out).print(table)
 
 
-__all__ = ["add_parser", "add_store_options", "default_state_url", "set_command", "status_command"]
+def _print_history(flips: list[OperatorAction], out: IO[str]) -> None:
+    if not flips:
+        out.write("no kill switch was ever set here\n")
+        return
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table("at (UTC)", "pipeline", "from", "to", "by", "reason")
+    for f in flips:
+        table.add_row(f.at.strftime("%Y-%m-%d %H:%M:%S"), escape(f.pipeline), escape(f.old or "-"),
+                      escape(f.new or "-"), escape(f.actor), escape(f.reason))
+    Console(file=out).print(table)
+
+
+__all__ = ["add_history_parser", "add_parser", "add_store_options", "default_state_url",
+           "history_command", "set_command", "status_command"]

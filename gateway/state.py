@@ -138,7 +138,10 @@ class StateStore:
             row = conn.execute(stmt).mappings().first()
         return _kill_switch(row) if row is not None else KillSwitch(pipeline=pipeline)
 
-    def set_kill_switch(self, pipeline: str, mode: str, reason: str = "", set_by: str = "") -> KillSwitch:
+    def set_kill_switch(self, pipeline: str, mode: str, reason: str = "", set_by: str = "", *,
+                        on_change: Callable[[Connection, KillSwitch, KillSwitch], None] | None = None) -> KillSwitch:
+        """Sets a pipeline's switch. `on_change(conn, old, new)` runs in the same
+        transaction as the write (the audit log records the flip: both commit, or neither)."""
         if not pipeline:
             raise ConfigError("kill switch needs a pipeline name")
         try:
@@ -150,7 +153,14 @@ class StateStore:
             ) from None
         values = switch.model_dump()
         with self._connect() as conn, conn.begin():
+            before = None
+            if on_change is not None:
+                row = conn.execute(select(kill_switch_table).where(kill_switch_table.c.pipeline == pipeline)
+                                   ).mappings().first()
+                before = _kill_switch(row) if row is not None else KillSwitch(pipeline=pipeline)
             self._upsert(conn, values)
+            if on_change is not None and before is not None:
+                on_change(conn, before, switch)
         log.warning("kill switch %s -> %s by %s: %s", pipeline, mode, set_by or "?", reason)
         return switch
 

@@ -152,7 +152,8 @@ def write_config(tmp_path: Path) -> Path:
 def test_killswitch_set_refuses_a_pipeline_the_config_does_not_define(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = write_config(tmp_path)
-    assert main(["killswitch", "set", "card_tnx", "--mode", "pause", "--config", str(config)]) == 2
+    assert main(["killswitch", "set", "card_tnx", "--mode", "pause", "--reason", "INC-1", "--config",
+                 str(config)]) == 2
     err = capsys.readouterr().err
     assert err == f"lgw: error: pipeline 'card_tnx' is not in {config}; its pipelines: card_txn\n"
     with StateStore(f"sqlite:///{tmp_path}/cfg-state.db") as store:
@@ -162,7 +163,8 @@ def test_killswitch_set_refuses_a_pipeline_the_config_does_not_define(
 def test_killswitch_set_with_a_config_writes_to_its_state_store(tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     config = write_config(tmp_path)
-    assert main(["killswitch", "set", "card_txn", "--mode", "force_fallback", "--config", str(config)]) == 0
+    assert main(["killswitch", "set", "card_txn", "--mode", "force_fallback", "--reason", "INC-2",
+                 "--config", str(config)]) == 0
     assert capsys.readouterr().err.count("lgw: ") == 0
     with StateStore(f"sqlite:///{tmp_path}/cfg-state.db") as store:
         assert store.get_kill_switch("card_txn").mode == "force_fallback"
@@ -171,7 +173,7 @@ def test_killswitch_set_with_a_config_writes_to_its_state_store(tmp_path: Path,
 def test_killswitch_set_without_a_config_warns_about_an_unknown_name(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     url = f"sqlite:///{tmp_path}/s.db"
-    assert main(["killswitch", "set", "churn", "--mode", "pause", "--state-url", url]) == 0
+    assert main(["killswitch", "set", "churn", "--mode", "pause", "--reason", "INC-3", "--state-url", url]) == 0
     err = capsys.readouterr().err
     assert "lgw: warning: no configured pipeline is named 'churn' (embedded defaults: card_txn;" in err
     with StateStore(url) as store:

@@ -131,7 +131,8 @@ async def test_kill_switch_flipped_from_the_cli_takes_effect_without_restart(
         await asyncio.sleep(0.25)
         seen = set((await pipe.score(batches[1])).table.column("scored_by").to_pylist())
     assert seen == {"fallback"}
-    subprocess.run([*lgw, "killswitch", "set", "card_txn", "--mode", "off", "--state-url", url],
+    subprocess.run([*lgw, "killswitch", "set", "card_txn", "--mode", "off", "--reason", "drill over",
+                    "--state-url", url],
                    check=True, capture_output=True, timeout=60)
     await asyncio.sleep(0.3)
     assert set((await pipe.score(batches[2])).table.column("scored_by").to_pylist()) == {"model"}

@@ -230,7 +230,7 @@ def test_killswitch_without_a_config_uses_the_data_dir(tmp_path: Path, monkeypat
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("LGW_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.chdir(tmp_path)
-    assert main(["killswitch", "set", "card_txn", "--mode", "force_fallback"]) == EXIT_OK
+    assert main(["killswitch", "set", "card_txn", "--mode", "force_fallback", "--reason", "drill"]) == EXIT_OK
     with StateStore(f"sqlite:///{tmp_path}/data/lgw-state.db") as store:
         assert store.get_kill_switch("card_txn").mode == "force_fallback"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]

@@ -4,6 +4,7 @@ import argparse
 import io
 import json
 import os
+import pwd
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -204,19 +205,20 @@ def test_cli_set_then_status_as_json_lines(tmp_path: Path, capsys: pytest.Captur
     url = f"sqlite:///{tmp_path}/cli.db"
     args = argparse.Namespace(pipeline="card_txn", mode="force_fallback", reason="INC-1", state_url=url)
     assert killswitch_cli.set_command(args) == 0
-    assert killswitch_cli.set_command(argparse.Namespace(pipeline="churn", mode="pause", reason="", state_url=url)) == 0
+    assert killswitch_cli.set_command(argparse.Namespace(pipeline="churn", mode="pause", reason="INC-2",
+                                                         state_url=url)) == 0
     capsys.readouterr()
     assert killswitch_cli.status_command(argparse.Namespace(state_url=url)) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["pipeline"], r["mode"], r["reason"]) for r in rows] == [("card_txn", "force_fallback", "INC-1"),
-                                                                      ("churn", "pause", "")]
-    assert "@" in rows[0]["set_by"]
+                                                                      ("churn", "pause", "INC-2")]
+    assert rows[0]["set_by"].startswith(f"unix:{pwd.getpwuid(os.getuid()).pw_name}(uid={os.getuid()})@")
 
 
 def test_cli_uses_lgw_state_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     url = f"sqlite:///{tmp_path}/env.db"
     monkeypatch.setenv("LGW_STATE_URL", url)
-    assert killswitch_cli.set_command(argparse.Namespace(pipeline="card_txn", mode="pause", reason=None)) == 0
+    assert killswitch_cli.set_command(argparse.Namespace(pipeline="card_txn", mode="pause", reason="INC-3")) == 0
     with StateStore(url) as store:
         assert store.get_kill_switch("card_txn").mode == "pause"
 
@@ -237,7 +239,7 @@ def test_cli_status_table_on_a_terminal(tmp_path: Path) -> None:
 
 
 def test_cli_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = argparse.Namespace(pipeline="card_txn", mode="panic", reason="", state_url=f"sqlite:///{tmp_path}/e.db")
+    args = argparse.Namespace(pipeline="card_txn", mode="panic", reason="INC-4", state_url=f"sqlite:///{tmp_path}/e.db")
     assert killswitch_cli.set_command(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("lgw: error: kill switch mode 'panic'") and err.count("\n") == 1
@@ -250,3 +252,33 @@ def test_cli_parser_helper_builds_both_commands() -> None:
     assert (args.killswitch_command, args.pipeline, args.mode, args.reason) == ("set", "card_txn", "force_fallback",
                                                                                "drift")
     assert parser.parse_args(["killswitch", "status"]).state_url is None
+    history = parser.parse_args(["killswitch", "history", "card_txn", "--limit", "5"])
+    assert (history.killswitch_command, history.pipeline, history.limit) == ("history", "card_txn", 5)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["killswitch", "set", "card_txn", "--mode", "pause"])  # --reason is required
+
+
+@pytest.mark.parametrize("reason", [None, "", "  "])
+def test_cli_set_refuses_a_blank_reason(tmp_path: Path, reason: str | None,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite:///{tmp_path}/r.db"
+    assert killswitch_cli.set_command(argparse.Namespace(pipeline="card_txn", mode="pause", reason=reason,
+                                                         state_url=url)) == 2
+    assert capsys.readouterr().err.startswith("lgw: error: killswitch set needs --reason TEXT")
+    with StateStore(url) as store:
+        assert store.get_kill_switch("card_txn").mode == "off"
+
+
+def test_cli_every_set_is_in_the_history_with_old_and_new_mode(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite:///{tmp_path}/h.db"
+    for mode, reason in (("pause", "INC-5"), ("force_fallback", "INC-5 model back, rules only"), ("off", "done")):
+        assert killswitch_cli.set_command(argparse.Namespace(pipeline="card_txn", mode=mode, reason=reason,
+                                                             state_url=url)) == 0
+    killswitch_cli.set_command(argparse.Namespace(pipeline="churn", mode="pause", reason="other", state_url=url))
+    capsys.readouterr()
+    assert killswitch_cli.history_command(argparse.Namespace(pipeline="card_txn", limit=2, state_url=url)) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["action"], r["old"], r["new"], r["reason"]) for r in rows] == [
+        ("killswitch.set", "force_fallback", "off", "done"),
+        ("killswitch.set", "pause", "force_fallback", "INC-5 model back, rules only")]
