@@ -87,7 +87,7 @@ def set_command(args: argparse.Namespace, out: IO[str] | None = None, *, actor: 
         who = operator_identity(actor)
         with StateStore(getattr(args, "state_url", None) or state_url) as store:
             switch = store.set_kill_switch(args.pipeline, args.mode, reason, who,
-                                           on_change=_recorder(store, who, reason))
+                                           on_change=audited_flip(store, who, reason))
     except (ConfigError, InfrastructureError) as exc:
         return _fail(exc)
     if _is_tty(out):
@@ -135,8 +135,9 @@ def history_command(args: argparse.Namespace, out: IO[str] | None = None) -> int
     return EXIT_OK
 
 
-def _recorder(store: StateStore, actor: str, reason: str) -> Callable[[Connection, KillSwitch, KillSwitch], None]:
-    """The `on_change` that records a flip as the operator action `killswitch.set`."""
+def audited_flip(store: StateStore, actor: str, reason: str) -> Callable[[Connection, KillSwitch, KillSwitch], None]:
+    """The `on_change` that records a flip as the operator action `killswitch.set`, in the
+    flip's own transaction (both stand or neither)."""
     from gateway.governance.audit_sql import ActionLog
     from gateway.governance.audit_tables import ensure_tables
 

@@ -28,8 +28,9 @@ import pytest
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
 
 from gateway.config import GatewayConfig
+from gateway.governance.pii import policy_for
 from gateway.realtime.core import MicroBatchScorer, Outcome
-from schemas.contract import Contract
+from schemas.contract import Contract, load_contract
 from schemas.examples import contract_path, model_info
 from tests.helpers import unavailable
 from tests.model_servers import GarbageModelServer, ModelServerProcess
@@ -49,6 +50,8 @@ pytestmark = pytest.mark.integration
 
 AMQP_URL = os.environ.get("LGW_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 REPLY_TIMEOUT_S = 30.0
+# what leaves of a card record, pii masked (the contract's policy)
+MASKED = policy_for(load_contract(contract_path("card_txn"))).redact_message
 
 
 # --------------------------------------------------------------------------- broker fixtures
@@ -270,7 +273,8 @@ async def test_copybook_request_reply_round_trip(amqp: AbstractConnection, names
     for cid, raw in zip(cids, inputs, strict=True):
         reply = requester.only_reply(cid)  # exactly one, with the request's correlation id
         assert reply.status == "scored"
-        assert reply.body[:RECORD] == raw, "the reply starts with the request's 120 bytes, unchanged"
+        assert reply.body[:RECORD] == MASKED(raw, "copybook"), \
+            "the reply starts with the request's 120 bytes, unchanged but for the card number (masked)"
         fields = appended_fields(reply.body, appended)
         score = float(fields["fraud_score"])
         assert 0.0 <= score <= 1.0
@@ -313,8 +317,9 @@ async def test_json_request_reply(amqp: AbstractConnection, names: Names, tmp_pa
         assert body["scored_by"] == "model" and body["model_name"] == "fraud"
         assert isinstance(body["fraud_score"], float) and 0.0 <= body["fraud_score"] <= 1.0
         assert body["contract"] == "card_txn" and body["contract_version"] == 1
-        for key in ("TXN_ID", "TXN_PAN", "MCC", "COUNTRY", "CHANNEL"):
+        for key in ("TXN_ID", "MCC", "COUNTRY", "CHANNEL"):
             assert body[key] == request[key]
+        assert body["TXN_PAN"] == request["TXN_PAN"][:6] + "******" + request["TXN_PAN"][-4:]
         assert reply.headers["lgw-scored-by"] == "model" and reply.headers["lgw-contract"] == "card_txn"
     assert stats["cards_json"]["results"] == 50 and stats["cards_json"]["dead_letters"] == 0
     assert await ready_count(amqp, queue) == 0
@@ -377,19 +382,20 @@ async def test_malformed_requests_are_dead_lettered_and_answered(
     dead = {m.correlation_id: m for m in await drain(channel, f"{cards_q}.dlq")}
     assert set(dead) == {bad_cids["short"], bad_cids["pan-letters"], no_reply}
     m = dead[bad_cids["short"]]
-    assert m.body == bad["short"]
+    assert m.body == MASKED(bad["short"], "copybook")
     assert m.headers["lgw-error"] == "decode" and "119 bytes" in str(m.headers["lgw-reason"])
     assert m.headers["lgw-contract"] == "card_txn"
     m = dead[bad_cids["pan-letters"]]
-    assert m.body == bad["pan-letters"]
+    assert m.body == MASKED(bad["pan-letters"], "copybook")
     assert m.headers["lgw-error"] == "validation" and m.headers["lgw-field"] == pan_reject_field
     assert m.headers["lgw-reason"] and m.headers["lgw-source"] == f"msg-{bad_cids['pan-letters']}"
     assert m.headers["lgw-field-offset"] == str(pan_field.offset)
     m = dead[no_reply]
-    assert m.body == good[2] and m.headers["lgw-error"] == "no_reply_to"
+    # the result nobody asked for: the request's bytes (card number masked), the scores appended
+    assert m.body[:RECORD] == MASKED(good[2], "copybook") and m.headers["lgw-error"] == "no_reply_to"
     assert "reply_to" in str(m.headers["lgw-reason"])
     json_dead = await drain(channel, f"{json_q}.dlq")
-    assert [d.correlation_id for d in json_dead] == [broken_cid] and json_dead[0].body == broken
+    assert [d.correlation_id for d in json_dead] == [broken_cid] and json_dead[0].body == MASKED(broken, "json")
     assert json_dead[0].headers["lgw-error"] == "decode"
 
     # in = scored + rejected, per pipeline
@@ -432,7 +438,7 @@ async def test_a_request_that_makes_the_pipeline_raise_is_dead_lettered_and_answ
             reply = requester.only_reply(cid)
             assert reply.status == "scored" and reply.scored_by == "model"
     (dead,) = await drain(channel, f"{queue}.dlq")
-    assert dead.correlation_id == poison and dead.body == inputs[12]
+    assert dead.correlation_id == poison and dead.body == MASKED(inputs[12], "json")
     assert dead.headers["lgw-error"] == "crash" and dead.headers["lgw-source"] == f"msg-{poison}"
     assert stats["cards_json"] == {"messages": 30, "results": 29, "dead_letters": 1, "scored_by": {"model": 29},
                                    "paused_batches": 0}
@@ -495,7 +501,7 @@ async def test_stop_and_restart_loses_no_request(amqp: AbstractConnection, names
     for cid, raw in zip(cids, inputs, strict=True):
         got = requester.replies[cid]
         assert got, f"no reply to {cid}"
-        assert all(r.body[:RECORD] == raw and r.status == "scored" for r in got)
+        assert all(r.body[:RECORD] == MASKED(raw, "copybook") and r.status == "scored" for r in got)
         # at-least-once: a duplicate is the same answer with the same stable id
         assert len({(r.body, r.headers["lgw-id"]) for r in got}) == 1
     handled = stats_1["cards"]["messages"] + stats_2["cards"]["messages"]

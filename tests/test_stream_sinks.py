@@ -37,10 +37,11 @@ from adapters.kafka.config import KafkaConfig, KafkaRejectsConfig, KafkaSinkConf
 from gateway.assembly import build_pipeline
 from gateway.config import GatewayConfig
 from gateway.drivers.batch import score_rows, scoring_input
+from gateway.governance.pii import policy_for
 from gateway.pipeline import fixed_columns
 from gateway.realtime.serve import run_until
 from gateway.state import StateStore
-from schemas.contract import Contract
+from schemas.contract import Contract, load_contract
 from schemas.examples import contract_path, generate_card_file
 from tests.kafka_broker import TansuBroker
 from tests.model_servers import ModelServerProcess
@@ -199,7 +200,8 @@ async def test_a_scored_file_chunk_goes_to_a_topic_and_its_rejects_to_a_dead_let
             assert body["TXN_ID"] == txn and 0.0 <= body["fraud_score"] <= 1.0 and body["scored_by"] == "model"
             assert "source_record" not in body
         else:
-            assert r.value[:RECORD] == bytes(batch.raw[row])  # the record's own bytes, scores appended
+            # the record's own bytes, its card number masked in place (the pii policy), scores appended
+            assert r.value[:RECORD] == pipeline.pii.redact_message(bytes(batch.raw[row]), "copybook")
             assert len(r.value) == RECORD + sum(widths.values())
     assert len(letters.records) == len(rejects)
     for r, reject in zip(sorted(letters.records, key=lambda m: json.loads(m.value)["record"]),
@@ -528,7 +530,9 @@ async def test_amqp_to_a_kafka_topic(kafka_broker: TansuBroker, amqp: AbstractCo
     finally:
         await results.stop()
     assert len(results.records) == len(records)
-    assert sorted(r.value[:RECORD] for r in results.records) == sorted(records)  # fixed: the request, scores appended
+    masked = policy_for(load_contract(contract_path())).redact_message  # the card number leaves masked
+    # fixed: the request, scores appended
+    assert sorted(r.value[:RECORD] for r in results.records) == sorted(masked(r, "copybook") for r in records)
     for r in results.records:
         assert len(r.value) == RECORD + sum(appended.values()) and r.key is None
         assert header_of(r, "lgw-id").startswith("m-") and header_of(r, "lgw-scored-by") == "model"

@@ -125,13 +125,16 @@ class AmqpReplySink(_Exchange):
                                       m.correlation_id, content_type=self._content_type()))
             else:
                 trace = batch.source.trace(i) if batch.source.trace is not None else []
-                out.append(self._unanswerable(m, trace))
+                out.append(self._unanswerable(m, value, trace))
         return out
 
-    def _unanswerable(self, m: InMessage, trace: Headers) -> OutMessage:
+    def _unanswerable(self, m: InMessage, result: bytes, trace: Headers) -> OutMessage:
+        """The result nobody asked to receive goes to the dead-letter exchange: the scored
+        record as the reply would have carried it (its pii fields as the pipeline's policy
+        leaves them, where the request's own bytes would carry them in clear)."""
         headers = {**as_amqp(with_trace(m.headers, trace)), H_ERROR: "no_reply_to", H_SOURCE: m.id,
                    H_REASON: "request has no reply_to: the result cannot be delivered"}
-        return OutMessage(m.value, self.dlx_routing_key, self.dlx, headers, m.correlation_id)
+        return OutMessage(result, self.dlx_routing_key, self.dlx, headers, m.correlation_id)
 
     async def write(self, prepared: Sequence[list[OutMessage]]) -> None:
         await self._send([m for part in prepared for m in part])

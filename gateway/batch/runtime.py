@@ -87,6 +87,9 @@ class BatchRuntime:
     async def close(self) -> None:
         if self.pipeline.model is not None:
             await self.pipeline.model.close()
+        close = getattr(self.audit, "close", None)
+        if close is not None:
+            close()
 
 
 def build_runtime(name: str, cfg: GatewayConfig, state: StateStore, runs: RunStore | None = None) -> BatchRuntime:

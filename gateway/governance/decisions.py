@@ -21,17 +21,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from gateway.governance.audit_model import DECISION_SCHEMA
+
 if TYPE_CHECKING:
     from gateway.pipeline import Pipeline
 
-DECISION_SCHEMA = pa.schema([
-    ("run", pa.string()), ("pipeline", pa.string()), ("source", pa.string()), ("record", pa.int64()),
-    ("record_id", pa.string()), ("input_hash", pa.string()), ("model_name", pa.string()),
-    ("model_version", pa.string()), ("model_sha256", pa.string()), ("contract", pa.string()),
-    ("contract_version", pa.int32()), ("scored_by", pa.string()), ("rule_id", pa.string()),
-    ("score", pa.float64()), ("reason", pa.string()), ("breaker_state", pa.string()), ("review", pa.string()),
-    ("decided_at", pa.timestamp("us", tz="UTC")),
-])
 
 _P1 = np.uint64(0x9E3779B97F4A7C15)
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)

@@ -33,9 +33,6 @@ import functools
 import json
 import logging
 import math
-import os
-import pwd
-import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -238,14 +235,10 @@ def cap_mask(mask: pa.Array | np.ndarray, room: int) -> pa.Array:
 
 # --------------------------------------------------------------------------- identity
 def _local_identity() -> str:
-    """Who runs this process, as the operating system authenticated them (never $LOGNAME or
-    $USER, which anyone can set): "unix:NAME(uid=N)@HOST"."""
-    uid = os.getuid()
-    try:
-        name = pwd.getpwuid(uid).pw_name
-    except KeyError:
-        name = "?"
-    return f"unix:{name}(uid={uid})@{socket.gethostname()}"
+    """Who runs this process, as the operating system authenticated them (gateway.governance.identity)."""
+    from gateway.governance.identity import operator_identity
+
+    return operator_identity()
 
 
 # --------------------------------------------------------------------------- the queue

@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
 from gateway.exit_codes import EXIT_ERROR, EXIT_OK
@@ -132,8 +133,28 @@ def _decide(args: argparse.Namespace, out: IO[str]) -> int:
         else:
             spec = next(iter(outputs.values()))
         decision = queue.decide(item.id, approve=bool(args.approve), override=args.override, reason=args.reason,
-                                spec=spec)
+                                spec=spec, on_decided=audited_decision(store))
         return _send(cfg, store, decision, out)
+
+
+def audited_decision(store: StateStore) -> Callable[[ReviewDecision], None]:
+    """The `on_decided` that records a decision as the operator action `review.decide`
+    (who, when, the score before and after, why) in the state store's audit trail."""
+    from gateway.governance.audit_model import OperatorAction
+    from gateway.governance.audit_sql import ActionLog
+    from gateway.governance.audit_tables import ensure_tables
+
+    ensure_tables(store)
+    actions = ActionLog(store)
+
+    def record(decision: ReviewDecision) -> None:
+        item = decision.item
+        actions.append(OperatorAction(at=decision.decided_at, actor=decision.actor, action="review.decide",
+                                      pipeline=item.pipeline, target=item.record_id,
+                                      old=None if item.score is None else str(item.score),
+                                      new=f"{decision.status}:{decision.final_score}", reason=decision.reason))
+
+    return record
 
 
 def _publish(args: argparse.Namespace, out: IO[str]) -> int:

@@ -188,14 +188,12 @@ class RunGovernance:
                + (f" (and {len(breaches) - 1} more)" if len(breaches) > 1 else ""))
         action = self.drift.action
         if action == "force_fallback" and self.store is not None:
-            switch = await asyncio.to_thread(self.store.get_kill_switch, self.pipeline.name)
-            if switch.mode == "off":
-                await asyncio.to_thread(self.store.set_kill_switch, self.pipeline.name, "force_fallback", why,
-                                        DRIFT_ACTOR)
-            log.warning("%s: %s: kill switch force_fallback", self.pipeline.name, why)
+            await asyncio.to_thread(self._force_fallback, why)
         elif action == "review":
             self.review_all = self.pipeline.review_all = True
             log.warning("%s: %s: the records from here on go to review", self.pipeline.name, why)
+            if self.store is not None:
+                await asyncio.to_thread(self._record_action, "drift.action", "review", why)
         self.actions.append({"signal": first["signal"], "action": action, "reason": why,
                              "at": datetime.now(UTC).isoformat(timespec="seconds")})
 
@@ -207,6 +205,27 @@ class RunGovernance:
         if room > 0 and scored.num_rows:
             sample = scored.slice(0, room).to_pylist()  # the records as written: pii masked already
             kept["records"].extend({k: _plain(v) for k, v in row.items()} for row in sample)
+
+    def _force_fallback(self, why: str) -> None:
+        """The kill switch to force_fallback, unless an operator set it already; the flip
+        and its audit record in one transaction."""
+        from gateway.killswitch_cli import audited_flip
+
+        name = self.pipeline.name
+        if self.store.get_kill_switch(name).mode != "off":
+            return
+        self.store.set_kill_switch(name, "force_fallback", why, DRIFT_ACTOR,
+                                   on_change=audited_flip(self.store, DRIFT_ACTOR, why))
+        log.warning("%s: %s: kill switch force_fallback", name, why)
+
+    def _record_action(self, action: str, new: str, why: str) -> None:
+        from gateway.governance.audit_model import OperatorAction
+        from gateway.governance.audit_sql import ActionLog
+        from gateway.governance.audit_tables import ensure_tables
+
+        ensure_tables(self.store)
+        ActionLog(self.store).append(OperatorAction(actor=DRIFT_ACTOR, action=action, pipeline=self.pipeline.name,
+                                                    target=self.run, new=new, reason=why))
 
     # ------------------------------------------------------------------ the end
     def state(self) -> dict[str, Any]:

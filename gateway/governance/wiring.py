@@ -23,7 +23,9 @@ def reference_of(pipe: PipelineConfig, cfg: GatewayConfig) -> Profile | None:
 
 def open_decision_log(cfg: GatewayConfig, state: StateStore | None = None) -> Any:
     """The audit trail's decision log of the config (gateway.governance.audit), None when off."""
-    return None
+    from gateway.governance.audit import open_audit
+
+    return open_audit(cfg, state=state)
 
 
 def build_governance(pipeline: Pipeline, pipe: PipelineConfig, cfg: GatewayConfig, state: StateStore | None, *,
