@@ -47,7 +47,7 @@ def _cut(text: str, limit: int = _LABEL_CHARS) -> str:
 
 def _open(name: str, points: int, width: float, height: float, title: str) -> str:
     return (f'<svg class="chart" data-chart="{escape(name)}" data-points="{points}" role="img" '
-            f'xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {_n(width)} {_n(height)}" '
+            f'viewBox="0 0 {_n(width)} {_n(height)}" '
             f'width="{_n(width)}" height="{_n(height)}" aria-label="{escape(title)}"><title>{escape(title)}</title>')
 
 
