@@ -90,7 +90,7 @@ def paired_histogram(name: str, labels: Sequence[str], run: Sequence[float], ref
     """Two bars per bin, run beside reference, as shares (0..1) of their records."""
     bins = len(labels)
     pair = 2 if reference is not None else 1
-    slot, bar, left, top, plot_h = 36, 14, 44, 10, 160
+    slot, bar, left, top, plot_h = 52, 16, 44, 10, 160
     width = left + slot * bins + 20
     height = top + plot_h + 52
     highest = max([v for v in (*run, *(reference or ())) if math.isfinite(v)] + [1e-12])
