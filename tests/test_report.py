@@ -153,8 +153,10 @@ def test_script_tags_and_markup_in_names_and_values_are_escaped() -> None:
     assert any(a.get("data-label") == HOSTILE for a in page.all("rect"))  # an attribute, quoted
 
 
-@pytest.mark.parametrize("value", [[], "x", 7, None, float("nan"), {"a": float("inf")}, [1, 2]],
-                         ids=["list", "text", "number", "none", "nan", "inf", "numbers"])
+@pytest.mark.parametrize("value", [[], "x", 7, None, float("nan"), {"a": float("inf")}, [1, 2], 10 ** 400,
+                                   {"a": 10 ** 400}, [{"batch": 1, "records": 10 ** 400}]],
+                         ids=["list", "text", "number", "none", "nan", "inf", "numbers", "huge", "huge-in-dict",
+                              "huge-in-list"])
 def test_sections_of_the_wrong_type_are_not_measured_instead_of_failing(value: Any) -> None:
     manifest: dict[str, Any] = {"counts": value, "scored_by": value, "rejected_by": value, "timeline": value,
                                 "review": value, "examples": value, "pii": value, "metrics": value,
@@ -267,6 +269,18 @@ def test_a_symlinked_or_oversized_manifest_is_refused_with_one_line(
     assert main(["report", summary["run"], "--config", config]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "more than the 100 a manifest may have" in err[0]
+
+
+@pytest.mark.parametrize("content", [b"[1, 2]", b"{not json", b"\xff\xfe", b"[" * 100_000 + b"]" * 100_000],
+                         ids=["not-an-object", "not-json", "not-utf8", "too-deep"])
+def test_a_manifest_that_is_not_one_is_refused_with_one_line(tmp_path: Path, content: bytes,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = tmp_path / "X.manifest.json"
+    manifest.write_bytes(content)
+    assert main(["report", str(manifest)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"lgw: error: manifest {manifest}")
+    assert not (tmp_path / "X.report.html").exists()
 
 
 def test_a_link_planted_where_the_report_goes_is_not_followed(tmp_path: Path,

@@ -76,7 +76,10 @@ def _num(value: Any) -> float | None:
     """A finite number, or None (a string, a bool, NaN, an infinity are not figures)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # a JSON integer past 1e308
+        return None
     return number if math.isfinite(number) else None
 
 

@@ -48,6 +48,8 @@ def read_json_file(path: str | os.PathLike[str], what: str = "manifest") -> dict
         raise ConfigError(f"{what} {p}: more than {MAX_MANIFEST_BYTES:,} bytes; refusing to read it")
     try:
         value = json.loads(data.decode("utf-8"))
+    except RecursionError:
+        raise ConfigError(f"{what} {p} nests its JSON too deeply to be a {what}") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise ConfigError(f"{what} {p} is not JSON: {type(exc).__name__} at byte "
                           f"{getattr(exc, 'pos', getattr(exc, 'start', '?'))}") from None
