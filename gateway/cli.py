@@ -214,6 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
         comp.set_defaults(role=role)
         comp.add_argument("--json", action="store_true", help="one JSON object per component")
 
+    from gateway.governance import report_cli
+
+    report_cli.add_parser(sub)
+
     cfg = sub.add_parser("config", help="check a gateway.yaml")
     cfgsub = cfg.add_subparsers(dest="config_command", required=True, parser_class=_Parser)
     cchk = cfgsub.add_parser("check", help="list every problem at once, or what it would use (secrets masked)")
@@ -333,6 +337,7 @@ def _audit(args: argparse.Namespace) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     from gateway import commands
+    from gateway.governance.report_cli import report_command
     from gateway.logs import chosen_format
 
     chosen_format(getattr(args, "log_format", None))  # a bad LGW_LOG_FORMAT fails every command at once
@@ -342,7 +347,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "review": _review,
         "batch": commands.batch, "run": commands.run_pipelines,
         "serve": commands.serve_realtime, "asyncapi": commands.asyncapi,
-        "config": commands.config, "profile": _profile, "audit": _audit,
+        "config": commands.config, "profile": _profile, "audit": _audit, "report": report_command,
         "components": commands.components, "sources": commands.components, "sinks": commands.components,
     }
     return handlers[args.command](args)

@@ -76,10 +76,13 @@ def manifest_of(root: Path, name: str = "CARDTXN.DAT") -> dict[str, Any]:
 
 
 def same_outputs(a: Path, b: Path) -> None:
-    """Byte-identical records and rejects; manifests equal but for their timings."""
+    """Byte-identical records and rejects; manifests equal but for their timings (and
+    so their HTML reports, which show them)."""
     want, got = folder(a, "outbox"), folder(b, "outbox")
     assert sorted(got) == sorted(want)
     for name in want:
+        if name.endswith(".report.html"):
+            continue
         if name.endswith(".manifest.json"):
             w, g = json.loads(want[name]), json.loads(got[name])
             w.pop("timings"), g.pop("timings")
@@ -181,7 +184,8 @@ def test_a_dropped_file_is_scored_into_the_outbox_with_rejects_and_a_manifest(tm
     [result] = run_once(rt)
     assert result.status == DONE
     out = folder(tmp_path, "outbox")
-    assert sorted(out) == ["CARDTXN.DAT.manifest.json", "CARDTXN.DAT.rejects.jsonl", "CARDTXN.DAT.scored.jsonl"]
+    assert sorted(out) == ["CARDTXN.DAT.manifest.json", "CARDTXN.DAT.rejects.jsonl", "CARDTXN.DAT.report.html",
+                           "CARDTXN.DAT.scored.jsonl"]
     rows = [json.loads(x) for x in out["CARDTXN.DAT.scored.jsonl"].splitlines()]
     rejects = [json.loads(x) for x in out["CARDTXN.DAT.rejects.jsonl"].splitlines()]
     assert len(rows) == RECORDS - 6 and {r["scored_by"] for r in rows} == {"model"}
@@ -240,7 +244,8 @@ def test_a_control_total_mismatch_sends_the_whole_file_to_failed_with_a_report(t
     assert result.status == FAILED and "record count" in result.summary["reason"]
     assert folder(tmp_path, "outbox") == {}  # nothing published, no temporary file left
     failed = folder(tmp_path, "failed")
-    assert sorted(failed) == ["CARDTXN.DAT", "CARDTXN.DAT.rejects.jsonl", "CARDTXN.DAT.report.json"]
+    assert sorted(failed) == ["CARDTXN.DAT", "CARDTXN.DAT.rejects.jsonl", "CARDTXN.DAT.report.html",
+                              "CARDTXN.DAT.report.json"]
     report = json.loads(failed["CARDTXN.DAT.report.json"])
     assert report["status"] == "failed" and report["control"]["ok"] is False
     assert "TRL-COUNT says 2999" in report["control"]["problems"][0] and report["outputs"].get("scored") is None

@@ -131,7 +131,7 @@ def test_resume_after_kill_is_byte_identical(tmp_path: Path, lgw_cmd: list[str],
     assert sorted(got) == sorted(want)  # no temporary file left behind
     manifest = next(name for name in want if name.endswith(".manifest.json"))
     for name in want:
-        if name != manifest:
+        if name != manifest and not name.endswith(".report.html"):  # the report shows the manifest's timings
             assert got[name] == want[name], f"{name} differs after {kills} kills"
     assert without_timings(got[manifest]) == without_timings(want[manifest])
     assert json.loads(got[manifest])["timings"]["attempts"] > 1

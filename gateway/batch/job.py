@@ -23,6 +23,7 @@ from gateway.batch.manifest import build_manifest, jsonable, run_status, stats_f
 from gateway.batch.progress import NoProgress, ProgressView
 from gateway.batch.runtime import BatchRuntime
 from gateway.drivers.batch import BatchLoop, Counts, Delivery, adopt_staged, close_all, staged_names
+from gateway.governance.report_files import save_report_beside
 from gateway.governance.run import RunGovernance
 from gateway.logs import log_context
 from gateway.pipeline import PipelineStats
@@ -275,6 +276,7 @@ class BatchJob:
             await sink.publish()
             await rejects.publish()
             atomic_write(self.manifest_path, text, stale=True)
+            save_report_beside(manifest, self.manifest_path)  # NAME.report.html; a failure is a warning
         else:
             await sink.discard()
             if "rejects" in state["outputs"]:
@@ -283,6 +285,7 @@ class BatchJob:
                 else:
                     await rejects.publish()
             atomic_write(rt.folders.path("failed", f"{settled}.report.json"), text, stale=True)
+            save_report_beside(manifest, rt.folders.path("failed", f"{settled}.report.json"))
         rt.dropfolder.settle(self.work_path, folder, settled, rt.marker(self.run_info.input_name))
         summary = summarize(manifest, rt, self.manifest_path)
         stats, counts = state["stats"], state["counts"]
