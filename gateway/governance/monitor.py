@@ -132,18 +132,21 @@ class RunMonitor:
         f = self.state["fields"].setdefault(name, {"count": 0, "nulls": 0, "min": None, "max": None})
         f["count"] += len(column)
         f["nulls"] += column.null_count
-        if name in self.pii:
+        kind = column.type
+        if name in self.pii or not (pa.types.is_integer(kind) or pa.types.is_floating(kind)
+                                    or pa.types.is_decimal(kind)) or column.null_count == len(column):
             return
-        values = numeric_values(column)
-        if values is not None and len(values):
-            lo, hi = float(values.min()), float(values.max())
-            f["min"] = lo if f["min"] is None else min(f["min"], lo)
-            f["max"] = hi if f["max"] is None else max(f["max"], hi)
+        extremes = pc.min_max(column)  # on the column's own type: no conversion of the values
+        lo, hi = float(extremes["min"].as_py()), float(extremes["max"].as_py())
+        f["min"] = lo if f["min"] is None else min(f["min"], lo)
+        f["max"] = hi if f["max"] is None else max(f["max"], hi)
 
     def _against(self, name: str, ref: NumericProfile | CategoricalProfile, column: Any) -> None:
         c = self.state["columns"].setdefault(name, {"count": 0, "nulls": 0, "bins": None, "outside": 0})
         c["count"] += len(column)
         c["nulls"] += column.null_count
+        if isinstance(ref, NumericProfile) and name.startswith("field."):
+            return  # an input field's numbers: null rate and range (the scorecard); PSI is the model's inputs'
         if isinstance(ref, NumericProfile):
             values = numeric_values(column)
             if values is None or not ref.shares:
