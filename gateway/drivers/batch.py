@@ -291,7 +291,7 @@ class BatchLoop:
         self.counts.records_out += rows
         self.counts.held += held
         self.counts.count_rejects(rejects)
-        observed, governed = None, None
+        observed = None
         if self.governance is not None:
             scored = [part for p in pieces if p.scored is not None for part in p.scored.everything]
             observed = self.governance.observe(
@@ -299,9 +299,8 @@ class BatchLoop:
                 pa.concat_tables([s.table for s in scored], promote_options="permissive") if scored
                 else table.slice(0, 0),
                 np.concatenate([s.rows for s in scored]) if scored else np.zeros(0, dtype=np.int64), rejects)
-            governed = copy.deepcopy(self.governance.state())
         return Delivery(prepared, rows, rejects, self.counts.to_json(), copy.deepcopy(self.pipeline.stats),
-                        rescore, dict(self.counts.rejected_by), observed, governed)
+                        rescore, dict(self.counts.rejected_by), observed)
 
     async def _make_durable(self, batch: SourceBatch, delivery: Delivery,
                             traced: tracing.BatchSpan | tracing.BatchOff = tracing.BATCH_OFF) -> None:
@@ -320,10 +319,18 @@ class BatchLoop:
         with tracing.span("lgw.write", SpanKind.PRODUCER) as span:
             if span.is_recording():
                 span.set_attributes({"lgw.records": delivery.rows, "lgw.rejected": len(delivery.rejects)})
-            await self.sink.write(delivery.prepared)
-            await self.rejects.write(delivery.rejects, batch)
+            # the audit trail beside the records (its own thread): all durable before the ack
+            governed = None
             if self.governance is not None and delivery.observed is not None:
-                await self.governance.write(delivery.observed)
+                governed = asyncio.ensure_future(self.governance.write(delivery.observed))
+            try:
+                await self.sink.write(delivery.prepared)
+                await self.rejects.write(delivery.rejects, batch)
+            finally:
+                if governed is not None:
+                    await governed
+            if self.governance is not None:
+                delivery.governance = copy.deepcopy(self.governance.state())  # its figures after this batch
         self.durable = delivery
         if self.on_rescore is not None:
             for table in delivery.rescore:

@@ -57,6 +57,10 @@ class AuditConfig(BaseModel):
     # `audit` in the data directory without one (as the state store's SQLite file).
     path: str | None = None
     retention_days: int = Field(default=400, ge=1)
+    # parquet: page compression. none writes a million decisions in about 0.4 s less CPU
+    # than snappy (measured, bench/audit.py) for files about 1.7 times as large; the
+    # unique columns (record ids, input hashes, scores) hardly compress anyway
+    compression: Literal["none", "snappy", "lz4", "zstd"] = "none"
 
 
 class AuditLog:
@@ -80,7 +84,7 @@ class AuditLog:
                 raise AuditStoreError("audit.store parquet needs a folder (audit.path)")
             if path.exists() and not path.is_dir():
                 raise AuditStoreError(f"audit.path: {path} is not a folder")
-            self.decisions = ParquetDecisions(path, self.writer)
+            self.decisions = ParquetDecisions(path, self.writer, compression=config.compression)
         else:
             from gateway.governance.audit_sql import TableDecisions
 

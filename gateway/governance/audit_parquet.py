@@ -59,9 +59,10 @@ CHAIN_SUFFIX = ".chain"
 class ParquetDecisions:
     """Decision batches as Parquet files under `root`, chained per `writer` and day."""
 
-    def __init__(self, root: Path, writer: str) -> None:
+    def __init__(self, root: Path, writer: str, *, compression: str = "none") -> None:
         self.root = root
         self.writer = writer
+        self.options = {**_WRITE_OPTIONS, "compression": compression}
 
     def append(self, table: pa.Table) -> None:
         """`table` (conformed) as one file per day it spans, each fsynced and chained."""
@@ -81,7 +82,7 @@ class ParquetDecisions:
         # the digest and the encoding both release the GIL: one core each
         with ThreadPoolExecutor(1) as pool, NewFile(folder / name, suffix=".tmp", mode=0o640) as new:
             pending = pool.submit(content_digest, part)
-            pq.write_table(part.replace_schema_metadata(meta), new.fh, **_WRITE_OPTIONS)
+            pq.write_table(part.replace_schema_metadata(meta), new.fh, **self.options)
             content = pending.result()  # before the file is published: no file without its link
             os.fchmod(new.fh.fileno(), FILE_MODE)
             new.publish(replace=False)

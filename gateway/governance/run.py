@@ -39,8 +39,11 @@ class DecisionLog(Protocol):
 
 @dataclass
 class Observed:
-    """What one batch leaves for the durable step: its decision records."""
+    """What one batch leaves for the durable step: its decision records, the records it
+    queues for review; `pending` the work that makes them, done on the durable step's
+    thread (beside the next batch's scoring, on the other core)."""
 
+    pending: Any = None  # () -> Observed: the batch's figures counted and its records made
     decisions: pa.Table | None = None
     review: pa.Table | None = None  # the records marked `review: pending`, as written (pii masked)
     review_why: pa.Array | None = None  # why each is (band, rule, drift)
@@ -102,17 +105,29 @@ class RunGovernance:
         """A batch of `records_in` records. `inputs`: those that decoded, as read (with
         `source_record`); `raw`: their bytes
         (rows as `inputs`), None where the source has none; `scored`: what is written
-        (pii as the policy leaves it), `rows` its row in `inputs`."""
+        (pii as the policy leaves it), `rows` its row in `inputs`. The breaker's state is
+        taken now; the rest is done by `write` (the batch's durable step, in order)."""
         pipeline = self.pipeline
         breaker = pipeline.model.breaker.snapshot()["state"] if pipeline.model is not None else None
+        shadow = [pipeline.stats.shadow_compared, pipeline.stats.shadow_agreed]
+        return Observed(pending=lambda: self._observe(records_in, inputs, raw, scored, rows, rejects, record_ids,
+                                                      prints, breaker, shadow))
+
+    def _observe(self, records_in: int, inputs: pa.Table, raw: np.ndarray | None, scored: pa.Table,
+                 rows: np.ndarray, rejects: Sequence[Reject], record_ids: pa.Array | None, prints: pa.Array | None,
+                 breaker: str | None, shadow: list[int]) -> Observed:
+        pipeline = self.pipeline
         if self.monitor is not None:
             features = None
             if scored.num_rows and pipeline.features.names and not (
                     pipeline.features.fields_used & set(pipeline.pii.fields) and inputs is scored):
-                features = pipeline.features.matrix(inputs.take(pa.array(np.asarray(rows, dtype=np.int64))))
-            stats = pipeline.stats
+                used = inputs.select([c for c in inputs.column_names if c in pipeline.features.fields_used])
+                taken = np.asarray(rows, dtype=np.int64)
+                if len(taken) != used.num_rows or not np.array_equal(taken, np.arange(used.num_rows)):
+                    used = used.take(pa.array(taken))  # some were refused: the scored ones' rows
+                features = pipeline.features.matrix(used)
             self.monitor.observe(records_in, inputs, scored, features, rejects, breaker=breaker)
-            self.monitor.state["shadow"] = [stats.shadow_compared, stats.shadow_agreed]
+            self.monitor.state["shadow"] = shadow
         self._keep_examples(scored, rejects)
         observed = self._review(scored, record_ids)
         if self.audit is None or scored.num_rows == 0:
@@ -150,15 +165,24 @@ class RunGovernance:
     async def write(self, observed: Observed) -> None:
         """Durable before the batch is acknowledged (the caller's order); then the
         thresholds are judged on what the run has seen so far, and a breach's action taken."""
-        if self.audit is not None and observed.decisions is not None and observed.decisions.num_rows:
-            await asyncio.to_thread(self.audit.append_decisions, observed.decisions)
-        if self.queue is not None and observed.review is not None:
-            await asyncio.to_thread(self._enqueue, observed)
+        await asyncio.to_thread(self._settle, observed)
         await self.judge()
         if self.on_window is not None:
             window = self.close_window()
             if window is not None:
                 self.on_window(window)
+
+    def _settle(self, observed: Observed) -> None:
+        """The batch counted, its decision records appended, its review items queued."""
+        if observed.pending is not None:
+            done = observed.pending()
+            observed.pending = None
+            observed.decisions, observed.review = done.decisions, done.review
+            observed.review_why, observed.review_ids = done.review_why, done.review_ids
+        if self.audit is not None and observed.decisions is not None and observed.decisions.num_rows:
+            self.audit.append_decisions(observed.decisions)
+        if self.queue is not None and observed.review is not None:
+            self._enqueue(observed)
 
     def _enqueue(self, observed: Observed) -> None:
         assert observed.review is not None and observed.review_why is not None
