@@ -1,9 +1,9 @@
 """The run report in a real browser: Debian's Chromium, headless, driven by Playwright.
 
-A real `lgw batch run` (a reference file, then the night's file) writes a manifest; the
-sections the pipeline is about to record (drift, quality, timeline, masked examples) are
-computed from the run's own outputs where the manifest does not have them yet; `lgw
-report` writes the page, and Chromium opens it from disk. It must render every section
+A reference profile of one file (`lgw profile build`), then a real `lgw batch run` of the
+night's file against it (drift, quality, segments, review band): the run writes its
+manifest and its report; `lgw report` writes the page again, and Chromium opens it from
+disk. It must render every section
 with data in every chart, log no error, ask the network for nothing, and show none of
 the card numbers (TXN-PAN, pii in the contract) the input held in clear.
 
@@ -30,7 +30,7 @@ from gateway.config import example_dropfolder_config
 from gateway.governance.report import render_report
 from schemas.examples import contract_path, generate_card_file
 from tests.helpers import unavailable
-from tests.report_data import augment, read_jsonl
+from tests.report_data import read_jsonl
 from tests.test_report import SECTIONS, hostile_manifest
 
 CHROMIUM = Path(os.environ.get("LGW_CHROMIUM", "/usr/bin/chromium"))
@@ -108,16 +108,26 @@ def clear_pans(input_file: Path, tmp: Path) -> set[str]:
 
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory: pytest.TempPathFactory, lgw_cmd: list[str]) -> dict[str, Any]:
-    """A reference run and the night's run through `lgw batch run`; the night's manifest
-    completed with the sections it does not record yet; `lgw report` on it."""
+    """A reference profile, the night's run against it through `lgw batch run` (its
+    amounts shifted: drift past the threshold), `lgw report` on it."""
     root = tmp_path_factory.mktemp("report-run")
-    config = root / "gateway.yaml"
-    config.write_text(json.dumps(example_dropfolder_config(f"sqlite:///{root / 'state.db'}", fmt="jsonl",
-                                                           batch_size=BATCH)), encoding="utf-8")
-    inbox = root / "drop" / "inbox"
-    generate_card_file(inbox / "REFERENCE.DAT", records=1000, seed=1, bad_every=0)
-    generate_card_file(inbox / "NIGHT.DAT", records=1000, seed=2, bad_every=97)
+    reference = root / "REFERENCE.DAT"
+    generate_card_file(reference, records=3000, seed=1, bad_every=0)
+    profile = root / "reference.profile.json"
     env = {**os.environ, "LGW_LOG_FORMAT": "text"}
+    built = subprocess.run([*lgw_cmd, "profile", "build", "--contract", str(contract_path("card_txn")), "--input",
+                            str(reference), "-o", str(profile)], cwd=root, env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert built.returncode == 0, built.stderr
+    cfg = example_dropfolder_config(f"sqlite:///{root / 'state.db'}", fmt="jsonl", batch_size=BATCH)
+    cfg["pipelines"]["card_txn"].update(drift={"reference": str(profile), "segments": ["COUNTRY", "CHANNEL"],
+                                               "thresholds": {"min_records": 100}},
+                                        review={"band": [0.5, 0.8], "max_pending": 20})
+    config = root / "gateway.yaml"
+    config.write_text(json.dumps(cfg), encoding="utf-8")
+    inbox = root / "drop" / "inbox"
+    inbox.mkdir(parents=True)
+    generate_card_file(inbox / "NIGHT.DAT", records=1000, seed=2, bad_every=97, drift=0.5)
     done = subprocess.run([*lgw_cmd, "batch", "run", "card_txn", "--config", str(config), "--no-progress"],
                           cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stderr  # done, with rejected records
@@ -129,10 +139,8 @@ def real_run(tmp_path_factory: pytest.TempPathFactory, lgw_cmd: list[str]) -> di
     written_by_the_run = outbox / "NIGHT.DAT.report.html"
     assert written_by_the_run.is_file()
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    if "drift" not in manifest:  # written before the pipeline records drift and quality itself
-        augment(manifest, scored=outbox / "NIGHT.DAT.scored.jsonl", rejects=outbox / "NIGHT.DAT.rejects.jsonl",
-                reference_scored=outbox / "REFERENCE.DAT.scored.jsonl", pii={"TXN_PAN": "mask"}, batch_size=BATCH)
-        manifest_path.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    assert {"drift", "quality", "timeline", "examples", "review", "pii"} <= set(manifest)  # the pipeline's own
+    assert manifest["drift"]["breaches"]  # the shifted amounts
     report = subprocess.run([*lgw_cmd, "report", night["run"], "--config", str(config)], cwd=root, env=env,
                             capture_output=True, text=True, timeout=120)
     assert report.returncode == 0, report.stderr

@@ -267,9 +267,14 @@ def _scores(drift: dict[str, Any]) -> str | None:
                                       title="Score distribution: share of records per bin, run and reference"))
         if ref is None:
             parts.append(f'<p class="note">reference distribution: {NOT_MEASURED}</p>')
-    score_psi = _num(drift.get("score_psi"))
-    if score_psi is not None:
-        parts.append(f"<p>PSI of the score against the reference: <b>{score_psi:.3f}</b></p>")
+    found = drift.get("score_psi")
+    # one figure per model output ({output: psi}); a bare number from an older manifest
+    by_output = found if isinstance(found, dict) else {"": found}
+    for output, value in list(by_output.items())[:MAX_CELLS]:
+        score_psi = _num(value)
+        if score_psi is not None:
+            name = f" {_t(output)}" if output else ""
+            parts.append(f"<p>PSI of the score{name} against the reference: <b>{score_psi:.3f}</b></p>")
     segments = _segments(drift)
     if segments:
         parts.append(segments)
