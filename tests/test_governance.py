@@ -222,7 +222,8 @@ def test_records_in_the_band_leave_marked_pending_and_are_queued_with_their_data
     assert all(0.5 <= r["fraud_score"] <= 0.7 for r in pending)
     with StateStore(f"sqlite:///{tmp_path / 'state.db'}") as store:
         items = ReviewQueue(store).list("card_txn", limit=100)
-    assert len(items) == 40 and {i.record_id for i in items} == {f"card_txn/{r['source_record']}" for r in pending}
+    run = manifest["run_id"]  # named as the audit trail names them, RUN:RECORD
+    assert len(items) == 40 and {i.record_id for i in items} == {f"{run}:{r['source_record']}" for r in pending}
     assert all(i.data["TXN_PAN"][6:12] == "******" for i in items)
     assert {i.run for i in items} == {"NIGHT.DAT"}  # the run's output stem: its corrections are named after it
 
@@ -248,6 +249,15 @@ def test_held_records_stay_out_of_the_output_until_decided_and_the_accounting_sa
     (released,) = [json.loads(line) for line in corrections[0].open()]
     assert released["record_id"] == first.record_id and released["review"] == "approved"
     assert released["TXN_PAN"][6:12] == "******"
+    # who or what decided this record, with which model, and why: the audit trail has both
+    capsys.readouterr()
+    assert main(["audit", "show", "--record", first.record_id, "--config", str(config)]) == 0
+    shown = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    decision = next(s for s in shown if s.get("scored_by"))
+    assert decision["model_name"] == "fraud" and decision["review"] == "pending" and decision["model_sha256"]
+    assert len(decision["input_hash"]) == 32 and "TXN_PAN" not in decision
+    action = next(s for s in shown if s.get("action") == "review.decide")
+    assert action["reason"] == "checked with the cardholder" and action["actor"].startswith("unix:")
 
 
 def test_hold_is_refused_for_a_stream_with_one_line(tmp_path: Path) -> None:

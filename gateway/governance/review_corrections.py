@@ -40,7 +40,7 @@ import pyarrow.json as pajson
 
 from adapters.base import ScoredBatch, SourceBatch
 from adapters.headers import H_ID, H_MODEL, H_MODEL_VERSION, H_RULE, H_SCORED_BY, Headers, contract_headers
-from gateway.governance.review import ReviewDecision, ReviewError
+from gateway.governance.review import ReviewDecision, ReviewError, ReviewItem
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
@@ -85,8 +85,18 @@ def correction_headers(pipeline: str, decision: ReviewDecision) -> Headers:
     if prov.get("contract") is not None:
         headers += contract_headers(str(prov["contract"]), prov.get("contract_version") or "")
     headers += [(H_CORRECTS, CORRECTS_REVIEW.encode()), (H_REVIEW, decision.status.encode()),
-                (H_CORRECTS_ID, item.record_id.encode())]
+                (H_CORRECTS_ID, corrected_id(item).encode())]
     return headers
+
+
+def corrected_id(item: ReviewItem) -> str:
+    """The lgw-id of the output a correction corrects: a stream's record is named by its
+    message id already; a batch run's (`RUN:RECORD`, as the audit trail names it) left as
+    `<pipeline>/<record>`."""
+    run, sep, number = item.record_id.rpartition(":")
+    if sep and number.isdigit() and run.startswith(f"{item.pipeline}."):
+        return f"{item.pipeline}/{number}"
+    return item.record_id
 
 
 def corrections_file_name(decisions: Sequence[ReviewDecision], now: datetime | None = None) -> str:

@@ -159,7 +159,11 @@ class RunGovernance:
         why = review_reasons(table, cfg) if cfg is not None else pa.nulls(table.num_rows, pa.string())
         if self.pipeline.review_all:
             why = pc.fill_null(why, "drift")
-        ids = record_ids.filter(pending).to_pylist() if record_ids is not None else None
+        if record_ids is not None:
+            ids = record_ids.filter(pending).to_pylist()
+        else:  # a batch run's record: named as its audit records name it, RUN:RECORD
+            ids = pc.binary_join_element_wise(self.run, pc.cast(table.column("source_record"), pa.string()),
+                                              ":").to_pylist()
         return Observed(review=table, review_why=why, review_ids=ids)
 
     async def write(self, observed: Observed) -> None:
