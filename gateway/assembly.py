@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from adapters.models.base import ModelBackend
 from gateway.config import GatewayConfig, KServeModelConfig, MlflowModelConfig, ModelConfig, OnnxModelConfig, Policy
-from gateway.governance.review import ReviewConfig
+from gateway.governance.review import ReviewConfig, check_review
 from gateway.outputs import outputs_from_contract
 from gateway.pipeline import Pipeline
 from gateway.resilience.breaker import CircuitBreaker
@@ -65,5 +65,7 @@ def build_pipeline(name: str, contract: Contract, cfg: GatewayConfig, *, model_n
                               f"does not define (models: {', '.join(cfg.models) or 'none'})")
         model = build_model(model_name, cfg.models[model_name], contract, cfg)
     watcher = KillSwitchWatcher(state, name) if state is not None else None
+    if review is not None:  # the judged output filled in, the band and rule checked against the contract
+        review = check_review(review, contract)
     return Pipeline(contract, name=name, model=model, policy=policy, kill_switch=watcher, shadow=shadow,
                     pii=policy_for(contract, pii), review=review)

@@ -391,7 +391,7 @@ async def test_json_results_keep_the_input_fields_json_types(
     by_id = results.by_id()
     for s in sent:
         body = json.loads(by_id[s.id][0].value, parse_float=Decimal)
-        for name, value in json.loads(s.value, parse_float=Decimal).items():
+        for name, value in json.loads(MASKED.redact_json(s.value), parse_float=Decimal).items():
             got = body[name]
             if isinstance(value, int | Decimal):
                 assert isinstance(got, int | Decimal) and Decimal(got) == Decimal(value), f"{s.id}: {name}"
