@@ -92,6 +92,19 @@ def _pipeline(pipe: PipelineConfig) -> dict[str, Any]:
     out["source"] = _part(pipe.source)
     out["sink"] = _part(pipe.output)
     out["rejects"] = _part(pipe.rejects_to)
+    out["governance"] = _governance(pipe)
+    return out
+
+
+def _governance(pipe: PipelineConfig) -> dict[str, Any]:
+    """The pipeline's pii overrides, drift reference and action, review rule (gateway.governance)."""
+    out: dict[str, Any] = {"pii": dict(pipe.pii)}
+    if pipe.drift is not None:
+        out["drift"] = {"reference": _file(pipe.drift.reference), "action": pipe.drift.action,
+                        "segments": pipe.drift.segments, "window_records": pipe.drift.window_records}
+    if pipe.review is not None:
+        out["review"] = {"band": list(pipe.review.band) if pipe.review.band else None, "when": pipe.review.when,
+                         "hold": pipe.review.hold, "max_pending": pipe.review.max_pending}
     return out
 
 
@@ -167,7 +180,18 @@ def summary(cfg: GatewayConfig) -> dict[str, Any]:
         "data_dir": str(data_dir()),
         "ops_address": format_address(ops_address(cfg, None)),
         "tracing": _tracing(cfg),
+        "audit": _audit(cfg),
     }
+
+
+def _audit(cfg: GatewayConfig) -> dict[str, Any]:
+    from gateway.governance.audit import audit_path
+
+    a = cfg.audit
+    if not a.enabled:
+        return {"enabled": False}
+    where = str(audit_path(cfg)) if a.store == "parquet" else mask_url(cfg.state.url)
+    return {"enabled": True, "store": a.store, "where": where, "retention_days": a.retention_days}
 
 
 def _tracing(cfg: GatewayConfig) -> dict[str, Any]:
@@ -199,6 +223,21 @@ def _security_lines(security: dict[str, Any] | None, indent: str) -> list[str]:
     return lines
 
 
+def _governance_lines(g: dict[str, Any]) -> list[str]:
+    lines = []
+    if g["pii"]:
+        lines.append("    pii:     " + ", ".join(f"{k} {v}" for k, v in g["pii"].items()) + " (over the contract's)")
+    if "drift" in g:
+        d = g["drift"]
+        lines.append(f"    drift:   reference {d['reference']}, action {d['action']}"
+                     + (f", segments {', '.join(d['segments'])}" if d["segments"] else ""))
+    if "review" in g:
+        r = g["review"]
+        rule = " and ".join(x for x in (f"band {r['band']}" if r["band"] else "", r["when"] or "") if x)
+        lines.append(f"    review:  {rule}, {'held' if r['hold'] else 'marked pending'}, max {r['max_pending']}")
+    return lines
+
+
 def render(info: dict[str, Any]) -> list[str]:
     """The summary as plain lines for a terminal."""
     lines = ["models:"]
@@ -215,6 +254,7 @@ def render(info: dict[str, Any]) -> list[str]:
         if p["source"] is not None:
             lines.append(f"    sink:    {_where(p['sink'])}")
             lines.append(f"    rejects: {_where(p['rejects'])}")
+            lines += _governance_lines(p["governance"])
     if not info["pipelines"]:
         lines.append("  (none)")
     lines.append(f"state: {info['state']['url']}")
@@ -232,6 +272,9 @@ def render(info: dict[str, Any]) -> list[str]:
                      f"propagate {t['propagate']})")
     else:
         lines.append("tracing: off")
+    a = info["audit"]
+    lines.append(f"audit: {a['store']} {a['where']} (retention {a['retention_days']} days)" if a["enabled"]
+                 else "audit: off")
     lines.append(f"ops address: {info['ops_address']} (/healthz, /readyz, /metrics of lgw serve and lgw run)")
     lines.append(f"data dir: {info['data_dir']}")
     lines.append("environment:")

@@ -287,3 +287,22 @@ pushgateway: {{url: 'http://pushgateway:9091', username: lgw, password_env: LGW_
     info = json.loads(capsys.readouterr().out)
     assert info["environment"]["LGW_STATE_URL"] == "[set] (from LGW_STATE_URL_FILE)"
     assert info["data_dir"] and info["ops_address"] == "127.0.0.1:9464"
+
+
+def test_check_shows_each_pipelines_governance_and_the_audit_trail(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.config import example_dropfolder_config
+
+    cfg = example_dropfolder_config(f"sqlite:///{tmp_path / 'state.db'}")
+    cfg["pipelines"]["card_txn"].update(pii={"TXN-PAN": "hash"}, review={"band": [0.4, 0.6], "hold": True},
+                                        drift={"reference": "ref.profile.json", "action": "review",
+                                               "segments": ["COUNTRY"]})
+    cfg["audit"] = {"store": "table", "retention_days": 30}
+    path = tmp_path / "gateway.yaml"
+    path.write_text(json.dumps(cfg), encoding="utf-8")
+    assert main(["config", "check", "--config", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "    pii:     TXN-PAN hash (over the contract's)" in text
+    assert "    drift:   reference ref.profile.json [NOT READABLE], action review, segments COUNTRY" in text
+    assert "    review:  band [0.4, 0.6], held, max 10000" in text
+    assert "audit: table sqlite:///" in text and "(retention 30 days)" in text
