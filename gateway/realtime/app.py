@@ -113,11 +113,15 @@ def _wire(name: str, pipe: PipelineConfig, cfg: GatewayConfig, state: StateStore
 def stream_governance(name: str, pipe: PipelineConfig, cfg: GatewayConfig, pipeline: Pipeline,
                       state: StateStore | None) -> RunGovernance | None:
     """A streaming pipeline's audit trail, review queue and drift windows, when it has any;
-    its decision records are named by message id, its windows by this process's start."""
+    its decision records are named by message id, its windows by this process's start.
+    None without a state store (an app built for its AsyncAPI document): the audit's
+    operator actions, the review queue and the kill switch all live there."""
     from datetime import UTC, datetime
 
     from gateway.governance.wiring import build_governance, open_decision_log
 
+    if state is None:
+        return None
     audit = open_decision_log(cfg, state)
     if audit is None and pipe.drift is None and pipe.review is None:
         return None
