@@ -136,6 +136,8 @@ def gateway_config(bootstrap: str, source: str, sink: str, payload: str, state_u
         "kafka": {"bootstrap_servers": bootstrap, "enable_idempotence": False,  # linger: the default, 0
                   "fetch_max_wait_ms": FETCH_WAIT_MS},
         "state": {"url": state_url},
+        # the audit trail beside the state store (in the bench's temporary folder)
+        "audit": {"path": str(Path(state_url.removeprefix("sqlite:///")).parent / "audit")},
     })
 
 
@@ -143,8 +145,11 @@ async def gateway_run(cfg: GatewayConfig, expect: int | None, stop: asyncio.Even
     """Seconds from the first batch handled to `expect` messages handled and committed."""
     from gateway.realtime.app import build_realtime_app
     from gateway.realtime.serve import freeze_heap, track_consumer_lag
+    from gateway.state import StateStore
 
-    rt = build_realtime_app(cfg)
+    # with the state store, as `lgw serve` runs: the kill switch, the audit trail (on by
+    # default: every record's decision appended with its micro-batch)
+    rt = build_realtime_app(cfg, state=StateStore(cfg.state.url))
     driver = next(iter(rt.kafka_drivers.values()))
     stats = driver.scorer.stats
     await rt.app.start()
