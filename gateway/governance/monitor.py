@@ -145,8 +145,8 @@ class RunMonitor:
         c = self.state["columns"].setdefault(name, {"count": 0, "nulls": 0, "bins": None, "outside": 0})
         c["count"] += len(column)
         c["nulls"] += column.null_count
-        if isinstance(ref, NumericProfile) and name.startswith("field."):
-            return  # an input field's numbers: null rate and range (the scorecard); PSI is the model's inputs'
+        if name.startswith("field."):
+            return  # an input field: its null rate here, its range and rejects in the scorecard; PSI is the model's
         if isinstance(ref, NumericProfile):
             values = numeric_values(column)
             if values is None or not ref.shares:
