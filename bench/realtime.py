@@ -124,6 +124,9 @@ async def raw_loop(bootstrap: str, source: str, sink: str, expect: int | None, s
 
 
 # --------------------------------------------------------------------------- gateway
+AUDIT = True  # --no-audit: the gateway with its audit trail off (to see what the trail costs)
+
+
 def gateway_config(bootstrap: str, source: str, sink: str, payload: str, state_url: str) -> GatewayConfig:
     info = model_info("fraud")
     return GatewayConfig.model_validate({
@@ -137,7 +140,7 @@ def gateway_config(bootstrap: str, source: str, sink: str, payload: str, state_u
                   "fetch_max_wait_ms": FETCH_WAIT_MS},
         "state": {"url": state_url},
         # the audit trail beside the state store (in the bench's temporary folder)
-        "audit": {"path": str(Path(state_url.removeprefix("sqlite:///")).parent / "audit")},
+        "audit": {"path": str(Path(state_url.removeprefix("sqlite:///")).parent / "audit"), "enabled": AUDIT},
     })
 
 
@@ -371,9 +374,12 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds of each, throughput and latency (the medians count)")
     parser.add_argument("--bootstrap", help="an existing Kafka (default: start Tansu here)")
+    parser.add_argument("--no-audit", action="store_true", help="the gateway with its audit trail off")
     parser.add_argument("--propagate", choices=["traced", "all"], default="traced",
                         help="tracing.propagate of the traced run (all: a traceparent on every result)")
     parser.add_argument("--tracing", action="store_true",
                         help="also run the gateway with tracing on (exporter none, every batch sampled) and "
                              "print its throughput beside the run without")
-    asyncio.run(main(parser.parse_args()))
+    args = parser.parse_args()
+    AUDIT = not args.no_audit
+    asyncio.run(main(args))
