@@ -70,6 +70,7 @@ class InFlight:
     batch: SourceBatch
     written: asyncio.Future[Any]
     outcome: Outcome | None = None  # what it holds, counted once it is acked
+    observed: Observed | None = None  # its audit records: durable before it is acked
 
 
 class StreamDriver:
@@ -157,7 +158,7 @@ class StreamDriver:
         observed = self._observe(batch, outcome)
         written = self._write(batch, prepared, outcome, observed)
         traced.writing(written)
-        self._in_flight = InFlight(batch, written, outcome)
+        self._in_flight = InFlight(batch, written, outcome, observed)
         await asyncio.sleep(0)  # let the sink put the batch on the wire before the next one is scored
         # The batch before is acked only now, with this one on its way: the ack's round
         # trip is no message's wait. Should it fail, both batches come again, and this
@@ -245,6 +246,8 @@ class StreamDriver:
 
     async def _ack(self, batch: InFlight, later: Sequence[SourceBatch]) -> bool:
         try:
+            if self.governance is not None and batch.observed is not None:
+                await self.governance.durable(batch.observed)  # its audit records, committed in a group
             await batch.batch.ack()
         except Exception as exc:
             log.warning("%s: ack failed (%s: %s); the batch will be delivered again", self.name,

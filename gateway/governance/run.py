@@ -44,6 +44,7 @@ class Observed:
     thread (beside the next batch's scoring, on the other core)."""
 
     pending: Any = None  # () -> Observed: the batch's figures counted and its records made
+    committed: Any = None  # a stream's: the future of the group commit its audit records are in
     decisions: pa.Table | None = None
     review: pa.Table | None = None  # the records marked `review: pending`, as written (pii masked)
     review_why: pa.Array | None = None  # why each is (band, rule, drift)
@@ -69,6 +70,13 @@ class RunGovernance:
     # None: a batch run, judged as a whole at its end
     on_window: Any = None
     queue: Any = None  # gateway.governance.review.ReviewQueue: where marked records are queued
+    # a stream's: audit records are committed in groups (what arrives while one group is
+    # written goes in the next), and a micro-batch is acknowledged once its group is durable;
+    # a batch run's are appended with each batch (a batch is tens of thousands of records)
+    group_commit: bool = False
+    _group: list[tuple[pa.Table, asyncio.Future[None]]] = field(default_factory=list)
+    _committing: bool = False
+    _committer: asyncio.Future[None] | None = None
     review_run: str = ""  # the run the review items name (a batch run's output stem: its corrections' name)
     queued: int = 0  # records this run put on the review queue
     pending: int | None = None  # the pipeline's items waiting for a decision when the run ended
@@ -167,9 +175,12 @@ class RunGovernance:
         return Observed(review=table, review_why=why, review_ids=ids)
 
     async def write(self, observed: Observed) -> None:
-        """Durable before the batch is acknowledged (the caller's order); then the
-        thresholds are judged on what the run has seen so far, and a breach's action taken."""
+        """Durable before the batch is acknowledged (the caller's order; a stream's audit
+        records: see `durable`); then the thresholds are judged on what the run has seen
+        so far, and a breach's action taken."""
         await asyncio.to_thread(self._settle, observed)
+        if self.group_commit and observed.decisions is not None and observed.decisions.num_rows:
+            observed.committed = self._commit_in_group(observed.decisions)
         await self.judge()
         if self.on_window is not None:
             window = self.close_window()
@@ -183,10 +194,43 @@ class RunGovernance:
             observed.pending = None
             observed.decisions, observed.review = done.decisions, done.review
             observed.review_why, observed.review_ids = done.review_why, done.review_ids
-        if self.audit is not None and observed.decisions is not None and observed.decisions.num_rows:
+        if self.audit is not None and observed.decisions is not None and observed.decisions.num_rows \
+                and not self.group_commit:
             self.audit.append_decisions(observed.decisions)
         if self.queue is not None and observed.review is not None:
             self._enqueue(observed)
+
+    def _commit_in_group(self, decisions: pa.Table) -> asyncio.Future[None]:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._group.append((decisions, done))
+        if not self._committing:
+            self._committing = True
+            self._committer = asyncio.ensure_future(self._commit_groups())
+        return done
+
+    async def _commit_groups(self) -> None:
+        """Appends what waits as one batch of the audit log, again while more arrived."""
+        assert self.audit is not None
+        try:
+            while self._group:
+                group, self._group = self._group, []
+                try:
+                    tables = [t for t, _ in group]
+                    await asyncio.to_thread(self.audit.append_decisions,
+                                            tables[0] if len(tables) == 1 else pa.concat_tables(tables))
+                except Exception as exc:  # each waiting batch is nacked and comes again
+                    for _, done in group:
+                        done.set_exception(exc)
+                else:
+                    for _, done in group:
+                        done.set_result(None)
+        finally:
+            self._committing = False
+
+    async def durable(self, observed: Observed) -> None:
+        """A stream's micro-batch: returns once its audit records are committed."""
+        if observed.committed is not None:
+            await observed.committed
 
     def _enqueue(self, observed: Observed) -> None:
         assert observed.review is not None and observed.review_why is not None

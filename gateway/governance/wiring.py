@@ -37,6 +37,7 @@ def build_governance(pipeline: Pipeline, pipe: PipelineConfig, cfg: GatewayConfi
                                      reference=reference if reference is not None else reference_of(pipe, cfg),
                                      monitor=not windowed or pipe.drift is not None)
     governance.store = state
+    governance.group_commit = windowed  # a stream: many small micro-batches, committed in groups
     if state is not None:
         governance.attach_review(state, review_run or run)
     return governance
