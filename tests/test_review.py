@@ -496,7 +496,10 @@ def test_a_pipeline_the_config_does_not_know_has_no_sink_for_corrections(tmp_pat
 
 @pytest.mark.integration
 async def test_corrections_of_an_odbc_pipeline_upsert_its_results_row(tmp_path: Path, scored: pa.Table) -> None:
-    pyodbc = pytest.importorskip("pyodbc")
+    try:
+        import pyodbc
+    except ImportError:
+        unavailable("pyodbc is not installed (pip install -e '.[dev]')")
     from adapters.odbc.sink import OdbcSink
 
     connection = f"Driver={{SQLite3}};Database={tmp_path / 'results.db'};"

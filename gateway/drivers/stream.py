@@ -197,12 +197,12 @@ class StreamDriver:
             return None
         table = outcome.table if outcome.table is not None else pa.table({})
         values, ids, _ = message_columns(batch.messages)
-        index = np.asarray(outcome.rows, dtype=np.int64)
+        index = pa.array(np.asarray(outcome.rows, dtype=np.int64))  # each result's message
         prints = None
         if governance.audit is not None and len(index):
-            matrix, lengths = byte_rows(pa.array([values[i] for i in index.tolist()], pa.binary()))
+            matrix, lengths = byte_rows(pa.array(values, pa.binary()).take(index))
             prints = fingerprints(matrix, governance.key, lengths)
-        record_ids = pa.array([ids[i] for i in index.tolist()], pa.string())
+        record_ids = pa.array(ids, pa.string()).take(index)
         return governance.observe(len(values), table, None, table, np.arange(table.num_rows), outcome.rejects,
                                   record_ids=record_ids, prints=prints)
 

@@ -57,6 +57,7 @@ from sqlalchemy import (
 )
 
 from gateway.expressions import Expression, compile_condition, field_types, schema_field_types
+from gateway.governance.identity import operator_identity
 from gateway.outputs import OutputSpec, outputs_from_contract
 from gateway.state import StateStore, metadata
 from schemas.errors import ConfigError, ContractError
@@ -231,14 +232,6 @@ def cap_mask(mask: pa.Array | np.ndarray, room: int) -> pa.Array:
     else:
         flags[np.flatnonzero(flags)[room:]] = False
     return pa.array(flags)
-
-
-# --------------------------------------------------------------------------- identity
-def _local_identity() -> str:
-    """Who runs this process, as the operating system authenticated them (gateway.governance.identity)."""
-    from gateway.governance.identity import operator_identity
-
-    return operator_identity()
 
 
 # --------------------------------------------------------------------------- the queue
@@ -446,7 +439,7 @@ class ReviewQueue:
         value: Any = None
         if not approve:
             value = _override_value(override, spec)
-        who = actor or _local_identity()
+        who = operator_identity(actor)
         now = datetime.now(UTC)
         t = review_item_table
         stmt = (t.update().where(t.c.id == int(item_id), t.c.status == PENDING)
