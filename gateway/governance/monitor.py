@@ -233,7 +233,7 @@ class RunMonitor:
     def drift(self) -> dict[str, Any] | None:
         """PSI per feature and per output, null-rate and range shifts, segments, fallback share."""
         st = self.state
-        out: dict[str, Any] = {"psi": {}, "score_psi": {}, "field_psi": {}, "null_rate": {}, "out_of_range": {},
+        out: dict[str, Any] = {"psi": {}, "score_psi": {}, "null_rate": {}, "out_of_range": {},
                                "score_histogram": None, "segments": {}, "fallback_share": self.fallback_share(),
                                "shadow_agreement": _rate(st["shadow"][1], st["shadow"][0]) if st["shadow"][0] else None}
         ref = self.reference
@@ -242,12 +242,13 @@ class RunMonitor:
         for name, c in sorted(st["columns"].items()):
             profile = ref.columns[name]
             kind, _, short = name.partition(".")
-            value = _psi_of(profile, c)
-            bucket = {"feature": "psi", "score": "score_psi", "field": "field_psi"}[kind]
-            if value is not None:
-                out[bucket][short] = round(value, 6)
             run_null = _rate(c["nulls"], c["count"])
             out["null_rate"][name] = {"run": run_null, "reference": profile.null_rate}
+            if kind == "field":
+                continue  # an input field is counted for its null rate only (see _against)
+            value = _psi_of(profile, c)
+            if value is not None:
+                out["psi" if kind == "feature" else "score_psi"][short] = round(value, 6)
             present = c["count"] - c["nulls"]
             if isinstance(profile, NumericProfile) and present:
                 out["out_of_range"][name] = _rate(c["outside"], present)
