@@ -241,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.governance import profile_cli
 
     profile_cli.add_parser(sub)
+    from gateway.console import cli as console_cli
+
+    console_cli.add_parser(sub, _Parser)
     return parser
 
 
@@ -335,6 +338,12 @@ def _audit(args: argparse.Namespace) -> int:
     return audit_cli.run(args)
 
 
+def _console(args: argparse.Namespace) -> int:
+    from gateway.console import cli as console_cli
+
+    return console_cli.run(args)
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     from gateway import commands
     from gateway.governance.report_cli import report_command
@@ -348,6 +357,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "batch": commands.batch, "run": commands.run_pipelines,
         "serve": commands.serve_realtime, "asyncapi": commands.asyncapi,
         "config": commands.config, "profile": _profile, "audit": _audit, "report": report_command,
+        "console": _console,
         "components": commands.components, "sources": commands.components, "sinks": commands.components,
     }
     return handlers[args.command](args)

@@ -241,7 +241,7 @@ def killswitch(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- batch mode
 
-def _logging(args: argparse.Namespace, console: Console | None = None) -> None:
+def setup_logging(args: argparse.Namespace, console: Console | None = None) -> None:
     """Log lines on stderr: rich through `console` (a terminal with auto), plain text, or
     JSON objects (--log-format json / LGW_LOG_FORMAT=json) with the run's context."""
     import logging
@@ -276,9 +276,9 @@ def _progress(args: argparse.Namespace) -> ProgressView:
     if sys.stderr.isatty() and not getattr(args, "no_progress", False) and \
             chosen_format(getattr(args, "log_format", None)) == "auto":
         view = TerminalProgress()
-        _logging(args, view.console)
+        setup_logging(args, view.console)
         return view
-    _logging(args)
+    setup_logging(args)
     return LogProgress()
 
 
@@ -319,12 +319,15 @@ def serve_realtime(args: argparse.Namespace) -> int:
     from gateway.state import StateStore
 
     state = StateStore(cfg.state.url)
-    _logging(args)
+    setup_logging(args)
     address = ops_address(cfg, getattr(args, "ops_address", None))
 
     async def main(stop: asyncio.Event) -> int:
+        from gateway.console.context import build_console
+
         try:
-            ops = OpsServer(address).bind() if address is not None else None
+            ops = (OpsServer(address, console=build_console(cfg, state, process="serve")).bind()
+                   if address is not None else None)
             print_stats(await run_until(cfg, stop, only=args.pipeline, state=state, freeze=True, ops=ops))
         finally:
             state.close()
@@ -567,11 +570,12 @@ def _n(value: object) -> str:
 def run_pipelines(args: argparse.Namespace) -> int:
     """`lgw run`: every pipeline with a drop folder, watched until stopped."""
     from gateway.batch import BatchDriver, LogProgress, build_runtime
+    from gateway.console.replay import replay_in
     from gateway.ops_http import OpsServer, ops_address, run_brokers
 
     cfg, state, runs = _batch_context(args)
     _start_tracing(cfg)
-    _logging(args)
+    setup_logging(args)
     names = [name for name, pipe in cfg.pipelines.items() if isinstance(pipe.source, DropFolderConfig)]
     if not names:
         raise ConfigError("no pipeline has a `source`: nothing to watch")
@@ -583,8 +587,13 @@ def run_pipelines(args: argparse.Namespace) -> int:
     address = ops_address(cfg, getattr(args, "ops_address", None))
 
     async def main(stop: asyncio.Event) -> int:
-        ops = OpsServer(address).bind() if address is not None else None
+        from gateway.console.context import build_console
+
+        drivers: dict[str, BatchDriver] = {}
+        ops = (OpsServer(address, console=build_console(cfg, state, process="run", replay=replay_in(drivers))).bind()
+               if address is not None else None)
         runtimes = [build_runtime(name, cfg, state, runs) for name in names]
+        drivers.update({rt.name: BatchDriver(rt, progress=LogProgress(), stop=stop) for rt in runtimes})
         try:
             if ops is not None:
                 ops.readiness.add_state_store(state)
@@ -593,8 +602,7 @@ def run_pipelines(args: argparse.Namespace) -> int:
                     ops.readiness.add_pipeline(rt.pipeline)
                 await ops.start()
             # one watcher per pipeline (the real-time subscribers will join them here)
-            await asyncio.gather(*(BatchDriver(rt, progress=LogProgress(), stop=stop).watch(_print_result)
-                                   for rt in runtimes))
+            await asyncio.gather(*(driver.watch(_print_result) for driver in drivers.values()))
         finally:
             if ops is not None:
                 await ops.stop()

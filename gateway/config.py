@@ -22,6 +22,7 @@ from adapters.models.base import DEFAULT_MAX_RESPONSE_BYTES
 from adapters.models.security import HttpAuthConfig
 from adapters.odbc.config import OdbcRejectsConfig, OdbcSinkConfig, OdbcSourceConfig
 from adapters.tls import TLSConfig
+from gateway.console.config import ConsoleConfig
 from gateway.governance.audit import AuditConfig
 from gateway.governance.monitor import DriftConfig
 from gateway.governance.review import ReviewConfig
@@ -234,6 +235,7 @@ class GatewayConfig(_Strict):
     ops: OpsConfig = Field(default_factory=OpsConfig)  # /healthz, /readyz, /metrics of `lgw serve` and `lgw run`
     tracing: TracingConfig = Field(default_factory=TracingConfig)  # OpenTelemetry spans (gateway.tracing)
     audit: AuditConfig = Field(default_factory=AuditConfig)  # decisions and operator actions (gateway.governance)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)  # admin API and console, with auth
     # refuse an in-process model without a `sha256` pin (unpinned ones load with a warning)
     require_model_pins: bool = False
     base_dir: Path = Field(default=Path("."), exclude=True)

@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     import uvicorn
 
     from gateway.config import GatewayConfig
+    from gateway.console.context import ConsoleContext
+    from gateway.console.status import StatusPublisher
     from gateway.pipeline import Pipeline
     from gateway.resilience.guarded import GuardedModel
     from gateway.state import StateStore
@@ -197,35 +199,24 @@ async def _pipeline_state(pipeline: Pipeline) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- the app
-def build_app(readiness: Readiness) -> Any:
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-    from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse, Response
-    from starlette.routing import Route
+def build_app(readiness: Readiness, console: ConsoleContext | None = None) -> Any:
+    from gateway.console.app import build_ops_app
 
-    from gateway.metrics import REGISTRY
-
-    async def healthz(_: Request) -> Response:
-        return JSONResponse({"status": "alive"})
-
-    async def readyz(_: Request) -> Response:
-        ready, body = await readiness.report()
-        return JSONResponse(body, status_code=200 if ready else 503)
-
-    async def metrics(_: Request) -> Response:
-        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
-
-    return Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)])
+    return build_ops_app(readiness, console)
 
 
 class OpsServer:
     """The endpoints on the running loop: `bind()` first (a port in use is a ConfigError
     before anything else starts), then `start()`, and `stop()` on the way out."""
 
-    def __init__(self, address: tuple[str, int], readiness: Readiness | None = None) -> None:
+    def __init__(self, address: tuple[str, int], readiness: Readiness | None = None,
+                 console: ConsoleContext | None = None) -> None:
         self.host, self.port = address
         self.readiness = readiness or Readiness()
+        # the admin API and console (gateway.console), on the same address; their view of
+        # this process's pipelines is the readiness list, filled before start()
+        self.console = console
+        self._status: StatusPublisher | None = None
         self._socket: socket.socket | None = None
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
@@ -253,8 +244,15 @@ class OpsServer:
             self.bind()
         # No log config of its own: its lines go through the gateway's handlers (JSON
         # when asked), and no lifespan: the app has nothing to start.
-        config = uvicorn.Config(build_app(self.readiness), log_config=None, access_log=False, lifespan="off",
-                                timeout_graceful_shutdown=2)
+        if self.console is not None:
+            from gateway.console.status import StatusPublisher
+
+            self.console.pipelines = self.readiness.pipelines
+            self._status = StatusPublisher(self.console.cfg, self.console.state, self.readiness.pipelines,
+                                           self.console.process)
+            self._status.start()
+        config = uvicorn.Config(build_app(self.readiness, self.console), log_config=None, access_log=False,
+                                lifespan="off", timeout_graceful_shutdown=2)
         config.load()
         server = self._server = uvicorn.Server(config)
         server.lifespan = config.lifespan_class(config)  # what serve() sets up before startup()
@@ -262,9 +260,13 @@ class OpsServer:
         # which belong to the command's graceful stop
         await server.startup(sockets=[self._socket])  # type: ignore[list-item]
         self._task = asyncio.get_running_loop().create_task(server.main_loop())
-        log.info("ops: serving /healthz /readyz /metrics on %s", self.url)
+        log.info("ops: serving /healthz /readyz /metrics%s on %s",
+                 " /api/v1 /console" if self.console is not None else "", self.url)
 
     async def stop(self) -> None:
+        if self._status is not None:
+            await self._status.stop()
+            self._status = None
         server, task = self._server, self._task
         self._server = self._task = None
         if server is not None:

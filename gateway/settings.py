@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     data_dir: Path | None = None
     ops_address: str | None = None  # None: `ops.address` of gateway.yaml, else DEFAULT_OPS_ADDRESS
     pii_key: SecretStr | None = None  # HMAC key of `pii: hash` fields (else a key file in the data directory)
+    console_session_key: SecretStr | None = None  # signs console sessions (else a key file in the data dir)
+    console_tokens_file: Path | None = None  # hashed API tokens (else `console.tokens_file`, else the data dir)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings],

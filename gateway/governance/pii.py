@@ -27,11 +27,8 @@ import hashlib
 import hmac
 import json
 import logging
-import os
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,7 +37,6 @@ import pyarrow.compute as pc
 
 from schemas.contract import PII_ACTIONS, PiiAction
 from schemas.errors import ConfigError
-from schemas.safefiles import create_new, open_existing
 
 if TYPE_CHECKING:
     from schemas.contract import Contract
@@ -50,7 +46,6 @@ log = logging.getLogger("lgw.pii")
 
 MASK_CHAR = "*"
 KEY_FILE = "pii-hmac.key"
-KEY_BYTES = 32
 _PAN_LENGTHS = (13, 19)  # ISO/IEC 7812 card numbers: first 6 and last 4 may be shown
 
 
@@ -246,32 +241,10 @@ def pii_key() -> bytes:
     """LGW_PII_KEY (or its _FILE), else the key file in the data directory, made once
     (random, 0600, never through a planted link). Replicas that must hash alike share
     the variable: a key file is this machine's own."""
-    from gateway.settings import data_dir, load_settings, secret
+    from gateway.secret_keys import machine_key
+    from gateway.settings import load_settings, secret
 
-    settings = load_settings()
-    configured = secret(settings.pii_key)
-    if configured:
-        return configured.encode()
-    path = Path(data_dir(settings)) / KEY_FILE
-    try:
-        with open_existing(path) as f:
-            data = f.read()
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = secrets.token_bytes(KEY_BYTES)
-        try:
-            with create_new(path, 0o600) as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            log.warning("pii: hash keys from %s, made now; replicas on other machines need LGW_PII_KEY "
-                        "to hash alike", path)
-        except FileExistsError:  # another process made it first: take theirs
-            with open_existing(path) as f:
-                data = f.read()
-    if len(data) < 16:
-        raise ConfigError(f"pii key file {path}: expected at least 16 bytes, found {len(data)}")
-    return data
+    return machine_key(secret(load_settings().pii_key), KEY_FILE, "pii hash key", "LGW_PII_KEY")
 
 
 __all__ = ["KEY_FILE", "MASK_CHAR", "PiiField", "PiiPolicy", "mask_values", "pii_key", "policy_for"]

@@ -1,0 +1,82 @@
+"""The admin API's JSON endpoints, under /api/v1. Reads need any role; the kill switch and
+replays need operator, review decisions reviewer, tokens admin. Every state-changing call
+is recorded in the audit trail with the caller's identity (`token:NAME`, `oidc:SUB`)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Path
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.console.app import authenticate, context, require
+from gateway.console.auth import Principal
+from gateway.console.context import ConsoleContext
+from gateway.console.status import PipelineStatus, Switch, pipeline_statuses
+
+router = APIRouter(prefix="/api/v1")
+
+PipelineName = Path(pattern=r"^[A-Za-z0-9_.-]{1,200}$", description="a pipeline of gateway.yaml")
+Reason = Field(min_length=1, max_length=500, pattern=r"\S", description="why (an incident, a ticket); audited")
+
+
+class WhoAmI(BaseModel):
+    identity: str
+    name: str
+    roles: list[str]
+    source: str
+
+
+class KillSwitchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["off", "force_fallback", "pause"]
+    reason: str = Reason
+
+
+def _pipeline(ctx: ConsoleContext, name: str) -> str:
+    if name not in ctx.cfg.pipelines:
+        raise HTTPException(404, f"no pipeline {name!r}; expected one of {', '.join(ctx.cfg.pipelines) or 'none'}")
+    return name
+
+
+@router.get("/whoami", tags=["auth"], summary="The caller's identity and roles")
+async def whoami(principal: Principal = Depends(authenticate)) -> WhoAmI:  # noqa: B008
+    return WhoAmI(identity=principal.identity, name=principal.name, roles=sorted(principal.roles),
+                  source=principal.source)
+
+
+@router.get("/pipelines", tags=["pipelines"], summary="Every pipeline with its source, breaker, kill switch, "
+            "policy and counters", dependencies=[Depends(require("read"))])
+async def pipelines(ctx: ConsoleContext = Depends(context)) -> list[PipelineStatus]:  # noqa: B008
+    return await asyncio.to_thread(pipeline_statuses, ctx.cfg, ctx.state, ctx.pipelines, ctx.process)
+
+
+@router.get("/pipelines/{name}", tags=["pipelines"], summary="One pipeline's status",
+            dependencies=[Depends(require("read"))], responses={404: {"description": "no such pipeline"}})
+async def pipeline(name: str = PipelineName, ctx: ConsoleContext = Depends(context)) -> PipelineStatus:  # noqa: B008
+    _pipeline(ctx, name)
+    found = await asyncio.to_thread(pipeline_statuses, ctx.cfg, ctx.state, ctx.pipelines, ctx.process, name)
+    return found[0]
+
+
+@router.put("/pipelines/{name}/kill-switch", tags=["pipelines"], summary="Set or clear a pipeline's kill switch",
+            responses={404: {"description": "no such pipeline"}})
+async def set_kill_switch(body: KillSwitchRequest, name: str = PipelineName,
+                          principal: Principal = Depends(require("operate")),  # noqa: B008
+                          ctx: ConsoleContext = Depends(context)) -> Switch:  # noqa: B008
+    from gateway.killswitch_cli import audited_flip
+
+    _pipeline(ctx, name)
+
+    def flip() -> Switch:
+        sw = ctx.state.set_kill_switch(name, body.mode, body.reason.strip(), principal.identity,
+                                       on_change=audited_flip(ctx.state, principal.identity, body.reason.strip()))
+        return Switch(mode=sw.mode, reason=sw.reason, set_by=sw.set_by, set_at=sw.set_at)
+
+    switch = await asyncio.to_thread(flip)
+    live = ctx.pipelines.get(name)
+    if live is not None and live.kill_switch is not None:
+        live.kill_switch.invalidate()  # this process acts on it at its next batch, not after its cache expires
+    return switch

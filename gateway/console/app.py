@@ -1,0 +1,145 @@
+"""The ASGI app of the ops address: /healthz and /readyz (no auth), /metrics, the admin
+API under /api/v1 and the console under /console (a token or a session for each).
+
+FastAPI for the API: its routes are typed with pydantic models, which gives the OpenAPI
+document (/api/openapi.json, itself behind auth) that clients and the fuzzer use. Its
+Swagger and ReDoc pages are off: they load scripts from a CDN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+
+from gateway.console.auth import Principal
+from gateway.console.security import CSRF_HEADER, SESSION_COOKIE, SecurityHeaders, csrf_ok
+
+if TYPE_CHECKING:
+    from gateway.console.context import ConsoleContext
+    from gateway.ops_http import Readiness
+
+UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+API_VERSION = "1"
+
+
+class NotLoggedIn(HTTPException):
+    """401 for the API; the console's pages turn it into a redirect to the login page."""
+
+
+def context(request: Request) -> ConsoleContext:
+    ctx: ConsoleContext = request.app.state.console
+    return ctx
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client is not None else "?"
+
+
+def _origin_ok(request: Request) -> bool:
+    origin = request.headers.get("origin")
+    if origin is None:  # not a browser's cross-site request (those always send one)
+        return True
+    host = request.headers.get("host", "")
+    return origin in (f"http://{host}", f"https://{host}")
+
+
+async def authenticate(request: Request) -> Principal:
+    """The caller: a bearer token, else a session cookie. Too many failures from one
+    address: 429 before the token is even looked at."""
+    ctx = context(request)
+    client = client_address(request)
+    wait = ctx.limiter.blocked_for(client)
+    if wait > 0:
+        raise HTTPException(429, "too many failed authentications from this address; try again later",
+                            headers={"Retry-After": str(int(wait) + 1)})
+    header = request.headers.get("authorization")
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        principal = None
+        if scheme.lower() == "bearer" and token.strip():
+            principal = await asyncio.to_thread(ctx.auth.bearer, token.strip())
+        if principal is None:
+            ctx.limiter.failed(client)
+            raise NotLoggedIn(401, "invalid or unknown bearer token", headers={"WWW-Authenticate": "Bearer"})
+        request.state.via = "bearer"
+        return principal
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        session = ctx.sessions.read(cookie)
+        if session is None or not await asyncio.to_thread(ctx.auth.still_valid, session[0]):
+            raise NotLoggedIn(401, "session expired or ended; log in again", headers={"WWW-Authenticate": "Bearer"})
+        principal, nonce = session
+        request.state.via = "session"
+        request.state.csrf = nonce
+        if request.method in UNSAFE:
+            given = request.headers.get(CSRF_HEADER)
+            if given is None and request.headers.get("content-type", "").startswith(
+                    ("application/x-www-form-urlencoded", "multipart/form-data")):
+                given = str((await request.form()).get("csrf") or "")
+            if not csrf_ok(nonce, given) or not _origin_ok(request):
+                raise HTTPException(403, "missing or wrong CSRF token (reload the page)")
+        return principal
+    raise NotLoggedIn(401, "authentication required: a bearer token or a console session",
+                      headers={"WWW-Authenticate": "Bearer"})
+
+
+def require(permission: str) -> Callable[..., Awaitable[Principal]]:
+    """A dependency: the caller, who must hold `permission` (403 otherwise)."""
+    async def check(principal: Principal = Depends(authenticate)) -> Principal:  # noqa: B008
+        if not principal.may(permission):
+            raise HTTPException(403, f"{principal.identity} may not {permission} (roles: "
+                                f"{', '.join(sorted(principal.roles)) or 'none'})")
+        return principal
+
+    return check
+
+
+def build_ops_app(readiness: Readiness, console: ConsoleContext | None = None) -> Any:
+    """/healthz, /readyz, /metrics; with a console, the API and pages too, and /metrics
+    behind a token."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    from gateway.metrics import REGISTRY
+
+    app = FastAPI(title="lgw admin API", version=API_VERSION, docs_url=None, redoc_url=None, openapi_url=None,
+                  description="Pipelines, runs, rejects, review queue, drift and the kill switch of the "
+                              "legacy adapter gateway. Bearer tokens: `lgw console token new`, or OIDC.")
+    app.state.console = console
+
+    @app.get("/healthz", tags=["health"], summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/readyz", tags=["health"], summary="Every dependency answers",
+             responses={503: {"description": "a dependency does not answer"}})
+    async def readyz() -> JSONResponse:
+        ready, body = await readiness.report()
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    metrics_deps = [Depends(require("read"))] if console is not None else []
+
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics", dependencies=metrics_deps,
+             response_class=Response)
+    async def metrics() -> Response:
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    if console is not None:
+        from gateway.console import api
+
+        app.include_router(api.router)
+
+        @app.get("/api/openapi.json", include_in_schema=False, dependencies=[Depends(require("read"))])
+        async def openapi() -> JSONResponse:
+            return JSONResponse(app.openapi())
+
+        from gateway.console import pages
+
+        pages.mount(app)
+    return SecurityHeaders(app)
+
+
+__all__ = ["API_VERSION", "NotLoggedIn", "authenticate", "build_ops_app", "client_address", "context", "require"]

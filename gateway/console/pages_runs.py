@@ -1,0 +1,7 @@
+"""Console pages: runs (see gateway.console.pages)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()
