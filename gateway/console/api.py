@@ -80,3 +80,13 @@ async def set_kill_switch(body: KillSwitchRequest, name: str = PipelineName,
     if live is not None and live.kill_switch is not None:
         live.kill_switch.invalidate()  # this process acts on it at its next batch, not after its cache expires
     return switch
+
+
+def _include_areas() -> None:
+    from gateway.console import api_review, api_runs
+
+    for area in (api_runs, api_review):
+        router.include_router(area.router)
+
+
+_include_areas()

@@ -1,0 +1,7 @@
+"""Admin API: review endpoints (included by gateway.console.api)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()
