@@ -260,8 +260,9 @@ class OpsServer:
         # which belong to the command's graceful stop
         await server.startup(sockets=[self._socket])  # type: ignore[list-item]
         self._task = asyncio.get_running_loop().create_task(server.main_loop())
-        log.info("ops: serving /healthz /readyz /metrics%s on %s",
-                 " /api/v1 /console" if self.console is not None else "", self.url)
+        log.info("ops: serving /healthz /readyz /metrics on %s", self.url)
+        if self.console is not None:
+            log.info("console: serving %s/console and the admin API at %s/api/v1", self.url, self.url)
 
     async def stop(self) -> None:
         if self._status is not None:
