@@ -332,3 +332,24 @@ def test_the_runs_pages_render_for_a_viewer_and_an_operator(world: World, client
 def test_a_page_without_a_login_goes_to_the_login_page(world: World, client: TestClient) -> None:
     r = client.get("/console/rejects", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"].startswith("/console/login")
+
+
+def test_a_failed_runs_manifest_and_rejects_are_found_in_the_failed_folder(
+        world: World, client: TestClient, capsys: pytest.CaptureFixture[str]) -> None:
+    path = world.root / "drop" / "inbox" / "SHORT.DAT"
+    generate_card_file(path, records=RECORDS, seed=12, bad_every=100)
+    data = bytearray(path.read_bytes())
+    data[-120 + 1: -120 + 10] = f"{RECORDS - 1:09d}".encode("cp037")  # the trailer's count is one short
+    path.write_bytes(bytes(data))
+    main(["batch", "run", "card_txn", "--config", str(world.config)])
+    failed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert failed["status"] == "failed"
+    runs = client.get("/api/v1/runs?status=failed", headers=auth(world, "viewer")).json()
+    assert [r["run_id"] for r in runs] == [failed["run"]] and "count" in runs[0]["message"]
+    detail = client.get(f"/api/v1/runs/{failed['run']}", headers=auth(world, "viewer")).json()
+    assert detail["manifest"]["status"] == "failed" and detail["manifest"]["run_id"] == failed["run"]
+    assert client.get(f"/api/v1/runs/{failed['run']}/report", headers=auth(world, "viewer")).status_code == 200
+    page = client.get(f"/api/v1/rejects?run={failed['run']}", headers=auth(world, "viewer")).json()
+    assert len(page["items"]) == 3 and {i["run_id"] for i in page["items"]} == {failed["run"]}
+    both = client.get("/api/v1/rejects", headers=auth(world, "viewer")).json()["items"]
+    assert [i["run_id"] for i in both] == [failed["run"]] * 3 + [world.run_id] * 4  # newest run first
