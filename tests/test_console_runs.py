@@ -9,6 +9,7 @@ process and its ops address."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import urllib.error
@@ -88,14 +89,21 @@ def world(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> World:
     return World(tmp_path, config, tokens, summary["run"], pans)
 
 
-@pytest.fixture
-def client(world: World) -> Iterator[TestClient]:
+@contextlib.contextmanager
+def console_client(world: World) -> Iterator[TestClient]:
+    """The real ops app of `lgw console` over the world's config and state store."""
     cfg = load_config(world.config)
     with StateStore(cfg.state.url) as state:
         console = build_console(cfg, state, process="console")
         assert console is not None
         with TestClient(build_ops_app(Readiness(), console), base_url="http://127.0.0.1") as c:
             yield c
+
+
+@pytest.fixture
+def client(world: World) -> Iterator[TestClient]:
+    with console_client(world) as c:
+        yield c
 
 
 def auth(world: World, role: str) -> dict[str, str]:
@@ -353,3 +361,39 @@ def test_a_failed_runs_manifest_and_rejects_are_found_in_the_failed_folder(
     assert len(page["items"]) == 3 and {i["run_id"] for i in page["items"]} == {failed["run"]}
     both = client.get("/api/v1/rejects", headers=auth(world, "viewer")).json()["items"]
     assert [i["run_id"] for i in both] == [failed["run"]] * 3 + [world.run_id] * 4  # newest run first
+
+
+def test_drift_of_a_run_against_its_reference_and_of_a_streams_last_window(
+        world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.console.views_runs import drift_of
+    from gateway.meters import drift_window
+
+    reference = world.root / "REFERENCE.DAT"
+    generate_card_file(reference, records=2_000, seed=1)
+    profile = world.root / "card_txn.profile.json"
+    assert main(["profile", "build", "--contract", str(contract_path("card_txn")), "--input", str(reference),
+                 "--output", str(profile)]) == 0
+    cfg = json.loads(world.config.read_text())
+    cfg["pipelines"]["card_txn"]["drift"] = {"reference": str(profile)}
+    world.config.write_text(json.dumps(cfg))
+    generate_card_file(world.root / "drop" / "inbox" / "SHIFTED.DAT", records=2_000, seed=3, drift=0.5)
+    main(["batch", "run", "card_txn", "--config", str(world.config)])
+    shifted = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run"]
+    with console_client(world) as client:
+        d = client.get("/api/v1/pipelines/card_txn/drift", headers=auth(world, "viewer")).json()
+        assert d["run_id"] == shifted and d["note"] is None and d["drift"]["psi"]["amount"] > 0.25
+        assert "psi:amount" in [b["signal"] for b in d["drift"]["breaches"]]
+        partial = client.get("/console/partials/drift/card_txn", headers=auth(world, "viewer")).text
+        assert re.search(r"<td>feature amount</td><td class=\"num bad\">", partial)
+        assert "psi:amount" in partial
+
+    # a stream's figures are its last window's, in the process that runs it (what gateway.meters sets)
+    cfg_obj = load_config(world.config)
+    with StateStore(cfg_obj.state.url) as state:
+        assert drift_of(cfg_obj, state, "card_stream", live=True).note.startswith("no figures")  # type: ignore[union-attr]
+        drift_window("card_stream", {"quality": {"reject_rate": 0.02},
+                                     "drift": {"psi": {"amount": 0.4}, "score_psi": {"fraud_score": 0.1}}})
+        live = drift_of(cfg_obj, state, "card_stream", live=True)
+        assert live.source == "this process's last window" and live.reject_ratio == 0.02
+        assert live.psi == {"feature.amount": 0.4, "score.fraud_score": 0.1}
+        assert drift_of(cfg_obj, state, "card_stream", live=False).source == "none"  # `lgw console` runs no stream
