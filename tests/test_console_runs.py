@@ -242,7 +242,8 @@ def test_replay_needs_an_operator_and_a_process_that_runs_the_pipeline(world: Wo
     assert r.status_code == 409
     detail = r.json()["detail"]
     assert "lgw console" in detail and "lgw run" in detail and "\n" not in detail
-    for body in ({}, {"reason": ""}, {"reason": "   "}, {"reason": "x" * 501}, {"reason": "x", "extra": 1}):
+    for body in ({}, {"reason": ""}, {"reason": "   "}, {"reason": "x" * 501}, {"reason": "x", "extra": 1},
+                 {"reason": "INC\x001"}, {"reason": "two\nlines"}):
         assert client.post(url, json=body, headers=auth(world, "operator")).status_code == 422, body
     assert client.post("/api/v1/runs/card_txn.nope/replay", json={"reason": "x"},
                        headers=auth(world, "operator")).status_code == 404
@@ -318,6 +319,9 @@ def test_the_runs_pages_render_for_a_viewer_and_an_operator(world: World, client
     assert r.status_code == 303 and "lgw%20run" in r.headers["location"]
     assert client.post(f"/console/runs/{world.run_id}/replay", data={"reason": "INC-2"},
                        headers=auth(world, "viewer")).status_code == 403
+    r = client.post(f"/console/runs/{world.run_id}/replay", data={"reason": "INC\x002"},
+                    headers=auth(world, "operator"), follow_redirects=False)
+    assert r.status_code == 303 and "one%20line" in r.headers["location"]
 
     rejects = client.get(f"/console/rejects?pipeline=card_txn&run={world.run_id}&reason=&field=",
                          headers=auth(world, "viewer"))

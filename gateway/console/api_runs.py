@@ -30,7 +30,8 @@ REPORT_FRAME_CSP_EXTRA = "; frame-ancestors 'self'"
 class ReplayRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(min_length=1, max_length=500, pattern=r"\S", description="why (an incident, a ticket); audited")
+    reason: str = Field(min_length=1, max_length=500, pattern=views.REASON_PATTERN,
+                        description="why (an incident, a ticket), one line; audited")
 
 
 def _raise(exc: views.Refused) -> HTTPException:

@@ -44,6 +44,8 @@ MAX_REJECTS_BYTES = 64 * 1024 * 1024  # of one rejects file; the rest is not rea
 MAX_LINE_BYTES = 64 * 1024  # a rejects line is a few hundred bytes; a longer one is not one
 RUN_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,240}$"
 STATUSES = (RUNNING, DONE, FAILED, "duplicate")
+# one line of text with something in it: no control characters (a NUL cannot even be stored in PostgreSQL)
+REASON_PATTERN = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
 ReasonClass = Literal["framing", "decode", "validation", "model_rejected", "model_output", "pipeline_error"]
 assert set(ReasonClass.__args__) == set(REASON_CLASSES)  # type: ignore[attr-defined]
 
@@ -239,7 +241,10 @@ async def replay(ctx: ConsoleContext, run_id: str, actor: str, reason: str) -> R
     """Starts a replay through the process's replay callable (it audits the request);
     Refused(404/409) with one line when it cannot."""
     import asyncio
+    import re
 
+    if len(reason) > 500 or not re.fullmatch(REASON_PATTERN, reason):
+        raise Refused(422, "a replay needs a reason: one line of text, at most 500 characters")
     run = await asyncio.to_thread(RunStore(ctx.state).get, run_id)
     if run is None:
         raise Refused(404, f"no run {run_id!r} (GET /api/v1/runs lists them)")
@@ -459,7 +464,7 @@ def drift_of(cfg: GatewayConfig, state: StateStore, pipeline: str, live: bool = 
 
 
 __all__ = [
-    "MAX_LIMIT", "RUN_ID_PATTERN", "STATUSES", "DriftView", "ReasonClass", "Refused", "RejectItem", "RejectSource",
+    "MAX_LIMIT", "REASON_PATTERN", "RUN_ID_PATTERN", "STATUSES", "DriftView", "ReasonClass", "Refused", "RejectItem", "RejectSource",
     "RejectsPage", "ReplayStarted", "RunDetail", "RunSummary", "drift_of", "list_rejects", "list_runs",
     "manifest_path", "read_manifest", "reject_sources", "rejects_file", "replay", "report_html", "run_detail",
 ]
