@@ -465,6 +465,7 @@ def drift_of(cfg: GatewayConfig, state: StateStore, pipeline: str, live: bool = 
 
 __all__ = [
     "MAX_LIMIT", "REASON_PATTERN", "RUN_ID_PATTERN", "STATUSES", "DriftView", "ReasonClass", "Refused",
-    "RejectItem", "RejectSource", "RejectsPage", "ReplayStarted", "RunDetail", "RunSummary", "drift_of", "list_rejects", "list_runs",
-    "manifest_path", "read_manifest", "reject_sources", "rejects_file", "replay", "report_html", "run_detail",
+    "RejectItem", "RejectSource", "RejectsPage", "ReplayStarted", "RunDetail", "RunSummary", "drift_of",
+    "list_rejects", "list_runs", "manifest_path", "read_manifest", "reject_sources", "rejects_file", "replay",
+    "report_html", "run_detail",
 ]
