@@ -14,11 +14,12 @@ from gateway.console.app import authenticate, context, require
 from gateway.console.auth import Principal
 from gateway.console.context import ConsoleContext
 from gateway.console.status import PipelineStatus, Switch, pipeline_statuses
+from gateway.console.views_runs import REASON_PATTERN
 
 router = APIRouter(prefix="/api/v1")
 
 PipelineName = Path(pattern=r"^[A-Za-z0-9_.-]{1,200}$", description="a pipeline of gateway.yaml")
-Reason = Field(min_length=1, max_length=500, pattern=r"\S", description="why (an incident, a ticket); audited")
+Reason = Field(min_length=1, max_length=500, pattern=REASON_PATTERN, description="why (an incident, a ticket); audited")
 
 
 class WhoAmI(BaseModel):

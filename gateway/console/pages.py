@@ -64,7 +64,8 @@ def mount(app: FastAPI) -> None:
         if request.url.path.startswith(PREFIX) and "x-console-partial" not in request.headers:
             return RedirectResponse(f"{PREFIX}/login?next={quote(request.url.path)}", status_code=303)
         if default_handler is not None:
-            return await default_handler(request, exc)
+            answer = default_handler(request, exc)
+            return answer if isinstance(answer, Response) else await answer
         from fastapi.exception_handlers import http_exception_handler
 
         return await http_exception_handler(request, exc)
