@@ -36,7 +36,9 @@ def render(request: Request, template: str, principal: Principal | None, status_
     """A page (or a partial: a template whose name starts with `_`) for this caller."""
     body = templates.get_template(template).render(
         request=request, user=principal, csrf=getattr(request.state, "csrf", ""), prefix=PREFIX, **values)
-    return HTMLResponse(body, status_code=status_code, headers=headers)
+    # Referrer-Policy same-origin (not the API's no-referrer): with no-referrer a browser
+    # sends `Origin: null` on the page's own form posts, which the CSRF origin check refuses
+    return HTMLResponse(body, status_code=status_code, headers={"Referrer-Policy": "same-origin", **(headers or {})})
 
 
 def back_to(request: Request, path: str, message: str = "") -> RedirectResponse:

@@ -103,7 +103,9 @@ def _local_next(target: str | None) -> str:
 
 
 def _same_origin(request: Request) -> bool:
-    """Origin (else Referer), when the browser sends one, names this host."""
+    """Sec-Fetch-Site, Origin (else Referer), when the browser sends them, say this host."""
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        return False
     host = request.headers.get("host", "")
     origin = request.headers.get("origin")
     if origin is not None and origin != "null":

@@ -138,9 +138,11 @@ def _source(cfg: GatewayConfig, name: str) -> tuple[str, str, str]:
         return "none", "", "none"
     src: Any = pipe.source
     detail = ""
-    for attr in ("topic", "queue", "inbox", "table"):
+    for attr in ("topics", "topic", "queue", "inbox", "table"):
         value = getattr(src, attr, None)
-        if isinstance(value, str):
+        if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
+            value = ", ".join(value)  # Kafka: the topics consumed
+        if isinstance(value, str) and value:
             detail = value
             break
     return str(src.type), detail, str(pipe.output.type)
@@ -150,9 +152,24 @@ def _switch(sw: KillSwitch) -> Switch:
     return Switch(mode=sw.mode, reason=sw.reason, set_by=sw.set_by, set_at=sw.set_at)
 
 
+def _ensure_table(state: StateStore) -> None:
+    """The store may have made its schema before this module defined its table (metadata
+    is shared, create_all runs once per store): create it here when it is missing."""
+    if getattr(state, "_replica_status_ready", False):
+        return
+    try:
+        with state._connect() as conn, conn.begin():
+            replica_status.create(conn, checkfirst=True)
+    except Exception:  # another replica made it between the check and the CREATE: look again
+        with state._connect() as conn, conn.begin():
+            replica_status.create(conn, checkfirst=True)
+    state._replica_status_ready = True  # type: ignore[attr-defined]
+
+
 def published(state: StateStore) -> dict[str, list[ReplicaStatus]]:
     """What the replicas last published, per pipeline."""
     now = datetime.now(UTC)
+    _ensure_table(state)
     with state._connect() as conn:
         rows = conn.execute(select(replica_status)).mappings().all()
     out: dict[str, list[ReplicaStatus]] = {}
@@ -198,6 +215,7 @@ class StatusPublisher:
     def publish_once(self) -> None:
         me = replica_id()
         now = datetime.now(UTC)
+        _ensure_table(self.state)
         with self.state._connect() as conn, conn.begin():
             for name, pipeline in self.pipelines.items():
                 body = live_replica(self.cfg, pipeline, self.process).model_dump(mode="json",
