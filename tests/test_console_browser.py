@@ -28,7 +28,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
@@ -37,14 +37,15 @@ from gateway.console.auth import add_to_tokens_file
 from gateway.governance.audit_sql import ActionLog
 from gateway.state import StateStore
 from tests.helpers import unavailable
+
+if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
 from tests.kafka_broker import TansuBroker
 from tests.lgw_processes import LgwProcess
 from tests.model_servers import ModelServerProcess
 from tests.realtime_data import copybook_records
 from tests.test_realtime_kafka import Topics, config_dict, keyed, kserve_model, produce
 from tests.test_report_browser import CHROMIUM
-
-pytestmark = pytest.mark.integration
 
 PIPELINE = "cards"
 WAIT_S = 90.0
@@ -152,6 +153,7 @@ def shots(tmp_path: Path) -> Path:
 
 
 # ---------------------------------------------------------------------------- the story
+@pytest.mark.integration
 def test_operator_watches_the_breaker_open_forces_the_fallback_and_a_reviewer_decides(
         chromium: Any, kafka_broker: TansuBroker, disposable_kserve_server: ModelServerProcess, tmp_path: Path,
         lgw_cmd: list[str], lgw_processes: list[LgwProcess], shots: Path) -> None:
@@ -232,7 +234,9 @@ def test_operator_watches_the_breaker_open_forces_the_fallback_and_a_reviewer_de
         # ---- force the fallback with a reason, through the form and its confirmation
         page.get_by_role("link", name=PIPELINE).click()
         page.wait_for_url(f"{base}/console/pipelines/{PIPELINE}")
-        assert page.locator("#drift").inner_text() != ""  # drift figures, or "no drift figures"
+        drift = page.locator("#drift")  # the runs area's partial: its figures, or "no drift figures"
+        wait_until(lambda: "Loading drift figures" not in drift.inner_text(), "the drift partial loaded", gw)
+        assert "Stale" not in page.locator("#drift-title + .stale-note, #drift").first.inner_text()
         page.get_by_label("Mode").select_option("force_fallback")
         page.get_by_label("Reason").fill("INC-4711 model server down")
         page.get_by_role("button", name="Set kill switch").click()
@@ -302,3 +306,122 @@ def test_operator_watches_the_breaker_open_forces_the_fallback_and_a_reviewer_de
 
     assert errors == [] and outside == []  # no script error, nothing asked of another host
     assert gw.stop() == 0
+
+
+# ---------------------------------------------------------------------------- the pages' rules
+# The same app in process (Starlette's TestClient), a real SQLite state store: what the
+# browser story does not reach (refusals, redirects, limits).
+@pytest.fixture
+def console(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str], StateStore]]:
+    from fastapi.testclient import TestClient
+
+    from gateway.config import GatewayConfig, example_dropfolder_config
+    from gateway.console.app import build_ops_app
+    from gateway.console.context import build_console
+    from gateway.ops_http import Readiness
+
+    tokens_file = tmp_path / "console-tokens.yaml"
+    tokens = {name: add_to_tokens_file(tokens_file, name, [role])
+              for name, role in (("oncall", "operator"), ("dashboard", "viewer"))}
+    doc = example_dropfolder_config(f"sqlite:///{tmp_path / 'state.db'}")
+    doc["console"] = {"tokens_file": str(tokens_file), "max_auth_failures": 3}
+    cfg = GatewayConfig.model_validate({**doc, "base_dir": tmp_path})
+    store = StateStore(cfg.state.url)
+    ctx = build_console(cfg, store, process="console")
+    assert ctx is not None
+    with TestClient(build_ops_app(Readiness(), ctx), base_url="http://console.test") as client:
+        yield client, tokens, store
+
+
+def _log_in(client: TestClient, token: str, **form: str) -> Any:
+    return client.post("/console/login", data={"token": token, **form}, follow_redirects=False)
+
+
+def _csrf(client: TestClient, path: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', client.get(path).text)
+    assert found is not None
+    return found.group(1)
+
+
+def test_login_sets_a_strict_session_cookie_and_goes_only_to_local_pages(console: Any) -> None:
+    client, tokens, _ = console
+    page = client.get("/console/pipelines/card_txn", follow_redirects=False)
+    assert page.status_code == 303 and page.headers["location"] == "/console/login?next=/console/pipelines/card_txn"
+    # a partial's fetch gets the 401 itself (the script sends the browser to log in)
+    assert client.get("/console/partials/overview", headers={"X-Console-Partial": "1"}).status_code == 401
+    login = client.get("/console/login?next=/console/pipelines/card_txn")
+    assert '<label for="token">Token</label>' in login.text and 'type="password"' in login.text
+    assert 'name="next" value="/console/pipelines/card_txn"' in login.text
+
+    done = _log_in(client, tokens["oncall"], next="/console/pipelines/card_txn")
+    assert done.status_code == 303 and done.headers["location"] == "/console/pipelines/card_txn"
+    cookie = done.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
+    assert "max-age=28800" in cookie and "secure" not in cookie  # plain http, secure_cookies unset
+    for elsewhere in ("https://evil.test/console/", "//evil.test/console/", "/api/v1/pipelines",
+                      "/console/login", "javascript:alert(1)", "/\\evil.test/console/"):
+        assert _log_in(client, tokens["oncall"], next=elsewhere).headers["location"] == "/console/", elsewhere
+
+    out = client.post("/console/logout", data={"csrf": _csrf(client, "/console/")}, follow_redirects=False)
+    assert out.status_code == 303 and 'lgw_session=""' in out.headers["set-cookie"]
+
+
+def test_login_over_https_sets_a_secure_cookie(console: Any) -> None:
+    client, tokens, _ = console
+    client.base_url = "https://console.test"
+    done = _log_in(client, tokens["oncall"])
+    assert done.status_code == 303 and "secure" in done.headers["set-cookie"].lower()
+
+
+def test_login_refuses_other_sites_and_counts_bad_tokens(console: Any) -> None:
+    client, tokens, _ = console
+    for headers in ({"Origin": "https://evil.test"}, {"Origin": "null"}, {"Referer": "https://evil.test/x"},
+                    {"Sec-Fetch-Site": "cross-site"}):
+        refused = client.post("/console/login", data={"token": tokens["oncall"]}, headers=headers,
+                              follow_redirects=False)
+        assert refused.status_code == 403 and "lgw_session" not in refused.headers.get("set-cookie", ""), headers
+    same = client.post("/console/login", data={"token": tokens["oncall"]}, follow_redirects=False,
+                       headers={"Origin": "http://console.test", "Sec-Fetch-Site": "same-origin"})
+    assert same.status_code == 303
+
+    for _ in range(3):
+        bad = _log_in(client, "not-a-token")
+        assert bad.status_code == 401
+        assert bad.text.count('role="alert"') == 1 and "Unknown or revoked token." in bad.text
+    blocked = _log_in(client, tokens["oncall"])  # even a good token waits out the window
+    assert blocked.status_code == 429 and int(blocked.headers["retry-after"]) >= 1
+    assert "Too many failed logins" in blocked.text
+
+
+def test_kill_switch_form_needs_a_reason_the_operator_role_and_the_csrf_token(console: Any) -> None:
+    client, tokens, store = console
+    _log_in(client, tokens["dashboard"])
+    viewer_page = client.get("/console/pipelines/card_txn")
+    assert "Set kill switch" not in viewer_page.text and "needs the operator role" in viewer_page.text
+    denied = client.post("/console/pipelines/card_txn/kill-switch",
+                         data={"csrf": _csrf(client, "/console/"), "mode": "pause", "reason": "mine"})
+    assert denied.status_code == 403 and "token:dashboard may not operate" in denied.text
+    assert "<h1>Not allowed</h1>" in denied.text  # a page, not JSON
+
+    _log_in(client, tokens["oncall"])
+    csrf = _csrf(client, "/console/pipelines/card_txn")
+    blank = client.post("/console/pipelines/card_txn/kill-switch", data={"csrf": csrf, "mode": "pause", "reason": "  "})
+    assert blank.status_code == 200 and "a reason is required" in blank.text
+    odd = client.post("/console/pipelines/card_txn/kill-switch", data={"csrf": csrf, "mode": "sideways", "reason": "x"})
+    assert "choose a mode" in odd.text
+    forged = client.post("/console/pipelines/card_txn/kill-switch", data={"csrf": "forged", "mode": "pause",
+                                                                          "reason": "x"})
+    assert forged.status_code == 403
+    assert store.get_kill_switch("card_txn").mode == "off"
+
+    done = client.post("/console/pipelines/card_txn/kill-switch",
+                       data={"csrf": csrf, "mode": "pause", "reason": "INC-1 <b>bold</b>"})
+    assert done.status_code == 200 and "Kill switch of card_txn: pause (set by token:oncall" in done.text
+    assert "INC-1 &lt;b&gt;bold&lt;/b&gt;" in done.text and "<b>bold</b>" not in done.text
+    switch = store.get_kill_switch("card_txn")
+    assert (switch.mode, switch.set_by, switch.reason) == ("pause", "token:oncall", "INC-1 <b>bold</b>")
+    flips = ActionLog(store).actions(pipeline="card_txn", action_prefix="killswitch.")
+    assert [(a.actor, a.old, a.new) for a in flips] == [("token:oncall", "off", "pause")]
+    partial = client.get("/console/partials/pipelines/card_txn", headers={"X-Console-Partial": "1"})
+    assert partial.status_code == 200 and "<html" not in partial.text and 'data-kill-switch>pause<' in partial.text
+    assert client.get("/console/pipelines/nope").status_code == 404
