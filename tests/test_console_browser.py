@@ -249,7 +249,7 @@ def test_operator_watches_the_breaker_open_forces_the_fallback_and_a_reviewer_de
         assert page.locator("dialog[open]").count() == 0
         assert page.url == f"{base}/console/pipelines/{PIPELINE}"
         page.get_by_role("button", name="Set kill switch").click()
-        page.screenshot(path=str(shots / "pipeline-confirm.png"), full_page=True)
+        page.screenshot(path=str(shots / "pipeline-confirm.png"))
         page.locator("dialog[open]").get_by_role("button", name="Confirm").click()
         page.wait_for_url(re.compile(rf".*/console/pipelines/{PIPELINE}\?msg=.*"))
         assert "force_fallback" in page.get_by_role("status").first.inner_text()

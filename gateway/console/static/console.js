@@ -148,7 +148,7 @@
       return dialog;
     }
     dialog = document.createElement("dialog");
-    dialog.className = "confirm card";
+    dialog.className = "confirm";
     dialog.setAttribute("aria-labelledby", "confirm-question");
     var question = document.createElement("p");
     question.id = "confirm-question";
