@@ -25,7 +25,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 DEADLINE_S = 60.0
-OPS_LINE = re.compile(r"ops: serving /healthz /readyz /metrics[ /a-z0-9]* on (http://[0-9.]+:\d+)")
+OPS_LINE = re.compile(r"ops: serving /healthz /readyz /metrics on (http://[0-9.]+:\d+)")
 
 
 def parse_samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
