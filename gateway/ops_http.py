@@ -205,6 +205,23 @@ def build_app(readiness: Readiness, console: ConsoleContext | None = None) -> An
     return build_ops_app(readiness, console)
 
 
+def _listening_socket(host: str, port: int, family: socket.AddressFamily) -> socket.socket:
+    """A TCP listening socket made with proto IPPROTO_TCP: asyncio turns Nagle off only on
+    connections whose socket says so (`socket.create_server` says 0), and with Nagle on,
+    every answer on a kept-alive connection waited 40 ms for the client's delayed ACK."""
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class OpsServer:
     """The endpoints on the running loop: `bind()` first (a port in use is a ConfigError
     before anything else starts), then `start()`, and `stop()` on the way out."""
@@ -224,7 +241,7 @@ class OpsServer:
     def bind(self) -> OpsServer:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         try:
-            self._socket = socket.create_server((self.host, self.port), family=family, reuse_port=False)
+            self._socket = _listening_socket(self.host, self.port, family)
         except OSError as exc:
             why = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
             raise ConfigError(f"ops endpoints: cannot listen on {self.host}:{self.port}: {why}; expected a free "
@@ -260,8 +277,9 @@ class OpsServer:
         # which belong to the command's graceful stop
         await server.startup(sockets=[self._socket])  # type: ignore[list-item]
         self._task = asyncio.get_running_loop().create_task(server.main_loop())
-        log.info("ops: serving /healthz /readyz /metrics%s on %s",
-                 " /api/v1 /console" if self.console is not None else "", self.url)
+        log.info("ops: serving /healthz /readyz /metrics on %s", self.url)
+        if self.console is not None:
+            log.info("console: serving %s/console and the admin API at %s/api/v1", self.url, self.url)
 
     async def stop(self) -> None:
         if self._status is not None:

@@ -51,7 +51,7 @@ def build_console(cfg: GatewayConfig, state: StateStore, *, process: str,
     auth = Authenticator(console, state, cfg.base_dir)
     if not auth.enabled:
         if console.enabled:
-            log.info("console: off (no tokens file at %s and no oidc issuer; `lgw console token new "
+            log.debug("console: off (no tokens file at %s and no oidc issuer; `lgw console token new "
                      "--role admin` makes one)", auth.file.path)
         return None
     auth.check()
