@@ -68,8 +68,13 @@
     if (el.dataset.inFlight === "1") {
       return Promise.resolve();
     }
+    var url = new URL(el.dataset.refresh, window.location.href);
+    if (url.origin !== window.location.origin) {
+      markStale(el, "not this console's address");  /* only our own server's partials go into the page */
+      return Promise.resolve();
+    }
     el.dataset.inFlight = "1";
-    return fetch(el.dataset.refresh, {headers: {"X-Console-Partial": "1"}, credentials: "same-origin",
+    return fetch(url.href, {headers: {"X-Console-Partial": "1"}, credentials: "same-origin",
                                       cache: "no-store"})
       .then(function (response) {
         if (response.status === 401) {
