@@ -279,7 +279,8 @@ def test_operator_watches_the_breaker_open_forces_the_fallback_and_a_reviewer_de
 
     # ---- the runs page, when the runs area serves one
     runs = page.goto(f"{base}/console/runs")
-    if runs is not None and runs.status == 200:
+    assert runs is not None and runs.status in (200, 404)  # 404: no runs area in this build; never a 5xx
+    if runs.status == 200:
         page.screenshot(path=str(shots / "runs.png"), full_page=True)
 
     # ---- a reviewer decides a queued item
@@ -295,7 +296,7 @@ def test_operator_watches_the_breaker_open_forces_the_fallback_and_a_reviewer_de
     if confirm.count():  # the review page may ask first
         confirm.get_by_role("button", name="Confirm").click()
     rpage.wait_for_url(re.compile(r".*/console/review.*msg=.*"))
-    rpage.screenshot(path=str(shots / "review.png"), full_page=True)
+    rpage.screenshot(path=str(shots / "review.png"))  # the first screen: a queue may be long
 
     # ---- the audit history names the operator's token
     assert rpage.goto(f"{base}/console/audit").status == 200  # type: ignore[union-attr]
