@@ -185,6 +185,13 @@ class StateStore:
 
     # ---- plumbing ----------------------------------------------------------------------
 
+    def create_missing_tables(self) -> None:
+        """Creates the tables defined on `metadata` since the store made its schema (a module
+        imported later: the console's, the batch runs' in a `lgw serve` store)."""
+        with self._ready_lock:
+            self._ready = False
+        self._ensure_schema()
+
     def _connect(self) -> _StoreConnection:
         self._ensure_schema()
         return _StoreConnection(self)

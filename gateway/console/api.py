@@ -67,13 +67,21 @@ async def pipeline(name: str = PipelineName, ctx: ConsoleContext = Depends(conte
 async def set_kill_switch(body: KillSwitchRequest, name: str = PipelineName,
                           principal: Principal = Depends(require("operate")),  # noqa: B008
                           ctx: ConsoleContext = Depends(context)) -> Switch:  # noqa: B008
+    _pipeline(ctx, name)
+    return await apply_kill_switch(ctx, name, body.mode, body.reason, principal)
+
+
+async def apply_kill_switch(ctx: ConsoleContext, name: str, mode: str, reason: str, principal: Principal) -> Switch:
+    """Sets (or clears: mode off) a configured pipeline's kill switch, audited as the caller in
+    the same transaction; this process acts on it at its next batch. The API's PUT and the
+    console's form both come here."""
     from gateway.killswitch_cli import audited_flip
 
-    _pipeline(ctx, name)
+    reason = reason.strip()
 
     def flip() -> Switch:
-        sw = ctx.state.set_kill_switch(name, body.mode, body.reason.strip(), principal.identity,
-                                       on_change=audited_flip(ctx.state, principal.identity, body.reason.strip()))
+        sw = ctx.state.set_kill_switch(name, mode, reason, principal.identity,
+                                       on_change=audited_flip(ctx.state, principal.identity, reason))
         return Switch(mode=sw.mode, reason=sw.reason, set_by=sw.set_by, set_at=sw.set_at)
 
     switch = await asyncio.to_thread(flip)

@@ -55,6 +55,13 @@ def build_console(cfg: GatewayConfig, state: StateStore, *, process: str,
                      "--role admin` makes one)", auth.file.path)
         return None
     auth.check()
+    # every table the console reads, whichever command made the store (`lgw serve` never
+    # imports the batch runs' tables, for one)
+    import gateway.console.status
+    import gateway.governance.review
+    import gateway.runs  # noqa: F401
+
+    state.create_missing_tables()
     return ConsoleContext(cfg=cfg, state=state, auth=auth,
                           sessions=Sessions(session_key(), console.session_minutes),
                           limiter=FailureLimiter(console.max_auth_failures, console.failure_window_s),

@@ -32,11 +32,13 @@ templates = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=
 
 
 def render(request: Request, template: str, principal: Principal | None, status_code: int = 200,
-           **values: Any) -> HTMLResponse:
+           headers: dict[str, str] | None = None, **values: Any) -> HTMLResponse:
     """A page (or a partial: a template whose name starts with `_`) for this caller."""
     body = templates.get_template(template).render(
         request=request, user=principal, csrf=getattr(request.state, "csrf", ""), prefix=PREFIX, **values)
-    return HTMLResponse(body, status_code=status_code)
+    # Referrer-Policy same-origin (not the API's no-referrer): with no-referrer a browser
+    # sends `Origin: null` on the page's own form posts, which the CSRF origin check refuses
+    return HTMLResponse(body, status_code=status_code, headers={"Referrer-Policy": "same-origin", **(headers or {})})
 
 
 def back_to(request: Request, path: str, message: str = "") -> RedirectResponse:
@@ -56,16 +58,27 @@ def mount(app: FastAPI) -> None:
     app.include_router(router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=HERE / "static"), name="console-static")
 
-    default_handler = app.exception_handlers.get(NotLoggedIn)
-
     @app.exception_handler(NotLoggedIn)
     async def to_login(request: Request, exc: NotLoggedIn) -> Response:
         # a page sends the browser to log in; the API (and a partial's fetch) gets the 401
         if request.url.path.startswith(PREFIX) and "x-console-partial" not in request.headers:
             return RedirectResponse(f"{PREFIX}/login?next={quote(request.url.path)}", status_code=303)
-        if default_handler is not None:
-            answer = default_handler(request, exc)
-            return answer if isinstance(answer, Response) else await answer
+        from fastapi.exception_handlers import http_exception_handler
+
+        return await http_exception_handler(request, exc)
+
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    @app.exception_handler(StarletteHTTPException)
+    async def error_page(request: Request, exc: StarletteHTTPException) -> Response:
+        # a console page the caller may not see (403) or that does not exist (404): a page
+        # saying so; the API and the partials keep their JSON
+        if (exc.status_code in (403, 404) and request.url.path.startswith(PREFIX + "/")
+                and "x-console-partial" not in request.headers
+                and not request.url.path.startswith(PREFIX + "/static/")):
+            return render(request, "error.html", None, status_code=exc.status_code,
+                          code=exc.status_code, detail=str(exc.detail),
+                          headers=dict(exc.headers or {}))
         from fastapi.exception_handlers import http_exception_handler
 
         return await http_exception_handler(request, exc)

@@ -138,9 +138,11 @@ def _source(cfg: GatewayConfig, name: str) -> tuple[str, str, str]:
         return "none", "", "none"
     src: Any = pipe.source
     detail = ""
-    for attr in ("topic", "queue", "inbox", "table"):
+    for attr in ("topics", "topic", "queue", "inbox", "table"):
         value = getattr(src, attr, None)
-        if isinstance(value, str):
+        if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
+            value = ", ".join(value)  # Kafka: the topics consumed
+        if isinstance(value, str) and value:
             detail = value
             break
     return str(src.type), detail, str(pipe.output.type)
