@@ -47,24 +47,55 @@ def _origin_ok(request: Request) -> bool:
     return origin in (f"http://{host}", f"https://{host}")
 
 
+def _not_blocked(request: Request) -> str:
+    """The client's address; 429 with Retry-After while it has failed too often."""
+    client = client_address(request)
+    wait = context(request).limiter.blocked_for(client)
+    if wait > 0:
+        raise HTTPException(429, "too many failed authentications from this address; try again later",
+                            headers={"Retry-After": str(int(wait) + 1)})
+    return client
+
+
+async def check_token(request: Request, token: str) -> Principal:
+    """Who a token (an API token or an OIDC JWT) names, under the failed-authentication
+    limit: 429 while this address is blocked, 401 (and a failure counted) for a bad token.
+    The bearer header and the login form both come through here."""
+    ctx = context(request)
+    client = _not_blocked(request)
+    token = token.strip()
+    principal = await asyncio.to_thread(ctx.auth.bearer, token) if token and len(token) <= 16384 else None
+    if principal is None:
+        ctx.limiter.failed(client)
+        raise NotLoggedIn(401, "invalid or unknown token", headers={"WWW-Authenticate": "Bearer"})
+    return principal
+
+
+def start_session(request: Request, response: Response, principal: Principal) -> str:
+    """Logs `principal` in on `response` (the login form's answer): sets the signed session
+    cookie (HttpOnly, SameSite=Strict, Secure over https or when `console.secure_cookies`)
+    and returns its CSRF nonce."""
+    ctx = context(request)
+    cookie, nonce = ctx.sessions.issue(principal)
+    secure = ctx.secure_cookies if ctx.secure_cookies is not None else request.url.scheme == "https"
+    response.set_cookie(SESSION_COOKIE, cookie, max_age=ctx.sessions.seconds, path="/", secure=secure,
+                        httponly=True, samesite="strict")
+    return nonce
+
+
+def end_session(response: Response) -> None:
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+
+
 async def authenticate(request: Request) -> Principal:
     """The caller: a bearer token, else a session cookie. Too many failures from one
     address: 429 before the token is even looked at."""
     ctx = context(request)
-    client = client_address(request)
-    wait = ctx.limiter.blocked_for(client)
-    if wait > 0:
-        raise HTTPException(429, "too many failed authentications from this address; try again later",
-                            headers={"Retry-After": str(int(wait) + 1)})
+    _not_blocked(request)
     header = request.headers.get("authorization")
     if header is not None:
         scheme, _, token = header.partition(" ")
-        principal = None
-        if scheme.lower() == "bearer" and token.strip():
-            principal = await asyncio.to_thread(ctx.auth.bearer, token.strip())
-        if principal is None:
-            ctx.limiter.failed(client)
-            raise NotLoggedIn(401, "invalid or unknown bearer token", headers={"WWW-Authenticate": "Bearer"})
+        principal = await check_token(request, token if scheme.lower() == "bearer" else "")
         request.state.via = "bearer"
         return principal
     cookie = request.cookies.get(SESSION_COOKIE)
@@ -142,4 +173,5 @@ def build_ops_app(readiness: Readiness, console: ConsoleContext | None = None) -
     return SecurityHeaders(app)
 
 
-__all__ = ["API_VERSION", "NotLoggedIn", "authenticate", "build_ops_app", "client_address", "context", "require"]
+__all__ = ["API_VERSION", "NotLoggedIn", "authenticate", "build_ops_app", "check_token", "client_address", "context",
+           "end_session", "require", "start_session"]

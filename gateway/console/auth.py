@@ -22,8 +22,8 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,9 @@ class Principal:
     name: str
     roles: frozenset[str]
     source: str  # "file", "store" or "oidc"
+    # which token it logged in with (token_fingerprint of its digest; "" for OIDC): a
+    # session ends when its name's token changes, not only when the name goes away
+    token_id: str = field(default="", compare=False, repr=False)
 
     @property
     def identity(self) -> str:
@@ -86,6 +89,12 @@ def new_token() -> str:
 
 def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def token_fingerprint(digest: str) -> str:
+    """What a session cookie names its token by: derived from the stored digest, but
+    neither the token nor the digest (neither may leave the server)."""
+    return hashlib.sha256(b"lgw-console-session-token." + digest.encode()).hexdigest()[:32]
 
 
 def _check_roles(roles: Iterable[str]) -> frozenset[str]:
@@ -141,8 +150,9 @@ def read_tokens_file(path: Path) -> list[TokenEntry]:
     try:
         raw = yaml.safe_load(data) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"console tokens file {path}: expected YAML, found an error at "
-                          f"{getattr(exc, 'problem_mark', '?')}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "?"
+        raise ConfigError(f"console tokens file {path}: expected YAML, found an error at {where}") from None
     items = raw.get("tokens") if isinstance(raw, dict) else None
     if not isinstance(items, list):
         raise ConfigError(f"console tokens file {path}: expected a mapping with a `tokens:` list, "
@@ -184,42 +194,65 @@ def add_to_tokens_file(path: Path, name: str, roles: Iterable[str]) -> str:
 
 
 class TokenFile:
-    """The tokens file, read again when it changes (an operator adds a token by hand)."""
+    """The tokens file, read again when it changes (an operator adds or removes a token by
+    hand): looked at again at most once a second (`recheck_s`).
 
-    def __init__(self, path: Path) -> None:
+    At start-up a broken file is an error (`entries(strict=True)`); one that breaks while
+    serving (malformed, made group- or world-writable) is logged once and then trusted for
+    nothing: no file token authenticates until it is fixed (tokens of the state store and
+    OIDC still do)."""
+
+    def __init__(self, path: Path, clock: Callable[[], float] = time.monotonic, recheck_s: float = 1.0) -> None:
         self.path = path
+        self.clock = clock
+        self.recheck_s = recheck_s
         self._lock = threading.Lock()
-        self._stamp: tuple[float, int] | None = None
+        self._stamp: tuple[int, int, int, int] | None = None
         self._by_digest: dict[str, TokenEntry] = {}
-        self._checked = 0.0
+        self._checked: float | None = None
 
     def exists(self) -> bool:
         return self.path.is_file()
 
-    def entries(self) -> dict[str, TokenEntry]:
-        now = time.monotonic()
+    def entries(self, strict: bool = False) -> dict[str, TokenEntry]:
+        now = self.clock()
         with self._lock:
-            if now - self._checked < 1.0:
+            if not strict and self._checked is not None and now - self._checked < self.recheck_s:
                 return self._by_digest
             self._checked = now
             try:
                 st = self.path.stat()
-                stamp: tuple[float, int] | None = (st.st_mtime, st.st_size)
+                # a new file (an editor's or NewFile's rename) has a new inode even when the
+                # size and the mtime's granularity would not tell
+                stamp: tuple[int, int, int, int] | None = (st.st_mtime_ns, st.st_size, st.st_ino, st.st_mode)
             except FileNotFoundError:
                 stamp = None
-            if stamp != self._stamp:
-                self._by_digest = {e.sha256: e for e in read_tokens_file(self.path)} if stamp else {}
+            if stamp != self._stamp or strict:
+                try:
+                    self._by_digest = {e.sha256: e for e in read_tokens_file(self.path)} if stamp else {}
+                except ConfigError as exc:
+                    self._by_digest = {}
+                    if strict:
+                        self._stamp = None
+                        raise
+                    log.error("%s; its tokens are refused until it is fixed", exc)
                 self._stamp = stamp
             return self._by_digest
 
     def lookup(self, digest: str) -> Principal | None:
+        found = None
         for known, entry in self.entries().items():
-            if hmac.compare_digest(known, digest):
-                return Principal(entry.name, entry.roles, "file")
-        return None
+            if hmac.compare_digest(known, digest):  # no early exit: the time does not tell which
+                found = Principal(entry.name, entry.roles, "file", token_fingerprint(known))
+        return found
 
     def has_name(self, name: str) -> bool:
         return any(e.name == name for e in self.entries().values())
+
+    def current(self, name: str, token_id: str) -> bool:
+        """The token `name` logged in with is still the file's token of that name."""
+        return any(e.name == name and hmac.compare_digest(token_fingerprint(e.sha256), token_id)
+                   for e in self.entries().values())
 
 
 # ---------------------------------------------------------------------------- stored tokens
@@ -275,13 +308,17 @@ class TokenStore:
                                                             console_tokens.c.revoked_at.is_(None))).mappings().first()
         if row is None or not hmac.compare_digest(row["sha256"], digest):
             return None
-        return Principal(row["name"], frozenset(row["roles"].split()), "store")
+        return Principal(row["name"], frozenset(row["roles"].split()), "store", token_fingerprint(row["sha256"]))
 
-    def active(self, name: str) -> bool:
+    def active(self, name: str, token_id: str | None = None) -> bool:
+        """`name` is a token not revoked (and, given `token_id`, still the same token)."""
         with self.store._connect() as conn:
-            return conn.execute(select(console_tokens.c.name).where(console_tokens.c.name == name,
-                                                                    console_tokens.c.revoked_at.is_(None))
-                                ).first() is not None
+            row = conn.execute(select(console_tokens.c.sha256).where(console_tokens.c.name == name,
+                                                                     console_tokens.c.revoked_at.is_(None))
+                               ).first()
+        if row is None:
+            return False
+        return token_id is None or hmac.compare_digest(token_fingerprint(row[0]), token_id)
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -352,7 +389,7 @@ class Authenticator:
 
     def check(self) -> None:
         """A broken tokens file is a start-up error, not a 401 on every call."""
-        self.file.entries()
+        self.file.entries(strict=True)
 
     def bearer(self, token: str) -> Principal | None:
         if token.startswith(TOKEN_PREFIX):
@@ -368,12 +405,12 @@ class Authenticator:
     def still_valid(self, principal: Principal) -> bool:
         """A session's token has not been removed or revoked since it logged in."""
         if principal.source == "file":
-            return self.file.has_name(principal.name)
+            return self.file.current(principal.name, principal.token_id)
         if principal.source == "store":
-            return self.stored is not None and self.stored.active(principal.name)
-        return True  # an OIDC session lasts its own (short) lifetime
+            return self.stored is not None and self.stored.active(principal.name, principal.token_id)
+        return principal.source == "oidc"  # an OIDC session lasts its own (short) lifetime
 
 
 __all__ = ["PERMISSIONS", "Authenticator", "OidcVerifier", "Principal", "StoredToken", "TokenFile",
            "TokenStore", "add_to_tokens_file", "console_tokens", "new_token", "read_tokens_file", "token_digest",
-           "tokens_file_path"]
+           "token_fingerprint", "tokens_file_path"]

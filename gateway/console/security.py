@@ -78,7 +78,7 @@ class Sessions:
         """(cookie value, its CSRF nonce)."""
         nonce = secrets.token_urlsafe(24)
         payload = {"n": principal.name, "r": sorted(principal.roles), "s": principal.source,
-                   "e": int(self.clock()) + self.seconds, "c": nonce}
+                   "k": principal.token_id, "e": int(self.clock()) + self.seconds, "c": nonce}
         body = _b64(json.dumps(payload, separators=(",", ":")).encode())
         return f"{body}.{self._sign(body)}", nonce
 
@@ -91,9 +91,13 @@ class Sessions:
             return None
         try:
             payload = json.loads(_unb64(body))
-            if int(payload["e"]) < self.clock():
+            if int(payload["e"]) <= self.clock():
                 return None
-            return Principal(str(payload["n"]), frozenset(payload["r"]), str(payload["s"])), str(payload["c"])
+            roles = payload["r"]
+            if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+                return None
+            return (Principal(str(payload["n"]), frozenset(roles), str(payload["s"]), str(payload.get("k", ""))),
+                    str(payload["c"]))
         except (ValueError, KeyError, TypeError):
             return None
 
