@@ -6,11 +6,17 @@ a token is a random 256-bit secret, not a password, so a slow hash would add not
 latency (GitHub and PyPI keep theirs the same way). Lookups compare digests in constant
 time.
 
-OIDC: the JWT's signature is checked against the issuer's published keys (PyJWT's
-PyJWKClient fetches and caches the JWKS from the discovery document's `jwks_uri`); `iss`,
-`aud`, `exp` and `iat` are required; only asymmetric algorithms are accepted. Roles come
-from one claim (`roles_claim`), mapped through `role_map`; unknown roles are ignored, so a
-token with none of ours is authenticated but may do nothing (403, not 401).
+OIDC, what we chose: the gateway verifies bearer JWTs against the configured issuer's
+published keys (PyJWT's PyJWKClient fetches and caches the JWKS named by the discovery
+document's `jwks_uri`); `iss`, `aud`, `exp`, `iat` and `sub` are required; only asymmetric
+algorithms are accepted. There is no browser redirect login flow (authorization code):
+it would need a client secret and a registered redirect URI per deployment and
+server-side state for the code exchange, for a console a handful of operators use. The
+console's login page accepts a token instead: operators paste one obtained from their
+IdP's CLI, or use an API token. Roles come from one claim (`roles_claim`), mapped through
+`role_map`; unknown roles are ignored, so a token with none of ours is authenticated but
+may do nothing (403, not 401). A session made from an OIDC token ends when the token
+expires.
 """
 
 from __future__ import annotations
@@ -74,6 +80,8 @@ class Principal:
     # which token it logged in with (token_fingerprint of its digest; "" for OIDC): a
     # session ends when its name's token changes, not only when the name goes away
     token_id: str = field(default="", compare=False, repr=False)
+    # when its credential expires (an OIDC token's `exp`, epoch seconds): no session outlives it
+    expires_at: float | None = field(default=None, compare=False, repr=False)
 
     @property
     def identity(self) -> str:
@@ -335,41 +343,89 @@ def _stored(row: Any) -> StoredToken:
 
 # ---------------------------------------------------------------------------- OIDC
 class OidcVerifier:
-    def __init__(self, cfg: OidcConfig) -> None:
+    """Bearer JWTs of one OpenID Connect issuer, verified here against its published keys.
+
+    What we chose: the gateway is an OIDC *resource server*, not a relying party. It
+    verifies the signature of a JWT (an access or ID token) against the issuer's JWKS
+    (`jwks_uri` of its discovery document, or `jwks_url`), requires `iss`, `aud`, `exp`,
+    `iat` and `sub`, and accepts only asymmetric algorithms (never `none`, never HS256 with
+    the public key as the secret). It runs no browser redirect login (authorization code
+    flow): that would need a client secret per deployment, a registered redirect URI per
+    replica and server-side state for the code exchange, for a console a few operators
+    use. The console's login page accepts a token instead: operators paste one they got
+    from their IdP's CLI (`gcloud auth print-identity-token`, `az account get-access-token`,
+    `kubectl oidc-login get-token`, ...), or use an API token (`lgw console token new`).
+
+    The issuer is asked only for its discovery document and keys, never per request; they
+    are fetched lazily with short timeouts, so an issuer down at start-up makes OIDC
+    tokens fail (401) rather than the process, and a failed discovery is tried again
+    after `retry_s`, not cached for ever nor repeated on every request."""
+
+    connect_timeout_s = 3.0
+    timeout_s = 5.0
+    retry_s = 10.0
+
+    def __init__(self, cfg: OidcConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.cfg = cfg
         self.issuer = str(cfg.issuer).rstrip("/")
+        self.clock = clock
         self._client: Any = None
+        self._failed_at: float | None = None
         self._lock = threading.Lock()
 
-    def _jwks(self) -> Any:
+    def _discover(self) -> str:
         import httpx
+
+        timeout = httpx.Timeout(self.timeout_s, connect=self.connect_timeout_s)
+        response = httpx.get(f"{self.issuer}/.well-known/openid-configuration", timeout=timeout,
+                             follow_redirects=False).raise_for_status()
+        doc = response.json()
+        if not isinstance(doc, dict):
+            raise ValueError("discovery document: expected a JSON object")
+        if str(doc.get("issuer", "")).rstrip("/") != self.issuer:
+            raise ValueError(f"discovery document: expected issuer {self.issuer}, found {doc.get('issuer')!r}")
+        url = str(doc.get("jwks_uri", ""))
+        if not url.startswith(("https://", "http://")):
+            raise ValueError(f"discovery document: expected an http(s) jwks_uri, found {url!r}")
+        return url
+
+    def _jwks(self) -> Any:
         from jwt import PyJWKClient
 
         with self._lock:
             if self._client is None:
-                url = str(self.cfg.jwks_url) if self.cfg.jwks_url else None
-                if url is None:
-                    doc = httpx.get(f"{self.issuer}/.well-known/openid-configuration", timeout=5.0).raise_for_status()
-                    url = str(doc.json()["jwks_uri"])
-                self._client = PyJWKClient(url, cache_keys=True, lifespan=300, timeout=5)
+                if self._failed_at is not None and self.clock() - self._failed_at < self.retry_s:
+                    raise ConnectionError("the issuer's discovery failed moments ago; not asking again yet")
+                try:
+                    url = str(self.cfg.jwks_url) if self.cfg.jwks_url else self._discover()
+                except Exception as exc:
+                    self._failed_at = self.clock()
+                    log.warning("oidc: discovery at %s failed (%s); OIDC tokens are refused until it answers",
+                                self.issuer, type(exc).__name__)
+                    raise
+                self._failed_at = None
+                self._client = PyJWKClient(url, cache_keys=True, lifespan=300, timeout=self.timeout_s)
             return self._client
 
     def verify(self, token: str) -> Principal | None:
-        """The principal a valid token names; None for any invalid one (why goes to the debug log)."""
+        """The principal a valid token names; None for any invalid one (why goes to the log,
+        never the token)."""
         import jwt
 
         try:
             key = self._jwks().get_signing_key_from_jwt(token)
             claims = jwt.decode(token, key.key, algorithms=self.cfg.algorithms, audience=self.cfg.audience,
-                                issuer=self.issuer, options={"require": ["exp", "iat", "iss", "aud", "sub"]},
-                                leeway=30)
+                                issuer=[self.issuer, self.issuer + "/"],
+                                options={"require": ["exp", "iat", "iss", "aud", "sub"]}, leeway=30)
         except Exception as exc:  # PyJWT's errors, an unreachable issuer: the caller is not authenticated
             log.info("oidc token refused: %s", type(exc).__name__)
             return None
         raw = claims.get(self.cfg.roles_claim, [])
         values = raw.split() if isinstance(raw, str) else [str(v) for v in raw] if isinstance(raw, list) else []
         roles = frozenset(self.cfg.role_map.get(v, v) for v in values) & frozenset(ROLES)
-        return Principal(str(claims["sub"]), roles, "oidc")
+        exp = claims.get("exp")
+        return Principal(str(claims["sub"]), roles, "oidc",
+                         expires_at=float(exp) if isinstance(exp, int | float) else None)
 
 
 # ---------------------------------------------------------------------------- together

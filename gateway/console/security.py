@@ -3,7 +3,8 @@ failed logins per client, and strict response headers.
 
 - Session: the cookie `lgw_session` holds who logged in, until when, and a random CSRF
   nonce, signed with HMAC-SHA256 under the console key (LGW_CONSOLE_SESSION_KEY, else a
-  key file in the data directory); HttpOnly, SameSite=Strict, Secure over https. Nothing
+  key file in the data directory); HttpOnly, SameSite=Strict, Secure over https. It ends
+  after `session_minutes`, or when the OIDC token it was made from expires. Nothing
   is kept server-side, so every replica sharing the key accepts it; each request checks
   again that the token behind it still exists (a removed or revoked token ends its
   sessions at once).
@@ -77,8 +78,11 @@ class Sessions:
     def issue(self, principal: Principal) -> tuple[str, str]:
         """(cookie value, its CSRF nonce)."""
         nonce = secrets.token_urlsafe(24)
+        expires = int(self.clock()) + self.seconds
+        if principal.expires_at is not None:  # an OIDC token's own lifetime bounds its session's
+            expires = min(expires, int(principal.expires_at))
         payload = {"n": principal.name, "r": sorted(principal.roles), "s": principal.source,
-                   "k": principal.token_id, "e": int(self.clock()) + self.seconds, "c": nonce}
+                   "k": principal.token_id, "e": expires, "c": nonce}
         body = _b64(json.dumps(payload, separators=(",", ":")).encode())
         return f"{body}.{self._sign(body)}", nonce
 
