@@ -20,6 +20,7 @@ import yaml
 from fastapi import Depends, Form, Request
 from fastapi.responses import Response
 from fastapi.routing import APIRoute, iter_route_contexts
+from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from starlette.routing import Mount
 
@@ -109,9 +110,10 @@ def test_group_or_world_writable_tokens_file_is_refused_in_one_line(
     cfg = load_config(config)
     with StateStore(cfg.state.url) as state, pytest.raises(ConfigError):
         build_console(cfg, state, process="console")
-    assert lgw_main(["console", "token", "list", "--config", str(config)]) != 0
-    err_lines = capsys.readouterr().err.strip().splitlines()
-    assert len(err_lines) == 1 and "expected writable by its owner only" in err_lines[0]
+    for argv in (["console", "token", "list"], ["console", "--address", "127.0.0.1:0"]):
+        assert lgw_main([*argv, "--config", str(config)]) != 0
+        err_lines = capsys.readouterr().err.strip().splitlines()
+        assert len(err_lines) == 1 and "expected writable by its owner only" in err_lines[0], err_lines
 
 
 @pytest.mark.parametrize(("content", "says"), [
@@ -476,6 +478,17 @@ def test_security_headers_on_api_page_and_error_responses(console: Console) -> N
         assert "text/html" in responses[1].headers["content-type"]
         for r in responses:
             _strict(r, https)
+
+
+def test_security_headers_on_an_unhandled_error(console: Console) -> None:
+    async def broken(principal: Principal = Depends(require("read"))) -> dict[str, str]:  # noqa: B008
+        raise RuntimeError("a bug")
+
+    console.app.add_api_route("/api/v1/probe/broken", broken, methods=["GET"], include_in_schema=False)
+    client = TestClient(console.asgi, raise_server_exceptions=False)
+    r = client.get("/api/v1/probe/broken", headers=console.bearer("viewer"))
+    assert r.status_code == 500 and "a bug" not in r.text
+    _strict(r)
 
 
 # ---------------------------------------------------------------------------- secrets stay in
