@@ -29,16 +29,17 @@ from schemas.examples import contract_path, model_info
 SESSION_KEY = "test-console-session-key-0123456789abcdef"
 
 
-def gateway_yaml(folder: Path, state_url: str | None = None, **console: Any) -> Path:
+def gateway_yaml(folder: Path, state_url: str | None = None, pipeline: dict[str, Any] | None = None,
+                 **console: Any) -> Path:
     """A gateway.yaml with one pipeline (card_txn: the bundled model, a drop folder in
-    `folder`), its state store and tokens file in `folder`."""
+    `folder`, `pipeline` over it), its state store and tokens file in `folder`."""
     info = model_info("fraud")
     doc = {
         "models": {"fraud": {"endpoint": {"backend": "onnx", "path": str(info["path"]), "sha256": info["sha256"],
                                           "version": str(info["version"])}}},
         "pipelines": {"card_txn": {"contract": str(contract_path("card_txn")), "model": "fraud",
                                    "source": {"inbox": str(folder / "inbox"), "outbox": str(folder / "outbox"),
-                                              "glob": "*"}}},
+                                              "glob": "*", "stable_for_s": 0}, **(pipeline or {})}},
         "state": {"url": state_url or f"sqlite:///{folder}/state.db"},
         "console": {"tokens_file": str(folder / "tokens.yaml"), **console},
     }

@@ -10,6 +10,7 @@ same inputs on every run, in well under two minutes on CI."""
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -26,7 +27,9 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from gateway.config import load_config
 from gateway.console.auth import TokenStore, add_to_tokens_file
+from gateway.killswitch_cli import audited_flip
 from gateway.state import StateStore
+from schemas.examples import generate_card_file
 from tests.console_helpers import SESSION_KEY, gateway_yaml
 from tests.lgw_processes import LgwProcess
 
@@ -50,11 +53,19 @@ class Running:
 @pytest.fixture(scope="module")
 def running_console(tmp_path_factory: pytest.TempPathFactory, lgw_cmd: list[str]) -> Iterator[Running]:
     folder = tmp_path_factory.mktemp("console-fuzz")
-    config = gateway_yaml(folder)
+    config = gateway_yaml(folder, pipeline={"review": {"band": [0.2, 0.8]}})
     token = add_to_tokens_file(folder / "tokens.yaml", "fuzzer", ["admin"])
+    # a night's file scored: a run with its manifest, rejected records, review items
+    (folder / "inbox").mkdir()
+    generate_card_file(folder / "inbox" / "CARDS.DAT", records=300, bad_every=25)
+    done = subprocess.run([*lgw_cmd, "batch", "run", "card_txn", "--config", str(config)], capture_output=True,
+                          text=True, timeout=300, cwd=folder)
+    assert done.returncode == 1, done.stderr[-3000:]  # done, with rejected records
     cfg = load_config(config)
     with StateStore(cfg.state.url) as state:
-        state.set_kill_switch("card_txn", "force_fallback", "INC-9: fuzzing with a switch set", "token:fuzzer")
+        reason = "INC-9: fuzzing with a switch set"
+        state.set_kill_switch("card_txn", "force_fallback", reason, "token:fuzzer",
+                              on_change=audited_flip(state, "token:fuzzer", reason))
         store = TokenStore(state)
         store.create("ci-bot", ["operator"], created_by="token:fuzzer", note="made for the fuzzer")
         store.create("old-bot", ["viewer"], created_by="token:fuzzer")
