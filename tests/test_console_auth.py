@@ -172,6 +172,20 @@ def test_replacing_a_file_token_ends_the_sessions_of_the_old_one(console: Consol
     assert c.client.get("/api/v1/whoami", headers={"Authorization": f"Bearer {new}"}).status_code == 200
 
 
+def test_a_demoted_file_token_demotes_its_sessions_at_once(console: Console) -> None:
+    c = console
+    nonce = login(c, "operator")
+    assert c.client.put(KILL, json=SWITCH, headers={CSRF_HEADER: nonce}).status_code == 200
+    doc = yaml.safe_load(c.tokens_file.read_text())
+    for entry in doc["tokens"]:
+        if entry["name"] == "operator":
+            entry["roles"] = ["viewer"]
+    c.tokens_file.write_text(yaml.safe_dump(doc))
+    c.now.t += 2
+    assert c.client.get("/api/v1/whoami").json()["roles"] == ["viewer"]
+    assert c.client.put(KILL, json=SWITCH, headers={CSRF_HEADER: nonce}).status_code == 403
+
+
 # ---------------------------------------------------------------------------- stored tokens
 def _store_lifecycle(c: Console) -> None:
     store = TokenStore(c.ctx.state)
@@ -399,11 +413,15 @@ def test_cookie_writes_need_the_csrf_token_and_same_origin(console: Console) -> 
     foreign = {CSRF_HEADER: nonce, "Origin": "https://evil.example"}
     assert c.client.put(KILL, json=SWITCH, headers=foreign).status_code == 403
     assert c.client.put(KILL, json=SWITCH, headers={CSRF_HEADER: nonce, "Origin": "null"}).status_code == 403
+    cross = {CSRF_HEADER: nonce, "Sec-Fetch-Site": "cross-site"}
+    assert c.client.put(KILL, json=SWITCH, headers=cross).status_code == 403
     assert c.ctx.state.get_kill_switch("card_txn").mode == "off"
     same = {CSRF_HEADER: nonce, "Origin": "http://testserver"}
     r = c.client.put(KILL, json=SWITCH, headers=same)
     assert r.status_code == 200 and r.json()["set_by"] == "token:operator"
     assert c.client.put(KILL, json=SWITCH, headers={CSRF_HEADER: nonce}).status_code == 200
+    same_site = {CSRF_HEADER: nonce, "Sec-Fetch-Site": "same-origin"}
+    assert c.client.put(KILL, json=SWITCH, headers=same_site).status_code == 200
     # a form: the csrf field
     assert c.client.post("/console/probe-form", data={"note": "x"}).status_code == 403
     assert c.client.post("/console/probe-form", data={"csrf": "nope"}).status_code == 403
@@ -435,6 +453,10 @@ def test_start_session_sets_a_strict_http_only_cookie(console: Console) -> None:
     https = console.client_for("https://testserver")
     r = https.post("/console/login", data={"token": console.tokens["viewer"]})
     assert "secure" in r.headers["set-cookie"].lower()
+    # login CSRF: another site's page posting its own token into this browser
+    for foreign in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+        r = console.client.post("/console/login", data={"token": console.tokens["viewer"]}, headers=foreign)
+        assert r.status_code == 403 and "set-cookie" not in r.headers
     for _ in range(10):
         assert console.client.post("/console/login", data={"token": "nope"}).status_code in (401, 303)
     assert console.client.post("/console/login", data={"token": console.tokens["viewer"]}).status_code == 429

@@ -257,10 +257,13 @@ class TokenFile:
     def has_name(self, name: str) -> bool:
         return any(e.name == name for e in self.entries().values())
 
-    def current(self, name: str, token_id: str) -> bool:
-        """The token `name` logged in with is still the file's token of that name."""
-        return any(e.name == name and hmac.compare_digest(token_fingerprint(e.sha256), token_id)
-                   for e in self.entries().values())
+    def current(self, name: str, token_id: str) -> Principal | None:
+        """The file's token `name`, when it is still the one a session logged in with (its
+        roles as the file says now)."""
+        for digest, entry in self.entries().items():
+            if entry.name == name and hmac.compare_digest(token_fingerprint(digest), token_id):
+                return Principal(entry.name, entry.roles, "file", token_id)
+        return None
 
 
 # ---------------------------------------------------------------------------- stored tokens
@@ -318,15 +321,17 @@ class TokenStore:
             return None
         return Principal(row["name"], frozenset(row["roles"].split()), "store", token_fingerprint(row["sha256"]))
 
-    def active(self, name: str, token_id: str | None = None) -> bool:
-        """`name` is a token not revoked (and, given `token_id`, still the same token)."""
+    def active(self, name: str, token_id: str | None = None) -> Principal | None:
+        """The token `name`, not revoked (and, given `token_id`, still the same token)."""
         with self.store._connect() as conn:
-            row = conn.execute(select(console_tokens.c.sha256).where(console_tokens.c.name == name,
-                                                                     console_tokens.c.revoked_at.is_(None))
-                               ).first()
+            row = conn.execute(select(console_tokens.c.sha256, console_tokens.c.roles).where(
+                console_tokens.c.name == name, console_tokens.c.revoked_at.is_(None))).first()
         if row is None:
-            return False
-        return token_id is None or hmac.compare_digest(token_fingerprint(row[0]), token_id)
+            return None
+        fingerprint = token_fingerprint(row[0])
+        if token_id is not None and not hmac.compare_digest(fingerprint, token_id):
+            return None
+        return Principal(name, frozenset(row[1].split()), "store", fingerprint)
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -458,13 +463,19 @@ class Authenticator:
             return self.oidc.verify(token)
         return None
 
-    def still_valid(self, principal: Principal) -> bool:
-        """A session's token has not been removed or revoked since it logged in."""
+    def session_principal(self, principal: Principal) -> Principal | None:
+        """Who a session is now: None when its token was removed, replaced or revoked since
+        it logged in; with the roles its token has now (a demoted token's sessions are
+        demoted at once)."""
         if principal.source == "file":
             return self.file.current(principal.name, principal.token_id)
         if principal.source == "store":
-            return self.stored is not None and self.stored.active(principal.name, principal.token_id)
-        return principal.source == "oidc"  # an OIDC session lasts its own (short) lifetime
+            return self.stored.active(principal.name, principal.token_id) if self.stored is not None else None
+        # an OIDC session keeps the token's roles for the token's own (short) lifetime
+        return principal if principal.source == "oidc" else None
+
+    def still_valid(self, principal: Principal) -> bool:
+        return self.session_principal(principal) is not None
 
 
 __all__ = ["PERMISSIONS", "Authenticator", "OidcVerifier", "Principal", "StoredToken", "TokenFile",

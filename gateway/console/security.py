@@ -6,11 +6,12 @@ failed logins per client, and strict response headers.
   key file in the data directory); HttpOnly, SameSite=Strict, Secure over https. It ends
   after `session_minutes`, or when the OIDC token it was made from expires. Nothing
   is kept server-side, so every replica sharing the key accepts it; each request checks
-  again that the token behind it still exists (a removed or revoked token ends its
-  sessions at once).
+  again that the token behind it is still the same token (a removed, replaced or revoked
+  token ends its sessions at once) and takes its roles as they are now.
 - CSRF: a state-changing request authenticated by the cookie must carry the session's
   nonce in `X-CSRF-Token` (the console's script sends it) or a `csrf` form field, and an
-  Origin, when the browser sends one, equal to the request's own. Bearer-token calls carry
+  Origin, when the browser sends one, equal to the request's own (nor `Sec-Fetch-Site:
+  cross-site`). The login form is held to the same origin rule (login CSRF). Bearer-token calls carry
   no ambient credential and need neither.
 - Failed authentications: at most `max_auth_failures` per client address in
   `failure_window_s`, then 429 with Retry-After until the window has passed.
