@@ -204,3 +204,15 @@ def test_keys_are_fetched_once_not_per_request(console: Console, issuer: Issuer,
     requests = (tmp_path / "issuer.stderr").read_text()
     assert requests.count("GET /.well-known/openid-configuration") == 1
     assert requests.count("GET /jwks") == 1
+
+
+def test_an_issuer_over_plain_http_beyond_loopback_is_refused(tmp_path: Path) -> None:
+    from gateway.config import load_config
+    from schemas.errors import ConfigError
+    from tests.console_helpers import gateway_yaml
+
+    for field in ("issuer", "jwks_url"):
+        oidc = {"issuer": "https://idp.example", "audience": AUDIENCE, field: "http://idp.example/keys"}
+        with pytest.raises(ConfigError) as err:
+            load_config(gateway_yaml(tmp_path, oidc=oidc))
+        assert "\n" not in str(err.value) and f"console.oidc.{field}: expected an https URL" in str(err.value)

@@ -33,12 +33,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import Column, DateTime, String, Table, Text, select, update
 
-from gateway.console.config import ROLES, ConsoleConfig, OidcConfig
+from gateway.console.config import ROLES, ConsoleConfig, OidcConfig, is_loopback
 from gateway.state import StateStore, metadata
 from schemas.errors import ConfigError
 from schemas.safefiles import NewFile, open_existing
@@ -390,8 +391,9 @@ class OidcVerifier:
         if str(doc.get("issuer", "")).rstrip("/") != self.issuer:
             raise ValueError(f"discovery document: expected issuer {self.issuer}, found {doc.get('issuer')!r}")
         url = str(doc.get("jwks_uri", ""))
-        if not url.startswith(("https://", "http://")):
-            raise ValueError(f"discovery document: expected an http(s) jwks_uri, found {url!r}")
+        parts = urlsplit(url)
+        if not (parts.scheme == "https" or (parts.scheme == "http" and is_loopback(parts.hostname or ""))):
+            raise ValueError(f"discovery document: expected an https jwks_uri, found {url!r}")
         return url
 
     def _jwks(self) -> Any:
