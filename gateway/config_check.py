@@ -181,7 +181,32 @@ def summary(cfg: GatewayConfig) -> dict[str, Any]:
         "ops_address": format_address(ops_address(cfg, None)),
         "tracing": _tracing(cfg),
         "audit": _audit(cfg),
+        "console": _console(cfg),
     }
+
+
+def _console(cfg: GatewayConfig) -> dict[str, Any]:
+    """The admin API and console: on or off and why, the tokens file and how many tokens it
+    holds (never their digests), the OIDC issuer, sessions. Tokens made through the API
+    live in the state store, which this command does not open."""
+    from gateway.console.auth import read_tokens_file, tokens_file_path
+    from gateway.console.security import ENV_KEY
+    from schemas.errors import ConfigError
+
+    c = cfg.console
+    path = tokens_file_path(c, cfg.base_dir)
+    tokens: dict[str, Any] = {"path": str(path), "exists": path.is_file(), "count": 0, "error": None}
+    if tokens["exists"]:
+        try:
+            tokens["count"] = len(read_tokens_file(path))
+        except ConfigError as exc:
+            tokens["error"] = str(exc)
+    oidc = None if c.oidc is None else {"issuer": str(c.oidc.issuer), "audience": c.oidc.audience,
+                                          "roles_claim": c.oidc.roles_claim, "role_map": dict(c.oidc.role_map)}
+    return {"enabled": c.enabled and (tokens["exists"] or oidc is not None), "configured": c.enabled,
+            "tokens_file": tokens, "oidc": oidc, "session_minutes": c.session_minutes,
+            "session_key": env_status(ENV_KEY), "max_auth_failures": c.max_auth_failures,
+            "failure_window_s": c.failure_window_s}
 
 
 def _audit(cfg: GatewayConfig) -> dict[str, Any]:
@@ -238,6 +263,30 @@ def _governance_lines(g: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _console_lines(c: dict[str, Any]) -> list[str]:
+    t = c["tokens_file"]
+    if not c["configured"]:
+        return ["console: off (console.enabled: false)"]
+    if not c["enabled"]:
+        return [f"console: off (no tokens file at {t['path']} and no console.oidc; "
+                "`lgw console token new --name NAME --role admin` makes one)"]
+    lines = ["console: on (/api/v1, /console; /metrics needs a token)"]
+    if t["error"]:
+        lines.append(f"  tokens file: {t['path']} [BROKEN: {t['error']}]")
+    elif t["exists"]:
+        lines.append(f"  tokens file: {t['path']} ({t['count']} token{'' if t['count'] == 1 else 's'})")
+    else:
+        lines.append(f"  tokens file: {t['path']} (none)")
+    o = c["oidc"]
+    lines.append(f"  oidc: {o['issuer']} (audience {o['audience']}, roles claim {o['roles_claim']})" if o
+                 else "  oidc: none")
+    key = ("a key file in the data dir" if c["session_key"] == "[NOT SET]"
+           else f"LGW_CONSOLE_SESSION_KEY {c['session_key']}")
+    lines.append(f"  sessions: {c['session_minutes']} minutes, signed with {key}")
+    lines.append(f"  failed logins: at most {c['max_auth_failures']} per address in {c['failure_window_s']:g} s")
+    return lines
+
+
 def render(info: dict[str, Any]) -> list[str]:
     """The summary as plain lines for a terminal."""
     lines = ["models:"]
@@ -276,6 +325,7 @@ def render(info: dict[str, Any]) -> list[str]:
     lines.append(f"audit: {a['store']} {a['where']} (retention {a['retention_days']} days)" if a["enabled"]
                  else "audit: off")
     lines.append(f"ops address: {info['ops_address']} (/healthz, /readyz, /metrics of lgw serve and lgw run)")
+    lines += _console_lines(info["console"])
     lines.append(f"data dir: {info['data_dir']}")
     lines.append("environment:")
     lines += [f"  {name}: {status}" for name, status in info["environment"].items()]

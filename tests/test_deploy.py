@@ -32,12 +32,19 @@ def test_compose_has_the_stack_with_health_checks() -> None:
     assert kafka_env["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft, no ZooKeeper
 
 
-def test_compose_gateway_config_loads_with_the_compose_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compose_gateway_config_loads_with_the_compose_environment(monkeypatch: pytest.MonkeyPatch,
+                                                                    tmp_path: Path) -> None:
     gateway = COMPOSE["services"]["gateway"]
     config = gateway["command"][gateway["command"].index("--config") + 1]
     local = ROOT / Path(config).relative_to("/opt/lgw")
     for key, value in gateway["environment"].items():
-        monkeypatch.setenv(key, re.sub(r"\$\{(\w+):-([^}]*)\}", r"\2", str(value)))
+        value = re.sub(r"\$\{(\w+):-([^}]*)\}", r"\2", str(value))
+        if value.startswith("/run/secrets/"):  # a compose secret: a stand-in file of the service's own
+            name = value.removeprefix("/run/secrets/")
+            assert name in gateway["secrets"] and name in COMPOSE["secrets"], name
+            value = str(tmp_path / name)
+            Path(value).write_text("stand-in-secret-0123456789abcdef\n")
+        monkeypatch.setenv(key, value)
     cfg = load_config(local)
     assert cfg.kafka.bootstrap_servers == "kafka:29092"
     assert cfg.amqp.url.startswith("amqp://guest:guest@rabbitmq")

@@ -39,7 +39,11 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client is not None else "?"
 
 
-def _origin_ok(request: Request) -> bool:
+def same_origin(request: Request) -> bool:
+    """The request did not come from another site's page: its Origin, when the browser
+    sends one, is this host's, and the browser does not call it cross-site."""
+    if request.headers.get("sec-fetch-site") == "cross-site":
+        return False
     origin = request.headers.get("origin")
     if origin is None:  # not a browser's cross-site request (those always send one)
         return True
@@ -47,32 +51,67 @@ def _origin_ok(request: Request) -> bool:
     return origin in (f"http://{host}", f"https://{host}")
 
 
+def _not_blocked(request: Request) -> str:
+    """The client's address; 429 with Retry-After while it has failed too often."""
+    client = client_address(request)
+    wait = context(request).limiter.blocked_for(client)
+    if wait > 0:
+        raise HTTPException(429, "too many failed authentications from this address; try again later",
+                            headers={"Retry-After": str(int(wait) + 1)})
+    return client
+
+
+async def check_token(request: Request, token: str) -> Principal:
+    """Who a token (an API token or an OIDC JWT) names, under the failed-authentication
+    limit: 429 while this address is blocked, 401 (and a failure counted) for a bad token.
+    The bearer header and the login form both come through here."""
+    ctx = context(request)
+    client = _not_blocked(request)
+    token = token.strip()
+    principal = await asyncio.to_thread(ctx.auth.bearer, token) if token and len(token) <= 16384 else None
+    if principal is None:
+        ctx.limiter.failed(client)
+        raise NotLoggedIn(401, "invalid or unknown token", headers={"WWW-Authenticate": "Bearer"})
+    return principal
+
+
+def start_session(request: Request, response: Response, principal: Principal) -> str:
+    """Logs `principal` in on `response` (the login form's answer): sets the signed session
+    cookie (HttpOnly, SameSite=Strict, Secure over https or when `console.secure_cookies`)
+    and returns its CSRF nonce. A login posted from another site's page is refused (403):
+    it would log the browser in as someone else (login CSRF)."""
+    ctx = context(request)
+    if not same_origin(request):
+        raise HTTPException(403, "a login from another site's page; log in from the console's own")
+    cookie, nonce = ctx.sessions.issue(principal)
+    secure = ctx.secure_cookies if ctx.secure_cookies is not None else request.url.scheme == "https"
+    response.set_cookie(SESSION_COOKIE, cookie, max_age=ctx.sessions.seconds, path="/", secure=secure,
+                        httponly=True, samesite="strict")
+    return nonce
+
+
+def end_session(response: Response) -> None:
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+
+
 async def authenticate(request: Request) -> Principal:
     """The caller: a bearer token, else a session cookie. Too many failures from one
     address: 429 before the token is even looked at."""
     ctx = context(request)
-    client = client_address(request)
-    wait = ctx.limiter.blocked_for(client)
-    if wait > 0:
-        raise HTTPException(429, "too many failed authentications from this address; try again later",
-                            headers={"Retry-After": str(int(wait) + 1)})
+    _not_blocked(request)
     header = request.headers.get("authorization")
     if header is not None:
         scheme, _, token = header.partition(" ")
-        principal = None
-        if scheme.lower() == "bearer" and token.strip():
-            principal = await asyncio.to_thread(ctx.auth.bearer, token.strip())
-        if principal is None:
-            ctx.limiter.failed(client)
-            raise NotLoggedIn(401, "invalid or unknown bearer token", headers={"WWW-Authenticate": "Bearer"})
+        caller = await check_token(request, token if scheme.lower() == "bearer" else "")
         request.state.via = "bearer"
-        return principal
+        return caller
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
         session = ctx.sessions.read(cookie)
-        if session is None or not await asyncio.to_thread(ctx.auth.still_valid, session[0]):
+        principal = await asyncio.to_thread(ctx.auth.session_principal, session[0]) if session else None
+        if session is None or principal is None:
             raise NotLoggedIn(401, "session expired or ended; log in again", headers={"WWW-Authenticate": "Bearer"})
-        principal, nonce = session
+        nonce = session[1]
         request.state.via = "session"
         request.state.csrf = nonce
         if request.method in UNSAFE:
@@ -80,7 +119,7 @@ async def authenticate(request: Request) -> Principal:
             if given is None and request.headers.get("content-type", "").startswith(
                     ("application/x-www-form-urlencoded", "multipart/form-data")):
                 given = str((await request.form()).get("csrf") or "")
-            if not csrf_ok(nonce, given) or not _origin_ok(request):
+            if not csrf_ok(nonce, given) or not same_origin(request):
                 raise HTTPException(403, "missing or wrong CSRF token (reload the page)")
         return principal
     raise NotLoggedIn(401, "authentication required: a bearer token or a console session",
@@ -142,4 +181,5 @@ def build_ops_app(readiness: Readiness, console: ConsoleContext | None = None) -
     return SecurityHeaders(app)
 
 
-__all__ = ["API_VERSION", "NotLoggedIn", "authenticate", "build_ops_app", "client_address", "context", "require"]
+__all__ = ["API_VERSION", "NotLoggedIn", "authenticate", "build_ops_app", "check_token", "client_address", "context",
+           "end_session", "require", "same_origin", "start_session"]

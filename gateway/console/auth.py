@@ -6,11 +6,17 @@ a token is a random 256-bit secret, not a password, so a slow hash would add not
 latency (GitHub and PyPI keep theirs the same way). Lookups compare digests in constant
 time.
 
-OIDC: the JWT's signature is checked against the issuer's published keys (PyJWT's
-PyJWKClient fetches and caches the JWKS from the discovery document's `jwks_uri`); `iss`,
-`aud`, `exp` and `iat` are required; only asymmetric algorithms are accepted. Roles come
-from one claim (`roles_claim`), mapped through `role_map`; unknown roles are ignored, so a
-token with none of ours is authenticated but may do nothing (403, not 401).
+OIDC, what we chose: the gateway verifies bearer JWTs against the configured issuer's
+published keys (PyJWT's PyJWKClient fetches and caches the JWKS named by the discovery
+document's `jwks_uri`); `iss`, `aud`, `exp`, `iat` and `sub` are required; only asymmetric
+algorithms are accepted. There is no browser redirect login flow (authorization code):
+it would need a client secret and a registered redirect URI per deployment and
+server-side state for the code exchange, for a console a handful of operators use. The
+console's login page accepts a token instead: operators paste one obtained from their
+IdP's CLI, or use an API token. Roles come from one claim (`roles_claim`), mapped through
+`role_map`; unknown roles are ignored, so a token with none of ours is authenticated but
+may do nothing (403, not 401). A session made from an OIDC token ends when the token
+expires.
 """
 
 from __future__ import annotations
@@ -22,17 +28,18 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import Column, DateTime, String, Table, Text, select, update
 
-from gateway.console.config import ROLES, ConsoleConfig, OidcConfig
+from gateway.console.config import ROLES, ConsoleConfig, OidcConfig, is_loopback
 from gateway.state import StateStore, metadata
 from schemas.errors import ConfigError
 from schemas.safefiles import NewFile, open_existing
@@ -71,6 +78,11 @@ class Principal:
     name: str
     roles: frozenset[str]
     source: str  # "file", "store" or "oidc"
+    # which token it logged in with (token_fingerprint of its digest; "" for OIDC): a
+    # session ends when its name's token changes, not only when the name goes away
+    token_id: str = field(default="", compare=False, repr=False)
+    # when its credential expires (an OIDC token's `exp`, epoch seconds): no session outlives it
+    expires_at: float | None = field(default=None, compare=False, repr=False)
 
     @property
     def identity(self) -> str:
@@ -86,6 +98,12 @@ def new_token() -> str:
 
 def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def token_fingerprint(digest: str) -> str:
+    """What a session cookie names its token by: derived from the stored digest, but
+    neither the token nor the digest (neither may leave the server)."""
+    return hashlib.sha256(b"lgw-console-session-token." + digest.encode()).hexdigest()[:32]
 
 
 def _check_roles(roles: Iterable[str]) -> frozenset[str]:
@@ -141,8 +159,9 @@ def read_tokens_file(path: Path) -> list[TokenEntry]:
     try:
         raw = yaml.safe_load(data) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"console tokens file {path}: expected YAML, found an error at "
-                          f"{getattr(exc, 'problem_mark', '?')}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "?"
+        raise ConfigError(f"console tokens file {path}: expected YAML, found an error at {where}") from None
     items = raw.get("tokens") if isinstance(raw, dict) else None
     if not isinstance(items, list):
         raise ConfigError(f"console tokens file {path}: expected a mapping with a `tokens:` list, "
@@ -184,42 +203,68 @@ def add_to_tokens_file(path: Path, name: str, roles: Iterable[str]) -> str:
 
 
 class TokenFile:
-    """The tokens file, read again when it changes (an operator adds a token by hand)."""
+    """The tokens file, read again when it changes (an operator adds or removes a token by
+    hand): looked at again at most once a second (`recheck_s`).
 
-    def __init__(self, path: Path) -> None:
+    At start-up a broken file is an error (`entries(strict=True)`); one that breaks while
+    serving (malformed, made group- or world-writable) is logged once and then trusted for
+    nothing: no file token authenticates until it is fixed (tokens of the state store and
+    OIDC still do)."""
+
+    def __init__(self, path: Path, clock: Callable[[], float] = time.monotonic, recheck_s: float = 1.0) -> None:
         self.path = path
+        self.clock = clock
+        self.recheck_s = recheck_s
         self._lock = threading.Lock()
-        self._stamp: tuple[float, int] | None = None
+        self._stamp: tuple[int, int, int, int] | None = None
         self._by_digest: dict[str, TokenEntry] = {}
-        self._checked = 0.0
+        self._checked: float | None = None
 
     def exists(self) -> bool:
         return self.path.is_file()
 
-    def entries(self) -> dict[str, TokenEntry]:
-        now = time.monotonic()
+    def entries(self, strict: bool = False) -> dict[str, TokenEntry]:
+        now = self.clock()
         with self._lock:
-            if now - self._checked < 1.0:
+            if not strict and self._checked is not None and now - self._checked < self.recheck_s:
                 return self._by_digest
             self._checked = now
             try:
                 st = self.path.stat()
-                stamp: tuple[float, int] | None = (st.st_mtime, st.st_size)
+                # a new file (an editor's or NewFile's rename) has a new inode even when the
+                # size and the mtime's granularity would not tell
+                stamp: tuple[int, int, int, int] | None = (st.st_mtime_ns, st.st_size, st.st_ino, st.st_mode)
             except FileNotFoundError:
                 stamp = None
-            if stamp != self._stamp:
-                self._by_digest = {e.sha256: e for e in read_tokens_file(self.path)} if stamp else {}
+            if stamp != self._stamp or strict:
+                try:
+                    self._by_digest = {e.sha256: e for e in read_tokens_file(self.path)} if stamp else {}
+                except ConfigError as exc:
+                    self._by_digest = {}
+                    if strict:
+                        self._stamp = None
+                        raise
+                    log.error("%s; its tokens are refused until it is fixed", exc)
                 self._stamp = stamp
             return self._by_digest
 
     def lookup(self, digest: str) -> Principal | None:
+        found = None
         for known, entry in self.entries().items():
-            if hmac.compare_digest(known, digest):
-                return Principal(entry.name, entry.roles, "file")
-        return None
+            if hmac.compare_digest(known, digest):  # no early exit: the time does not tell which
+                found = Principal(entry.name, entry.roles, "file", token_fingerprint(known))
+        return found
 
     def has_name(self, name: str) -> bool:
         return any(e.name == name for e in self.entries().values())
+
+    def current(self, name: str, token_id: str) -> Principal | None:
+        """The file's token `name`, when it is still the one a session logged in with (its
+        roles as the file says now)."""
+        for digest, entry in self.entries().items():
+            if entry.name == name and hmac.compare_digest(token_fingerprint(digest), token_id):
+                return Principal(entry.name, entry.roles, "file", token_id)
+        return None
 
 
 # ---------------------------------------------------------------------------- stored tokens
@@ -275,13 +320,19 @@ class TokenStore:
                                                             console_tokens.c.revoked_at.is_(None))).mappings().first()
         if row is None or not hmac.compare_digest(row["sha256"], digest):
             return None
-        return Principal(row["name"], frozenset(row["roles"].split()), "store")
+        return Principal(row["name"], frozenset(row["roles"].split()), "store", token_fingerprint(row["sha256"]))
 
-    def active(self, name: str) -> bool:
+    def active(self, name: str, token_id: str | None = None) -> Principal | None:
+        """The token `name`, not revoked (and, given `token_id`, still the same token)."""
         with self.store._connect() as conn:
-            return conn.execute(select(console_tokens.c.name).where(console_tokens.c.name == name,
-                                                                    console_tokens.c.revoked_at.is_(None))
-                                ).first() is not None
+            row = conn.execute(select(console_tokens.c.sha256, console_tokens.c.roles).where(
+                console_tokens.c.name == name, console_tokens.c.revoked_at.is_(None))).first()
+        if row is None:
+            return None
+        fingerprint = token_fingerprint(row[0])
+        if token_id is not None and not hmac.compare_digest(fingerprint, token_id):
+            return None
+        return Principal(name, frozenset(row[1].split()), "store", fingerprint)
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -298,41 +349,90 @@ def _stored(row: Any) -> StoredToken:
 
 # ---------------------------------------------------------------------------- OIDC
 class OidcVerifier:
-    def __init__(self, cfg: OidcConfig) -> None:
+    """Bearer JWTs of one OpenID Connect issuer, verified here against its published keys.
+
+    What we chose: the gateway is an OIDC *resource server*, not a relying party. It
+    verifies the signature of a JWT (an access or ID token) against the issuer's JWKS
+    (`jwks_uri` of its discovery document, or `jwks_url`), requires `iss`, `aud`, `exp`,
+    `iat` and `sub`, and accepts only asymmetric algorithms (never `none`, never HS256 with
+    the public key as the secret). It runs no browser redirect login (authorization code
+    flow): that would need a client secret per deployment, a registered redirect URI per
+    replica and server-side state for the code exchange, for a console a few operators
+    use. The console's login page accepts a token instead: operators paste one they got
+    from their IdP's CLI (`gcloud auth print-identity-token`, `az account get-access-token`,
+    `kubectl oidc-login get-token`, ...), or use an API token (`lgw console token new`).
+
+    The issuer is asked only for its discovery document and keys, never per request; they
+    are fetched lazily with short timeouts, so an issuer down at start-up makes OIDC
+    tokens fail (401) rather than the process, and a failed discovery is tried again
+    after `retry_s`, not cached for ever nor repeated on every request."""
+
+    connect_timeout_s = 3.0
+    timeout_s = 5.0
+    retry_s = 10.0
+
+    def __init__(self, cfg: OidcConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.cfg = cfg
         self.issuer = str(cfg.issuer).rstrip("/")
+        self.clock = clock
         self._client: Any = None
+        self._failed_at: float | None = None
         self._lock = threading.Lock()
 
-    def _jwks(self) -> Any:
+    def _discover(self) -> str:
         import httpx
+
+        timeout = httpx.Timeout(self.timeout_s, connect=self.connect_timeout_s)
+        response = httpx.get(f"{self.issuer}/.well-known/openid-configuration", timeout=timeout,
+                             follow_redirects=False).raise_for_status()
+        doc = response.json()
+        if not isinstance(doc, dict):
+            raise ValueError("discovery document: expected a JSON object")
+        if str(doc.get("issuer", "")).rstrip("/") != self.issuer:
+            raise ValueError(f"discovery document: expected issuer {self.issuer}, found {doc.get('issuer')!r}")
+        url = str(doc.get("jwks_uri", ""))
+        parts = urlsplit(url)
+        if not (parts.scheme == "https" or (parts.scheme == "http" and is_loopback(parts.hostname or ""))):
+            raise ValueError(f"discovery document: expected an https jwks_uri, found {url!r}")
+        return url
+
+    def _jwks(self) -> Any:
         from jwt import PyJWKClient
 
         with self._lock:
             if self._client is None:
-                url = str(self.cfg.jwks_url) if self.cfg.jwks_url else None
-                if url is None:
-                    doc = httpx.get(f"{self.issuer}/.well-known/openid-configuration", timeout=5.0).raise_for_status()
-                    url = str(doc.json()["jwks_uri"])
-                self._client = PyJWKClient(url, cache_keys=True, lifespan=300, timeout=5)
+                if self._failed_at is not None and self.clock() - self._failed_at < self.retry_s:
+                    raise ConnectionError("the issuer's discovery failed moments ago; not asking again yet")
+                try:
+                    url = str(self.cfg.jwks_url) if self.cfg.jwks_url else self._discover()
+                except Exception as exc:
+                    self._failed_at = self.clock()
+                    log.warning("oidc: discovery at %s failed (%s); OIDC tokens are refused until it answers",
+                                self.issuer, type(exc).__name__)
+                    raise
+                self._failed_at = None
+                self._client = PyJWKClient(url, cache_keys=True, lifespan=300, timeout=self.timeout_s)
             return self._client
 
     def verify(self, token: str) -> Principal | None:
-        """The principal a valid token names; None for any invalid one (why goes to the debug log)."""
+        """The principal a valid token names; None for any invalid one (why goes to the log,
+        never the token)."""
         import jwt
 
         try:
             key = self._jwks().get_signing_key_from_jwt(token)
             claims = jwt.decode(token, key.key, algorithms=self.cfg.algorithms, audience=self.cfg.audience,
-                                issuer=self.issuer, options={"require": ["exp", "iat", "iss", "aud", "sub"]},
-                                leeway=30)
+                                issuer=[self.issuer, self.issuer + "/"],
+                                options={"require": ["exp", "iat", "iss", "aud", "sub"]}, leeway=30)
         except Exception as exc:  # PyJWT's errors, an unreachable issuer: the caller is not authenticated
             log.info("oidc token refused: %s", type(exc).__name__)
             return None
         raw = claims.get(self.cfg.roles_claim, [])
         values = raw.split() if isinstance(raw, str) else [str(v) for v in raw] if isinstance(raw, list) else []
         roles = frozenset(self.cfg.role_map.get(v, v) for v in values) & frozenset(ROLES)
-        return Principal(str(claims["sub"]), roles, "oidc")
+        exp = claims.get("exp")
+        return Principal(str(claims["sub"]), roles, "oidc",
+                         expires_at=float(exp) if isinstance(exp, int | float) else None)
 
 
 # ---------------------------------------------------------------------------- together
@@ -352,7 +452,7 @@ class Authenticator:
 
     def check(self) -> None:
         """A broken tokens file is a start-up error, not a 401 on every call."""
-        self.file.entries()
+        self.file.entries(strict=True)
 
     def bearer(self, token: str) -> Principal | None:
         if token.startswith(TOKEN_PREFIX):
@@ -365,15 +465,21 @@ class Authenticator:
             return self.oidc.verify(token)
         return None
 
-    def still_valid(self, principal: Principal) -> bool:
-        """A session's token has not been removed or revoked since it logged in."""
+    def session_principal(self, principal: Principal) -> Principal | None:
+        """Who a session is now: None when its token was removed, replaced or revoked since
+        it logged in; with the roles its token has now (a demoted token's sessions are
+        demoted at once)."""
         if principal.source == "file":
-            return self.file.has_name(principal.name)
+            return self.file.current(principal.name, principal.token_id)
         if principal.source == "store":
-            return self.stored is not None and self.stored.active(principal.name)
-        return True  # an OIDC session lasts its own (short) lifetime
+            return self.stored.active(principal.name, principal.token_id) if self.stored is not None else None
+        # an OIDC session keeps the token's roles for the token's own (short) lifetime
+        return principal if principal.source == "oidc" else None
+
+    def still_valid(self, principal: Principal) -> bool:
+        return self.session_principal(principal) is not None
 
 
 __all__ = ["PERMISSIONS", "Authenticator", "OidcVerifier", "Principal", "StoredToken", "TokenFile",
            "TokenStore", "add_to_tokens_file", "console_tokens", "new_token", "read_tokens_file", "token_digest",
-           "tokens_file_path"]
+           "token_fingerprint", "tokens_file_path"]

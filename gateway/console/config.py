@@ -7,6 +7,17 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 ROLES: tuple[str, ...] = ("viewer", "operator", "reviewer", "admin")
 
 
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class OidcConfig(BaseModel):
     """Bearer tokens (JWTs) an OpenID Connect issuer signed: verified against the issuer's
     published keys (its discovery document's `jwks_uri`), never by asking it per request."""
@@ -20,6 +31,14 @@ class OidcConfig(BaseModel):
     role_map: dict[str, str] = Field(default_factory=dict)
     jwks_url: HttpUrl | None = None  # None: the discovery document's jwks_uri
     algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+
+    @field_validator("issuer", "jwks_url")
+    @classmethod
+    def _https(cls, value: HttpUrl | None) -> HttpUrl | None:
+        # keys fetched over plain http could be swapped on the way: anyone could mint tokens
+        if value is not None and value.scheme != "https" and not is_loopback(value.host or ""):
+            raise ValueError(f"expected an https URL (http only on this host's loopback), found {value}")
+        return value
 
     @field_validator("role_map")
     @classmethod

@@ -3,13 +3,15 @@ failed logins per client, and strict response headers.
 
 - Session: the cookie `lgw_session` holds who logged in, until when, and a random CSRF
   nonce, signed with HMAC-SHA256 under the console key (LGW_CONSOLE_SESSION_KEY, else a
-  key file in the data directory); HttpOnly, SameSite=Strict, Secure over https. Nothing
+  key file in the data directory); HttpOnly, SameSite=Strict, Secure over https. It ends
+  after `session_minutes`, or when the OIDC token it was made from expires. Nothing
   is kept server-side, so every replica sharing the key accepts it; each request checks
-  again that the token behind it still exists (a removed or revoked token ends its
-  sessions at once).
+  again that the token behind it is still the same token (a removed, replaced or revoked
+  token ends its sessions at once) and takes its roles as they are now.
 - CSRF: a state-changing request authenticated by the cookie must carry the session's
   nonce in `X-CSRF-Token` (the console's script sends it) or a `csrf` form field, and an
-  Origin, when the browser sends one, equal to the request's own. Bearer-token calls carry
+  Origin, when the browser sends one, equal to the request's own (nor `Sec-Fetch-Site:
+  cross-site`). The login form is held to the same origin rule (login CSRF). Bearer-token calls carry
   no ambient credential and need neither.
 - Failed authentications: at most `max_auth_failures` per client address in
   `failure_window_s`, then 429 with Retry-After until the window has passed.
@@ -77,8 +79,11 @@ class Sessions:
     def issue(self, principal: Principal) -> tuple[str, str]:
         """(cookie value, its CSRF nonce)."""
         nonce = secrets.token_urlsafe(24)
+        expires = int(self.clock()) + self.seconds
+        if principal.expires_at is not None:  # an OIDC token's own lifetime bounds its session's
+            expires = min(expires, int(principal.expires_at))
         payload = {"n": principal.name, "r": sorted(principal.roles), "s": principal.source,
-                   "e": int(self.clock()) + self.seconds, "c": nonce}
+                   "k": principal.token_id, "e": expires, "c": nonce}
         body = _b64(json.dumps(payload, separators=(",", ":")).encode())
         return f"{body}.{self._sign(body)}", nonce
 
@@ -91,9 +96,13 @@ class Sessions:
             return None
         try:
             payload = json.loads(_unb64(body))
-            if int(payload["e"]) < self.clock():
+            if int(payload["e"]) <= self.clock():
                 return None
-            return Principal(str(payload["n"]), frozenset(payload["r"]), str(payload["s"])), str(payload["c"])
+            roles = payload["r"]
+            if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+                return None
+            return (Principal(str(payload["n"]), frozenset(roles), str(payload["s"]), str(payload.get("k", ""))),
+                    str(payload["c"]))
         except (ValueError, KeyError, TypeError):
             return None
 
