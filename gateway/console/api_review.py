@@ -27,9 +27,9 @@ ItemId = Annotated[int, Path(ge=1, le=2**62, description="a review item's id")]
 Limit = Annotated[int, Query(ge=1, le=1000, description="at most this many")]
 Status = Annotated[Literal["pending", "approved", "overridden", "all"], Query(description="items of this status")]
 Pipeline = Annotated[str | None, Query(pattern=NAME_PATTERN, description="only this pipeline")]
-NOT_FOUND = {404: {"description": "not found"}}
-CONFLICT = {409: {"description": "conflicts with the current state"}}
-BAD = {422: {"description": "the request cannot be carried out as given"}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "not found"}}
+CONFLICT: dict[int | str, dict[str, Any]] = {409: {"description": "conflicts with the current state"}}
+BAD: dict[int | str, dict[str, Any]] = {422: {"description": "the request cannot be carried out as given"}}
 
 
 async def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
