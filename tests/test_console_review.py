@@ -23,7 +23,8 @@ from sqlalchemy import delete
 from gateway.config import GatewayConfig, example_dropfolder_config, load_config
 from gateway.console.app import build_ops_app
 from gateway.console.auth import add_to_tokens_file, console_tokens
-from gateway.console.context import build_console
+from gateway.console.context import ConsoleContext, build_console
+from gateway.console.security import SESSION_COOKIE
 from gateway.governance.audit import open_audit
 from gateway.governance.audit_model import DECISION_SCHEMA
 from gateway.governance.pii import policy_for
@@ -48,6 +49,7 @@ class Console:
     tokens: dict[str, str]  # role -> bearer token (its name is the role)
     ids: list[int]  # review items queued, masked by the pipeline's policy
     pans: list[str]  # the card numbers in clear, which no response may contain
+    console: ConsoleContext
 
     def as_(self, role: str | None) -> dict[str, str]:
         return {} if role is None else {"Authorization": f"Bearer {self.tokens[role]}"}
@@ -100,7 +102,7 @@ def make_console(root: Path, state_url: str) -> Iterator[Console]:
     ids = sorted({i.id for i in queue.list("card_txn", status="all", limit=100_000)} - first)
     pans = [str(p).strip() for p in clear.column("TXN_PAN").to_pylist()]
     with TestClient(build_ops_app(Readiness(), console), base_url="http://testserver") as client:
-        yield Console(root, cfg, state, client, {r: t for r, t in tokens.items()}, ids, pans)
+        yield Console(root, cfg, state, client, dict(tokens), ids, pans, console)
     with state.engine.begin() as conn:
         conn.execute(delete(review_item_table).where(review_item_table.c.id.in_(ids)))
         conn.execute(delete(console_tokens).where(console_tokens.c.name.like(f"%-{suffix}")))
@@ -319,6 +321,29 @@ def test_the_review_page_decides_with_its_form(sqlite_console: Console) -> None:
     audit = c.client.get("/console/audit", params={"pipeline": "card_txn", "action": "review.decide"},
                          headers=c.as_("viewer"))
     assert audit.status_code == 200 and "chargeback filed" in audit.text and "overridden:0.91" in audit.text
+
+
+def test_a_browser_session_decides_with_the_forms_csrf_token(sqlite_console: Console) -> None:
+    c = sqlite_console
+    who = c.client.get("/api/v1/whoami", headers=c.as_("reviewer")).json()
+    principal = c.console.auth.bearer(c.tokens["reviewer"])
+    assert principal is not None and principal.identity == who["identity"]
+    cookie, _ = c.console.sessions.issue(principal)
+    c.client.cookies.set(SESSION_COOKIE, cookie)
+    try:
+        page = c.client.get("/console/review")
+        assert page.status_code == 200
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert csrf is not None
+        item = c.ids[2]
+        form = {"reason": "looks right", "override": "", "approve": "1"}
+        forged = c.client.post(f"/console/review/{item}", data=form, follow_redirects=False)
+        assert forged.status_code == 403 and ReviewQueue(c.state).get(item).status == "pending"
+        done = c.client.post(f"/console/review/{item}", data={**form, "csrf": csrf.group(1)}, follow_redirects=False)
+        assert done.status_code == 303, done.text
+        assert ReviewQueue(c.state).get(item).status == "approved"
+    finally:
+        c.client.cookies.clear()
 
 
 def test_the_tokens_page_shows_a_new_token_once(sqlite_console: Console) -> None:

@@ -162,7 +162,10 @@ def _decide_through_api(args: argparse.Namespace, out: IO[str]) -> int:
                   f"{body['final_score']}; correction: {body.get('correction') or body.get('correction_error')}\n")
     else:
         out.write(json.dumps(body) + "\n")
-    return EXIT_OK if body.get("correction") is not None else EXIT_ERROR
+    if body.get("correction") is None:
+        print(f"lgw: error: review item {body['id']}: {body.get('correction_error')}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
 
 
 def audited_decision(store: StateStore) -> Callable[[ReviewDecision], None]:
