@@ -271,6 +271,7 @@ def test_tokens_are_made_listed_and_revoked_by_admins_and_audited(any_console: C
     assert file_token.status_code == 409 and "edit the tokens file" in file_token.json()["detail"]
     assert api.delete(f"/api/v1/tokens/{name}", headers=c.as_("operator")).status_code == 403
     assert api.delete(f"/api/v1/tokens/{name}", headers=c.as_("admin")).status_code == 204
+    assert api.delete(f"/api/v1/tokens/{name}", headers=c.as_("admin")).status_code == 404  # revoked already
     assert api.get("/api/v1/whoami", headers={"Authorization": f"Bearer {token}"}).status_code == 401
     assert api.delete(f"/api/v1/tokens/nobody-{suffix}", headers=c.as_("admin")).status_code == 404
 

@@ -304,8 +304,11 @@ def revoke_token(ctx: ConsoleContext, name: str, actor: str) -> TokenView:
 
     if ctx.auth.file.has_name(name):
         raise Conflict(f"token {name!r} is in the tokens file: edit the tokens file to remove it")
+    store = TokenStore(ctx.state)
     try:
-        t = TokenStore(ctx.state).revoke(name)
+        if not store.active(name):  # revoked already: nothing to do, nothing to audit
+            raise KeyError(name)
+        t = store.revoke(name)
     except KeyError:
         raise NotFound(f"no active token {name!r}") from None
     record_action(ctx, actor=actor, action="token.revoke", target=name, old=" ".join(sorted(t.roles)),
