@@ -54,14 +54,14 @@ class DecisionRequest(BaseModel):
 
 
 @router.get("/review", tags=["review"], summary="Review items (oldest first) and the queue's counts",
-            dependencies=[Depends(require("read"))])
+            dependencies=[Depends(require("read"))], responses=BAD)
 async def review_list(pipeline: Pipeline = None, status: Status = "pending", limit: Limit = 100,
                       ctx: ConsoleContext = Depends(context)) -> views.ReviewQueueView:  # noqa: B008
     return await _call(views.review_queue, ctx, pipeline, status, limit)
 
 
 @router.get("/review/{item_id}", tags=["review"], summary="One review item: the record (pii masked), its "
-            "provenance and decision", dependencies=[Depends(require("read"))], responses=NOT_FOUND)
+            "provenance and decision", dependencies=[Depends(require("read"))], responses={**NOT_FOUND, **BAD})
 async def review_get(item_id: ItemId, ctx: ConsoleContext = Depends(context)  # noqa: B008
                      ) -> views.ReviewItemView:
     return await _call(views.review_item, ctx, item_id)
@@ -81,7 +81,7 @@ async def review_decide(body: DecisionRequest, item_id: ItemId,
 
 # ---------------------------------------------------------------------------- audit
 @router.get("/audit/actions", tags=["audit"], summary="Operator actions, newest first: kill switch flips, "
-            "review decisions, replays, token changes", dependencies=[Depends(require("read"))])
+            "review decisions, replays, token changes", dependencies=[Depends(require("read"))], responses=BAD)
 async def audit_actions(pipeline: Pipeline = None,
                         action: Annotated[str | None, Query(pattern=r"^[a-z_.]{1,60}$",
                                                             description="actions starting with this "
@@ -94,7 +94,7 @@ async def audit_actions(pipeline: Pipeline = None,
 
 @router.get("/audit/decisions/{record_id:path}", tags=["audit"], summary="The decision records of one record "
             "(which model or rule scored it, each re-score and review), oldest first",
-            dependencies=[Depends(require("read"))], responses=NOT_FOUND)
+            dependencies=[Depends(require("read"))], responses={**NOT_FOUND, **BAD})
 async def audit_decisions(record_id: Annotated[str, Path(pattern=r"^[^\x00-\x1f]{1,600}$",
                                                          description="a record id (RUN:RECORD, "
                                                                      "topic/partition/offset, pipeline/N)")],
@@ -116,7 +116,7 @@ TokenName = Annotated[str, Path(pattern=TOKEN_NAME)]
 
 
 @router.get("/tokens", tags=["tokens"], summary="API tokens of the tokens file and of the state store "
-            "(names and roles, never a token or its hash)", dependencies=[Depends(require("admin"))])
+            "(names and roles, never a token or its hash)", dependencies=[Depends(require("admin"))], responses=BAD)
 async def tokens_list(ctx: ConsoleContext = Depends(context)) -> list[views.TokenView]:  # noqa: B008
     return await _call(views.tokens, ctx)
 
@@ -129,7 +129,7 @@ async def tokens_create(body: TokenRequest, principal: Principal = Depends(requi
 
 
 @router.delete("/tokens/{name}", tags=["tokens"], status_code=204, summary="Revoke a token made through the API "
-               "(a file token: edit the tokens file)", responses={**NOT_FOUND, **CONFLICT})
+               "(a file token: edit the tokens file)", responses={**NOT_FOUND, **CONFLICT, **BAD})
 async def tokens_revoke(name: TokenName, principal: Principal = Depends(require("admin")),  # noqa: B008
                         ctx: ConsoleContext = Depends(context)) -> Response:  # noqa: B008
     await _call(views.revoke_token, ctx, name, principal.identity)
