@@ -100,6 +100,14 @@ _OPS_HELP = ("serve /healthz, /readyz and /metrics here (default: $LGW_OPS_ADDRE
              "127.0.0.1:9464; port 0 takes a free port)")
 
 
+def _api_options(p: argparse.ArgumentParser, role: str, what: str = "go through a running gateway's admin API") -> None:
+    """--api URL --token-file FILE: the command calls the admin API, needs no database
+    credentials and opens no state store (gateway.console.client)."""
+    p.add_argument("--api", metavar="URL", default=None, help=f"{what} (no database credentials needed)")
+    p.add_argument("--token-file", metavar="FILE", default=None,
+                   help=f"with --api: a file (mode 0600) holding {role} bearer token")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lgw", description="Legacy adapter gateway")
     parser.add_argument("--log-format", choices=["auto", "text", "json"], default=None,
@@ -153,11 +161,18 @@ def build_parser() -> argparse.ArgumentParser:
     kset.add_argument("--mode", required=True, choices=["off", "force_fallback", "pause"])
     kset.add_argument("--reason", required=True, metavar="TEXT",
                       help="why (required: kept in the audit log with who set it)")
+    kclr = ksub.add_parser("clear", help="clear a pipeline's kill switch (mode off: score with the model again)")
+    kclr.add_argument("pipeline")
+    kclr.add_argument("--reason", required=True, metavar="TEXT",
+                      help="why (required: kept in the audit log with who cleared it)")
+    for p in (kset, kclr):
+        _api_options(p, "an operator's")
     kst = ksub.add_parser("status", help="show every kill switch")
     khist = ksub.add_parser("history", help="every flip of the kill switches, newest first: who, when, why")
     khist.add_argument("pipeline", nargs="?", default=None, help="only this pipeline")
     khist.add_argument("--limit", type=_positive, default=50, metavar="N", help="at most N flips (default 50)")
-    for p, refuse in ((kset, "refuse a pipeline this config does not define; "), (kst, ""), (khist, "")):
+    for p, refuse in ((kset, "refuse a pipeline this config does not define; "),
+                      (kclr, "refuse a pipeline this config does not define; "), (kst, ""), (khist, "")):
         p.add_argument("--config", metavar="gateway.yaml",
                        help=f"{refuse}use the state store its pipelines use (default: the embedded defaults')")
         p.add_argument("--state-url", default=None, metavar="URL",
@@ -185,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     brep = bsub.add_parser("replay", help="process a file again although its content was processed")
     brep.add_argument("target", metavar="FILE|RUN", help="a run id, or a file in a pipeline's inbox, done or failed")
     brep.add_argument("--pipeline", default=None, help="the pipeline (default: the one whose folder holds FILE)")
+    brep.add_argument("--reason", default=None, metavar="TEXT",
+                      help="why (required with --api: the replay is audited with the token's identity)")
+    _api_options(brep, "an operator's", "replay a run (RUN) in a running `lgw run` through its admin API")
     for p in (brun, bst, brep):
         p.add_argument("--config", metavar="gateway.yaml", help="pipelines, folders, models, state (default: embedded)")
     for p in (brun, brep):

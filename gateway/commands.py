@@ -234,6 +234,8 @@ def killswitch(args: argparse.Namespace) -> int:
 
     if args.killswitch_command == "set":
         return killswitch_cli.set_command(args)
+    if args.killswitch_command == "clear":
+        return killswitch_cli.clear_command(args)
     if args.killswitch_command == "history":
         return killswitch_cli.history_command(args)
     return killswitch_cli.status_command(args)
@@ -416,6 +418,8 @@ def _exit_code(results: list[JobResult]) -> int:
 def batch(args: argparse.Namespace) -> int:
     if args.batch_command == "status":
         return _batch_status(args)
+    if args.batch_command == "replay" and getattr(args, "api", None):
+        return _replay_through_api(args)
     import logging
 
     from gateway.batch import BatchDriver, build_runtime
@@ -468,6 +472,20 @@ def batch(args: argparse.Namespace) -> int:
     if args.batch_command == "run":
         return _pushing(cfg, args.pipeline, lambda: _stoppable(main))
     return _stoppable(main)
+
+
+def _replay_through_api(args: argparse.Namespace) -> int:
+    """`batch replay RUN --api URL --token-file FILE --reason TEXT`: the `lgw run` behind
+    the API replays the run beside its watchers and audits the request; no state store
+    is opened here."""
+    from gateway.console.client import ApiClient, path_part
+
+    reason = (args.reason or "").strip()
+    if not reason:
+        raise ConfigError("batch replay --api needs --reason TEXT: say why (an incident, a ticket); it is audited")
+    answer = ApiClient.from_args(args).post(f"/api/v1/runs/{path_part(args.target)}/replay", {"reason": reason})
+    print(json.dumps(answer))
+    return EXIT_OK
 
 
 def _pushing(cfg: GatewayConfig, pipeline: str, run: Callable[[], int]) -> int:

@@ -4,10 +4,14 @@ store; every replica picks the flip up within its watcher's TTL, without a resta
     lgw killswitch set card_txn --mode force_fallback --reason "model drift, INC-4711"
     lgw killswitch status --config gateway.yaml
     lgw killswitch history card_txn --limit 20
+    lgw killswitch clear card_txn --reason "model fixed" --api https://gw:9464 --token-file ~/.lgw-token
 
 Every flip needs a reason and is recorded as the operator action `killswitch.set` (old
 mode, new mode, who, why) in the audit log, in the same transaction as the switch. Who
 is the kernel's uid of the process (gateway.governance.identity), not `$LOGNAME`.
+
+With `--api URL --token-file FILE`, `set` and `clear` go through a running gateway's
+admin API (an operator's token): no database credentials, and the audit names `token:NAME`.
 
 The state store is the one the pipelines of --config use (the same rule as every
 command: its `state.url`, `LGW_STATE_URL`, else SQLite beside the config or, without
@@ -49,6 +53,15 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     st.add_argument("--reason", required=True, metavar="TEXT",
                     help="why (required: kept in the audit log, shown in status, history and logs)")
     add_store_options(st, refuse=True)
+    cl = ksub.add_parser("clear", help="clear a pipeline's kill switch (mode off)")
+    cl.add_argument("pipeline")
+    cl.add_argument("--reason", required=True, metavar="TEXT", help="why (required: kept in the audit log)")
+    add_store_options(cl, refuse=True)
+    for p in (st, cl):
+        p.add_argument("--api", metavar="URL", default=None,
+                       help="go through a running gateway's admin API (no database credentials needed)")
+        p.add_argument("--token-file", metavar="FILE", default=None,
+                       help="with --api: a file (mode 0600) holding an operator's bearer token")
     ss = ksub.add_parser("status", help="show every pipeline's kill switch")
     ss.add_argument("pipeline", nargs="?", default=None, help="only this pipeline")
     add_store_options(ss)
@@ -83,6 +96,8 @@ def set_command(args: argparse.Namespace, out: IO[str] | None = None, *, actor: 
         if not reason:
             raise ConfigError("killswitch set needs --reason TEXT: say why (an incident, a ticket); "
                               "it is kept in the audit log")
+        if getattr(args, "api", None):
+            return _set_through_api(args, reason, out)
         state_url = _check_pipeline(args)
         who = operator_identity(actor)
         with StateStore(getattr(args, "state_url", None) or state_url) as store:
@@ -94,6 +109,27 @@ def set_command(args: argparse.Namespace, out: IO[str] | None = None, *, actor: 
         out.write(f"{switch.pipeline}: kill switch {switch.mode} (replicas follow within their refresh interval)\n")
     else:
         out.write(json.dumps(_as_json(switch)) + "\n")
+    return EXIT_OK
+
+
+def clear_command(args: argparse.Namespace, out: IO[str] | None = None, *, actor: str | None = None) -> int:
+    """`killswitch clear PIPELINE --reason`: mode off (score with the model again)."""
+    args.mode = "off"
+    return set_command(args, out, actor=actor)
+
+
+def _set_through_api(args: argparse.Namespace, reason: str, out: IO[str]) -> int:
+    """PUT /api/v1/pipelines/{name}/kill-switch: the API's process checks the pipeline,
+    flips and audits it with the token's identity; no state store is opened here."""
+    from gateway.console.client import ApiClient, path_part
+
+    body = ApiClient.from_args(args).put(f"/api/v1/pipelines/{path_part(args.pipeline)}/kill-switch",
+                                         {"mode": args.mode, "reason": reason})
+    if _is_tty(out):
+        out.write(f"{args.pipeline}: kill switch {body['mode']} by {body['set_by']} (replicas follow within "
+                  "their refresh interval)\n")
+    else:
+        out.write(json.dumps({"pipeline": args.pipeline, **body}) + "\n")
     return EXIT_OK
 
 
@@ -221,5 +257,5 @@ def _print_history(flips: list[OperatorAction], out: IO[str]) -> None:
     Console(file=out).print(table)
 
 
-__all__ = ["add_history_parser", "add_parser", "add_store_options", "default_state_url",
+__all__ = ["add_history_parser", "add_parser", "add_store_options", "clear_command", "default_state_url",
            "history_command", "set_command", "status_command"]

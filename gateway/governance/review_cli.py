@@ -10,7 +10,9 @@ as a correction record through the pipeline's sink (gateway.governance.review_co
 Should the sink be unreachable, the decision stands and `lgw review publish ID` sends
 its correction again. The state store is the one the pipelines of --config use, unless
 --state-url names another (as for `lgw killswitch`). A table on a terminal, JSON lines
-otherwise.
+otherwise. With `--api URL --token-file FILE`, `decide` goes through a running gateway's
+admin API (a reviewer's token; the API's process publishes the correction): no database
+credentials needed, and the decision names `token:NAME`.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     how.add_argument("--override", metavar="VALUE", help="the score is replaced by VALUE (checked against the "
                                                         "contract's output: type, min, max)")
     de.add_argument("--reason", required=True, metavar="TEXT", help="why (required; kept with the decision)")
+    de.add_argument("--api", metavar="URL", help="decide through a running gateway's admin API (no database "
+                                                 "credentials needed; the API publishes the correction)")
+    de.add_argument("--token-file", metavar="FILE", help="with --api: a file holding a reviewer's bearer token")
     pb = rsub.add_parser("publish", help="publish a decided item's correction again (after a sink failure)")
     pb.add_argument("id", type=int)
     for p in (ls, sh, de, pb):
@@ -112,29 +117,55 @@ def _show(args: argparse.Namespace, out: IO[str]) -> int:
 
 
 def _decide(args: argparse.Namespace, out: IO[str]) -> int:
+    if getattr(args, "api", None):
+        return _decide_through_api(args, out)
+    cfg = _config(args)
+    with _store(args, cfg) as store:
+        decision = decide_item(cfg, store, args.id, approve=bool(args.approve), override=args.override,
+                               reason=args.reason, config_name=args.config)
+        return _send(cfg, store, decision, out)
+
+
+def decide_item(cfg: Any, store: StateStore, item_id: int, *, approve: bool, override: Any, reason: str,
+                actor: str | None = None, config_name: str | None = None) -> ReviewDecision:
+    """Decides an item, its override checked against the judged output of the pipeline's
+    contract, recorded as the operator action `review.decide` (the CLI and the API)."""
     from gateway.contract_scoring import load_scoring_contract
     from gateway.governance.review import ReviewError, ReviewQueue, score_output
     from gateway.outputs import outputs_from_contract
 
-    cfg = _config(args)
-    with _store(args, cfg) as store:
-        queue = ReviewQueue(store)
-        item = queue.get(args.id)
-        pipe = cfg.pipelines.get(item.pipeline)
-        if pipe is None:
-            raise ReviewError(f"review item {item.id} belongs to pipeline {item.pipeline!r}, which "
-                              f"{args.config or 'the embedded defaults'} does not define (pipelines: "
-                              f"{', '.join(cfg.pipelines) or 'none'}): pass the --config that runs it")
-        outputs = outputs_from_contract(load_scoring_contract(cfg.resolve(pipe.contract)))
-        if item.score_name is not None and item.score_name in outputs:
-            spec = outputs[item.score_name]
-        elif pipe.review is not None:
-            spec = score_output(pipe.review, outputs)
-        else:
-            spec = next(iter(outputs.values()))
-        decision = queue.decide(item.id, approve=bool(args.approve), override=args.override, reason=args.reason,
-                                spec=spec, on_decided=audited_decision(store))
-        return _send(cfg, store, decision, out)
+    queue = ReviewQueue(store)
+    item = queue.get(item_id)
+    pipe = cfg.pipelines.get(item.pipeline)
+    if pipe is None:
+        raise ReviewError(f"review item {item.id} belongs to pipeline {item.pipeline!r}, which "
+                          f"{config_name or 'the embedded defaults'} does not define (pipelines: "
+                          f"{', '.join(cfg.pipelines) or 'none'}): pass the --config that runs it")
+    outputs = outputs_from_contract(load_scoring_contract(cfg.resolve(pipe.contract)))
+    if item.score_name is not None and item.score_name in outputs:
+        spec = outputs[item.score_name]
+    elif pipe.review is not None:
+        spec = score_output(pipe.review, outputs)
+    else:
+        spec = next(iter(outputs.values()))
+    return queue.decide(item.id, approve=approve, override=override, reason=reason, actor=actor, spec=spec,
+                        on_decided=audited_decision(store))
+
+
+def _decide_through_api(args: argparse.Namespace, out: IO[str]) -> int:
+    from gateway.console.client import ApiClient
+
+    body = ApiClient.from_args(args).post(f"/api/v1/review/{args.id}/decision", {
+        "approve": bool(args.approve), "override": args.override, "reason": args.reason})
+    if _is_tty(out):
+        out.write(f"review item {body['id']}: {body['status']} by {body['decided_by']}, {body['score_name']} "
+                  f"{body['final_score']}; correction: {body.get('correction') or body.get('correction_error')}\n")
+    else:
+        out.write(json.dumps(body) + "\n")
+    if body.get("correction") is None:
+        print(f"lgw: error: review item {body['id']}: {body.get('correction_error')}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
 
 
 def audited_decision(store: StateStore) -> Callable[[ReviewDecision], None]:
@@ -239,4 +270,4 @@ def _print_item(item: ReviewItem, out: IO[str]) -> None:
     Console(file=out).print(table)
 
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "audited_decision", "decide_item", "run"]
