@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
@@ -40,15 +41,20 @@ def client_address(request: Request) -> str:
 
 
 def same_origin(request: Request) -> bool:
-    """The request did not come from another site's page: its Origin, when the browser
-    sends one, is this host's, and the browser does not call it cross-site."""
-    if request.headers.get("sec-fetch-site") == "cross-site":
+    """The request did not come from another site's page: Sec-Fetch-Site, when the browser
+    sends it, says same-origin (or none: typed by the user), and Origin (else Referer),
+    when sent, is this host. `Origin: null` (a sandboxed or privacy-stripped origin) is refused."""
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
         return False
-    origin = request.headers.get("origin")
-    if origin is None:  # not a browser's cross-site request (those always send one)
-        return True
     host = request.headers.get("host", "")
-    return origin in (f"http://{host}", f"https://{host}")
+    origin = request.headers.get("origin")
+    if origin is not None:
+        return origin in (f"http://{host}", f"https://{host}")
+    referer = request.headers.get("referer")
+    if referer is not None:
+        parts = urlsplit(referer)
+        return parts.scheme in ("http", "https") and parts.netloc == host
+    return True  # not a browser's cross-site request (those send Origin on every POST)
 
 
 def _not_blocked(request: Request) -> str:

@@ -15,16 +15,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Depends, Form, Path, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Path, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
 from gateway.console.api import KillSwitchRequest, _pipeline, apply_kill_switch
-from gateway.console.app import authenticate, client_address, context, require
+from gateway.console.app import (
+    authenticate,
+    check_token,
+    context,
+    end_session,
+    require,
+    same_origin,
+    start_session,
+)
 from gateway.console.auth import Principal
 from gateway.console.context import ConsoleContext
 from gateway.console.pages import PREFIX, back_to, render
-from gateway.console.security import SESSION_COOKIE
 from gateway.console.status import PipelineStatus, pipeline_statuses
 
 router = APIRouter()
@@ -102,64 +109,42 @@ def _local_next(target: str | None) -> str:
     return target
 
 
-def _same_origin(request: Request) -> bool:
-    """Sec-Fetch-Site, Origin (else Referer), when the browser sends them, say this host."""
-    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
-        return False
-    host = request.headers.get("host", "")
-    origin = request.headers.get("origin")
-    if origin is not None and origin != "null":
-        return origin in (f"http://{host}", f"https://{host}")
-    if origin == "null":
-        return False
-    referer = request.headers.get("referer")
-    if referer is not None:
-        parts = urlsplit(referer)
-        return parts.scheme in ("http", "https") and parts.netloc == host
-    return True
-
-
-def _secure(request: Request, ctx: ConsoleContext) -> bool:
-    return request.url.scheme == "https" or ctx.secure_cookies is True
-
-
 @router.get("/login")
 async def login_page(request: Request, next: str = "") -> Response:
     return render(request, "login.html", None, next=_local_next(next), error="")
 
 
+LOGIN_ERRORS = {
+    401: "Unknown or revoked token.",
+    403: "This login form was posted from another site; open the login page here and try again.",
+    429: "Too many failed logins from this address; try again in {wait} s.",
+}
+
+
 @router.post("/login")
 async def login(request: Request, token: str = Form("", max_length=4096),
                 next: str = Form("", max_length=2000)) -> Response:
-    ctx = context(request)
     target = _local_next(next)
-    if not _same_origin(request):
-        return render(request, "login.html", None, status_code=403, next=target,
-                      error="This login form was posted from another site; open the login page here and try again.")
-    client = client_address(request)
-    wait = ctx.limiter.blocked_for(client)
-    if wait > 0:
-        response = render(request, "login.html", None, status_code=429, next=target,
-                          error=f"Too many failed logins from this address; try again in {int(wait) + 1} s.")
-        response.headers["Retry-After"] = str(int(wait) + 1)
+    try:
+        if not same_origin(request):  # before the token is looked at: another site's post counts nothing
+            raise HTTPException(403)
+        principal = await check_token(request, token)
+        redirect = RedirectResponse(target, status_code=303)
+        start_session(request, redirect, principal)
+        return redirect
+    except HTTPException as exc:
+        wait = (exc.headers or {}).get("Retry-After", "")
+        response = render(request, "login.html", None, status_code=exc.status_code, next=target,
+                          error=LOGIN_ERRORS.get(exc.status_code, "Log in failed.").format(wait=wait))
+        if wait:
+            response.headers["Retry-After"] = wait
         return response
-    principal = await asyncio.to_thread(ctx.auth.bearer, token.strip()) if token.strip() else None
-    if principal is None:
-        ctx.limiter.failed(client)
-        return render(request, "login.html", None, status_code=401, next=target,
-                      error="Unknown or revoked token.")
-    cookie, _nonce = ctx.sessions.issue(principal)
-    redirect = RedirectResponse(target, status_code=303)
-    redirect.set_cookie(SESSION_COOKIE, cookie, max_age=ctx.sessions.seconds, path="/", httponly=True,
-                        samesite="strict", secure=_secure(request, ctx))
-    return redirect
 
 
 @router.post("/logout")
 async def logout(request: Request, principal: Principal = Depends(authenticate)) -> Response:  # noqa: B008
-    ctx = context(request)
     response = RedirectResponse(f"{PREFIX}/login", status_code=303)
-    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=_secure(request, ctx))
+    end_session(response)
     return response
 
 
