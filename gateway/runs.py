@@ -150,7 +150,7 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _run(row: Any) -> Run:
+def run_from_row(row: Any) -> Run:
     data = dict(row)
     for key in ("heartbeat_at", "started_at", "finished_at"):
         data[key] = _utc(data[key])
@@ -178,7 +178,7 @@ class RunStore:
                     batch_runs.c.pipeline == pipeline, batch_runs.c.input_sha256 == sha256,
                     batch_runs.c.status == RUNNING)).mappings().first()
                 if active is not None:
-                    return Claim(existing=_run(active))
+                    return Claim(existing=run_from_row(active))
             stem = self._output_stem(conn, pipeline, sha256, input_name)
             base = f"{pipeline}.{sha256[:16]}"
             taken = conn.execute(select(func.count()).select_from(batch_runs).where(or_(
@@ -289,34 +289,34 @@ class RunStore:
     def get(self, run_id: str) -> Run | None:
         with self.store._connect() as conn:
             row = conn.execute(select(batch_runs).where(batch_runs.c.run_id == run_id)).mappings().first()
-        return None if row is None else _run(row)
+        return None if row is None else run_from_row(row)
 
     def _get(self, conn: Any, run_id: str) -> Run:
         row = conn.execute(select(batch_runs).where(batch_runs.c.run_id == run_id)).mappings().first()
         if row is None:
             raise InfrastructureError(f"run {run_id} vanished from the state store")
-        return _run(row)
+        return run_from_row(row)
 
     def latest_for(self, pipeline: str, sha256: str) -> Run | None:
         with self.store._connect() as conn:
             row = conn.execute(select(batch_runs).where(
                 batch_runs.c.pipeline == pipeline, batch_runs.c.input_sha256 == sha256,
                 batch_runs.c.status != DUPLICATE).order_by(batch_runs.c.started_at.desc()).limit(1)).mappings().first()
-        return None if row is None else _run(row)
+        return None if row is None else run_from_row(row)
 
     def unfinished(self, pipeline: str) -> list[Run]:
         with self.store._connect() as conn:
             rows = conn.execute(select(batch_runs).where(
                 batch_runs.c.pipeline == pipeline, batch_runs.c.status == RUNNING,
             ).order_by(batch_runs.c.started_at)).mappings().all()
-        return [_run(r) for r in rows]
+        return [run_from_row(r) for r in rows]
 
     def recent(self, pipeline: str | None = None, limit: int = 20) -> list[Run]:
         stmt = select(batch_runs).order_by(batch_runs.c.started_at.desc(), batch_runs.c.run_id.desc()).limit(limit)
         if pipeline is not None:
             stmt = stmt.where(batch_runs.c.pipeline == pipeline)
         with self.store._connect() as conn:
-            return [_run(r) for r in conn.execute(stmt).mappings().all()]
+            return [run_from_row(r) for r in conn.execute(stmt).mappings().all()]
 
     def progress(self, run_id: str) -> dict[str, Any] | None:
         """What the latest checkpoint says of a running run: records and bytes so far."""

@@ -36,7 +36,7 @@ class KillSwitchRequest(BaseModel):
     reason: str = Reason
 
 
-def _pipeline(ctx: ConsoleContext, name: str) -> str:
+def known_pipeline(ctx: ConsoleContext, name: str) -> str:
     if name not in ctx.cfg.pipelines:
         raise HTTPException(404, f"no pipeline {name!r}; expected one of {', '.join(ctx.cfg.pipelines) or 'none'}")
     return name
@@ -57,7 +57,7 @@ async def pipelines(ctx: ConsoleContext = Depends(context)) -> list[PipelineStat
 @router.get("/pipelines/{name}", tags=["pipelines"], summary="One pipeline's status",
             dependencies=[Depends(require("read"))], responses={404: {"description": "no such pipeline"}})
 async def pipeline(name: str = PipelineName, ctx: ConsoleContext = Depends(context)) -> PipelineStatus:  # noqa: B008
-    _pipeline(ctx, name)
+    known_pipeline(ctx, name)
     found = await asyncio.to_thread(pipeline_statuses, ctx.cfg, ctx.state, ctx.pipelines, ctx.process, name)
     return found[0]
 
@@ -67,7 +67,7 @@ async def pipeline(name: str = PipelineName, ctx: ConsoleContext = Depends(conte
 async def set_kill_switch(body: KillSwitchRequest, name: str = PipelineName,
                           principal: Principal = Depends(require("operate")),  # noqa: B008
                           ctx: ConsoleContext = Depends(context)) -> Switch:  # noqa: B008
-    _pipeline(ctx, name)
+    known_pipeline(ctx, name)
     return await apply_kill_switch(ctx, name, body.mode, body.reason, principal)
 
 

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Path, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
-from gateway.console.api import KillSwitchRequest, _pipeline, apply_kill_switch
+from gateway.console.api import KillSwitchRequest, apply_kill_switch, known_pipeline
 from gateway.console.app import (
     authenticate,
     check_token,
@@ -169,7 +169,7 @@ async def overview_partial(request: Request, principal: Principal = Depends(requ
 async def pipeline_page(request: Request, name: str = PipelineName,
                         principal: Principal = Depends(require("read"))) -> Response:  # noqa: B008
     ctx = context(request)
-    _pipeline(ctx, name)
+    known_pipeline(ctx, name)
     pipe = (await statuses(ctx, name))[0]
     return render(request, "pipeline.html", principal, p=pipe, modes=MODES, may_operate=principal.may("operate"))
 
@@ -178,7 +178,7 @@ async def pipeline_page(request: Request, name: str = PipelineName,
 async def pipeline_partial(request: Request, name: str = PipelineName,
                            principal: Principal = Depends(require("read"))) -> Response:  # noqa: B008
     ctx = context(request)
-    _pipeline(ctx, name)
+    known_pipeline(ctx, name)
     pipe = (await statuses(ctx, name))[0]
     return render(request, "_pipeline.html", principal, p=pipe)
 
@@ -188,7 +188,7 @@ async def kill_switch(request: Request, name: str = PipelineName, mode: str = Fo
                       reason: str = Form("", max_length=2000),
                       principal: Principal = Depends(require("operate"))) -> Response:  # noqa: B008
     ctx = context(request)
-    _pipeline(ctx, name)
+    known_pipeline(ctx, name)
     try:
         body = KillSwitchRequest(mode=mode, reason=reason)  # type: ignore[arg-type]
     except ValidationError as exc:

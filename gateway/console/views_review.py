@@ -169,14 +169,14 @@ def decide(ctx: ConsoleContext, item_id: int, *, approve: bool, override: Any, r
 async def publish(ctx: ConsoleContext, decision: ReviewDecision) -> DecisionView:
     """Publishes the decision's correction through the pipeline's sink, as `lgw review
     decide` does; a failure leaves the decision standing and is said in `correction_error`."""
-    from gateway.governance.review_cli import _target
+    from gateway.governance.review_cli import written_to
     from gateway.governance.review_corrections import publish_corrections
     from schemas.errors import InfrastructureError
 
     where = error = None
     try:
         written = await publish_corrections(ctx.cfg, decision.item.pipeline, [decision], state=ctx.state)
-        where = str(written.get("path") or _target(written))
+        where = str(written.get("path") or written_to(written))
     except (ConfigError, InfrastructureError, OSError) as exc:
         error = (f"the decision is stored, but its correction was not published: {exc}; send it with "
                  f"`lgw review publish {decision.item.id}`")

@@ -162,7 +162,7 @@ def summary_of(run: Run) -> RunSummary:
 
 def _runs(state: StateStore, pipeline: str | None, status: str | None, limit: int,
           run_id: str | None = None, finished: bool = False) -> list[Run]:
-    from gateway.runs import _run
+    from gateway.runs import run_from_row
 
     stmt = select(batch_runs).order_by(batch_runs.c.started_at.desc(), batch_runs.c.run_id.desc()).limit(limit)
     if pipeline is not None:
@@ -174,7 +174,7 @@ def _runs(state: StateStore, pipeline: str | None, status: str | None, limit: in
     if finished:
         stmt = stmt.where(batch_runs.c.status.in_((DONE, FAILED)))
     with state._connect() as conn:
-        return [_run(r) for r in conn.execute(stmt).mappings().all()]
+        return [run_from_row(r) for r in conn.execute(stmt).mappings().all()]
 
 
 def list_runs(state: StateStore, pipeline: str | None = None, status: str | None = None,

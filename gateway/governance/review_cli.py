@@ -207,7 +207,7 @@ def _send(cfg: Any, store: StateStore, decision: ReviewDecision, out: IO[str]) -
               f"correction was not published: {exc}; send it with `lgw review publish {decision.item.id}`",
               file=sys.stderr)
         return EXIT_ERROR
-    where = written.get("path") or _target(written)
+    where = written.get("path") or written_to(written)
     if _is_tty(out):
         final = decision.final_score
         out.write(f"review item {decision.item.id}: {decision.status} by {decision.actor}, {decision.item.score_name} "
@@ -217,7 +217,7 @@ def _send(cfg: Any, store: StateStore, decision: ReviewDecision, out: IO[str]) -
     return EXIT_OK
 
 
-def _target(written: dict[str, Any]) -> str:
+def written_to(written: dict[str, Any]) -> str:
     for key in ("topic", "target", "exchange", "name"):
         if written.get(key):
             return f"{written.get('format', '')}:{written[key]}".lstrip(":")
