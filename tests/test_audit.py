@@ -15,7 +15,6 @@ import stat
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -26,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from gateway import killswitch_cli
 from gateway.cli import main
@@ -45,9 +44,8 @@ from gateway.governance.identity import operator_identity
 from gateway.state import StateStore, StateStoreError
 from schemas.errors import ConfigError
 from schemas.safefiles import UnsafePath
-from tests.helpers import unavailable
+from tests.helpers import postgres_schema
 
-POSTGRES_URL = os.environ.get("LGW_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 NOON = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 DAY = NOON.date()
 
@@ -78,20 +76,8 @@ def decisions(n: int, *, run: str = "R1", start: datetime = NOON, step_us: int =
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    """The local PostgreSQL, in a schema of this test's own (dropped afterwards)."""
-    schema = f"audit_{uuid.uuid4().hex[:12]}"
-    engine = create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
-    try:
-        with engine.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    except Exception as exc:
-        engine.dispose()
-        unavailable(f"PostgreSQL not reachable at {POSTGRES_URL}: {exc}")
-    sep = "&" if "?" in POSTGRES_URL else "?"
-    yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
-    with engine.begin() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    engine.dispose()
+    with postgres_schema("audit") as url:
+        yield url
 
 
 def _state_url(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:

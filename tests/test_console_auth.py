@@ -7,9 +7,7 @@ token or hash ever leaves the server."""
 from __future__ import annotations
 
 import logging
-import os
 import re
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +19,6 @@ from fastapi import Depends, Form, Request
 from fastapi.responses import Response
 from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
 from starlette.routing import Mount
 
 from gateway.cli import main as lgw_main
@@ -42,9 +39,8 @@ from gateway.console.security import CSRF_HEADER, SESSION_COOKIE
 from gateway.state import StateStore
 from schemas.errors import ConfigError
 from tests.console_helpers import Console, gateway_yaml, make_console
-from tests.helpers import unavailable
+from tests.helpers import postgres_schema
 
-POSTGRES_URL = os.environ.get("LGW_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 KILL = "/api/v1/pipelines/card_txn/kill-switch"
 SWITCH = {"mode": "force_fallback", "reason": "INC-1: model drifts"}
 
@@ -223,19 +219,8 @@ def test_store_tokens_create_list_revoke(console: Console) -> None:
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    schema = f"console_{uuid.uuid4().hex[:12]}"
-    engine = create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
-    try:
-        with engine.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    except Exception as exc:
-        engine.dispose()
-        unavailable(f"PostgreSQL not reachable at {POSTGRES_URL}: {exc}")
-    sep = "&" if "?" in POSTGRES_URL else "?"
-    yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
-    with engine.begin() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    engine.dispose()
+    with postgres_schema("console") as url:
+        yield url
 
 
 def test_store_tokens_on_postgresql(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pg_url: str) -> None:

@@ -36,7 +36,6 @@ import yaml
 from gateway.console.auth import add_to_tokens_file
 from gateway.governance.audit_sql import ActionLog
 from gateway.state import StateStore
-from tests.helpers import unavailable
 
 if TYPE_CHECKING:
     from fastapi.testclient import TestClient
@@ -45,7 +44,7 @@ from tests.lgw_processes import LgwProcess
 from tests.model_servers import ModelServerProcess
 from tests.realtime_data import copybook_records
 from tests.test_realtime_kafka import Topics, config_dict, keyed, kserve_model, produce
-from tests.test_report_browser import CHROMIUM
+from tests.test_report_browser import chromium  # noqa: F401 (the module's browser fixture)
 
 PIPELINE = "cards"
 WAIT_S = 90.0
@@ -130,23 +129,6 @@ def log_in(page: Any, base: str, token: str) -> None:
     page.wait_for_url(f"{base}/console/")
 
 
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import Error, sync_playwright
-    except ImportError:
-        unavailable("the playwright package is not installed (pip install -e '.[dev]')")
-    if not CHROMIUM.is_file():
-        unavailable(f"Chromium not found at {CHROMIUM} (scripts/system-packages.sh installs Debian's chromium)")
-    with sync_playwright() as p:
-        try:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        except Error as exc:
-            unavailable(f"Chromium at {CHROMIUM} does not start: {str(exc).splitlines()[0]}")
-        yield browser
-        browser.close()
-
-
 @pytest.fixture
 def shots(tmp_path: Path) -> Path:
     folder = Path(os.environ.get("LGW_SCREENSHOTS") or tmp_path / "screenshots")
@@ -157,7 +139,7 @@ def shots(tmp_path: Path) -> Path:
 # ---------------------------------------------------------------------------- the story
 @pytest.mark.integration
 def test_operator_watches_the_breaker_open_forces_the_fallback_and_a_reviewer_decides(
-        chromium: Any, kafka_broker: TansuBroker, disposable_kserve_server: ModelServerProcess, tmp_path: Path,
+        chromium: Any, kafka_broker: TansuBroker, disposable_kserve_server: ModelServerProcess, tmp_path: Path,  # noqa: F811
         lgw_cmd: list[str], lgw_processes: list[LgwProcess], shots: Path) -> None:
     tokens = tmp_path / "console-tokens.yaml"  # the test's own: never the shared data dir's
     operator = add_to_tokens_file(tokens, "oncall", ["operator"])

@@ -32,10 +32,8 @@ from gateway.governance.review import ReviewQueue, review_item_table
 from gateway.ops_http import Readiness
 from gateway.state import StateStore
 from schemas.contract import load_contract
-from schemas.errors import InfrastructureError
 from schemas.examples import contract_path, generate_card_file
-from tests.helpers import unavailable
-from tests.test_state import POSTGRES_URL
+from tests.test_review import state_url_for
 
 ROLES = ("viewer", "operator", "reviewer", "admin")
 
@@ -68,18 +66,6 @@ def card_items(root: Path, records: int = 12) -> tuple[pa.Table, pa.Table]:
              .append_column("model_name", pa.array(["fraud"] * n))
              .append_column("source_record", pa.array(np.arange(1, n + 1, dtype=np.int64))))
     return policy_for(contract).apply(table), table
-
-
-def state_url_for(kind: str, root: Path) -> str:
-    if kind == "sqlite":
-        return f"sqlite:///{root}/state.db"
-    url = POSTGRES_URL + ("&" if "?" in POSTGRES_URL else "?") + "connect_timeout=3"
-    try:
-        with StateStore(url) as store:
-            ReviewQueue(store).counts()
-    except InfrastructureError as exc:
-        unavailable(f"PostgreSQL not reachable at {POSTGRES_URL}: {exc}")
-    return url
 
 
 def make_console(root: Path, state_url: str) -> Iterator[Console]:

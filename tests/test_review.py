@@ -88,10 +88,10 @@ def scored(contract: Contract, tmp_path_factory: pytest.TempPathFactory) -> pa.T
     return out
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
-def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/state.db"
+def state_url_for(kind: str, root: Path) -> str:
+    """A state store of `kind` (sqlite in `root`, or the local PostgreSQL) that answers."""
+    if kind == "sqlite":
+        return f"sqlite:///{root}/state.db"
     url = POSTGRES_URL + ("&" if "?" in POSTGRES_URL else "?") + "connect_timeout=3"
     try:
         with StateStore(url) as store:
@@ -99,6 +99,11 @@ def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     except InfrastructureError as exc:
         unavailable(f"PostgreSQL not reachable at {POSTGRES_URL}: {exc}")
     return url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return state_url_for(request.param, tmp_path)
 
 
 @pytest.fixture

@@ -182,26 +182,8 @@ def list_runs(state: StateStore, pipeline: str | None = None, status: str | None
     return [summary_of(r) for r in _runs(state, pipeline, status, min(limit, MAX_LIMIT))]
 
 
-def manifest_path(cfg: GatewayConfig, run: Run) -> Path:
-    """Where a finished run's manifest is (as `lgw report` finds it); ConfigError saying
-    why when it has none."""
-    from gateway.config import DropFolderConfig
-
-    summary = run.summary_json()
-    if run.status == DONE and isinstance(summary.get("manifest"), str):
-        return Path(summary["manifest"])
-    if run.status == FAILED and run.final_path and run.final_path.startswith("failed/"):
-        pipe = cfg.pipelines.get(run.pipeline)
-        if pipe is None or not isinstance(pipe.source, DropFolderConfig):
-            raise ConfigError(f"run {run.run_id} failed; its report is in the failed folder of pipeline "
-                              f"{run.pipeline}, which this process's config does not define")
-        return pipe.source.folders(cfg.base_dir)["failed"] / f"{run.final_path.removeprefix('failed/')}.report.json"
-    if summary.get("duplicate_of"):
-        raise ConfigError(f"run {run.run_id} was a duplicate of run {summary['duplicate_of']}: see that one")
-    raise ConfigError(f"run {run.run_id} is {run.status}: it has no manifest yet")
-
-
 def read_manifest(cfg: GatewayConfig, run: Run) -> dict[str, Any]:
+    from gateway.governance.report_cli import manifest_path
     from gateway.governance.report_files import read_json_file
 
     return read_json_file(manifest_path(cfg, run))
@@ -466,6 +448,6 @@ def drift_of(cfg: GatewayConfig, state: StateStore, pipeline: str, live: bool = 
 __all__ = [
     "MAX_LIMIT", "REASON_PATTERN", "RUN_ID_PATTERN", "STATUSES", "DriftView", "ReasonClass", "Refused",
     "RejectItem", "RejectSource", "RejectsPage", "ReplayStarted", "RunDetail", "RunSummary", "drift_of",
-    "list_rejects", "list_runs", "manifest_path", "read_manifest", "reject_sources", "rejects_file", "replay",
+    "list_rejects", "list_runs", "read_manifest", "reject_sources", "rejects_file", "replay",
     "report_html", "run_detail",
 ]

@@ -20,17 +20,21 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway.exit_codes import EXIT_OK
 from gateway.governance.report_files import read_json_file, write_report
 from schemas.errors import ConfigError, InfrastructureError
 
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
+    from gateway.runs import Run
+
 
 def manifest_of_run(run_id: str, config: str | None, state_url: str | None) -> Path:
-    """The manifest a finished run left: a done run's summary names it; a failed run's is
-    NAME.report.json in its pipeline's failed folder."""
-    from gateway.config import DropFolderConfig, load_config
-    from gateway.runs import DONE, FAILED, RunStore
+    """The manifest a finished run left (`manifest_path`), found by its id."""
+    from gateway.config import load_config
+    from gateway.runs import RunStore
     from gateway.state import StateStore
 
     cfg = load_config(config)
@@ -38,19 +42,28 @@ def manifest_of_run(run_id: str, config: str | None, state_url: str | None) -> P
         run = RunStore(store).get(run_id)
     if run is None:
         raise ConfigError(f"no run {run_id!r} in the state store (lgw batch status lists the runs)")
+    return manifest_path(cfg, run)
+
+
+def manifest_path(cfg: GatewayConfig, run: Run) -> Path:
+    """Where a finished run's manifest is: a done run's summary names it; a failed run's is
+    NAME.report.json in its pipeline's failed folder. ConfigError saying why when it has none."""
+    from gateway.config import DropFolderConfig
+    from gateway.runs import DONE, FAILED
+
     summary = run.summary_json()
     if run.status == DONE and isinstance(summary.get("manifest"), str):
         return Path(summary["manifest"])
     if run.status == FAILED and run.final_path and run.final_path.startswith("failed/"):
         pipe = cfg.pipelines.get(run.pipeline)
         if pipe is None or not isinstance(pipe.source, DropFolderConfig):
-            raise ConfigError(f"run {run_id} failed; its report is in the failed folder of pipeline "
-                              f"{run.pipeline}, which {config or 'the embedded defaults'} does not define")
+            raise ConfigError(f"run {run.run_id} failed; its report is in the failed folder of pipeline "
+                              f"{run.pipeline}, which this config does not define")
         settled = run.final_path.removeprefix("failed/")
         return pipe.source.folders(cfg.base_dir)["failed"] / f"{settled}.report.json"
     if summary.get("duplicate_of"):
-        raise ConfigError(f"run {run_id} was a duplicate of run {summary['duplicate_of']}: report that one")
-    raise ConfigError(f"run {run_id} is {run.status}: it has no manifest to report on yet")
+        raise ConfigError(f"run {run.run_id} was a duplicate of run {summary['duplicate_of']}: report that one")
+    raise ConfigError(f"run {run.run_id} is {run.status}: it has no manifest to report on yet")
 
 
 def report_command(args: argparse.Namespace) -> int:
