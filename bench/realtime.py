@@ -30,7 +30,11 @@ as JSON objects (or cp037 copybook records), produced to two input topics.
      over one keep-alive connection (4 requests/s: a console tab and a Prometheus scrape,
      times a few) for the whole run. Printed: the console run's throughput over the plain
      run's of the same round (the median of those ratios), and the poller's answers and
-     their p50/p99 latency within the measured part of the runs.
+     their p50/p99 latency within the measured part of the runs. Then, as that cost is
+     below what the rounds resolve on a shared machine (one round's throughput moves by
+     20 %), the ops server's CPU per request of each path, measured with the gateway
+     idle (300 requests back to back from another process), and what it adds up to at
+     the poller's rate, as a share of the event loop's one core.
    The gateway's runs take turns being first in a round.
 2. Latency at a fixed rate, half the gateway's measured maximum, for both: a separate
    process produces at that rate with the send time in the key (both paths keep the
@@ -269,6 +273,57 @@ def _console_poller(url: str, token: str, paths: tuple[str, ...], every: float, 
     out.put(answers)
 
 
+def _console_burst(url: str, token: str, path: str, n: int, ready: Any, go: Any, out: Any) -> None:
+    """In its own process: `n` GETs of `path` back to back, once `go` is set."""
+    import httpx
+
+    nodelay = httpx.HTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+    with httpx.Client(base_url=url, timeout=10, transport=nodelay,
+                      headers={"Authorization": f"Bearer {token}"}) as client:
+        for _ in range(10):  # connected and warm
+            client.get(path).raise_for_status()
+        ready.set()
+        go.wait()
+        for _ in range(n):
+            client.get(path).raise_for_status()
+    out.put(n)
+
+
+async def console_cpu(cfg: GatewayConfig, token: str, n: int = 300) -> dict[str, float]:
+    """The ops server's CPU seconds per request of each polled path, in this process with
+    the gateway built but not consuming (the registry as the runs left it): what the
+    poller costs the event loop, which the rounds' throughput is too noisy to resolve."""
+    import gateway.console.context  # noqa: F401  (its tables, before the store creates them)
+    from gateway.realtime.app import build_realtime_app
+    from gateway.state import StateStore
+
+    state = StateStore(cfg.state.url)
+    watch = ConsoleWatch(token)
+    await watch.start_server(cfg, build_realtime_app(cfg, state=state), state)
+    loop = asyncio.get_running_loop()
+    ctx = mp.get_context("spawn")
+    out: dict[str, float] = {}
+    try:
+        for path in watch.paths:
+            queue, ready, go = ctx.Queue(), ctx.Event(), ctx.Event()
+            proc = ctx.Process(target=_console_burst, args=(watch.url, token, path, n, ready, go, queue))
+            proc.start()
+            try:
+                if not await loop.run_in_executor(None, ready.wait, 60):
+                    raise SystemExit(f"console burst {path}: not ready in 60 s")
+                t0 = time.process_time()
+                go.set()
+                await loop.run_in_executor(None, queue.get, True, 120)
+                out[path] = (time.process_time() - t0) / n
+            finally:
+                proc.join(10)
+                if proc.is_alive():
+                    proc.kill()
+    finally:
+        await watch.stop()
+    return out
+
+
 class ConsoleWatch:
     """A gateway run's ops server with the admin API and console on (as `lgw serve` runs it
     when a tokens file exists: its Readiness holding the run's pipelines, the status
@@ -282,7 +337,11 @@ class ConsoleWatch:
         self._ops: Any = None
         self._proc: Any = None
 
-    async def start(self, cfg: GatewayConfig, rt: Any, state: Any) -> None:
+    @property
+    def url(self) -> str:
+        return str(self._ops.url)
+
+    async def start_server(self, cfg: GatewayConfig, rt: Any, state: Any) -> None:
         from gateway.console.context import build_console
         from gateway.ops_http import OpsServer
         from gateway.realtime.serve import _readiness
@@ -293,6 +352,10 @@ class ConsoleWatch:
         ops = self._ops = OpsServer(address=("127.0.0.1", 0), console=console).bind()
         _readiness(ops.readiness, rt, state)
         await ops.start()
+
+    async def start(self, cfg: GatewayConfig, rt: Any, state: Any) -> None:
+        await self.start_server(cfg, rt, state)
+        ops = self._ops
         ctx = mp.get_context("spawn")
         self._queue, self._halt, ready = ctx.Queue(), ctx.Event(), ctx.Event()
         self._proc = ctx.Process(target=_console_poller,
@@ -507,6 +570,11 @@ async def run(args: argparse.Namespace, bootstrap: str, broker: Any) -> None:
               f"({len(POLL_PATHS) / POLL_EVERY_S:.0f} requests/s), during the measured runs:")
         print(f"    answers {count} ({ok} HTTP 200)   p50 {p50:6.1f} ms   p99 {p99:6.1f} ms   (rounds count "
               f"p50/p99 {', '.join(f'{c} {a:.1f}/{b:.1f}' for c, _, a, b in polls)})", flush=True)
+        per_request = await console_cpu(cfg(), str(token))
+        share = sum(per_request.values()) / POLL_EVERY_S
+        print(f"  ops server CPU per request, gateway idle: "
+              f"{', '.join(f'{path} {1000 * t:.2f} ms' for path, t in per_request.items())}; at the poller's rate "
+              f"{100 * share:.1f} % of a core", flush=True)
 
     rate = gw_rate / 2
     count = max(1000, int(rate * args.latency_seconds))
