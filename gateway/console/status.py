@@ -87,11 +87,11 @@ def replica_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _sample_sum(name: str, pipeline: str, by: str | None = None) -> dict[str, float]:
-    from gateway.metrics import REGISTRY
-
+def _sample_sum(metric: Any, name: str, pipeline: str, by: str | None = None) -> dict[str, float]:
+    """The samples `name` of one metric (its own collect, not the whole registry's: that
+    took 0.8 ms each, four times per pipeline and request) for `pipeline`, summed by `by`."""
     out: dict[str, float] = {}
-    for family in REGISTRY.collect():
+    for family in metric.collect():
         for sample in family.samples:
             if sample.name != name or sample.labels.get("pipeline") != pipeline:
                 continue
@@ -116,15 +116,19 @@ def _inbox(cfg: GatewayConfig, name: str) -> int | None:
 
 def live_replica(cfg: GatewayConfig, pipeline: Pipeline, process: str) -> ReplicaStatus:
     """This process's view of one of its pipelines, now."""
+    from gateway.metrics import CONSUMER_LAG, RECORDS_IN, RECORDS_OUT, RECORDS_REJECTED
+
     models = []
     if pipeline.model is not None:
         models.append(ModelState(name=pipeline.model_name or pipeline.model.info.name,
                                  breaker=pipeline.model.breaker.state.value))
-    lag = _sample_sum("lgw_kafka_consumer_lag_records", pipeline.name)
+    name = pipeline.name
+    lag = _sample_sum(CONSUMER_LAG, "lgw_kafka_consumer_lag_records", name)
     counters = Counters(
-        records_in=int(sum(_sample_sum("lgw_records_in_total", pipeline.name).values())),
-        scored_by={k: int(v) for k, v in _sample_sum("lgw_records_out_total", pipeline.name, "scored_by").items()},
-        rejected={k: int(v) for k, v in _sample_sum("lgw_records_rejected_total", pipeline.name, "reason").items()},
+        records_in=int(sum(_sample_sum(RECORDS_IN, "lgw_records_in_total", name).values())),
+        scored_by={k: int(v) for k, v in _sample_sum(RECORDS_OUT, "lgw_records_out_total", name, "scored_by").items()},
+        rejected={k: int(v) for k, v in _sample_sum(RECORDS_REJECTED, "lgw_records_rejected_total", name,
+                                                    "reason").items()},
         lag=int(sum(lag.values())) if lag else None,
         inbox=_inbox(cfg, pipeline.name) if pipeline.name in cfg.pipelines else None,
     )
