@@ -465,6 +465,11 @@ class Authenticator:
             return self.oidc.verify(token)
         return None
 
+    def in_memory(self, token: str) -> Principal | None:
+        """The tokens file's answer, without a thread: its entries are in memory (the file
+        is looked at again at most once a second). Store tokens and JWTs need `bearer`."""
+        return self.file.lookup(token_digest(token)) if token.startswith(TOKEN_PREFIX) else None
+
     def session_principal(self, principal: Principal) -> Principal | None:
         """Who a session is now: None when its token was removed, replaced or revoked since
         it logged in; with the roles its token has now (a demoted token's sessions are
