@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 from typing import Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path
+from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.console.app import authenticate, context, require
+from gateway.console.app import authenticate, context, known_pipeline, require
 from gateway.console.auth import Principal
 from gateway.console.context import ConsoleContext
 from gateway.console.status import PipelineStatus, Switch, pipeline_statuses
@@ -34,12 +34,6 @@ class KillSwitchRequest(BaseModel):
 
     mode: Literal["off", "force_fallback", "pause"]
     reason: str = Reason
-
-
-def known_pipeline(ctx: ConsoleContext, name: str) -> str:
-    if name not in ctx.cfg.pipelines:
-        raise HTTPException(404, f"no pipeline {name!r}; expected one of {', '.join(ctx.cfg.pipelines) or 'none'}")
-    return name
 
 
 @router.get("/whoami", tags=["auth"], summary="The caller's identity and roles")

@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.console import views_runs as views
-from gateway.console.app import context, require
+from gateway.console.app import context, known_pipeline, require
 from gateway.console.auth import Principal
 from gateway.console.context import ConsoleContext
 
@@ -38,17 +38,12 @@ def _raise(exc: views.Refused) -> HTTPException:
     return HTTPException(exc.status, exc.message)
 
 
-def _pipeline(ctx: ConsoleContext, name: str | None) -> None:
-    if name is not None and name not in ctx.cfg.pipelines:
-        raise HTTPException(404, f"no pipeline {name!r}; expected one of {', '.join(ctx.cfg.pipelines) or 'none'}")
-
-
 @router.get("/runs", tags=["runs"], summary="Recent batch runs, newest first", dependencies=[Depends(require("read"))])
 async def runs(pipeline: str | None = Query(None, pattern=r"^[A-Za-z0-9_.-]{1,200}$"),
                status: Status | None = None,
                limit: int = Query(50, ge=1, le=views.MAX_LIMIT),
                ctx: ConsoleContext = Depends(context)) -> list[views.RunSummary]:  # noqa: B008
-    _pipeline(ctx, pipeline)
+    known_pipeline(ctx, pipeline)
     return await asyncio.to_thread(views.list_runs, ctx.state, pipeline, status, limit)
 
 
@@ -96,7 +91,7 @@ async def rejects(pipeline: str | None = Query(None, pattern=r"^[A-Za-z0-9_.-]{1
                   limit: int = Query(100, ge=1, le=views.MAX_LIMIT),
                   offset: int = Query(0, ge=0, le=1_000_000),
                   ctx: ConsoleContext = Depends(context)) -> views.RejectsPage:  # noqa: B008
-    _pipeline(ctx, pipeline)
+    known_pipeline(ctx, pipeline)
     return await asyncio.to_thread(views.list_rejects, ctx.cfg, ctx.state, pipeline=pipeline, run=run,
                                    reason=reason, field=field, limit=limit, offset=offset)
 
@@ -105,7 +100,7 @@ async def rejects(pipeline: str | None = Query(None, pattern=r"^[A-Za-z0-9_.-]{1
             "stream's last window", dependencies=[Depends(require("read"))],
             responses={404: {"description": "no such pipeline"}})
 async def drift(name: str = PipelineName, ctx: ConsoleContext = Depends(context)) -> views.DriftView:  # noqa: B008
-    _pipeline(ctx, name)
+    known_pipeline(ctx, name)
     return await asyncio.to_thread(views.drift_of, ctx.cfg, ctx.state, name, name in ctx.pipelines)
 
 

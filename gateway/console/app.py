@@ -36,6 +36,13 @@ def context(request: Request) -> ConsoleContext:
     return ctx
 
 
+def known_pipeline(ctx: ConsoleContext, name: str | None) -> str | None:
+    """`name` when gateway.yaml has that pipeline (or None for none asked); 404 otherwise."""
+    if name is not None and name not in ctx.cfg.pipelines:
+        raise HTTPException(404, f"no pipeline {name!r}; expected one of {', '.join(ctx.cfg.pipelines) or 'none'}")
+    return name
+
+
 def client_address(request: Request) -> str:
     return request.client.host if request.client is not None else "?"
 
@@ -194,5 +201,17 @@ def build_ops_app(readiness: Readiness, console: ConsoleContext | None = None) -
     return SecurityHeaders(app)
 
 
-__all__ = ["API_VERSION", "NotLoggedIn", "authenticate", "build_ops_app", "check_token", "client_address", "context",
-           "end_session", "require", "same_origin", "start_session"]
+__all__ = [
+    "API_VERSION",
+    "NotLoggedIn",
+    "authenticate",
+    "build_ops_app",
+    "check_token",
+    "client_address",
+    "context",
+    "end_session",
+    "known_pipeline",
+    "require",
+    "same_origin",
+    "start_session",
+]

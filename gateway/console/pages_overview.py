@@ -19,12 +19,13 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Path, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
-from gateway.console.api import KillSwitchRequest, apply_kill_switch, known_pipeline
+from gateway.console.api import KillSwitchRequest, apply_kill_switch
 from gateway.console.app import (
     authenticate,
     check_token,
     context,
     end_session,
+    known_pipeline,
     require,
     same_origin,
     start_session,
