@@ -9,8 +9,11 @@ gateway.yaml loading with the environment the pods give it, images pinned."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import subprocess
+import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,9 @@ import yaml
 from gateway.config import DropFolderConfig, load_config
 from gateway.console.auth import read_tokens_file
 from gateway.realtime.serve import asyncapi_document
+from schemas.examples import generate_card_file
 from schemas.safefiles import UnsafePath
+from tests.helpers import postgres_schema
 from tests.kustomize_lite import KustomizeError, build, containers, json_patch, pod_specs, split_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -422,3 +427,58 @@ def test_loader_refuses_what_it_does_not_render(tmp_path: Path) -> None:
     assert doc == {"a": {"b": [0, 3], "c/d": "x"}}
     with pytest.raises(KustomizeError):
         json_patch(doc, {"op": "replace", "path": "/a/missing", "value": 1})
+
+
+def files_under(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()} if folder.exists() else set()
+
+
+def test_the_cronjob_command_runs_as_the_pod_and_writes_only_its_volumes(tmp_path: Path, lgw_cmd: list[str]) -> None:
+    """The prod CronJob's container, run as a real `lgw` process: its args, its environment
+    (lgw-env, the *_FILE variables on secret files), the ConfigMap's gateway.yaml in a
+    folder of its own, the PVC, data dir and /tmp as folders here, PostgreSQL as the state
+    store. The model service is not there (nothing listens at its URL): the fallback rules
+    score. Afterwards only the volumes hold new files; nothing beside gateway.yaml."""
+    objects = build(K8S / "overlays" / "prod")
+    cron = one(objects, "CronJob", "lgw-batch-nightly")
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    mounts = {m["mountPath"]: tmp_path / "volumes" / m["name"] for m in c["volumeMounts"]}
+    drop_at = _drop_mount(c, pod, objects)
+    home, cwd = tmp_path / "home", tmp_path / "volumes" / "data"  # the image's WORKDIR is its data dir
+    for folder in (*mounts.values(), home):
+        folder.mkdir(parents=True, exist_ok=True)
+    config = mounts["/etc/lgw"] / "gateway.yaml"
+    config.write_text(gateway_yaml_text(objects).replace("/opt/lgw/", f"{ROOT}/").replace(
+        f"{drop_at}/", f"{mounts[drop_at]}/"), encoding="utf-8")
+    dropped = mounts[drop_at] / "cardtxn" / "inbox" / "CARDTXN01.DAT"
+    generate_card_file(dropped, records=3_000, seed=11)
+    # complete once nothing changed it for stable_for_s (by its ctime, which cannot be back-dated)
+    stable_for_s = gateway_yaml(objects)["pipelines"]["card_txn"]["source"]["stable_for_s"]
+    time.sleep(max(0.0, dropped.stat().st_ctime + stable_for_s + 1.0 - time.time()))
+    with postgres_schema("k8s_cron") as state_url:
+        env = {"PATH": os.environ["PATH"], "HOME": str(home), "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+        for key, value in env_of(c, objects).items():
+            for mount_path, folder in sorted(mounts.items(), key=lambda m: -len(m[0])):
+                if value == mount_path or value.startswith(f"{mount_path}/"):
+                    value = str(folder) + value.removeprefix(mount_path)
+                    break
+            env[key] = value
+        env["TMPDIR"] = str(mounts["/tmp"])
+        env["LGW_MODEL_FRAUD_URL"] = "http://127.0.0.1:9"  # no model server: refused at once, the rules score
+        secrets = mounts[SECRET_DIR]
+        (secrets / "state-url").write_text(state_url)
+        (secrets / "pii-key").write_text("stand-in-pii-key-0123456789abcdef")
+        before = {name: files_under(folder) for name, folder in mounts.items()}
+        args = [a.replace("/etc/lgw/gateway.yaml", str(config)) for a in c["args"]]
+        done = subprocess.run([*lgw_cmd, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.splitlines()[0])
+    assert summary["records_out"] == 3_000
+    outbox = files_under(mounts[drop_at] / "cardtxn" / "outbox")
+    assert "CARDTXN01.DAT.manifest.json" in outbox
+    assert files_under(mounts[drop_at] / "cardtxn" / "inbox") == set()
+    # written: the drop volume (outbox, done) and nothing on the read-only ones
+    for mount_path in ("/etc/lgw", SECRET_DIR):
+        assert files_under(mounts[mount_path]) == before[mount_path], f"{mount_path} was written"
+    assert files_under(home) == set(), "HOME is on the read-only root filesystem"
