@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway.config import load_config
+from gateway.config import DropFolderConfig, load_config
 from gateway.realtime.serve import asyncapi_document
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -171,7 +171,7 @@ def test_compose_batch_service_runs_the_drop_folder_on_its_volume(monkeypatch: p
     cfg = load_config(config)
     assert cfg.state.url.startswith("postgresql+psycopg://lgw:lgw@postgres")
     drops = {name: pipe.source.folders(cfg.base_dir) for name, pipe in cfg.pipelines.items()
-             if type(pipe.source).__name__ == "DropFolderConfig"}
+             if isinstance(pipe.source, DropFolderConfig)}
     assert drops, "the compose config has no drop-folder pipeline for `lgw run`"
     volume, _, mount = batch["volumes"][0].partition(":")
     assert volume in COMPOSE["volumes"], "the drop folders must live in a named volume"
