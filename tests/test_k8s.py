@@ -15,6 +15,7 @@ import re
 import subprocess
 import time
 import tomllib
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,11 @@ from gateway.realtime.serve import asyncapi_document
 from schemas.examples import generate_card_file
 from schemas.safefiles import UnsafePath
 from tests.helpers import postgres_schema
+from tests.kafka_broker import TansuBroker
 from tests.kustomize_lite import KustomizeError, build, containers, json_patch, pod_specs, split_image
+from tests.lgw_processes import LgwProcess
+from tests.model_servers import ModelServerProcess
+from tests.test_realtime_kafka import Topics
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"
@@ -482,3 +487,75 @@ def test_the_cronjob_command_runs_as_the_pod_and_writes_only_its_volumes(tmp_pat
     for mount_path in ("/etc/lgw", SECRET_DIR):
         assert files_under(mounts[mount_path]) == before[mount_path], f"{mount_path} was written"
     assert files_under(home) == set(), "HOME is on the read-only root filesystem"
+
+
+def kubelet_secret_volume(folder: Path, files: dict[str, str]) -> Path:
+    """A Secret volume as the kubelet lays it out: the files in a timestamped folder,
+    `..data` a link to it, and each key a link through `..data`; the files mode 0440
+    (defaultMode). Returns the timestamped folder (what a subPath mount exposes)."""
+    real = folder / "..2026_12_04_20_00_00.000000001"
+    real.mkdir(parents=True)
+    for name, text in files.items():
+        (real / name).write_text(text)
+        (real / name).chmod(0o440)
+        (folder / name).symlink_to(f"..data/{name}")
+    (folder / "..data").symlink_to(real.name)
+    return real
+
+
+@pytest.mark.integration
+def test_the_serve_container_runs_probes_open_and_metrics_behind_the_viewer_token(
+        tmp_path: Path, lgw_cmd: list[str], lgw_processes: list[LgwProcess], kafka_broker: TansuBroker,
+        kserve_server: ModelServerProcess) -> None:
+    """The dev overlay's lgw-serve container as a real `lgw serve`: its args and environment,
+    its credentials from a Secret volume in the kubelet's layout (the *_FILE variables read
+    through its links; the tokens file the subPath mount's regular file), the ConfigMap's
+    gateway.yaml. Changed for this machine only: the addresses (Tansu, the model server
+    process, a free ops port on loopback), the topics (fresh ones) and the Kafka client
+    settings Tansu needs. With the console on, the probes' endpoints answer without a
+    token and /metrics with the viewer token only."""
+    objects = build(K8S / "overlays" / "dev")
+    (c,) = one(objects, "Deployment", "lgw-serve")["spec"]["template"]["spec"]["containers"]
+    topics = Topics.create(kafka_broker, "k8s")
+    doc = gateway_yaml(objects)
+    stream = doc["pipelines"]["card_txn_stream"]
+    stream["contract"] = stream["contract"].replace("/opt/lgw/", f"{ROOT}/")
+    stream["source"].update(topics.source())
+    doc["pipelines"] = {"card_txn_stream": stream}  # the drop pipeline is `lgw run`'s and the CronJob's
+    doc["kafka"].update(enable_idempotence=False, session_timeout_ms=3000, heartbeat_interval_ms=500,
+                        graceful_timeout_s=15)  # Tansu: no idempotent producer, slow JoinGroup otherwise
+    config = tmp_path / "etc-lgw" / "gateway.yaml"
+    config.parent.mkdir()
+    config.write_text(yaml.safe_dump(doc), encoding="utf-8")
+
+    tokens = tmp_path / "tokens.yaml"
+    made = subprocess.run([*lgw_cmd, "console", "token", "new", "--name", "prometheus", "--role", "viewer",
+                           "--tokens-file", str(tokens)], capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    viewer = made.stdout.strip().splitlines()[-1]
+    with postgres_schema("k8s_serve") as state_url:
+        dev_secret = one(objects, "Secret", "lgw-credentials")["stringData"]
+        files = {**dev_secret, "state-url": state_url, "console-tokens.yaml": tokens.read_text()}
+        volume = tmp_path / "secret-volume"
+        subpath = kubelet_secret_volume(volume, files)
+        env = env_of(c, objects)
+        for key, value in list(env.items()):
+            if value.startswith(f"{SECRET_DIR}/"):
+                env[key] = str(volume) + value.removeprefix(SECRET_DIR)  # through the kubelet's links
+        env["LGW_CONSOLE_TOKENS_FILE"] = str(subpath / "console-tokens.yaml")
+        env["LGW_DATA_DIR"] = str(tmp_path / "data")
+        env.update(LGW_KAFKA_BOOTSTRAP=kafka_broker.bootstrap, LGW_MODEL_FRAUD_URL=kserve_server.base_url,
+                   LGW_OPS_ADDRESS="127.0.0.1:0", TMPDIR=str(tmp_path))
+        gw = LgwProcess(lgw_cmd, [a.replace("/etc/lgw/gateway.yaml", str(config)) for a in c["args"]], tmp_path,
+                        env=env)
+        lgw_processes.append(gw)
+        live = c["livenessProbe"]["httpGet"]["path"]
+        ready = c["readinessProbe"]["httpGet"]["path"]
+        assert gw.get(live)[0] == 200
+        gw.wait_for(lambda: gw.get(ready)[0] == 200, f"{ready} 200 without a token")
+        assert gw.get_json(ready)[1]["checks"] == {"kafka": "ok", "state_store": "ok", "model:fraud": "ok"}
+        assert gw.get("/metrics")[0] == 401  # the console is on: /metrics needs a token
+        request = urllib.request.Request(gw.url + "/metrics", headers={"Authorization": f"Bearer {viewer}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200 and b"lgw_" in response.read()
+        assert gw.stop() == 0
