@@ -656,9 +656,11 @@ async def scale_out(args: argparse.Namespace, bootstrap: str, messages: list[byt
               f"{100 * float(np.median(busy[k])):.0f} %)")
     for note in notes:
         print(f"  note: {note}")
-    print(f"  limit here: {os.cpu_count()} cores shared by the broker (Tansu), every gateway process and the "
-          "result reader; one process already keeps them this busy, so more processes add contention, not "
-          "cores. On a cluster each process (a pod, a core or more) adds its share up to one per partition.",
+    print(f"  limit here: {os.cpu_count()} cores for the broker (Tansu), every gateway process, the result "
+          "reader and whatever else runs on the machine (the load average above). A process works on one "
+          "micro-batch at a time on one event loop, so a second one fills the time the first leaves a core "
+          "idle (its fetches, writes and commits); once the cores are busy, more processes share them. On a "
+          "cluster each process with cores of its own adds its share, up to one process per partition.",
           flush=True)
 
 
