@@ -551,6 +551,12 @@ class ServeProc:
         text = self.stderr_path.read_text(errors="replace")
         return sum(1 for line in text.splitlines() if "assigned to partitions" in line and topic in line)
 
+    def cpu_seconds(self) -> float:
+        """CPU time the process has used (user + system, every thread: the ONNX runtime's too)."""
+        with open(f"/proc/{self.process.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def check(self) -> None:
         if self.process.poll() is not None:
             tail = self.stderr_path.read_text(errors="replace")[-3000:]
@@ -578,10 +584,11 @@ def cpu_busy() -> tuple[int, int]:
 
 
 async def scale_run(bootstrap: str, source: str, sink: str, partitions: int, n: int, k: int, payload: str,
-                    workdir: Path) -> tuple[float, list[int], float]:
+                    workdir: Path) -> tuple[float, list[int], float, float]:
     """k `lgw serve` processes in a new group on `source`; seconds from the first result's
     arrival to the last input's, timed by a consumer of `sink`; each process's
-    assignments; the machine's CPU busy share over that window."""
+    assignments; the machine's CPU busy share and the gateway processes' CPU seconds
+    over that window."""
     from aiokafka import TopicPartition
 
     group = f"scale{k}-{uuid.uuid4().hex[:6]}"
@@ -595,7 +602,7 @@ async def scale_run(bootstrap: str, source: str, sink: str, partitions: int, n: 
              for i in range(k)]
     seen: set[bytes] = set()
     first = last = 0.0
-    cpu0 = (0, 0)
+    cpu0, gw0 = (0, 0), 0.0
     deadline = time.monotonic() + SCALE_TIMEOUT_S
     try:
         while len(seen) < n:
@@ -605,19 +612,19 @@ async def scale_run(bootstrap: str, source: str, sink: str, partitions: int, n: 
                 for r in records:
                     seen.update(v for h, v in r.headers if h == "lgw-id")
             if batches and not first:
-                first, cpu0 = now, cpu_busy()
+                first, cpu0, gw0 = now, cpu_busy(), sum(p.cpu_seconds() for p in procs)
             last = now
             for p in procs:
                 p.check()
             if time.monotonic() > deadline:
                 raise SystemExit(f"{k} processes: {len(seen):,} of {n:,} results after {SCALE_TIMEOUT_S:g} s")
-        cpu1 = cpu_busy()
+        cpu1, gw1 = cpu_busy(), sum(p.cpu_seconds() for p in procs)
         counts = [p.assignments(source) for p in procs]
     finally:
         for p in procs:
             p.stop()
         await reader.stop()
-    return last - first, counts, (cpu1[0] - cpu0[0]) / max(1, cpu1[1] - cpu0[1])
+    return last - first, counts, (cpu1[0] - cpu0[0]) / max(1, cpu1[1] - cpu0[1]), gw1 - gw0
 
 
 async def scale_out(args: argparse.Namespace, bootstrap: str, messages: list[bytes]) -> None:
@@ -633,16 +640,19 @@ async def scale_out(args: argparse.Namespace, bootstrap: str, messages: list[byt
     times: dict[int, list[float]] = {k: [] for k in range(1, top + 1)}
     notes: list[str] = []
     busy: dict[int, list[float]] = {k: [] for k in range(1, top + 1)}
+    gw_cpu: dict[int, list[float]] = {k: [] for k in range(1, top + 1)}
     for r in range(args.rounds):
         ks = list(range(1, top + 1))
         for k in ks[r % top:] + ks[:r % top]:  # each k takes its turn being first in a round
-            seconds, counts, cpu = await scale_run(bootstrap, source, sinks[r, k], partitions, n, k, args.payload,
+            seconds, counts, cpu, gw = await scale_run(bootstrap, source, sinks[r, k], partitions, n, k, args.payload,
                                                    work / f"r{r}-k{k}")
             times[k].append(seconds)
             busy[k].append(cpu)
+            gw_cpu[k].append(gw)
             print(f"  round {r + 1}, {k} process{'es' * (k > 1)}: {n / seconds:,.0f} msg/s ({seconds:.2f} s), "
-                  f"assignments per process {counts}, CPU busy {100 * cpu:.0f} % of {os.cpu_count()} cores",
-                  flush=True)
+                  f"assignments per process {counts}, machine CPU busy {100 * cpu:.0f} % of {os.cpu_count()} "
+                  f"cores, the gateways used {gw:.2f} CPU s ({gw / seconds:.2f} cores, {n / gw:,.0f} msg per "
+                  "CPU s)", flush=True)
             if any(c != 1 for c in counts):
                 notes.append(f"round {r + 1}, k={k}: assignments {counts} (a rebalance inside the run)")
     base = n / float(np.median(times[1]))
@@ -653,15 +663,20 @@ async def scale_out(args: argparse.Namespace, bootstrap: str, messages: list[byt
         rate = n / float(np.median(times[k]))
         print(f"  {k} process{'es' if k > 1 else '  '}   {rate:>10,.0f} msg/s   ratio to 1: {rate / base:5.2f}   "
               f"(rounds {', '.join(f'{n / t:,.0f}' for t in times[k])}; machine CPU busy "
-              f"{100 * float(np.median(busy[k])):.0f} %)")
+              f"{100 * float(np.median(busy[k])):.0f} %; the gateways on "
+              f"{float(np.median([c / t for c, t in zip(gw_cpu[k], times[k], strict=True)])):.2f} cores, "
+              f"{float(np.median([n / c for c in gw_cpu[k]])):,.0f} msg per CPU s)")
     for note in notes:
         print(f"  note: {note}")
-    print(f"  limit here: {os.cpu_count()} cores for the broker (Tansu), every gateway process, the result "
-          "reader and whatever else runs on the machine (the load average above). A process works on one "
-          "micro-batch at a time on one event loop, so a second one fills the time the first leaves a core "
-          "idle (its fetches, writes and commits); once the cores are busy, more processes share them. On a "
-          "cluster each process with cores of its own adds its share, up to one process per partition.",
-          flush=True)
+    per_cpu = {k: float(np.median([n / c for c in gw_cpu[k]])) for k in gw_cpu}
+    cores = {k: float(np.median([c / t for c, t in zip(gw_cpu[k], times[k], strict=True)])) for k in gw_cpu}
+    print(f"  limit here: {os.cpu_count()} cores for the broker (Tansu), every gateway process, the result reader "
+          f"and whatever else runs on the machine (the load average above); they were busy "
+          f"{100 * float(np.median(busy[top])):.0f} % with {top} processes. From 1 to {top} processes the gateways "
+          f"went from {cores[1]:.2f} to {cores[top]:.2f} cores' worth of CPU (x{cores[top] / cores[1]:.2f}) and "
+          f"their msg per CPU s by x{per_cpu[top] / per_cpu[1]:.2f}. With the cores busy, more processes here "
+          "only share them (with the broker and the machine's other work). On a cluster each process with cores of its own adds its share, up "
+          "to one process per partition.", flush=True)
 
 
 async def run(args: argparse.Namespace, bootstrap: str, broker: Any) -> None:
