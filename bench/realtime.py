@@ -675,8 +675,8 @@ async def scale_out(args: argparse.Namespace, bootstrap: str, messages: list[byt
           f"{100 * float(np.median(busy[top])):.0f} % with {top} processes. From 1 to {top} processes the gateways "
           f"went from {cores[1]:.2f} to {cores[top]:.2f} cores' worth of CPU (x{cores[top] / cores[1]:.2f}) and "
           f"their msg per CPU s by x{per_cpu[top] / per_cpu[1]:.2f}. With the cores busy, more processes here "
-          "only share them (with the broker and the machine's other work). On a cluster each process with cores of its own adds its share, up "
-          "to one process per partition.", flush=True)
+          "only share them (with the broker and the machine's other work). On a cluster each process with "
+          "cores of its own adds its share, up to one process per partition.", flush=True)
 
 
 async def run(args: argparse.Namespace, bootstrap: str, broker: Any) -> None:
