@@ -389,7 +389,7 @@ def _batch_context(args: argparse.Namespace) -> tuple[GatewayConfig, StateStore,
 
     cfg = load_config(args.config)
     state = StateStore(cfg.state.url)
-    return cfg, state, RunStore(state)
+    return cfg, state, RunStore(state, lease_s=cfg.state.lease_s)
 
 
 def _start_tracing(cfg: GatewayConfig) -> None:

@@ -5,7 +5,10 @@ A run is claimed by inserting its row: the run id is derived from the pipeline a
 input's sha256, so two replicas that see the same file race on one primary key and only
 one wins. The owner keeps a lease (its heartbeat moves on with every checkpoint); a run
 whose owner is gone (a process of this host that no longer exists, or a lease older than
-`LEASE_S`) may be taken over and resumed from its checkpoint. Checkpoints are stored
+`lease_s`: `state.lease_s` of gateway.yaml, default `LEASE_S`) may be taken over and resumed
+from its checkpoint. "This host" is the host name, or `LGW_INSTANCE` when set: replicas
+that share a host name but not a process namespace (containers with a fixed hostname)
+must set distinct values, else one would take the pid of another's process for its own. Checkpoints are stored
 only by the current owner: a process that lost its lease stops instead of writing.
 """
 
@@ -113,9 +116,16 @@ class Claim:
         return self.run is None and self.existing is not None and self.existing.status == RUNNING
 
 
+def this_host() -> str:
+    """The host part of an owner: `LGW_INSTANCE`, else the host name."""
+    from gateway.settings import env_setting
+
+    return (env_setting("instance") or socket.gethostname()).replace(":", "_")
+
+
 def this_process() -> str:
     """host:pid:start-time (the start time tells a reused pid from the original)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
+    return f"{this_host()}:{os.getpid()}:{_start_time(os.getpid())}"
 
 
 def _start_time(pid: int) -> str:
@@ -132,7 +142,7 @@ def owner_gone(owner: str | None) -> bool:
         return True
     host, _, rest = owner.partition(":")
     pid_text, _, started = rest.partition(":")
-    if host != socket.gethostname() or not pid_text.isdigit():
+    if host != this_host() or not pid_text.isdigit():
         return False
     pid = int(pid_text)
     try:
@@ -158,9 +168,10 @@ def run_from_row(row: Any) -> Run:
 
 
 class RunStore:
-    def __init__(self, store: StateStore, owner: str | None = None) -> None:
+    def __init__(self, store: StateStore, owner: str | None = None, *, lease_s: float = LEASE_S) -> None:
         self.store = store
         self.owner = owner or this_process()
+        self.lease_s = lease_s  # an owner renews its lease every lease_s / 4
 
     # ---- claiming
     def claim(self, pipeline: str, sha256: str, input_name: str, input_bytes: int, *,
@@ -220,8 +231,9 @@ class RunStore:
         return run
 
     # ---- ownership
-    def take_over(self, run: Run, *, lease_s: float = LEASE_S) -> bool:
+    def take_over(self, run: Run, *, lease_s: float | None = None) -> bool:
         """Makes this process the owner of an unfinished run whose owner is gone."""
+        lease_s = self.lease_s if lease_s is None else lease_s
         if run.status != RUNNING:
             return False
         if run.owner != self.owner:
