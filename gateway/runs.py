@@ -208,8 +208,40 @@ class RunStore:
                     with self.store._connect() as conn:
                         return Claim(existing=self._get(conn, run_id))
                 continue
+            if n > 0 and not force:
+                # Another replica may have claimed this content between our look and our
+                # insert (under another run id: the count saw its row, our look did not).
+                other = self._claimed_first(pipeline, sha256, run_id)
+                if other is not None:
+                    return Claim(existing=other)
             return Claim(run=Run(**values))  # type: ignore[arg-type]
         raise InfrastructureError(f"could not find a free run id for {base}")
+
+    def _claimed_first(self, pipeline: str, sha256: str, run_id: str) -> Run | None:
+        """The run that has this content instead of `run_id`, just inserted (which is then
+        deleted): a processed one, or a running one of a lower run number. Run numbers
+        are given in order (the next free one), so of two replicas that both inserted,
+        the later one always yields and the earlier one never does."""
+        base = f"{pipeline}.{sha256[:16]}"
+
+        def number(rid: str) -> int:  # base: 1, base.2: 2, ...
+            tail = rid[len(base) + 1:] if rid.startswith(base + ".") else ""
+            return int(tail) if tail.isdigit() else 1
+
+        with self.store._connect() as conn, conn.begin():
+            done = conn.execute(select(processed_files.c.run_id).where(
+                processed_files.c.pipeline == pipeline, processed_files.c.sha256 == sha256)).scalar()
+            winner: Run | None = self._get(conn, done) if done is not None else None
+            if winner is None:
+                rows = conn.execute(select(batch_runs).where(
+                    batch_runs.c.pipeline == pipeline, batch_runs.c.input_sha256 == sha256,
+                    batch_runs.c.status == RUNNING, batch_runs.c.run_id != run_id)).mappings().all()
+                earlier = [run_from_row(r) for r in rows if number(r["run_id"]) < number(run_id)]
+                winner = min(earlier, key=lambda r: number(r.run_id)) if earlier else None
+            if winner is not None:
+                conn.execute(batch_runs.delete().where(batch_runs.c.run_id == run_id,
+                                                       batch_runs.c.owner == self.owner))
+        return winner
 
     def _output_stem(self, conn: Any, pipeline: str, sha256: str, name: str) -> str:
         """The input's own name, unless another content of this pipeline already uses it
