@@ -172,3 +172,29 @@ def test_two_replicas_process_each_file_once_and_take_over_a_killed_run(
         for kind in ("scored.jsonl", "rejects.jsonl"):
             name = f"{taken.output_stem}.{kind}"
             assert (outbox / name).read_bytes() == (clean / "drop" / "outbox" / name).read_bytes(), name
+
+
+def test_of_two_replicas_that_both_inserted_a_run_for_one_content_the_later_yields(tmp_path: Path) -> None:
+    """The race the test above can hit: replica B looks (no run for the content yet),
+    replica A claims it, B counts A's row and inserts the next run number. B then finds
+    A's run and withdraws its own; A, the lower number, keeps its run."""
+    from gateway.runs import batch_runs
+
+    with StateStore(f"sqlite:///{tmp_path / 'state.db'}") as state:
+        a, b = RunStore(state, owner="host-a:1:1"), RunStore(state, owner="host-b:2:2")
+        sha = "cd" * 32
+        first = a.claim("card_txn", sha, "X.DAT", 10).run
+        assert first is not None
+        late = first.run_id + ".2"  # what B's insert made of the count it saw
+        with state._connect() as conn, conn.begin():
+            conn.execute(batch_runs.insert().values(
+                run_id=late, pipeline="card_txn", input_name="X.DAT", input_sha256=sha, input_bytes=10,
+                work_name=f"{late}.X.DAT", output_stem="X.DAT", status=RUNNING, replay_of=None, attempts=1,
+                owner=b.owner, heartbeat_at=first.started_at, started_at=first.started_at))
+        winner = b._claimed_first("card_txn", sha, late)
+        assert winner is not None and winner.run_id == first.run_id and winner.owner == a.owner
+        assert b.get(late) is None  # withdrawn
+        assert a._claimed_first("card_txn", sha, first.run_id) is None  # the earlier one never yields
+        assert [r.run_id for r in a.unfinished("card_txn")] == [first.run_id]
+        again = b.claim("card_txn", sha, "X.DAT", 10)  # and a fresh look sees it busy
+        assert again.busy and again.existing is not None and again.existing.run_id == first.run_id
