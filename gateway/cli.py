@@ -108,6 +108,13 @@ def _api_options(p: argparse.ArgumentParser, role: str, what: str = "go through 
                    help=f"with --api: a file (mode 0600) holding {role} bearer token")
 
 
+def _shard(text: str) -> tuple[int, int]:
+    index, sep, count = text.partition("/")
+    if not (sep and index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
+        raise argparse.ArgumentTypeError(f"expected K/N with 0 <= K < N (such as 0/4), found {text!r}")
+    return int(index), int(count)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lgw", description="Legacy adapter gateway")
     parser.add_argument("--log-format", choices=["auto", "text", "json"], default=None,
@@ -193,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     brun.add_argument("pipeline")
     brun.add_argument("--pushgateway", metavar="URL", default=None,
                       help="push the run's metrics to this Prometheus Pushgateway (default: pushgateway.url)")
+    brun.add_argument("--shard", metavar="K/N", default=None, type=_shard,
+                      help="ODBC table pipelines: read only the rows whose key %% N is K (0 <= K < N), with a "
+                           "watermark of this shard's own; N workers with 0/N .. N-1/N read every row once")
     bst = bsub.add_parser("status", help="recent runs, their progress, and what waits in the inboxes")
     bst.add_argument("--pipeline", default=None)
     bst.add_argument("--limit", type=int, default=20, metavar="N")

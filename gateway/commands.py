@@ -389,7 +389,7 @@ def _batch_context(args: argparse.Namespace) -> tuple[GatewayConfig, StateStore,
 
     cfg = load_config(args.config)
     state = StateStore(cfg.state.url)
-    return cfg, state, RunStore(state)
+    return cfg, state, RunStore(state, lease_s=cfg.state.lease_s)
 
 
 def _start_tracing(cfg: GatewayConfig) -> None:
@@ -432,7 +432,9 @@ def batch(args: argparse.Namespace) -> int:
         cfg.pushgateway.url = args.pushgateway
     if args.batch_command == "run" and args.pipeline in cfg.pipelines and \
             isinstance(cfg.pipelines[args.pipeline].source, OdbcSourceConfig):
-        return _table_run(args.pipeline, cfg, state)
+        return _table_run(args.pipeline, cfg, state, shard=args.shard)
+    if args.batch_command == "run" and args.shard is not None:
+        raise ConfigError(f"--shard splits an ODBC table pipeline; {args.pipeline} reads no ODBC table")
     pipe = cfg.pipelines.get(args.pipeline or "")
     if pipe is not None:
         from gateway.extras import require_parts
@@ -500,14 +502,14 @@ def _pushing(cfg: GatewayConfig, pipeline: str, run: Callable[[], int]) -> int:
         pusher.push(pipeline)
 
 
-def _table_run(name: str, cfg: GatewayConfig, state: StateStore) -> int:
+def _table_run(name: str, cfg: GatewayConfig, state: StateStore, *, shard: tuple[int, int] | None = None) -> int:
     from gateway.extras import require
 
     require("odbc", "lgw batch run", "pyodbc", "arrow_odbc")
     from gateway.table_job import run_table_pipeline
 
     async def main(stop: asyncio.Event) -> int:
-        summary = await run_table_pipeline(name, cfg, state, stop=stop)
+        summary = await run_table_pipeline(name, cfg, state, stop=stop, shard=shard)
         print(json.dumps(summary.to_json()))
         if summary.interrupted:
             return EXIT_INTERRUPTED

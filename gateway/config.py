@@ -223,6 +223,11 @@ class StateConfig(_Strict):
     # Unset: SQLite beside gateway.yaml, or in the data directory (gateway.settings);
     # load_config fills it in, this default serves configs built in code.
     url: str = Field(default_factory=lambda: default_state_url(None))
+    # A batch run whose owner has not renewed its lease for this long may be taken over by
+    # another replica (the owner renews it every lease_s / 4). Shorter: a dead replica's
+    # run resumes sooner; too short: a replica stalled longer than that (a long GC pause,
+    # a slow model call) loses its run and stops. Every replica should use the same value.
+    lease_s: float = Field(default=120.0, gt=0)
 
 
 class GatewayConfig(_Strict):

@@ -5,7 +5,10 @@ A run is claimed by inserting its row: the run id is derived from the pipeline a
 input's sha256, so two replicas that see the same file race on one primary key and only
 one wins. The owner keeps a lease (its heartbeat moves on with every checkpoint); a run
 whose owner is gone (a process of this host that no longer exists, or a lease older than
-`LEASE_S`) may be taken over and resumed from its checkpoint. Checkpoints are stored
+`lease_s`: `state.lease_s` of gateway.yaml, default `LEASE_S`) may be taken over and resumed
+from its checkpoint. "This host" is the host name, or `LGW_INSTANCE` when set: replicas
+that share a host name but not a process namespace (containers with a fixed hostname)
+must set distinct values, else one would take the pid of another's process for its own. Checkpoints are stored
 only by the current owner: a process that lost its lease stops instead of writing.
 """
 
@@ -113,9 +116,16 @@ class Claim:
         return self.run is None and self.existing is not None and self.existing.status == RUNNING
 
 
+def this_host() -> str:
+    """The host part of an owner: `LGW_INSTANCE`, else the host name."""
+    from gateway.settings import env_setting
+
+    return (env_setting("instance") or socket.gethostname()).replace(":", "_")
+
+
 def this_process() -> str:
     """host:pid:start-time (the start time tells a reused pid from the original)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
+    return f"{this_host()}:{os.getpid()}:{_start_time(os.getpid())}"
 
 
 def _start_time(pid: int) -> str:
@@ -132,7 +142,7 @@ def owner_gone(owner: str | None) -> bool:
         return True
     host, _, rest = owner.partition(":")
     pid_text, _, started = rest.partition(":")
-    if host != socket.gethostname() or not pid_text.isdigit():
+    if host != this_host() or not pid_text.isdigit():
         return False
     pid = int(pid_text)
     try:
@@ -158,9 +168,10 @@ def run_from_row(row: Any) -> Run:
 
 
 class RunStore:
-    def __init__(self, store: StateStore, owner: str | None = None) -> None:
+    def __init__(self, store: StateStore, owner: str | None = None, *, lease_s: float = LEASE_S) -> None:
         self.store = store
         self.owner = owner or this_process()
+        self.lease_s = lease_s  # an owner renews its lease every lease_s / 4
 
     # ---- claiming
     def claim(self, pipeline: str, sha256: str, input_name: str, input_bytes: int, *,
@@ -197,8 +208,40 @@ class RunStore:
                     with self.store._connect() as conn:
                         return Claim(existing=self._get(conn, run_id))
                 continue
+            if n > 0 and not force:
+                # Another replica may have claimed this content between our look and our
+                # insert (under another run id: the count saw its row, our look did not).
+                other = self._claimed_first(pipeline, sha256, run_id)
+                if other is not None:
+                    return Claim(existing=other)
             return Claim(run=Run(**values))  # type: ignore[arg-type]
         raise InfrastructureError(f"could not find a free run id for {base}")
+
+    def _claimed_first(self, pipeline: str, sha256: str, run_id: str) -> Run | None:
+        """The run that has this content instead of `run_id`, just inserted (which is then
+        deleted): a processed one, or a running one of a lower run number. Run numbers
+        are given in order (the next free one), so of two replicas that both inserted,
+        the later one always yields and the earlier one never does."""
+        base = f"{pipeline}.{sha256[:16]}"
+
+        def number(rid: str) -> int:  # base: 1, base.2: 2, ...
+            tail = rid[len(base) + 1:] if rid.startswith(base + ".") else ""
+            return int(tail) if tail.isdigit() else 1
+
+        with self.store._connect() as conn, conn.begin():
+            done = conn.execute(select(processed_files.c.run_id).where(
+                processed_files.c.pipeline == pipeline, processed_files.c.sha256 == sha256)).scalar()
+            winner: Run | None = self._get(conn, done) if done is not None else None
+            if winner is None:
+                rows = conn.execute(select(batch_runs).where(
+                    batch_runs.c.pipeline == pipeline, batch_runs.c.input_sha256 == sha256,
+                    batch_runs.c.status == RUNNING, batch_runs.c.run_id != run_id)).mappings().all()
+                earlier = [run_from_row(r) for r in rows if number(r["run_id"]) < number(run_id)]
+                winner = min(earlier, key=lambda r: number(r.run_id)) if earlier else None
+            if winner is not None:
+                conn.execute(batch_runs.delete().where(batch_runs.c.run_id == run_id,
+                                                       batch_runs.c.owner == self.owner))
+        return winner
 
     def _output_stem(self, conn: Any, pipeline: str, sha256: str, name: str) -> str:
         """The input's own name, unless another content of this pipeline already uses it
@@ -220,8 +263,9 @@ class RunStore:
         return run
 
     # ---- ownership
-    def take_over(self, run: Run, *, lease_s: float = LEASE_S) -> bool:
+    def take_over(self, run: Run, *, lease_s: float | None = None) -> bool:
         """Makes this process the owner of an unfinished run whose owner is gone."""
+        lease_s = self.lease_s if lease_s is None else lease_s
         if run.status != RUNNING:
             return False
         if run.owner != self.owner:

@@ -13,6 +13,8 @@ variable, never its value.
     LGW_LOG_FORMAT         auto | text | json (gateway.logs checks the value)
     LGW_DATA_DIR           where state and drop folders live without a gateway.yaml
     LGW_OPS_ADDRESS        HOST:PORT of the /healthz, /readyz, /metrics server
+    LGW_INSTANCE           this replica's name as the owner of batch runs (default: the host
+                           name; see gateway.runs)
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class Settings(BaseSettings):
     amqp_url: SecretStr | None = None
     log_format: str | None = None
     data_dir: Path | None = None
+    instance: str | None = None  # owner name of batch runs (gateway.runs.this_process), else the host name
     ops_address: str | None = None  # None: `ops.address` of gateway.yaml, else DEFAULT_OPS_ADDRESS
     pii_key: SecretStr | None = None  # HMAC key of `pii: hash` fields (else a key file in the data directory)
     console_session_key: SecretStr | None = None  # signs console sessions (else a key file in the data dir)

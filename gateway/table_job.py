@@ -78,13 +78,15 @@ def _location(part: dict[str, Any], target: Sink | RejectSink) -> str | None:
 
 
 async def run_table_pipeline(name: str, cfg: GatewayConfig, state: StateStore, *,
-                             stop: asyncio.Event | None = None) -> TableRunSummary:
+                             stop: asyncio.Event | None = None,
+                             shard: tuple[int, int] | None = None) -> TableRunSummary:
+    """`shard` (K, N): only the rows whose key % N is K, with this shard's own watermark."""
     with log_context(pipeline=name):
-        return await _run_table_pipeline(name, cfg, state, stop=stop)
+        return await _run_table_pipeline(name, cfg, state, stop=stop, shard=shard)
 
 
 async def _run_table_pipeline(name: str, cfg: GatewayConfig, state: StateStore, *,
-                              stop: asyncio.Event | None) -> TableRunSummary:
+                              stop: asyncio.Event | None, shard: tuple[int, int] | None = None) -> TableRunSummary:
     started = time.perf_counter()
     pipe_cfg = cfg.pipelines[name]
     if not isinstance(pipe_cfg.source, OdbcSourceConfig):
@@ -93,10 +95,12 @@ async def _run_table_pipeline(name: str, cfg: GatewayConfig, state: StateStore, 
     pipeline = build_pipeline(name, contract, cfg, model_name=pipe_cfg.model, policy=pipe_cfg.policy,
                               shadow=pipe_cfg.shadow, state=state, pii=pipe_cfg.pii,
                               review=pipe_cfg.review)
+    part = f".shard{shard[0]}of{shard[1]}" if shard else ""
     context = BuildContext(pipeline=name, contract=contract, base_dir=cfg.base_dir, source=pipe_cfg.source,
                            batch_size=pipe_cfg.batch_size, kafka=cfg.kafka, amqp=cfg.amqp, state=state,
-                           run_name=f"{name}.{time.strftime('%Y%m%dT%H%M%S')}",
-                           extras={"fixed_columns": fixed_columns(pipeline), "watermarks": WatermarkStore(state)})
+                           run_name=f"{name}.{time.strftime('%Y%m%dT%H%M%S')}{part}",
+                           extras={"fixed_columns": fixed_columns(pipeline), "watermarks": WatermarkStore(state),
+                                   "shard": shard})
     source: OdbcSource = registry.component("source", "odbc").build(pipe_cfg.source, context)
     sink: Sink = registry.component("sink", pipe_cfg.output.type).build(pipe_cfg.output, context)
     rejects: RejectSink = registry.component("rejects", pipe_cfg.rejects_to.type).build(pipe_cfg.rejects_to, context)

@@ -574,5 +574,8 @@ __all__ = ["METHODS", "PARAMETER_LIMITS", "VALUES_ROWS", "Checkpoint", "OdbcSink
 
 
 def build_sink(config: OdbcSinkConfig, context: BuildContext) -> OdbcSink:
-    """The `odbc` sink of the registry: upserts into `config.table` by `config.key`."""
-    return OdbcSink(config.connection, config.table, config.key, pipeline=context.pipeline, columns=config.columns)
+    """The `odbc` sink of the registry: upserts into `config.table` by `config.key`. A shard
+    of a table pipeline (`context.extras["shard"]`) keeps a checkpoint row of its own."""
+    shard = context.extras.get("shard")
+    pipeline = f"{context.pipeline}#{shard[0]}/{shard[1]}" if shard else context.pipeline
+    return OdbcSink(config.connection, config.table, config.key, pipeline=pipeline, columns=config.columns)

@@ -10,6 +10,12 @@ Three read modes:
   but committed after it); rows already delivered are recognised by (key, timestamp) and
   dropped, so a row is delivered once, and again only when it changed.
 
+Sharding (`shard=(K, N)`): N workers split one table by its integer key, worker K reading
+only the rows whose `key % N` is K (its absolute value: negative keys too), each with a
+watermark of its own (the source name plus `#K/N`). Every row belongs to exactly one
+shard, so N workers together read each row once. Changing N starts new watermarks: the
+first runs read everything again (the sinks upsert, so that costs time, not correctness).
+
 A run pages through the rows in key (or timestamp, key) order with `LIMIT`, up to the
 highest value present when the run started, so every batch is one bounded statement and
 memory stays flat whatever the driver buffers. The watermark moves only in `ack` (the
@@ -108,7 +114,7 @@ class OdbcSource:
                  pipeline: str, table: str | None = None, query: str | None = None, mode: Mode = "full",
                  key: str | None = None, timestamp: str | None = None, lag_s: float = 0.0, overlap_s: float = 0.0,
                  batch_size: int = 50_000, watermarks: Watermarks | None = None, name: str | None = None,
-                 reader: Reader = "auto") -> None:
+                 reader: Reader = "auto", shard: tuple[int, int] | None = None) -> None:
         self.connection = connection if isinstance(connection, OdbcConnection) else OdbcConnection(connection)
         if (table is None) == (query is None):
             raise ConfigError("ODBC source: give exactly one of table or query")
@@ -123,6 +129,13 @@ class OdbcSource:
             raise ConfigError(f"ODBC source: mode {mode} needs a watermark store")
         if batch_size < 1 or lag_s < 0 or overlap_s < 0:
             raise ConfigError("ODBC source: batch_size must be >= 1, lag_s and overlap_s >= 0")
+        if shard is not None:
+            index, count = shard
+            if not (count >= 1 and 0 <= index < count):
+                raise ConfigError(f"ODBC source: shard {index}/{count}: expected K/N with 0 <= K < N")
+            if not key:
+                raise ConfigError("ODBC source: a shard needs a key column (rows are split by key % N)")
+            shard = None if count == 1 else shard
         if table is not None:
             validate_identifier(table, qualified=True)
         for col in (key, timestamp):
@@ -137,6 +150,9 @@ class OdbcSource:
         self.batch_size = batch_size
         self.watermarks = watermarks
         self.name = name or table or "query:" + hashlib.sha1((query or "").encode()).hexdigest()[:12]
+        self.shard = shard
+        if shard is not None:  # a watermark of its own per shard
+            self.name = f"{self.name}#{shard[0]}/{shard[1]}"
         self.reader_choice = reader
         self.expected = contract_columns(contract)
         self._odbc: Any = None
@@ -200,8 +216,12 @@ class OdbcSource:
             raise translate(exc, f"reading the columns of {self.name}") from exc
         finally:
             self._odbc.rollback()  # a catalog read holds metadata locks on MariaDB until it ends
-        return source_columns(self.expected, actual, what=what, contract=self.contract, dialect=self.dialect,
-                              key=self.key, timestamp=self.timestamp)
+        columns = source_columns(self.expected, actual, what=what, contract=self.contract, dialect=self.dialect,
+                                 key=self.key, timestamp=self.timestamp)
+        if self.shard is not None and columns[self.key or ""].family != "integer":
+            raise ConfigError(f"{self.name}: shards split by key % N: key column {self.key} is "
+                              f"{columns[self.key or ''].type_name}, not an integer")
+        return columns
 
     def _close(self) -> None:
         for conn in (self._odbc,):
@@ -247,9 +267,16 @@ class OdbcSource:
                                                    {e.key for e in self.expected}]
         return "SELECT " + ", ".join(self._q(n) for n in names) + " FROM " + self._source_sql()
 
+    def _shard_where(self) -> list[str]:
+        """This shard's rows: ABS(key % N) = K (`%` is the remainder in all three dialects)."""
+        if self.shard is None:
+            return []
+        index, count = self.shard
+        return [f"ABS({self._q(self.key or '')} % {int(count)}) = {int(index)}"]
+
     def _page(self, run: _Run) -> tuple[str, list[Any]]:
         """The next page's statement and parameters (keyset pagination)."""
-        where: list[str] = []
+        where: list[str] = self._shard_where()
         params: list[Any] = []
         k = self._q(self.key) if self.key else ""
         if self.mode == "timestamp":
@@ -307,7 +334,9 @@ class OdbcSource:
         if col is None:  # full mode without a key: one statement for the whole run
             return _Run(upper=None)
         expr = self._ts_expr() if self.mode == "timestamp" else self._q(col)
-        upper = self._scalar(f"SELECT MAX({expr}) FROM {self._source_sql()}")
+        shard = self._shard_where()
+        upper = self._scalar(f"SELECT MAX({expr}) FROM {self._source_sql()}"
+                             + (f" WHERE {shard[0]}" if shard else ""))
         if upper is None:
             return None
         run = _Run(upper=upper)
@@ -528,4 +557,4 @@ def build_source(config: OdbcSourceConfig, context: BuildContext) -> OdbcSource:
                       query=config.query, mode=config.mode, key=config.key, timestamp=config.timestamp,
                       lag_s=config.lag_s, overlap_s=config.overlap_s,
                       batch_size=config.batch_size or context.batch_size,
-                      watermarks=context.extras.get("watermarks"))
+                      watermarks=context.extras.get("watermarks"), shard=context.extras.get("shard"))

@@ -27,7 +27,7 @@ from gateway.governance.report_files import save_report_beside
 from gateway.governance.run import RunGovernance
 from gateway.logs import log_context
 from gateway.pipeline import PipelineStats
-from gateway.runs import DONE, FAILED, LEASE_S, Run
+from gateway.runs import DONE, FAILED, Run
 from schemas.contract import ControlReport
 from schemas.errors import ConfigError
 from schemas.reject_rate import RejectLimit
@@ -171,7 +171,7 @@ class BatchJob:
 
     # ---- one chunk
     async def _heartbeat(self) -> None:
-        if time.monotonic() - self._last_beat >= LEASE_S / 4:  # still ours? (a long chunk, a slow model)
+        if time.monotonic() - self._last_beat >= self.rt.runs.lease_s / 4:  # still ours? (a long chunk, a slow model)
             await asyncio.to_thread(self.rt.runs.heartbeat, self.run_id)
             self._last_beat = time.monotonic()
 
@@ -180,7 +180,7 @@ class BatchJob:
                     self.rt.name)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stop.wait(), timeout=1.0)
-        if time.monotonic() - self._last_beat >= _HEARTBEAT_S:
+        if time.monotonic() - self._last_beat >= min(_HEARTBEAT_S, self.rt.runs.lease_s / 4):
             self._last_beat = time.monotonic()
             await asyncio.to_thread(self.rt.runs.heartbeat, self.run_id)
         return not self.stop.is_set()
