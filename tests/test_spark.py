@@ -159,3 +159,43 @@ def test_cobrix_fixed_length_cases_decode_as_lgw_decode_does(spark: Any, tmp_pat
     assert df.rdd.getNumPartitions() >= min(2, len(want))
     assert _jsonl(df.toArrow()) == want
     assert _reject_rows(reader("rejects").load(str(data))) == _lines(rej)
+
+
+def test_example_job_writes_parquet_records_rejects_and_refuses_a_file_whose_totals_fail(
+        spark: Any, tmp_path: Path, lgw_cmd: list[str]) -> None:
+    import importlib.util
+
+    import pyarrow.parquet as pq
+
+    from schemas.contract import load_contract
+
+    spec = importlib.util.spec_from_file_location(
+        "decode_job", Path(__file__).parent.parent / "deploy" / "spark" / "decode_job.py")
+    assert spec is not None and spec.loader is not None
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    good, bad = drop / "A.BIN", drop / "B.BIN"
+    for path, seed in ((good, "1"), (bad, "2")):
+        subprocess.run([*lgw_cmd, "examples", "generate", "--records", "800", "--bad-every", "50", "--seed", seed,
+                        "-o", str(path)], check=True, capture_output=True, timeout=120)
+    raw = bytearray(bad.read_bytes())
+    width = load_contract(EXAMPLE_CONTRACT).spec.framing.record_length
+    del raw[width * 10: width * 11]  # one detail record fewer than B's trailer counts
+    bad.write_bytes(bytes(raw))
+    out = tmp_path / "out"
+    summary = job.run(spark, str(EXAMPLE_CONTRACT), str(drop), str(out), partition_bytes=30_000)
+    assert summary["files_rejected"] == [str(bad.resolve())]
+
+    cli_out, cli_rej = tmp_path / "a.jsonl", tmp_path / "a.rej.jsonl"
+    subprocess.run([*lgw_cmd, "decode", str(good), "--contract", str(EXAMPLE_CONTRACT), "-o", str(cli_out),
+                    "--rejects", str(cli_rej)], capture_output=True, timeout=120)
+    records = pq.read_table(out / "records")
+    assert records.num_rows == summary["records"] == len(_lines(cli_out))
+    assert sorted(r["TXN_ID"] for r in records.to_pylist()) == sorted(r["TXN_ID"] for r in _lines(cli_out))
+    rejects = pq.read_table(out / "rejects").to_pylist()
+    assert {r["file"] for r in rejects} == {str(good.resolve()), str(bad.resolve())}
+    assert sum(r["file"] == str(good.resolve()) for r in rejects) == len(_lines(cli_rej))
+    assert json.loads((out / "control.json").read_text())["files_rejected"] == [str(bad.resolve())]
