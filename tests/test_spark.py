@@ -199,3 +199,16 @@ def test_example_job_writes_parquet_records_rejects_and_refuses_a_file_whose_tot
     assert {r["file"] for r in rejects} == {str(good.resolve()), str(bad.resolve())}
     assert sum(r["file"] == str(good.resolve()) for r in rejects) == len(_lines(cli_rej))
     assert json.loads((out / "control.json").read_text())["files_rejected"] == [str(bad.resolve())]
+
+
+def test_a_read_capped_at_n_records_from_a_record_boundary_stops_there(tmp_path: Path) -> None:
+    from schemas.records import Framing, ReadPosition, read_records
+
+    data = tmp_path / "F.BIN"
+    data.write_bytes(b"".join(f"{i:04d}\r\n".encode() for i in range(100)))  # 4-byte records, CRLF ends
+    framing = Framing("F", 4, None, None, pad_byte=0x20, max_line_bytes=64)
+    chunks = list(read_records(data, framing, batch_size=7, start=ReadPosition(30 * 6, 30), records=25))
+    rows = [bytes(r).decode() for c in chunks for r in c.matrix]
+    assert rows == [f"{i:04d}" for i in range(30, 55)]
+    assert [c.start_index for c in chunks] == [30, 37, 44, 51]
+    assert chunks[-1].end == ReadPosition(55 * 6, 55)
