@@ -447,13 +447,14 @@ class Contract:
     def decode_file(self, path: str | os.PathLike[str], spec: RecordSpec | None = None,
                     batch_size: int = DEFAULT_BATCH_SIZE, *, start: ReadPosition | None = None,
                     report: ControlReport | None = None, reject_limit: RejectLimit = DEFAULT_REJECT_LIMIT,
-                    name: str | None = None) -> Iterator[DecodedChunk]:
+                    name: str | None = None, records: int | None = None) -> Iterator[DecodedChunk]:
         """Detail records that pass decoding and validation; rejects alongside. Header and
         trailer records are split off by their discriminator and checked at the end:
         `report` (pass one to read it) then holds the control totals verdict. A resumed read
         passes the chunk end it resumes at (`start`) and the report of the records before it. A reject
         rate beyond `reject_limit` stops the read (InputFormatError naming the file as
-        `name`, default its path)."""
+        `name`, default its path). `records`: stop after this many (a partition of a
+        fixed-length file; the control totals are then the caller's to combine and check)."""
         from schemas.validate import validate_chunk
 
         spec = spec or self.spec
@@ -466,13 +467,15 @@ class Contract:
         def validated() -> Iterator[DecodedChunk]:
             for dc in decode_file(path, _SplitDecoder(self, decoder, report), spec.framing, batch_size,
                                   check_encoding=start is None, start=start,
-                                  first_chunk_records=reject_limit.first_chunk() if start is None else None):
+                                  first_chunk_records=reject_limit.first_chunk() if start is None else None,
+                                  records=records):
                 validate_chunk(self, dc)
                 yield dc
 
         shown = f"{name or path} (contract {self.name} v{self.version})"
         yield from guard_rejects(validated(), reject_limit, shown)
-        self._finish_control(report)
+        if records is None:
+            self._finish_control(report)
 
     def _finish_control(self, report: ControlReport) -> None:
         if self.trailer is None or self.trailer.control is None:

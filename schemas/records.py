@@ -90,16 +90,20 @@ class RecordChunk:
 
 
 def read_records(path: str | os.PathLike[str], framing: Framing, batch_size: int = DEFAULT_BATCH_SIZE,
-                 start: ReadPosition | None = None, *, first_chunk_records: int | None = None) -> Iterator[RecordChunk]:
+                 start: ReadPosition | None = None, *, first_chunk_records: int | None = None,
+                 records: int | None = None) -> Iterator[RecordChunk]:
     """Chunks of records from `start` (a chunk's `end` from an earlier read) or the top;
     a chunk holds at most `batch_size` records and about CHUNK_BYTES bytes, the first
-    one at most `first_chunk_records` (a look at the head of a file before going on)."""
+    one at most `first_chunk_records` (a look at the head of a file before going on).
+    `records`: stop after this many (a byte range of a fixed-length file: gateway.spark)."""
     size = os.path.getsize(path)
     start = start or ReadPosition()
     most = CHUNK_BYTES // max(framing.record_length, 1)
     batch_size = max(1, min(batch_size, most))
-    sizes = itertools.chain([max(1, min(first_chunk_records or batch_size, batch_size))],
+    sizes: Iterator[int] = itertools.chain([max(1, min(first_chunk_records or batch_size, batch_size))],
                             itertools.repeat(batch_size))
+    if records is not None:
+        sizes = _capped(sizes, records)
     with open(path, "rb") as fh:
         if framing.format == "F":
             yield from _fixed(fh, size, framing, sizes, start)
@@ -107,6 +111,14 @@ def read_records(path: str | os.PathLike[str], framing: Framing, batch_size: int
             yield from _lines(fh, framing, sizes, start, str(path))
         else:
             yield from _variable(fh, size, framing, sizes, start)
+
+
+def _capped(sizes: Iterator[int], records: int) -> Iterator[int]:
+    """The chunk sizes up to `records` in all, then 0 (a read of 0 records ends the file)."""
+    for n in sizes:
+        n = min(n, records)
+        records -= n
+        yield n
 
 
 # --------------------------------------------------------------------------- F

@@ -113,13 +113,15 @@ class BatchDecoder(Protocol):
 def decode_file(path: str | os.PathLike[str], decoder: BatchDecoder, framing: Framing,
                 batch_size: int = DEFAULT_BATCH_SIZE, *, check_encoding: bool = True,
                 start: ReadPosition | None = None,
-                first_chunk_records: int | None = None) -> Iterator[DecodedChunk]:
+                first_chunk_records: int | None = None, records: int | None = None) -> Iterator[DecodedChunk]:
     """`start`: resume where an earlier read's chunk ended (`dc.chunk.end`);
-    `first_chunk_records`: a smaller first chunk (see `read_records`)."""
+    `first_chunk_records`: a smaller first chunk (see `read_records`); `records`: stop
+    after this many (fixed-length only: a partition of a file)."""
     from schemas.sniff import check_encoding as sniff
 
     first = True
-    for chunk in read_records(path, framing, batch_size, start, first_chunk_records=first_chunk_records):
+    for chunk in read_records(path, framing, batch_size, start, first_chunk_records=first_chunk_records,
+                              records=records):
         batch = decoder.decode(chunk.matrix, chunk.lengths)
         detail = decoder if isinstance(decoder, RecordDecoder) else getattr(decoder, "detail", None)
         if first and check_encoding and isinstance(detail, RecordDecoder):

@@ -1,0 +1,307 @@
+"""`spark.read.format("lgw")`: records of mainframe files decoded by this project's column-wise
+decoder, as a Spark Python data source (pyspark >= 4.0).
+
+    from gateway.spark.source import register
+    register(spark)
+    df = spark.read.format("lgw").option("contract", "card.contract.yaml").load("drop/DAILY.BIN")
+    rejects = spark.read.format("lgw").option("contract", ...).option("output", "rejects").load(...)
+
+Splitting: a fixed-length file (record format F) is cut into byte ranges of about
+`partitionBytes` (default 64 MiB) at record boundaries (the stride includes any line
+terminator); each range is one Spark partition, read from its byte offset with its record
+numbers in file order (so rejects name the same records and offsets as `lgw decode`).
+RDW (V/VB) and text (D) files are not split: one partition per file (an index pass over the
+RDWs is left for later), decoded exactly as `lgw decode` does.
+
+Outputs (`output` option): `records` (default: the decoded records, the rows `lgw decode`
+writes), `rejects` (one row per reject, the fields of `lgw decode --rejects` plus `file`),
+`control` (one row per partition: detail count, control sums, header and trailer as read;
+`control_reports` combines them per file and checks the trailer's totals as the CLI does).
+Each output is a read of its own (the file is decoded again).
+
+Options: `contract` or `copybook`; the CLI's record overrides (`encoding`, `record_format`,
+`record_length`, `rdw_endian`, `rdw_includes_header`, `trim`, `float_format`,
+`control_chars`; `-`, `_` and case do not matter); `partitionBytes`, `batchRecords`,
+`maxRejectRate`, `rejectRateAfter` (judged per partition). `load()` takes a file, a folder
+(its files, sorted) or a glob; `paths` (comma-separated) adds more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import glob
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from pyspark.sql.datasource import DataSource, DataSourceReader, InputPartition
+from pyspark.sql.types import StructType
+
+from schemas.contract import Contract, ControlReport, RecordSpec
+from schemas.records import DEFAULT_BATCH_SIZE, ReadPosition, _fixed_stride
+from schemas.reject_rate import RejectLimit, guard_rejects
+from schemas.stream import DecodedChunk, Reject
+
+NAME = "lgw"
+OUTPUTS = ("records", "rejects", "control")
+DEFAULT_PARTITION_BYTES = 64 * 1024 * 1024
+
+REJECT_SCHEMA = pa.schema([
+    ("file", pa.string()), ("record", pa.int64()), ("record_offset", pa.int64()), ("field", pa.string()),
+    ("field_offset", pa.int64()), ("offset", pa.int64()), ("length", pa.int64()), ("raw", pa.string()),
+    ("raw_truncated", pa.bool_()), ("raw_length", pa.int64()), ("raw_withheld", pa.string()),
+    ("reason", pa.string())])
+CONTROL_SCHEMA = pa.schema([
+    ("file", pa.string()), ("partition", pa.int64()), ("first_record", pa.int64()), ("details", pa.int64()),
+    ("sums", pa.string()), ("header", pa.string()), ("trailer", pa.string())])
+
+_OVERRIDES = ("encoding", "record_format", "record_length", "rdw_endian", "rdw_includes_header", "trim",
+              "float_format", "control_chars")
+_LIMITS = ("max_record_bytes", "max_field_bytes", "max_occurs", "max_line_bytes")
+
+
+def register(spark: Any) -> None:
+    """Makes `spark.read.format("lgw")` known to this session."""
+    spark.dataSource.register(LgwDataSource)
+
+
+def _key(name: str) -> str:
+    return name.lower().replace("-", "").replace("_", "")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The options of one read, plain values only (sent to every executor)."""
+
+    contract: str | None
+    copybook: str | None
+    overrides: tuple[tuple[str, Any], ...]
+    limits: tuple[tuple[str, int], ...]
+    output: str
+    partition_bytes: int
+    batch_records: int
+    max_reject_rate: float
+    reject_rate_after: int
+
+    @classmethod
+    def from_options(cls, options: Any) -> Settings:
+        opts = {_key(k): v for k, v in dict(options).items()}
+
+        def get(name: str) -> str | None:
+            v = opts.get(_key(name))
+            return None if v is None else str(v)
+
+        overrides: dict[str, Any] = {}
+        for name in _OVERRIDES:
+            v = get(name)
+            if v is None:
+                continue
+            if name == "record_length":
+                overrides[name] = int(v)
+            elif name == "rdw_includes_header":
+                overrides[name] = v.lower() in ("yes", "true", "1")
+            else:
+                overrides[name] = v
+        limits = {name: int(v) for name in _LIMITS if (v := get(name)) is not None}
+        contract, copybook = get("contract"), get("copybook")
+        if (contract is None) == (copybook is None):
+            raise ValueError("lgw data source: give exactly one of the options `contract` and `copybook`")
+        output = (get("output") or "records").lower()
+        if output not in OUTPUTS:
+            raise ValueError(f"lgw data source: output {output!r} is not one of {', '.join(OUTPUTS)}")
+        return cls(contract=str(Path(contract).resolve()) if contract else None,
+                   copybook=str(Path(copybook).resolve()) if copybook else None,
+                   overrides=tuple(sorted(overrides.items())), limits=tuple(sorted(limits.items())),
+                   output=output, partition_bytes=int(get("partitionBytes") or DEFAULT_PARTITION_BYTES),
+                   batch_records=int(get("batchRecords") or DEFAULT_BATCH_SIZE),
+                   max_reject_rate=float(get("maxRejectRate") or 0.5),
+                   reject_rate_after=int(get("rejectRateAfter") or 1000))
+
+
+@functools.lru_cache(maxsize=16)
+def resolved(settings: Settings) -> tuple[Contract | None, RecordSpec]:
+    """Contract and record spec as `lgw decode` resolves them (gateway.commands.resolve_spec),
+    once per process and read."""
+    from gateway.commands import resolve_spec
+
+    ns = argparse.Namespace(contract=settings.contract, copybook=settings.copybook,
+                            **{k: None for k in (*_OVERRIDES, *_LIMITS)})
+    for k, v in (*settings.overrides, *settings.limits):
+        setattr(ns, k, "yes" if v is True else "no" if v is False else v)
+    return resolve_spec(ns)
+
+
+def input_files(path: str | None, extra: str | None) -> list[str]:
+    """The files of `load()`: a file, a folder's files (sorted) or a glob; `paths` adds more."""
+    given = [p for p in [path, *((extra or "").split(","))] if p and p.strip()]
+    files: list[str] = []
+    for p in given:
+        p = p.strip().removeprefix("file://")
+        if os.path.isdir(p):
+            files.extend(sorted(str(Path(p, f).resolve()) for f in os.listdir(p)
+                                if not f.startswith(".") and Path(p, f).is_file()))
+        elif any(c in p for c in "*?["):
+            files.extend(sorted(str(Path(f).resolve()) for f in glob.glob(p) if Path(f).is_file()))
+        elif Path(p).is_file():
+            files.append(str(Path(p).resolve()))
+        else:
+            raise FileNotFoundError(f"lgw data source: input {p} is not a file or folder")
+    if not files:
+        raise FileNotFoundError(f"lgw data source: no input files in {given}")
+    return files
+
+
+class FilePart(InputPartition):
+    """Records [first, first + records) of `path` from byte `offset`; records None: to the end."""
+
+    path: str
+    part: int
+    offset: int
+    first: int
+    records: int | None
+
+    def __init__(self, path: str, part: int, offset: int, first: int, records: int | None) -> None:
+        super().__init__(part)
+        self.path, self.part, self.offset, self.first, self.records = path, part, offset, first, records
+
+
+def split_file(path: str, spec: RecordSpec, partition_bytes: int) -> list[FilePart]:
+    """Byte ranges at record boundaries (fixed-length); the whole file otherwise."""
+    size = os.path.getsize(path)
+    if spec.framing.format != "F" or size <= partition_bytes:
+        return [FilePart(path, 0, 0, 0, None)]
+    with open(path, "rb") as fh:
+        stride, _term = _fixed_stride(fh, size, spec.framing.record_length)
+    per = max(1, partition_bytes // stride)
+    whole = size // stride
+    parts: list[FilePart] = []
+    first = 0
+    while first < whole:
+        last = first + per >= whole
+        parts.append(FilePart(path, len(parts), first * stride, first, None if last else per))
+        first += per
+    return parts or [FilePart(path, 0, 0, 0, None)]
+
+
+def record_schema(settings: Settings) -> pa.Schema:
+    """The decoded records' Arrow schema (from decoding no records)."""
+    contract, spec = resolved(settings)
+    empty = np.zeros((0, spec.framing.record_length), dtype=np.uint8)
+    return _decoder(contract, spec).decode(empty).table.schema
+
+
+def _decoder(contract: Contract | None, spec: RecordSpec) -> Any:
+    from schemas.decoder import RecordDecoder
+
+    if contract is not None:
+        return spec.decoder()
+    return RecordDecoder(spec.layout, spec.page, spec.options, report_redefines=True)
+
+
+def decode_part(settings: Settings, part: FilePart, report: ControlReport) -> Iterator[DecodedChunk]:
+    """One partition's chunks as `lgw decode` makes them (contract: validated, header and
+    trailer split off into `report`; copybook: every REDEFINES view reported)."""
+    from schemas.stream import decode_file
+
+    contract, spec = resolved(settings)
+    limit = RejectLimit(settings.max_reject_rate, settings.reject_rate_after)
+    start = ReadPosition(part.offset, part.first) if part.part else None
+    if contract is not None:
+        yield from contract.decode_file(part.path, spec, settings.batch_records, start=start, report=report,
+                                        reject_limit=limit, records=part.records)
+        return
+    chunks = decode_file(part.path, _decoder(None, spec), spec.framing, settings.batch_records,
+                         check_encoding=start is None, start=start,
+                         first_chunk_records=limit.first_chunk() if start is None else None, records=part.records)
+    yield from guard_rejects(chunks, limit, f"{part.path} (layout {spec.layout.name})")
+
+
+def reject_batch(path: str, rejects: list[Reject]) -> pa.RecordBatch:
+    rows = [{"file": path, **r.to_json()} for r in rejects]
+    return pa.RecordBatch.from_pylist(rows, schema=REJECT_SCHEMA)
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, default=str, ensure_ascii=False)
+
+
+class LgwReader(DataSourceReader):
+    def __init__(self, settings: Settings, files: list[str], schema: pa.Schema) -> None:
+        self.settings = settings
+        self.files = files
+        self.arrow_schema = schema
+
+    def partitions(self) -> list[InputPartition]:
+        _contract, spec = resolved(self.settings)
+        parts = [p for path in self.files for p in split_file(path, spec, self.settings.partition_bytes)]
+        for i, p in enumerate(parts):
+            p.value = i
+        return list(parts)
+
+    def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
+        assert isinstance(partition, FilePart)
+        out = self.settings.output
+        report = ControlReport()
+        for dc in decode_part(self.settings, partition, report):
+            if out == "records":
+                for batch in dc.table.to_batches():
+                    if batch.num_rows:
+                        yield batch
+            elif out == "rejects" and dc.rejects:
+                yield reject_batch(partition.path, dc.rejects)
+        if out == "control":
+            yield pa.RecordBatch.from_pylist([{
+                "file": partition.path, "partition": partition.part, "first_record": partition.first,
+                "details": report.details, "sums": _json({k: str(v) for k, v in report.sums.items()}),
+                "header": _json(report.header), "trailer": _json(report.trailer)}], schema=CONTROL_SCHEMA)
+
+
+class LgwDataSource(DataSource):
+    """spark.read.format("lgw"): see the module's text."""
+
+    @classmethod
+    def name(cls) -> str:
+        return NAME
+
+    def _settings(self) -> Settings:
+        return Settings.from_options(self.options)
+
+    def _arrow_schema(self) -> pa.Schema:
+        settings = self._settings()
+        return {"records": record_schema(settings), "rejects": REJECT_SCHEMA,
+                "control": CONTROL_SCHEMA}[settings.output]
+
+    def schema(self) -> StructType:
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        return from_arrow_schema(self._arrow_schema())
+
+    def reader(self, schema: StructType) -> LgwReader:
+        opts = {_key(k): v for k, v in dict(self.options).items()}
+        files = input_files(opts.get("path"), opts.get("paths"))
+        return LgwReader(self._settings(), files, self._arrow_schema())
+
+
+def control_reports(contract: Contract, rows: list[Any]) -> dict[str, ControlReport]:
+    """Per file, the control verdict of the partitions' `control` rows combined: the same
+    report `lgw decode` prints (details, sums, header and trailer; problems on a mismatch)."""
+    by_file: dict[str, ControlReport] = {}
+    for row in sorted(rows, key=lambda r: (r["file"], r["partition"])):
+        rep = by_file.setdefault(row["file"], ControlReport())
+        rep.details += int(row["details"])
+        for k, v in json.loads(row["sums"] or "{}").items():
+            rep.sums[k] = rep.sums.get(k, Decimal(0)) + Decimal(v)
+        if row["header"] is not None and rep.header is None:
+            rep.header = json.loads(row["header"])
+        if row["trailer"] is not None:
+            rep.trailer = json.loads(row["trailer"])
+    for rep in by_file.values():
+        contract._finish_control(rep)
+    return by_file
