@@ -355,13 +355,13 @@ class ConsoleWatch:
     async def start_server(self, cfg: GatewayConfig, rt: Any, state: Any) -> None:
         from gateway.console.context import build_console
         from gateway.ops_http import OpsServer
-        from gateway.realtime.serve import _readiness
+        from gateway.realtime.serve import add_readiness_checks
 
         console = build_console(cfg, state, process="serve")
         if console is None:
             raise SystemExit("console: off (the tokens file is missing?)")
         ops = self._ops = OpsServer(address=("127.0.0.1", 0), console=console).bind()
-        _readiness(ops.readiness, rt, state)
+        add_readiness_checks(ops.readiness, rt, state)
         await ops.start()
 
     async def start(self, cfg: GatewayConfig, rt: Any, state: Any) -> None:

@@ -122,7 +122,7 @@ def _capped(sizes: Iterator[int], records: int) -> Iterator[int]:
 
 
 # --------------------------------------------------------------------------- F
-def _fixed_stride(fh: BinaryIO, size: int, length: int) -> tuple[int, bytes]:
+def fixed_stride(fh: BinaryIO, size: int, length: int) -> tuple[int, bytes]:
     """(bytes per record including any line terminator, the terminator)."""
     if length <= 0:
         raise InputFormatError("record length must be positive")
@@ -144,7 +144,7 @@ def _fixed_stride(fh: BinaryIO, size: int, length: int) -> tuple[int, bytes]:
 def _fixed(fh: BinaryIO, size: int, framing: Framing, sizes: Iterator[int],
            start: ReadPosition) -> Iterator[RecordChunk]:
     length = framing.record_length
-    stride, term = _fixed_stride(fh, size, length)
+    stride, term = fixed_stride(fh, size, length)
     fh.seek(start.offset)
     index = start.record
     offset = start.offset

@@ -159,17 +159,17 @@ def watermarks(tmp_path: Path) -> Iterator[WatermarkStore]:
     store.close()
 
 
-def _rows(n: int, start: int = 1, *, minutes: int = 1) -> list[tuple[int, str, str, datetime]]:
+def source_rows(n: int, start: int = 1, *, minutes: int = 1) -> list[tuple[int, str, str, datetime]]:
     return [(i, f"ACC{i:05d}", f"{i}.{i % 100:02d}", T0 + timedelta(minutes=minutes * (i - start)))
             for i in range(start, start + n)]
 
 
-def _expected(rows: list[tuple[int, str, str, datetime]]) -> pa.Table:
+def expected_table(rows: list[tuple[int, str, str, datetime]]) -> pa.Table:
     return pa.table({"TXN_ID": [r[0] for r in rows], "ACCOUNT": [r[1] for r in rows],
                      "AMOUNT": [Decimal(r[2]) for r in rows]}, schema=SCHEMA)
 
 
-async def _drain(source: OdbcSource, *, ack: bool = True) -> pa.Table:
+async def drain_source(source: OdbcSource, *, ack: bool = True) -> pa.Table:
     tables = []
     while (batch := await source.read_batch()) is not None:
         tables.append(batch.table)
@@ -187,50 +187,50 @@ def _source(db: Db, contract: Contract, table: str, **kwargs: Any) -> OdbcSource
 @pytest.mark.integration
 @pytest.mark.parametrize("key", ["TXN_ID", None])
 async def test_full_read_gives_every_row_in_the_contracts_types(db: Db, contract: Contract, key: str | None) -> None:
-    rows = _rows(5)
+    rows = source_rows(5)
     table = db.accounts_table(rows)
     source = _source(db, contract, table, mode="full", key=key, batch_size=2)
     await source.connect()
-    got = await _drain(source)
+    got = await drain_source(source)
     await source.close()
     assert got.schema == SCHEMA
-    assert got.sort_by("TXN_ID").equals(_expected(rows))
+    assert got.sort_by("TXN_ID").equals(expected_table(rows))
 
 
 @pytest.mark.integration
 async def test_a_query_source_reads_what_the_query_selects(db: Db, contract: Contract) -> None:
-    table = db.accounts_table(_rows(6))
+    table = db.accounts_table(source_rows(6))
     query = f"SELECT * FROM {db.q(table)} WHERE {db.q('TXN_ID')} > 3"
     source = OdbcSource(db.connection_string, contract=contract, query=query, pipeline="test-odbc",
                         mode="full", key="TXN_ID", batch_size=2)
     await source.connect()
-    got = await _drain(source)
+    got = await drain_source(source)
     await source.close()
-    assert got.equals(_expected(_rows(3, start=4)))
+    assert got.equals(expected_table(source_rows(3, start=4)))
 
 
 @pytest.mark.integration
 async def test_incrementing_reads_only_keys_above_the_acknowledged_one(db: Db, contract: Contract,
                                                                        watermarks: WatermarkStore) -> None:
-    table = db.accounts_table(_rows(5))
+    table = db.accounts_table(source_rows(5))
     kwargs: dict[str, Any] = dict(mode="incrementing", key="TXN_ID", batch_size=2, watermarks=watermarks)
     first = _source(db, contract, table, **kwargs)
     await first.connect()
-    assert (await _drain(first)).equals(_expected(_rows(5)))
+    assert (await drain_source(first)).equals(expected_table(source_rows(5)))
     await first.close()
     assert watermarks.get("test-odbc", table) == {"mode": "incrementing", "key": 5}
 
-    db.insert(table, _rows(2, start=6))
+    db.insert(table, source_rows(2, start=6))
     second = _source(db, contract, table, **kwargs)
     await second.connect()
-    assert (await _drain(second)).equals(_expected(_rows(2, start=6)))
+    assert (await drain_source(second)).equals(expected_table(source_rows(2, start=6)))
     await second.close()
 
 
 @pytest.mark.integration
 async def test_an_unacknowledged_batch_is_read_again_by_the_next_run(db: Db, contract: Contract,
                                                                      watermarks: WatermarkStore) -> None:
-    table = db.accounts_table(_rows(4))
+    table = db.accounts_table(source_rows(4))
     kwargs: dict[str, Any] = dict(mode="incrementing", key="TXN_ID", batch_size=2, watermarks=watermarks)
     run = _source(db, contract, table, **kwargs)
     await run.connect()
@@ -243,14 +243,14 @@ async def test_an_unacknowledged_batch_is_read_again_by_the_next_run(db: Db, con
 
     again = _source(db, contract, table, **kwargs)
     await again.connect()
-    assert (await _drain(again)).equals(_expected(_rows(4)))
+    assert (await drain_source(again)).equals(expected_table(source_rows(4)))
     await again.close()
 
 
 @pytest.mark.integration
 async def test_timestamp_mode_picks_up_a_late_committed_row_exactly_once(db: Db, contract: Contract,
                                                                          watermarks: WatermarkStore) -> None:
-    rows = _rows(5)  # 10:00 .. 10:04
+    rows = source_rows(5)  # 10:00 .. 10:04
     table = db.accounts_table(rows)
     kwargs: dict[str, Any] = dict(mode="timestamp", key="TXN_ID", timestamp="UPDATED_AT", lag_s=60,
                                   overlap_s=300, batch_size=2, watermarks=watermarks)
@@ -259,12 +259,12 @@ async def test_timestamp_mode_picks_up_a_late_committed_row_exactly_once(db: Db,
         source = _source(db, contract, table, **kwargs)
         await source.connect()
         try:
-            return await _drain(source)
+            return await drain_source(source)
         finally:
             await source.close()
 
     first = await run()
-    assert first.drop_columns(["UPDATED_AT"]).equals(_expected(rows))
+    assert first.drop_columns(["UPDATED_AT"]).equals(expected_table(rows))
     stored = watermarks.get("test-odbc", table)
     assert stored is not None and datetime.fromisoformat(stored["ts"]) == T0 + timedelta(minutes=3)  # 10:04 - lag
 
@@ -273,7 +273,7 @@ async def test_timestamp_mode_picks_up_a_late_committed_row_exactly_once(db: Db,
     too_late = (98, "TOOLATE", "9.98", T0 - timedelta(minutes=5))  # older than watermark - overlap
     db.insert(table, [late, too_late])
     second = await run()
-    assert second.drop_columns(["UPDATED_AT"]).equals(_expected([late]))
+    assert second.drop_columns(["UPDATED_AT"]).equals(expected_table([late]))
     assert (await run()).num_rows == 0  # the overlap re-reads it, the seen keys drop it
 
     # A row changed since (same key, newer timestamp) is delivered again.
@@ -286,7 +286,7 @@ async def test_timestamp_mode_picks_up_a_late_committed_row_exactly_once(db: Db,
 
 @pytest.mark.integration
 async def test_a_dropped_source_column_refuses_the_run_naming_it(db: Db, contract: Contract) -> None:
-    table = db.accounts_table(_rows(2))
+    table = db.accounts_table(source_rows(2))
     db.execute(f"ALTER TABLE {db.q(table)} DROP COLUMN {db.q('AMOUNT')}")
     source = _source(db, contract, table, mode="full")
     with pytest.raises(SchemaDriftError, match=r"no column AMOUNT.*contract acct_txn v3.*decimal\(9,2\)"):
@@ -307,7 +307,7 @@ async def test_a_column_of_another_type_is_refused_naming_both_types(db: Db, con
 
 @pytest.mark.integration
 async def test_rows_breaking_the_contracts_rules_become_rejects(db: Db, contract: Contract) -> None:
-    rows = _rows(3)
+    rows = source_rows(3)
     table = db.accounts_table([rows[0], (2, "", "2.02", T0), rows[2]])
     source = _source(db, contract, table, mode="full", key="TXN_ID")
     await source.connect()
@@ -389,7 +389,7 @@ async def test_sink_then_source_round_trips_card_transactions_exactly(db: Db, tm
     source = OdbcSource(db.connection_string, contract=card, table=table, pipeline="test-odbc", mode="full",
                         key="TXN_ID", batch_size=500)
     await source.connect()
-    got = await _drain(source)
+    got = await drain_source(source)
     await source.close()
     assert got.equals(decoded.sort_by("TXN_ID"))
 

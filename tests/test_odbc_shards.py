@@ -21,7 +21,7 @@ from gateway.watermarks import WatermarkStore
 from schemas.contract import Contract
 from schemas.errors import ConfigError
 from tests.helpers import postgres_schema
-from tests.test_odbc import T0, Db, _drain, _expected, _rows, contract, db, watermarks  # noqa: F401
+from tests.test_odbc import T0, Db, contract, db, drain_source, expected_table, source_rows, watermarks  # noqa: F401
 
 SHARDS = 3
 
@@ -33,7 +33,7 @@ def _ids(table: pa.Table) -> list[int]:
 @pytest.mark.integration
 async def test_shards_read_every_row_once_and_keep_watermarks_of_their_own(
         db: Db, contract: Contract, watermarks: WatermarkStore) -> None:  # noqa: F811
-    rows = _rows(20, start=-6)  # negative keys too: ABS(key % N) puts each in one shard
+    rows = source_rows(20, start=-6)  # negative keys too: ABS(key % N) puts each in one shard
     table = db.accounts_table(rows)
 
     def shard(k: int) -> OdbcSource:
@@ -43,7 +43,7 @@ async def test_shards_read_every_row_once_and_keep_watermarks_of_their_own(
     async def read(k: int) -> list[int]:
         source = shard(k)
         await source.connect()
-        got = await _drain(source)
+        got = await drain_source(source)
         await source.close()
         return _ids(got)
 
@@ -55,7 +55,7 @@ async def test_shards_read_every_row_once_and_keep_watermarks_of_their_own(
         assert watermarks.get("test-odbc", f"{table}#{k}/{SHARDS}") == {"mode": "incrementing", "key": max(part)}
     assert watermarks.get("test-odbc", table) is None  # no shared watermark
 
-    db.insert(table, _rows(7, start=14))
+    db.insert(table, source_rows(7, start=14))
     second = [await read(k) for k in range(SHARDS)]
     assert sorted(i for part in second for i in part) == list(range(14, 21))  # only the new rows
     assert all({abs(i) % SHARDS for i in part} <= {k} for k, part in enumerate(second))
@@ -64,7 +64,7 @@ async def test_shards_read_every_row_once_and_keep_watermarks_of_their_own(
 @pytest.mark.integration
 async def test_a_shard_of_a_timestamp_source_reads_its_rows_only(db: Db, contract: Contract,  # noqa: F811
                                                                  watermarks: WatermarkStore) -> None:  # noqa: F811
-    rows = _rows(9)
+    rows = source_rows(9)
     table = db.accounts_table(rows)
     got: list[int] = []
     for k in range(2):
@@ -72,9 +72,9 @@ async def test_a_shard_of_a_timestamp_source_reads_its_rows_only(db: Db, contrac
                             mode="timestamp", key="TXN_ID", timestamp="UPDATED_AT", batch_size=2,
                             watermarks=watermarks, shard=(k, 2))
         await source.connect()
-        part = await _drain(source)
+        part = await drain_source(source)
         await source.close()
-        assert part.select(["TXN_ID", "ACCOUNT", "AMOUNT"]).equals(_expected([r for r in rows if r[0] % 2 == k]))
+        assert part.select(["TXN_ID", "ACCOUNT", "AMOUNT"]).equals(expected_table([r for r in rows if r[0] % 2 == k]))
         got += _ids(part)
     assert sorted(got) == [r[0] for r in rows]
     for k, newest in ((0, 8), (1, 9)):  # each shard's watermark is its own newest row's timestamp

@@ -34,7 +34,7 @@ async def run_until(cfg: GatewayConfig, stop: asyncio.Event, *, only: str | None
     before the brokers are reached, so /healthz answers and /readyz says what is missing."""
     rt = build_realtime_app(cfg, only=only, state=state)
     if ops is not None:
-        _readiness(ops.readiness, rt, state)
+        add_readiness_checks(ops.readiness, rt, state)
         await ops.start()
     lag: list[asyncio.Task[None]] = []
     try:
@@ -78,7 +78,7 @@ def track_consumer_lag(rt: RealtimeApp) -> list[asyncio.Task[None]]:
             for name, (sub, topics) in rt.kafka_subscribers.items()]
 
 
-def _readiness(readiness: Readiness, rt: RealtimeApp, state: StateStore | None) -> None:
+def add_readiness_checks(readiness: Readiness, rt: RealtimeApp, state: StateStore | None) -> None:
     """What /readyz asks of `lgw serve`: its brokers, the state store, the models."""
     if rt.kafka_broker is not None:
         readiness.add_broker("kafka", rt.kafka_broker)

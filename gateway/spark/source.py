@@ -45,7 +45,7 @@ from pyspark.sql.datasource import DataSource, DataSourceReader, InputPartition
 from pyspark.sql.types import StructType
 
 from schemas.contract import Contract, ControlReport, RecordSpec
-from schemas.records import DEFAULT_BATCH_SIZE, ReadPosition, _fixed_stride
+from schemas.records import DEFAULT_BATCH_SIZE, ReadPosition, fixed_stride
 from schemas.reject_rate import RejectLimit, guard_rejects
 from schemas.stream import DecodedChunk, Reject
 
@@ -178,7 +178,7 @@ def split_file(path: str, spec: RecordSpec, partition_bytes: int) -> list[FilePa
     if spec.framing.format != "F" or size <= partition_bytes:
         return [FilePart(path, 0, 0, 0, None)]
     with open(path, "rb") as fh:
-        stride, _term = _fixed_stride(fh, size, spec.framing.record_length)
+        stride, _term = fixed_stride(fh, size, spec.framing.record_length)
     per = max(1, partition_bytes // stride)
     whole = size // stride
     parts: list[FilePart] = []
