@@ -304,15 +304,22 @@ class OdbcSink:
                   f"{quote('position', q)} {body} NOT NULL, {quote('updated_at', q)} {ts} NOT NULL)")
 
     def _ddl(self, sql: str) -> None:
-        cur = self._conn.cursor()
-        try:
-            cur.execute(sql)
-            self._conn.commit()
-        except Exception as exc:
-            self._conn.rollback()
-            raise translate(exc, f"preparing {self.table}") from exc
-        finally:
-            cur.close()
+        for attempt in (1, 2):
+            cur = self._conn.cursor()
+            try:
+                cur.execute(sql)
+                self._conn.commit()
+                return
+            except Exception as exc:
+                self._conn.rollback()
+                # two writers creating the table at once (shards, replicas): PostgreSQL fails
+                # the loser's CREATE ... IF NOT EXISTS with a duplicate in pg_type once the
+                # winner has committed, so a second look finds the table there
+                if attempt == 1 and "IF NOT EXISTS" in sql:
+                    continue
+                raise translate(exc, f"preparing {self.table}") from exc
+            finally:
+                cur.close()
 
     def _prepare(self, schema: pa.Schema) -> None:
         """Creates the results table if it is missing, checks it holds every column."""
