@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import unavailable
+from tests.model_servers import garbage_server, model_server_logs  # noqa: F401  (fixtures)
 
 EXAMPLE_CONTRACT = Path(__file__).parent.parent / "schemas" / "examples" / "card_txn.yaml"
 EXTRA = Path(__file__).parent / "data" / "cobrix_extra"
@@ -212,3 +213,126 @@ def test_a_read_capped_at_n_records_from_a_record_boundary_stops_there(tmp_path:
     assert rows == [f"{i:04d}" for i in range(30, 55)]
     assert [c.start_index for c in chunks] == [30, 37, 44, 51]
     assert chunks[-1].end == ReadPosition(55 * 6, 55)
+
+
+# --------------------------------------------------------------------------- scoring (gateway.spark.score)
+def _score_on_spark(spark: Any, data: Path, contract: Path, config: Path | None = None,
+                    partition_bytes: int = 40_000) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(scored records without source_file, decode and scoring rejects by record) as the
+    example job makes them."""
+    from gateway.spark.score import ScoringJob
+
+    def reader(output: str) -> Any:
+        return (spark.read.format("lgw").option("contract", str(contract)).option("partitionBytes", partition_bytes)
+                .option("output", output).option("sourceColumns", "true"))
+
+    records = reader("records").load(str(data))
+    assert records.rdd.getNumPartitions() >= 4
+    job = ScoringJob(contract=str(contract), config=None if config is None else str(config))
+    scored, score_rejects = job.split(job.score(records))
+    rows = _jsonl(scored.drop("source_file").toArrow())
+    assert {r["source_file"] for r in scored.select("source_file").collect()} == {str(data.resolve())}
+    rejects = _reject_rows(reader("rejects").load(str(data))) + _reject_rows(score_rejects)
+    return rows, sorted(rejects, key=lambda r: (r["record"], r.get("field_offset") or 0))
+
+
+def _lgw_score(lgw_cmd: list[str], data: Path, contract: Path, tmp_path: Path, *extra: str
+               ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    out, rej = tmp_path / "scored.jsonl", tmp_path / "scored.rej.jsonl"
+    cli = subprocess.run([*lgw_cmd, "score", "--contract", str(contract), "--input", str(data), "--output", str(out),
+                          "--rejects", str(rej), *extra], capture_output=True, text=True, timeout=300)
+    assert cli.returncode in (0, 1), cli.stderr
+    rejects = sorted(({k: v for k, v in r.items() if v is not None} for r in _lines(rej)),
+                     key=lambda r: (r["record"], r.get("field_offset") or 0))
+    return json.loads(cli.stdout.splitlines()[-1]), _lines(out), rejects
+
+
+def _card_file(lgw_cmd: list[str], path: Path, records: int, bad_every: int = 97) -> Path:
+    subprocess.run([*lgw_cmd, "examples", "generate", "--records", str(records), "--bad-every", str(bad_every),
+                    "-o", str(path)], check=True, capture_output=True, timeout=120)
+    return path
+
+
+def _config(tmp_path: Path, model: dict[str, Any]) -> Path:
+    import yaml
+
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump({"models": {"fraud": model},
+                                    "pipelines": {"card_txn": {"contract": str(EXAMPLE_CONTRACT), "model": "fraud"}},
+                                    "state": {"url": f"sqlite:///{tmp_path / 'state.db'}"}}))
+    return path
+
+
+def test_scores_on_spark_equal_lgw_score_with_the_bundled_onnx_model(spark: Any, tmp_path: Path,
+                                                                     lgw_cmd: list[str]) -> None:
+    data = _card_file(lgw_cmd, tmp_path / "DAILY.BIN", 3000)
+    summary, want, want_rejects = _lgw_score(lgw_cmd, data, EXAMPLE_CONTRACT, tmp_path)
+    assert summary["scored_by"] == {"model": len(want)} and len(want) > 2900
+    got, rejects = _score_on_spark(spark, data, EXAMPLE_CONTRACT)
+    assert got == want  # provenance, pii masking and source_record included
+    assert rejects == want_rejects and len(rejects) >= 30
+
+
+@pytest.mark.integration
+def test_a_poison_record_at_a_model_server_is_isolated_and_rejected_on_spark_as_by_lgw_score(
+        spark: Any, tmp_path: Path, lgw_cmd: list[str], garbage_server: Any) -> None:
+    from tests.test_realtime_kafka import kserve_model
+
+    data = _card_file(lgw_cmd, tmp_path / "DAILY.BIN", 2000)
+    _summary, clean, _ = _lgw_score(lgw_cmd, data, EXAMPLE_CONTRACT, tmp_path)
+    poison = clean[1234]
+    garbage_server.set_mode("poison", poison_amount=float(poison["TXN_AMOUNT"]))
+    model = kserve_model(f"{garbage_server.base_url}/v2")
+    model["breaker"]["minimum_number_of_calls"] = 1000  # the isolating calls must not open it
+    config = _config(tmp_path, model)
+    summary, want, want_rejects = _lgw_score(lgw_cmd, data, EXAMPLE_CONTRACT, tmp_path, "--config", str(config))
+    assert summary["scored_by"] == {"model": len(want)}
+    got, rejects = _score_on_spark(spark, data, EXAMPLE_CONTRACT, config)
+    assert got == want
+    assert poison["source_record"] not in {r["source_record"] for r in got}
+    assert rejects == want_rejects
+    [refused] = [r for r in rejects if r["record"] == poison["source_record"]]
+    assert refused["reason"].startswith("model server failed on this record")
+    assert refused["raw_withheld"] == "pii"  # the card contract marks the PAN pii: no bytes in clear
+
+
+@pytest.mark.integration
+def test_a_model_server_that_is_down_is_scored_around_with_the_fallback_rules_on_every_executor(
+        spark: Any, tmp_path: Path, lgw_cmd: list[str]) -> None:
+    from tests.model_servers import free_port
+    from tests.test_realtime_kafka import kserve_model
+
+    data = _card_file(lgw_cmd, tmp_path / "DAILY.BIN", 2000)
+    config = _config(tmp_path, kserve_model(f"http://127.0.0.1:{free_port()}/v2"))
+    summary, want, want_rejects = _lgw_score(lgw_cmd, data, EXAMPLE_CONTRACT, tmp_path, "--config", str(config))
+    assert summary["scored_by"] == {"fallback": len(want)}
+    got, rejects = _score_on_spark(spark, data, EXAMPLE_CONTRACT, config)
+    assert got == want
+    assert {r["scored_by"] for r in got} == {"fallback"} and {r["model_name"] for r in got} == {None}
+    assert rejects == want_rejects
+
+
+def test_the_kill_switch_is_read_once_for_a_spark_scoring_job(spark: Any, tmp_path: Path, lgw_cmd: list[str]) -> None:
+    from gateway.score import ScoringPaused
+    from gateway.spark.score import ScoringJob
+    from tests.model_servers import FRAUD_ONNX
+
+    data = _card_file(lgw_cmd, tmp_path / "DAILY.BIN", 1000)
+    config = _config(tmp_path, {"endpoint": {"backend": "onnx", "path": str(FRAUD_ONNX)}})
+    switch = [*lgw_cmd, "killswitch", "set", "card_txn", "--config", str(config), "--reason", "drill", "--mode"]
+    subprocess.run([*switch, "force_fallback"], check=True, capture_output=True, timeout=60)
+    got, _ = _score_on_spark(spark, data, EXAMPLE_CONTRACT, config)
+    assert len(got) > 900 and {r["scored_by"] for r in got} == {"fallback"}
+    subprocess.run([*switch, "pause"], check=True, capture_output=True, timeout=60)
+    records = spark.read.format("lgw").option("contract", str(EXAMPLE_CONTRACT)).option("sourceColumns", "true")
+    with pytest.raises(ScoringPaused, match="paused by its kill switch"):
+        ScoringJob(contract=str(EXAMPLE_CONTRACT), config=str(config)).score(records.load(str(data)))
+
+
+def test_scoring_needs_the_source_columns(spark: Any, tmp_path: Path, lgw_cmd: list[str]) -> None:
+    from gateway.spark.score import ScoringJob
+
+    data = _card_file(lgw_cmd, tmp_path / "DAILY.BIN", 100)
+    records = spark.read.format("lgw").option("contract", str(EXAMPLE_CONTRACT)).load(str(data))
+    with pytest.raises(ValueError, match="option sourceColumns=true, found no column source_record"):
+        ScoringJob(contract=str(EXAMPLE_CONTRACT)).score(records)

@@ -58,6 +58,10 @@ REJECT_SCHEMA = pa.schema([
     ("field_offset", pa.int64()), ("offset", pa.int64()), ("length", pa.int64()), ("raw", pa.string()),
     ("raw_truncated", pa.bool_()), ("raw_length", pa.int64()), ("raw_withheld", pa.string()),
     ("reason", pa.string())])
+# option sourceColumns: where each record came from (record number as `lgw score` counts it,
+# file, byte offset, and its bytes unless the contract marks fields pii)
+SOURCE_FIELDS = (pa.field("source_record", pa.int64()), pa.field("source_file", pa.string()),
+                 pa.field("source_offset", pa.int64()), pa.field("source_raw", pa.binary()))
 CONTROL_SCHEMA = pa.schema([
     ("file", pa.string()), ("partition", pa.int64()), ("first_record", pa.int64()), ("details", pa.int64()),
     ("sums", pa.string()), ("header", pa.string()), ("trailer", pa.string())])
@@ -89,6 +93,7 @@ class Settings:
     batch_records: int
     max_reject_rate: float
     reject_rate_after: int
+    source_columns: bool = False
 
     @classmethod
     def from_options(cls, options: Any) -> Settings:
@@ -122,7 +127,8 @@ class Settings:
                    output=output, partition_bytes=int(get("partitionBytes") or DEFAULT_PARTITION_BYTES),
                    batch_records=int(get("batchRecords") or DEFAULT_BATCH_SIZE),
                    max_reject_rate=float(get("maxRejectRate") or 0.5),
-                   reject_rate_after=int(get("rejectRateAfter") or 1000))
+                   reject_rate_after=int(get("rejectRateAfter") or 1000),
+                   source_columns=(get("sourceColumns") or "false").lower() in ("yes", "true", "1"))
 
 
 @functools.lru_cache(maxsize=16)
@@ -191,10 +197,37 @@ def split_file(path: str, spec: RecordSpec, partition_bytes: int) -> list[FilePa
 
 
 def record_schema(settings: Settings) -> pa.Schema:
-    """The decoded records' Arrow schema (from decoding no records)."""
+    """The decoded records' Arrow schema (from decoding no records), with the source
+    columns when asked for."""
     contract, spec = resolved(settings)
     empty = np.zeros((0, spec.framing.record_length), dtype=np.uint8)
-    return _decoder(contract, spec).decode(empty).table.schema
+    schema = _decoder(contract, spec).decode(empty).table.schema
+    if settings.source_columns:
+        for f in SOURCE_FIELDS:
+            schema = schema.append(f)
+    return schema
+
+
+def with_source_columns(path: str, dc: DecodedChunk, raw_withheld: bool) -> pa.Table:
+    """The chunk's records with where each came from (the columns a scoring reject needs to
+    name the record as `lgw score` does). `raw_withheld`: the contract marks fields pii, so
+    the record's bytes, which hold them in clear, are not carried (null)."""
+    rows = dc.batch.chunk_rows()
+    n = len(rows)
+    table = dc.table
+    numbers = np.asarray(dc.record_numbers()[rows], dtype=np.int64)
+    offsets = np.asarray(dc.chunk.offsets[rows], dtype=np.int64)
+    if raw_withheld or n == 0:
+        raw: pa.Array = pa.nulls(n, pa.binary())
+    else:
+        matrix = np.ascontiguousarray(dc.chunk.matrix[rows], dtype=np.uint8)
+        fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(matrix.shape[1]), n, [None, pa.py_buffer(matrix)])
+        raw = fixed.cast(pa.binary())
+    columns = {"source_record": pa.array(numbers), "source_file": pa.array([path] * n, pa.string())
+               if n else pa.array([], pa.string()), "source_offset": pa.array(offsets), "source_raw": raw}
+    for name, col in columns.items():
+        table = table.append_column(name, col)
+    return table
 
 
 def _decoder(contract: Contract | None, spec: RecordSpec) -> Any:
@@ -223,6 +256,13 @@ def decode_part(settings: Settings, part: FilePart, report: ControlReport) -> It
     yield from guard_rejects(chunks, limit, f"{part.path} (layout {spec.layout.name})")
 
 
+def has_pii(settings: Settings) -> bool:
+    from gateway.isolation import pii_names
+
+    contract, _spec = resolved(settings)
+    return contract is not None and bool(pii_names(contract))
+
+
 def reject_batch(path: str, rejects: list[Reject]) -> pa.RecordBatch:
     rows = [{"file": path, **r.to_json()} for r in rejects]
     return pa.RecordBatch.from_pylist(rows, schema=REJECT_SCHEMA)
@@ -249,9 +289,12 @@ class LgwReader(DataSourceReader):
         assert isinstance(partition, FilePart)
         out = self.settings.output
         report = ControlReport()
+        withheld = self.settings.source_columns and has_pii(self.settings)
         for dc in decode_part(self.settings, partition, report):
             if out == "records":
-                for batch in dc.table.to_batches():
+                table = with_source_columns(partition.path, dc, withheld) if self.settings.source_columns \
+                    else dc.table
+                for batch in table.to_batches():
                     if batch.num_rows:
                         yield batch
             elif out == "rejects" and dc.rejects:

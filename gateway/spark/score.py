@@ -1,0 +1,178 @@
+"""Scoring on Spark with the same pipeline `lgw score` runs: `mapInArrow` over the records of
+`spark.read.format("lgw")` (with `sourceColumns`), on every executor the contract's
+features, the model (ONNX in the executor, or a model server over HTTP behind the same
+circuit breaker, retries and timeout) and the fallback rules, with the CLI's provenance
+columns and pii policy.
+
+    from gateway.spark.score import ScoringJob
+    records = spark.read.format("lgw").option("contract", C).option("sourceColumns", "true").load(drop)
+    job = ScoringJob(contract=C, config="gateway.yaml")     # config: None = the embedded defaults
+    scored, rejects = job.split(job.score(records).persist())
+
+Per Python worker (Spark reuses them across tasks) the pipeline is built once and keeps
+one event loop: the breaker's state carries from one partition to the next on that
+executor, as it does from one batch to the next in `lgw score`. The kill switch is read
+once, in the driver, when the job is set up (`force_fallback` then holds for every
+executor; `pause` refuses the job, as `lgw score` does).
+
+`score` yields the scored records (the columns `lgw score` writes, plus `source_file`) and,
+for a record the pipeline refused (model output out of its contract, a poison record),
+a row whose `lgw_reject` holds the reject as `lgw score --rejects` writes it; `split`
+separates the two (the rejects with the data source's reject columns). Not carried over:
+review queues, re-scoring (`fallback_and_rescore`) and shadow mode, which need the
+gateway's state store next to the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from gateway.spark.source import REJECT_SCHEMA, SOURCE_FIELDS
+
+REJECT_COLUMN = "lgw_reject"
+# the data source's columns scoring consumes: not in the scored records
+CONSUMED = ("source_offset", "source_raw")
+
+
+@dataclass(frozen=True)
+class ScoringJob:
+    """What every executor needs to build the pipeline (plain values: sent to each)."""
+
+    contract: str
+    config: str | None = None
+    force_fallback: bool = False
+
+    def pipeline(self) -> Any:
+        return _runtime(self)[1]
+
+    def output_schema(self, input_schema: pa.Schema) -> pa.Schema:
+        """The scored records' columns (from scoring no records) and `lgw_reject`."""
+        from gateway.pipeline import Pipeline
+
+        fields = [f for f in input_schema if f.name not in CONSUMED]
+        empty = pa.Table.from_pylist([], schema=pa.schema(fields))
+        pipeline: Pipeline = _fallback_only(self)
+        scored = asyncio.run(pipeline.score(empty)).table
+        return scored.schema.append(pa.field(REJECT_COLUMN, pa.string()))
+
+    def score(self, df: Any) -> Any:
+        """`df.mapInArrow` with the pipeline: see the module's text."""
+        from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
+
+        missing = [f.name for f in SOURCE_FIELDS if f.name not in df.columns]
+        if missing:
+            raise ValueError(f"lgw scoring on Spark: expected the records of spark.read.format('lgw') with "
+                             f"option sourceColumns=true, found no column {', '.join(missing)}")
+        self.refuse_if_paused()
+        schema = self.output_schema(to_arrow_schema(df.schema))
+        job = self
+
+        def score_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            yield from score_partition(job, batches, schema)
+
+        return df.mapInArrow(score_batches, from_arrow_schema(schema))
+
+    def refuse_if_paused(self) -> None:
+        """The kill switch, read once here: pause refuses the job (as `lgw score` does);
+        force_fallback holds for every executor."""
+        from gateway.config import load_config
+        from gateway.score import ScoringPaused
+        from gateway.state import KillSwitchWatcher, StateStore
+
+        cfg = load_config(self.config)
+        name = _contract(self.contract).name
+        switch = KillSwitchWatcher(StateStore(cfg.state.url), name).current()
+        if switch.mode == "pause":
+            raise ScoringPaused(switch)
+        if switch.mode == "force_fallback":
+            object.__setattr__(self, "force_fallback", True)
+
+    @staticmethod
+    def split(scored: Any) -> tuple[Any, Any]:
+        """(the scored records, the rejects with the data source's reject columns)."""
+        from pyspark.sql import functions as F
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        records = scored.filter(F.col(REJECT_COLUMN).isNull()).drop(REJECT_COLUMN)
+        parsed = F.from_json(F.col(REJECT_COLUMN), from_arrow_schema(REJECT_SCHEMA))
+        rejects = scored.filter(F.col(REJECT_COLUMN).isNotNull()).select(parsed.alias("r")).select("r.*")
+        return records, rejects
+
+
+def score_partition(job: ScoringJob, batches: Iterator[pa.RecordBatch], schema: pa.Schema
+                    ) -> Iterator[pa.RecordBatch]:
+    """One task's batches through this worker's pipeline, on its event loop."""
+    loop, pipeline = _runtime(job)
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        table = pa.Table.from_batches([batch])
+        where = {name: table.column(name) for name in CONSUMED}
+        scored = loop.run_until_complete(pipeline.score(table.drop_columns(list(CONSUMED))))
+        out = scored.table.append_column(REJECT_COLUMN, pa.nulls(scored.table.num_rows, pa.string()))
+        if scored.rejects:
+            out = pa.concat_tables([out, _reject_rows(pipeline, table, where, scored.rejects, schema)])
+        yield from out.select(schema.names).cast(schema).to_batches()
+
+
+def _reject_rows(pipeline: Any, table: pa.Table, where: dict[str, pa.ChunkedArray], rejects: list[Any],
+                 schema: pa.Schema) -> pa.Table:
+    """A row per refused record: where it came from, and the reject as `lgw score` writes it."""
+    from gateway.isolation import pii_names
+    from schemas.stream import Reject
+
+    withheld = bool(pii_names(pipeline.contract))
+    rows = np.array([r.row for r in rejects], dtype=np.int64)
+    numbers = table.column("source_record").take(pa.array(rows)).to_pylist()
+    files = table.column("source_file").take(pa.array(rows)).to_pylist()
+    offsets = where["source_offset"].take(pa.array(rows)).to_pylist()
+    raws = where["source_raw"].take(pa.array(rows)).to_pylist()
+    lines = []
+    for i, r in enumerate(rejects):
+        reject = Reject(int(numbers[i]), int(offsets[i] or 0), r.reason, r.field, None, None,
+                        raws[i] or b"", pii=withheld)
+        lines.append(json.dumps({"file": files[i], **reject.to_json()}, ensure_ascii=False, default=str))
+    columns = {name: pa.nulls(len(rejects), schema.field(name).type) for name in schema.names}
+    columns["source_record"] = pa.array(numbers, pa.int64())
+    columns["source_file"] = pa.array(files, pa.string())
+    columns[REJECT_COLUMN] = pa.array(lines, pa.string())
+    return pa.table(columns, schema=schema)
+
+
+@functools.lru_cache(maxsize=8)
+def _contract(path: str) -> Any:
+    from schemas.contract import load_contract
+
+    return load_contract(path)
+
+
+@functools.lru_cache(maxsize=8)
+def _fallback_only(job: ScoringJob) -> Any:
+    from gateway.assembly import build_pipeline
+    from gateway.config import load_config
+
+    contract = _contract(job.contract)
+    return build_pipeline(contract.name, contract, load_config(job.config), model_name=None, force_fallback=True)
+
+
+@functools.lru_cache(maxsize=8)
+def _runtime(job: ScoringJob) -> tuple[asyncio.AbstractEventLoop, Any]:
+    """This worker's event loop and pipeline for `job`, built on first use and kept: the
+    model session (or HTTP client) and its breaker live as long as the worker."""
+    from gateway.assembly import build_pipeline
+    from gateway.config import load_config
+
+    contract = _contract(job.contract)
+    loop = asyncio.new_event_loop()
+    model_name = (contract.config.model or {}).get("name")
+    pipeline = build_pipeline(contract.name, contract, load_config(job.config), model_name=model_name,
+                              force_fallback=job.force_fallback)
+    return loop, pipeline
