@@ -162,19 +162,14 @@ def test_cobrix_fixed_length_cases_decode_as_lgw_decode_does(spark: Any, tmp_pat
     assert _reject_rows(reader("rejects").load(str(data))) == _lines(rej)
 
 
+@pytest.mark.parametrize("scored", [False, True], ids=["decode_job", "score_job"])
 def test_example_job_writes_parquet_records_rejects_and_refuses_a_file_whose_totals_fail(
-        spark: Any, tmp_path: Path, lgw_cmd: list[str]) -> None:
-    import importlib.util
-
+        spark: Any, tmp_path: Path, lgw_cmd: list[str], scored: bool) -> None:
     import pyarrow.parquet as pq
 
+    from gateway.spark.job import run
+    from gateway.spark.score import ScoringJob
     from schemas.contract import load_contract
-
-    spec = importlib.util.spec_from_file_location(
-        "decode_job", Path(__file__).parent.parent / "deploy" / "spark" / "decode_job.py")
-    assert spec is not None and spec.loader is not None
-    job = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(job)
 
     drop = tmp_path / "drop"
     drop.mkdir()
@@ -187,19 +182,53 @@ def test_example_job_writes_parquet_records_rejects_and_refuses_a_file_whose_tot
     del raw[width * 10: width * 11]  # one detail record fewer than B's trailer counts
     bad.write_bytes(bytes(raw))
     out = tmp_path / "out"
-    summary = job.run(spark, str(EXAMPLE_CONTRACT), str(drop), str(out), partition_bytes=30_000)
+    job = ScoringJob(contract=str(EXAMPLE_CONTRACT)) if scored else None
+    summary = run(spark, str(EXAMPLE_CONTRACT), str(drop), str(out), partition_bytes=30_000, scoring=job)
     assert summary["files_rejected"] == [str(bad.resolve())]
 
-    cli_out, cli_rej = tmp_path / "a.jsonl", tmp_path / "a.rej.jsonl"
-    subprocess.run([*lgw_cmd, "decode", str(good), "--contract", str(EXAMPLE_CONTRACT), "-o", str(cli_out),
-                    "--rejects", str(cli_rej)], capture_output=True, timeout=120)
-    records = pq.read_table(out / "records")
-    assert records.num_rows == summary["records"] == len(_lines(cli_out))
-    assert sorted(r["TXN_ID"] for r in records.to_pylist()) == sorted(r["TXN_ID"] for r in _lines(cli_out))
+    if scored:
+        _, want, want_rejects = _lgw_score(lgw_cmd, good, EXAMPLE_CONTRACT, tmp_path)
+    else:
+        cli_out, cli_rej = tmp_path / "a.jsonl", tmp_path / "a.rej.jsonl"
+        subprocess.run([*lgw_cmd, "decode", str(good), "--contract", str(EXAMPLE_CONTRACT), "-o", str(cli_out),
+                        "--rejects", str(cli_rej)], capture_output=True, timeout=120)
+        want, want_rejects = _lines(cli_out), _lines(cli_rej)
+    records = pq.read_table(out / "records").sort_by("source_record")
+    assert records.num_rows == summary["records"] == len(want)
+    assert set(records.column("source_file").to_pylist()) == {str(good.resolve())}
+    assert "source_raw" not in records.column_names and "lgw_reject" not in records.column_names
+    got = _jsonl(records.drop_columns(["source_file"] if scored else ["source_file", "source_record"]))
+    assert got == want
+    if scored:
+        assert summary["scored_by"] == {"model": len(want)}
     rejects = pq.read_table(out / "rejects").to_pylist()
     assert {r["file"] for r in rejects} == {str(good.resolve()), str(bad.resolve())}
-    assert sum(r["file"] == str(good.resolve()) for r in rejects) == len(_lines(cli_rej))
-    assert json.loads((out / "control.json").read_text())["files_rejected"] == [str(bad.resolve())]
+    assert sum(r["file"] == str(good.resolve()) for r in rejects) == len(want_rejects)
+    control = json.loads((out / "control.json").read_text())
+    assert control["files_rejected"] == [str(bad.resolve())]
+    assert control["control"][str(good.resolve())]["ok"] is True
+    with pytest.raises(FileExistsError, match="expected a new output folder"):
+        run(spark, str(EXAMPLE_CONTRACT), str(drop), str(out), scoring=job)
+
+
+def test_the_score_job_runs_with_python_in_local_mode_and_appends_rejects_to_a_table(
+        tmp_path: Path, lgw_cmd: list[str]) -> None:
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        unavailable("no Java runtime (scripts/system-packages.sh installs openjdk-17-jre-headless)")
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    _card_file(lgw_cmd, drop / "DAILY.BIN", 1500)
+    job = Path(__file__).parent.parent / "deploy" / "spark" / "score_job.py"
+    run = subprocess.run([sys.executable, str(job), "--contract", str(EXAMPLE_CONTRACT), "--drop", str(drop),
+                          "--out", str(tmp_path / "out"), "--master", "local[1]", "--partition-bytes", "50000",
+                          "--rejects-table", "lgw_rejects"], capture_output=True, text=True, timeout=600,
+                         cwd=tmp_path, env={**os.environ, "PYSPARK_PYTHON": sys.executable})
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    assert summary["files"] == 1 and summary["files_rejected"] == []
+    assert summary["records"] + summary["rejects"] == 1500  # each damaged record has one bad field
+    assert summary["scored_by"] == {"model": summary["records"]}
+    assert list((tmp_path / "spark-warehouse" / "lgw_rejects").glob("*.parquet"))  # the session's catalog table
 
 
 def test_a_read_capped_at_n_records_from_a_record_boundary_stops_there(tmp_path: Path) -> None:
@@ -218,22 +247,22 @@ def test_a_read_capped_at_n_records_from_a_record_boundary_stops_there(tmp_path:
 # --------------------------------------------------------------------------- scoring (gateway.spark.score)
 def _score_on_spark(spark: Any, data: Path, contract: Path, config: Path | None = None,
                     partition_bytes: int = 40_000) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(scored records without source_file, decode and scoring rejects by record) as the
-    example job makes them."""
+    """(scored records without source_file, decode and scoring rejects by record) from one
+    `output=all` read, as the example job makes them; the control totals checked."""
     from gateway.spark.score import ScoringJob
+    from gateway.spark.source import control_reports, split
+    from schemas.contract import load_contract
 
-    def reader(output: str) -> Any:
-        return (spark.read.format("lgw").option("contract", str(contract)).option("partitionBytes", partition_bytes)
-                .option("output", output).option("sourceColumns", "true"))
-
-    records = reader("records").load(str(data))
+    records = (spark.read.format("lgw").option("contract", str(contract)).option("partitionBytes", partition_bytes)
+               .option("output", "all").load(str(data)))
     assert records.rdd.getNumPartitions() >= 4
     job = ScoringJob(contract=str(contract), config=None if config is None else str(config))
-    scored, score_rejects = job.split(job.score(records))
+    scored, rejects, control = split(job.score(records).persist())
     rows = _jsonl(scored.drop("source_file").toArrow())
     assert {r["source_file"] for r in scored.select("source_file").collect()} == {str(data.resolve())}
-    rejects = _reject_rows(reader("rejects").load(str(data))) + _reject_rows(score_rejects)
-    return rows, sorted(rejects, key=lambda r: (r["record"], r.get("field_offset") or 0))
+    [report] = control_reports(load_contract(contract), control.collect()).values()
+    assert report.ok and report.details == len(rows) + len({r["record"] for r in _reject_rows(rejects)})
+    return rows, sorted(_reject_rows(rejects), key=lambda r: (r["record"], r.get("field_offset") or 0))
 
 
 def _lgw_score(lgw_cmd: list[str], data: Path, contract: Path, tmp_path: Path, *extra: str
@@ -275,7 +304,7 @@ def test_scores_on_spark_equal_lgw_score_with_the_bundled_onnx_model(spark: Any,
 
 @pytest.mark.integration
 def test_a_poison_record_at_a_model_server_is_isolated_and_rejected_on_spark_as_by_lgw_score(
-        spark: Any, tmp_path: Path, lgw_cmd: list[str], garbage_server: Any) -> None:
+        spark: Any, tmp_path: Path, lgw_cmd: list[str], garbage_server: Any) -> None:  # noqa: F811
     from tests.test_realtime_kafka import kserve_model
 
     data = _card_file(lgw_cmd, tmp_path / "DAILY.BIN", 2000)

@@ -7,7 +7,7 @@ columns and pii policy.
     from gateway.spark.score import ScoringJob
     records = spark.read.format("lgw").option("contract", C).option("sourceColumns", "true").load(drop)
     job = ScoringJob(contract=C, config="gateway.yaml")     # config: None = the embedded defaults
-    scored, rejects = job.split(job.score(records).persist())
+    scored, rejects, control = split(job.score(records).persist())   # gateway.spark.source.split
 
 Per Python worker (Spark reuses them across tasks) the pipeline is built once and keeps
 one event loop: the breaker's state carries from one partition to the next on that
@@ -26,6 +26,7 @@ gateway's state store next to the job.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 from collections.abc import Iterator
@@ -34,10 +35,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from gateway.spark.source import REJECT_SCHEMA, SOURCE_FIELDS
+from gateway.spark.source import CONTROL_COLUMN, REJECT_COLUMN, SOURCE_FIELDS, side_rows
 
-REJECT_COLUMN = "lgw_reject"
 # the data source's columns scoring consumes: not in the scored records
 CONSUMED = ("source_offset", "source_raw")
 
@@ -57,11 +58,13 @@ class ScoringJob:
         """The scored records' columns (from scoring no records) and `lgw_reject`."""
         from gateway.pipeline import Pipeline
 
-        fields = [f for f in input_schema if f.name not in CONSUMED]
+        fields = [f for f in input_schema if f.name not in (*CONSUMED, REJECT_COLUMN, CONTROL_COLUMN)]
         empty = pa.Table.from_pylist([], schema=pa.schema(fields))
         pipeline: Pipeline = _fallback_only(self)
-        scored = asyncio.run(pipeline.score(empty)).table
-        return scored.schema.append(pa.field(REJECT_COLUMN, pa.string()))
+        schema = asyncio.run(pipeline.score(empty)).table.schema.append(pa.field(REJECT_COLUMN, pa.string()))
+        if CONTROL_COLUMN in input_schema.names:
+            schema = schema.append(pa.field(CONTROL_COLUMN, pa.string()))
+        return schema
 
     def score(self, df: Any) -> Any:
         """`df.mapInArrow` with the pipeline: see the module's text."""
@@ -71,16 +74,15 @@ class ScoringJob:
         if missing:
             raise ValueError(f"lgw scoring on Spark: expected the records of spark.read.format('lgw') with "
                              f"option sourceColumns=true, found no column {', '.join(missing)}")
-        self.refuse_if_paused()
-        schema = self.output_schema(to_arrow_schema(df.schema))
-        job = self
+        job = self.as_the_kill_switch_says()
+        schema = job.output_schema(to_arrow_schema(df.schema))
 
         def score_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
             yield from score_partition(job, batches, schema)
 
         return df.mapInArrow(score_batches, from_arrow_schema(schema))
 
-    def refuse_if_paused(self) -> None:
+    def as_the_kill_switch_says(self) -> ScoringJob:
         """The kill switch, read once here: pause refuses the job (as `lgw score` does);
         force_fallback holds for every executor."""
         from gateway.config import load_config
@@ -92,35 +94,37 @@ class ScoringJob:
         switch = KillSwitchWatcher(StateStore(cfg.state.url), name).current()
         if switch.mode == "pause":
             raise ScoringPaused(switch)
-        if switch.mode == "force_fallback":
-            object.__setattr__(self, "force_fallback", True)
-
-    @staticmethod
-    def split(scored: Any) -> tuple[Any, Any]:
-        """(the scored records, the rejects with the data source's reject columns)."""
-        from pyspark.sql import functions as F
-        from pyspark.sql.pandas.types import from_arrow_schema
-
-        records = scored.filter(F.col(REJECT_COLUMN).isNull()).drop(REJECT_COLUMN)
-        parsed = F.from_json(F.col(REJECT_COLUMN), from_arrow_schema(REJECT_SCHEMA))
-        rejects = scored.filter(F.col(REJECT_COLUMN).isNotNull()).select(parsed.alias("r")).select("r.*")
-        return records, rejects
+        return dataclasses.replace(self, force_fallback=True) if switch.mode == "force_fallback" else self
 
 
 def score_partition(job: ScoringJob, batches: Iterator[pa.RecordBatch], schema: pa.Schema
                     ) -> Iterator[pa.RecordBatch]:
     """One task's batches through this worker's pipeline, on its event loop."""
     loop, pipeline = _runtime(job)
+    side_columns = [c for c in (REJECT_COLUMN, CONTROL_COLUMN) if c in schema.names]
     for batch in batches:
         if batch.num_rows == 0:
             continue
         table = pa.Table.from_batches([batch])
-        where = {name: table.column(name) for name in CONSUMED}
-        scored = loop.run_until_complete(pipeline.score(table.drop_columns(list(CONSUMED))))
-        out = scored.table.append_column(REJECT_COLUMN, pa.nulls(scored.table.num_rows, pa.string()))
-        if scored.rejects:
-            out = pa.concat_tables([out, _reject_rows(pipeline, table, where, scored.rejects, schema)])
-        yield from out.select(schema.names).cast(schema).to_batches()
+        side = None
+        if side_columns and REJECT_COLUMN in table.column_names:
+            is_side = pc.is_valid(table.column(side_columns[0]))
+            for c in side_columns[1:]:
+                is_side = pc.or_(is_side, pc.is_valid(table.column(c)))
+            if pc.any(is_side).as_py():
+                side, table = table.filter(is_side), table.filter(pc.invert(is_side))
+            table = table.drop_columns([c for c in side_columns if c in table.column_names])
+        if table.num_rows:
+            where = {name: table.column(name) for name in CONSUMED}
+            scored = loop.run_until_complete(pipeline.score(table.drop_columns(list(CONSUMED))))
+            out = side_rows(schema, scored.table.num_rows, **{c: scored.table.column(c).combine_chunks()
+                                                               for c in scored.table.column_names})
+            yield from out.to_batches()
+            if scored.rejects:
+                yield from _reject_rows(pipeline, table, where, scored.rejects, schema).to_batches()
+        if side is not None:  # decode rejects and control rows of output=all: as they came
+            yield from side_rows(schema, side.num_rows, **{c: side.column(c).combine_chunks() for c in (
+                "source_record", "source_file", *side_columns)}).to_batches()
 
 
 def _reject_rows(pipeline: Any, table: pa.Table, where: dict[str, pa.ChunkedArray], rejects: list[Any],
@@ -140,11 +144,8 @@ def _reject_rows(pipeline: Any, table: pa.Table, where: dict[str, pa.ChunkedArra
         reject = Reject(int(numbers[i]), int(offsets[i] or 0), r.reason, r.field, None, None,
                         raws[i] or b"", pii=withheld)
         lines.append(json.dumps({"file": files[i], **reject.to_json()}, ensure_ascii=False, default=str))
-    columns = {name: pa.nulls(len(rejects), schema.field(name).type) for name in schema.names}
-    columns["source_record"] = pa.array(numbers, pa.int64())
-    columns["source_file"] = pa.array(files, pa.string())
-    columns[REJECT_COLUMN] = pa.array(lines, pa.string())
-    return pa.table(columns, schema=schema)
+    return side_rows(schema, len(rejects), source_record=pa.array(numbers, pa.int64()),
+                     source_file=pa.array(files, pa.string()), **{REJECT_COLUMN: pa.array(lines, pa.string())})
 
 
 @functools.lru_cache(maxsize=8)

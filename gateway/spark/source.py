@@ -50,7 +50,11 @@ from schemas.reject_rate import RejectLimit, guard_rejects
 from schemas.stream import DecodedChunk, Reject
 
 NAME = "lgw"
-OUTPUTS = ("records", "rejects", "control")
+OUTPUTS = ("records", "rejects", "control", "all")
+# output=all: one read gives everything; a decode reject's row carries it here (as JSON, the
+# rejects output's fields), a partition's control row there; a record row has both null
+REJECT_COLUMN = "lgw_reject"
+CONTROL_COLUMN = "lgw_control"
 DEFAULT_PARTITION_BYTES = 64 * 1024 * 1024
 
 REJECT_SCHEMA = pa.schema([
@@ -128,7 +132,7 @@ class Settings:
                    batch_records=int(get("batchRecords") or DEFAULT_BATCH_SIZE),
                    max_reject_rate=float(get("maxRejectRate") or 0.5),
                    reject_rate_after=int(get("rejectRateAfter") or 1000),
-                   source_columns=(get("sourceColumns") or "false").lower() in ("yes", "true", "1"))
+                   source_columns=output == "all" or (get("sourceColumns") or "false").lower() in ("yes", "true", "1"))
 
 
 @functools.lru_cache(maxsize=16)
@@ -205,7 +209,15 @@ def record_schema(settings: Settings) -> pa.Schema:
     if settings.source_columns:
         for f in SOURCE_FIELDS:
             schema = schema.append(f)
+    if settings.output == "all":
+        schema = schema.append(pa.field(REJECT_COLUMN, pa.string())).append(pa.field(CONTROL_COLUMN, pa.string()))
     return schema
+
+
+def side_rows(schema: pa.Schema, n: int, **columns: pa.Array) -> pa.Table:
+    """`n` rows of `schema` that are not records (rejects, control): null but for `columns`."""
+    arrays = [columns[f.name].cast(f.type) if f.name in columns else pa.nulls(n, f.type) for f in schema]
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def with_source_columns(path: str, dc: DecodedChunk, raw_withheld: bool) -> pa.Table:
@@ -291,7 +303,9 @@ class LgwReader(DataSourceReader):
         report = ControlReport()
         withheld = self.settings.source_columns and has_pii(self.settings)
         for dc in decode_part(self.settings, partition, report):
-            if out == "records":
+            if out == "all":
+                yield from self._all_rows(partition.path, dc, withheld)
+            elif out == "records":
                 table = with_source_columns(partition.path, dc, withheld) if self.settings.source_columns \
                     else dc.table
                 for batch in table.to_batches():
@@ -299,11 +313,28 @@ class LgwReader(DataSourceReader):
                         yield batch
             elif out == "rejects" and dc.rejects:
                 yield reject_batch(partition.path, dc.rejects)
+        control = {"file": partition.path, "partition": partition.part, "first_record": partition.first,
+                   "details": report.details, "sums": _json({k: str(v) for k, v in report.sums.items()}),
+                   "header": _json(report.header), "trailer": _json(report.trailer)}
         if out == "control":
-            yield pa.RecordBatch.from_pylist([{
-                "file": partition.path, "partition": partition.part, "first_record": partition.first,
-                "details": report.details, "sums": _json({k: str(v) for k, v in report.sums.items()}),
-                "header": _json(report.header), "trailer": _json(report.trailer)}], schema=CONTROL_SCHEMA)
+            yield pa.RecordBatch.from_pylist([control], schema=CONTROL_SCHEMA)
+        elif out == "all":
+            yield from side_rows(self.arrow_schema, 1, source_file=pa.array([partition.path]),
+                                 **{CONTROL_COLUMN: pa.array([_json(control)])}).to_batches()
+
+    def _all_rows(self, path: str, dc: DecodedChunk, withheld: bool) -> Iterator[pa.RecordBatch]:
+        table = with_source_columns(path, dc, withheld)
+        n = table.num_rows
+        if n:
+            table = table.append_column(REJECT_COLUMN, pa.nulls(n, pa.string()))
+            yield from table.append_column(CONTROL_COLUMN, pa.nulls(n, pa.string())).to_batches()
+        if dc.rejects:
+            k = len(dc.rejects)
+            yield from side_rows(self.arrow_schema, k, source_file=pa.array([path] * k),
+                                 source_record=pa.array([r.record for r in dc.rejects], pa.int64()),
+                                 source_offset=pa.array([r.record_offset for r in dc.rejects], pa.int64()),
+                                 **{REJECT_COLUMN: pa.array([_json({"file": path, **r.to_json()})
+                                                             for r in dc.rejects])}).to_batches()
 
 
 class LgwDataSource(DataSource):
@@ -318,8 +349,8 @@ class LgwDataSource(DataSource):
 
     def _arrow_schema(self) -> pa.Schema:
         settings = self._settings()
-        return {"records": record_schema(settings), "rejects": REJECT_SCHEMA,
-                "control": CONTROL_SCHEMA}[settings.output]
+        return {"records": record_schema, "all": record_schema, "rejects": lambda _s: REJECT_SCHEMA,
+                "control": lambda _s: CONTROL_SCHEMA}[settings.output](settings)
 
     def schema(self) -> StructType:
         from pyspark.sql.pandas.types import from_arrow_schema
@@ -330,6 +361,26 @@ class LgwDataSource(DataSource):
         opts = {_key(k): v for k, v in dict(self.options).items()}
         files = input_files(opts.get("path"), opts.get("paths"))
         return LgwReader(self._settings(), files, self._arrow_schema())
+
+
+def split(df: Any) -> tuple[Any, Any, Any]:
+    """The rows of an `output=all` read (scored or not) as three DataFrames: the records
+    (without the columns only rejects need: source_offset, source_raw), the rejects (the
+    `rejects` output's columns) and the control rows (the `control` output's columns, for
+    `control_reports`)."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    def parsed(column: str, schema: pa.Schema) -> Any:
+        rows = df.filter(F.col(column).isNotNull())
+        return rows.select(F.from_json(F.col(column), from_arrow_schema(schema)).alias("r")).select("r.*")
+
+    side = [c for c in (REJECT_COLUMN, CONTROL_COLUMN) if c in df.columns]
+    records = df
+    for c in side:
+        records = records.filter(F.col(c).isNull())
+    records = records.drop(*side, *(c for c in ("source_offset", "source_raw") if c in df.columns))
+    return records, parsed(REJECT_COLUMN, REJECT_SCHEMA), parsed(CONTROL_COLUMN, CONTROL_SCHEMA)
 
 
 def control_reports(contract: Contract, rows: list[Any]) -> dict[str, ControlReport]:
