@@ -14,6 +14,7 @@ RDW or BDW, with the end of the current block).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 from collections.abc import Iterator
@@ -211,7 +212,10 @@ def _lines(fh: BinaryIO, framing: Framing, sizes: Iterator[int], start: ReadPosi
         consumed = int(ends[-1]) + 1
         lo = 0
         while lo < len(starts):
-            hi = lo + next(sizes)
+            n = next(sizes)
+            if n == 0:  # the `records` cap is reached
+                return
+            hi = lo + n
             s, e = starts[lo:hi], ends[lo:hi]
             chunk = _line_chunk(arr, s, e, width, framing.pad_byte, index, base)
             chunk.end = ReadPosition(base + min(int(e[-1]) + 1, len(buf)), index + len(s))
@@ -306,12 +310,29 @@ def _detect_rdw(fh: BinaryIO, size: int, framing: Framing) -> tuple[str, bool]:
         "Is this a variable-length file? (use --record-format F for fixed length)")
 
 
+def rdw_reading(path: str | os.PathLike[str], framing: Framing) -> Framing:
+    """`framing` with the RDW's byte order and header counting settled (V: detected by
+    walking the file, as a read from the top does); other formats as they are. A read that
+    starts mid-file with both settled does not walk the file again."""
+    if framing.format == "VB":
+        return dataclasses.replace(framing, rdw_endian=framing.rdw_endian or "big",
+                                   rdw_includes_header=True if framing.rdw_includes_header is None
+                                   else framing.rdw_includes_header)
+    if framing.format != "V":
+        return framing
+    with open(path, "rb") as fh:
+        endian, includes = _detect_rdw(fh, os.path.getsize(path), framing)
+    return dataclasses.replace(framing, rdw_endian=endian, rdw_includes_header=includes)
+
+
 def _variable(fh: BinaryIO, size: int, framing: Framing, sizes: Iterator[int],
               start: ReadPosition) -> Iterator[RecordChunk]:
     blocked = framing.format == "VB"
     if blocked:
         endian = framing.rdw_endian or "big"
         includes = True if framing.rdw_includes_header is None else framing.rdw_includes_header
+    elif start.offset and framing.rdw_endian and framing.rdw_includes_header is not None:
+        endian, includes = framing.rdw_endian, framing.rdw_includes_header  # settled by the read that began it
     else:
         endian, includes = _detect_rdw(fh, size, framing)
     width = framing.record_length
@@ -341,6 +362,10 @@ def _variable(fh: BinaryIO, size: int, framing: Framing, sizes: Iterator[int],
         return chunk
 
     while True:
+        if batch_size == 0:  # the `records` cap is reached
+            if starts:
+                yield flush()
+            return
         local = pos - base
         if local + 4 > len(buf):
             if starts:

@@ -119,7 +119,71 @@ def test_control_totals_mismatch_is_found_across_partitions(spark: Any, tmp_path
     assert json.loads(json.dumps(report.to_json(), default=str)) == cli_control
 
 
-def _fixed_cases() -> list[tuple[Path, dict[str, Any]]]:
+def _variable_copy(fixed: Path, width: int, target: Path, *, blocked: bool) -> Path:
+    """The records of a fixed-length file as IBM V (RDW per record, its length counting
+    the RDW) or VB (blocks of seven such records behind a BDW)."""
+    data = fixed.read_bytes()
+    rdws = [(width + 4).to_bytes(2, "big") + b"\0\0" + data[i: i + width] for i in range(0, len(data), width)]
+    if blocked:
+        blocks = [rdws[i: i + 7] for i in range(0, len(rdws), 7)]
+        rdws = [(4 + sum(map(len, b))).to_bytes(2, "big") + b"\0\0" + b"".join(b) for b in blocks]
+    target.write_bytes(b"".join(rdws))
+    return target
+
+
+@pytest.mark.parametrize("fmt", ["V", "VB"])
+def test_variable_length_files_are_cut_by_an_index_pass_and_decode_as_lgw_decode_does(
+        spark: Any, tmp_path: Path, lgw_cmd: list[str], fmt: str) -> None:
+    from gateway.spark.source import control_reports, split
+    from schemas.contract import load_contract
+
+    contract = load_contract(EXAMPLE_CONTRACT)
+    fixed = _card_file(lgw_cmd, tmp_path / "F.BIN", 3000)
+    data = _variable_copy(fixed, contract.spec.framing.record_length, tmp_path / f"{fmt}.BIN", blocked=fmt == "VB")
+    out, rej = tmp_path / "out.jsonl", tmp_path / "rej.jsonl"
+    cli = subprocess.run([*lgw_cmd, "decode", str(data), "--contract", str(EXAMPLE_CONTRACT), "--record-format", fmt,
+                          "-o", str(out), "--rejects", str(rej)], capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 1, cli.stderr
+    df = (spark.read.format("lgw").option("contract", str(EXAMPLE_CONTRACT)).option("record_format", fmt)
+          .option("partitionBytes", 40_000).option("output", "all").load(str(data)))
+    assert df.rdd.getNumPartitions() >= 8  # 372 kB in 40 kB ranges
+    records, rejects, control = split(df)
+    got = _jsonl(records.drop("source_file", "source_record").toArrow())
+    assert len(got) > 2900 and got == _lines(out)
+    assert _reject_rows(rejects) == _lines(rej)
+    [report] = control_reports(contract, control.collect()).values()
+    assert json.loads(json.dumps(report.to_json(), default=str)) == json.loads(cli.stderr.splitlines()[-1])
+
+
+def test_a_block_that_breaks_mid_file_ends_the_read_in_the_last_partition_as_in_lgw_decode(
+        spark: Any, tmp_path: Path, lgw_cmd: list[str]) -> None:
+    width = load_contract_example().spec.framing.record_length
+    data = _variable_copy(_card_file(lgw_cmd, tmp_path / "F.BIN", 2100), width, tmp_path / "VB.BIN", blocked=True)
+    raw = bytearray(data.read_bytes())
+    block = 4 + 7 * (width + 4)
+    raw[block * 200: block * 200 + 4] = b"\x00\x03\x00\x00"  # block 201 (records 1401-): BDW length 3
+    data.write_bytes(bytes(raw))
+    out, rej = tmp_path / "out.jsonl", tmp_path / "rej.jsonl"
+    subprocess.run([*lgw_cmd, "decode", str(data), "--contract", str(EXAMPLE_CONTRACT), "--record-format", "VB",
+                    "-o", str(out), "--rejects", str(rej)], capture_output=True, text=True, timeout=120)
+    reader = (spark.read.format("lgw").option("contract", str(EXAMPLE_CONTRACT)).option("record_format", "VB")
+              .option("partitionBytes", 30_000))
+    df = reader.load(str(data))
+    assert df.rdd.getNumPartitions() >= 4
+    got = _jsonl(df.toArrow())
+    assert 1300 < len(got) < 1400 and got == _lines(out)
+    rejects = _reject_rows(reader.option("output", "rejects").load(str(data)))
+    assert rejects == [{k: v for k, v in r.items() if v is not None} for r in _lines(rej)]
+    assert "invalid BDW length 3" in rejects[-1]["reason"]
+
+
+def load_contract_example() -> Any:
+    from schemas.contract import load_contract
+
+    return load_contract(EXAMPLE_CONTRACT)
+
+
+def _cases() -> list[tuple[Path, dict[str, Any]]]:
     from tests.conftest import COBRIX
 
     out = []
@@ -127,16 +191,15 @@ def _fixed_cases() -> list[tuple[Path, dict[str, Any]]]:
         cases = base / "cases.json"
         if not cases.is_file():
             continue
-        out += [(base, c) for c in json.loads(cases.read_text())["cases"]
-                if c["options"].get("record-format") == "F"]
+        out += [(base, c) for c in json.loads(cases.read_text())["cases"]]
     return out
 
 
-FIXED = _fixed_cases()
+CASES = _cases()
 
 
-@pytest.mark.parametrize("base,case", FIXED, ids=[c["id"] for _, c in FIXED])
-def test_cobrix_fixed_length_cases_decode_as_lgw_decode_does(spark: Any, tmp_path: Path, lgw_cmd: list[str],
+@pytest.mark.parametrize("base,case", CASES, ids=[c["id"] for _, c in CASES])
+def test_cobrix_cases_decode_as_lgw_decode_does_in_several_partitions(spark: Any, tmp_path: Path, lgw_cmd: list[str],
                                                              cobrix_dir: Path, base: Path,
                                                              case: dict[str, Any]) -> None:
     data, copybook = base / case["data"], base / case["copybook"]
@@ -151,10 +214,10 @@ def test_cobrix_fixed_length_cases_decode_as_lgw_decode_does(spark: Any, tmp_pat
         r = spark.read.format("lgw").option("copybook", str(copybook)).option("output", output)
         for k, v in case["options"].items():
             r = r.option(k, v)
-        # at least two records a partition and at most about four partitions: every file of more
-        # than two records is cut into several
-        stride = data.stat().st_size // max(len(want), 1)
-        return r.option("partitionBytes", stride * max(2, -(-len(want) // 4)))
+        # every file of more than one record is cut: a small one into a partition a record
+        # (V, VB and text: by the index pass), a larger one into about four
+        size = data.stat().st_size
+        return r.option("partitionBytes", 1 if len(want) <= 8 else size // 4)
 
     df = reader("records").load(str(data))
     assert df.rdd.getNumPartitions() >= min(2, len(want))

@@ -29,6 +29,7 @@ Options: `contract` or `copybook`; the CLI's record overrides (`encoding`, `reco
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import glob
 import json
@@ -45,7 +46,7 @@ from pyspark.sql.datasource import DataSource, DataSourceReader, InputPartition
 from pyspark.sql.types import StructType
 
 from schemas.contract import Contract, ControlReport, RecordSpec
-from schemas.records import DEFAULT_BATCH_SIZE, ReadPosition, fixed_stride
+from schemas.records import DEFAULT_BATCH_SIZE, ReadPosition, fixed_stride, rdw_reading, read_records
 from schemas.reject_rate import RejectLimit, guard_rejects
 from schemas.stream import DecodedChunk, Reject
 
@@ -169,24 +170,37 @@ def input_files(path: str | None, extra: str | None) -> list[str]:
 
 
 class FilePart(InputPartition):
-    """Records [first, first + records) of `path` from byte `offset`; records None: to the end."""
+    """Records [first, first + records) of `path` from byte `offset` (records None: to the
+    end); `block_end`: VB, where the block holding `offset` ends (-1: at a block boundary);
+    `rdw`: V/VB, the RDW's byte order and header counting the index pass settled."""
 
     path: str
     part: int
     offset: int
     first: int
     records: int | None
+    block_end: int
+    rdw: tuple[str, bool] | None
 
-    def __init__(self, path: str, part: int, offset: int, first: int, records: int | None) -> None:
+    def __init__(self, path: str, part: int, offset: int, first: int, records: int | None, block_end: int = -1,
+                 rdw: tuple[str, bool] | None = None) -> None:
         super().__init__(part)
         self.path, self.part, self.offset, self.first, self.records = path, part, offset, first, records
+        self.block_end, self.rdw = block_end, rdw
+
+    @property
+    def start(self) -> ReadPosition | None:
+        return ReadPosition(self.offset, self.first, self.block_end) if self.part else None
 
 
 def split_file(path: str, spec: RecordSpec, partition_bytes: int) -> list[FilePart]:
-    """Byte ranges at record boundaries (fixed-length); the whole file otherwise."""
+    """Partitions of about `partition_bytes` at record boundaries: fixed-length by byte
+    arithmetic; V, VB and text by an index pass (below); one partition for a small file."""
     size = os.path.getsize(path)
-    if spec.framing.format != "F" or size <= partition_bytes:
+    if size <= partition_bytes:
         return [FilePart(path, 0, 0, 0, None)]
+    if spec.framing.format != "F":
+        return index_pass(path, spec, partition_bytes)
     with open(path, "rb") as fh:
         stride, _term = fixed_stride(fh, size, spec.framing.record_length)
     per = max(1, partition_bytes // stride)
@@ -198,6 +212,33 @@ def split_file(path: str, spec: RecordSpec, partition_bytes: int) -> list[FilePa
         parts.append(FilePart(path, len(parts), first * stride, first, None if last else per))
         first += per
     return parts or [FilePart(path, 0, 0, 0, None)]
+
+
+INDEX_STEP_RECORDS = 8192  # at most, records a step of the index pass (a boundary falls on one of its ends)
+
+
+def index_pass(path: str, spec: RecordSpec, partition_bytes: int) -> list[FilePart]:
+    """V, VB and text files (D): records have no fixed size, so the driver frames the file
+    once (RDW by RDW, BDW by BDW, line by line: this project's reader, without decoding)
+    and cuts at the record boundary where a partition has reached `partition_bytes`, as
+    Cobrix's sparse index does. A boundary is a resumable read position (for VB: inside a
+    block, with the block's end). Framing trouble in V/VB (a bad RDW, a truncated tail) ends
+    the read there, so it falls in the last partition, read as `lgw decode` reads it; a text
+    line longer than the record is cut, as there, in whichever partition holds it."""
+    size = os.path.getsize(path)
+    framing = rdw_reading(path, spec.framing)
+    rdw = (framing.rdw_endian, bool(framing.rdw_includes_header)) if framing.rdw_endian else None
+    parts: list[FilePart] = []
+    begin = ReadPosition()
+    step = max(1, min(INDEX_STEP_RECORDS, partition_bytes // max(framing.record_length, 1)))
+    for chunk in read_records(path, framing, step):
+        end = chunk.end  # V/VB: a chunk that ends in framing trouble ends at the file's end
+        if end.offset - begin.offset >= partition_bytes and end.offset < size:
+            parts.append(FilePart(path, len(parts), begin.offset, begin.record, end.record - begin.record,
+                                  begin.block_end, rdw))
+            begin = end
+    parts.append(FilePart(path, len(parts), begin.offset, begin.record, None, begin.block_end, rdw))
+    return parts
 
 
 def record_schema(settings: Settings) -> pa.Schema:
@@ -257,7 +298,10 @@ def decode_part(settings: Settings, part: FilePart, report: ControlReport) -> It
 
     contract, spec = resolved(settings)
     limit = RejectLimit(settings.max_reject_rate, settings.reject_rate_after)
-    start = ReadPosition(part.offset, part.first) if part.part else None
+    start = part.start
+    if part.rdw is not None:
+        spec = dataclasses.replace(spec, framing=dataclasses.replace(
+            spec.framing, rdw_endian=part.rdw[0], rdw_includes_header=part.rdw[1]))
     if contract is not None:
         yield from contract.decode_file(part.path, spec, settings.batch_records, start=start, report=report,
                                         reject_limit=limit, records=part.records)
