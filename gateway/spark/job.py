@@ -5,17 +5,17 @@ written as Parquet records and a rejects table, with every file's control verdic
     python deploy/spark/decode_job.py --contract C --drop drop/ --out out/     (no scoring)
 
 Every file is read and decoded once (`output=all`: records, decode rejects and control rows
-in one dataset), scored once (gateway.spark.score), and kept (persisted) while the three
-outputs are taken from it:
+in one dataset), scored once (gateway.spark.score) and written in the same pass by
+`df.write.format("lgw")` (gateway.spark.sink), with nothing cached:
 
-- OUT/control.json: files, records, rejects, the files refused, and each file's control
-  verdict, as `lgw decode` prints it;
+- OUT/control.json: files, records, rejects, scored_by, the files refused, and each file's
+  control verdict, as `lgw decode` prints it;
 - OUT/records: the records (scored: with the outputs and provenance of `lgw score`), plus
   `source_record` and `source_file`; a file whose control totals fail a trailer that says
   `on_mismatch: reject_file` is left out whole, as `lgw run` refuses it;
-- OUT/rejects (or the table `--rejects-table` names, in the session's catalog): one row
-  per reject, the fields of `lgw decode --rejects` plus `file`; rejects stand also for a
-  refused file.
+- OUT/rejects: one row per reject, the fields of `lgw decode --rejects` plus `file`
+  (`--rejects-table` also appends them to a table of the session's catalog); rejects stand
+  also for a refused file.
 
 Nothing here overwrites what it did not write: OUT/records and OUT/rejects must not exist.
 """
@@ -36,14 +36,11 @@ def run(spark: Any, contract_path: str, drop: str, out: str, partition_bytes: in
         scoring: ScoringJob | None = None, rejects_table: str | None = None) -> dict[str, Any]:
     """Decodes (and scores) every file of `drop`; returns the summary it also writes to
     OUT/control.json."""
-    from pyspark.sql import functions as F
-
-    from gateway.spark.source import control_reports, input_files, register, split
+    from gateway.spark.source import input_files, register
     from schemas.contract import load_contract
-    from schemas.safefiles import atomic_write
 
     register(spark)
-    contract = load_contract(contract_path)
+    load_contract(contract_path)  # a broken contract stops the job here, with its one error line
     files = input_files(drop, None)
     target = Path(out)
     for part in ("records", "rejects"):
@@ -53,28 +50,10 @@ def run(spark: Any, contract_path: str, drop: str, out: str, partition_bytes: in
           .option("partitionBytes", partition_bytes).option("paths", ",".join(files)).load())
     if scoring is not None:
         df = scoring.score(df)
-    df = df.persist()
-    try:
-        records, rejects, control = split(df)
-        reports = control_reports(contract, control.collect())
-        refused = sorted(f for f, rep in reports.items() if contract.rejects_file(rep))
-        if refused:
-            records = records.filter(~F.col("source_file").isin(refused))
-        target.mkdir(parents=True, exist_ok=True)
-        records.write.mode("errorifexists").parquet(str(target / "records"))
-        if rejects_table:
-            rejects.write.mode("append").saveAsTable(rejects_table)
-        else:
-            rejects.write.mode("errorifexists").parquet(str(target / "rejects"))
-        counts = {"records": spark.read.parquet(str(target / "records")).count(), "rejects": rejects.count()}
-        if scoring is not None:
-            scored_by = spark.read.parquet(str(target / "records")).groupBy("scored_by").count().collect()
-            counts["scored_by"] = {row["scored_by"]: row["count"] for row in scored_by}
-    finally:
-        df.unpersist()
-    summary = {"files": len(files), "files_rejected": refused, **counts,
-               "control": {f: rep.to_json()["control"] for f, rep in reports.items()}}
-    atomic_write(target / "control.json", json.dumps(summary, default=str, indent=1).encode())  # never through a link
+    df.write.format("lgw").option("contract", contract_path).mode("append").save(str(target))  # gateway.spark.sink
+    summary: dict[str, Any] = json.loads((target / "control.json").read_text())
+    if rejects_table:
+        spark.read.parquet(str(target / "rejects")).write.mode("append").saveAsTable(rejects_table)
     return summary
 
 
@@ -87,8 +66,8 @@ def main(argv: list[str] | None = None, *, score: bool = True) -> int:
         p.add_argument("--config", default=None, help="gateway.yaml with the contract's model (default: the "
                                                       "embedded defaults, the bundled ONNX model)")
         p.add_argument("--force-fallback", action="store_true", help="score with the fallback rules only")
-    p.add_argument("--rejects-table", default=None, help="append the rejects to this table of the session's "
-                                                        "catalog instead of OUT/rejects")
+    p.add_argument("--rejects-table", default=None, help="also append the rejects to this table of the "
+                                                        "session's catalog")
     p.add_argument("--master", default=None, help="e.g. local[2]; spark-submit sets it otherwise")
     p.add_argument("--partition-bytes", type=int, default=64 << 20)
     args = p.parse_args(argv)

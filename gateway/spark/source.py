@@ -401,6 +401,17 @@ class LgwDataSource(DataSource):
 
         return from_arrow_schema(self._arrow_schema())
 
+    def writer(self, schema: StructType, overwrite: bool) -> Any:
+        """`df.write.format("lgw")`: see gateway.spark.sink."""
+        from gateway.spark.sink import LgwWriter
+
+        settings = self._settings()
+        path = dict(self.options).get("path")
+        if settings.contract is None or not path:
+            raise ValueError("lgw data source: writing needs the option `contract` and a path: "
+                             "df.write.format('lgw').option('contract', C).mode('append').save(OUT)")
+        return LgwWriter(str(path), settings.contract)
+
     def reader(self, schema: StructType) -> LgwReader:
         opts = {_key(k): v for k, v in dict(self.options).items()}
         files = input_files(opts.get("path"), opts.get("paths"))
