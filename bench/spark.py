@@ -147,8 +147,8 @@ def main() -> None:
     rate = n / part_wall
     print(json.dumps({
         "records": args.records, "bytes": data_size, "master": args.master, "partitions": parts,
-        "median_seconds": {"lgw": statistics.median(r["lgw"]["seconds"] for r in rounds),
-                           "spark": statistics.median(r["spark"]["seconds"] for r in rounds)},
+        "median_seconds": {"lgw": round(statistics.median(r["lgw"]["seconds"] for r in rounds), 2),
+                           "spark": round(statistics.median(r["spark"]["seconds"] for r in rounds), 2)},
         "median_spark_speedup": statistics.median(r["spark_speedup"] for r in rounds),
         "per_partition": {"records": n, "seconds": round(part_wall, 2), "cpu_seconds": round(part_cpu, 2),
                           "records_per_s": round(rate)},

@@ -8,16 +8,23 @@ decoder, as a Spark Python data source (pyspark >= 4.0).
 
 Splitting: a fixed-length file (record format F) is cut into byte ranges of about
 `partitionBytes` (default 64 MiB) at record boundaries (the stride includes any line
-terminator); each range is one Spark partition, read from its byte offset with its record
-numbers in file order (so rejects name the same records and offsets as `lgw decode`).
-RDW (V/VB) and text (D) files are not split: one partition per file (an index pass over the
-RDWs is left for later), decoded exactly as `lgw decode` does.
+terminator). V, VB and text (D) files are cut by an index pass in the driver: the file is
+framed once (RDW by RDW, BDW by BDW, line by line, without decoding) and cut at the record
+boundary where a partition has reached `partitionBytes` (a VB boundary inside a block keeps
+the block's end), as Cobrix's sparse index does. Every partition is read from its offset
+with its record numbers in file order, so rejects name the same records and offsets as
+`lgw decode`.
 
 Outputs (`output` option): `records` (default: the decoded records, the rows `lgw decode`
 writes), `rejects` (one row per reject, the fields of `lgw decode --rejects` plus `file`),
 `control` (one row per partition: detail count, control sums, header and trailer as read;
-`control_reports` combines them per file and checks the trailer's totals as the CLI does).
-Each output is a read of its own (the file is decoded again).
+`control_reports` combines them per file and checks the trailer's totals as the CLI does),
+and `all`: the three in one read (records with the source columns, and rows whose
+`lgw_reject` or `lgw_control` holds a reject or a control row as JSON; `split()` separates
+them, `df.write.format("lgw")` writes them: gateway.spark.sink). `sourceColumns=true` adds
+`source_record`, `source_file`, `source_offset` and `source_raw` (the record's bytes; null
+where the contract marks fields pii) to the records, which scoring needs
+(gateway.spark.score).
 
 Options: `contract` or `copybook`; the CLI's record overrides (`encoding`, `record_format`,
 `record_length`, `rdw_endian`, `rdw_includes_header`, `trim`, `float_format`,
