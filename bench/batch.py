@@ -83,11 +83,19 @@ def text_fields() -> list[tuple[str, int, int, bool]]:
     return out
 
 
-def write_text_variant(ebcdic: Path, target: Path) -> None:
-    """The same detail records as plain ASCII text lines (decoded by us, not timed)."""
+TEXT_TRAILER = (("count", 12), ("amount_cents", 18))  # the all-text trailer: "T", then these, right-aligned
+
+
+def write_text_variant(ebcdic: Path, target: Path, *, control: bool = False) -> None:
+    """The same detail records as plain ASCII text lines (decoded by us, not timed).
+    `control`: between a header line ("H") and a trailer line ("T", the detail count and
+    the TXN_AMOUNT total in cents, as TEXT_TRAILER lays them out) that a reader checks."""
     contract = load_contract(contract_path())
     fields = text_fields()
+    count, cents = 0, 0
     with open(target, "wb") as out:
+        if control:
+            out.write(b"H\n")
         for dc in contract.decode_file(ebcdic):
             cols = []
             for name, start, end, is_text in fields:
@@ -95,6 +103,12 @@ def write_text_variant(ebcdic: Path, target: Path) -> None:
                 cols.append(pc.utf8_rpad(s, end - start) if is_text else pc.utf8_lpad(s, end - start))
             lines = pc.binary_join_element_wise(*cols, "")
             out.write(("\n".join(lines.to_pylist()) + "\n").encode("ascii"))
+            count += dc.table.num_rows
+            amounts = pc.multiply(dc.table.column("TXN_AMOUNT").cast(pa.decimal128(18, 2)), 100)
+            cents += int(pc.sum(amounts.cast(pa.int64())).as_py() or 0)
+        if control:
+            (w_count, w_cents) = (w for _, w in TEXT_TRAILER)
+            out.write(f"T{count:>{w_count}}{cents:>{w_cents}}\n".encode("ascii"))
 
 
 def write_config(root: Path, **pipeline: Any) -> Path:

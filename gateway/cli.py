@@ -27,6 +27,7 @@ from gateway.exit_codes import (
     EXIT_SIGINT,
 )
 from gateway.logs import stderr_line
+from gateway.startup import pyarrow_without_pandas
 from schemas.errors import ConfigError
 
 
@@ -286,6 +287,7 @@ def _version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    pyarrow_without_pandas()
 
     def say(text: str, level: int = logging.ERROR) -> None:
         print(stderr_line(text, flag=getattr(args, "log_format", None), level=level), file=sys.stderr)

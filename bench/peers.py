@@ -1,0 +1,271 @@
+"""The batch job against the plain scripts a data engineer would write today (polars, DuckDB),
+each tool a fresh process, interleaved rounds, outputs compared.
+
+    python bench/peers.py [--records 1000000,4000000] [--rounds 5] [--startup-rounds 7]
+
+The job: a nightly card file of N records is read, typed, turned into the model's five
+features, scored with the bundled ONNX model (session created inside the timing) and written
+as CSV with the provenance columns.
+
+- lgw batch run: `lgw batch run card_txn` on a drop folder holding the EBCDIC file
+  (claim, decode, validate, score, CSV, fsync and checkpoint per chunk, control totals,
+  manifest, publish).
+- lgw score: `lgw score` on the EBCDIC file (decode, validate, score, CSV, control totals).
+- polars / duckdb: a script each on the friendliest input there is, the all-text ASCII
+  variant of the same records (every field plain text, newline-terminated) between a header
+  line and a trailer line whose count and amount total they check; no validation, no fsync.
+- floor: read the EBCDIC file and make one bare ONNX call on N rows of features: what no
+  tool can go below.
+
+Per size, per tool: min and median wall seconds, median CPU seconds (user + system of the
+process and its children), CPU/wall, CPU seconds per million records, peak memory (max RSS),
+and the speed ratio of lgw to polars and to DuckDB (their median time / lgw's: above 1 means
+lgw is faster), and lgw's time over the floor. Every round's outputs are compared: the same
+TXN_IDs in the same order with the same fraud_score (to 1e-6). Then start-up: each tool on a
+1,000-record file, `--startup-rounds` times.
+
+Targets (issue 16): lgw >= 1.0x polars at 1M and >= 1.3x at 4M; start-up <= 0.8 s; lgw's
+CPU/wall >= 1.6 on two idle cores; lgw <= 2x the floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TOOLS = ("lgw batch run", "lgw score", "polars", "duckdb", "floor")
+PROVENANCE = (("scored_by", "model"), ("model_name", "fraud"), ("model_version", "1"), ("contract", "card_txn"),
+              ("contract_version", "1"))
+
+
+# --------------------------------------------------------------------------- the peer scripts (own processes)
+def _spec(args: list[str]) -> tuple[Path, Path, list[list[Any]], list[list[Any]], str]:
+    text, out, spec = Path(args[0]), Path(args[1]), json.loads(args[2])
+    return text, out, spec["fields"], spec["trailer"], spec["model"]
+
+
+def polars_job(args: list[str]) -> None:
+    import numpy as np
+    import onnxruntime as ort
+    import polars as pl
+
+    text, out, fields, trailer, model = _spec(args)
+    lines = pl.read_csv(text, has_header=False, new_columns=["line"], schema={"line": pl.String},
+                        separator="\x1f", quote_char=None).get_column("line")
+    kind = lines.str.slice(0, 1)
+    details = lines.filter(kind == "D")
+    [trl] = lines.filter(kind == "T").to_list()
+    frame = pl.DataFrame({name: details.str.slice(start, end - start).str.strip_chars()
+                          for name, start, end, _ in fields})
+    frame = frame.with_columns([pl.col(name).cast(pl.Float64) for name, _, _, is_text in fields
+                                if not is_text and name != "TXN_REC_TYPE"])
+    pos, checks = 1, []
+    for _name, width in trailer:
+        checks.append(int(trl[pos: pos + width]))
+        pos += width
+    cents = int((frame.get_column("TXN_AMOUNT") * 100).round(0).cast(pl.Int64).sum())
+    if checks != [frame.height, cents]:
+        raise SystemExit(f"trailer says {checks}, read {[frame.height, cents]}")
+    features = frame.select(pl.col("TXN_AMOUNT"), (pl.col("COUNTRY") != "US").cast(pl.Float64), pl.col("MCC"),
+                            (pl.col("CHANNEL") == "E").cast(pl.Float64),
+                            pl.col("CASHBACK_AMOUNT")).to_numpy().astype(np.float32)
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    score = session.run(None, {session.get_inputs()[0].name: features})[0].reshape(-1)
+    frame = frame.with_columns(pl.Series("fraud_score", score), *[pl.lit(v).alias(k) for k, v in PROVENANCE])
+    frame.write_csv(out)
+
+
+def duckdb_job(args: list[str]) -> None:
+    import duckdb
+    import numpy as np
+    import onnxruntime as ort
+    import pyarrow as pa
+
+    text, out, fields, trailer, model = _spec(args)
+    con = duckdb.connect()
+    con.execute("CREATE TABLE lines AS SELECT line FROM read_csv(?, columns={'line': 'VARCHAR'}, header=false, "
+                "delim='\x1f', quote='', escape='')", [str(text)])
+    cols = ", ".join(
+        f"trim(substr(line, {start + 1}, {end - start})) AS {name}" if is_text or name == "TXN_REC_TYPE"
+        else f"CAST(trim(substr(line, {start + 1}, {end - start})) AS DOUBLE) AS {name}"
+        for name, start, end, is_text in fields)
+    details = con.execute(f"CREATE TABLE details AS SELECT {cols} FROM lines WHERE substr(line, 1, 1) = 'D'; "
+                          "SELECT * FROM details").to_arrow_table()
+    pos, checks = 2, []
+    for _name, width in trailer:
+        checks.append(f"CAST(trim(substr(line, {pos}, {width})) AS BIGINT)")
+        pos += width
+    got = con.execute(f"SELECT {', '.join(checks)} FROM lines WHERE substr(line, 1, 1) = 'T'").fetchone()
+    cents = con.execute("SELECT CAST(round(sum(TXN_AMOUNT) * 100) AS BIGINT) FROM details").fetchone()
+    if got is None or cents is None or list(got) != [details.num_rows, cents[0]]:
+        raise SystemExit(f"trailer says {got}, read {[details.num_rows, cents]}")
+    columns = con.execute("SELECT TXN_AMOUNT, CAST(COUNTRY <> 'US' AS DOUBLE), MCC, CAST(CHANNEL = 'E' AS DOUBLE), "
+                          "CASHBACK_AMOUNT FROM details").fetchnumpy()
+    features = np.column_stack(list(columns.values())).astype(np.float32)
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    score = session.run(None, {session.get_inputs()[0].name: features})[0].reshape(-1)
+    scored = details.append_column("fraud_score", pa.array(score))
+    for k, v in PROVENANCE:
+        scored = scored.append_column(k, pa.array([v] * scored.num_rows))
+    con.register("scored", scored)
+    con.execute(f"COPY scored TO '{out}' (HEADER, DELIMITER ',')")
+
+
+def floor_job(args: list[str]) -> None:
+    """Read the EBCDIC file; one ONNX call on as many rows of features (zeros)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    data, rows, model = Path(args[0]), int(args[1]), args[2]
+    raw = np.fromfile(data, dtype=np.uint8)
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    features = np.zeros((rows, 5), dtype=np.float32)
+    features[:, 0] = raw.size % 7  # the read is used
+    session.run(None, {session.get_inputs()[0].name: features})
+
+
+JOBS = {"polars": polars_job, "duckdb": duckdb_job, "floor": floor_job}
+
+
+# --------------------------------------------------------------------------- the driver
+def _lgw() -> list[str]:
+    exe = Path(sys.executable).parent / "lgw"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "gateway.cli"]
+
+
+class Runner:
+    """Runs one tool as a fresh process and measures it (rusage of the waited child)."""
+
+    def __init__(self, folder: Path, model: str, spec: str) -> None:
+        self.folder, self.model, self.spec = folder, model, spec
+        self.serial = 0
+
+    def run(self, tool: str, data: Path, text: Path, records: int) -> tuple[dict[str, float], Path | None]:
+        self.serial += 1
+        root = self.folder / f"run-{self.serial}"
+        root.mkdir()
+        out: Path | None = root / "out.csv"
+        me = [sys.executable, str(Path(__file__).resolve()), "--job"]
+        if tool == "lgw batch run":
+            from bench.batch import write_config
+
+            config = write_config(root)
+            os.link(data, root / "drop" / "inbox" / data.name)
+            cmd = [*_lgw(), "batch", "run", "card_txn", "--config", str(config)]
+        elif tool == "lgw score":
+            cmd = [*_lgw(), "score", "--contract", str(ROOT / "schemas" / "examples" / "card_txn.yaml"), "--input",
+                   str(data), "--output", str(out), "--format", "csv"]
+        elif tool == "floor":
+            cmd, out = [*me, "floor", str(data), str(records), self.model], None
+        else:
+            cmd = [*me, tool, str(text), str(out), self.spec]
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        err = proc.stderr.read() if proc.stderr else b""
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0 and not (tool.startswith("lgw") and code == 1):  # lgw: 1 = some records rejected
+            raise SystemExit(f"{tool} failed ({code}): {err.decode()[-3000:]}")
+        if tool == "lgw batch run":
+            out = next((root / "drop" / "outbox").glob("*.csv"))
+        return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024}, out
+
+
+def same_scores(a: Path, b: Path) -> str | None:
+    """None when both CSVs hold the same TXN_IDs in order with the same fraud_score."""
+    import numpy as np
+    import pyarrow.csv as pacsv
+
+    opts = pacsv.ConvertOptions(include_columns=["TXN_ID", "fraud_score"])
+    ta, tb = pacsv.read_csv(a, convert_options=opts), pacsv.read_csv(b, convert_options=opts)
+    if ta.column("TXN_ID").to_pylist() != tb.column("TXN_ID").to_pylist():
+        return f"{a.parent.name} and {b.parent.name}: different records ({ta.num_rows:,} and {tb.num_rows:,})"
+    sa = ta.column("fraud_score").to_numpy()
+    sb = tb.column("fraud_score").to_numpy()
+    if not np.allclose(sa, sb, atol=1e-6, rtol=0):
+        return f"{a.parent.name} and {b.parent.name}: scores differ (max {np.max(np.abs(sa - sb)):.3g})"
+    return None
+
+
+def summarize(runs: list[dict[str, float]], records: int) -> dict[str, float]:
+    wall = [r["wall"] for r in runs]
+    cpu = statistics.median(r["cpu"] for r in runs)
+    return {"min_s": round(min(wall), 3), "median_s": round(statistics.median(wall), 3), "cpu_s": round(cpu, 2),
+            "cpu_per_wall": round(cpu / statistics.median(wall), 2),
+            "cpu_s_per_million": round(cpu * 1e6 / max(records, 1), 2),
+            "peak_mb": round(max(r["rss_mb"] for r in runs))}
+
+
+def compare(records: int, rounds: int, runner: Runner, folder: Path, tools: tuple[str, ...] = TOOLS
+            ) -> dict[str, dict[str, float]]:
+    from bench.batch import write_text_variant
+    from schemas.examples import generate_card_file
+
+    data = folder / f"CARDTXN-{records}.DAT"
+    text = folder / f"cardtxn-{records}.txt"
+    generate_card_file(data, records=records, seed=11)
+    write_text_variant(data, text, control=True)
+    os.sync()
+    runs: dict[str, list[dict[str, float]]] = {t: [] for t in tools}
+    for r in range(rounds):
+        order = tools[r % len(tools):] + tools[: r % len(tools)]
+        outputs: dict[str, Path] = {}
+        for tool in order:
+            figures, out = runner.run(tool, data, text, records)
+            runs[tool].append(figures)
+            if out is not None:
+                outputs[tool] = out
+        first, *rest = outputs.values()
+        for other in rest:
+            problem = same_scores(first, other)
+            if problem:
+                raise SystemExit(f"round {r + 1}: {problem}")
+        print(f"  {records:,} round {r + 1}: " + ", ".join(f"{t} {runs[t][-1]['wall']:.2f} s" for t in tools)
+              + " (outputs equal)", flush=True)
+    return {t: summarize(v, records) for t, v in runs.items()}
+
+
+def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--job":
+        JOBS[sys.argv[2]](sys.argv[3:])
+        return
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    p.add_argument("--records", default="1000000,4000000")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--startup-rounds", type=int, default=7)
+    args = p.parse_args()
+    from bench.batch import TEXT_TRAILER, text_fields
+    from schemas.examples import model_info
+
+    model = str(model_info("fraud")["path"])
+    spec = json.dumps({"fields": text_fields(), "trailer": TEXT_TRAILER, "model": model})
+    with tempfile.TemporaryDirectory(prefix="lgw-bench-peers-") as tmp:
+        runner = Runner(Path(tmp), model, spec)
+        report: dict[str, Any] = {"cores": os.cpu_count(), "load_before": os.getloadavg()}
+        for n in [int(x) for x in args.records.split(",")]:
+            figures = compare(n, args.rounds, runner, Path(tmp))
+            lgw = figures["lgw batch run"]["median_s"]
+            report[f"{n:,}"] = {**figures, "lgw_vs_polars": round(figures["polars"]["median_s"] / lgw, 2),
+                                "lgw_vs_duckdb": round(figures["duckdb"]["median_s"] / lgw, 2),
+                                "lgw_over_floor": round(lgw / figures["floor"]["median_s"], 2)}
+        start = compare(1000, args.startup_rounds, runner, Path(tmp), ("lgw score", "lgw batch run", "polars",
+                                                                         "duckdb"))
+        report["startup_1000"] = {t: f["median_s"] for t, f in start.items()}
+        report["load_after"] = os.getloadavg()
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
