@@ -253,11 +253,11 @@ class Pipeline:
         for name, spec in self.outputs.items():
             columns[name] = spec.to_arrow(outputs[name]) if n else pa.array([], spec.arrow_type)
         model = scored_by == SCORED_BY_MODEL
-        columns["scored_by"] = pa.array([scored_by] * n, pa.string())
-        columns["model_name"] = pa.array([self.model_name if model else None] * n, pa.string())
-        columns["model_version"] = pa.array([self.model_version if model else None] * n, pa.string())
-        columns["contract"] = pa.array([self.contract.name] * n, pa.string())
-        columns["contract_version"] = pa.array([self.contract.version] * n, pa.int32())
+        columns["scored_by"] = _same(scored_by, n, pa.string())
+        columns["model_name"] = _same(self.model_name if model else None, n, pa.string())
+        columns["model_version"] = _same(self.model_version if model else None, n, pa.string())
+        columns["contract"] = _same(self.contract.name, n, pa.string())
+        columns["contract_version"] = _same(self.contract.version, n, pa.int32())
         if rules is not None and n:
             columns["rule_id"] = rules.column("rule_id").combine_chunks()
             columns["reason"] = rules.column("reason").combine_chunks()
@@ -281,6 +281,11 @@ class Pipeline:
         mask = cap_mask(wanted, self.review_room)
         self.review_room -= int(pc.sum(mask.cast(pa.int64())).as_py() or 0)
         return mark_review(table, mask)
+
+
+def _same(value: Any, n: int, typ: pa.DataType) -> pa.Array:
+    """`n` times `value` (a list of n Python values costs 0.2 s per million records)."""
+    return pa.nulls(n, typ) if value is None else pa.repeat(pa.scalar(value, typ), n)
 
 
 class Rescorer:

@@ -97,9 +97,20 @@ def match_fixed(col: pa.Array, tables: np.ndarray, pattern: str) -> np.ndarray:
     ok = (offsets[1:] - offsets[:-1]) == width
     rows = np.flatnonzero(ok)
     if rows.size:
-        block = data[offsets[rows][:, None] + np.arange(width)[None, :]]
-        # every position's table looked up at once: one gather, not one per position
-        ok[rows] = tables[np.arange(width)[None, :], block].all(axis=1)
+        # a column of bytes per position, each looked up in its own table (one gather over
+        # n x width indices costs five times as much)
+        if rows.size == n and offsets[-1] - offsets[0] == n * width:
+            # every value has the pattern's length: the buffer is an n x width matrix as it is
+            block = data[offsets[0]: offsets[-1]].reshape(n, width)
+            good = tables[0][block[:, 0]]
+            for j in range(1, width):
+                good &= tables[j][block[:, j]]
+        else:
+            starts = offsets[rows]
+            good = tables[0][data[starts]]
+            for j in range(1, width):
+                good &= tables[j][data[starts + j]]
+        ok[rows] = good
     used = data[offsets[0]:offsets[-1]] if n else data[:0]
     if used.size and used.max() >= 0x80:  # some row is not ASCII: find which
         ascii_rows = np.asarray(pc.string_is_ascii(arr).fill_null(True).to_numpy(zero_copy_only=False), dtype=bool)
