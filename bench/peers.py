@@ -18,7 +18,7 @@ as CSV with the provenance columns.
   tool can go below.
 
 Per size, per tool: min and median wall seconds, median CPU seconds (user + system of the
-process and its children), CPU/wall, CPU seconds per million records, peak memory (max RSS),
+process and its children), CPU/wall, CPU seconds per million records, peak memory (VmHWM),
 and the speed ratio of lgw to polars and to DuckDB (their median time / lgw's: above 1 means
 lgw is faster), and lgw's time over the floor. Every round's outputs are compared: the same
 TXN_IDs in the same order with the same fraud_score (to 1e-6). Then start-up: each tool on a
@@ -43,6 +43,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from tests.peak_memory import peak_bytes, probed  # noqa: E402
 
 TOOLS = ("lgw batch run", "lgw score", "polars", "duckdb", "floor")
 PROVENANCE = (("scored_by", "model"), ("model_name", "fraud"), ("model_version", "1"), ("contract", "card_txn"),
@@ -139,11 +141,6 @@ JOBS = {"polars": polars_job, "duckdb": duckdb_job, "floor": floor_job}
 
 
 # --------------------------------------------------------------------------- the driver
-def _lgw() -> list[str]:
-    exe = Path(sys.executable).parent / "lgw"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "gateway.cli"]
-
-
 class Runner:
     """Runs one tool as a fresh process and measures it (rusage of the waited child)."""
 
@@ -156,20 +153,22 @@ class Runner:
         root = self.folder / f"run-{self.serial}"
         root.mkdir()
         out: Path | None = root / "out.csv"
-        me = [sys.executable, str(Path(__file__).resolve()), "--job"]
+        me = str(Path(__file__).resolve())
         if tool == "lgw batch run":
             from bench.batch import write_config
 
             config = write_config(root)
             os.link(data, root / "drop" / "inbox" / data.name)
-            cmd = [*_lgw(), "batch", "run", "card_txn", "--config", str(config)]
+            target, args = "gateway.cli", ["batch", "run", "card_txn", "--config", str(config)]
         elif tool == "lgw score":
-            cmd = [*_lgw(), "score", "--contract", str(ROOT / "schemas" / "examples" / "card_txn.yaml"), "--input",
-                   str(data), "--output", str(out), "--format", "csv"]
+            target, args = "gateway.cli", ["score", "--contract", str(ROOT / "schemas" / "examples" / "card_txn.yaml"),
+                                           "--input", str(data), "--output", str(out), "--format", "csv"]
         elif tool == "floor":
-            cmd, out = [*me, "floor", str(data), str(records), self.model], None
+            (target, args), out = (me, ["--job", "floor", str(data), str(records), self.model]), None
         else:
-            cmd = [*me, tool, str(text), str(out), self.spec]
+            target, args = me, ["--job", tool, str(text), str(out), self.spec]
+        # peak memory from the process's own VmHWM (tests/peak_memory.py says why not rusage)
+        cmd = probed(root / "peak.kb", target, args)
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         _pid, status, usage = os.wait4(proc.pid, 0)
@@ -180,7 +179,8 @@ class Runner:
             raise SystemExit(f"{tool} failed ({code}): {err.decode()[-3000:]}")
         if tool == "lgw batch run":
             out = next((root / "drop" / "outbox").glob("*.csv"))
-        return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024}, out
+        return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime,
+                "rss_mb": peak_bytes(root / "peak.kb") / 2**20}, out
 
 
 def same_scores(a: Path, b: Path) -> str | None:
