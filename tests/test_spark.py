@@ -421,6 +421,20 @@ def test_the_kill_switch_is_read_once_for_a_spark_scoring_job(spark: Any, tmp_pa
         ScoringJob(contract=str(EXAMPLE_CONTRACT), config=str(config)).score(records.load(str(data)))
 
 
+def test_a_scored_records_read_splits_into_records_rejects_and_no_control_rows(
+        spark: Any, tmp_path: Path, lgw_cmd: list[str]) -> None:
+    from gateway.spark.score import ScoringJob
+    from gateway.spark.source import split
+
+    data = _card_file(lgw_cmd, tmp_path / "DAILY.BIN", 500)
+    records = (spark.read.format("lgw").option("contract", str(EXAMPLE_CONTRACT)).option("sourceColumns", "true")
+               .load(str(data)))
+    scored, rejects, control = split(ScoringJob(contract=str(EXAMPLE_CONTRACT)).score(records))
+    assert scored.count() == records.count() > 490
+    assert rejects.count() == 0 and control.count() == 0
+    assert "source_raw" not in scored.columns and "lgw_reject" not in scored.columns
+
+
 def test_scoring_needs_the_source_columns(spark: Any, tmp_path: Path, lgw_cmd: list[str]) -> None:
     from gateway.spark.score import ScoringJob
 

@@ -5,9 +5,13 @@ circuit breaker, retries and timeout) and the fallback rules, with the CLI's pro
 columns and pii policy.
 
     from gateway.spark.score import ScoringJob
-    records = spark.read.format("lgw").option("contract", C).option("sourceColumns", "true").load(drop)
+    from gateway.spark.source import split
+    rows = spark.read.format("lgw").option("contract", C).option("output", "all").load(drop)
     job = ScoringJob(contract=C, config="gateway.yaml")     # config: None = the embedded defaults
-    scored, rejects, control = split(job.score(records).persist())   # gateway.spark.source.split
+    records, rejects, control = split(job.score(rows).persist())
+
+(A `records` read with `sourceColumns=true` can be scored too: it has no decode rejects
+or control rows.)
 
 Per Python worker (Spark reuses them across tasks) the pipeline is built once and keeps
 one event loop: the breaker's state carries from one partition to the next on that
@@ -17,8 +21,9 @@ executor; `pause` refuses the job, as `lgw score` does).
 
 `score` yields the scored records (the columns `lgw score` writes, plus `source_file`) and,
 for a record the pipeline refused (model output out of its contract, a poison record),
-a row whose `lgw_reject` holds the reject as `lgw score --rejects` writes it; `split`
-separates the two (the rejects with the data source's reject columns). Not carried over:
+a row whose `lgw_reject` holds the reject as `lgw score --rejects` writes it; decode
+rejects and control rows of an `output=all` read pass through as they came. `split`
+separates them (the rejects with the data source's reject columns). Not carried over:
 review queues, re-scoring (`fallback_and_rescore`) and shadow mode, which need the
 gateway's state store next to the job.
 """

@@ -426,7 +426,8 @@ class LgwDataSource(DataSource):
 
 
 def split(df: Any) -> tuple[Any, Any, Any]:
-    """The rows of an `output=all` read (scored or not) as three DataFrames: the records
+    """The rows of an `output=all` read (scored or not; or of a scored `records` read) as
+    three DataFrames: the records
     (without the columns only rejects need: source_offset, source_raw), the rejects (the
     `rejects` output's columns) and the control rows (the `control` output's columns, for
     `control_reports`)."""
@@ -434,6 +435,8 @@ def split(df: Any) -> tuple[Any, Any, Any]:
     from pyspark.sql.pandas.types import from_arrow_schema
 
     def parsed(column: str, schema: pa.Schema) -> Any:
+        if column not in df.columns:  # e.g. the control rows of a `records` read: none
+            return df.sparkSession.createDataFrame([], from_arrow_schema(schema))
         rows = df.filter(F.col(column).isNotNull())
         return rows.select(F.from_json(F.col(column), from_arrow_schema(schema)).alias("r")).select("r.*")
 
