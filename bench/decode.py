@@ -10,7 +10,8 @@ ASCII (one record per line, so pandas can read it), then times in this one proce
   `lgw decode --contract` without writing JSON; and once more with JSON Lines writing;
 - the baseline: `pandas.read_fwf` on the ASCII file with colspecs for the same fields.
 
-Each figure is the best of `--runs` runs (time.perf_counter). Prints records/s, the
+Each figure is the best of `--runs` runs (time.perf_counter), with its CPU seconds per
+million records (bench/clock.py). Prints records/s, the
 ratio ours/pandas on the same ASCII file (target >= 8x) and whether ours reaches the
 1,000,000 records/s target.
 """
@@ -18,6 +19,7 @@ ratio ours/pandas on the same ASCII file (target >= 8x) and whether ours reaches
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -27,6 +29,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.clock import best_of
 from schemas.contract import Contract, parse_contract
 from schemas.examples import CHUNK_RECORDS, card_detail_records, contract_path
 from schemas.jsonl import write_jsonl
@@ -120,15 +125,6 @@ def pandas_fwf(layout: Layout, path: Path) -> int:
     return len(frame)
 
 
-def best_of(runs: int, work: Callable[[], int]) -> tuple[float, int]:
-    best, count = float("inf"), 0
-    for _ in range(runs):
-        start = time.perf_counter()
-        count = work()
-        best = min(best, time.perf_counter() - start)
-    return best, count
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=1_000_000)
@@ -146,11 +142,11 @@ def main() -> None:
         figures: dict[str, float] = {}
 
         def report(label: str, work: Callable[[], int]) -> None:
-            seconds, count = best_of(args.runs, work)
+            took, count = best_of(args.runs, work)
             if count != args.records:
                 raise SystemExit(f"{label}: read {count:,} records, expected {args.records:,}")
-            figures[label] = count / seconds
-            print(f"{label:<40} {seconds:7.2f} s  {figures[label]:>12,.0f} records/s")
+            figures[label] = count / took.wall
+            print(f"{label:<40} {took.line(count)}")
 
         report("ours decode+validate, cp037", lambda: ours(ebc_contract, ebc_path))
         report("ours decode+validate, ascii", lambda: ours(ascii_contract, ascii_path))
