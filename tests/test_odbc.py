@@ -473,6 +473,27 @@ def test_sink_settings_are_checked_before_anything_runs() -> None:
 
 
 # ------------------------------------------------------------------------------ the batch driver for tables
+def table_pipeline_config(db: Db, pipeline: str, source_table: str, results_table: str, tmp_path: Path, *,
+                          key: str, batch_size: int, state_url: str) -> dict[str, Any]:
+    """gateway.yaml for the card contract read incrementally from `source_table` by `key`,
+    scored by the bundled ONNX model and upserted by TXN_ID into `results_table`."""
+    from schemas.examples import contract_path, model_info
+
+    info = model_info("fraud")
+    return {
+        "pipelines": {pipeline: {
+            "contract": str(contract_path()), "model": "fraud",
+            "source": {"type": "odbc", "connection": {"connection_string": db.connection_string},
+                       "table": source_table, "mode": "incrementing", "key": key, "batch_size": batch_size},
+            "sink": {"connection": {"connection_string": db.connection_string}, "table": results_table,
+                     "key": ["TXN_ID"], "columns": ["TXN_ID", "fraud_score", "scored_by", "model_version",
+                                                    "contract_version", "rule_id", "reason"],
+                     "rejects": str(tmp_path / "rejects")}}},
+        "models": {"fraud": {"endpoint": {"backend": "onnx", "path": str(info["path"]), "sha256": info["sha256"]}}},
+        "state": {"url": state_url},
+    }
+
+
 def test_lgw_batch_run_scores_a_table_into_a_results_table_and_resumes_by_watermark(
         db: Db, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import json
@@ -492,19 +513,8 @@ def test_lgw_batch_run_scores_a_table_into_a_results_table_and_resumes_by_waterm
     loader.write_table(decoded.slice(0, 1000))
     pipeline = f"cards_{db.kind}"
     db.pipelines.append(pipeline)
-    config = {
-        "pipelines": {pipeline: {
-            "contract": str(contract_path()), "model": "fraud",
-            "source": {"type": "odbc", "connection": {"connection_string": db.connection_string},
-                       "table": source_table, "mode": "incrementing", "key": "TXN_ID", "batch_size": 400},
-            "sink": {"connection": {"connection_string": db.connection_string}, "table": results_table,
-                     "key": ["TXN_ID"], "columns": ["TXN_ID", "fraud_score", "scored_by", "model_version",
-                                                    "contract_version", "rule_id", "reason"],
-                     "rejects": str(tmp_path / "rejects")}}},
-        "models": {"fraud": {"endpoint": {"backend": "onnx", "path": str(Path(contract_path()).parent / "models"
-                                                                          / "fraud.onnx")}}},
-        "state": {"url": f"sqlite:///{tmp_path / 'state.db'}"},
-    }
+    config = table_pipeline_config(db, pipeline, source_table, results_table, tmp_path, key="TXN_ID",
+                                   batch_size=400, state_url=f"sqlite:///{tmp_path / 'state.db'}")
     cfg_path = tmp_path / "gateway.yaml"
     cfg_path.write_text(yaml.safe_dump(config))
 

@@ -21,7 +21,17 @@ from gateway.watermarks import WatermarkStore
 from schemas.contract import Contract
 from schemas.errors import ConfigError
 from tests.helpers import postgres_schema
-from tests.test_odbc import T0, Db, contract, db, drain_source, expected_table, source_rows, watermarks  # noqa: F401
+from tests.test_odbc import (  # noqa: F401  (fixtures)
+    T0,
+    Db,
+    contract,
+    db,
+    drain_source,
+    expected_table,
+    source_rows,
+    table_pipeline_config,
+    watermarks,
+)
 
 SHARDS = 3
 
@@ -95,9 +105,9 @@ def test_a_shard_needs_an_integer_key(tmp_path: Path, contract: Contract) -> Non
 def test_lgw_batch_run_shards_split_a_table_between_two_processes(db: Db, tmp_path: Path,  # noqa: F811
                                                                    lgw_cmd: list[str]) -> None:
     from schemas.contract import load_contract
-    from schemas.examples import contract_path, generate_card_file, model_info
+    from schemas.examples import contract_path, generate_card_file
 
-    card, info = load_contract(contract_path()), model_info("fraud")
+    card = load_contract(contract_path())
     generate_card_file(tmp_path / "CARDTXN.DAT", records=3000, seed=17)
     decoded = pa.concat_tables([dc.table for dc in card.decode_file(tmp_path / "CARDTXN.DAT")])
     # TXN_ID is text: an integer SEQ column (as a legacy table's surrogate key) splits the table
@@ -110,18 +120,8 @@ def test_lgw_batch_run_shards_split_a_table_between_two_processes(db: Db, tmp_pa
     db.pipelines += [pipeline, f"{pipeline}#0/2", f"{pipeline}#1/2"]
 
     with postgres_schema("shards") as state_url:
-        config: dict[str, Any] = {
-            "pipelines": {pipeline: {
-                "contract": str(contract_path()), "model": "fraud",
-                "source": {"type": "odbc", "connection": {"connection_string": db.connection_string},
-                           "table": source_table, "mode": "incrementing", "key": "SEQ", "batch_size": 300},
-                "sink": {"connection": {"connection_string": db.connection_string}, "table": results_table,
-                         "key": ["TXN_ID"], "columns": ["TXN_ID", "fraud_score", "scored_by", "model_version",
-                                                        "contract_version", "rule_id", "reason"],
-                         "rejects": str(tmp_path / "rejects")}}},
-            "models": {"fraud": {"endpoint": {"backend": "onnx", "path": str(info["path"]), "sha256": info["sha256"]}}},
-            "state": {"url": state_url},
-        }
+        config = table_pipeline_config(db, pipeline, source_table, results_table, tmp_path, key="SEQ",
+                                       batch_size=300, state_url=state_url)
         cfg_path = tmp_path / "gateway.yaml"
         cfg_path.write_text(yaml.safe_dump(config))
 
