@@ -142,11 +142,11 @@ def main() -> None:
             rounds.append(figures)
             print(json.dumps({"round": r + 1, **figures}), flush=True)
         n, part_wall, part_cpu = one_partition(data, args.partition_bytes)
-    size = data_size = args.records * 120
+        size = data.stat().st_size
     parts = max(1, math.ceil(size / args.partition_bytes))
     rate = n / part_wall
     print(json.dumps({
-        "records": args.records, "bytes": data_size, "master": args.master, "partitions": parts,
+        "records": args.records, "bytes": size, "master": args.master, "partitions": parts,
         "median_seconds": {"lgw": round(statistics.median(r["lgw"]["seconds"] for r in rounds), 2),
                            "spark": round(statistics.median(r["spark"]["seconds"] for r in rounds), 2)},
         "median_spark_speedup": statistics.median(r["spark_speedup"] for r in rounds),

@@ -50,7 +50,8 @@ class PartsWritten(WriterCommitMessage):
     records: dict[str, list[str]] = field(default_factory=dict)  # input file -> its record parts
     rejects: list[str] = field(default_factory=list)
     control: list[dict[str, Any]] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=dict)
+    records_of: dict[str, int] = field(default_factory=dict)  # input file -> records written
+    rejects_written: int = 0
     scored_by: dict[str, dict[str, int]] = field(default_factory=dict)  # input file -> scored_by counts
 
 
@@ -89,7 +90,7 @@ class LgwWriter(DataSourceArrowWriter):
         staging.mkdir(parents=True, exist_ok=True)
         parts = _Parts(staging)
         done = PartsWritten()
-        counts: Counter[str] = Counter()
+        records_of: Counter[str] = Counter()
         scored_by: dict[str, Counter[str]] = {}
         try:
             for batch in iterator:
@@ -103,7 +104,7 @@ class LgwWriter(DataSourceArrowWriter):
                     name = parts.write(f"records:{path}", mine)
                     if name not in done.records.setdefault(path, []):
                         done.records[path].append(name)
-                    counts[f"records:{path}"] += mine.num_rows
+                    records_of[path] += mine.num_rows
                     if "scored_by" in mine.column_names:
                         scored_by.setdefault(path, Counter()).update({str(v["values"]): int(v["counts"])
                                           for v in pc.value_counts(mine.column("scored_by")).to_pylist()})
@@ -113,11 +114,11 @@ class LgwWriter(DataSourceArrowWriter):
                     name = parts.write("rejects", rejects)
                     if name not in done.rejects:
                         done.rejects.append(name)
-                    counts["rejects"] += rejects.num_rows
+                    done.rejects_written += rejects.num_rows
                 done.control += [json.loads(x) for x in table.filter(is_control).column(CONTROL_COLUMN).to_pylist()]
         finally:
             parts.close()
-        done.counts = dict(counts)
+        done.records_of = dict(records_of)
         done.scored_by = {path: dict(c) for path, c in scored_by.items()}
         return done
 
@@ -141,11 +142,11 @@ class LgwWriter(DataSourceArrowWriter):
                     else:
                         rename_new(staging / name, self.out / "records" / name)
                 if path not in refused:
-                    summary["records"] += m.counts.get(f"records:{path}", 0)
+                    summary["records"] += m.records_of.get(path, 0)
                     scored_by.update(m.scored_by.get(path, {}))
             for name in m.rejects:
                 rename_new(staging / name, self.out / "rejects" / name)
-            summary["rejects"] += m.counts.get("rejects", 0)
+            summary["rejects"] += m.rejects_written
         if scored_by:
             summary["scored_by"] = dict(scored_by)
         summary["control"] = {f: rep.to_json()["control"] for f, rep in reports.items()}

@@ -283,8 +283,8 @@ def with_source_columns(path: str, dc: DecodedChunk, raw_withheld: bool) -> pa.T
         matrix = np.ascontiguousarray(dc.chunk.matrix[rows], dtype=np.uint8)
         fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(matrix.shape[1]), n, [None, pa.py_buffer(matrix)])
         raw = fixed.cast(pa.binary())
-    columns = {"source_record": pa.array(numbers), "source_file": pa.array([path] * n, pa.string())
-               if n else pa.array([], pa.string()), "source_offset": pa.array(offsets), "source_raw": raw}
+    columns = {"source_record": pa.array(numbers), "source_file": pa.repeat(pa.scalar(path, pa.string()), n),
+               "source_offset": pa.array(offsets), "source_raw": raw}
     for name, col in columns.items():
         table = table.append_column(name, col)
     return table
@@ -381,7 +381,7 @@ class LgwReader(DataSourceReader):
             yield from table.append_column(CONTROL_COLUMN, pa.nulls(n, pa.string())).to_batches()
         if dc.rejects:
             k = len(dc.rejects)
-            yield from side_rows(self.arrow_schema, k, source_file=pa.array([path] * k),
+            yield from side_rows(self.arrow_schema, k, source_file=pa.repeat(pa.scalar(path, pa.string()), k),
                                  source_record=pa.array([r.record for r in dc.rejects], pa.int64()),
                                  source_offset=pa.array([r.record_offset for r in dc.rejects], pa.int64()),
                                  **{REJECT_COLUMN: pa.array([_json({"file": path, **r.to_json()})
