@@ -116,6 +116,13 @@ class Claim:
         return self.run is None and self.existing is not None and self.existing.status == RUNNING
 
 
+def run_stamp() -> str:
+    """When a run started, to the microsecond (UTC), for names that must not repeat: a table
+    run's files, a stream's governance run. A run that follows a stopped one within the
+    same second must not publish over its file."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+
+
 def this_host() -> str:
     """The host part of an owner: `LGW_INSTANCE`, else the host name."""
     from gateway.settings import env_setting

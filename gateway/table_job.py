@@ -35,6 +35,7 @@ from gateway.drivers.batch import BatchLoop, Delivery, close_all, written_to
 from gateway.governance.wiring import build_governance, open_decision_log
 from gateway.logs import log_context
 from gateway.pipeline import fixed_columns
+from gateway.runs import run_stamp
 from gateway.state import StateStore
 from gateway.watermarks import WatermarkStore
 from schemas.errors import ConfigError
@@ -98,7 +99,7 @@ async def _run_table_pipeline(name: str, cfg: GatewayConfig, state: StateStore, 
     part = f".shard{shard[0]}of{shard[1]}" if shard else ""
     context = BuildContext(pipeline=name, contract=contract, base_dir=cfg.base_dir, source=pipe_cfg.source,
                            batch_size=pipe_cfg.batch_size, kafka=cfg.kafka, amqp=cfg.amqp, state=state,
-                           run_name=f"{name}.{time.strftime('%Y%m%dT%H%M%S')}{part}",
+                           run_name=f"{name}.{run_stamp()}{part}",
                            extras={"fixed_columns": fixed_columns(pipeline), "watermarks": WatermarkStore(state),
                                    "shard": shard})
     source: OdbcSource = registry.component("source", "odbc").build(pipe_cfg.source, context)

@@ -204,6 +204,33 @@ def _scored(summary: TableRunSummary) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(summary.output).read_text().splitlines()]
 
 
+
+@pytest.mark.integration
+async def test_a_run_right_after_a_stopped_one_publishes_its_own_file(
+        lite: Db, card: Contract, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both runs here start within a second of each other: a name stamped to the second
+    gave them one file, and the second run's published file replaced the first's."""
+    cfg, name, decoded = await _table_pipeline(lite, card, tmp_path, records=2_000)
+    stop = asyncio.Event()
+    real_loop = table_job.BatchLoop
+
+    def stops_after_the_first_batch(*args: Any, on_acked: Any, **kw: Any) -> Any:
+        def acked(*a: Any) -> None:
+            on_acked(*a)
+            stop.set()
+        return real_loop(*args, on_acked=acked, **kw)
+
+    monkeypatch.setattr(table_job, "BatchLoop", stops_after_the_first_batch)
+    with StateStore(cfg.state.url) as state:
+        first = await run_table_pipeline(name, cfg, state, stop=stop)
+        monkeypatch.setattr(table_job, "BatchLoop", real_loop)
+        rest = await run_table_pipeline(name, cfg, state)
+    assert first.interrupted and 0 < first.records_out < 2_000
+    assert first.output != rest.output and first.records_out + rest.records_out == 2_000
+    ids = [r["TXN_ID"] for r in _scored(first) + _scored(rest)]
+    assert sorted(ids) == sorted(decoded.column("TXN_ID").to_pylist())
+
+
 @pytest.mark.integration
 async def test_a_record_that_crashes_a_table_run_is_isolated_and_rejected(
         lite: Db, card: Contract, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

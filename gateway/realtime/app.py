@@ -116,16 +116,15 @@ def stream_governance(name: str, pipe: PipelineConfig, cfg: GatewayConfig, pipel
     its decision records are named by message id, its windows by this process's start.
     None without a state store (an app built for its AsyncAPI document): the audit's
     operator actions, the review queue and the kill switch all live there."""
-    from datetime import UTC, datetime
-
     from gateway.governance.wiring import build_governance, open_decision_log
+    from gateway.runs import run_stamp
 
     if state is None:
         return None
     audit = open_decision_log(cfg, state)
     if audit is None and pipe.drift is None and pipe.review is None:
         return None
-    started = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    started = run_stamp()
     source = getattr(pipe.source, "topics", None) or getattr(pipe.source, "queue", None) or name
     if isinstance(source, list):
         source = ",".join(source)
