@@ -15,6 +15,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from adapters.files.formats import FORMATS
 from gateway.exit_codes import (
@@ -121,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-format", choices=["auto", "text", "json"], default=None,
                         help="log lines on stderr: auto (rich on a terminal, text otherwise; the default), "
                              "text, or json (one object per line, no progress bar); overrides $LGW_LOG_FORMAT")
-    parser.add_argument("--version", action="version", version=f"lgw {_version()}")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     dec = sub.add_parser("decode", help="decode legacy records to JSON Lines")
@@ -274,6 +275,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     console_cli.add_parser(sub, _Parser)
     return parser
+
+
+class _VersionAction(argparse.Action):
+    """`--version`: the installed version, looked up when asked for (importlib.metadata
+    costs every other command 20-100 ms of start-up)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="show the version and exit", **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        print(f"lgw {_version()}")
+        parser.exit()
 
 
 def _version() -> str:

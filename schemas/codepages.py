@@ -57,8 +57,9 @@ class CodePage:
     blank: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(256, dtype=bool))  # char <= U+0020
     invalid: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(256, dtype=bool))
     dropped: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(256, dtype=bool))
-    ascii_table: bytes = b""  # byte -> its char when that char is ASCII (for bytes.translate)
-    class_table: bytes = b""  # byte -> 0 plain ASCII char, 1 blank (<= U+0020), 2 non-ASCII, 4 invalid
+    # byte -> its ASCII char when it is a plain ASCII char or a blank (<= U+0020), else 0x80
+    # (non-ASCII, invalid): one bytes.translate both converts a text field and flags the rest
+    ascii_checked: bytes = b""
     space: int = 0x20
     zero: int = 0x30
     plus: int = 0x2B
@@ -139,8 +140,7 @@ def code_page(name: str) -> CodePage:
         name=canon, ebcdic=ebc, to_unicode=table, from_unicode=from_unicode,
         utf8_len=utf8_len, utf8_bytes=utf8_bytes,
         blank=~valid | (table <= 0x20), invalid=~valid,
-        ascii_table=bytes(int(table[b]) if valid[b] and table[b] < 0x80 else 0x3F for b in range(256)),
-        class_table=bytes(_text_class(canon, b, table, valid) for b in range(256)),
+        ascii_checked=bytes(int(table[b]) if _text_class(canon, b, table, valid) <= 1 else 0x80 for b in range(256)),
         dropped=(np.arange(256) < 0x20) if canon == "ascii" else np.zeros(256, dtype=bool),
         space=chars[" "], zero=chars["0"], plus=chars["+"], minus=chars["-"],
         point=chars["."], comma=chars[","],

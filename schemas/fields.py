@@ -143,11 +143,10 @@ _ASCII_TRIM = {"both": pc.ascii_trim, "left": pc.ascii_ltrim, "right": pc.ascii_
 def _decode_ascii_text(block: np.ndarray, page: CodePage, trim: str) -> Decoded | None:
     """The common case, every byte an ASCII char: one bytes.translate and Arrow's trim.
     None when some byte is non-ASCII or invalid (the general path handles those)."""
-    raw = block.tobytes()
-    if raw and np.frombuffer(raw.translate(page.class_table), dtype=np.uint8).max() > 1:
+    data = block.tobytes().translate(page.ascii_checked)
+    if data and np.frombuffer(data, dtype=np.uint8).max() >= 0x80:
         return None
     n, width = block.shape
-    data = raw.translate(page.ascii_table)
     offsets = np.arange(0, n * width + 1, width, dtype=np.int64)
     valid = block.any(axis=1)
     typ = pa.string() if n * width < 2**31 else pa.large_string()
