@@ -131,6 +131,16 @@ def _not_a_count(node: Node) -> str | None:
     return None
 
 
+def _copy_of_columns(matrix: np.ndarray, start: int, size: int) -> np.ndarray:
+    """matrix[:, start:start + size] as its own C-ordered array. Copied as one `size`-byte
+    item per row: numpy copies a narrow uint8 slice byte by byte, 1.5-4x slower."""
+    block = matrix[:, start: start + size]
+    n, width = block.shape
+    if width <= 1 or n == 0 or block.strides[1] != 1:
+        return np.ascontiguousarray(block)
+    return np.ascontiguousarray(block.view(f"V{width}")).view(np.uint8).reshape(n, width)
+
+
 class _Run:
     def __init__(self, decoder: RecordDecoder, matrix: np.ndarray, lengths: np.ndarray | None) -> None:
         self.d = decoder
@@ -187,7 +197,7 @@ class _Run:
         size = f.size
         offs = self._slot_offsets(f, dims)
         if len(offs) == 1:
-            block = np.ascontiguousarray(self.matrix[:, offs[0]: offs[0] + size])
+            block = _copy_of_columns(self.matrix, int(offs[0]), size)
         else:
             idx = offs[:, None] + np.arange(size, dtype=np.int64)[None, :]
             block = self.matrix[:, idx].reshape(self.n * len(offs), size)

@@ -143,12 +143,14 @@ _ASCII_TRIM = {"both": pc.ascii_trim, "left": pc.ascii_ltrim, "right": pc.ascii_
 def _decode_ascii_text(block: np.ndarray, page: CodePage, trim: str) -> Decoded | None:
     """The common case, every byte an ASCII char: one bytes.translate and Arrow's trim.
     None when some byte is non-ASCII or invalid (the general path handles those)."""
-    data = block.tobytes().translate(page.ascii_checked)
+    raw = block.tobytes()
+    data = raw.translate(page.ascii_checked)
     if data and np.frombuffer(data, dtype=np.uint8).max() >= 0x80:
         return None
     n, width = block.shape
     offsets = np.arange(0, n * width + 1, width, dtype=np.int64)
-    valid = block.any(axis=1)
+    # null: a field of zero bytes only; with no zero byte in the block (one memchr) none is
+    valid = block.any(axis=1) if b"\0" in raw else np.ones(1, dtype=bool)
     typ = pa.string() if n * width < 2**31 else pa.large_string()
     offs = offsets.astype(np.int32) if typ == pa.string() else offsets
     arr = pa.Array.from_buffers(typ, n, [_validity(valid), pa.py_buffer(offs), pa.py_buffer(data)])

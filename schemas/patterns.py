@@ -86,6 +86,29 @@ def fixed_pattern(pattern: str) -> np.ndarray | None:
     return stacked
 
 
+def _matrix_matches(block: np.ndarray, tables: np.ndarray) -> np.ndarray:
+    """Per row of an n x width byte matrix: is every byte allowed at its position? Positions
+    in a row that allow one range of bytes (`[0-9]{10}`, `TX`) are checked together with
+    one subtraction and compare (5x faster than a table lookup per position); others are
+    looked up in their own tables."""
+    n, width = block.shape
+    good = np.ones(n, dtype=bool)
+    lo = 0
+    while lo < width:
+        hi = lo + 1
+        while hi < width and np.array_equal(tables[hi], tables[lo]):
+            hi += 1
+        allowed = np.flatnonzero(tables[lo])
+        if allowed.size and allowed[-1] - allowed[0] + 1 == allowed.size:  # one range of bytes
+            over = np.subtract(block[:, lo:hi], np.uint8(allowed[0])) > np.uint8(allowed[-1] - allowed[0])
+            good[np.flatnonzero(over) // (hi - lo)] = False
+        else:
+            for j in range(lo, hi):
+                good &= tables[j][block[:, j]]
+        lo = hi
+    return good
+
+
 def match_fixed(col: pa.Array, tables: np.ndarray, pattern: str) -> np.ndarray:
     """Per row: does the string match? Nulls count as matching (`required` handles them).
     Rows with non-ASCII text (where bytes are not chars) go to the regex engine."""
@@ -101,10 +124,7 @@ def match_fixed(col: pa.Array, tables: np.ndarray, pattern: str) -> np.ndarray:
         # n x width indices costs five times as much)
         if rows.size == n and offsets[-1] - offsets[0] == n * width:
             # every value has the pattern's length: the buffer is an n x width matrix as it is
-            block = data[offsets[0]: offsets[-1]].reshape(n, width)
-            good = tables[0][block[:, 0]]
-            for j in range(1, width):
-                good &= tables[j][block[:, j]]
+            good = _matrix_matches(data[offsets[0]: offsets[-1]].reshape(n, width), tables)
         else:
             starts = offsets[rows]
             good = tables[0][data[starts]]

@@ -49,6 +49,20 @@ def test_fast_path_agrees_with_python_regex(pattern: str, values: list[str | Non
     assert match_fixed(sliced, tables, pattern).tolist() == want
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(PATTERNS), st.data())
+def test_a_column_of_the_patterns_width_is_checked_as_a_matrix_alike(pattern: str, data: st.DataObject) -> None:
+    """Every value as wide as the pattern: the buffer is checked as one n x width matrix,
+    ranges of bytes by subtraction; the bytes just outside each range ('/', ':', '@', '[')
+    must fail as the regex says."""
+    tables = fixed_pattern(pattern)
+    assert tables is not None
+    value = st.text(alphabet="0123456789/:@[ABCDTXZaz-", min_size=len(tables), max_size=len(tables))
+    values = data.draw(st.lists(value, min_size=1, max_size=40))
+    want = [re.search(pattern, v) is not None for v in values]
+    assert match_fixed(pa.array(values, pa.string()), tables, pattern).tolist() == want
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.one_of(st.none(), st.text(max_size=6)), max_size=20), st.integers(0, 3),
        st.sampled_from([pa.string(), pa.large_string()]))
