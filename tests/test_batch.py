@@ -11,15 +11,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
 from adapters.files.dropfolder import DropFolder, content_hash
+from adapters.files.sink import csv_lines
 from gateway.batch import INTERRUPTED, BatchDriver, BatchRuntime, JobResult, build_runtime
 from gateway.cli import main
 from gateway.config import example_dropfolder_config, load_config
@@ -567,3 +570,21 @@ def test_lgw_run_watches_the_inbox_until_sigterm(tmp_path: Path, lgw_cmd: list[s
     assert proc.returncode == 0, err.decode()[-2000:]
     assert json.loads(out.splitlines()[0])["records_out"] == 2_000
     assert sys.executable  # the same interpreter runs the gateway (lgw_cmd)
+
+
+@pytest.mark.parametrize("rows", [0, 1, 16_383, 3 * 16_384 + 7, 100_001])
+def test_a_large_chunk_written_as_csv_in_slices_side_by_side_is_the_same_bytes(rows: int) -> None:
+    rng = np.random.default_rng(rows)
+    text = np.array(["plain", 'with "quotes"', "comma, inside", "line\nbreak", ""], dtype=object)
+    table = pa.table({
+        "id": pa.array(np.arange(rows)),
+        "name": pa.array(text[rng.integers(0, len(text), rows)].tolist(), pa.string()),
+        "amount": pa.array([Decimal(int(c)).scaleb(-2) for c in rng.integers(-10**9, 10**9, rows)],
+                           pa.decimal128(11, 2)),
+        "score": pa.array(rng.random(rows).astype(np.float32)),
+        "maybe": pa.array([None if i % 7 == 0 else i for i in range(rows)], pa.int64()),
+    })
+    whole = pa.BufferOutputStream()
+    if rows:
+        pacsv.write_csv(table, whole, pacsv.WriteOptions(include_header=False))
+    assert csv_lines(table) == whole.getvalue().to_pybytes()
