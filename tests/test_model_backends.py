@@ -114,6 +114,18 @@ async def test_onnx_risky_transactions_score_higher(onnx_model: OnnxModel) -> No
 
 
 @pytest.mark.asyncio
+async def test_onnx_a_large_batch_scored_in_slices_side_by_side_scores_as_one_call(onnx_model: OnnxModel) -> None:
+    rng = np.random.default_rng(7)
+    rows = np.column_stack([rng.uniform(1, 9000, 70_001), rng.integers(0, 2, 70_001), rng.integers(1000, 9999, 70_001),
+                            rng.integers(0, 2, 70_001), rng.uniform(0, 100, 70_001)]).astype(np.float32)
+    sliced = await onnx_model.predict(rows)
+    whole = onnx_model.predict_sync(rows)
+    assert sliced.keys() == whole.keys()
+    for name, values in whole.items():
+        assert sliced[name].shape == values.shape and np.array_equal(sliced[name], values)
+
+
+@pytest.mark.asyncio
 async def test_onnx_empty_batch_gives_empty_scores(onnx_model: OnnxModel) -> None:
     out = await onnx_model.predict(np.zeros((0, 5), dtype=np.float32))
     assert out["fraud_score"].shape == (0,)

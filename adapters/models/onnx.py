@@ -28,11 +28,13 @@ import numpy as np
 
 from adapters.models._tensors import feature_matrix, output_column
 from adapters.models.base import ModelInfo
+from adapters.slices import row_slices
 from schemas.errors import ConfigError, ModelServerError, ModelUnavailable
 
 __all__ = ["OnnxModel", "sha256_of"]
 
 INLINE_BUDGET_S = 0.002
+PARALLEL_MIN_ROWS = 16_384  # a batch this large or more is scored in slices, one per core
 log = logging.getLogger(__name__)
 
 
@@ -129,7 +131,14 @@ class OnnxModel:
         per_row = self._seconds_per_row
         if per_row is not None and per_row * len(features) <= INLINE_BUDGET_S:
             return self.predict_sync(features)
-        return await asyncio.to_thread(self.predict_sync, features)
+        slices = row_slices(len(features), PARALLEL_MIN_ROWS)
+        if len(slices) == 1:
+            return await asyncio.to_thread(self.predict_sync, features)
+        # a session's `run` is thread-safe: slices of a large batch score side by side, each
+        # on one thread (the session's own intra-op threads spin and cost more than they give)
+        parts = await asyncio.gather(*(asyncio.to_thread(self.predict_sync, features[lo: lo + n])
+                                       for lo, n in slices))
+        return {o: np.concatenate([p[o] for p in parts]) for o in self.info.outputs}
 
     async def ready(self) -> bool:
         return self._session is not None
