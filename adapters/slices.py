@@ -12,6 +12,7 @@ CORES = max(1, min(os.cpu_count() or 1, 4))
 def row_slices(rows: int, min_rows: int) -> list[tuple[int, int]]:
     """(start, length) of up to CORES slices of `rows`, none under `min_rows` (fewer rows
     are not worth the hop to another thread); one slice when that is all it takes."""
-    count = max(1, min(CORES, rows // max(1, min_rows)))
-    step = -(-rows // count) if rows else 0
-    return [(lo, min(step, rows - lo)) for lo in range(0, rows, step)] if rows else [(0, 0)]
+    if rows == 0:
+        return [(0, 0)]
+    step = -(-rows // max(1, min(CORES, rows // max(1, min_rows))))
+    return [(lo, min(step, rows - lo)) for lo in range(0, rows, step)]

@@ -150,10 +150,10 @@ def _decode_ascii_text(block: np.ndarray, page: CodePage, trim: str) -> Decoded 
     n, width = block.shape
     offsets = np.arange(0, n * width + 1, width, dtype=np.int64)
     # null: a field of zero bytes only; with no zero byte in the block (one memchr) none is
-    valid = block.any(axis=1) if b"\0" in raw else np.ones(1, dtype=bool)
+    validity = _validity(block.any(axis=1)) if b"\0" in raw else None
     typ = pa.string() if n * width < 2**31 else pa.large_string()
     offs = offsets.astype(np.int32) if typ == pa.string() else offsets
-    arr = pa.Array.from_buffers(typ, n, [_validity(valid), pa.py_buffer(offs), pa.py_buffer(data)])
+    arr = pa.Array.from_buffers(typ, n, [validity, pa.py_buffer(offs), pa.py_buffer(data)])
     if trim in _ASCII_TRIM:
         arr = _ASCII_TRIM[trim](arr, characters=_JAVA_BLANKS)
     return Decoded(arr, None)

@@ -120,12 +120,12 @@ def match_fixed(col: pa.Array, tables: np.ndarray, pattern: str) -> np.ndarray:
     ok = (offsets[1:] - offsets[:-1]) == width
     rows = np.flatnonzero(ok)
     if rows.size:
-        # a column of bytes per position, each looked up in its own table (one gather over
-        # n x width indices costs five times as much)
         if rows.size == n and offsets[-1] - offsets[0] == n * width:
             # every value has the pattern's length: the buffer is an n x width matrix as it is
             good = _matrix_matches(data[offsets[0]: offsets[-1]].reshape(n, width), tables)
         else:
+            # a column of bytes per position, each looked up in its own table (one gather over
+            # n x width indices costs five times as much)
             starts = offsets[rows]
             good = tables[0][data[starts]]
             for j in range(1, width):
