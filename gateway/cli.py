@@ -28,7 +28,7 @@ from gateway.exit_codes import (
     EXIT_SIGINT,
 )
 from gateway.logs import stderr_line
-from gateway.startup import pyarrow_without_pandas
+from gateway.startup import pyarrow_without_pandas, tune_process
 from schemas.errors import ConfigError
 
 
@@ -301,6 +301,7 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    tune_process()
     args = build_parser().parse_args(argv)
     pyarrow_without_pandas()
 

@@ -1,0 +1,60 @@
+"""What the CLI does to its own process before any command (gateway.startup): each check
+runs in a fresh interpreter, as `lgw` starts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+
+def _fresh(code: str, env: dict[str, str] | None = None) -> dict[str, object]:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, **(env or {})})
+    result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+TUNED = """
+import ctypes, json, os, sys
+from gateway.startup import tune_process
+tune_process()
+import numpy
+thp = ctypes.CDLL(None).prctl(42, 0, 0, 0, 0)
+print(json.dumps({"openblas": os.environ.get("OPENBLAS_NUM_THREADS"), "thp_disabled": thp}))
+"""
+
+
+def test_the_cli_process_opts_out_of_huge_pages_and_blas_threads() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", TUNED], capture_output=True, text=True, check=True, env=env)
+    found = json.loads(out.stdout)
+    assert found["openblas"] == "1"
+    assert found["thp_disabled"] == 1  # the gateway runs on Linux (CI, the images)
+
+
+def test_an_operators_own_blas_setting_is_kept() -> None:
+    assert _fresh(TUNED, {"OPENBLAS_NUM_THREADS": "4"})["openblas"] == "4"
+
+
+def test_what_the_process_starts_inherits_the_huge_page_setting() -> None:
+    child = ("import ctypes, json, subprocess, sys\n"
+             "from gateway.startup import tune_process\n"
+             "tune_process()\n"
+             "code = 'import ctypes; print(ctypes.CDLL(None).prctl(42, 0, 0, 0, 0))'\n"
+             "out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True).stdout\n"
+             "print(json.dumps({'child': int(out)}))\n")
+    assert _fresh(child)["child"] == 1
+
+
+def test_pyarrow_first_conversion_leaves_pandas_unimported_and_to_pandas_still_works() -> None:
+    code = ("import json, sys\n"
+            "from gateway.startup import pyarrow_without_pandas\n"
+            "pyarrow_without_pandas()\n"
+            "import pyarrow as pa\n"
+            "t = pa.table({'a': pa.array([1, 2]), 's': pa.array(['x', None])})\n"
+            "before = 'pandas' in sys.modules\n"
+            "frame = t.to_pandas()\n"
+            "print(json.dumps({'before': before, 'rows': len(frame)}))\n")
+    assert _fresh(code) == {"before": False, "rows": 2}
