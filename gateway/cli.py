@@ -28,7 +28,7 @@ from gateway.exit_codes import (
     EXIT_SIGINT,
 )
 from gateway.logs import stderr_line
-from gateway.startup import pyarrow_without_pandas, tune_process
+from gateway.startup import leave, pyarrow_without_pandas, tune_process
 from schemas.errors import ConfigError
 
 
@@ -411,7 +411,21 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 # The exit codes are re-exported: scripts and tests read them from the CLI they run.
 __all__ = ["EXIT_ERROR", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_PAUSED", "EXIT_REJECTS",
-           "EXIT_SIGINT", "build_parser", "internal_error_line", "main", "write_traceback"]
+           "EXIT_SIGINT", "build_parser", "internal_error_line", "main", "run", "write_traceback"]
+
+def run() -> None:
+    """The `lgw` executable: `main`, then the process ends at once (gateway.startup.leave)."""
+    try:
+        code: Any = main()
+    except SystemExit as exc:  # argparse's --help and its errors
+        code = exc.code
+    if code is None:
+        code = EXIT_OK
+    elif not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = EXIT_ERROR
+    leave(code)
+
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -1,14 +1,19 @@
-"""What the CLI does once before any command, to start fast."""
+"""What the CLI does to its own process: once before any command, to start fast, and at
+its end, to stop fast."""
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import ctypes
 import importlib.abc
 import importlib.machinery
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from types import ModuleType
+from typing import NoReturn
 
 
 class _PandasNotLookedAt(importlib.abc.MetaPathFinder):
@@ -60,3 +65,24 @@ def tune_process() -> None:
             libc.prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0)  # fails harmlessly on kernels older than 3.15
         except (OSError, AttributeError):
             pass
+
+
+def leave(code: int) -> NoReturn:
+    """Ends the `lgw` process with `code` once the command has returned, without tearing
+    down every module and object it loaded (0.08-0.1 s of each run with pyarrow,
+    SQLAlchemy and pydantic loaded, longer with a large heap). What an orderly exit does
+    that matters is done first: stdout and stderr flushed, threads that are not daemons
+    joined with the executors' exit hooks (`threading._shutdown`, what the interpreter
+    calls), then the `atexit` functions (logging's flush, the tracer's export, temporary
+    folders' clean-up). Every file the gateway writes is closed and fsynced by the
+    command itself, so nothing waits on a finaliser. Not for in-process callers (tests
+    call `main`)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed pipe: its reader is gone
+            stream.flush()
+    threading._shutdown()  # type: ignore[attr-defined]
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)

@@ -58,3 +58,34 @@ def test_pyarrow_first_conversion_leaves_pandas_unimported_and_to_pandas_still_w
             "frame = t.to_pandas()\n"
             "print(json.dumps({'before': before, 'rows': len(frame)}))\n")
     assert _fresh(code) == {"before": False, "rows": 2}
+
+
+LEAVING = """
+import atexit, sys, threading, time
+from pathlib import Path
+from gateway.startup import leave
+folder = Path(sys.argv[1])
+atexit.register(lambda: (folder / "atexit").write_text("ran"))
+def late():
+    time.sleep(0.2)
+    (folder / "thread").write_text("joined")
+threading.Thread(target=late).start()
+print("said before leaving", end="")  # no newline: still in stdout's buffer
+leave(3)
+"""
+
+
+def test_leaving_flushes_output_joins_threads_runs_exit_functions_and_keeps_the_code(tmp_path) -> None:
+    out = subprocess.run([sys.executable, "-c", LEAVING, str(tmp_path)], capture_output=True, text=True)
+    assert out.returncode == 3
+    assert out.stdout == "said before leaving"
+    assert (tmp_path / "thread").read_text() == "joined"
+    assert (tmp_path / "atexit").read_text() == "ran"
+
+
+def test_the_lgw_executable_keeps_argparse_exit_codes() -> None:
+    shown = subprocess.run([sys.executable, "-m", "gateway.cli", "--help"], capture_output=True, text=True)
+    assert shown.returncode == 0 and "usage: lgw" in shown.stdout
+    wrong = subprocess.run([sys.executable, "-m", "gateway.cli", "decode", "--no-such-option"], capture_output=True,
+                           text=True)
+    assert wrong.returncode == 2 and "lgw: error:" in wrong.stderr
