@@ -23,6 +23,7 @@ import pytest
 
 from adapters.files.dropfolder import DropFolder, content_hash
 from adapters.files.sink import csv_lines
+from adapters.files.source import FileSource
 from gateway.batch import INTERRUPTED, BatchDriver, BatchRuntime, JobResult, build_runtime
 from gateway.cli import main
 from gateway.config import example_dropfolder_config, load_config
@@ -587,4 +588,31 @@ def test_a_large_chunk_written_as_csv_in_slices_side_by_side_is_the_same_bytes(r
     whole = pa.BufferOutputStream()
     if rows:
         pacsv.write_csv(table, whole, pacsv.WriteOptions(include_header=False))
-    assert csv_lines(table) == whole.getvalue().to_pybytes()
+    assert b"".join(bytes(part) for part in csv_lines(table)) == whole.getvalue().to_pybytes()
+
+
+def test_a_file_batch_carries_each_records_own_bytes_a_view_where_the_chunk_is_one_run(tmp_path: Path) -> None:
+    path = tmp_path / "CARD.DAT"
+    generate_card_file(path, records=350, seed=3, bad_every=300)
+    data = path.read_bytes()
+
+    async def batches() -> list[Any]:
+        source = FileSource(load_contract(contract_path()), path, batch_size=100)
+        await source.connect()
+        out = []
+        while (batch := await source.read_batch()) is not None:
+            out.append(batch)
+            await batch.ack()
+        await source.close()
+        return out
+
+    found = asyncio.run(batches())
+    width = found[0].raw.shape[1]
+    views = 0
+    for batch in found:
+        assert batch.raw.shape[0] == batch.table.num_rows == len(batch.record_offsets) == len(batch.record_numbers)
+        for row, offset in enumerate(batch.record_offsets):
+            assert bytes(batch.raw[row]) == data[int(offset): int(offset) + width]
+        views += batch.raw.base is not None and not batch.raw.flags.owndata
+    assert sum(b.table.num_rows for b in found) + sum(len({r.record for r in b.rejects}) for b in found) == 350
+    assert views >= 1  # a chunk of details only: its bytes are not copied

@@ -43,9 +43,18 @@ def file_batch(dc: DecodedChunk) -> FileBatch:
     """The detail records that passed (with their own bytes, record numbers and offsets)
     and the rejects of one decoded chunk."""
     rows = dc.batch.chunk_rows()
-    raw, offsets, numbers = dc.chunk.matrix[rows], dc.chunk.offsets[rows], dc.record_numbers()[rows]
+    raw, offsets, numbers = _at(dc.chunk.matrix, rows), _at(dc.chunk.offsets, rows), _at(dc.record_numbers(), rows)
     return FileBatch(table=dc.table, rejects=dc.rejects, raw=raw, record_numbers=numbers,
                      record_offsets=offsets, bytes_read=dc.chunk.end.offset)
+
+
+def _at(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """`array[rows]` for ascending `rows` (a chunk's kept rows): a view where they are one
+    run, as in every chunk without a header, a trailer or a reject (no copy of its bytes)."""
+    n = len(rows)
+    if n and int(rows[-1]) - int(rows[0]) == n - 1:  # ascending and unique: a run
+        return array[int(rows[0]): int(rows[0]) + n]
+    return array[rows]
 
 
 class FileSource:
