@@ -40,6 +40,8 @@ from gateway.governance.audit import (
     audit_path,
     open_audit,
 )
+from gateway.governance.audit_model import content_digest
+from gateway.governance.audit_parquet import constants_encoded
 from gateway.governance.identity import operator_identity
 from gateway.state import StateStore, StateStoreError
 from schemas.errors import ConfigError
@@ -142,6 +144,33 @@ def test_a_million_decisions_are_written_as_one_read_only_parquet_file(parquet_l
     assert pq.read_metadata(files[0]).num_rows == 1_000_000
     report = parquet_log.verify()
     assert (report.ok, report.days, report.batches, report.records) == (True, ["2026-12-04"], 1, 1_000_000)
+
+
+def test_a_batchs_shared_values_are_stored_once_and_read_back_as_the_decision_schema(parquet_log: AuditLog,
+                                                                                   tmp_path: Path) -> None:
+    written = decisions(5000, review="pending")
+    parquet_log.append_decisions(written)
+    [path] = sorted((tmp_path / "audit").rglob("*.parquet"))
+    meta = pq.read_metadata(path)
+    columns = {meta.schema.column(i).name: i for i in range(meta.num_columns)}
+    encodings = {name: meta.row_group(0).column(i).encodings for name, i in columns.items()}
+    for shared in ("run", "pipeline", "source", "model_sha256", "breaker_state", "review"):
+        assert "RLE_DICTIONARY" in encodings[shared], shared
+    table = pq.read_table(path)
+    assert table.schema.remove_metadata() == DECISION_SCHEMA  # plain strings, not dictionaries
+    assert table.schema.metadata[b"lgw.audit.seq"] == b"1" and table.schema.metadata[b"lgw.audit.writer"] == b"w1"
+    assert table.equals(written)
+    assert parquet_log.verify().ok
+
+
+def test_a_dictionary_encoded_column_has_the_content_digest_of_its_values() -> None:
+    plain = decisions(300)
+    encoded = constants_encoded(plain)
+    assert pa.types.is_dictionary(encoded.schema.field("run").type)
+    assert not pa.types.is_dictionary(encoded.schema.field("record_id").type)  # one value a row: left as it is
+    assert content_digest(encoded) == content_digest(plain)
+    other = plain.set_column(0, "run", pa.repeat(pa.scalar("R2"), 300))
+    assert content_digest(constants_encoded(other)) != content_digest(plain)
 
 
 def test_batches_chain_per_day_and_verify(log: AuditLog) -> None:

@@ -172,6 +172,11 @@ def _column_digest(column: pa.ChunkedArray) -> bytes:
     else:
         h.update(b"no nulls")  # what n zero flags would say, without making them
     values = column.combine_chunks()  # no copy for the usual single chunk
+    if pa.types.is_dictionary(values.type):  # a writer's encoding (audit_parquet.constants_encoded)
+        if len(values) > 1 and len(values.dictionary) == 1 and values.null_count == 0:
+            h.update(b"same:" + str(values.dictionary[0].as_py()).encode())
+            return h.digest()
+        values = values.cast(values.type.value_type)
     if len(values) > 1 and pc.all(pc.equal(values, values[0])).as_py():
         # one value in every row (a batch's run, model, time): the value once, not a million times
         h.update(b"same:" + str(values[0].as_py()).encode())
