@@ -57,8 +57,13 @@ def tune_process() -> None:
     - OpenBLAS with one thread: numpy starts a thread per core that spins at start and
       after any BLAS call; the gateway makes none that needs them, and on two cores the
       spinning took CPU from decoding and scoring.
-    Both are inherited by what the process starts (Spark's workers, a model server)."""
+    - pyarrow's buffers from the C library's allocator rather than its bundled mimalloc:
+      with huge pages off, it served a 4M-record run with 5 % less CPU and wall time
+      (three interleaved rounds each, twice), at the same peak memory.
+    Each is a default: a value the operator set in the environment stands. They are
+    inherited by what the process starts (Spark's workers, a model server)."""
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(None, use_errno=True)

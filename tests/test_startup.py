@@ -20,22 +20,25 @@ TUNED = """
 import ctypes, json, os, sys
 from gateway.startup import tune_process
 tune_process()
-import numpy
+import numpy, pyarrow
 thp = ctypes.CDLL(None).prctl(42, 0, 0, 0, 0)
-print(json.dumps({"openblas": os.environ.get("OPENBLAS_NUM_THREADS"), "thp_disabled": thp}))
+print(json.dumps({"openblas": os.environ.get("OPENBLAS_NUM_THREADS"), "thp_disabled": thp,
+                  "pool": pyarrow.default_memory_pool().backend_name}))
 """
 
 
-def test_the_cli_process_opts_out_of_huge_pages_and_blas_threads() -> None:
-    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+def test_the_cli_process_opts_out_of_huge_pages_blas_threads_and_mimalloc() -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "ARROW_DEFAULT_MEMORY_POOL")}
     out = subprocess.run([sys.executable, "-c", TUNED], capture_output=True, text=True, check=True, env=env)
     found = json.loads(out.stdout)
     assert found["openblas"] == "1"
+    assert found["pool"] == "system"
     assert found["thp_disabled"] == 1  # the gateway runs on Linux (CI, the images)
 
 
-def test_an_operators_own_blas_setting_is_kept() -> None:
-    assert _fresh(TUNED, {"OPENBLAS_NUM_THREADS": "4"})["openblas"] == "4"
+def test_an_operators_own_settings_are_kept() -> None:
+    found = _fresh(TUNED, {"OPENBLAS_NUM_THREADS": "4", "ARROW_DEFAULT_MEMORY_POOL": "jemalloc"})
+    assert (found["openblas"], found["pool"]) == ("4", "jemalloc")
 
 
 def test_what_the_process_starts_inherits_the_huge_page_setting() -> None:
