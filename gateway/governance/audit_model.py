@@ -146,6 +146,11 @@ def conform(table: pa.Table) -> pa.Table:
 def split_by_day(table: pa.Table) -> list[tuple[date, pa.Table]]:
     """The table's rows per UTC day of `decided_at` (order kept): one part for a batch
     scored within a day, two around midnight."""
+    if table.num_rows:  # the usual batch, within one day: found from its first and last moments
+        bounds = pc.min_max(table.column("decided_at"))
+        first, last = (bounds[k].cast(pa.date32()).as_py() for k in ("min", "max"))
+        if first == last:
+            return [(first, table)]
     days = table.column("decided_at").cast(pa.date32())
     unique = pc.unique(days).to_pylist()
     if len(unique) == 1:
