@@ -409,10 +409,6 @@ def _dispatch(args: argparse.Namespace) -> int:
     return handlers[args.command](args)
 
 
-# The exit codes are re-exported: scripts and tests read them from the CLI they run.
-__all__ = ["EXIT_ERROR", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_PAUSED", "EXIT_REJECTS",
-           "EXIT_SIGINT", "build_parser", "internal_error_line", "main", "run", "write_traceback"]
-
 def run() -> None:
     """The `lgw` executable: `main`, then the process ends at once (gateway.startup.leave)."""
     try:
@@ -426,6 +422,10 @@ def run() -> None:
         code = EXIT_ERROR
     leave(code)
 
+
+# The exit codes are re-exported: scripts and tests read them from the CLI they run.
+__all__ = ["EXIT_ERROR", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_PAUSED", "EXIT_REJECTS",
+           "EXIT_SIGINT", "build_parser", "internal_error_line", "main", "run", "write_traceback"]
 
 if __name__ == "__main__":
     run()

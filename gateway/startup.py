@@ -60,8 +60,8 @@ def tune_process() -> None:
     - pyarrow's buffers from the C library's allocator rather than its bundled mimalloc:
       with huge pages off, it served a 4M-record run with 5 % less CPU and wall time
       (three interleaved rounds each, twice), at the same peak memory.
-    Each is a default: a value the operator set in the environment stands. They are
-    inherited by what the process starts (Spark's workers, a model server)."""
+    Each is a default: a value the operator set in the environment stands. Child
+    processes inherit them."""
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     if sys.platform.startswith("linux"):

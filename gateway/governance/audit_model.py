@@ -170,6 +170,12 @@ def _column_digest(column: pa.ChunkedArray) -> bytes:
     h = hashlib.sha256()
     if len(column) == 0:
         return h.digest()
+    if pa.types.is_dictionary(column.type):  # a writer's encoding (audit_parquet.constants_encoded)
+        entries = column.combine_chunks().dictionary
+        if len(column) > 1 and len(entries) == 1 and column.null_count == 0:
+            h.update(b"no nulls" + b"same:" + str(entries[0].as_py()).encode())  # as the plain column's
+            return h.digest()
+        column = column.cast(column.type.value_type)
     if column.null_count:
         flags = pc.is_null(column).combine_chunks().cast(pa.uint8()).to_numpy(zero_copy_only=False)
         h.update(np.ascontiguousarray(flags).data)
@@ -177,11 +183,6 @@ def _column_digest(column: pa.ChunkedArray) -> bytes:
     else:
         h.update(b"no nulls")  # what n zero flags would say, without making them
     values = column.combine_chunks()  # no copy for the usual single chunk
-    if pa.types.is_dictionary(values.type):  # a writer's encoding (audit_parquet.constants_encoded)
-        if len(values) > 1 and len(values.dictionary) == 1 and values.null_count == 0:
-            h.update(b"same:" + str(values.dictionary[0].as_py()).encode())
-            return h.digest()
-        values = values.cast(values.type.value_type)
     if len(values) > 1 and pc.all(pc.equal(values, values[0])).as_py():
         # one value in every row (a batch's run, model, time): the value once, not a million times
         h.update(b"same:" + str(values[0].as_py()).encode())
