@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.files.dropfolder import DropFolder, Folders, UnsafePath, content_hash, safe_name
+from adapters.files import dropfolder
+from adapters.files.dropfolder import DropFolder, Folders, HashAhead, UnsafePath, content_hash, safe_name
 from gateway.config import load_config
 from schemas.errors import ConfigError
 
@@ -157,3 +158,54 @@ def test_done_failed_and_work_default_to_siblings_of_the_inbox(tmp_path: Path) -
     paths = source.folders(tmp_path)
     assert {k: v.relative_to(tmp_path).as_posix() for k, v in paths.items()} == {
         "inbox": "drop/in", "outbox": "drop/out", "done": "drop/done", "failed": "drop/failed", "work": "drop/work"}
+
+
+def test_a_hash_made_ahead_is_used_while_its_file_is_the_one_hashed(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    files = [tmp_path / f"F{i}.DAT" for i in range(3)]
+    for i, f in enumerate(files):
+        f.write_bytes(bytes([i]) * 300_000)
+    ahead = HashAhead()
+    ahead.start(files)
+    made = {f: ahead.hash(f) for f in files[:1]}  # waits for the first, made ahead
+    hashed_now: list[Path] = []
+    real = dropfolder.content_hash
+    monkeypatch.setattr(dropfolder, "content_hash", lambda p: hashed_now.append(p) or real(p))
+    made[files[1]] = ahead.hash(files[1])
+    assert hashed_now == []  # made ahead, not again
+    assert made == {f: content_hash(f) for f in files[:2]}
+    ahead.close()
+    assert ahead.hash(files[2]) == content_hash(files[2])  # dropped at close: hashed when asked
+
+
+def test_a_file_changed_or_replaced_by_a_link_after_its_hash_ahead_is_hashed_again(tmp_path: Path) -> None:
+    changed, replaced, linked = (tmp_path / n for n in ("A.DAT", "B.DAT", "C.DAT"))
+    for f in (changed, replaced, linked):
+        f.write_bytes(b"first" * 1000)
+    ahead = HashAhead()
+    ahead.start([changed, replaced, linked])
+    for f in (changed, replaced, linked):
+        ahead._ahead[f].result()  # all three made
+    with changed.open("ab") as fh:  # appended to in place: same inode, other size and time
+        fh.write(b"more")
+    other = tmp_path / "other"
+    other.write_bytes(b"second" * 1000)
+    os.replace(other, replaced)  # another file under the name
+    linked.unlink()
+    os.symlink(tmp_path / "A.DAT", linked)  # a link planted in its place
+    assert ahead.hash(changed) == content_hash(changed) and ahead.hash(changed).size == 5004
+    assert ahead.hash(replaced).sha256 == content_hash(replaced).sha256 != content_hash(changed).sha256
+    with pytest.raises(UnsafePath):
+        ahead.hash(linked)
+    ahead.close()
+
+
+def test_hashes_ahead_follow_the_inbox(tmp_path: Path) -> None:
+    a, b = tmp_path / "A.DAT", tmp_path / "B.DAT"
+    a.write_bytes(b"a")
+    b.write_bytes(b"b")
+    ahead = HashAhead()
+    ahead.start([a, b])
+    ahead.start([b])  # A was claimed elsewhere: its hash is dropped
+    assert set(ahead._ahead) == {b}
+    ahead.close()

@@ -23,7 +23,8 @@ import os
 import shutil
 import stat
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -92,6 +93,48 @@ def content_hash(path: Path) -> ContentHash:
 
 def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class HashAhead:
+    """Content hashes of complete inbox files, made in order on a thread of their own from
+    `start`: while the run is set up (the contract compiled, the model loaded, the audit
+    log opened) or an earlier file is processed, so a claim does not wait for its hash
+    (0.08 s of single-threaded work per 120 MB, before any record is read). A hash made
+    ahead is used only if the file is still the one hashed (device, inode, size, mtime);
+    else, or if hashing failed, the file is hashed again when asked, and that says why."""
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        self._ahead: dict[Path, Future[ContentHash]] = {}
+
+    def start(self, paths: Iterable[Path]) -> None:
+        """Hashes `paths` (the inbox's complete files, in the order they will be claimed);
+        what was started for a file no longer among them is dropped."""
+        wanted = list(paths)
+        for gone in set(self._ahead) - set(wanted):  # claimed elsewhere, or removed
+            self._ahead.pop(gone).cancel()
+        for path in wanted:
+            if path not in self._ahead:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(1, thread_name_prefix="lgw-hash-ahead")
+                self._ahead[path] = self._pool.submit(content_hash, path)
+
+    def hash(self, path: Path) -> ContentHash:
+        ahead = self._ahead.pop(path, None)
+        if ahead is not None and not ahead.cancelled() and ahead.exception() is None:
+            made = ahead.result()
+            with contextlib.suppress(OSError):
+                st = os.lstat(path)
+                if stat.S_ISREG(st.st_mode) and _identity(st) == made.identity:
+                    return made
+        return content_hash(path)
+
+    def close(self) -> None:
+        """Hashes not begun are dropped; one being made ends on its own."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+        self._ahead.clear()
 
 
 @dataclass(frozen=True)
@@ -272,6 +315,6 @@ class DropFolder:
 
 
 __all__ = [
-    "FOLDER_NAMES", "MARKER_SUFFIX", "Arrival", "ContentHash", "DropFolder", "Folders", "UnsafePath",
+    "FOLDER_NAMES", "MARKER_SUFFIX", "Arrival", "ContentHash", "DropFolder", "Folders", "HashAhead", "UnsafePath",
     "atomic_write", "content_hash", "fsync_dir", "move_file", "safe_name",
 ]

@@ -48,6 +48,7 @@ class BatchDriver:
 
     async def take_inbox(self) -> list[JobResult]:
         ready, waiting = self.rt.dropfolder.scan()
+        self.rt.hashes.start(arrival.path for arrival in ready)  # the next file's hash beside this one's run
         if waiting:
             log.info("%s: %d file(s) not complete yet: %s", self.rt.name, len(waiting), ", ".join(waiting[:5]))
         results = []
@@ -63,7 +64,7 @@ class BatchDriver:
         """Runs one complete inbox file, unless its content was processed already."""
         rt = self.rt
         try:
-            hashed = await asyncio.to_thread(content_hash, arrival.path)
+            hashed = await asyncio.to_thread(rt.hashes.hash, arrival.path)
         except FileNotFoundError:
             return None  # taken meanwhile (another replica)
         except UnsafePath as exc:

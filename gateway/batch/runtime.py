@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from adapters import registry
 from adapters.base import RejectSink, Sink
-from adapters.files.dropfolder import MARKER_SUFFIX, DropFolder, Folders
+from adapters.files.dropfolder import MARKER_SUFFIX, DropFolder, Folders, HashAhead
 from adapters.registry import BuildContext
 from gateway.assembly import build_pipeline
 from gateway.config import DropFolderConfig, FileSinkConfig, GatewayConfig, PipelineConfig
@@ -40,6 +40,7 @@ class BatchRuntime:
     state: StateStore
     reference: Profile | None = None  # drift.reference, loaded once
     audit: DecisionLog | None = None  # the audit trail's decision records (gateway.governance.audit)
+    hashes: HashAhead = field(default_factory=HashAhead)  # the inbox's files, hashed ahead of their claims
 
     def governance(self, run_id: str, input_name: str, output_stem: str) -> RunGovernance:
         """The governance of one run: audit, review, drift and quality against the reference."""
@@ -85,6 +86,7 @@ class BatchRuntime:
         return self.folders.path("outbox", f"{stem}.manifest.json")
 
     async def close(self) -> None:
+        self.hashes.close()
         if self.pipeline.model is not None:
             await self.pipeline.model.close()
         close = getattr(self.audit, "close", None)
@@ -98,12 +100,18 @@ def build_runtime(name: str, cfg: GatewayConfig, state: StateStore, runs: RunSto
         raise ConfigError(f"no pipeline {name!r} in the config (pipelines: {', '.join(cfg.pipelines) or 'none'})")
     if not isinstance(pipe.source, DropFolderConfig):
         raise ConfigError(f"pipeline {name} has no drop-folder `source`: nothing for the file driver to read")
-    contract = load_scoring_contract(cfg.resolve(pipe.contract))
-    pipeline = build_pipeline(name, contract, cfg, model_name=pipe.model, policy=pipe.policy, shadow=pipe.shadow,
-                              state=state, pii=pipe.pii,
-                              review=pipe.review)
     folders = Folders.prepare(pipe.source.folders(cfg.base_dir))
     dropfolder = DropFolder(folders, glob=pipe.source.glob, stable_for_s=pipe.source.stable_for_s,
                             done_file=pipe.source.done_file)
-    return BatchRuntime(name, pipe, pipe.source, contract, pipeline, folders, dropfolder, runs or RunStore(state),
-                        cfg, state, reference_of(pipe, cfg), open_decision_log(cfg, state))
+    hashes = HashAhead()
+    hashes.start(arrival.path for arrival in dropfolder.scan()[0])  # while the contract, model and audit log load
+    try:
+        contract = load_scoring_contract(cfg.resolve(pipe.contract))
+        pipeline = build_pipeline(name, contract, cfg, model_name=pipe.model, policy=pipe.policy,
+                                  shadow=pipe.shadow, state=state, pii=pipe.pii, review=pipe.review)
+        return BatchRuntime(name, pipe, pipe.source, contract, pipeline, folders, dropfolder,
+                            runs or RunStore(state), cfg, state, reference_of(pipe, cfg),
+                            open_decision_log(cfg, state), hashes)
+    except BaseException:
+        hashes.close()
+        raise
