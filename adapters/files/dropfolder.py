@@ -121,8 +121,11 @@ class HashAhead:
 
     def hash(self, path: Path) -> ContentHash:
         ahead = self._ahead.pop(path, None)
-        if ahead is not None and not ahead.cancelled() and ahead.exception() is None:
-            made = ahead.result()
+        try:
+            made = ahead.result() if ahead is not None else None
+        except Exception:  # cancelled, or the file could not be hashed: made again below, which says why
+            made = None
+        if made is not None:
             with contextlib.suppress(OSError):
                 st = os.lstat(path)
                 if stat.S_ISREG(st.st_mode) and _identity(st) == made.identity:
