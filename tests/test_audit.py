@@ -161,6 +161,11 @@ def test_a_batchs_shared_values_are_stored_once_and_read_back_as_the_decision_sc
     assert table.schema.metadata[b"lgw.audit.seq"] == b"1" and table.schema.metadata[b"lgw.audit.writer"] == b"w1"
     assert table.equals(written)
     assert parquet_log.verify().ok
+    # as files were written before (the Arrow schema stored, its metadata in it): they verify too
+    _rewrite(path, table)
+    os.chmod(path, 0o440)
+    assert b"ARROW:schema" in pq.read_metadata(path).metadata
+    assert parquet_log.verify().ok
 
 
 def test_a_dictionary_encoded_column_has_the_content_digest_of_its_values() -> None:
