@@ -153,8 +153,6 @@ def split_by_day(table: pa.Table) -> list[tuple[date, pa.Table]]:
             return [(first, table)]
     days = table.column("decided_at").cast(pa.date32())
     unique = pc.unique(days).to_pylist()
-    if len(unique) == 1:
-        return [(unique[0], table)]
     return [(day, table.filter(pc.equal(days, pa.scalar(day, pa.date32())))) for day in sorted(unique)]
 
 
@@ -170,12 +168,13 @@ def _column_digest(column: pa.ChunkedArray) -> bytes:
     h = hashlib.sha256()
     if len(column) == 0:
         return h.digest()
+    same: pa.Scalar | None = None  # one value in every row (a batch's run, model, time)
     if pa.types.is_dictionary(column.type):  # a writer's encoding (audit_parquet.constants_encoded)
         entries = column.combine_chunks().dictionary
         if len(column) > 1 and len(entries) == 1 and column.null_count == 0:
-            h.update(b"no nulls" + b"same:" + str(entries[0].as_py()).encode())  # as the plain column's
-            return h.digest()
-        column = column.cast(column.type.value_type)
+            same = entries[0]  # known without comparing the rows
+        else:
+            column = column.cast(column.type.value_type)
     if column.null_count:
         flags = pc.is_null(column).combine_chunks().cast(pa.uint8()).to_numpy(zero_copy_only=False)
         h.update(np.ascontiguousarray(flags).data)
@@ -183,9 +182,10 @@ def _column_digest(column: pa.ChunkedArray) -> bytes:
     else:
         h.update(b"no nulls")  # what n zero flags would say, without making them
     values = column.combine_chunks()  # no copy for the usual single chunk
-    if len(values) > 1 and pc.all(pc.equal(values, values[0])).as_py():
-        # one value in every row (a batch's run, model, time): the value once, not a million times
-        h.update(b"same:" + str(values[0].as_py()).encode())
+    if same is None and len(values) > 1 and pc.all(pc.equal(values, values[0])).as_py():
+        same = values[0]
+    if same is not None:  # the value once, not a million times
+        h.update(b"same:" + str(same.as_py()).encode())
         return h.digest()
     if _is_text(values.type):
         wide = pa.types.is_large_string(values.type)
