@@ -28,6 +28,7 @@ from gateway.governance.review import ReviewConfig, cap_mask, mark_review, selec
 from gateway.outputs import OutputSpec, outputs_from_contract
 from gateway.resilience.guarded import GuardedModel
 from gateway.state import KillSwitchWatcher
+from schemas.arrow_buffers import one_array
 from schemas.contract import Contract
 from schemas.errors import BreakerOpen, InfrastructureError, ModelRejected, ModelServerError
 
@@ -259,8 +260,8 @@ class Pipeline:
         columns["contract"] = _same(self.contract.name, n, pa.string())
         columns["contract_version"] = _same(self.contract.version, n, pa.int32())
         if rules is not None and n:
-            columns["rule_id"] = rules.column("rule_id").combine_chunks()
-            columns["reason"] = rules.column("reason").combine_chunks()
+            columns["rule_id"] = one_array(rules.column("rule_id"))
+            columns["reason"] = one_array(rules.column("reason"))
         else:
             columns["rule_id"] = pa.nulls(n, pa.string())
             columns["reason"] = pa.nulls(n, pa.string())

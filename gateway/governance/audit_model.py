@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from schemas.arrow_buffers import one_array
 from schemas.errors import ConfigError
 
 DECISION_SCHEMA = pa.schema([
@@ -170,18 +171,18 @@ def _column_digest(column: pa.ChunkedArray) -> bytes:
         return h.digest()
     same: pa.Scalar | None = None  # one value in every row (a batch's run, model, time)
     if pa.types.is_dictionary(column.type):  # a writer's encoding (audit_parquet.constants_encoded)
-        entries = column.combine_chunks().dictionary
+        entries = one_array(column).dictionary
         if len(column) > 1 and len(entries) == 1 and column.null_count == 0:
             same = entries[0]  # known without comparing the rows
         else:
             column = column.cast(column.type.value_type)
     if column.null_count:
-        flags = pc.is_null(column).combine_chunks().cast(pa.uint8()).to_numpy(zero_copy_only=False)
+        flags = one_array(pc.is_null(column)).cast(pa.uint8()).to_numpy(zero_copy_only=False)
         h.update(np.ascontiguousarray(flags).data)
         column = pc.fill_null(column, "" if _is_text(column.type) else pa.scalar(0, column.type))
     else:
         h.update(b"no nulls")  # what n zero flags would say, without making them
-    values = column.combine_chunks()  # no copy for the usual single chunk
+    values = one_array(column)
     if same is None and len(values) > 1 and pc.all(pc.equal(values, values[0])).as_py():
         same = values[0]
     if same is not None:  # the value once, not a million times

@@ -41,6 +41,7 @@ from gateway.governance.audit_model import (
     content_digest,
     split_by_day,
 )
+from schemas.arrow_buffers import one_array
 from schemas.safefiles import NewFile, UnsafePath, create_new, fsync_dir
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -200,7 +201,7 @@ def constants_encoded(table: pa.Table) -> pa.Table:
     for name in table.column_names:
         column = table.column(name)
         if name in _CONSTANT_CANDIDATES and table.num_rows > 1 and column.null_count == 0:
-            values = column.combine_chunks()
+            values = one_array(column)
             if pc.all(pc.equal(values, values[0])).as_py():
                 column = pa.DictionaryArray.from_arrays(pa.array(np.zeros(len(values), dtype=np.int32)),
                                                         values.slice(0, 1))

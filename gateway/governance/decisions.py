@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gateway.governance.audit_model import DECISION_SCHEMA
+from schemas.arrow_buffers import one_array
 
 if TYPE_CHECKING:
     from gateway.pipeline import Pipeline
@@ -89,9 +90,7 @@ def value_rows(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros((table.num_rows, 1), dtype=np.uint8), np.zeros(table.num_rows, dtype=np.int64)
     parts = [pc.fill_null(pc.cast(table.column(i), pa.string()), "\x00") for i in range(table.num_columns)]
     joined = pc.binary_join_element_wise(*parts, "\x1f")
-    if isinstance(joined, pa.ChunkedArray):
-        joined = joined.combine_chunks()
-    return byte_rows(joined)
+    return byte_rows(one_array(joined))
 
 
 def byte_rows(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:

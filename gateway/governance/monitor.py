@@ -31,6 +31,7 @@ from gateway.governance.profile import (
     psi,
 )
 from gateway.metrics import reason_class
+from schemas.arrow_buffers import one_array
 from schemas.stream import Reject
 
 OTHER = "\x00other"  # a category the reference never saw (never a real value: NUL)
@@ -157,8 +158,7 @@ class RunMonitor:
             if ref.min is not None and ref.max is not None:
                 c["outside"] += int(np.count_nonzero((values < ref.min) | (values > ref.max)))
         elif ref.shares is not None:
-            seen = _value_counts(pc.drop_null(column if not isinstance(column, pa.ChunkedArray)
-                                              else column.combine_chunks()))
+            seen = _value_counts(pc.drop_null(one_array(column)))
             shares: dict[str, int] = c["bins"] if isinstance(c["bins"], dict) else {}
             for value, n in seen.items():
                 key = value if value in ref.shares else OTHER
@@ -176,7 +176,7 @@ class RunMonitor:
         for name in self.segments:
             if name not in scored.column_names or name in self.pii:
                 continue
-            keys = pc.cast(scored.column(name), pa.string()).combine_chunks().fill_null("(null)")
+            keys = one_array(pc.cast(scored.column(name), pa.string())).fill_null("(null)")
             encoded = pc.dictionary_encode(keys)
             codes = np.asarray(encoded.indices, dtype=np.int64)
             labels = encoded.dictionary.to_pylist()

@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from schemas.arrow_buffers import one_array
 from schemas.contract import PII_ACTIONS, PiiAction
 from schemas.errors import ConfigError
 
@@ -92,7 +93,7 @@ class PiiPolicy:
                 table = table.drop_columns([name])
                 continue
             i = table.column_names.index(name)
-            column = table.column(i).combine_chunks()
+            column = one_array(table.column(i))
             changed = mask_values(column) if f.action == "mask" else self.hash_values(column)
             table = table.set_column(i, pa.field(name, pa.string()), changed)
         return table

@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from adapters.files.source import FileSource
 from gateway.governance.profile import MAX_CATEGORIES, Profile, build_profile
 from gateway.pipeline import Pipeline
+from schemas.arrow_buffers import one_array
 from schemas.errors import ConfigError
 from schemas.safefiles import create_output, open_existing
 
@@ -64,7 +65,7 @@ def scored_rows(inputs: pa.Table, scored: pa.Table) -> np.ndarray:
 def _padded(column: Any, n: int) -> Any:
     if len(column) == n:
         return column
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    array = one_array(column)
     return pa.concat_arrays([array, pa.nulls(n - len(array), array.type)])
 
 
@@ -131,7 +132,7 @@ def _decisions(into: dict[str, dict[str, list[float]]], pipeline: Pipeline, scor
         by = into.setdefault(name, {})
         if by.get(_TOO_VARIED):
             continue
-        encoded = pc.dictionary_encode(pc.cast(column, pa.string()).combine_chunks().fill_null("(null)"))
+        encoded = pc.dictionary_encode(one_array(pc.cast(column, pa.string())).fill_null("(null)"))
         labels = encoded.dictionary.to_pylist()
         if len(set(labels) | set(by)) > MAX_CATEGORIES:
             by.clear()

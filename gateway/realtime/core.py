@@ -45,7 +45,7 @@ from adapters.headers import (  # the header names, also for the scorer's caller
 from gateway import tracing
 from gateway.isolation import NOT_THE_RECORDS, crash_reason, isolating, pii_names
 from gateway.pipeline import Pipeline
-from schemas.arrow_buffers import value_buffers
+from schemas.arrow_buffers import one_array, value_buffers
 from schemas.errors import ConfigError
 from schemas.jsonl import member_parts
 from schemas.messages import MessageCodec, MessageReject, PayloadFormat, by_message
@@ -118,7 +118,7 @@ _NEEDS_ESCAPE = r'["\\\x00-\x1f]'
 
 def _json_members(table: pa.Table) -> list[str | pa.Array]:
     """Each row as the members of a JSON object, without the braces: '"a":1,"b":"x"'."""
-    return member_parts([(name, table.column(name).combine_chunks()) for name in table.column_names])
+    return member_parts([(name, one_array(table.column(name))) for name in table.column_names])
 
 
 def _compact_objects(raw: pa.Array) -> bool:
