@@ -22,6 +22,7 @@ from schemas.errors import ConfigError, ContractError
 from schemas.examples import contract_path, generate_card_file
 
 KEY = b"k" * 32
+KNOWN_PRINT = "8fa5cb049fee8f9e76f984ebea2d307e"  # fingerprints(bytes 0..15, key b"k"), as released
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +146,11 @@ def test_fingerprints_are_keyed_stable_and_change_with_any_byte() -> None:
         [whole[i] for i in (0, 2047, 2048, 4999)]
     odd = rows[:4, :13]  # a width that is not a multiple of 8
     assert fingerprints(odd, KEY).to_pylist() != fingerprints(rows[:4, :14], KEY).to_pylist()
+    # rows read in place (contiguous, whole words) and rows copied into padded blocks agree
+    inner = rows[:, 8:24]  # not contiguous: the padded path
+    assert fingerprints(inner, KEY).to_pylist() == fingerprints(np.ascontiguousarray(inner), KEY).to_pylist()
+    # a known value: what the audit files of earlier runs hold must not change
+    assert fingerprints(np.arange(16, dtype=np.uint8).reshape(1, 16), b"k").to_pylist() == [KNOWN_PRINT]
 
 
 def test_rows_without_bytes_are_fingerprinted_by_their_values() -> None:

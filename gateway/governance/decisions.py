@@ -59,19 +59,25 @@ def fingerprints(matrix: np.ndarray, key: bytes, lengths: np.ndarray | None = No
     size = np.asarray(lengths if lengths is not None else np.full(n, width), dtype=np.uint64)
     digest = np.empty((n, 2), dtype=np.uint64)
     # buffers reused block after block: fresh arrays this size would cost more in page
-    # faults than the arithmetic
-    padded = np.zeros((_BLOCK, words * 4), dtype=np.uint8)
-    summed = np.empty((_BLOCK, words), dtype=np.uint64)
-    product = np.empty((_BLOCK, words // 2), dtype=np.uint64)
+    # faults than the arithmetic; rows already a whole number of words are read in place
+    direct = width == words * 4 and matrix.flags.c_contiguous
+    padded = None if direct else np.zeros((_BLOCK, words * 4), dtype=np.uint8)
+    summed = np.empty((_BLOCK, 2, words), dtype=np.uint32)
+    wide = np.empty((_BLOCK, 2, words), dtype=np.uint64)
     for lo in range(0, n, _BLOCK):
         hi = min(n, lo + _BLOCK)
         b = hi - lo
-        padded[:b, :width] = matrix[lo:hi]
-        u32 = padded[:b].view("<u4")
-        for lane in (0, 1):
-            np.add(u32, keys[lane], out=summed[:b], casting="unsafe")  # a uint32 add: wraps mod 2^32, as NH's
-            np.multiply(summed[:b, 0::2], summed[:b, 1::2], out=product[:b])
-            product[:b].sum(axis=1, dtype=np.uint64, out=digest[lo:hi, lane])
+        if padded is None:
+            u32 = matrix[lo:hi].view("<u4")
+        else:
+            padded[:b, :width] = matrix[lo:hi]
+            u32 = padded[:b].view("<u4")
+        # both lanes at once: a uint32 add wraps mod 2^32, as NH's; then the 64-bit products
+        np.add(u32[:, None, :], keys[None, :, :], out=summed[:b])
+        lanes = wide[:b]
+        lanes[...] = summed[:b]
+        np.multiply(lanes[:, :, 0::2], lanes[:, :, 1::2], out=lanes[:, :, 0::2])
+        lanes[:, :, 0::2].sum(axis=2, dtype=np.uint64, out=digest[lo:hi])
     with np.errstate(over="ignore"):
         digest[:, 0] = _fmix(digest[:, 0] ^ size ^ final[0])
         digest[:, 1] = _fmix(digest[:, 1] + (size * _P1) + final[1])

@@ -131,7 +131,7 @@ class RunGovernance:
                     pipeline.features.fields_used & set(pipeline.pii.fields) and inputs is scored):
                 used = inputs.select([c for c in inputs.column_names if c in pipeline.features.fields_used])
                 taken = np.asarray(rows, dtype=np.int64)
-                if len(taken) != used.num_rows or not np.array_equal(taken, np.arange(used.num_rows)):
+                if not _every_row(taken, used.num_rows):
                     used = used.take(pa.array(taken))  # some were refused: the scored ones' rows
                 features = pipeline.features.matrix(used)
             self.monitor.observe(records_in, inputs, scored, features, rejects, breaker=breaker)
@@ -144,7 +144,7 @@ class RunGovernance:
         if prints is not None:
             pass
         elif raw is not None:
-            prints = fingerprints(raw[taken], self.key)
+            prints = fingerprints(raw if _every_row(taken, len(raw)) else raw[taken], self.key)
         else:
             matrix, lengths = value_rows(inputs.drop_columns(["source_record"]) if "source_record" in
                                          inputs.column_names else inputs)
@@ -368,6 +368,11 @@ class RunGovernance:
         out["timeline"] = self.monitor.state["timeline"]
         out["examples"] = self.examples
         return out
+
+
+def _every_row(rows: np.ndarray, n: int) -> bool:
+    """Are `rows` 0 .. n-1 in order (every record of the batch scored and written)?"""
+    return len(rows) == n and bool(np.array_equal(rows, np.arange(n)))
 
 
 def _plain(value: Any) -> Any:
