@@ -124,8 +124,9 @@ class VerifyReport(BaseModel):
 
 def conform(table: pa.Table) -> pa.Table:
     """`table` with DECISION_SCHEMA's columns in its order, or AuditSchemaError naming
-    what was expected and what was found. Nullability and metadata are not compared."""
-    found = {f.name: f.type for f in table.schema}
+    what was expected and what was found. Nullability and metadata are not compared; a
+    string column may be dictionary-encoded (a batch's shared values, `shared`), and stays so."""
+    found = {f.name: _logical(f.type) for f in table.schema}
     expected = {f.name: f.type for f in DECISION_SCHEMA}
     if found != expected:
         missing = [n for n in expected if n not in found]
@@ -141,7 +142,34 @@ def conform(table: pa.Table) -> pa.Table:
     table = table.select(DECISION_SCHEMA.names)
     if table.column("decided_at").null_count or table.column("record_id").null_count:
         raise AuditSchemaError("decision table: decided_at and record_id must be set on every row")
-    return table.cast(DECISION_SCHEMA) if table.schema != DECISION_SCHEMA else table
+    if table.schema == DECISION_SCHEMA:
+        return table
+    return pa.Table.from_arrays([column if column.type == f.type or pa.types.is_dictionary(column.type)
+                                 else column.cast(f.type) for column, f in zip(table.columns, DECISION_SCHEMA,
+                                                                               strict=True)],
+                                names=DECISION_SCHEMA.names)
+
+
+def _logical(kind: pa.DataType) -> pa.DataType:
+    return kind.value_type if pa.types.is_dictionary(kind) else kind
+
+
+def shared(value: str, n: int) -> pa.Array:
+    """`n` rows of one string, as a one-entry dictionary: how a decision table holds what a
+    batch's records share (run, pipeline, source, model, contract, breaker state). Nothing
+    repeats the string a million times, Parquet writes the entry's index per row without
+    hashing the rows to find it, and the content digest takes the value once."""
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([value], pa.string()))
+
+
+def as_shared(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """A string column holding one value in every row as `shared`; any other as it is."""
+    if len(column) < 2 or column.null_count or not _is_text(column.type):
+        return column
+    values = one_array(column)
+    if not pc.all(pc.equal(values, values[0])).as_py():
+        return column
+    return shared(values[0].as_py(), len(values))
 
 
 def split_by_day(table: pa.Table) -> list[tuple[date, pa.Table]]:
@@ -170,7 +198,7 @@ def _column_digest(column: pa.ChunkedArray) -> bytes:
     if len(column) == 0:
         return h.digest()
     same: pa.Scalar | None = None  # one value in every row (a batch's run, model, time)
-    if pa.types.is_dictionary(column.type):  # a writer's encoding (audit_parquet.constants_encoded)
+    if pa.types.is_dictionary(column.type):  # a batch's shared values (`shared`)
         entries = one_array(column).dictionary
         if len(column) > 1 and len(entries) == 1 and column.null_count == 0:
             same = entries[0]  # known without comparing the rows
@@ -221,5 +249,5 @@ def utc(value: datetime) -> datetime:
 
 __all__ = [
     "DECISION_SCHEMA", "GENESIS", "AuditSchemaError", "AuditStoreError", "OperatorAction", "VerifyReport",
-    "chain_digest", "conform", "content_digest", "split_by_day", "utc",
+    "as_shared", "chain_digest", "conform", "content_digest", "shared", "split_by_day", "utc",
 ]

@@ -26,9 +26,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import IO, Any
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
@@ -37,11 +35,11 @@ from gateway.governance.audit_model import (
     GENESIS,
     AuditStoreError,
     VerifyReport,
+    as_shared,
     chain_digest,
     content_digest,
     split_by_day,
 )
-from schemas.arrow_buffers import one_array
 from schemas.safefiles import NewFile, UnsafePath, create_new, fsync_dir
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -193,19 +191,11 @@ class ParquetDecisions:
 
 def constants_encoded(table: pa.Table) -> pa.Table:
     """`table` with each string column that holds one value in every row (a batch's run,
-    pipeline, source, model, contract, breaker state) as a one-entry dictionary. Parquet
-    then writes it as it stores it, the index of that entry per row, without hashing a
-    million equal strings to find it (a third of a decision file's encoding), and the
-    content digest takes the value once (`audit_model.content_digest`)."""
-    columns = []
-    for name in table.column_names:
-        column = table.column(name)
-        if name in _CONSTANT_CANDIDATES and table.num_rows > 1 and column.null_count == 0:
-            values = one_array(column)
-            if pc.all(pc.equal(values, values[0])).as_py():
-                column = pa.DictionaryArray.from_arrays(pa.array(np.zeros(len(values), dtype=np.int32)),
-                                                        values.slice(0, 1))
-        columns.append(column)
+    pipeline, source, model, contract, breaker state) as a one-entry dictionary
+    (`audit_model.shared`): what `decision_table` makes already, done here for any other
+    caller's table."""
+    columns = [as_shared(table.column(name)) if name in _CONSTANT_CANDIDATES else table.column(name)
+               for name in table.column_names]
     return pa.table(columns, names=table.column_names)
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gateway.governance.audit_model import DECISION_SCHEMA
+from gateway.governance.audit_model import DECISION_SCHEMA, as_shared, shared
 from schemas.arrow_buffers import one_array
 
 if TYPE_CHECKING:
@@ -59,25 +59,19 @@ def fingerprints(matrix: np.ndarray, key: bytes, lengths: np.ndarray | None = No
     size = np.asarray(lengths if lengths is not None else np.full(n, width), dtype=np.uint64)
     digest = np.empty((n, 2), dtype=np.uint64)
     # buffers reused block after block: fresh arrays this size would cost more in page
-    # faults than the arithmetic; rows already a whole number of words are read in place
-    direct = width == words * 4 and matrix.flags.c_contiguous
-    padded = None if direct else np.zeros((_BLOCK, words * 4), dtype=np.uint8)
-    summed = np.empty((_BLOCK, 2, words), dtype=np.uint32)
-    wide = np.empty((_BLOCK, 2, words), dtype=np.uint64)
+    # faults than the arithmetic
+    padded = np.zeros((_BLOCK, words * 4), dtype=np.uint8)
+    summed = np.empty((_BLOCK, words), dtype=np.uint64)
+    product = np.empty((_BLOCK, words // 2), dtype=np.uint64)
     for lo in range(0, n, _BLOCK):
         hi = min(n, lo + _BLOCK)
         b = hi - lo
-        if padded is None:
-            u32 = matrix[lo:hi].view("<u4")
-        else:
-            padded[:b, :width] = matrix[lo:hi]
-            u32 = padded[:b].view("<u4")
-        # both lanes at once: a uint32 add wraps mod 2^32, as NH's; then the 64-bit products
-        np.add(u32[:, None, :], keys[None, :, :], out=summed[:b])
-        lanes = wide[:b]
-        lanes[...] = summed[:b]
-        np.multiply(lanes[:, :, 0::2], lanes[:, :, 1::2], out=lanes[:, :, 0::2])
-        lanes[:, :, 0::2].sum(axis=2, dtype=np.uint64, out=digest[lo:hi])
+        padded[:b, :width] = matrix[lo:hi]
+        u32 = padded[:b].view("<u4")
+        for lane in (0, 1):
+            np.add(u32, keys[lane], out=summed[:b], casting="unsafe")  # a uint32 add: wraps mod 2^32, as NH's
+            np.multiply(summed[:b, 0::2], summed[:b, 1::2], out=product[:b])
+            product[:b].sum(axis=1, dtype=np.uint64, out=digest[lo:hi, lane])
     with np.errstate(over="ignore"):
         digest[:, 0] = _fmix(digest[:, 0] ^ size ^ final[0])
         digest[:, 1] = _fmix(digest[:, 1] + (size * _P1) + final[1])
@@ -117,12 +111,13 @@ def byte_rows(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 def decision_table(pipeline: Pipeline, scored: pa.Table, *, run: str, source: str, fingerprint: pa.Array,
                    record_ids: pa.Array | None = None, breaker_state: str | None = None,
                    decided_at: datetime | None = None) -> pa.Table:
-    """The decision records of one scored batch (rows as `scored`'s), DECISION_SCHEMA."""
+    """The decision records of one scored batch (rows as `scored`'s), DECISION_SCHEMA's
+    columns; what the batch's records share as one-entry dictionaries (`shared`)."""
     n = scored.num_rows
     at = decided_at or datetime.now(UTC)
 
-    def const(value: Any, kind: pa.DataType) -> pa.Array:
-        return pa.repeat(pa.scalar(value, kind), n) if value is not None else pa.nulls(n, kind)
+    def text(value: str | None) -> pa.Array:
+        return shared(value, n) if value is not None else pa.nulls(n, pa.string())
 
     def column(name: str, kind: pa.DataType) -> Any:
         return scored.column(name).cast(kind) if name in scored.column_names else pa.nulls(n, kind)
@@ -133,20 +128,26 @@ def decision_table(pipeline: Pipeline, scored: pa.Table, *, run: str, source: st
     first = next(iter(pipeline.outputs), None)
     score = column(first, pa.float64()) if first is not None and pipeline.outputs[first].type in (
         "float", "int", "bool") else pa.nulls(n, pa.float64())
+    scored_by = as_shared(column("scored_by", pa.string()))
     model_sha = _model_sha256(pipeline)
-    by_model = pc.equal(column("scored_by", pa.string()), "model")
+    if model_sha is None:
+        model_sha256: Any = pa.nulls(n, pa.string())
+    elif pa.types.is_dictionary(scored_by.type) and n and scored_by[0].as_py() == "model":
+        model_sha256 = shared(model_sha, n)  # every record scored by the model
+    else:
+        model_sha256 = pc.if_else(pc.equal(scored_by.cast(pa.string()), "model"), model_sha, None)
     columns = {
-        "run": const(run, pa.string()), "pipeline": const(pipeline.name, pa.string()),
-        "source": const(source, pa.string()), "record": records, "record_id": record_ids,
-        "input_hash": fingerprint, "model_name": column("model_name", pa.string()),
-        "model_version": column("model_version", pa.string()),
-        "model_sha256": pc.if_else(by_model, model_sha, None) if model_sha else pa.nulls(n, pa.string()),
-        "contract": column("contract", pa.string()), "contract_version": column("contract_version", pa.int32()),
-        "scored_by": column("scored_by", pa.string()), "rule_id": column("rule_id", pa.string()), "score": score,
-        "reason": column("reason", pa.string()), "breaker_state": const(breaker_state, pa.string()),
-        "review": column("review", pa.string()), "decided_at": const(at, pa.timestamp("us", tz="UTC")),
+        "run": text(run), "pipeline": text(pipeline.name), "source": text(source), "record": records,
+        "record_id": record_ids, "input_hash": fingerprint,
+        "model_name": as_shared(column("model_name", pa.string())),
+        "model_version": as_shared(column("model_version", pa.string())), "model_sha256": model_sha256,
+        "contract": as_shared(column("contract", pa.string())),
+        "contract_version": column("contract_version", pa.int32()), "scored_by": scored_by,
+        "rule_id": column("rule_id", pa.string()), "score": score, "reason": column("reason", pa.string()),
+        "breaker_state": text(breaker_state), "review": column("review", pa.string()),
+        "decided_at": pa.repeat(pa.scalar(at, pa.timestamp("us", tz="UTC")), n),
     }
-    return pa.table(columns, schema=DECISION_SCHEMA)
+    return pa.Table.from_arrays(list(columns.values()), names=list(columns))
 
 
 def _model_sha256(pipeline: Pipeline) -> str | None:
