@@ -303,6 +303,10 @@ def _version() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     tune_process()
     args = build_parser().parse_args(argv)
+    if args.command == "batch" and getattr(args, "batch_command", None) == "run":
+        from gateway.inbox_early import begin_hashing
+
+        begin_hashing(getattr(args, "config", None), getattr(args, "pipeline", None))
     pyarrow_without_pandas()
 
     def say(text: str, level: int = logging.ERROR) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import time
 from pathlib import Path
@@ -209,3 +211,46 @@ def test_hashes_ahead_follow_the_inbox(tmp_path: Path) -> None:
     ahead.start([b])  # A was claimed elsewhere: its hash is dropped
     assert set(ahead._ahead) == {b}
     ahead.close()
+
+
+def test_lgw_batch_run_begins_hashing_its_inbox_before_the_run_is_set_up(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.batch import build_runtime
+    from gateway.config import example_dropfolder_config
+    from gateway.inbox_early import begin_hashing
+    from gateway.state import StateStore
+
+    cfg = example_dropfolder_config(f"sqlite:///{tmp_path / 'state.db'}", fmt="csv")
+    config = tmp_path / "gateway.yaml"
+    config.write_text(json.dumps(cfg), encoding="utf-8")
+    inbox = tmp_path / "drop" / "inbox"
+    inbox.mkdir(parents=True)
+    (inbox / "CARDTXN.DAT").write_bytes(b"D" * 120_000)
+    (inbox / "notes.txt").write_bytes(b"not matched by the glob")
+    begin_hashing(str(config), "card_txn")
+    begun = dropfolder._BEGUN[inbox.resolve()]
+    assert set(begun._ahead) == {inbox.resolve() / "CARDTXN.DAT"}  # the files the run will claim, only
+    hashed_now: list[Path] = []
+    real = dropfolder.content_hash
+    monkeypatch.setattr(dropfolder, "content_hash", lambda p: hashed_now.append(p) or real(p))
+    loaded = load_config(config)
+    with StateStore(loaded.state.url) as state:
+        rt = build_runtime("card_txn", loaded, state)
+        try:
+            assert rt.hashes is begun and inbox.resolve() not in dropfolder._BEGUN  # taken over, once
+            made = rt.hashes.hash(inbox.resolve() / "CARDTXN.DAT")
+        finally:
+            asyncio.run(rt.close())
+    assert hashed_now == [] and made == real(inbox / "CARDTXN.DAT")
+
+
+@pytest.mark.parametrize("config_text", ["pipelines: [", "pipelines: {card_txn: {source: {type: odbc}}}", "{}"])
+def test_a_config_the_head_start_cannot_read_is_left_to_the_run(tmp_path: Path, config_text: str) -> None:
+    from gateway.inbox_early import begin_hashing
+
+    config = tmp_path / "gateway.yaml"
+    config.write_text(config_text, encoding="utf-8")
+    before = dict(dropfolder._BEGUN)
+    begin_hashing(str(config), "card_txn")  # no error here: the run reads the config and reports it
+    begin_hashing(str(tmp_path / "missing.yaml"), "card_txn")
+    assert before == dropfolder._BEGUN

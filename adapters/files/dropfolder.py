@@ -36,6 +36,7 @@ log = logging.getLogger("lgw.dropfolder")
 
 MARKER_SUFFIX = ".done"
 _HASH_BLOCK = 1 << 20
+_HASHING_BUFFER = 16 << 20
 FolderName = Literal["inbox", "outbox", "done", "failed", "work"]
 FOLDER_NAMES: tuple[FolderName, ...] = ("inbox", "outbox", "done", "failed", "work")
 
@@ -86,8 +87,14 @@ def content_hash(path: Path) -> ContentHash:
     with open_existing(path) as fh:
         st = os.fstat(fh.fileno())
         digest = hashlib.sha256()
-        while block := fh.read(_HASH_BLOCK):
-            digest.update(block)
+        # one buffer, refilled: the read and the hash each release the GIL, and a thread
+        # that hashes while the main thread runs Python code waits for the GIL after each,
+        # so the blocks are large (1 MiB blocks made a 480 MB hash beside start-up's
+        # imports take 0.64 s instead of 0.35 s)
+        buffer = bytearray(_HASHING_BUFFER)
+        view = memoryview(buffer)
+        while n := os.readv(fh.fileno(), [buffer]):
+            digest.update(view[:n])
     return ContentHash(digest.hexdigest(), st.st_size, _identity(st))
 
 
@@ -132,12 +139,31 @@ class HashAhead:
                     return made
         return content_hash(path)
 
+    @classmethod
+    def begin(cls, inbox: Path, paths: Iterable[Path]) -> None:
+        """Starts hashing `paths` for the next run on `inbox` to take over (`begun`): before
+        the process has loaded what the run needs (gateway.inbox_early)."""
+        ahead = cls()
+        ahead.start(paths)
+        previous = _BEGUN.pop(inbox, None)
+        if previous is not None:
+            previous.close()
+        _BEGUN[inbox] = ahead
+
+    @classmethod
+    def begun(cls, inbox: Path) -> HashAhead:
+        """The hashes begun for `inbox` (`begin`), taken once; else a new HashAhead."""
+        return _BEGUN.pop(inbox, None) or cls()
+
     def close(self) -> None:
         """Hashes not begun are dropped; one being made ends on its own."""
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
         self._ahead.clear()
+
+
+_BEGUN: dict[Path, HashAhead] = {}  # inbox -> hashes begun before its run was set up
 
 
 @dataclass(frozen=True)
@@ -163,6 +189,12 @@ class Folders:
                 if a < b and (pa == pb or pa in pb.parents or pb in pa.parents):
                     raise ConfigError(f"drop folder {a} ({pa}) and {b} ({pb}) must be separate folders")
         return cls(**resolved)
+
+    @classmethod
+    def peek(cls, paths: Mapping[str, Path]) -> Folders:
+        """The folders as configured, resolved as far as they exist, nothing created: a
+        look into the inbox before a run prepares them."""
+        return cls(**{name: Path(paths[name]).resolve() for name in FOLDER_NAMES})
 
     def folder(self, name: FolderName) -> Path:
         path: Path = getattr(self, name)

@@ -103,7 +103,7 @@ def build_runtime(name: str, cfg: GatewayConfig, state: StateStore, runs: RunSto
     folders = Folders.prepare(pipe.source.folders(cfg.base_dir))
     dropfolder = DropFolder(folders, glob=pipe.source.glob, stable_for_s=pipe.source.stable_for_s,
                             done_file=pipe.source.done_file)
-    hashes = HashAhead()
+    hashes = HashAhead.begun(folders.inbox)  # gateway.inbox_early may have begun while the process started
     hashes.start(arrival.path for arrival in dropfolder.scan()[0])  # while the contract, model and audit log load
     try:
         contract = load_scoring_contract(cfg.resolve(pipe.contract))
