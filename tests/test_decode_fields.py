@@ -7,6 +7,7 @@ import re
 from decimal import Decimal
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -109,6 +110,28 @@ def test_packed_decimal_bad_nibbles_are_null_with_reasons() -> None:
     assert values("PIC S9(5) COMP-3", rows) == [None, None]
     assert reasons("PIC S9(5) COMP-3", rows) == ["invalid packed-decimal digit nibble",
                                                  "invalid packed-decimal sign nibble"]
+
+
+@pytest.mark.parametrize("pic", ["PIC S9(1) COMP-3", "PIC S9(7)V99 COMP-3", "PIC 9(6) COMP-3", "PIC 9(4) COMP-3U",
+                                 "PIC S9(17) COMP-3", "PIC 9(18) COMP-3U", "PIC S9(19) COMP-3"])
+def test_packed_decimal_a_byte_at_a_time_decodes_as_a_nibble_at_a_time(pic: str) -> None:
+    # mostly valid values, and bytes of every kind in every position
+    from schemas import fields
+
+    field = parse_copybook(one_field(pic)).root
+    while not hasattr(field, "usage"):
+        field = field.children[0]
+    rng = np.random.default_rng(7)
+    width = field.size
+    digits = rng.integers(0, 10, (3_000, width * 2))
+    block = (digits[:, 0::2] * 16 + digits[:, 1::2]).astype(np.uint8)
+    if "U" not in pic:
+        block[:, -1] = (block[:, -1] & 0xF0) | rng.choice([0xC, 0xD, 0xF], 3_000)
+    block[:500] = rng.integers(0, 256, (500, width), dtype=np.uint8)
+    avail = np.where(np.arange(3_000) % 97 == 0, width - 1, width)
+    fast, slow = fields.decode_packed(block, avail, field), fields._decode_packed_nibbles(block, avail, field)
+    assert fast.values.equals(slow.values)
+    assert (fast.reasons is None and slow.reasons is None) or np.array_equal(fast.reasons, slow.reasons)
 
 
 @pytest.mark.parametrize(("pic", "raw", "expected"), [
