@@ -14,7 +14,7 @@ import pytest
 
 from gateway.cli import main
 from gateway.config import example_dropfolder_config
-from gateway.governance.decisions import fingerprints, value_rows
+from gateway.governance.decisions import fingerprints, run_record_ids, value_rows
 from gateway.governance.pii import mask_values, policy_for
 from gateway.state import StateStore
 from schemas.contract import load_contract
@@ -151,6 +151,16 @@ def test_fingerprints_are_keyed_stable_and_change_with_any_byte() -> None:
     assert fingerprints(inner, KEY).to_pylist() == fingerprints(np.ascontiguousarray(inner), KEY).to_pylist()
     # a known value: what the audit files of earlier runs hold must not change
     assert fingerprints(np.arange(16, dtype=np.uint8).reshape(1, 16), b"k").to_pylist() == [KNOWN_PRINT]
+
+
+@pytest.mark.parametrize("numbers", [[1, 2, 3], list(range(95, 105)), [7], [], list(range(10**6, 10**6 + 5000))])
+def test_record_ids_are_the_run_and_the_record_number(numbers: list[int]) -> None:
+    expected = [f"card_txn.0123abcd:{n}" for n in numbers]
+    records = pa.array(numbers, pa.int64())
+    assert run_record_ids("card_txn.0123abcd", records).to_pylist() == expected
+    halves = pa.chunked_array([records.slice(0, len(numbers) // 2), records.slice(len(numbers) // 2)], pa.int64())
+    assert run_record_ids("card_txn.0123abcd", halves).to_pylist() == expected
+    assert run_record_ids("card_txn.0123abcd", records.slice(1)).to_pylist() == expected[1:]  # an offset array
 
 
 def test_rows_without_bytes_are_fingerprinted_by_their_values() -> None:

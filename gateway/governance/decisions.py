@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gateway.governance.audit_model import DECISION_SCHEMA, as_shared, shared
-from schemas.arrow_buffers import one_array
+from schemas.arrow_buffers import one_array, value_buffers
 
 if TYPE_CHECKING:
     from gateway.pipeline import Pipeline
@@ -124,7 +124,7 @@ def decision_table(pipeline: Pipeline, scored: pa.Table, *, run: str, source: st
 
     records = column("source_record", pa.int64())
     if record_ids is None:
-        record_ids = pc.binary_join_element_wise(run, pc.cast(records, pa.string()), ":")
+        record_ids = run_record_ids(run, records)
     first = next(iter(pipeline.outputs), None)
     score = column(first, pa.float64()) if first is not None and pipeline.outputs[first].type in (
         "float", "int", "bool") else pa.nulls(n, pa.float64())
@@ -150,6 +150,26 @@ def decision_table(pipeline: Pipeline, scored: pa.Table, *, run: str, source: st
     return pa.Table.from_arrays(list(columns.values()), names=list(columns))
 
 
+def run_record_ids(run: str, records: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """`RUN:RECORD` for each record number: a batch run's record ids. A batch's record
+    numbers mostly have as many digits each; then the ids are fixed-width rows, the run's
+    prefix copied into all of them at once (pyarrow's element-wise join took twice as long)."""
+    digits = one_array(pc.cast(records, pa.string()))
+    head = np.frombuffer(f"{run}:".encode(), dtype=np.uint8)
+    n = len(digits)
+    if n and not digits.null_count:
+        offsets, data = value_buffers(digits)
+        width = int(offsets[1] - offsets[0])
+        size = len(head) + width
+        if n * size < 2**31 and bool((np.diff(offsets) == width).all()):
+            rows = np.empty((n, size), dtype=np.uint8)
+            rows[:, :len(head)] = head
+            rows[:, len(head):] = data[offsets[0]:offsets[-1]].reshape(n, width)
+            starts = np.arange(0, n * size + 1, size, dtype=np.int32)
+            return pa.StringArray.from_buffers(n, pa.py_buffer(starts), pa.py_buffer(rows))
+    return pc.binary_join_element_wise(run, digits, ":")
+
+
 def _model_sha256(pipeline: Pipeline) -> str | None:
     model = pipeline.model
     backend = getattr(model, "backend", None)
@@ -157,4 +177,4 @@ def _model_sha256(pipeline: Pipeline) -> str | None:
     return sha if isinstance(sha, str) else None
 
 
-__all__ = ["DECISION_SCHEMA", "byte_rows", "decision_table", "fingerprints", "value_rows"]
+__all__ = ["DECISION_SCHEMA", "byte_rows", "decision_table", "fingerprints", "run_record_ids", "value_rows"]

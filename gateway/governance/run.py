@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gateway.governance.decisions import decision_table, fingerprints, value_rows
+from gateway.governance.decisions import decision_table, fingerprints, run_record_ids, value_rows
 from gateway.governance.monitor import DriftConfig, RunMonitor, verdict
 from gateway.governance.profile import Profile
 from gateway.pipeline import Pipeline
@@ -170,8 +170,7 @@ class RunGovernance:
         if record_ids is not None:
             ids = record_ids.filter(pending).to_pylist()
         else:  # a batch run's record: named as its audit records name it, RUN:RECORD
-            ids = pc.binary_join_element_wise(self.run, pc.cast(table.column("source_record"), pa.string()),
-                                              ":").to_pylist()
+            ids = run_record_ids(self.run, table.column("source_record")).to_pylist()
         return Observed(review=table, review_why=why, review_ids=ids)
 
     async def write(self, observed: Observed) -> None:
