@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from adapters.files.dropfolder import DropFolder, content_hash
-from adapters.files.sink import csv_lines
+from adapters.files.sink import csv_parts, rendered_pieces
 from adapters.files.source import FileSource
 from gateway.batch import INTERRUPTED, BatchDriver, BatchRuntime, JobResult, build_runtime
 from gateway.cli import main
@@ -588,7 +588,7 @@ def test_a_large_chunk_written_as_csv_in_slices_side_by_side_is_the_same_bytes(r
     whole = pa.BufferOutputStream()
     if rows:
         pacsv.write_csv(table, whole, pacsv.WriteOptions(include_header=False))
-    assert b"".join(bytes(part) for part in csv_lines(table)) == whole.getvalue().to_pybytes()
+    assert b"".join(bytes(part) for part in rendered_pieces(csv_parts(table))) == whole.getvalue().to_pybytes()
 
 
 def test_a_file_batch_carries_each_records_own_bytes_a_view_where_the_chunk_is_one_run(tmp_path: Path) -> None:
