@@ -616,3 +616,22 @@ def test_a_file_batch_carries_each_records_own_bytes_a_view_where_the_chunk_is_o
         views += batch.raw.base is not None and not batch.raw.flags.owndata
     assert sum(b.table.num_rows for b in found) + sum(len({r.record for r in b.rejects}) for b in found) == 350
     assert views >= 1  # a chunk of details only: its bytes are not copied
+
+
+def test_a_batch_without_rejects_does_not_fsync_the_rejects_file_again(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from adapters.files.sink import RejectsFile
+    from schemas.stream import Reject
+
+    rejects = RejectsFile(tmp_path / "out.rejects.jsonl")
+    rejects.open_file()
+    synced: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real(fd))
+    rejects.append([])
+    assert len(synced) == 1  # the new file made durable once, before its first checkpoint
+    rejects.append([])
+    assert len(synced) == 1  # nothing new: no fsync in this batch's durable step
+    rejects.append([Reject(7, 840, "bad digit", "MCC", 40, 4, b"\xf1\xc1\xf3\xf4")])
+    assert len(synced) == 2 and rejects.records == 1 and rejects.file.length > 0
+    rejects.file.close()

@@ -12,8 +12,10 @@ the uncertainty band or marked high-risk), and, at the end, the manifest's secti
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -43,7 +45,7 @@ class Observed:
     queues for review; `pending` the work that makes them, done on the durable step's
     thread (beside the next batch's scoring, on the other core)."""
 
-    pending: Any = None  # () -> Observed: the batch's figures counted and its records made
+    pending: Any = None  # () -> Observed: the batch's figures counted (its records made beforehand)
     committed: Any = None  # a stream's: the future of the group commit its audit records are in
     decisions: pa.Table | None = None
     review: pa.Table | None = None  # the records marked `review: pending`, as written (pii masked)
@@ -114,32 +116,33 @@ class RunGovernance:
         `source_record`); `raw`: their bytes
         (rows as `inputs`), None where the source has none; `scored`: what is written
         (pii as the policy leaves it), `rows` its row in `inputs`. The breaker's state is
-        taken now; the rest is done by `write` (the batch's durable step, in order)."""
+        taken now, and what only depends on the batch (its records' fingerprints and
+        decision records, its drift features) begins now, on a thread of its own, beside
+        the next batch's scoring; what moves the run's figures on is done by `write` (the
+        batch's durable step, in order), so a checkpoint holds exactly the batches before it."""
         pipeline = self.pipeline
         breaker = pipeline.model.breaker.snapshot()["state"] if pipeline.model is not None else None
         shadow = [pipeline.stats.shadow_compared, pipeline.stats.shadow_agreed]
-        return Observed(pending=lambda: self._observe(records_in, inputs, raw, scored, rows, rejects, record_ids,
-                                                      prints, breaker, shadow))
+        made = _preparing().submit(self._prepare, inputs, raw, scored, rows, record_ids, prints, breaker)
+        return Observed(pending=lambda: self._observe(records_in, inputs, scored, rejects, record_ids, breaker,
+                                                      shadow, *made.result()))
 
-    def _observe(self, records_in: int, inputs: pa.Table, raw: np.ndarray | None, scored: pa.Table,
-                 rows: np.ndarray, rejects: Sequence[Reject], record_ids: pa.Array | None, prints: pa.Array | None,
-                 breaker: str | None, shadow: list[int]) -> Observed:
+    def _prepare(self, inputs: pa.Table, raw: np.ndarray | None, scored: pa.Table, rows: np.ndarray,
+                 record_ids: pa.Array | None, prints: pa.Array | None, breaker: str | None
+                 ) -> tuple[np.ndarray | None, pa.Table | None]:
+        """(the drift features of the scored records, their decision records): the batch's
+        own, nothing of the run's state changed."""
         pipeline = self.pipeline
-        if self.monitor is not None:
-            features = None
-            if scored.num_rows and pipeline.features.names and not (
-                    pipeline.features.fields_used & set(pipeline.pii.fields) and inputs is scored):
-                used = inputs.select([c for c in inputs.column_names if c in pipeline.features.fields_used])
-                taken = np.asarray(rows, dtype=np.int64)
-                if not _every_row(taken, used.num_rows):
-                    used = used.take(pa.array(taken))  # some were refused: the scored ones' rows
-                features = pipeline.features.matrix(used)
-            self.monitor.observe(records_in, inputs, scored, features, rejects, breaker=breaker)
-            self.monitor.state["shadow"] = shadow
-        self._keep_examples(scored, rejects)
-        observed = self._review(scored, record_ids)
+        features = None
+        if self.monitor is not None and scored.num_rows and pipeline.features.names and not (
+                pipeline.features.fields_used & set(pipeline.pii.fields) and inputs is scored):
+            used = inputs.select([c for c in inputs.column_names if c in pipeline.features.fields_used])
+            taken = np.asarray(rows, dtype=np.int64)
+            if not _every_row(taken, used.num_rows):
+                used = used.take(pa.array(taken))  # some were refused: the scored ones' rows
+            features = pipeline.features.matrix(used)
         if self.audit is None or scored.num_rows == 0:
-            return observed
+            return features, None
         taken = np.asarray(rows, dtype=np.int64)
         if prints is not None:
             pass
@@ -149,8 +152,18 @@ class RunGovernance:
             matrix, lengths = value_rows(inputs.drop_columns(["source_record"]) if "source_record" in
                                          inputs.column_names else inputs)
             prints = fingerprints(matrix[taken], self.key, lengths[taken])
-        observed.decisions = decision_table(pipeline, scored, run=self.run, source=self.source, fingerprint=prints,
-                                            record_ids=record_ids, breaker_state=breaker)
+        return features, decision_table(pipeline, scored, run=self.run, source=self.source, fingerprint=prints,
+                                        record_ids=record_ids, breaker_state=breaker)
+
+    def _observe(self, records_in: int, inputs: pa.Table, scored: pa.Table, rejects: Sequence[Reject],
+                 record_ids: pa.Array | None, breaker: str | None, shadow: list[int],
+                 features: np.ndarray | None, decisions: pa.Table | None) -> Observed:
+        if self.monitor is not None:
+            self.monitor.observe(records_in, inputs, scored, features, rejects, breaker=breaker)
+            self.monitor.state["shadow"] = shadow
+        self._keep_examples(scored, rejects)
+        observed = self._review(scored, record_ids)
+        observed.decisions = decisions
         return observed
 
     def _review(self, scored: pa.Table, record_ids: pa.Array | None) -> Observed:
@@ -367,6 +380,12 @@ class RunGovernance:
         out["timeline"] = self.monitor.state["timeline"]
         out["examples"] = self.examples
         return out
+
+
+@functools.cache
+def _preparing() -> ThreadPoolExecutor:
+    """Where batches' own governance work is done, in the order they were observed."""
+    return ThreadPoolExecutor(1, thread_name_prefix="lgw-governance")
 
 
 def _every_row(rows: np.ndarray, n: int) -> bool:
