@@ -338,6 +338,64 @@ def test_a_crash_anywhere_in_a_chunk_resumes_byte_identically(tmp_path: Path, mo
         assert table.num_rows == RECORDS - 6 and "fraud_score" in table.column_names
 
 
+def test_a_failed_checkpoint_stops_the_run_within_a_chunk_or_two(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  clean: Any) -> None:
+    # the run does not write on past an ack that failed (a lost lease, the state store gone)
+    from adapters.files.sink import OutboxSink
+
+    config = write_config(tmp_path)
+    drop(tmp_path)
+    written: list[int] = []
+    original_write, original_save = OutboxSink.write_rendered, RunStore.save_checkpoint
+
+    def count(self: OutboxSink, parts: Any, rows: int) -> None:
+        written.append(rows)
+        original_write(self, parts, rows)
+
+    def fail_the_second(self: RunStore, run_id: str, seq: int, state: dict[str, Any]) -> None:
+        if seq == 2:
+            raise Crash("the state store went away")
+        original_save(self, run_id, seq, state)
+
+    monkeypatch.setattr(OutboxSink, "write_rendered", count)
+    monkeypatch.setattr(RunStore, "save_checkpoint", fail_the_second)
+    with pytest.raises(Crash):
+        run_once(runtime(config))
+    assert 2 <= len(written) <= 4 < 7  # of 7 chunks
+    monkeypatch.setattr(RunStore, "save_checkpoint", original_save)
+    assert [r.status for r in run_once(runtime(config))] == [DONE]
+    same_outputs(clean(), tmp_path)
+
+
+def test_a_fallback_scored_batch_is_held_for_rescoring_once(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from gateway.drivers.batch import BatchLoop, Delivery
+    from gateway.pipeline import PipelineStats
+
+    class Nowhere:  # a sink and a reject sink that keep nothing
+        async def write(self, *_args: Any) -> None:
+            return None
+
+        def state(self) -> dict[str, Any]:
+            return {}
+
+    rt = runtime(write_config(tmp_path))
+    held: list[pa.Table] = []
+    acked: list[str] = []
+    table = pa.table({"TXN_ID": ["T1", "T2"]})
+
+    class Batch:
+        async def ack(self) -> None:
+            acked.append("acked")
+
+    loop = BatchLoop(rt.pipeline, Nowhere(), Nowhere(), label="test")  # type: ignore[arg-type]
+    loop.on_rescore = held.append
+    delivery = Delivery([], 2, [], {}, PipelineStats(), rescore=[table])
+    asyncio.run(loop._make_durable(Batch(), delivery))  # type: ignore[arg-type]
+    assert held == [table] and acked == ["acked"] and loop.durable is delivery
+
+
 def test_a_crash_while_publishing_is_finished_on_restart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                          clean: Any) -> None:
     config = write_config(tmp_path)

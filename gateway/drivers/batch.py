@@ -343,9 +343,6 @@ class BatchLoop:
             after = self.on_acked(batch, delivery)
             if after is not None:
                 await after
-        if self.on_rescore is not None:
-            for table in delivery.rescore:
-                self.on_rescore(table)
 
     async def _isolating(self, batch: SourceBatch, table: pa.Table) -> list[_Piece]:
         """The batch's rows scored and prepared; a crash splits the rows in halves until the
