@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from adapters.slices import CORES
 from gateway.governance.decisions import decision_table, fingerprints, run_record_ids, value_rows
 from gateway.governance.monitor import DriftConfig, RunMonitor, verdict
 from gateway.governance.profile import Profile
@@ -42,8 +43,9 @@ class DecisionLog(Protocol):
 @dataclass
 class Observed:
     """What one batch leaves for the durable step: its decision records, the records it
-    queues for review; `pending` the work that makes them, done on the durable step's
-    thread (beside the next batch's scoring, on the other core)."""
+    queues for review; `pending` the work that counts it in the run's figures, done on the
+    durable step's thread (its decision records were made beforehand, beside the scoring
+    of the batches after it: `RunGovernance.observe`)."""
 
     pending: Any = None  # () -> Observed: the batch's figures counted (its records made beforehand)
     committed: Any = None  # a stream's: the future of the group commit its audit records are in
@@ -384,8 +386,9 @@ class RunGovernance:
 
 @functools.cache
 def _preparing() -> ThreadPoolExecutor:
-    """Where batches' own governance work is done, in the order they were observed."""
-    return ThreadPoolExecutor(1, thread_name_prefix="lgw-governance")
+    """Where batches' own governance work is done: a thread per core, shared by the
+    process's pipelines (each batch's durable step waits for its own)."""
+    return ThreadPoolExecutor(CORES, thread_name_prefix="lgw-governance")
 
 
 def _every_row(rows: np.ndarray, n: int) -> bool:
