@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 
-import ebcdic  # noqa: F401  (registers the cp1047, cp114x codecs with the codecs module)
 import numpy as np
 
 from schemas.errors import ContractError
@@ -22,6 +21,7 @@ EBCDIC_PAGES = (
     "cp1140", "cp1141", "cp1142", "cp1143", "cp1144", "cp1145", "cp1146", "cp1147", "cp1148",
 )
 ASCII_PAGES = ("ascii", "latin-1", "utf-8")
+_STANDARD_LIBRARY_PAGES = frozenset({"cp037", "cp273", "cp500", "cp1140"})  # the rest are the `ebcdic` package's
 SUPPORTED = EBCDIC_PAGES + ASCII_PAGES
 
 _ALIASES = {
@@ -99,6 +99,10 @@ def _table(name: str) -> np.ndarray:
         return table
     if name == "latin-1":
         return np.arange(256, dtype=np.uint32)
+    if name not in _STANDARD_LIBRARY_PAGES:
+        # the `ebcdic` package registers its codecs (cp1047, cp1141-cp1148) when imported,
+        # all of them at once: 20 ms of every start-up, so only when one of them is asked for
+        import ebcdic  # noqa: F401
     text = bytes(range(256)).decode(name)
     table[:] = [ord(c) for c in text]
     if name != "cp037" and table[0x15] == table[0x25]:
