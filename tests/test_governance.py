@@ -242,6 +242,27 @@ def test_a_shifted_file_crosses_the_psi_threshold_on_the_shifted_feature_only_an
     assert len(histogram["run"]) == len(histogram["reference"]) == len(histogram["edges"]) + 1
 
 
+def test_decision_records_made_as_a_batch_is_scored_are_those_made_in_its_durable_step(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyarrow.parquet as pq
+
+    from gateway.governance import run as governance_run
+
+    made: dict[str, tuple[pa.Table, dict[str, Any]]] = {}
+    for mode, ahead_rows in (("ahead", 1), ("in the durable step", 10**9)):
+        root = tmp_path / mode.replace(" ", "-")
+        root.mkdir()
+        monkeypatch.setattr(governance_run, "AHEAD_ROWS", ahead_rows)
+        manifest = _run(_config(root), root, "NIGHT.DAT", records=12_000, seed=4, bad_every=1_000)
+        files = sorted(p for p in (root / "var" / "audit").rglob("*.parquet") if not p.name.startswith("."))
+        decisions = pa.concat_tables([pq.read_table(f) for f in files]).drop_columns(["decided_at"])
+        made[mode] = decisions.sort_by("record"), manifest["quality"]
+        assert main(["audit", "verify", "--config", str(root / "gateway.yaml")]) == 0
+    (ahead, ahead_quality), (inline, inline_quality) = made["ahead"], made["in the durable step"]
+    assert ahead.num_rows == 12_000 - 12 and ahead.equals(inline)
+    assert ahead_quality == inline_quality
+
+
 def test_the_quality_scorecard_names_each_field_with_its_nulls_rejects_and_range(tmp_path: Path) -> None:
     config = _config(tmp_path)
     manifest = _run(config, tmp_path, "NIGHT.DAT", records=4_000, seed=4, bad_every=400)
