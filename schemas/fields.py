@@ -487,13 +487,7 @@ def decode_packed(block: np.ndarray, avail: np.ndarray | None, f: Elementary) ->
     if bad.any():
         reasons[bad] = Reason.INVALID_NIBBLE
         value[bad] = 0
-    reasons[_too_wide(value, f) & (reasons == 0)] = Reason.OVERFLOW
-    value = np.where(negative, -value, value)
-    valid = reasons == 0
-    if avail is not None:
-        valid &= avail >= width
-        reasons[avail < width] = Reason.OK
-    return Decoded(to_arrow_number(value, valid, f), reasons if reasons.any() else None)
+    return _signed_packed(value, negative, reasons, avail, width, f)
 
 
 def _decode_packed_nibbles(block: np.ndarray, avail: np.ndarray | None, f: Elementary) -> Decoded:
@@ -513,6 +507,13 @@ def _decode_packed_nibbles(block: np.ndarray, avail: np.ndarray | None, f: Eleme
         negative = np.zeros(n, dtype=bool)
     reasons[(digits > 9).any(axis=1)] = Reason.INVALID_NIBBLE
     value = _accumulate(np.where(digits > 9, 0, digits))
+    return _signed_packed(value, negative, reasons, avail, width, f)
+
+
+def _signed_packed(value: np.ndarray, negative: np.ndarray, reasons: np.ndarray, avail: np.ndarray | None,
+                   width: int, f: Elementary) -> Decoded:
+    """A COMP-3 column from its magnitudes and signs: too many digits for the field's type
+    is an overflow; a record cut short before the field's end is null without a reason."""
     reasons[_too_wide(value, f) & (reasons == 0)] = Reason.OVERFLOW
     value = np.where(negative, -value, value)
     valid = reasons == 0
