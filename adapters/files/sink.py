@@ -183,9 +183,9 @@ def csv_parts(table: pa.Table) -> list[Future[pa.Buffer]]:
     slices written side by side, one per core (rows do not depend on each other: the
     bytes are the same). The caller does not wait: a batch run scores the next chunk
     while this one's lines are written, and its durable step takes each part when it is
-    done (0.6 CPU s per million records that left the scoring's path; the run was the
-    longer by them, with a core a third idle). The parts are pyarrow's own buffers, not
-    copied into one `bytes`."""
+    done. (Rendered while the loop waited, the lines' 0.6 CPU s per million records sat on
+    the scoring's path, with a core a third idle.) The parts are pyarrow's own buffers,
+    not copied into one `bytes`."""
     pool = _csv_pool()
     return [pool.submit(_csv_of, table.slice(lo, n)) for lo, n in row_slices(table.num_rows, _CSV_SLICE_ROWS)]
 
