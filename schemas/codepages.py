@@ -101,7 +101,7 @@ def _table(name: str) -> np.ndarray:
         return np.arange(256, dtype=np.uint32)
     if name not in _STANDARD_LIBRARY_PAGES:
         # the `ebcdic` package registers its codecs (cp1047, cp1141-cp1148) when imported,
-        # all of them at once: 20 ms of every start-up, so only when one of them is asked for
+        # all of them at once (5 ms of every start-up): only when one of them is asked for
         import ebcdic  # noqa: F401
     text = bytes(range(256)).decode(name)
     table[:] = [ord(c) for c in text]
