@@ -454,8 +454,7 @@ def decode_display_number(block: np.ndarray, avail: np.ndarray | None, f: Elemen
 
 # COMP-3 a byte at a time: its two BCD digits as one value 0-99; -1 where a nibble is no digit
 _BCD_PAIR = np.full(256, -1, dtype=np.int64)
-for _hi in range(10):
-    _BCD_PAIR[_hi * 16: _hi * 16 + 10] = np.arange(10) + _hi * 10
+_BCD_PAIR[np.arange(100) // 10 * 16 + np.arange(100) % 10] = np.arange(100)
 
 
 def decode_packed(block: np.ndarray, avail: np.ndarray | None, f: Elementary) -> Decoded:

@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 from pydantic import TypeAdapter, ValidationError
 
+from schemas.arrow_buffers import one_array
 from schemas.contract import Contract
 from schemas.layout import Elementary, Group
 from schemas.records import RecordChunk
@@ -246,7 +247,7 @@ class MessageCodec:
 
         doubt = np.zeros(table.num_rows, dtype=bool)
         for f, bounds, rule in self._checks:
-            col = table.column(f.key).combine_chunks()
+            col = one_array(table.column(f.key))
             if f.is_text:
                 if len(col) and byte_lengths(col).max() > f.size:  # characters <= bytes
                     doubt |= _mask(pc.greater(pc.utf8_length(col), f.size))

@@ -89,8 +89,8 @@ def content_hash(path: Path) -> ContentHash:
         digest = hashlib.sha256()
         # one buffer, refilled: the read and the hash each release the GIL, and a thread
         # that hashes while the main thread runs Python code waits for the GIL after each,
-        # so the blocks are large (1 MiB blocks made a 480 MB hash beside start-up's
-        # imports take 0.64 s instead of 0.35 s)
+        # so the blocks are large (beside start-up's imports a 480 MB hash took 0.64 s
+        # in 1 MiB blocks, 0.50 s in 16 MiB ones)
         buffer = bytearray(_HASHING_BUFFER)
         view = memoryview(buffer)
         while n := os.readv(fh.fileno(), [buffer]):

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.arrow_buffers import value_buffers
+from schemas.arrow_buffers import one_array, value_buffers
 from schemas.codepages import CodePage
 from schemas.errors import ConfigError
 from schemas.jsonl import fragments
@@ -28,7 +28,7 @@ def flat_for_csv(table: pa.Table) -> pa.Table:
         table = table.flatten()
     for i, f in enumerate(table.schema):
         if pa.types.is_list(f.type) or pa.types.is_large_list(f.type):
-            table = table.set_column(i, f.name, fragments(table.column(i).combine_chunks()))
+            table = table.set_column(i, f.name, fragments(one_array(table.column(i))))
     return table
 
 
@@ -60,7 +60,7 @@ class FixedWriter:
         """The output records as an (n, width) byte matrix: input bytes + scored fields."""
         parts = [raw]
         for name, width in self.columns.items():
-            parts.append(self._text(table.column(name).combine_chunks(), width))
+            parts.append(self._text(one_array(table.column(name)), width))
         if self.newline:
             parts.append(np.full((table.num_rows, 1), 0x0A, dtype=np.uint8))
         return np.hstack(parts)

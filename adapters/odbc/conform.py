@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 
 from adapters.odbc.columns import ContractColumn, arrow_name
 from adapters.odbc.connection import ColumnInfo
+from schemas.arrow_buffers import one_array
 from schemas.contract import Contract
 from schemas.stream import PII_WITHHELD, Reject
 from schemas.validate import violations
@@ -44,7 +45,7 @@ def conform(raw: pa.Table, first: int, *, contract: Contract, expected: list[Con
             columns[extra] = raw.column(source[extra].name)
     table = pa.table(columns)
     for node, rules in contract.rules.values():
-        col = table.column(node.key).combine_chunks()
+        col = one_array(table.column(node.key))
         for mask, why in violations(node, rules, col):
             for i in np.flatnonzero(mask).tolist():
                 shown = f"{why} {PII_WITHHELD}" if rules.pii else f"{why}: {col[i].as_py()!r}"

@@ -57,6 +57,7 @@ from adapters.odbc.connection import (
     translate,
 )
 from adapters.odbc.identifiers import Dialect, quote, quote_table, split_table, validate_identifier
+from schemas.arrow_buffers import one_array
 from schemas.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -559,7 +560,7 @@ def _constant(col: pa.ChunkedArray) -> Any:
 def pg_array_literal(col: pa.ChunkedArray | pa.Array) -> str:
     """A PostgreSQL array literal ({…}) of the column, built column-wise in Arrow.
     Text-like elements are double-quoted with backslash escapes; NULL stays bare."""
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    arr = one_array(col)
     t = arr.type
     if pa.types.is_boolean(t):
         text = pc.if_else(arr, "true", "false")

@@ -128,13 +128,11 @@ class RunGovernance:
         pipeline = self.pipeline
         breaker = pipeline.model.breaker.snapshot()["state"] if pipeline.model is not None else None
         shadow = [pipeline.stats.shadow_compared, pipeline.stats.shadow_agreed]
-        if scored.num_rows < AHEAD_ROWS:  # a stream's micro-batch: made in its durable step, no thread hop
-            return Observed(pending=lambda: self._observe(
-                records_in, inputs, scored, rejects, record_ids, breaker, shadow,
-                *self._prepare(inputs, raw, scored, rows, record_ids, prints, breaker)))
-        made = _preparing().submit(self._prepare, inputs, raw, scored, rows, record_ids, prints, breaker)
+        prepare = functools.partial(self._prepare, inputs, raw, scored, rows, record_ids, prints, breaker)
+        # a stream's micro-batch is made in its durable step: no thread hop
+        made = _preparing().submit(prepare) if scored.num_rows >= AHEAD_ROWS else None
         return Observed(pending=lambda: self._observe(records_in, inputs, scored, rejects, record_ids, breaker,
-                                                      shadow, *made.result()))
+                                                      shadow, *(made.result() if made else prepare())))
 
     def _prepare(self, inputs: pa.Table, raw: np.ndarray | None, scored: pa.Table, rows: np.ndarray,
                  record_ids: pa.Array | None, prints: pa.Array | None, breaker: str | None
@@ -142,17 +140,16 @@ class RunGovernance:
         """(the drift features of the scored records, their decision records): the batch's
         own, nothing of the run's state changed."""
         pipeline = self.pipeline
+        taken = np.asarray(rows, dtype=np.int64)
         features = None
         if self.monitor is not None and scored.num_rows and pipeline.features.names and not (
                 pipeline.features.fields_used & set(pipeline.pii.fields) and inputs is scored):
             used = inputs.select([c for c in inputs.column_names if c in pipeline.features.fields_used])
-            taken = np.asarray(rows, dtype=np.int64)
             if not _every_row(taken, used.num_rows):
                 used = used.take(pa.array(taken))  # some were refused: the scored ones' rows
             features = pipeline.features.matrix(used)
         if self.audit is None or scored.num_rows == 0:
             return features, None
-        taken = np.asarray(rows, dtype=np.int64)
         if prints is not None:
             pass
         elif raw is not None:

@@ -43,6 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gateway.spark.source import CONTROL_COLUMN, REJECT_COLUMN, SOURCE_FIELDS, side_rows
+from schemas.arrow_buffers import one_array
 
 # the data source's columns scoring consumes: not in the scored records
 CONSUMED = ("source_offset", "source_raw")
@@ -122,13 +123,13 @@ def score_partition(job: ScoringJob, batches: Iterator[pa.RecordBatch], schema: 
         if table.num_rows:
             where = {name: table.column(name) for name in CONSUMED}
             scored = loop.run_until_complete(pipeline.score(table.drop_columns(list(CONSUMED))))
-            out = side_rows(schema, scored.table.num_rows, **{c: scored.table.column(c).combine_chunks()
+            out = side_rows(schema, scored.table.num_rows, **{c: one_array(scored.table.column(c))
                                                                for c in scored.table.column_names})
             yield from out.to_batches()
             if scored.rejects:
                 yield from _reject_rows(pipeline, table, where, scored.rejects, schema).to_batches()
         if side is not None:  # decode rejects and control rows of output=all: as they came
-            yield from side_rows(schema, side.num_rows, **{c: side.column(c).combine_chunks() for c in (
+            yield from side_rows(schema, side.num_rows, **{c: one_array(side.column(c)) for c in (
                 "source_record", "source_file", *side_columns)}).to_batches()
 
 

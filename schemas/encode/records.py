@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from schemas.arrow_buffers import one_array
 from schemas.codepages import CodePage
 from schemas.decoder import RecordDecoder
 from schemas.encode.encoded import Problem, problem_text
@@ -87,8 +88,7 @@ def encode_table(table: pa.Table, spec: RecordSpec) -> tuple[np.ndarray, list[di
 
 def _struct_children(arr: pa.Array) -> dict[str, pa.Array]:
     """A struct's children by normalized name, with the struct's own nulls pushed down."""
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
+    arr = one_array(arr)
     if not pa.types.is_struct(arr.type):
         return {}
     kids = arr.flatten()
@@ -112,7 +112,7 @@ class _Run:
 
     # ---- input shape
     def columns(self, table: pa.Table) -> dict[str, pa.Array]:
-        cols = {norm_key(name): table.column(i).combine_chunks() for i, name in enumerate(table.column_names)}
+        cols = {norm_key(name): one_array(table.column(i)) for i, name in enumerate(table.column_names)}
         top = self.e.top
         kid_keys = {norm_key(c.key) for c in top.children} if isinstance(top, Group) else set()
         wrapper = cols.get(norm_key(top.key))
@@ -257,8 +257,7 @@ class _Run:
         arr = self.overrides.get(id(f), arr)
         if arr is None:
             arr = pa.nulls(m, pa.string() if f.is_text else pa.int64())
-        if isinstance(arr, pa.ChunkedArray):
-            arr = arr.combine_chunks()
+        arr = one_array(arr)
         enc = encode_field(arr, f, self.e.page, self.e.float_format)  # bad values come back as if null
         if enc.problems is not None:
             for flat in np.flatnonzero((enc.problems != 0) & present & write):
