@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 
 from adapters.base import ScoredBatch, SourceBatch
 from adapters.files.config import FileRejectsConfig, FileSinkConfig
+from adapters.files.direct import ALIGN, DirectAppend
 from adapters.files.dropfolder import safe_name
 from adapters.files.formats import FORMATS
 from adapters.files.writers import FixedWriter, flat_for_csv
@@ -62,17 +63,21 @@ class ResumableFile:
     """An append-only file whose durable length is known; reopened after a crash it is
     cut back to that length. Keeps a running sha256 of its content."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, direct: bool = False) -> None:
         self.path = path
         self._fh: IO[bytes] | None = None
         self._hash = hashlib.sha256()
         self.length = 0
+        # a large output: appended through O_DIRECT where the file system allows (adapters.files.direct)
+        self.direct = direct
+        self._appender: DirectAppend | None = None
 
     @classmethod
-    def adopting(cls, new: NewFile) -> ResumableFile:
+    def adopting(cls, new: NewFile, *, direct: bool = False) -> ResumableFile:
         """The file a `NewFile` created (with its checks), open and empty."""
-        file = cls(new.path)
+        file = cls(new.path, direct=direct)
         file._fh = new.fh
+        file._start_appending(b"")
         return file
 
     @property
@@ -86,6 +91,7 @@ class ResumableFile:
             self._fh = create_new(self.path)
             self._hash = hashlib.sha256()
             self.length = 0
+            self._start_appending(b"")
             return
         fh = open_existing(self.path, write=True)
         fh.seek(0, os.SEEK_END)
@@ -100,20 +106,37 @@ class ResumableFile:
             block = fh.read(min(_BLOCK, left))
             self._hash.update(block)
             left -= len(block)
+        tail = b""
+        if self.direct and length % ALIGN:
+            fh.seek(length - length % ALIGN)
+            tail = fh.read(length % ALIGN)
         fh.seek(length)
         self._fh = fh
         self.length = length
+        self._start_appending(tail)
+
+    def _start_appending(self, tail: bytes) -> None:
+        """Switches to O_DIRECT appends (a `direct` file, where the file system has them)."""
+        if self.direct and self._fh is not None:
+            self._fh.flush()
+            self._appender = DirectAppend.enable(self._fh.fileno(), self.length, tail)
 
     def write(self, data: bytes | pa.Buffer) -> None:
         assert self._fh is not None, "open() first"
-        self._fh.write(data)
+        if self._appender is not None:
+            self._appender.write(data)
+        else:
+            self._fh.write(data)
         self._hash.update(data)
         self.length += len(data)
 
     def sync(self) -> int:
         """Flush and fsync; returns the durable length."""
         assert self._fh is not None
-        self._fh.flush()
+        if self._appender is not None:
+            self._appender.sync()
+        else:
+            self._fh.flush()
         os.fsync(self._fh.fileno())
         return self.length
 
@@ -123,8 +146,13 @@ class ResumableFile:
 
     def close(self) -> None:
         if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+            try:
+                if self._appender is not None:
+                    self._appender.close()
+            finally:
+                self._appender = None
+                self._fh.close()
+                self._fh = None
 
 
 # --------------------------------------------------------------------------- rendering
@@ -255,7 +283,7 @@ class OutboxSink:
         self.row_group_size = row_group_size
         self.renderer = Renderer(fmt, page=page, fixed_columns=fixed_columns)
         self._suffix = _STAGED_PARQUET if fmt == "parquet" else _STAGED
-        self.file = ResumableFile(temp_name(final, self._suffix))
+        self.file = ResumableFile(temp_name(final, self._suffix), direct=True)
         self._pending: Path | None = None if fmt == "parquet" else self.file.path  # what publish renames
         self._adopted = False  # the file came from `over`: no earlier attempt's temporary files to clear
         # fixed-width records from a source without record bytes (a table, JSON messages):
@@ -267,7 +295,7 @@ class OutboxSink:
     def over(cls, new: NewFile, fmt: str, **kw: Any) -> OutboxSink:
         """A one-shot sink (`lgw score`) writing into a file `create_outputs` made and checked."""
         sink = cls(new.final, fmt, **kw)
-        sink.file = ResumableFile.adopting(new)
+        sink.file = ResumableFile.adopting(new, direct=True)
         sink._pending = None if fmt == "parquet" else sink.file.path
         sink._adopted = True
         return sink
@@ -285,7 +313,7 @@ class OutboxSink:
     def adopt(self, staged: dict[str, Any] | None) -> None:
         """Takes over the temporary files a checkpoint names (`staged()`)."""
         legacy = f".{self.final.name}.ipc.partial" if self.fmt == "parquet" else f".{self.final.name}.partial"
-        self.file = ResumableFile(_beside(self.final, (staged or {}).get("file"), legacy))
+        self.file = ResumableFile(_beside(self.final, (staged or {}).get("file"), legacy), direct=True)
         pending = (staged or {}).get("pending")
         if self.fmt != "parquet":
             self._pending = self.file.path
