@@ -57,6 +57,8 @@ class ScoredBatch:
     paused: bool = False  # policy pause while the model is unavailable: nothing scored, do not ack
     rescore_rows: np.ndarray | None = None  # fallback-scored rows to re-score (fallback_and_rescore)
     shadow_agreement: float | None = None
+    # the model's feature rows of every input row (model-scored batches): the drift monitor takes them
+    features: np.ndarray | None = None
 
     def counts(self) -> dict[str, int]:
         if self.table.num_rows == 0:
@@ -173,6 +175,7 @@ class Pipeline:
         kept_outputs = {k: v[~bad] for k, v in outputs.items()}
         batch = self._assemble(table, keep, kept_outputs, SCORED_BY_MODEL, None)
         batch.rejects = sorted(rejects, key=lambda r: r.row)
+        batch.features = features
         if self.shadow and len(keep):
             batch.shadow_agreement = self._shadow(table, keep, kept_outputs)
         return batch

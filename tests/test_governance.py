@@ -263,6 +263,39 @@ def test_decision_records_made_as_a_batch_is_scored_are_those_made_in_its_durabl
     assert ahead_quality == inline_quality
 
 
+def test_the_drift_figures_from_the_models_own_feature_rows_are_those_made_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a batch scored whole hands the feature rows the model was given to the drift monitor;
+    # made again from the records (as before, and for a batch split to find a poison record),
+    # every figure is the same
+    from gateway.governance import run as governance_run
+
+    reference = tmp_path / "REFERENCE.DAT"
+    generate_card_file(reference, records=8_000, seed=1)
+    profile = tmp_path / "card_txn.profile.json"
+    assert main(["profile", "build", "--contract", str(contract_path()), "--input", str(reference),
+                 "--output", str(profile)]) == 0
+    made: dict[str, dict[str, Any]] = {}
+    handed: list[bool] = []
+    prepare = governance_run.RunGovernance._prepare
+    for mode in ("handed over", "made again"):
+        root = tmp_path / mode.replace(" ", "-")
+        root.mkdir()
+
+        def spy(self: Any, *args: Any, _mode: str = mode) -> Any:
+            *head, given = args
+            handed.append(given is not None)
+            return prepare(self, *head, None if _mode == "made again" else given)
+
+        monkeypatch.setattr(governance_run.RunGovernance, "_prepare", spy)
+        config = _config(root, drift={"reference": str(profile), "segments": ["COUNTRY", "CHANNEL"]})
+        manifest = _run(config, root, "NIGHT.DAT", records=12_000, seed=2, drift=0.3, bad_every=700)
+        made[mode] = {"drift": manifest["drift"], "quality": manifest["quality"]}
+    assert handed and all(handed)  # every batch was scored whole by the model: its rows were handed over
+    assert made["handed over"]["drift"]["psi"]["amount"] > 0.1  # the figures compared are not all zero
+    assert made["handed over"] == made["made again"]
+
+
 def test_the_quality_scorecard_names_each_field_with_its_nulls_rejects_and_range(tmp_path: Path) -> None:
     config = _config(tmp_path)
     manifest = _run(config, tmp_path, "NIGHT.DAT", records=4_000, seed=4, bad_every=400)

@@ -113,6 +113,7 @@ class Scored:
     paused: bool = False  # nothing scored: the kill switch or the model says wait
     rescore: pa.Table | None = None  # fallback-scored input rows to re-score later
     held: ScoredBatch | None = None  # scored, held back for review (`review: {hold: true}`), not for the sink
+    features: np.ndarray | None = None  # the model's feature rows of the whole batch (the pipeline's)
 
     def hold_for_review(self) -> Scored:
         """The records marked `review: pending` moved from what the sink gets to `held`."""
@@ -151,7 +152,8 @@ async def score_rows(pipeline: Pipeline, batch: SourceBatch, table: pa.Table,
         rescore = part.take(pa.array(scored.rescore_rows))
     rows = lo + np.asarray(scored.rows, dtype=np.int64)
     redact = pipeline.pii.redact_raw if pipeline.pii.active else None
-    return Scored(ScoredBatch(scored.table, rows, batch, redact=redact), rejects, scored.paused, rescore)
+    return Scored(ScoredBatch(scored.table, rows, batch, redact=redact), rejects, scored.paused, rescore,
+                  features=scored.features if (lo, hi) == (0, table.num_rows) else None)
 
 
 @dataclass
@@ -294,11 +296,14 @@ class BatchLoop:
         observed = None
         if self.governance is not None:
             scored = [part for p in pieces if p.scored is not None for part in p.scored.everything]
+            # the feature rows the model was given, when one piece scored the whole batch
+            whole = pieces[0].scored if len(pieces) == 1 else None
             observed = self.governance.observe(
                 batch.records_in, table, batch.raw,
                 pa.concat_tables([s.table for s in scored], promote_options="permissive") if scored
                 else table.slice(0, 0),
-                np.concatenate([s.rows for s in scored]) if scored else np.zeros(0, dtype=np.int64), rejects)
+                np.concatenate([s.rows for s in scored]) if scored else np.zeros(0, dtype=np.int64), rejects,
+                features=whole.features if whole is not None else None)
         return Delivery(prepared, rows, rejects, self.counts.to_json(), copy.deepcopy(self.pipeline.stats),
                         rescore, dict(self.counts.rejected_by), observed)
 

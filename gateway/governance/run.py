@@ -116,7 +116,7 @@ class RunGovernance:
     # ------------------------------------------------------------------ per batch
     def observe(self, records_in: int, inputs: pa.Table, raw: np.ndarray | None, scored: pa.Table,
                 rows: np.ndarray, rejects: Sequence[Reject], *, record_ids: pa.Array | None = None,
-                prints: pa.Array | None = None) -> Observed:
+                prints: pa.Array | None = None, features: np.ndarray | None = None) -> Observed:
         """A batch of `records_in` records. `inputs`: those that decoded, as read (with
         `source_record`); `raw`: their bytes
         (rows as `inputs`), None where the source has none; `scored`: what is written
@@ -124,19 +124,21 @@ class RunGovernance:
         taken now, and what only depends on the batch (its records' fingerprints and
         decision records, its drift features) begins now, on a thread of its own, beside
         the next batch's scoring; what moves the run's figures on is done by `write` (the
-        batch's durable step, in order), so a checkpoint holds exactly the batches before it."""
+        batch's durable step, in order), so a checkpoint holds exactly the batches before it.
+        `features`: the feature rows the model was given, one per row of `inputs`, where the
+        caller has them (else they are made again for the drift monitor)."""
         pipeline = self.pipeline
         breaker = pipeline.model.breaker.snapshot()["state"] if pipeline.model is not None else None
         shadow = [pipeline.stats.shadow_compared, pipeline.stats.shadow_agreed]
-        prepare = functools.partial(self._prepare, inputs, raw, scored, rows, record_ids, prints, breaker)
+        prepare = functools.partial(self._prepare, inputs, raw, scored, rows, record_ids, prints, breaker, features)
         # a stream's micro-batch is made in its durable step: no thread hop
         made = _preparing().submit(prepare) if scored.num_rows >= AHEAD_ROWS else None
         return Observed(pending=lambda: self._observe(records_in, inputs, scored, rejects, record_ids, breaker,
                                                       shadow, *(made.result() if made else prepare())))
 
     def _prepare(self, inputs: pa.Table, raw: np.ndarray | None, scored: pa.Table, rows: np.ndarray,
-                 record_ids: pa.Array | None, prints: pa.Array | None, breaker: str | None
-                 ) -> tuple[np.ndarray | None, pa.Table | None]:
+                 record_ids: pa.Array | None, prints: pa.Array | None, breaker: str | None,
+                 given: np.ndarray | None = None) -> tuple[np.ndarray | None, pa.Table | None]:
         """(the drift features of the scored records, their decision records): the batch's
         own, nothing of the run's state changed."""
         pipeline = self.pipeline
@@ -144,10 +146,12 @@ class RunGovernance:
         features = None
         if self.monitor is not None and scored.num_rows and pipeline.features.names and not (
                 pipeline.features.fields_used & set(pipeline.pii.fields) and inputs is scored):
-            used = inputs.select([c for c in inputs.column_names if c in pipeline.features.fields_used])
-            if not _every_row(taken, used.num_rows):
-                used = used.take(pa.array(taken))  # some were refused: the scored ones' rows
-            features = pipeline.features.matrix(used)
+            every = _every_row(taken, inputs.num_rows)
+            if given is not None and len(given) == inputs.num_rows:
+                features = given if every else given[taken]
+            else:
+                used = inputs.select([c for c in inputs.column_names if c in pipeline.features.fields_used])
+                features = pipeline.features.matrix(used if every else used.take(pa.array(taken)))
         if self.audit is None or scored.num_rows == 0:
             return features, None
         if prints is not None:
