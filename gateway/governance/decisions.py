@@ -57,30 +57,41 @@ def fingerprints(matrix: np.ndarray, key: bytes, lengths: np.ndarray | None = No
     keys = np.frombuffer(stream[: 8 * words], dtype="<u4").reshape(2, words)
     final = np.frombuffer(stream[8 * words:], dtype="<u8")
     size = np.asarray(lengths if lengths is not None else np.full(n, width), dtype=np.uint64)
-    digest = np.empty((n, 2), dtype=np.uint64)
-    # buffers reused block after block: fresh arrays this size would cost more in page
-    # faults than the arithmetic
-    padded = np.zeros((_BLOCK, words * 4), dtype=np.uint8)
-    summed = np.empty((_BLOCK, words), dtype=np.uint64)
-    product = np.empty((_BLOCK, words // 2), dtype=np.uint64)
+    digest = np.empty((2, n), dtype=np.uint64)
+    # A block's words are laid out word by word (a row per word position, a column per
+    # record), so that each step is one long vector operation and the last one adds 15 rows
+    # (summing 15 words within each record cost 40 % more). The buffers are reused block
+    # after block: fresh arrays this size would cost more in page faults than the arithmetic.
+    in_place = width == 4 * words and matrix.flags.c_contiguous  # rows already whole words
+    padded = None if in_place else np.zeros((_BLOCK, words * 4), dtype=np.uint8)
+    columns = np.empty((words, _BLOCK), dtype=np.uint32)
+    summed = np.empty((words, _BLOCK), dtype=np.uint64)
+    product = np.empty((words // 2, _BLOCK), dtype=np.uint64)
+    lane_keys = keys[:, :, None]
     for lo in range(0, n, _BLOCK):
         hi = min(n, lo + _BLOCK)
         b = hi - lo
-        padded[:b, :width] = matrix[lo:hi]
-        u32 = padded[:b].view("<u4")
+        if padded is None:
+            rows = matrix[lo:hi]
+        else:
+            padded[:b, :width] = matrix[lo:hi]
+            rows = padded[:b]
+        columns[:, :b] = rows.view("<u4").T
         for lane in (0, 1):
-            np.add(u32, keys[lane], out=summed[:b], casting="unsafe")  # a uint32 add: wraps mod 2^32, as NH's
-            np.multiply(summed[:b, 0::2], summed[:b, 1::2], out=product[:b])
-            product[:b].sum(axis=1, dtype=np.uint64, out=digest[lo:hi, lane])
+            # a uint32 add (wraps mod 2^32, as NH's), kept as uint64 for the products
+            np.add(columns[:, :b], lane_keys[lane], out=summed[:, :b], casting="unsafe")
+            np.multiply(summed[0::2, :b], summed[1::2, :b], out=product[:, :b])
+            np.add.reduce(product[:, :b], axis=0, out=digest[lane, lo:hi])
+    both = np.empty((n, 2), dtype=">u8")
     with np.errstate(over="ignore"):
-        digest[:, 0] = _fmix(digest[:, 0] ^ size ^ final[0])
-        digest[:, 1] = _fmix(digest[:, 1] + (size * _P1) + final[1])
-    text = binascii.hexlify(digest.astype(">u8").tobytes())  # 32 hex characters a row, back to back
+        both[:, 0] = _fmix(digest[0] ^ size ^ final[0])
+        both[:, 1] = _fmix(digest[1] + (size * _P1) + final[1])
+    text = binascii.hexlify(both.tobytes())  # 32 hex characters a row, back to back
     offsets = np.arange(0, 32 * n + 1, 32, dtype=np.int32)
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(text))
 
 
-_BLOCK = 2048  # rows a block: its three buffers stay in a core's cache (4096: 15 % slower)
+_BLOCK = 2048  # records a block: its buffers stay in a core's cache (4096: 10 % slower)
 
 
 def value_rows(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
