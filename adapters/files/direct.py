@@ -25,6 +25,8 @@ import logging
 import mmap
 import os
 
+import numpy as np
+
 log = logging.getLogger("lgw.files")
 
 _O_DIRECT = getattr(os, "O_DIRECT", 0)  # Linux; elsewhere files are written through the cache
@@ -43,6 +45,7 @@ class DirectAppend:
         self.fd = fd
         self._stage = mmap.mmap(-1, STAGE)  # page-aligned, reused for the whole file
         self._view = memoryview(self._stage)
+        self._bytes = np.frombuffer(self._stage, dtype=np.uint8)  # numpy copies without holding the GIL
         self._base = offset - len(tail)  # the file offset of the stage's first byte (aligned)
         self._used = len(tail)
         self._view[:self._used] = tail
@@ -62,10 +65,10 @@ class DirectAppend:
 
     def write(self, data: bytes | memoryview) -> None:
         """Appends `data` (any buffer: bytes, a pyarrow Buffer)."""
-        src = memoryview(data).cast("B")
+        src = np.frombuffer(data, dtype=np.uint8)
         while len(src):
             n = min(len(src), STAGE - self._used)
-            self._view[self._used:self._used + n] = src[:n]
+            self._bytes[self._used:self._used + n] = src[:n]
             self._used += n
             src = src[n:]
             if self._used == STAGE:
@@ -94,6 +97,7 @@ class DirectAppend:
         try:
             self.sync()
         finally:
+            del self._bytes
             self._view.release()
             self._stage.close()
 
