@@ -13,15 +13,17 @@ Times, in this one process (no assertions; figures only):
   SQLAlchemy's executemany of dicts on `--executemany-rows` rows (extrapolated), the
   alternative the COPY path was measured against.
 
-Prints seconds and rows/s for each, and the parquet store's ratio to the baseline.
+Prints seconds, rows/s and CPU seconds per million rows (of this process) for each, and the
+parquet store's ratio to the baseline.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
-import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,6 +33,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from sqlalchemy import create_engine, text
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import clock
 from gateway.governance.audit import DECISION_SCHEMA, AuditConfig, AuditLog
 from gateway.governance.audit_model import content_digest
 from gateway.governance.audit_sql import TableDecisions
@@ -61,15 +66,16 @@ def sample_decisions(n: int, run: str = "BENCH") -> pa.Table:
     }, schema=DECISION_SCHEMA)
 
 
-def timed(label: str, rows: int, fn: object, *, extrapolate_to: int | None = None) -> float:
-    start = time.perf_counter()
-    fn()  # type: ignore[operator]
-    seconds = time.perf_counter() - start
-    note = ""
+def timed(label: str, rows: int, fn: Callable[[], object], *, extrapolate_to: int | None = None) -> float:
+    """Runs `fn` once; prints its wall seconds, rows/s and CPU seconds per million rows (of
+    this process: a database server's own CPU is not in it). Returns the wall seconds."""
+    took, _ = clock.timed(fn)
+    seconds, cpu, note = took.wall, took.cpu, ""
     if extrapolate_to:
-        seconds, note = seconds * extrapolate_to / rows, f" (measured on {rows:,} rows, extrapolated)"
+        scale = extrapolate_to / rows
+        seconds, cpu, note = seconds * scale, cpu * scale, f" (measured on {rows:,} rows, extrapolated)"
         rows = extrapolate_to
-    print(f"{label:<44} {seconds:8.2f} s {rows / seconds:>12,.0f} rows/s{note}")
+    print(f"{label:<44} {seconds:8.2f} s {rows / seconds:>12,.0f} rows/s {cpu * 1e6 / rows:6.2f} CPU s/M{note}")
     return seconds
 
 

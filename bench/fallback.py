@@ -14,14 +14,16 @@ then times in this one process, best of `--runs`:
 
 The per-row baselines get their rows as Python dicts prepared before timing (decimals
 as floats, since CEL has no decimal type), so their figures leave out that conversion.
-Prints records/s, the ratio ours / baseline, whether every baseline chose the same rule
-as ours on the rows it scored, and whether ours reaches the 500,000 records/s target.
+Prints records/s and CPU seconds per million records (bench/clock.py), the ratio ours /
+baseline, whether every baseline chose the same rule as ours on the rows it scored, and
+whether ours reaches the 500,000 records/s target.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -32,21 +34,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.clock import best_of
 from gateway.fallback import FallbackRules
 from schemas.contract import Contract, load_contract
 from schemas.examples import contract_path, generate_card_file
 
 TARGET_RECORDS_PER_S = 500_000
 CHUNK_ROWS = 50_000
-
-
-def best_of(runs: int, fn: Callable[[], Any]) -> float:
-    best = float("inf")
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def decoded_table(contract: Contract, records: int) -> pa.Table:
@@ -122,11 +118,11 @@ def main() -> None:
     print(f"rules: {len(rules.rules)} ({', '.join(r.reason for r in rules.rules)}); "
           f"table: {n:,} rows in {table.column(0).num_chunks} chunks")
 
-    whole = best_of(args.runs, lambda: rules.score(table))
-    chunked = best_of(args.runs, lambda: [rules.score(table.slice(i, CHUNK_ROWS)) for i in range(0, n, CHUNK_ROWS)])
-    ours = n / whole
-    print(f"ours, whole table:          {ours:>14,.0f} records/s  ({whole * 1000:.1f} ms)")
-    print(f"ours, {CHUNK_ROWS:,}-row chunks:   {n / chunked:>14,.0f} records/s  ({chunked * 1000:.1f} ms)")
+    whole, _ = best_of(args.runs, lambda: rules.score(table))
+    chunked, _ = best_of(args.runs, lambda: [rules.score(table.slice(i, CHUNK_ROWS)) for i in range(0, n, CHUNK_ROWS)])
+    ours = n / whole.wall
+    print(f"ours, whole table:          {whole.line(n)}")
+    print(f"ours, {CHUNK_ROWS:,}-row chunks:   {chunked.line(n)}")
 
     m = min(args.baseline_rows, n)
     prep = time.perf_counter()
@@ -143,10 +139,11 @@ def main() -> None:
         chosen = run()
         if chosen is None:
             continue
-        seconds = best_of(args.runs, run)
-        rate = m / seconds
+        took, _ = best_of(args.runs, run)
+        seconds, rate = took.wall, m / took.wall
         agree = "yes" if np.array_equal(chosen, ours_chosen) else "NO"
-        print(f"baseline {name:<18} {rate:>14,.0f} records/s  ({seconds * 1000:.1f} ms for {m:,} rows; "
+        print(f"baseline {name:<18} {rate:>14,.0f} records/s  {took.per_million(m):6.2f} CPU s/M  "
+              f"({seconds * 1000:.1f} ms for {m:,} rows; "
               f"{n / rate:.1f} s extrapolated to {n:,}); same rules chosen: {agree}; "
               f"ours/baseline = {ours / rate:.0f}x")
     verdict = "reached" if ours >= TARGET_RECORDS_PER_S else "NOT reached"
