@@ -631,7 +631,7 @@ def test_lgw_run_watches_the_inbox_until_sigterm(tmp_path: Path, lgw_cmd: list[s
     assert sys.executable  # the same interpreter runs the gateway (lgw_cmd)
 
 
-@pytest.mark.parametrize("rows", [0, 1, 16_383, 3 * 16_384 + 7, 100_001])
+@pytest.mark.parametrize("rows", [0, 1, 8_191, 8_192, 3 * 8_192 + 7, 100_001])
 def test_a_large_chunk_written_as_csv_in_slices_side_by_side_is_the_same_bytes(rows: int) -> None:
     rng = np.random.default_rng(rows)
     text = np.array(["plain", 'with "quotes"', "comma, inside", "line\nbreak", ""], dtype=object)
