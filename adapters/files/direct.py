@@ -44,11 +44,10 @@ class DirectAppend:
             raise ValueError(f"tail of {len(tail)} bytes, expected {offset % ALIGN}")
         self.fd = fd
         self._stage = mmap.mmap(-1, STAGE)  # page-aligned, reused for the whole file
-        self._view = memoryview(self._stage)
         self._bytes = np.frombuffer(self._stage, dtype=np.uint8)  # numpy copies without holding the GIL
         self._base = offset - len(tail)  # the file offset of the stage's first byte (aligned)
         self._used = len(tail)
-        self._view[:self._used] = tail
+        self._bytes[:self._used] = np.frombuffer(tail, dtype=np.uint8)
         self.direct = True
 
     @classmethod
@@ -83,12 +82,12 @@ class DirectAppend:
             return
         whole = used - used % ALIGN
         padded = -(-used // ALIGN) * ALIGN
-        self._view[used:padded] = bytes(padded - used)
+        self._bytes[used:padded] = 0
         self._write_out(padded)
         if padded != used:
             os.ftruncate(self.fd, self._base + used)
         if whole:  # the last, partial block stays staged: it is written again, whole, next time
-            self._view[:used - whole] = self._view[whole:used]
+            self._bytes[:used - whole] = self._bytes[whole:used]
             self._base += whole
             self._used = used - whole
 
@@ -97,15 +96,14 @@ class DirectAppend:
         try:
             self.sync()
         finally:
-            del self._bytes
-            self._view.release()
+            del self._bytes  # the mmap closes once nothing exports its buffer
             self._stage.close()
 
     def _write_out(self, n: int) -> None:
         done = 0
         while done < n:
             try:
-                done += os.pwrite(self.fd, self._view[done:n], self._base + done)
+                done += os.pwrite(self.fd, self._bytes[done:n].data, self._base + done)
             except OSError as exc:
                 if exc.errno != errno.EINVAL or not self.direct:
                     raise

@@ -113,7 +113,7 @@ class Scored:
     paused: bool = False  # nothing scored: the kill switch or the model says wait
     rescore: pa.Table | None = None  # fallback-scored input rows to re-score later
     held: ScoredBatch | None = None  # scored, held back for review (`review: {hold: true}`), not for the sink
-    features: np.ndarray | None = None  # the model's feature rows of the whole batch (the pipeline's)
+    features: np.ndarray | None = None  # the model's feature rows of rows [lo, hi) (the pipeline's)
 
     def hold_for_review(self) -> Scored:
         """The records marked `review: pending` moved from what the sink gets to `held`."""
@@ -153,7 +153,7 @@ async def score_rows(pipeline: Pipeline, batch: SourceBatch, table: pa.Table,
     rows = lo + np.asarray(scored.rows, dtype=np.int64)
     redact = pipeline.pii.redact_raw if pipeline.pii.active else None
     return Scored(ScoredBatch(scored.table, rows, batch, redact=redact), rejects, scored.paused, rescore,
-                  features=scored.features if (lo, hi) == (0, table.num_rows) else None)
+                  features=scored.features)
 
 
 @dataclass
