@@ -28,7 +28,7 @@ from gateway.exit_codes import (
     EXIT_SIGINT,
 )
 from gateway.logs import stderr_line
-from gateway.startup import leave, pyarrow_without_pandas, tune_process
+from gateway.startup import hold_collector, leave, pyarrow_without_pandas, release_collector, tune_process
 from schemas.errors import ConfigError
 
 
@@ -410,11 +410,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         "console": _console,
         "components": commands.components, "sources": commands.components, "sinks": commands.components,
     }
+    release_collector()
     return handlers[args.command](args)
 
 
 def run() -> None:
     """The `lgw` executable: `main`, then the process ends at once (gateway.startup.leave)."""
+    hold_collector()
     try:
         code: Any = main()
     except SystemExit as exc:  # argparse's --help and its errors

@@ -6,6 +6,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import gc
 import importlib.abc
 import importlib.machinery
 import os
@@ -41,6 +42,30 @@ def pyarrow_without_pandas() -> None:
         pa.array([0])
     finally:
         sys.meta_path.remove(finder)
+
+
+class _Collector:
+    held = False
+
+
+def hold_collector() -> None:
+    """No cyclic garbage collection while the command's modules load (the `lgw` executable
+    only: `release_collector` ends it before the command runs). Loading pyarrow,
+    SQLAlchemy, pydantic and the gateway makes some 130,000 objects the collector tracks,
+    and it ran some 150 times over them while they were made: 40-50 ms of a 0.8 s
+    `lgw score` start-up (14 interleaved rounds each, twice)."""
+    if gc.isenabled():
+        gc.disable()
+        _Collector.held = True
+
+
+def release_collector() -> None:
+    """Collection back on, with what was loaded so far frozen out of it: module-level
+    objects live as long as the process, and later full collections need not walk them."""
+    if _Collector.held:
+        gc.freeze()
+        gc.enable()
+        _Collector.held = False
 
 
 PR_SET_THP_DISABLE = 41  # linux/prctl.h

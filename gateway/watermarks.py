@@ -17,11 +17,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Column, DateTime, String, Table, Text, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 
-from gateway.state import StateStore, StateStoreError, metadata
+from gateway.state import StateStore, StateStoreError, metadata, upsert
 
 watermark_table = Table(
     "watermarks",
@@ -66,7 +64,7 @@ class WatermarkStore:
         with self._errors():
             self._ensure_table()
             with self.store.engine.begin() as conn:
-                _upsert(conn, values)
+                upsert(conn, watermark_table, values, keys=("pipeline", "source"))
 
     def delete(self, pipeline: str, source: str) -> None:
         """Forgets the watermark: the next run reads the source from the start."""
@@ -106,21 +104,6 @@ class _StoreErrors:
         if isinstance(exc, SQLAlchemyError):
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise StateStoreError(f"state store {self.store.display_url}: {first}") from exc
-
-
-def _upsert(conn: Connection, values: dict[str, Any]) -> None:
-    t = watermark_table
-    changes = {"watermark": values["watermark"], "updated_at": values["updated_at"]}
-    dialect = conn.dialect.name
-    if dialect in ("sqlite", "postgresql"):
-        insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
-        stmt = insert(t).values(**values)
-        conn.execute(stmt.on_conflict_do_update(index_elements=[t.c.pipeline, t.c.source], set_=changes))
-        return
-    updated = conn.execute(t.update().where(t.c.pipeline == values["pipeline"], t.c.source == values["source"])
-                           .values(**changes))
-    if updated.rowcount == 0:
-        conn.execute(t.insert().values(**values))
 
 
 __all__ = ["WatermarkStore", "watermark_table"]

@@ -92,3 +92,54 @@ def test_the_lgw_executable_keeps_argparse_exit_codes() -> None:
     wrong = subprocess.run([sys.executable, "-m", "gateway.cli", "decode", "--no-such-option"], capture_output=True,
                            text=True)
     assert wrong.returncode == 2 and "lgw: error:" in wrong.stderr
+
+
+COLLECTOR_IN_COMMAND = """
+import gc, json, sys, weakref
+import gateway.commands as commands
+from gateway.cli import run
+
+def score(args):
+    class Node: pass
+    node = Node(); node.me = node  # a cycle only the collector frees
+    freed = weakref.ref(node); del node
+    gc.collect()
+    print(json.dumps({"enabled": gc.isenabled(), "frozen": gc.get_freeze_count(), "cycle_freed": freed() is None}))
+    return 0
+
+commands.score = score
+sys.argv = ["lgw", "score", "--contract", "c.yaml", "--input", "in.dat", "--output", "out.csv"]
+run()
+"""
+
+
+def test_the_lgw_executable_loads_without_collection_and_runs_the_command_with_it() -> None:
+    found = _fresh(COLLECTOR_IN_COMMAND)
+    assert found["enabled"] is True and found["cycle_freed"] is True
+    assert isinstance(found["frozen"], int) and found["frozen"] > 50_000  # what was loaded, kept out of later passes
+
+
+HELD_ELSEWHERE = """
+import gc, json
+from gateway.startup import hold_collector, release_collector
+gc.disable()  # the embedding program's own choice
+hold_collector()
+import pyarrow
+release_collector()
+print(json.dumps({"enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}))
+"""
+
+
+def test_a_collector_switched_off_by_someone_else_stays_off_and_unfrozen() -> None:
+    assert _fresh(HELD_ELSEWHERE) == {"enabled": False, "frozen": 0}
+
+
+def test_the_collector_is_left_alone_where_main_is_called_in_process(capsys) -> None:
+    import gc
+
+    from gateway.cli import main
+
+    frozen = gc.get_freeze_count()
+    assert main(["components"]) == 0
+    assert "dropfolder" in capsys.readouterr().out
+    assert gc.isenabled() and gc.get_freeze_count() == frozen  # a test process's objects stay collectable
