@@ -133,6 +133,18 @@ def _problems(audit: AuditLog, day: date | None = None) -> list[str]:
     return report.problems
 
 
+def test_the_decision_table_is_indexed_by_day_brin_on_postgresql(table_log: AuditLog) -> None:
+    with table_log.state.engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            found = conn.execute(text("SELECT indexdef FROM pg_indexes WHERE indexname = 'audit_decision_day' "
+                                      "AND schemaname = current_schema()"))
+            [definition] = found.scalars()
+            assert "USING brin (day)" in definition
+        else:
+            found = conn.execute(text("SELECT sql FROM sqlite_master WHERE name = 'audit_decision_day'"))
+            assert found.scalar_one() == "CREATE INDEX audit_decision_day ON audit_decision (day)"
+
+
 # ---- appending ------------------------------------------------------------------------------
 
 
