@@ -313,5 +313,5 @@ class KillSwitchWatcher:
 
 __all__ = [
     "KILL_SWITCH_MODES", "KillSwitch", "KillSwitchMode", "KillSwitchWatcher", "StateStore",
-    "StateStoreError", "kill_switch_table", "metadata", "normalize_url",
+    "StateStoreError", "kill_switch_table", "metadata", "normalize_url", "upsert",
 ]
