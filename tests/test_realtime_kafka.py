@@ -1034,3 +1034,47 @@ async def test_a_batch_the_broker_does_not_acknowledge_comes_again_with_the_one_
         assert_json_result(by_id[s.id][0], s)
     assert stats["cards"]["messages"] > len(sent), "the failed batch was scored again"
     assert await committed_offsets(bootstrap, t.group, t.input) == end_offsets(sent)
+
+
+async def test_a_batch_acked_after_its_partition_moved_commits_the_partitions_still_held(
+        kafka_broker: TansuBroker) -> None:
+    """A batch fetched before a rebalance and acked after it: the partition the group gave to
+    another member is left to it (aiokafka refuses a commit naming it); the one still held is
+    committed. Refused whole, the batch came again with the same offsets, was refused again,
+    and the held partition's offsets stayed uncommitted (test_kafka_scaleout saw it once)."""
+    from adapters.kafka.config import KafkaConfig, KafkaSourceConfig
+    from adapters.kafka.source import KafkaSource
+
+    bootstrap = kafka_broker.bootstrap
+    t = Topics.create(kafka_broker, "moved", partitions=2)
+    sent = [*await produce(bootstrap, t.input, [(None, b"a%d" % i) for i in range(10)], partition=0),
+            *await produce(bootstrap, t.input, [(None, b"b%d" % i) for i in range(10)], partition=1)]
+
+    def member() -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(t.input, bootstrap_servers=bootstrap, group_id=t.group, enable_auto_commit=False,
+                                **CONSUMER_SETTINGS)
+
+    first, second = member(), member()
+    await first.start()
+    try:
+        records: list[Record] = []
+        deadline = time.monotonic() + 60
+        while len(records) < len(sent) and time.monotonic() < deadline:
+            for fetched in (await first.getmany(timeout_ms=500)).values():
+                records.extend(fetched)
+        assert {r.partition for r in records} == {0, 1} and len(records) == len(sent)
+        source = KafkaSource(KafkaSourceConfig(type="kafka", topics=[t.input], group_id=t.group,
+                                               result_topic=t.results), KafkaConfig(bootstrap_servers=bootstrap))
+        batch = source.batch(records, first)
+
+        await second.start()  # the group now gives one partition to each member
+        await until(lambda: len(first.assignment()) == 1 and len(second.assignment()) == 1, 60,
+                    "the rebalance to split the two partitions")
+        [kept] = [tp.partition for tp in first.assignment()]
+        await batch.ack()
+        committed = await committed_offsets(bootstrap, t.group, t.input, partitions=2)
+        assert committed == {kept: end_offsets(sent, 2)[kept], 1 - kept: 0}
+    finally:
+        await first.stop()
+        with contextlib.suppress(Exception):
+            await second.stop()
