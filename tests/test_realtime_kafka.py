@@ -1040,8 +1040,8 @@ async def test_a_batch_acked_after_its_partition_moved_commits_the_partitions_st
         kafka_broker: TansuBroker) -> None:
     """A batch fetched before a rebalance and acked after it: the partition the group gave to
     another member is left to it (aiokafka refuses a commit naming it); the one still held is
-    committed. Refused whole, the batch came again with the same offsets, was refused again,
-    and the held partition's offsets stayed uncommitted (test_kafka_scaleout saw it once)."""
+    committed. Before, the refusal (IllegalStateError) failed the whole ack: nothing was
+    committed, the batch was nacked. test_kafka_scaleout's one failure in CI logged it."""
     from adapters.kafka.config import KafkaConfig, KafkaSourceConfig
     from adapters.kafka.source import KafkaSource
 

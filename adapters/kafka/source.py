@@ -60,9 +60,8 @@ def rewind(consumer: AIOKafkaConsumer, records: Sequence[Record]) -> None:
 async def commit_held(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int], records: int) -> None:
     """Commits `offsets` of the partitions `consumer` still holds. A partition the group has
     moved to another member since the fetch is not ours to commit: its new owner reads it
-    again from the group's last commit. (aiokafka refuses a commit naming it; refused whole,
-    the batch was redelivered with the same offsets, refused again, and the offsets of the
-    partitions still held stayed uncommitted: tests/test_kafka_scaleout.py saw one stuck.)"""
+    again from the group's last commit. (aiokafka refuses a commit naming it, IllegalStateError,
+    and the whole batch was nacked: the partitions still held were not committed by it.)"""
     held = consumer.assignment()
     mine = {tp: offset for tp, offset in offsets.items() if tp in held}
     if len(mine) < len(offsets):
