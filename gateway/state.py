@@ -157,7 +157,7 @@ class StateStore:
                 row = conn.execute(select(kill_switch_table).where(kill_switch_table.c.pipeline == pipeline)
                                    ).mappings().first()
                 before = _kill_switch(row) if row is not None else KillSwitch(pipeline=pipeline)
-            self._upsert(conn, values)
+            upsert(conn, kill_switch_table, values, keys=("pipeline",))
             if on_change is not None and before is not None:
                 on_change(conn, before, switch)
         log.warning("kill switch %s -> %s by %s: %s", pipeline, mode, set_by or "?", reason)
@@ -167,9 +167,6 @@ class StateStore:
         stmt = select(kill_switch_table).order_by(kill_switch_table.c.pipeline)
         with self._connect() as conn:
             return [_kill_switch(row) for row in conn.execute(stmt).mappings()]
-
-    def _upsert(self, conn: Connection, values: dict[str, Any]) -> None:
-        upsert(conn, kill_switch_table, values, keys=("pipeline",))
 
     # ---- plumbing ----------------------------------------------------------------------
 
