@@ -11,9 +11,10 @@ were written without being committed: at most 2 x max_records records of the par
 held, all at or after the offsets the group had committed for them when it died; the new
 owner reads them again from there. A survivor whose partitions are revoked by a rebalance
 (aiokafka's eager protocol revokes all, and the range assignor moves some) can have its
-own last two batches' commits refused: another 2 x max_records each time. So the
-duplicates are at most 2 x max_records x (1 + the survivors' rebalances, from their logs),
-every one at or after the group's commit at the kill. Nothing else is read twice."""
+own last two batches' commits left out (no commit while it rebalances) or refused: another
+2 x max_records each time. So the duplicates are at most 2 x max_records x (1 + the
+survivors' rebalances, from their logs), every one at or after the group's commit at the
+kill. Nothing else is read twice."""
 
 from __future__ import annotations
 

@@ -1078,3 +1078,61 @@ async def test_a_batch_acked_after_its_partition_moved_commits_the_partitions_st
         await first.stop()
         with contextlib.suppress(Exception):
             await second.stop()
+
+
+async def test_a_batch_acked_while_the_group_rebalances_is_not_committed_and_is_read_again(
+        kafka_broker: TansuBroker) -> None:
+    """No commit while the group rebalances the member (the Java client's rule). Without
+    it, aiokafka sends the commit, Tansu answers it once the rebalance is over and takes it
+    (offsets 10 and 10 here), whoever owns the partitions by then: one landing after the new
+    owner's commit moves the offset back (the likely cause of test_kafka_scaleout's failures
+    in CI).
+    Left uncommitted, the batch is read again from the group's commit by whoever holds its
+    partitions after the rebalance: here the member itself keeps one of the two."""
+    from adapters.kafka.config import KafkaConfig, KafkaSourceConfig
+    from adapters.kafka.source import KafkaSource
+
+    bootstrap = kafka_broker.bootstrap
+    t = Topics.create(kafka_broker, "rebalancing", partitions=2)
+    sent = [*await produce(bootstrap, t.input, [(None, b"a%d" % i) for i in range(10)], partition=0),
+            *await produce(bootstrap, t.input, [(None, b"b%d" % i) for i in range(10)], partition=1)]
+    settings = {k: v for k, v in CONSUMER_SETTINGS.items() if k != "auto_offset_reset"}
+    source = KafkaSource(KafkaSourceConfig(type="kafka", topics=[t.input], group_id=t.group, result_topic=t.results),
+                         KafkaConfig(bootstrap_servers=bootstrap, **settings))
+    second = AIOKafkaConsumer(t.input, bootstrap_servers=bootstrap, group_id=t.group, enable_auto_commit=False,
+                              **CONSUMER_SETTINGS)
+
+    async def fetch(n: int) -> list[Record]:
+        assert source.consumer is not None
+        records: list[Record] = []
+        deadline = time.monotonic() + 60
+        while len(records) < n and time.monotonic() < deadline:
+            for part in (await source.consumer.getmany(timeout_ms=200)).values():
+                records.extend(part)
+        return records
+
+    await source.connect()
+    try:
+        records = await fetch(len(sent))
+        assert len(records) == len(sent) and not source.rebalances.in_progress
+        batch = source.batch(records)
+
+        joining = asyncio.create_task(second.start())  # the group rebalances: one partition each
+        await until(lambda: source.rebalances.in_progress, 60, "the group to start rebalancing the first member")
+        await batch.ack()
+        await joining
+        assert await committed_offsets(bootstrap, t.group, t.input, partitions=2) == {0: 0, 1: 0}
+
+        consumer = source.consumer
+        assert consumer is not None
+        await until(lambda: not source.rebalances.in_progress and len(consumer.assignment()) == 1, 60,
+                    "the rebalance to give the first member one partition")
+        [kept] = [tp.partition for tp in consumer.assignment()]
+        again = await fetch(10)  # the partition it kept, from the group's commit: the start
+        assert sorted((r.partition, r.offset) for r in again) == [(kept, i) for i in range(10)]
+        await source.batch(again).ack()
+        assert (await committed_offsets(bootstrap, t.group, t.input, partitions=2))[kept] == 10
+    finally:
+        await source.close()
+        with contextlib.suppress(Exception):
+            await second.stop()

@@ -235,6 +235,7 @@ def _kafka_subscriber(broker: Any, name: str, pipe: PipelineConfig, wired: _Wire
         batch_timeout_ms=src.max_wait_ms, auto_offset_reset=k.auto_offset_reset,
         fetch_max_wait_ms=k.fetch_max_wait_ms, session_timeout_ms=k.session_timeout_ms,
         heartbeat_interval_ms=k.heartbeat_interval_ms, max_poll_records=src.batch_size,
+        listener=wired.source.rebalances,  # no commit while the group rebalances (adapters.kafka.source)
         ack_policy=AckPolicy.MANUAL, parser=_batch_parser, decoder=_raw_values,
         title=f"{name}:input", description=_input_doc(name, pipe))
     patch_batch_fetch(sub)
