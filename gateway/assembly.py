@@ -8,11 +8,11 @@ from collections.abc import Mapping
 from adapters.models.base import ModelBackend
 from gateway.config import GatewayConfig, KServeModelConfig, MlflowModelConfig, ModelConfig, OnnxModelConfig, Policy
 from gateway.governance.review import ReviewConfig, check_review
+from gateway.kill_switch import KillSwitches, KillSwitchWatcher
 from gateway.outputs import outputs_from_contract
 from gateway.pipeline import Pipeline
 from gateway.resilience.breaker import CircuitBreaker
 from gateway.resilience.guarded import GuardedModel
-from gateway.state import KillSwitchWatcher, StateStore
 from schemas.contract import Contract
 from schemas.errors import ConfigError
 
@@ -53,7 +53,7 @@ def build_model(name: str, cfg: ModelConfig, contract: Contract | None, base: Ga
 
 def build_pipeline(name: str, contract: Contract, cfg: GatewayConfig, *, model_name: str | None,
                    policy: Policy = Policy.FALLBACK, shadow: bool = False, force_fallback: bool = False,
-                   state: StateStore | None = None, pii: Mapping[str, str] | None = None,
+                   state: KillSwitches | None = None, pii: Mapping[str, str] | None = None,
                    review: ReviewConfig | None = None) -> Pipeline:
     """`pii`: the pipeline's overrides of the contract's pii policy (gateway.governance.pii)."""
     from gateway.governance.pii import policy_for

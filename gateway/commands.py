@@ -185,14 +185,14 @@ def examples(args: argparse.Namespace) -> int:
 
 def score(args: argparse.Namespace) -> int:
     from gateway.config import Policy, load_config
+    from gateway.kill_switch import kill_switches_at
     from gateway.score import ScoringPaused, run_score
-    from gateway.state import StateStore
 
     contract = load_scoring_contract(args.contract)
     if not Path(args.input).is_file():
         raise ConfigError(f"input {args.input} is not a file")
     cfg = load_config(args.config)
-    state = StateStore(cfg.state.url)
+    state = kill_switches_at(cfg.state.url)  # its pipeline's switch, read-only
     try:
         summary = run_score(contract, Path(args.input), Path(args.output),
                             rejects_path=Path(args.rejects) if args.rejects else None,

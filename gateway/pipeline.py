@@ -25,9 +25,9 @@ from gateway.fallback import FallbackRules
 from gateway.features import FeatureMap
 from gateway.governance.pii import PiiPolicy, policy_for
 from gateway.governance.review import ReviewConfig, cap_mask, mark_review, select_for_review
+from gateway.kill_switch import KillSwitchWatcher
 from gateway.outputs import OutputSpec, outputs_from_contract
 from gateway.resilience.guarded import GuardedModel
-from gateway.state import KillSwitchWatcher
 from schemas.arrow_buffers import one_array
 from schemas.contract import Contract
 from schemas.errors import BreakerOpen, InfrastructureError, ModelRejected, ModelServerError

@@ -11,28 +11,24 @@ bound parameters.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 from sqlalchemy import Column, DateTime, MetaData, String, Table, Text, create_engine, select
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
-from schemas.errors import ConfigError, InfrastructureError
+from gateway.kill_switch import KILL_SWITCH_MODES, KillSwitch, KillSwitchMode, KillSwitchWatcher, kill_switch_from_row
+from schemas.errors import ConfigError, StateStoreError
 from schemas.safefiles import ensure_file
 
 log = logging.getLogger(__name__)
-
-KillSwitchMode = Literal["off", "force_fallback", "pause"]
-KILL_SWITCH_MODES: tuple[str, ...] = get_args(KillSwitchMode)
 
 metadata = MetaData()
 
@@ -45,23 +41,6 @@ kill_switch_table = Table(
     Column("set_by", String(200), nullable=False, default=""),
     Column("set_at", DateTime(timezone=True), nullable=False),
 )
-
-
-class StateStoreError(InfrastructureError):
-    """The state store could not be reached or did not answer."""
-
-
-class KillSwitch(BaseModel):
-    """`off`: score normally. `force_fallback`: do not call the model, score by rules.
-    `pause`: take no new work (sources stop reading; nothing is dropped)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    pipeline: str
-    mode: KillSwitchMode = "off"
-    reason: str = ""
-    set_by: str = ""
-    set_at: datetime | None = None  # None: never set
 
 
 def normalize_url(url: str | URL) -> URL:
@@ -112,6 +91,7 @@ class StateStore:
         self.engine = _build_engine(self.url)
         self._ready = False
         self._ready_lock = threading.Lock()
+        self._made: set[str] = set()  # the tables of `metadata` when the store made its schema
 
     def __repr__(self) -> str:
         return f"StateStore({self.display_url!r})"
@@ -135,7 +115,7 @@ class StateStore:
         stmt = select(kill_switch_table).where(kill_switch_table.c.pipeline == pipeline)
         with self._connect() as conn:
             row = conn.execute(stmt).mappings().first()
-        return _kill_switch(row) if row is not None else KillSwitch(pipeline=pipeline)
+        return kill_switch_from_row(row) if row is not None else KillSwitch(pipeline=pipeline)
 
     def set_kill_switch(self, pipeline: str, mode: str, reason: str = "", set_by: str = "", *,
                         on_change: Callable[[Connection, KillSwitch, KillSwitch], None] | None = None) -> KillSwitch:
@@ -156,7 +136,7 @@ class StateStore:
             if on_change is not None:
                 row = conn.execute(select(kill_switch_table).where(kill_switch_table.c.pipeline == pipeline)
                                    ).mappings().first()
-                before = _kill_switch(row) if row is not None else KillSwitch(pipeline=pipeline)
+                before = kill_switch_from_row(row) if row is not None else KillSwitch(pipeline=pipeline)
             upsert(conn, kill_switch_table, values, keys=("pipeline",))
             if on_change is not None and before is not None:
                 on_change(conn, before, switch)
@@ -166,14 +146,17 @@ class StateStore:
     def list_kill_switches(self) -> list[KillSwitch]:
         stmt = select(kill_switch_table).order_by(kill_switch_table.c.pipeline)
         with self._connect() as conn:
-            return [_kill_switch(row) for row in conn.execute(stmt).mappings()]
+            return [kill_switch_from_row(row) for row in conn.execute(stmt).mappings()]
 
     # ---- plumbing ----------------------------------------------------------------------
 
     def create_missing_tables(self) -> None:
         """Creates the tables defined on `metadata` since the store made its schema (a module
-        imported later: the console's, the batch runs' in a `lgw serve` store)."""
+        imported later: the console's, the batch runs' in a `lgw serve` store); nothing to
+        do, and no round trip, when there are none."""
         with self._ready_lock:
+            if self._ready and self._made.issuperset(metadata.tables):
+                return
             self._ready = False
         self._ensure_schema()
 
@@ -187,6 +170,7 @@ class StateStore:
         with self._ready_lock:
             if self._ready:
                 return
+            tables = set(metadata.tables)  # before: one defined meanwhile is made next time
             try:
                 try:
                     metadata.create_all(self.engine, checkfirst=True)
@@ -197,6 +181,7 @@ class StateStore:
                     metadata.create_all(self.engine, checkfirst=True)
             except SQLAlchemyError as exc:
                 raise StateStoreError(f"state store {self.display_url}: {_first_line(exc)}") from exc
+            self._made = tables
             self._ready = True
 
 
@@ -241,71 +226,6 @@ def upsert(conn: Connection, table: Table, values: dict[str, Any], *, keys: tupl
 
 def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
-def _kill_switch(row: Any) -> KillSwitch:
-    set_at = row["set_at"]
-    if set_at is not None:
-        # SQLite keeps no zone (we always write UTC); PostgreSQL answers in the session's zone.
-        set_at = set_at.replace(tzinfo=UTC) if set_at.tzinfo is None else set_at.astimezone(UTC)
-    mode = row["mode"]
-    if mode not in KILL_SWITCH_MODES:
-        raise StateStoreError(f"kill switch {row['pipeline']!r} holds unknown mode {mode!r}")
-    return KillSwitch(pipeline=row["pipeline"], mode=mode, reason=row["reason"] or "",
-                      set_by=row["set_by"] or "", set_at=set_at)
-
-
-class KillSwitchWatcher:
-    """A pipeline's kill switch, read from the shared store at most once per `ttl_s`.
-
-    Cheap enough to call for every batch. A flip made by any replica takes effect here
-    within `ttl_s`. If the store cannot be reached the last value read stays in force (and
-    is re-checked after another `ttl_s`); with no value read yet, the error propagates,
-    because guessing "off" would silently undo an operator's switch.
-    """
-
-    def __init__(
-        self, store: StateStore, pipeline: str, ttl_s: float = 1.0, *, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.store = store
-        self.pipeline = pipeline
-        self.ttl_s = ttl_s
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._value: KillSwitch | None = None
-        self._expires = float("-inf")
-
-    def current(self) -> KillSwitch:
-        with self._lock:
-            if self._value is not None and self._clock() < self._expires:
-                return self._value
-            return self._refresh()
-
-    async def acurrent(self) -> KillSwitch:
-        """`current()` for event loops: a refresh runs in a worker thread."""
-        value = self._value
-        if value is not None and self._clock() < self._expires:
-            return value
-        return await asyncio.to_thread(self.current)
-
-    def invalidate(self) -> None:
-        with self._lock:
-            self._expires = float("-inf")
-
-    def _refresh(self) -> KillSwitch:
-        try:
-            value = self.store.get_kill_switch(self.pipeline)
-        except InfrastructureError as exc:
-            self._expires = self._clock() + self.ttl_s
-            if self._value is None:
-                raise
-            log.warning("kill switch %s: keeping %s, store unreachable: %s", self.pipeline, self._value.mode, exc)
-            return self._value
-        if self._value is not None and value.mode != self._value.mode:
-            log.warning("kill switch %s: %s -> %s (%s)", self.pipeline, self._value.mode, value.mode, value.reason)
-        self._value = value
-        self._expires = self._clock() + self.ttl_s
-        return value
 
 
 __all__ = [

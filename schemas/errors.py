@@ -111,6 +111,10 @@ class ModelOutputError(ModelServerError):
     split by the pipeline until it is clear whether one record causes it."""
 
 
+class StateStoreError(InfrastructureError):
+    """The state store could not be reached or did not answer."""
+
+
 class BrokerUnavailable(InfrastructureError):
     """A Kafka or AMQP broker could not be reached, or did not acknowledge a write: the
     batch is not acked (a file run stops and resumes; a stream redelivers it)."""
@@ -132,6 +136,7 @@ __all__ = [
     "ModelServerError",
     "ModelTimeout",
     "ModelUnavailable",
+    "StateStoreError",
     "SuspectBatch",
 ]
 

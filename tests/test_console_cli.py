@@ -19,7 +19,7 @@ import pytest
 from gateway.config import example_dropfolder_config
 from gateway.console.auth import add_to_tokens_file
 from gateway.governance.audit_sql import ActionLog
-from gateway.governance.review import ReviewQueue
+from gateway.governance.review_queue import ReviewQueue
 from gateway.state import StateStore
 from tests.lgw_processes import LgwProcess
 from tests.test_console_review import card_items

@@ -28,7 +28,7 @@ from gateway.console.security import SESSION_COOKIE
 from gateway.governance.audit import open_audit
 from gateway.governance.audit_model import DECISION_SCHEMA
 from gateway.governance.pii import policy_for
-from gateway.governance.review import ReviewQueue, review_item_table
+from gateway.governance.review_queue import ReviewQueue, review_item_table
 from gateway.ops_http import Readiness
 from gateway.state import StateStore
 from schemas.contract import load_contract

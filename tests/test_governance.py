@@ -319,7 +319,7 @@ def test_the_quality_scorecard_names_each_field_with_its_nulls_rejects_and_range
 
 # --------------------------------------------------------------------------- review in a run
 def test_records_in_the_band_leave_marked_pending_and_are_queued_with_their_data_masked(tmp_path: Path) -> None:
-    from gateway.governance.review import ReviewQueue
+    from gateway.governance.review_queue import ReviewQueue
 
     config = _config(tmp_path, review={"band": [0.5, 0.7], "max_pending": 40})
     manifest = _run(config, tmp_path, "NIGHT.DAT", records=6_000, seed=8)
@@ -338,7 +338,7 @@ def test_records_in_the_band_leave_marked_pending_and_are_queued_with_their_data
 
 def test_held_records_stay_out_of_the_output_until_decided_and_the_accounting_says_so(tmp_path: Path,
                                                                                       capsys: Any) -> None:
-    from gateway.governance.review import ReviewQueue
+    from gateway.governance.review_queue import ReviewQueue
 
     config = _config(tmp_path, review={"band": [0.5, 0.7], "hold": True})
     manifest = _run(config, tmp_path, "NIGHT.DAT", records=6_000, seed=8, bad_every=1_000)

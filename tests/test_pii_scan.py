@@ -131,7 +131,7 @@ def audited_and_queued(root: Path) -> None:
     """The run wrote its audit trail and queued records for review (so both were scanned)."""
     assert list((root / "audit").rglob("*.parquet")), "no audit file written"
     with StateStore(f"sqlite:///{root / 'state.db'}") as store:
-        from gateway.governance.review import ReviewQueue
+        from gateway.governance.review_queue import ReviewQueue
 
         assert ReviewQueue(store).counts("card_txn")["card_txn"]["pending"] > 0
 

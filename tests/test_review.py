@@ -32,18 +32,16 @@ from gateway.governance import review_cli
 from gateway.governance.review import (
     REVIEW_STATUSES,
     ReviewConfig,
-    ReviewDecision,
     ReviewError,
-    ReviewQueue,
     cap_mask,
     check_review,
     hold_back,
     mark_review,
-    review_item_table,
     review_reasons,
     select_for_review,
 )
 from gateway.governance.review_corrections import correction_line, publish_corrections
+from gateway.governance.review_queue import ReviewDecision, ReviewQueue, review_item_table
 from gateway.outputs import OutputSpec
 from gateway.pipeline import Pipeline
 from gateway.state import StateStore

@@ -5,6 +5,7 @@ import io
 import json
 import os
 import pwd
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,7 @@ import pytest
 from sqlalchemy import delete
 
 from gateway import killswitch_cli
+from gateway.kill_switch import KillSwitch, SqliteKillSwitches, kill_switches_at
 from gateway.state import KillSwitchWatcher, StateStore, StateStoreError, kill_switch_table, normalize_url
 from schemas.errors import ConfigError, InfrastructureError
 from tests.helpers import unavailable
@@ -282,3 +284,42 @@ def test_cli_every_set_is_in_the_history_with_old_and_new_mode(tmp_path: Path,
     assert [(r["action"], r["old"], r["new"], r["reason"]) for r in rows] == [
         ("killswitch.set", "force_fallback", "off", "done"),
         ("killswitch.set", "pause", "force_fallback", "INC-5 model back, rules only")]
+
+
+# ---- the read-only SQLite reader of one-shot commands (gateway.kill_switch)
+@pytest.mark.parametrize("mode", ["off", "force_fallback", "pause"])
+def test_the_sqlite_reader_reads_what_the_store_wrote(tmp_path: Path, mode: str) -> None:
+    url = f"sqlite:///{tmp_path / 'lgw-state.db'}"
+    with StateStore(url) as store:
+        store.set_kill_switch("card_txn", "pause", reason="INC-1 'quoted'", set_by="ops")
+        written = store.set_kill_switch("card_txn", mode, reason="INC-2", set_by="o'brien")
+        assert store.get_kill_switch("card_txn") == written
+    reader = kill_switches_at(url)
+    assert isinstance(reader, SqliteKillSwitches)
+    assert reader.get_kill_switch("card_txn") == written  # mode, reason, who, when (UTC)
+    assert reader.get_kill_switch("other") == KillSwitch(pipeline="other")
+
+
+def test_the_sqlite_reader_creates_nothing_and_a_store_not_made_yet_holds_no_switch(tmp_path: Path) -> None:
+    path = tmp_path / "var" / "lgw-state.db"
+    assert kill_switches_at(f"sqlite:///{path}").get_kill_switch("card_txn").mode == "off"
+    assert not path.parent.exists()
+    path.parent.mkdir()
+    sqlite3.connect(path).close()  # a store file without the table yet
+    assert kill_switches_at(f"sqlite:///{path}").get_kill_switch("card_txn").mode == "off"
+
+
+def test_the_sqlite_reader_fails_like_the_store_on_a_file_that_is_no_database(tmp_path: Path) -> None:
+    path = tmp_path / "lgw-state.db"
+    path.write_bytes(b"not a database, " * 100)
+    with pytest.raises(StateStoreError, match=r"state store sqlite:///.*lgw-state\.db: file is not a database"):
+        kill_switches_at(f"sqlite:///{path}").get_kill_switch("card_txn")
+    assert issubclass(StateStoreError, InfrastructureError)  # what the watcher keeps its last value on
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "sqlite:///file:x?mode=memory&uri=true",
+                                 "sqlite:///{tmp}/a%20b.db", "postgresql://nobody@127.0.0.1:9/none"])
+def test_other_stores_are_read_through_the_state_store(url: str, tmp_path: Path) -> None:
+    reader = kill_switches_at(url.format(tmp=tmp_path))
+    assert isinstance(reader, StateStore)
+    reader.close()

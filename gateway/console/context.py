@@ -58,7 +58,7 @@ def build_console(cfg: GatewayConfig, state: StateStore, *, process: str,
     # every table the console reads, whichever command made the store (`lgw serve` never
     # imports the batch runs' tables, for one)
     import gateway.console.status
-    import gateway.governance.review
+    import gateway.governance.review_queue
     import gateway.runs  # noqa: F401
 
     state.create_missing_tables()

@@ -25,7 +25,7 @@ from schemas.errors import ConfigError
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
     from gateway.console.context import ConsoleContext
-    from gateway.governance.review import ReviewDecision, ReviewItem
+    from gateway.governance.review_queue import ReviewDecision, ReviewItem
 
 Status = Literal["pending", "approved", "overridden", "all"]
 _HASHED = re.compile(r"^[0-9a-f]{64}$")
@@ -127,7 +127,7 @@ def item_view(cfg: GatewayConfig, item: ReviewItem) -> ReviewItemView:
 
 
 def review_queue(ctx: ConsoleContext, pipeline: str | None, status: str, limit: int) -> ReviewQueueView:
-    from gateway.governance.review import ReviewQueue
+    from gateway.governance.review_queue import ReviewQueue
 
     queue = ReviewQueue(ctx.state)
     items = queue.list(pipeline, status=status, limit=limit)
@@ -135,7 +135,8 @@ def review_queue(ctx: ConsoleContext, pipeline: str | None, status: str, limit: 
 
 
 def review_item(ctx: ConsoleContext, item_id: int) -> ReviewItemView:
-    from gateway.governance.review import ReviewError, ReviewQueue
+    from gateway.governance.review import ReviewError
+    from gateway.governance.review_queue import ReviewQueue
 
     try:
         return item_view(ctx.cfg, ReviewQueue(ctx.state).get(item_id))
@@ -147,8 +148,9 @@ def decide(ctx: ConsoleContext, item_id: int, *, approve: bool, override: Any, r
            actor: str) -> ReviewDecision:
     """Decides (audited as `review.decide` by `actor`); NotFound, Conflict (decided
     already), ConfigError (a bad override, a pipeline this config does not run)."""
-    from gateway.governance.review import PENDING, ReviewError, ReviewQueue
+    from gateway.governance.review import PENDING, ReviewError
     from gateway.governance.review_cli import decide_item
+    from gateway.governance.review_queue import ReviewQueue
 
     queue = ReviewQueue(ctx.state)
     try:

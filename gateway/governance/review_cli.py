@@ -28,7 +28,7 @@ from gateway.exit_codes import EXIT_ERROR, EXIT_OK
 from schemas.errors import ConfigError, InfrastructureError
 
 if TYPE_CHECKING:
-    from gateway.governance.review import ReviewDecision, ReviewItem
+    from gateway.governance.review_queue import ReviewDecision, ReviewItem
     from gateway.state import StateStore
 
 # gateway.governance.review.REVIEW_STATUSES: the parser is built without importing the queue
@@ -90,7 +90,7 @@ def _store(args: argparse.Namespace, cfg: Any) -> StateStore:
 
 
 def _list(args: argparse.Namespace, out: IO[str]) -> int:
-    from gateway.governance.review import ReviewQueue
+    from gateway.governance.review_queue import ReviewQueue
 
     cfg = _config(args)
     with _store(args, cfg) as store:
@@ -104,7 +104,7 @@ def _list(args: argparse.Namespace, out: IO[str]) -> int:
 
 
 def _show(args: argparse.Namespace, out: IO[str]) -> int:
-    from gateway.governance.review import ReviewQueue
+    from gateway.governance.review_queue import ReviewQueue
 
     cfg = _config(args)
     with _store(args, cfg) as store:
@@ -131,7 +131,8 @@ def decide_item(cfg: Any, store: StateStore, item_id: int, *, approve: bool, ove
     """Decides an item, its override checked against the judged output of the pipeline's
     contract, recorded as the operator action `review.decide` (the CLI and the API)."""
     from gateway.contract_scoring import load_scoring_contract
-    from gateway.governance.review import ReviewError, ReviewQueue, score_output
+    from gateway.governance.review import ReviewError, score_output
+    from gateway.governance.review_queue import ReviewQueue
     from gateway.outputs import outputs_from_contract
 
     queue = ReviewQueue(store)
@@ -189,7 +190,7 @@ def audited_decision(store: StateStore) -> Callable[[ReviewDecision], None]:
 
 
 def _publish(args: argparse.Namespace, out: IO[str]) -> int:
-    from gateway.governance.review import ReviewQueue
+    from gateway.governance.review_queue import ReviewQueue
 
     cfg = _config(args)
     with _store(args, cfg) as store:

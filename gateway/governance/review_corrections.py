@@ -40,7 +40,8 @@ import pyarrow.json as pajson
 
 from adapters.base import ScoredBatch, SourceBatch
 from adapters.headers import H_ID, H_MODEL, H_MODEL_VERSION, H_RULE, H_SCORED_BY, Headers, contract_headers
-from gateway.governance.review import ReviewDecision, ReviewError, ReviewItem
+from gateway.governance.review import ReviewError
+from gateway.governance.review_queue import ReviewDecision, ReviewItem
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig

@@ -76,7 +76,7 @@ class RunGovernance:
     # a stream's: called with a full window's figures once judged (then a new window begins);
     # None: a batch run, judged as a whole at its end
     on_window: Any = None
-    queue: Any = None  # gateway.governance.review.ReviewQueue: where marked records are queued
+    queue: Any = None  # gateway.governance.review_queue.ReviewQueue: where marked records are queued
     # a stream's: audit records are committed in groups (what arrives while one group is
     # written goes in the next), and a micro-batch is acknowledged once its group is durable;
     # a batch run's are appended with each batch (a batch is tens of thousands of records)
@@ -106,7 +106,7 @@ class RunGovernance:
         breach's action `review`) in `store`, naming them by `run`."""
         if self.pipeline.review is None and (self.drift is None or self.drift.action != "review"):
             return
-        from gateway.governance.review import ReviewQueue
+        from gateway.governance.review_queue import ReviewQueue
 
         self.queue = ReviewQueue(store)
         self.review_run = run
