@@ -122,4 +122,15 @@ def test_the_base_install_runs_its_commands_without_any_extra(lgw_cmd: list[str]
                         "--output", str(sandbox / "scored.jsonl"))
     assert score.returncode == 0, score.stderr
     assert len((sandbox / "scored.jsonl").read_text().splitlines()) == 50
-    assert (sandbox / "data" / "lgw-state.db").is_file()  # the embedded defaults' store, in the data dir
+    # the embedded defaults' store is in the data dir; `lgw score` only reads its pipeline's
+    # kill switch there (read-only: no store is made for that), which `lgw killswitch` sets
+    store = sandbox / "data" / "lgw-state.db"
+    assert not store.exists()
+    switch = lgw_without(lgw_cmd, sandbox, ALL_EXTRAS, "killswitch", "set", "card_txn", "--mode", "pause",
+                         "--reason", "INC-1")
+    assert switch.returncode == 0, switch.stderr
+    assert store.is_file()
+    paused = lgw_without(lgw_cmd, sandbox, ALL_EXTRAS, "score", "--contract", CONTRACT, "--input", str(data),
+                         "--output", str(sandbox / "again.jsonl"))
+    assert paused.returncode == 75 and "paused by its kill switch (INC-1)" in paused.stderr, paused.stderr
+    assert not (sandbox / "again.jsonl").exists()
