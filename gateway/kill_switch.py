@@ -12,6 +12,7 @@ no switch: the pipeline's is off, and nothing is created to say so.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -81,21 +82,14 @@ class SqliteKillSwitches:
             return KillSwitch(pipeline=pipeline)
         try:
             # mode=ro: a read opens what is there and never creates the file
-            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5)
+            with contextlib.closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5)) as conn:
+                conn.row_factory = sqlite3.Row
+                row = conn.execute("SELECT pipeline, mode, reason, set_by, set_at FROM kill_switch "
+                                   "WHERE pipeline = ?", (pipeline,)).fetchone()
         except sqlite3.Error as exc:
-            raise StateStoreError(f"state store sqlite:///{self.path}: {exc}") from exc
-        try:
-            conn.row_factory = sqlite3.Row
-            row = conn.execute("SELECT pipeline, mode, reason, set_by, set_at FROM kill_switch WHERE pipeline = ?",
-                               (pipeline,)).fetchone()
-        except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):  # a store no switch was ever set in
                 return KillSwitch(pipeline=pipeline)
             raise StateStoreError(f"state store sqlite:///{self.path}: {exc}") from exc
-        except sqlite3.Error as exc:
-            raise StateStoreError(f"state store sqlite:///{self.path}: {exc}") from exc
-        finally:
-            conn.close()
         return kill_switch_from_row(row) if row is not None else KillSwitch(pipeline=pipeline)
 
 

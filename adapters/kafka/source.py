@@ -82,13 +82,13 @@ class Rebalances(ConsumerRebalanceListener):
 
 
 async def commit_held(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int], records: int,
-                      rebalances: Rebalances | None = None) -> None:
+                      rebalances: Rebalances) -> None:
     """Commits `offsets` of the partitions `consumer` still holds, unless the group is
     rebalancing it. A partition the group has moved to another member since the fetch is
     not ours to commit: its new owner reads it again from the group's last commit.
     (aiokafka refuses a commit naming it, IllegalStateError, and the whole batch was nacked:
     the partitions still held were not committed by it.)"""
-    if rebalances is not None and rebalances.in_progress:
+    if rebalances.in_progress:
         log.info("not committing %d records: the group is rebalancing; the next owner of their partitions "
                  "reads them again", records)
         return

@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     from gateway.governance.review_queue import ReviewDecision, ReviewItem
     from gateway.state import StateStore
 
-# gateway.governance.review.REVIEW_STATUSES: the parser is built without importing the queue
+# gateway.governance.review.REVIEW_STATUSES: the parser, built for every command, does not
+# import that module (pyarrow.compute, the expression compiler)
 STATUSES = ("pending", "approved", "overridden")
 
 
