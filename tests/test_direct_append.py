@@ -100,3 +100,34 @@ def test_without_o_direct_the_file_is_written_the_usual_way(tmp_path: Path, monk
     _append_and_check(file, expected, rng, 30)
     file.close()
     assert file.path.read_bytes() == bytes(expected)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_one_shot_output_keeps_no_digest_and_a_published_one_does(tmp_path: Path, fmt: str) -> None:
+    """`lgw score`'s output (`OutboxSink.over`) has no manifest: its bytes are not hashed as
+    they are written; a drop folder's output (`OutboxSink`) names its sha256 in the manifest."""
+    import asyncio
+
+    import numpy as np
+    import pyarrow as pa
+
+    from adapters.base import ScoredBatch, SourceBatch
+    from adapters.files.sink import OutboxSink
+    from schemas.safefiles import NewFile
+
+    table = pa.table({"TXN_ID": ["a", "b,c", "d"], "fraud_score": [0.25, 0.5, 0.75]})
+
+    async def write(sink: OutboxSink) -> dict[str, Any]:
+        await sink.open()
+        await sink.write([sink.prepare(ScoredBatch(table, np.arange(3), SourceBatch(table)))])
+        done = await sink.finish()
+        await sink.publish()
+        return done
+
+    one_shot = OutboxSink.over(NewFile(tmp_path / f"once.{fmt}", suffix=".partial"), fmt)
+    published = OutboxSink(tmp_path / f"kept.{fmt}", fmt)
+    published.start()
+    once, kept = asyncio.run(write(one_shot)), asyncio.run(write(published))
+    assert "sha256" not in once and once["records"] == 3 and once["bytes"] == (tmp_path / f"once.{fmt}").stat().st_size
+    assert kept["sha256"] == hashlib.sha256((tmp_path / f"kept.{fmt}").read_bytes()).hexdigest()
+    assert (tmp_path / f"once.{fmt}").read_bytes() == (tmp_path / f"kept.{fmt}").read_bytes() or fmt == "parquet"
