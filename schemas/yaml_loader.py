@@ -1,17 +1,22 @@
 """The one way the gateway reads YAML: safe (no Python objects) and strict about duplicate
 keys. PyYAML's own loaders keep the last of two equal keys, so `pii: true` followed by
 `pii: false`, or a `sha256:` pin followed by `sha256: null`, would silently remove a
-protection; here the second key is refused with the lines of both."""
+protection; here the second key is refused with the lines of both.
+
+Scanning and parsing are libyaml's (PyYAML's C parser, in its wheels), where it is there:
+it read the bundled card contract in 0.5 ms against 7 ms for the pure-Python parser, a
+time every CLI command paid once or twice at start-up; and it refuses nesting past 1,000
+levels itself. The constructor, hence what a document becomes, is the same either way."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from schemas.errors import ConfigError
 
-__all__ = ["StrictSafeLoader", "load_yaml"]
+__all__ = ["StrictKeys", "StrictSafeLoader", "load_yaml"]
 
 
 class DuplicateKeyError(yaml.constructor.ConstructorError):
@@ -24,8 +29,15 @@ class DuplicateKeyError(yaml.constructor.ConstructorError):
         self.first_line = first_line
 
 
-class StrictSafeLoader(yaml.SafeLoader):
-    """`yaml.SafeLoader` that refuses a key given twice in one mapping."""
+if TYPE_CHECKING:
+    _SafeLoader = yaml.SafeLoader
+else:  # PyYAML built without libyaml has the pure-Python parser only
+    _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class StrictKeys(yaml.constructor.SafeConstructor):
+    """The safe constructor that refuses a key given twice in one mapping (put before a
+    loader: `StrictSafeLoader`)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         first_line: dict[Any, int] = {}
@@ -41,6 +53,10 @@ class StrictSafeLoader(yaml.SafeLoader):
             except TypeError:  # an unhashable key: the base constructor reports it
                 break
         return super().construct_mapping(node, deep=deep)
+
+
+class StrictSafeLoader(StrictKeys, _SafeLoader):
+    """`yaml.SafeLoader`, on libyaml's parser, that refuses a key given twice in one mapping."""
 
 
 def load_yaml(text: str, source: str, error: type[ConfigError] = ConfigError) -> Any:
