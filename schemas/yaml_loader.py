@@ -71,6 +71,9 @@ def load_yaml(text: str, source: str, error: type[ConfigError] = ConfigError) ->
                     "only one may stay, a second would silently replace the first") from None
     except yaml.YAMLError as exc:
         raise error(f"{source}: not valid YAML: {exc}".replace("\n", " ")) from None
+    except UnicodeEncodeError as exc:  # libyaml takes UTF-8: a lone surrogate has none
+        raise error(f"{source}: not valid YAML: character {exc.object[exc.start]!r} at position {exc.start} "
+                    "is not Unicode text (a lone surrogate)") from None
     except ValueError as exc:  # PyYAML lets some scanner errors out as they are: "\U0011FFFF" -> chr() out of range
         raise error(f"{source}: not valid YAML: {exc} (a character escape past U+10FFFF?)") from None
     except RecursionError:

@@ -68,6 +68,16 @@ def test_yaml_is_parsed_by_libyaml_and_both_parsers_refuse_a_second_key() -> Non
     assert load(StrictSafeLoader, CARD_TEXT) == load(python_parser, CARD_TEXT)
 
 
+def test_a_lone_surrogate_is_one_error_line_naming_it() -> None:
+    """libyaml reads UTF-8: text that cannot be encoded (a string decoded with
+    surrogateescape) is refused as what it is, not as a scanner error."""
+    from schemas.yaml_loader import load_yaml
+
+    with pytest.raises(ConfigError, match=r"^x.yaml: not valid YAML: character '\\ud800' at position 3 is not "
+                                          r"Unicode text \(a lone surrogate\)$"):
+        load_yaml("a: \ud800\n", "x.yaml")
+
+
 def test_duplicate_keys_in_flow_mappings_are_refused(tmp_path: Path) -> None:
     path = card_variant(tmp_path, "    fraud_score: {type: float, min: 0, max: 1}",
                         "    fraud_score: {type: float, min: 0, max: 1, max: 5}")
