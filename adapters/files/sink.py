@@ -103,7 +103,7 @@ class ResumableFile:
         fh.truncate(length)
         fh.seek(0)
         self._hash = hashlib.sha256()
-        left = length if self.hashed else 0
+        left = length if self.hashed else 0  # an unhashed file's content is not read back
         while left:
             block = fh.read(min(_BLOCK, left))
             self._hash.update(block)
@@ -392,8 +392,11 @@ class OutboxSink:
         self.file.sync()
         self.file.close()
         if self.fmt != "parquet":
-            done = {"name": self.final.name, "format": self.fmt, "records": self.rows, "bytes": self.file.length}
-            return done if self.file.sha256 is None else {**done, "sha256": self.file.sha256}
+            done: dict[str, Any] = {"name": self.final.name, "format": self.fmt, "records": self.rows,
+                                    "bytes": self.file.length}
+            if self.file.hashed:
+                done["sha256"] = self.file.sha256
+            return done
         return self._parquet()
 
     def _parquet(self) -> dict[str, Any]:
