@@ -8,12 +8,15 @@ run it for two checkouts, alternately, to compare them (bench/realtime.py runs o
 
 Each run starts its own Tansu broker on a free loopback port; the ratio to the raw loop
 of the same run is what compares across runs (the machine's speed moves between them).
+Beside each rate: this process's CPU seconds per million messages over the run (every
+thread; the broker is a process of its own and not counted), comparable on a busy machine.
 """
 
 import asyncio
 import statistics
 import sys
 import tempfile
+import time
 import uuid
 
 tree, mode = sys.argv[1], sys.argv[2]
@@ -38,14 +41,19 @@ async def main() -> None:
         await b.produce(bs, names["gw-in"], msgs)
         await b.produce(bs, names["raw-in"], msgs)
         url = f"sqlite:///{tempfile.mkdtemp()}/state.db"
-        gw, raw = [], []
+        gw, raw, gw_cpu, raw_cpu = [], [], [], []
         for _ in range(5):
+            cpu = time.process_time()
             raw.append(n / await b.raw_loop(bs, names["raw-in"], names["raw-out"], n))
+            raw_cpu.append((time.process_time() - cpu) * 1e6 / n)
             cfg = b.gateway_config(bs, names["gw-in"], names["gw-out"], "json", url)
             run = b.traced_gateway_run if mode == "traced" else b.gateway_run
+            cpu = time.process_time()
             gw.append(n / await run(cfg, n))
+            gw_cpu.append((time.process_time() - cpu) * 1e6 / n)
         g, r = statistics.median(gw), statistics.median(raw)
-        print(f"{tree} {mode}: gateway {g:,.0f} msg/s, raw {r:,.0f} msg/s, ratio {g / r:.3f}; "
+        print(f"{tree} {mode}: gateway {g:,.0f} msg/s ({statistics.median(gw_cpu):.2f} CPU s/M), "
+              f"raw {r:,.0f} msg/s ({statistics.median(raw_cpu):.2f} CPU s/M), ratio {g / r:.3f}; "
               f"rounds gateway {[round(x) for x in gw]} raw {[round(x) for x in raw]}")
     finally:
         broker.stop()
