@@ -11,7 +11,8 @@ has a row to read. Then, sequentially over one keep-alive connection (httpx), ea
 - /api/v1/pipelines with the token (a state store read, the status models);
 - /console/ with a session cookie (signature check, token still valid, Jinja2 page), if
   the console's pages are there.
-Prints p50/p99 per request and each path's p50 over /healthz's, medians over the rounds.
+Prints p50/p99 per request, each path's p50 over /healthz's, and the server process's CPU
+milliseconds per request (from /proc, comparable on a busy machine), medians over the rounds.
 """
 
 from __future__ import annotations
@@ -54,6 +55,12 @@ def start(data: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise SystemExit("lgw console did not start in 60 s")
 
 
+def server_cpu(pid: int) -> float:
+    """CPU seconds (user + system) the server process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def timed(client: httpx.Client, path: str, n: int, **kw: object) -> list[float]:
     out = []
     for _ in range(n):
@@ -92,20 +99,23 @@ def main() -> None:
                                     follow_redirects=False)
                 if login.status_code == 303 and "lgw_session" in client.cookies:
                     paths["/console/"] = {}
-                results: dict[str, list[tuple[float, float]]] = {p: [] for p in paths}
+                results: dict[str, list[tuple[float, float, float]]] = {p: [] for p in paths}
                 for _ in range(args.rounds):
                     for path, kw in paths.items():
+                        cpu = server_cpu(proc.pid)
                         t = timed(client, path, args.requests, **kw)
-                        results[path].append((pct(t, 0.5), pct(t, 0.99)))
+                        per_request = (server_cpu(proc.pid) - cpu) * 1000 / args.requests
+                        results[path].append((pct(t, 0.5), pct(t, 0.99), per_request))
         finally:
             proc.terminate()
             proc.wait(10)
     base = statistics.median(r[0] for r in results["/healthz"])
-    print(f"{'path':<22}{'p50 ms':>9}{'p99 ms':>9}{'p50 / healthz':>15}")
+    print(f"{'path':<22}{'p50 ms':>9}{'p99 ms':>9}{'p50 / healthz':>15}{'server CPU ms':>15}")
     for path, rounds in results.items():
         p50 = statistics.median(r[0] for r in rounds)
         p99 = statistics.median(r[1] for r in rounds)
-        print(f"{path:<22}{p50:>9.2f}{p99:>9.2f}{p50 / base:>15.2f}")
+        cpu = statistics.median(r[2] for r in rounds)
+        print(f"{path:<22}{p50:>9.2f}{p99:>9.2f}{p50 / base:>15.2f}{cpu:>15.3f}")
 
 
 if __name__ == "__main__":

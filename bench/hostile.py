@@ -6,7 +6,8 @@ decode of a small good file in the same run as the baseline.
 Each case runs `lgw decode` (this checkout) in a child process; its peak RSS is the child's
 own high-water mark (VmHWM, see tests/peak_memory.py). `--cap-gb` caps the child's address space
 (RLIMIT_AS) so a regression fails instead of taking the machine. Prints per case: exit
-status, peak RSS, the ratio to the baseline's, seconds, bytes written (records + rejects)
+status, peak RSS, the ratio to the baseline's, seconds and CPU seconds (the child's user +
+system time), bytes written (records + rejects)
 and the first line of stderr.
 """
 
@@ -73,18 +74,19 @@ def cases(work: Path, line_mb: int) -> list[tuple[str, list[str]]]:
     ]
 
 
-def run(argv: list[str], work: Path, cap: int) -> tuple[int, float, float, int, str]:
+def run(argv: list[str], work: Path, cap: int) -> tuple[int, float, float, float, int, str]:
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 
     out, err = work / "stdout", work / "stderr"
-    started = time.perf_counter()
+    started, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(out, "wb") as o, open(err, "wb") as e:
         child = subprocess.run(probed(work / "peak.kb", "gateway.cli", argv), stdout=o, stderr=e,
                                preexec_fn=limit, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
-    seconds = time.perf_counter() - started
+    seconds, after = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     first = err.read_text(errors="replace").splitlines()[:1]
-    return (child.returncode, peak_bytes(work / "peak.kb") / 2**20, seconds,
+    return (child.returncode, peak_bytes(work / "peak.kb") / 2**20, seconds, cpu,
             out.stat().st_size + err.stat().st_size, first[0][:160] if first else "")
 
 
@@ -97,11 +99,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         baseline = None
-        print(f"{'case':<40} {'exit':>4} {'peak RSS':>10} {'x base':>7} {'seconds':>8} {'written':>12}  stderr")
+        print(f"{'case':<40} {'exit':>4} {'peak RSS':>10} {'x base':>7} {'seconds':>8} {'CPU s':>6} "
+              f"{'written':>12}  stderr")
         for name, argv in cases(work, args.line_mb):
-            code, rss, seconds, written, first = run(argv, work, cap)
+            code, rss, seconds, cpu, written, first = run(argv, work, cap)
             baseline = baseline or rss
-            print(f"{name:<40} {code:>4} {rss:>8.0f}MB {rss / baseline:>7.2f} {seconds:>8.2f} {written:>12,}  {first}")
+            print(f"{name:<40} {code:>4} {rss:>8.0f}MB {rss / baseline:>7.2f} {seconds:>8.2f} {cpu:>6.2f} "
+                  f"{written:>12,}  {first}")
 
 
 if __name__ == "__main__":
