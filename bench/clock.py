@@ -4,6 +4,7 @@ figure prints both."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,14 @@ class Took:
         """`  1.23 s  812,345 records/s  1.10 CPU s/M`"""
         return (f"{self.wall:7.3f} s  {records / self.wall:>12,.0f} records/s  "
                 f"{self.per_million(records):6.2f} CPU s/M")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system, every thread) another process has used so far, from
+    /proc: for a server or worker the bench started but does not wait for."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def timed(work: Callable[[], T]) -> tuple[Took, T]:

@@ -33,6 +33,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.clock import process_cpu_seconds  # noqa: E402
 from gateway.console.auth import add_to_tokens_file  # noqa: E402
 
 LINE = re.compile(r"lgw console: serving (http://[0-9.]+:\d+)/console")
@@ -53,12 +54,6 @@ def start(data: Path) -> tuple[subprocess.Popen[bytes], str]:
         time.sleep(0.1)
     proc.kill()
     raise SystemExit("lgw console did not start in 60 s")
-
-
-def server_cpu(pid: int) -> float:
-    """CPU seconds (user + system) the server process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def timed(client: httpx.Client, path: str, n: int, **kw: object) -> list[float]:
@@ -102,9 +97,9 @@ def main() -> None:
                 results: dict[str, list[tuple[float, float, float]]] = {p: [] for p in paths}
                 for _ in range(args.rounds):
                     for path, kw in paths.items():
-                        cpu = server_cpu(proc.pid)
+                        cpu = process_cpu_seconds(proc.pid)
                         t = timed(client, path, args.requests, **kw)
-                        per_request = (server_cpu(proc.pid) - cpu) * 1000 / args.requests
+                        per_request = (process_cpu_seconds(proc.pid) - cpu) * 1000 / args.requests
                         results[path].append((pct(t, 0.5), pct(t, 0.99), per_request))
         finally:
             proc.terminate()

@@ -79,6 +79,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from bench.clock import process_cpu_seconds
 from gateway.config import GatewayConfig
 from schemas.contract import load_contract
 from schemas.examples import contract_path, generate_card_file, model_info
@@ -553,9 +554,7 @@ class ServeProc:
 
     def cpu_seconds(self) -> float:
         """CPU time the process has used (user + system, every thread: the ONNX runtime's too)."""
-        with open(f"/proc/{self.process.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_seconds(self.process.pid)
 
     def check(self) -> None:
         if self.process.poll() is not None:
