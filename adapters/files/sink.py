@@ -392,12 +392,15 @@ class OutboxSink:
         self.file.sync()
         self.file.close()
         if self.fmt != "parquet":
-            done: dict[str, Any] = {"name": self.final.name, "format": self.fmt, "records": self.rows,
-                                    "bytes": self.file.length}
-            if self.file.hashed:
-                done["sha256"] = self.file.sha256
-            return done
+            return self._summary(self.fmt, self.file.length, self.file.sha256)
         return self._parquet()
+
+    def _summary(self, fmt: str, size: int, sha256: str | None) -> dict[str, Any]:
+        """What `complete` says of the finished file; its sha256 only where one is kept."""
+        done: dict[str, Any] = {"name": self.final.name, "format": fmt, "records": self.rows, "bytes": size}
+        if sha256 is not None:
+            done["sha256"] = sha256
+        return done
 
     def _parquet(self) -> dict[str, Any]:
         if not self._adopted:
@@ -427,14 +430,13 @@ class OutboxSink:
             out.flush()
             os.fsync(out.fileno())
         if not self.file.hashed:
-            return {"name": self.final.name, "format": "parquet", "records": self.rows, "bytes": target.stat().st_size}
+            return self._summary("parquet", target.stat().st_size, None)
         digest = hashlib.sha256()
         with open_existing(target) as fh:
             while block := fh.read(_BLOCK):
                 digest.update(block)
             size = fh.tell()
-        return {"name": self.final.name, "format": "parquet", "records": self.rows,
-                "bytes": size, "sha256": digest.hexdigest()}
+        return self._summary("parquet", size, digest.hexdigest())
 
     def publish_file(self) -> None:
         """Renames the finished temporary file into place; idempotent after a crash."""
