@@ -101,10 +101,15 @@ class Pipeline:
                  shadow: bool = False, pii: PiiPolicy | None = None, review: ReviewConfig | None = None) -> None:
         self.contract = contract
         # records a person looks at: marked `review: pending` in the output; the driver queues
-        # them (gateway.governance.run). `review_room`: what still fits the queue (the driver
-        # refreshes it); `review_all`: a drift breach's action, every record goes to review
+        # them (gateway.governance.run) once their batch is durable, while later batches are
+        # being scored, so the queue's room is counted in two parts: `review_queue_room`, the
+        # room the store had when the driver last queued, and the records `review_marked`
+        # counted then; what was marked since is not queued yet but takes room all the same.
+        # `review_all`: a drift breach's action, every record goes to review
         self.review = review
-        self.review_room = review.max_pending if review is not None else 0
+        self.review_limit = review.max_pending if review is not None else DRIFT_REVIEW_MAX
+        self.review_marked = 0
+        self.review_queue_room: tuple[int, int] = (self.review_limit, 0)
         self.review_all = False
         # what the records' pii fields become in the scored records (every sink, review, audit)
         self.pii = pii if pii is not None else policy_for(contract)
@@ -280,11 +285,21 @@ class Pipeline:
     def _mark_review(self, table: pa.Table) -> pa.Table:
         wanted = (pa.array(np.ones(table.num_rows, dtype=bool)) if self.review_all or self.review is None
                   else select_for_review(table, self.review))
-        if self.review is None and self.review_room <= 0:
-            self.review_room = DRIFT_REVIEW_MAX
         mask = cap_mask(wanted, self.review_room)
-        self.review_room -= int(pc.sum(mask.cast(pa.int64())).as_py() or 0)
+        self.review_marked += int(pc.sum(mask.cast(pa.int64())).as_py() or 0)
         return mark_review(table, mask)
+
+    @property
+    def review_room(self) -> int:
+        """How many more records may be marked for review: the queue's room less what was
+        marked and is not queued yet."""
+        room, counted = self.review_queue_room
+        return max(0, room - (self.review_marked - counted))
+
+    def queued_for_review(self, room: int, marked: int) -> None:
+        """The driver's word that the queue has `room` left with every record marked up to
+        the `marked`-th queued (from its own thread: one assignment, read whole)."""
+        self.review_queue_room = (room, marked)
 
 
 def _same(value: Any, n: int, typ: pa.DataType) -> pa.Array:

@@ -259,6 +259,48 @@ def test_admit_keeps_the_queue_within_max_pending(queue: ReviewQueue, pipeline: 
     assert queue.room(pipeline, 30) == 5
 
 
+def test_records_marked_while_an_earlier_batch_waits_to_be_queued_count_against_max_pending(
+        contract: Contract, state_url: str, pipeline: str, scored: pa.Table) -> None:
+    """The batch driver scores batch N+1 while batch N is made durable, which is when N's
+    marked records are queued: the cap holds across that overlap (it did not: a run of
+    6,000 records capped at 40 queued 43 once its first batches were smaller), and every
+    record marked pending in an output is on the queue."""
+    from gateway.governance.run import RunGovernance
+
+    inputs = scored.select(["source_record", *[c for c in scored.column_names if c.isupper()]])
+    batches = [inputs.slice(lo, 400) for lo in range(0, inputs.num_rows, 400)]
+    cfg = ReviewConfig(band=(0.3, 0.7), score=SCORE, max_pending=25)
+    assert int(pc.sum(select_for_review(scored, cfg)).as_py()) > 25  # more than the cap would be marked
+    pipe = Pipeline(contract, name=pipeline, model=guarded(onnx_model()), review=cfg)
+
+    async def run() -> tuple[list[int], int]:
+        with StateStore(state_url) as store:
+            governance = RunGovernance.build(pipe, run="r1", source="CARDTXN", audit=None, drift=None,
+                                             reference=None, monitor=False)
+            governance.attach_review(store, "r1")
+
+            async def queue(batch: pa.Table, out: pa.Table) -> None:
+                rows = np.arange(out.num_rows, dtype=np.int64)
+                await governance.write(governance.observe(batch.num_rows, batch, None, out, rows, []))
+
+            try:
+                outs: list[pa.Table] = []
+                for i, batch in enumerate(batches):  # batch i is scored before batch i-1 is queued
+                    outs.append((await pipe.score(batch)).table)
+                    if i:
+                        await queue(batches[i - 1], outs[i - 1])
+                await queue(batches[-1], outs[-1])
+                marked = [out.column("review").to_pylist().count("pending") for out in outs]
+                return marked, ReviewQueue(store).counts(pipeline)[pipeline]["pending"]
+            finally:
+                assert pipe.model is not None
+                await pipe.model.close()
+
+    marked, pending = asyncio.run(run())
+    assert len([m for m in marked if m]) > 1  # the cap was reached over several batches
+    assert sum(marked) == pending == 25
+
+
 def test_decide_approve_override_reason_and_finality(queue: ReviewQueue, pipeline: str, scored: pa.Table) -> None:
     fill(queue, pipeline, scored, ReviewConfig(band=(0.4, 0.6), score=SCORE))
     a, b, c, *_ = queue.list(pipeline)

@@ -353,7 +353,7 @@ class BatchLoop:
         """The batch's rows scored and prepared; a crash splits the rows in halves until the
         record that causes it is found and rejected (the rest goes on): `gateway.isolation`."""
         async def piece(lo: int, hi: int) -> _Piece:
-            before = copy.deepcopy(self.pipeline.stats)
+            before, marked = copy.deepcopy(self.pipeline.stats), self.pipeline.review_marked
             try:
                 scored = await score_rows(self.pipeline, batch, table, lo, hi)
                 if scored.paused:
@@ -362,7 +362,8 @@ class BatchLoop:
                     scored = scored.hold_for_review()
                 return _Piece(scored, self.sink.prepare(scored.batch))
             except Exception:
-                self.pipeline.stats = before  # its records are counted where they end up
+                # its records are counted (and marked for review) where they end up
+                self.pipeline.stats, self.pipeline.review_marked = before, marked
                 raise
 
         def alone(row: int, exc: Exception) -> _Piece:

@@ -86,6 +86,9 @@ class RunGovernance:
     _committer: asyncio.Future[None] | None = None
     review_run: str = ""  # the run the review items name (a batch run's output stem: its corrections' name)
     queued: int = 0  # records this run put on the review queue
+    # the pipeline's count of records marked for review (`Pipeline.review_marked`) that the
+    # queue has taken in: what is marked beyond it is in flight, and takes room all the same
+    review_accounted: int = 0
     pending: int | None = None  # the pipeline's items waiting for a decision when the run ended
 
     @classmethod
@@ -110,8 +113,9 @@ class RunGovernance:
 
         self.queue = ReviewQueue(store)
         self.review_run = run
-        if self.pipeline.review is not None:
-            self.pipeline.review_room = self.queue.room(self.pipeline.name, self.pipeline.review.max_pending)
+        self.review_accounted = self.pipeline.review_marked
+        self.pipeline.queued_for_review(self.queue.room(self.pipeline.name, self.pipeline.review_limit),
+                                        self.review_accounted)
 
     # ------------------------------------------------------------------ per batch
     def observe(self, records_in: int, inputs: pa.Table, raw: np.ndarray | None, scored: pa.Table,
@@ -261,8 +265,9 @@ class RunGovernance:
         self.queued += self.queue.enqueue(pipeline.name, self.review_run or self.run, observed.review,
                                           observed.review_why, score=cfg.score if cfg is not None else None,
                                           record_ids=observed.review_ids)
-        limit = cfg.max_pending if cfg is not None else pipeline.review_room
-        pipeline.review_room = self.queue.room(pipeline.name, limit)  # what other replicas queued counts too
+        self.review_accounted += observed.review.num_rows
+        # what other replicas queued counts too
+        pipeline.queued_for_review(self.queue.room(pipeline.name, pipeline.review_limit), self.review_accounted)
 
     async def judge(self) -> list[dict[str, Any]]:
         """The breaches so far; the first one takes the configured action, once a run."""
