@@ -341,6 +341,29 @@ def test_a_read_from_the_top_can_look_at_the_head_first(tmp_path: Path, fmt: str
     assert b"".join(c.matrix.tobytes() for c in chunks) == b"".join(body)
 
 
+@pytest.mark.parametrize("fmt", ["F", "D", "V"])
+def test_after_the_head_chunks_grow_to_the_batch_size_and_a_resumed_read_grows_again(tmp_path: Path,
+                                                                                      fmt: str) -> None:
+    """A batch run's stages overlap only once each has a chunk: chunks start at an eighth of
+    the batch size and double (none under 1,000 records); every record is read once, in
+    order, from the top and from a chunk's end alike."""
+    data = tmp_path / "recs"
+    body = [b"%08d" % i for i in range(40_000)]
+    if fmt == "F":
+        data.write_bytes(b"".join(body))
+    elif fmt == "D":
+        data.write_bytes(b"\n".join(body) + b"\n")
+    else:
+        data.write_bytes(b"".join(len(r).to_bytes(2, "big") + b"\0\0" + r for r in body))
+    framing = records.Framing(fmt, 8, rdw_includes_header=False if fmt == "V" else None)
+    chunks = list(records.read_records(data, framing, batch_size=16_000, first_chunk_records=1_000))
+    assert [c.num_rows for c in chunks] == [1_000, 2_000, 4_000, 8_000, 16_000, 9_000]
+    assert b"".join(c.matrix.tobytes() for c in chunks) == b"".join(body)
+    resumed = list(records.read_records(data, framing, batch_size=16_000, start=chunks[2].end))
+    assert [c.num_rows for c in resumed] == [2_000, 4_000, 8_000, 16_000, 3_000]
+    assert b"".join(c.matrix.tobytes() for c in resumed) == b"".join(body[7_000:])
+
+
 def test_the_line_terminator_probe_reads_only_the_bytes_the_file_has(tmp_path: Path) -> None:
     """A file of one long newline-terminated record: the probe for a terminator after
     every record used to ask for 64 records' worth of bytes (here 2.2 GB)."""
