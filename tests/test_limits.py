@@ -324,18 +324,23 @@ def test_decode_of_a_matrix_without_odo_counts_present_has_empty_arrays() -> Non
     assert rows == [{"CNT": 0, "ITEMS": []}, {"CNT": 0, "ITEMS": []}]
 
 
-@pytest.mark.parametrize("fmt", ["F", "D", "V"])
-def test_a_read_from_the_top_can_look_at_the_head_first(tmp_path: Path, fmt: str) -> None:
-    """The reject-rate verdict needs only the first records: they come as a chunk of their own."""
-    data = tmp_path / "recs"
-    body = [b"%08d" % i for i in range(2500)]
+def _eight_byte_records(data: Path, body: list[bytes], fmt: str) -> records.Framing:
+    """`body` (records of 8 bytes) written to `data` as format `fmt`: F, D or V (RDW)."""
     if fmt == "F":
         data.write_bytes(b"".join(body))
     elif fmt == "D":
         data.write_bytes(b"\n".join(body) + b"\n")
     else:
         data.write_bytes(b"".join(len(r).to_bytes(2, "big") + b"\0\0" + r for r in body))
-    framing = records.Framing(fmt, 8, rdw_includes_header=False if fmt == "V" else None)
+    return records.Framing(fmt, 8, rdw_includes_header=False if fmt == "V" else None)
+
+
+@pytest.mark.parametrize("fmt", ["F", "D", "V"])
+def test_a_read_from_the_top_can_look_at_the_head_first(tmp_path: Path, fmt: str) -> None:
+    """The reject-rate verdict needs only the first records: they come as a chunk of their own."""
+    data = tmp_path / "recs"
+    body = [b"%08d" % i for i in range(2500)]
+    framing = _eight_byte_records(data, body, fmt)
     chunks = list(records.read_records(data, framing, batch_size=700, first_chunk_records=100))
     assert [c.num_rows for c in chunks] == [100, 700, 700, 700, 300]
     assert b"".join(c.matrix.tobytes() for c in chunks) == b"".join(body)
@@ -349,13 +354,7 @@ def test_after_the_head_chunks_grow_to_the_batch_size_and_a_resumed_read_grows_a
     order, from the top and from a chunk's end alike."""
     data = tmp_path / "recs"
     body = [b"%08d" % i for i in range(40_000)]
-    if fmt == "F":
-        data.write_bytes(b"".join(body))
-    elif fmt == "D":
-        data.write_bytes(b"\n".join(body) + b"\n")
-    else:
-        data.write_bytes(b"".join(len(r).to_bytes(2, "big") + b"\0\0" + r for r in body))
-    framing = records.Framing(fmt, 8, rdw_includes_header=False if fmt == "V" else None)
+    framing = _eight_byte_records(data, body, fmt)
     chunks = list(records.read_records(data, framing, batch_size=16_000, first_chunk_records=1_000))
     assert [c.num_rows for c in chunks] == [1_000, 2_000, 4_000, 8_000, 16_000, 9_000]
     assert b"".join(c.matrix.tobytes() for c in chunks) == b"".join(body)
