@@ -51,3 +51,27 @@ def best_of(runs: int, work: Callable[[], T]) -> tuple[Took, T]:
             best = (took, result)
     assert best is not None
     return best
+
+
+def host_speed(rounds: int = 3) -> float:
+    """Seconds of one fixed piece of single-thread work (hash 64 MB, sort 2M doubles, a
+    Python loop), the median of `rounds`: the same code takes longer when this host is in
+    a slow state (a noisy neighbour, a lower clock), so a bench prints it before and after
+    its runs and figures from different sittings can be told apart."""
+    import hashlib
+    import statistics
+
+    import numpy as np
+
+    data = bytes(range(256)) * (1 << 18)  # 64 MiB
+    values = np.random.default_rng(7).random(2_000_000)
+
+    def work() -> None:
+        hashlib.sha256(data).digest()
+        np.sort(values)
+        total = 0
+        for i in range(1_000_000):
+            total += i & 7
+
+    return round(statistics.median(timed(work)[0].wall for _ in range(max(rounds, 1))), 3)
+

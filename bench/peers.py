@@ -35,7 +35,9 @@ features, model, CSV). `lgw batch run`'s ratio is printed beside it; it also kee
 trail, checkpoints and digests that the floor does not model (README, "Benchmarks").
 Also printed: `lgw batch run`'s CPU/wall past its start-up, (CPU - the 1,000-record run's
 CPU) / (wall - its wall): the overlap of the chunks, apart from a start-up that is mostly
-loading the libraries on one core.
+loading the libraries on one core. And the host's speed before and after the runs
+(`bench.clock.host_speed`: seconds of a fixed piece of single-thread work), so that runs
+from different sittings can be told apart when the host slows down.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.clock import host_speed  # noqa: E402
 from tests.peak_memory import peak_bytes, probed  # noqa: E402
 
 TOOLS = ("lgw batch run", "lgw score", "polars", "duckdb", "floor")
@@ -286,7 +289,8 @@ def main() -> None:
     spec = json.dumps({"fields": text_fields(), "trailer": TEXT_TRAILER, "model": model})
     with tempfile.TemporaryDirectory(prefix="lgw-bench-peers-") as tmp:
         runner = Runner(Path(tmp), model, spec)
-        report: dict[str, Any] = {"cores": os.cpu_count(), "load_before": os.getloadavg()}
+        report: dict[str, Any] = {"cores": os.cpu_count(), "load_before": os.getloadavg(),
+                                  "host_speed_before_s": host_speed()}
         for n in [int(x) for x in args.records.split(",")]:
             figures = compare(n, args.rounds, runner, Path(tmp))
             lgw, floor = figures["lgw batch run"]["median_s"], figures["floor"]["median_s"]
@@ -303,6 +307,7 @@ def main() -> None:
         report["startup_1000"] = {t: f["median_s"] for t, f in start.items()}
         report["startup_1000_cpu_s"] = {t: f["cpu_s"] for t, f in start.items()}
         report["load_after"] = os.getloadavg()
+        report["host_speed_after_s"] = host_speed()
     for measured in report.values():
         if isinstance(measured, dict) and "lgw_over_floor" in measured:
             measured["lgw_cpu_per_wall_past_startup"] = past_startup(measured, report)
@@ -310,6 +315,8 @@ def main() -> None:
     print(json.dumps(report, indent=1))
     for t in report["targets"]:
         print(f"{'met    ' if t['met'] else 'NOT MET'}  {t['target']}: {t['figure']}")
+    print(f"info     host speed (bench.clock.host_speed, lower is quicker): {report['host_speed_before_s']} s "
+          f"before, {report['host_speed_after_s']} s after")
     for size, figures in report.items():
         if isinstance(figures, dict) and "lgw_over_floor" in figures:
             print(f"info     lgw batch run over the floor at {size}: {figures['lgw_over_floor']} "
