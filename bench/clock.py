@@ -74,4 +74,3 @@ def host_speed(rounds: int = 3) -> float:
             total += i & 7
 
     return round(statistics.median(timed(work)[0].wall for _ in range(max(rounds, 1))), 3)
-
