@@ -2,6 +2,7 @@
 each tool a fresh process, interleaved rounds, outputs compared.
 
     python bench/peers.py [--records 1000000,4000000] [--rounds 5] [--startup-rounds 7]
+                          [--batch-sizes 100000,200000]
 
 The job: a nightly card file of N records is read, typed, turned into the model's five
 features, scored with the bundled ONNX model (session created inside the timing) and written
@@ -38,6 +39,12 @@ CPU) / (wall - its wall): the overlap of the chunks, apart from a start-up that 
 loading the libraries on one core. And the host's speed before and after the runs
 (`bench.clock.host_speed`: seconds of a fixed piece of single-thread work), so that runs
 from different sittings can be told apart when the host slows down.
+
+`--batch-sizes`: `lgw batch run` also runs with each of these batch sizes (the pipeline's
+`batch_size`; the default is 50,000), in the same interleaved rounds, its output compared
+like the others'. An info line per size and variant puts its speed against polars, its
+CPU/wall and its peak memory beside the default's: a larger batch has fewer per-batch
+hand-offs between the threads and fewer fsyncs, and holds more records in memory.
 """
 
 from __future__ import annotations
@@ -183,10 +190,10 @@ class Runner:
         root.mkdir()
         out: Path | None = root / "out.csv"
         me = str(Path(__file__).resolve())
-        if tool == "lgw batch run":
+        if tool.startswith("lgw batch run"):
             from bench.batch import write_config
 
-            config = write_config(root)
+            config = write_config(root, **({"batch_size": batch_size_of(tool)} if tool != "lgw batch run" else {}))
             os.link(data, root / "drop" / "inbox" / data.name)
             target, args = "gateway.cli", ["batch", "run", "card_txn", "--config", str(config)]
         elif tool == "lgw score":
@@ -207,7 +214,7 @@ class Runner:
         code = os.waitstatus_to_exitcode(status)
         if code != 0 and not (tool.startswith("lgw") and code == 1):  # lgw: 1 = some records rejected
             raise SystemExit(f"{tool} failed ({code}): {err.decode()[-3000:]}")
-        if tool == "lgw batch run":
+        if tool.startswith("lgw batch run"):
             out = next((root / "drop" / "outbox").glob("*.csv"))
         return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime,
                 "rss_mb": peak_bytes(root / "peak.kb") / 2**20}, out
@@ -277,7 +284,11 @@ def main() -> None:
     p.add_argument("--records", default="1000000,4000000")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--startup-rounds", type=int, default=7)
+    p.add_argument("--batch-sizes", default="",
+                   help="also run `lgw batch run` with these batch sizes (comma-separated): wall, CPU/wall and "
+                        "peak memory beside the default's, as info lines")
     args = p.parse_args()
+    variants = tuple(variant(int(b)) for b in args.batch_sizes.split(",") if b)
     from bench.batch import TEXT_TRAILER, text_fields
     from schemas.examples import model_info
 
@@ -292,7 +303,7 @@ def main() -> None:
         report: dict[str, Any] = {"cores": os.cpu_count(), "load_before": os.getloadavg(),
                                   "host_speed_before_s": host_speed()}
         for n in [int(x) for x in args.records.split(",")]:
-            figures = compare(n, args.rounds, runner, Path(tmp))
+            figures = compare(n, args.rounds, runner, Path(tmp), TOOLS + variants)
             lgw, floor = figures["lgw batch run"]["median_s"], figures["floor"]["median_s"]
             # the targets speak of every run: the ratio of each round too (the tools of a round ran one after another)
             per_round = [round(p / g, 2) for p, g in zip(figures["polars"]["rounds_s"],
@@ -322,6 +333,26 @@ def main() -> None:
               "with its audit trail, checkpoints and digests, not held to 2x)")
         print(f"info     lgw batch run CPU/wall past its start-up at {size}: "
               f"{figures['lgw_cpu_per_wall_past_startup']} (the 1,000-record run's CPU and wall taken off)")
+        for tool in variants:
+            print(f"info     {tool} at {size}: {trade_off(figures, tool)}")
+
+
+def variant(batch_size: int) -> str:
+    """The tool name of `lgw batch run` with a batch size of its own (`--batch-sizes`)."""
+    return f"lgw batch run @{batch_size:,}"
+
+
+def batch_size_of(tool: str) -> int:
+    return int(tool.rsplit("@", 1)[1].replace(",", ""))
+
+
+def trade_off(figures: dict[str, Any], tool: str) -> str:
+    """One size's figures of a batch-size variant beside the default's: what a larger
+    batch buys in speed and costs in memory."""
+    ours, default, polars = figures[tool], figures["lgw batch run"], figures["polars"]["median_s"]
+    return (f"{round(polars / ours['median_s'], 2)}x polars (default {round(polars / default['median_s'], 2)}x), "
+            f"CPU/wall {ours['cpu_per_wall']} (default {default['cpu_per_wall']}), "
+            f"peak {ours['peak_mb']} MB (default {default['peak_mb']} MB)")
 
 
 def sizes(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
