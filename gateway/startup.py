@@ -69,6 +69,12 @@ def release_collector() -> None:
 
 
 PR_SET_THP_DISABLE = 41  # linux/prctl.h
+M_ARENA_MAX = -8  # malloc.h (glibc)
+
+
+def arena_limit() -> int:
+    """The C library's malloc arenas the CLI allows: one per core (at least two)."""
+    return max(2, os.cpu_count() or 2)
 
 
 def tune_process() -> None:
@@ -85,15 +91,22 @@ def tune_process() -> None:
     - pyarrow's buffers from the C library's allocator rather than its bundled mimalloc:
       with huge pages off, it served a 4M-record run with 5 % less CPU and wall time
       (three interleaved rounds each, twice), at the same peak memory.
-    Each is a default: a value the operator set in the environment stands. Child
-    processes inherit them."""
+    - glibc's malloc with one arena per core (`arena_limit`) instead of eight: each
+      thread that allocates (the decoding, the model's slices, the CSV writers, the audit)
+      got an arena of its own, and the chunks' buffers freed in one were not reused by
+      another. A million-record run peaked at 306-327 MB instead of 398-427 MB (five
+      interleaved rounds), at the same speed.
+    Each is a default: a value the operator set in the environment stands
+    (MALLOC_ARENA_MAX included). Child processes inherit the first three."""
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0)  # fails harmlessly on kernels older than 3.15
-        except (OSError, AttributeError):
+            if "MALLOC_ARENA_MAX" not in os.environ:  # glibc read it at start; else it is ours to set
+                libc.mallopt(M_ARENA_MAX, arena_limit())  # before any thread: none has an arena of its own yet
+        except (OSError, AttributeError):  # not glibc (musl has no mallopt)
             pass
 
 

@@ -51,6 +51,58 @@ def test_what_the_process_starts_inherits_the_huge_page_setting() -> None:
     assert _fresh(child)["child"] == 1
 
 
+ARENAS = """
+import ctypes, json, os, sys, tempfile, threading
+from gateway.startup import arena_limit, tune_process
+if sys.argv[1:] == ["tuned"]:
+    tune_process()
+held = []
+n = 4 * arena_limit()
+together = threading.Barrier(n)
+def allocate():
+    held.append(bytearray(64 * 1024))  # under malloc's mmap threshold: from the thread's arena
+    together.wait()  # all alive at once: no thread's arena is free for another to take
+threads = [threading.Thread(target=allocate) for _ in range(n)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+libc = ctypes.CDLL(None)
+libc.fopen.restype = ctypes.c_void_p
+libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+libc.fclose.argtypes = [ctypes.c_void_p]
+path = tempfile.mktemp()
+fp = libc.fopen(path.encode(), b"w")
+libc.malloc_info(0, fp)
+libc.fclose(fp)
+with open(path) as fh:
+    heaps = fh.read().count("<heap nr=")
+os.unlink(path)
+print(json.dumps({"heaps": heaps, "limit": arena_limit()}))
+"""
+
+
+def _arenas(*args: str, env: dict[str, str] | None = None) -> dict[str, int]:
+    environ = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    out = subprocess.run([sys.executable, "-c", ARENAS, *args], capture_output=True, text=True, check=True,
+                         env={**environ, **(env or {})})
+    found: dict[str, int] = json.loads(out.stdout.strip().splitlines()[-1])
+    return found
+
+
+def test_the_cli_process_has_one_malloc_arena_per_core_however_many_threads_allocate() -> None:
+    untuned, tuned = _arenas(), _arenas("tuned")
+    assert untuned["heaps"] > untuned["limit"]  # what glibc does on its own: an arena per thread, up to 8 a core
+    assert tuned["heaps"] <= tuned["limit"]
+
+
+def test_an_operators_malloc_arena_setting_is_kept() -> None:
+    limit = _arenas()["limit"]
+    found = _arenas("tuned", env={"MALLOC_ARENA_MAX": str(2 * limit)})
+    assert found["heaps"] > limit
+
+
 def test_pyarrow_first_conversion_leaves_pandas_unimported_and_to_pandas_still_works() -> None:
     code = ("import json, sys\n"
             "from gateway.startup import pyarrow_without_pandas\n"
