@@ -60,10 +60,11 @@ from gateway.config import example_dropfolder_config
 from schemas.contract import load_contract
 from schemas.examples import contract_path, generate_card_file, model_info
 from schemas.layout import Elementary
+from schemas.records import DEFAULT_BATCH_SIZE
 from tests.peak_memory import peak_bytes, probed
 
 TARGET_RATIO = 5.0
-CHUNK = 50_000
+CHUNK = DEFAULT_BATCH_SIZE  # the product's: a drop folder's files are read in chunks this size
 
 
 # --------------------------------------------------------------------------- inputs

@@ -41,7 +41,7 @@ loading the libraries on one core. And the host's speed before and after the run
 from different sittings can be told apart when the host slows down.
 
 `--batch-sizes`: `lgw batch run` also runs with each of these batch sizes (the pipeline's
-`batch_size`; the default is 50,000), in the same interleaved rounds, its output compared
+`batch_size`; a drop folder's default is 75,000), in the same interleaved rounds, its output compared
 like the others'. An info line per size and variant puts its speed against polars, its
 CPU/wall and its peak memory beside the default's: a larger batch has fewer per-batch
 hand-offs between the threads and fewer fsyncs, and holds more records in memory.

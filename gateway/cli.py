@@ -31,6 +31,10 @@ from gateway.logs import stderr_line
 from gateway.startup import hold_collector, leave, pyarrow_without_pandas, release_collector, tune_process
 from schemas.errors import ConfigError
 
+# schemas.records.DEFAULT_BATCH_SIZE (tests/test_limits.py holds them equal), not imported:
+# it loads numpy, and the parser is built before any command's modules load
+CHUNK_RECORDS = 75_000
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
@@ -55,7 +59,8 @@ def _add_layout_options(p: argparse.ArgumentParser) -> None:
                    help="COMP-1/COMP-2 representation (default ibm)")
     p.add_argument("--control-chars", choices=["drop", "keep"],
                    help="bytes 0x00-0x1F in ascii/utf-8 text: drop them as Cobrix does (default) or keep them")
-    p.add_argument("--batch-size", "--chunk-records", dest="chunk_records", type=int, default=50_000, metavar="N",
+    p.add_argument("--batch-size", "--chunk-records", dest="chunk_records", type=int,
+                   default=CHUNK_RECORDS, metavar="N",
                    help="records decoded per batch (memory stays flat at any file size)")
     limits = p.add_argument_group("limits (override the contract's record.limits)")
     limits.add_argument("--max-record-bytes", type=_positive, metavar="N",
@@ -159,8 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--policy", choices=["fallback", "fallback_and_rescore"], default="fallback",
                     help="what to do while the model is unavailable")
     sc.add_argument("--shadow", action="store_true", help="also evaluate the rules and report agreement")
-    sc.add_argument("--batch-size", "--chunk-records", dest="chunk_records", type=int, default=50_000, metavar="N",
-                    help="records scored per batch")
+    sc.add_argument("--batch-size", "--chunk-records", dest="chunk_records", type=int,
+                    default=CHUNK_RECORDS, metavar="N", help="records scored per batch")
     _add_reject_options(sc)
 
     ks = sub.add_parser("killswitch", help="force fallback or pause a pipeline, for every replica")

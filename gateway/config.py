@@ -42,6 +42,7 @@ from gateway.settings import (
 from gateway.tracing import TracingConfig
 from schemas.contract import PiiAction
 from schemas.errors import ConfigError
+from schemas.records import DEFAULT_BATCH_SIZE
 from schemas.yaml_loader import load_yaml
 
 
@@ -125,7 +126,9 @@ class PipelineConfig(_Strict):
     model: str | None = None  # a key of `models`; None scores with the rules only
     policy: Policy = Policy.FALLBACK
     shadow: bool = False  # evaluate the rules beside the model and record agreement
-    batch_size: int = Field(default=50_000, ge=1)  # records a batch (a source may set its own)
+    # records a batch (a source may set its own); left out: 50,000, and a drop folder's
+    # files schemas.records.DEFAULT_BATCH_SIZE (`_file_chunks`)
+    batch_size: int = Field(default=50_000, ge=1)
     # a file whose reject rate passes max_reject_rate (judged after reject_rate_after
     # records) stops early and goes to failed/; 1 never stops
     max_reject_rate: float = Field(default=0.5, ge=0, le=1)
@@ -145,6 +148,14 @@ class PipelineConfig(_Strict):
     sink: SinkConfig | None = None
     rejects: RejectsConfig | None = None
     review: ReviewConfig | None = None  # records a person looks at (gateway.governance.review)
+
+    @model_validator(mode="after")
+    def _file_chunks(self) -> PipelineConfig:
+        """A file is read in larger chunks than a table page or a topic's micro-batch: those
+        keep the 50,000 that their latency and their servers were measured with."""
+        if "batch_size" not in self.model_fields_set and isinstance(self.source, DropFolderConfig):
+            self.batch_size = DEFAULT_BATCH_SIZE
+        return self
 
     @model_validator(mode="after")
     def _hold_is_for_batches(self) -> PipelineConfig:
@@ -293,7 +304,7 @@ class GatewayConfig(_Strict):
         return self
 
 
-def example_dropfolder_config(state_url: str, *, fmt: str = "jsonl", batch_size: int = 50_000,
+def example_dropfolder_config(state_url: str, *, fmt: str = "jsonl", batch_size: int = DEFAULT_BATCH_SIZE,
                               **source: Any) -> dict[str, Any]:
     """gateway.yaml content for the bundled example fed by ./drop/inbox (relative to the
     file): the pinned ONNX model, the card-transaction contract, SQLite state at `state_url`."""

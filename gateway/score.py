@@ -28,6 +28,7 @@ from gateway.kill_switch import KillSwitch, KillSwitches
 from gateway.pipeline import Pipeline, Rescorer, fixed_columns
 from schemas.contract import Contract
 from schemas.errors import ConfigError, GatewayError, InputFormatError
+from schemas.records import DEFAULT_BATCH_SIZE
 from schemas.reject_rate import DEFAULT_REJECT_LIMIT, RejectLimit
 from schemas.safefiles import create_outputs, discard_all
 from schemas.stream import no_records
@@ -83,7 +84,7 @@ class _Corrections:
 async def score_file(contract: Contract, input_path: Path, output: Path, *, rejects_path: Path | None,
                      fmt: str, config: GatewayConfig, force_fallback: bool = False,
                      policy: Policy = Policy.FALLBACK, shadow: bool = False,
-                     batch_size: int = 50_000, state: KillSwitches | None = None,
+                     batch_size: int = DEFAULT_BATCH_SIZE, state: KillSwitches | None = None,
                      rejects_stream: IO[str] | None = None, reject_limit: RejectLimit = DEFAULT_REJECT_LIMIT,
                      require_records: bool = False) -> dict[str, Any]:
     """`reject_limit`: a file rejected beyond it stops with InputFormatError and no output;

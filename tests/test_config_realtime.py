@@ -53,6 +53,20 @@ def _no_broker_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # --------------------------------------------------------------------------- validation
+def test_a_drop_folders_files_are_read_in_larger_batches_than_a_topic_unless_the_pipeline_says(
+        tmp_path: Path) -> None:
+    from schemas.records import DEFAULT_BATCH_SIZE
+
+    cfg = load_config(write_yaml(tmp_path, realtime_config(
+        files={"source": {"inbox": "a/inbox", "outbox": "a/outbox"}},
+        sized={"source": {"inbox": "b/inbox", "outbox": "b/outbox"}, "batch_size": 5000},
+        stream={"source": KAFKA},
+    )))
+    assert cfg.pipelines["files"].batch_size == DEFAULT_BATCH_SIZE == 75_000
+    assert cfg.pipelines["sized"].batch_size == 5000
+    assert cfg.pipelines["stream"].batch_size == 50_000  # a micro-batch's: the latency it was measured with
+
+
 def test_kafka_and_amqp_pipelines_validate(tmp_path: Path) -> None:
     cfg = load_config(write_yaml(tmp_path, realtime_config(
         stream={"source": {**KAFKA, "payload": "copybook", "result_format": "json", "max_records": 200},

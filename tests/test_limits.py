@@ -129,6 +129,15 @@ def test_a_short_file_of_long_records_reads_only_the_bytes_it_has(tmp_path: Path
     assert reject["reason"].startswith("truncated record: 2 of 1000000 bytes") and reject["raw"] == "4142"
 
 
+def test_the_commands_read_files_in_chunks_of_the_decoders_default_size() -> None:
+    from gateway.cli import CHUNK_RECORDS, build_parser
+
+    assert CHUNK_RECORDS == records.DEFAULT_BATCH_SIZE
+    for argv in (["decode", "--copybook", "x.cpy", "x.dat"],
+                 ["score", "--contract", "c.yaml", "--input", "x.dat", "--output", "o.csv"]):
+        assert build_parser().parse_args(argv).chunk_records == records.DEFAULT_BATCH_SIZE
+
+
 def test_chunks_of_long_records_stay_within_the_chunk_byte_budget(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(records, "CHUNK_BYTES", 1000)

@@ -27,6 +27,7 @@ from gateway.governance.profile import MAX_CATEGORIES, Profile, build_profile
 from gateway.pipeline import Pipeline
 from schemas.arrow_buffers import one_array
 from schemas.errors import ConfigError
+from schemas.records import DEFAULT_BATCH_SIZE
 from schemas.safefiles import create_output, open_existing
 
 DEFAULT_MAX_RECORDS = 1_000_000
@@ -70,7 +71,7 @@ def _padded(column: Any, n: int) -> Any:
 
 
 async def build_reference(pipeline: Pipeline, path: Path, *, max_records: int = DEFAULT_MAX_RECORDS,
-                          batch_size: int = 50_000, seed: int = 0) -> Profile:
+                          batch_size: int = DEFAULT_BATCH_SIZE, seed: int = 0) -> Profile:
     """Reads, scores and profiles `path` (see the module's docstring)."""
     contract = pipeline.contract
     source = FileSource(contract, path, batch_size=batch_size)
