@@ -193,7 +193,7 @@ class Runner:
         if tool.startswith("lgw batch run"):
             from bench.batch import write_config
 
-            config = write_config(root, **({"batch_size": batch_size_of(tool)} if tool != "lgw batch run" else {}))
+            config = write_config(root, **own_batch_size(tool))
             os.link(data, root / "drop" / "inbox" / data.name)
             target, args = "gateway.cli", ["batch", "run", "card_txn", "--config", str(config)]
         elif tool == "lgw score":
@@ -342,8 +342,10 @@ def variant(batch_size: int) -> str:
     return f"lgw batch run @{batch_size:,}"
 
 
-def batch_size_of(tool: str) -> int:
-    return int(tool.rsplit("@", 1)[1].replace(",", ""))
+def own_batch_size(tool: str) -> dict[str, int]:
+    """The pipeline setting a `variant` runs with; none for `lgw batch run` itself."""
+    _, at, size = tool.partition("@")
+    return {"batch_size": int(size.replace(",", ""))} if at else {}
 
 
 def trade_off(figures: dict[str, Any], tool: str) -> str:
