@@ -34,7 +34,7 @@ CPU/wall >= 1.6 on two idle cores; lgw end to end <= 2x the floor.
 - CPU/wall is judged where the issue's overlap happens, on the chunks: past the start-up,
   (CPU - the 1,000-record run's CPU) / (wall - its wall). The start-up (0.6 s) loads the
   libraries on one core under one interpreter lock at any file size, and no overlap of
-  chunks can shorten it: with it, a 1M run's figure is 1.53-1.60 and a 4M run's 1.74-1.77.
+  chunks can shorten it: with it, a 1M run's figure is 1.50-1.60 and a 4M run's 1.74-1.77.
   The whole run's CPU/wall of every tool is printed beside it (polars' is 1.4 on this job).
 - The floor target is held against `lgw score`: the job the issue profiled when it found
   lgw 3.9x the floor (read, typed columns, features, model, CSV). `lgw batch run`'s ratio is
